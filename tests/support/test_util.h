@@ -1,0 +1,40 @@
+// Shared test helpers: status matchers, temp dirs, where the models are.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gmock/gmock.h"
+
+namespace rsd::testing {
+
+inline absl::Status ToStatus(const absl::Status& s) { return s; }
+template <typename T>
+absl::Status ToStatus(const absl::StatusOr<T>& s) {
+  return s.status();
+}
+
+// EXPECT_THAT(status_or_status, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("...")))
+MATCHER_P2(StatusIs, code, msg_matcher, "") {
+  absl::Status s = ::rsd::testing::ToStatus(arg);
+  if (s.code() != code) {
+    *result_listener << "code is " << absl::StatusCodeToString(s.code()) << " (" << s.message()
+                     << ")";
+    return false;
+  }
+  return ::testing::ExplainMatchResult(msg_matcher, std::string(s.message()), result_listener);
+}
+
+// A fresh directory under the test temp dir, removed by the OS/test runner later.
+std::string MakeTempDir(const std::string& prefix);
+
+// The repository root (RSD_SOURCE_DIR, set by ctest).
+std::string SourceDir();
+
+// Path of SmolLM2-135M-Instruct Q4_1 (RSD_SMOLLM2, or models/ under the source dir); "" if absent.
+std::string SmolLM2Path();
+// Path of ../shared/models/stories260K.gguf (RSD_STORIES260K or beside the checkout); "" if absent.
+std::string Stories260KPath();
+
+}  // namespace rsd::testing

@@ -1,0 +1,42 @@
+// Chat templates: the formats our supported models use, recognised from the model's Jinja source,
+// rendered without a Jinja engine. Messages' content is never parsed for special tokens.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/model/tokenizer.h"
+
+namespace rsd {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+
+class ChatTemplate {
+ public:
+  // Recognises the template from its Jinja source (ChatML, Llama 2 [INST], Llama 3, Mistral,
+  // ...); an empty source gives the plain template. UNIMPLEMENTED for an unrecognised source.
+  static absl::StatusOr<std::unique_ptr<ChatTemplate>> Create(const std::string& jinja,
+                                                              const Tokenizer* tokenizer);
+  virtual ~ChatTemplate() = default;
+
+  virtual std::string name() const = 0;  // "chatml", "llama2", "llama3", "plain", ...
+  // The model's default system prompt ("" if none), included in turn 1 when the user gave none.
+  virtual std::string default_system_prompt() const = 0;
+
+  // Tokens appended for one user turn, ending with the assistant header the model continues
+  // from. `first_turn` adds BOS (if the model wants one) and the default system prompt.
+  virtual std::vector<int32_t> UserTurn(const std::string& user_text, bool first_turn) const = 0;
+  // Tokens that close the assistant's turn after generation (e.g. "<|im_end|>\n"), given whether
+  // the generation already ended with the end-of-turn token.
+  virtual std::vector<int32_t> EndOfAssistantTurn(bool generated_eot) const = 0;
+  // Token ids that end an assistant turn when generated (EOS, EOT).
+  virtual std::vector<int32_t> StopTokens() const = 0;
+};
+
+}  // namespace rsd
