@@ -1,0 +1,33 @@
+#include <cstring>
+
+#include "kernels/cpu/exp.h"
+#include "kernels/cpu/ops.h"
+
+namespace rsd::cpu {
+
+void SiluMulOp(OpContext& ctx, const Tensor& gate, const Tensor& up, Tensor out) {
+  const int64_t n = gate.rows * gate.cols;
+  const float* g = gate.f32();
+  const float* u = up.f32();
+  float* o = out.f32();
+  for (int64_t i = 0; i < n; ++i) o[i] = Silu(g[i]) * u[i];
+}
+
+void AddOp(OpContext& ctx, Tensor x, const Tensor& y) {
+  const int64_t n = x.rows * x.cols;
+  float* a = x.f32();
+  const float* b = y.f32();
+  for (int64_t i = 0; i < n; ++i) a[i] = a[i] + b[i];
+}
+
+void StoreKvOp(OpContext& ctx, const Tensor& k, const Tensor& v, int layer,
+               const int32_t* slot_block, const int32_t* slot_offset, const KvPoolView& pool) {
+  const size_t row = static_cast<size_t>(pool.kv_dim) * sizeof(float);
+  for (int64_t r = 0; r < k.rows; ++r) {
+    const size_t off = static_cast<size_t>(slot_offset[r]) * pool.kv_dim;
+    std::memcpy(pool.K(slot_block[r], layer) + off, k.f32() + r * k.cols, row);
+    std::memcpy(pool.V(slot_block[r], layer) + off, v.f32() + r * v.cols, row);
+  }
+}
+
+}  // namespace rsd::cpu

@@ -1,0 +1,46 @@
+// The hot tier: a fixed pool of K/V blocks in backend memory, carved from one allocation sized by a
+// byte budget. Sequences reach blocks through block tables of block ids. Not thread-safe: owned by
+// the engine's compute thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+
+namespace rsd {
+
+class KvBlockPool {
+ public:
+  // Allocates floor(budget_bytes / block_bytes) blocks (at least one). RESOURCE_EXHAUSTED if the
+  // backend cannot provide them; INVALID_ARGUMENT for a zero-sized layout.
+  static absl::StatusOr<std::unique_ptr<KvBlockPool>> Create(Backend* backend, int n_layers,
+                                                             int kv_dim, int block_tokens,
+                                                             size_t budget_bytes);
+  ~KvBlockPool();
+  KvBlockPool(const KvBlockPool&) = delete;
+  KvBlockPool& operator=(const KvBlockPool&) = delete;
+
+  // A free block id, or RESOURCE_EXHAUSTED naming the pool's size.
+  absl::StatusOr<int32_t> Allocate();
+  void Free(int32_t block);
+
+  const KvPoolView& view() const { return view_; }
+  size_t block_bytes() const { return view_.block_floats() * sizeof(float); }
+  int32_t capacity() const { return view_.n_blocks; }
+  int32_t used() const { return view_.n_blocks - static_cast<int32_t>(free_.size()); }
+  size_t bytes_used() const { return static_cast<size_t>(used()) * block_bytes(); }
+  // Overwrites one block with `byte` (tests poison blocks before a rebuild).
+  void Poison(int32_t block, uint8_t byte);
+
+ private:
+  KvBlockPool(Backend* backend, KvPoolView view) : backend_(backend), view_(view) {}
+  Backend* backend_;
+  KvPoolView view_;
+  std::vector<int32_t> free_;  // LIFO stack of free ids
+  std::vector<bool> in_use_;
+};
+
+}  // namespace rsd

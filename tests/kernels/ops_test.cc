@@ -1,0 +1,114 @@
+// Backend op checks on the CPU backend: thread-count and row-count independence (bit for bit, with
+// counters proving the threads ran) and attention against a float64 softmax.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace rsd::cpu {
+namespace {
+
+std::vector<float> RandomFloats(std::mt19937& rng, size_t n, float scale) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+std::vector<uint8_t> RandomQ4_1(std::mt19937& rng, int64_t rows, int64_t k) {
+  std::vector<uint8_t> w(DTypeRowBytes(DType::kQ4_1, k) * rows);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& x : w) x = static_cast<uint8_t>(byte(rng));
+  std::uniform_real_distribution<float> sc(-0.05f, 0.05f);
+  for (int64_t b = 0; b < rows * k / 32; ++b) {
+    uint16_t d = F32ToF16(sc(rng)), m = F32ToF16(sc(rng));
+    std::memcpy(w.data() + 20 * b, &d, 2);
+    std::memcpy(w.data() + 20 * b + 2, &m, 2);
+  }
+  return w;
+}
+
+TEST(MatMul, SameBitsForAnyThreadCountAndRowCount) {
+  std::mt19937 rng(5);
+  const int64_t n = 9, k = 576, m = 200;
+  auto x = RandomFloats(rng, n * k, 1.5f);
+  auto wf = RandomFloats(rng, m * k, 0.1f);
+  auto wq = RandomQ4_1(rng, m, k);
+  auto bias = RandomFloats(rng, m, 0.5f);
+  for (DType t : {DType::kF32, DType::kQ4_1}) {
+    void* wdata = t == DType::kF32 ? static_cast<void*>(wf.data()) : static_cast<void*>(wq.data());
+    Tensor w{wdata, t, m, k};
+    std::vector<float> ref;
+    for (int threads : {1, 2, 3}) {
+      CpuBackend be(threads, DefaultIsa());
+      std::vector<float> out(n * m, NAN);
+      be.MatMul(Tensor{x.data(), DType::kF32, n, k}, w, bias.data(),
+                Tensor{out.data(), DType::kF32, n, m});
+      EXPECT_EQ(be.counters().max_threads_used, threads) << "threads really used";
+      if (ref.empty()) {
+        ref = out;
+      } else {
+        EXPECT_EQ(0, std::memcmp(out.data(), ref.data(), out.size() * 4))
+            << DTypeName(t) << " threads=" << threads;
+      }
+      // One row at a time gives the same bits as the 9-row GEMM.
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<float> one(m);
+        be.MatMul(Tensor{x.data() + r * k, DType::kF32, 1, k}, w, bias.data(),
+                  Tensor{one.data(), DType::kF32, 1, m});
+        EXPECT_EQ(0, std::memcmp(one.data(), ref.data() + r * m, m * 4)) << "row " << r;
+      }
+      EXPECT_EQ(be.counters().matmul_max_rows, static_cast<uint64_t>(n));
+      EXPECT_EQ(be.counters().matmul_min_rows, 1u);
+    }
+  }
+}
+
+TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
+  std::mt19937 rng(6);
+  const int n_heads = 4, n_kv = 2, hd = 32, bt = 8, n_keys = 29, layers = 2, layer = 1;
+  const int kv_dim = n_kv * hd;
+  const int n_blocks = 6;
+  KvPoolView pool{nullptr, n_blocks, layers, kv_dim, bt};
+  std::vector<float> storage(pool.block_floats() * n_blocks);
+  pool.base = storage.data();
+  auto fill = RandomFloats(rng, storage.size(), 1.0f);
+  storage = fill;
+  // Scrambled block table: positions map to blocks 5, 2, 0, 3.
+  std::vector<int32_t> table = {5, 2, 0, 3};
+  auto q = RandomFloats(rng, n_heads * hd, 2.0f);
+  std::vector<float> out(n_heads * hd);
+  AttentionRow row{table.data(), n_keys};
+  CpuBackend be(2, DefaultIsa());
+  be.Attention(Tensor{q.data(), DType::kF32, 1, n_heads * hd}, &row, layer,
+               AttentionShape{n_heads, n_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd))}, pool,
+               Tensor{out.data(), DType::kF32, 1, n_heads * hd});
+  EXPECT_EQ(be.counters().attention_chunks, 4u);
+  for (int h = 0; h < n_heads; ++h) {
+    const int kvh = h / (n_heads / n_kv);
+    std::vector<double> s(n_keys);
+    double mx = -1e300;
+    for (int j = 0; j < n_keys; ++j) {
+      const float* k = pool.K(table[j / bt], layer) + (j % bt) * kv_dim + kvh * hd;
+      double dot = 0;
+      for (int i = 0; i < hd; ++i) dot += static_cast<double>(q[h * hd + i]) * k[i];
+      s[j] = dot / std::sqrt(static_cast<double>(hd));
+      mx = std::max(mx, s[j]);
+    }
+    double z = 0;
+    for (double& v : s) z += (v = std::exp(v - mx));
+    for (int i = 0; i < hd; ++i) {
+      double ref = 0;
+      for (int j = 0; j < n_keys; ++j) {
+        ref += s[j] / z * pool.V(table[j / bt], layer)[(j % bt) * kv_dim + kvh * hd + i];
+      }
+      EXPECT_NEAR(out[h * hd + i], ref, 1e-5) << "head " << h << " dim " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rsd::cpu

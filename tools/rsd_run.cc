@@ -1,0 +1,246 @@
+// rsd-run: the engine in one process, no network (DESIGN.md section 7).
+//   rsd-run info|tokenize|generate|bench --model PATH [flags]
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "kernels/cpu/isa.h"
+#include "storage/common/status.h"
+#include "worker/engine/engine.h"
+
+ABSL_FLAG(std::string, model, "", "model: GGUF file or Hugging Face folder");
+ABSL_FLAG(bool, json, false, "print JSON");
+ABSL_FLAG(std::string, text, "", "tokenize: the text");
+ABSL_FLAG(std::string, prompt, "", "generate: raw prompt text (BOS added as the model wants)");
+ABSL_FLAG(std::string, message, "", "generate: one user message through the chat template");
+ABSL_FLAG(int, max_tokens, 64, "generate: most tokens to generate");
+ABSL_FLAG(double, temperature, 0.0, "sampling temperature (0: greedy)");
+ABSL_FLAG(int, top_k, 0, "top-k (0: off)");
+ABSL_FLAG(double, top_p, 1.0, "top-p (1: off)");
+ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "stop strings (comma separated)");
+ABSL_FLAG(int, threads, 1, "compute threads");
+ABSL_FLAG(std::string, isa, "", "force a CPU ISA path: scalar, avx2, avx512");
+ABSL_FLAG(int, max_context, 0, "context limit (0: the model's)");
+ABSL_FLAG(std::string, threads_list, "1,2", "bench: thread counts to measure");
+ABSL_FLAG(int, bench_prompt_tokens, 128, "bench: prompt length for prefill");
+ABSL_FLAG(int, bench_decode_tokens, 64, "bench: tokens to decode");
+ABSL_FLAG(int, bench_repeats, 3, "bench: repetitions (best is reported)");
+
+namespace rsd {
+namespace {
+
+using nlohmann::json;
+
+absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
+  EngineOptions o;
+  o.model_path = absl::GetFlag(FLAGS_model);
+  if (o.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  o.threads = threads;
+  o.isa = absl::GetFlag(FLAGS_isa);
+  o.max_context = absl::GetFlag(FLAGS_max_context);
+  return Engine::Create(o);
+}
+
+std::string ValidUtf8(const std::string& s) {
+  // Lossy: invalid bytes become U+FFFD so JSON stays valid.
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = s[i];
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = len > 0 && i + len <= s.size();
+    for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    if (ok) {
+      out.append(s, i, len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+absl::Status Info() {
+  RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(absl::GetFlag(FLAGS_threads)));
+  const ModelConfig& c = engine->config();
+  const StateBytesPerToken b = engine->model().state_bytes_per_token();
+  json j;
+  j["model"] = engine->model_path();
+  j["format"] = engine->model_format();
+  j["architecture"] = c.architecture;
+  j["name"] = c.name;
+  j["n_layers"] = c.n_layers;
+  j["d_model"] = c.d_model;
+  j["n_heads"] = c.n_heads;
+  j["n_kv_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["d_ff"] = c.d_ff;
+  j["vocab_size"] = c.vocab_size;
+  j["context_length"] = c.context_length;
+  j["rope_theta"] = c.rope_theta;
+  j["tied_embeddings"] = c.tied_embeddings;
+  j["qkv_bias"] = c.qkv_bias;
+  j["tokenizer"] = engine->tokenizer().spec().model;
+  j["chat_template"] = engine->chat_template().name();
+  j["default_system_prompt"] = engine->chat_template().default_system_prompt();
+  j["bytes_per_token"] = {{"kv", b.kv}, {"residual", b.residual}, {"tokens", b.tokens}};
+  j["kv_dtype"] = "f32";
+  j["residual_dtype"] = "f32";
+  j["smaller_form"] = b.residual < b.kv ? "residual" : "kv";
+  j["model_fingerprint"] = engine->model_fingerprint();
+  j["numerics_fingerprint"] = engine->numerics_fingerprint();
+  j["backend"] = engine->backend().name();
+  if (absl::GetFlag(FLAGS_json)) {
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << j.dump(2) << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tokenize() {
+  RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(1));
+  std::vector<int32_t> ids = engine->tokenizer().Encode(absl::GetFlag(FLAGS_text), true);
+  json j;
+  j["tokens"] = ids;
+  std::cout << j.dump() << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status Generate() {
+  RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(absl::GetFlag(FLAGS_threads)));
+  const std::string prompt = absl::GetFlag(FLAGS_prompt), message = absl::GetFlag(FLAGS_message);
+  if (prompt.empty() == message.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --prompt or --message");
+  }
+  std::vector<int32_t> ids = !message.empty()
+                                 ? engine->chat_template().UserTurn(message, /*first_turn=*/true)
+                                 : engine->EncodePrompt(prompt);
+  GenerateParams p;
+  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  p.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  p.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  p.sampling.seed = absl::GetFlag(FLAGS_seed);
+  p.stop = absl::GetFlag(FLAGS_stop);
+  int32_t seq = engine->CreateSequence();
+  RSD_ASSIGN_OR_RETURN(GenerateResult r, engine->Generate(seq, ids, p));
+  json j;
+  j["prompt_tokens"] = ids;
+  j["tokens"] = r.tokens;
+  j["text"] = ValidUtf8(r.text);
+  j["finish_reason"] = r.finish_reason;
+  j["prefill_seconds"] = r.prefill_seconds;
+  j["decode_seconds"] = r.decode_seconds;
+  j["decode_tokens_per_second"] =
+      r.decode_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.decode_seconds : 0.0;
+  if (absl::GetFlag(FLAGS_json)) {
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << ValidUtf8(r.text) << "\n";
+    std::fprintf(stderr, "[%zu prompt tokens, %zu generated, finish: %s, %.1f tok/s decode]\n",
+                 ids.size(), r.tokens.size(), r.finish_reason.c_str(),
+                 j["decode_tokens_per_second"].get<double>());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Bench() {
+  json rows = json::array();
+  for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads_list), ',')) {
+    int threads = std::stoi(std::string(t));
+    RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(threads));
+    const int np = absl::GetFlag(FLAGS_bench_prompt_tokens);
+    const int nd = absl::GetFlag(FLAGS_bench_decode_tokens);
+    // A fixed pseudo-random prompt of ordinary token ids.
+    std::vector<int32_t> prompt(np);
+    for (int i = 0; i < np; ++i) prompt[i] = 100 + (i * 7919) % (engine->config().vocab_size - 200);
+    double best_prefill = 1e30, best_decode = 1e30;
+    for (int rep = 0; rep < absl::GetFlag(FLAGS_bench_repeats); ++rep) {
+      int32_t seq = engine->CreateSequence();
+      GenerateParams p;
+      p.max_tokens = nd + 1;
+      p.stop_at_eos = false;
+      RSD_ASSIGN_OR_RETURN(GenerateResult r, engine->Generate(seq, prompt, p));
+      best_prefill = std::min(best_prefill, r.prefill_seconds);
+      best_decode = std::min(best_decode, r.decode_seconds);
+      engine->DestroySequence(seq);
+    }
+    json row;
+    row["threads"] = threads;
+    row["backend"] = engine->backend().name();
+    row["prompt_tokens"] = np;
+    row["decode_tokens"] = nd;
+    row["prefill_tokens_per_second"] = np / best_prefill;
+    row["decode_tokens_per_second"] = nd / best_decode;
+    rows.push_back(row);
+    if (!absl::GetFlag(FLAGS_json)) {
+      std::printf("threads=%d backend=%s prefill %.1f tok/s (%d tokens)  decode %.1f tok/s (%d tokens)\n",
+                  threads, engine->backend().name().c_str(), np / best_prefill, np, nd / best_decode, nd);
+    }
+  }
+  if (absl::GetFlag(FLAGS_json)) std::cout << rows.dump() << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace rsd
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "rsd-run <info|tokenize|generate|bench> --model PATH [flags]\n"
+      "  info      architecture, bytes per token of each state form, fingerprints\n"
+      "  tokenize  --text T: token ids (special tokens parsed, no BOS)\n"
+      "  generate  --prompt T | --message T [--max-tokens N --temperature X --seed N ...]\n"
+      "  bench     prefill and decode tokens/s for --threads-list");
+  // The command-line contract spells flags with dashes (--max-tokens); Abseil wants underscores.
+  std::vector<std::string> storage(argv, argv + argc);
+  std::vector<char*> fixed;
+  for (std::string& a : storage) {
+    if (a.rfind("--", 0) == 0) {
+      const size_t end = std::min(a.find('='), a.size());
+      for (size_t i = 2; i < end; ++i) {
+        if (a[i] == '-') a[i] = '_';
+      }
+    }
+    fixed.push_back(a.data());
+  }
+  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+  if (args.size() != 2) {
+    std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
+    return 2;
+  }
+  const std::string cmd = args[1];
+  absl::Status s;
+  if (cmd == "info") {
+    s = rsd::Info();
+  } else if (cmd == "tokenize") {
+    s = rsd::Tokenize();
+  } else if (cmd == "generate") {
+    s = rsd::Generate();
+  } else if (cmd == "bench") {
+    s = rsd::Bench();
+  } else {
+    std::fprintf(stderr, "rsd-run: unknown command '%s'\n%s\n", cmd.c_str(),
+                 absl::ProgramUsageMessage().data());
+    return 2;
+  }
+  if (!s.ok()) {
+    std::fprintf(stderr, "rsd-run %s: %s: %s\n", cmd.c_str(),
+                 absl::StatusCodeToString(s.code()).c_str(), std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

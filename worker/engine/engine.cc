@@ -1,0 +1,215 @@
+#include "worker/engine/engine.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "storage/common/status.h"
+#include "worker/model/model_file.h"
+
+namespace rsd {
+
+namespace {
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->options_ = options;
+  if (options.threads < 1 || options.threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 256], got ",
+                                                   options.threads));
+  }
+  cpu::Isa isa = cpu::DefaultIsa();
+  if (!options.isa.empty()) {
+    if (!cpu::ParseIsa(options.isa.c_str(), &isa)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown ISA path '", options.isa,
+                                                     "' (scalar, avx2, avx512)"));
+    }
+    if (!cpu::IsaSupported(isa)) {
+      return absl::FailedPreconditionError(absl::StrCat("this CPU does not support the ",
+                                                        options.isa, " path"));
+    }
+  }
+  e->backend_ = std::make_unique<cpu::CpuBackend>(options.threads, isa);
+  RSD_ASSIGN_OR_RETURN(std::unique_ptr<ModelFile> file, LoadModel(options.model_path));
+  e->model_fingerprint_ = file->fingerprint;
+  e->model_format_ = file->format;
+  RSD_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Create(file->tokenizer));
+  RSD_ASSIGN_OR_RETURN(e->template_, ChatTemplate::Create(file->chat_template, e->tokenizer_.get()));
+  TransformerOptions topt;
+  topt.max_context = options.max_context;
+  topt.block_tokens = options.block_tokens;
+  RSD_ASSIGN_OR_RETURN(e->model_, Transformer::Create(*file, e->backend_.get(), topt));
+  const Transformer& m = *e->model_;
+  size_t budget = options.kv_budget_bytes;
+  if (budget == 0) {
+    budget = static_cast<size_t>(m.state_bytes_per_token().kv) *
+             static_cast<size_t>(m.max_context() + m.block_tokens());
+  }
+  RSD_ASSIGN_OR_RETURN(e->pool_, KvBlockPool::Create(e->backend_.get(), m.config().n_layers,
+                                                     m.kv_dim(), m.block_tokens(), budget));
+  if (options.prefill_chunk < 1) return absl::InvalidArgumentError("prefill_chunk must be >= 1");
+  return e;
+}
+
+Engine::~Engine() {
+  // Blocks go back to the pool before the pool and backend go away.
+  seqs_.clear();
+  pool_.reset();
+  model_.reset();
+}
+
+int32_t Engine::CreateSequence() {
+  const int32_t id = next_seq_++;
+  seqs_[id] = Sequence{};
+  return id;
+}
+
+Engine::Sequence& Engine::Seq(int32_t id) {
+  auto it = seqs_.find(id);
+  RSD_CHECK(it != seqs_.end());
+  return it->second;
+}
+
+void Engine::DestroySequence(int32_t seq) {
+  Sequence& s = Seq(seq);
+  for (int32_t b : s.blocks) pool_->Free(b);
+  seqs_.erase(seq);
+}
+
+const std::vector<int32_t>& Engine::SequenceTokens(int32_t seq) const {
+  return seqs_.at(seq).tokens;
+}
+const std::vector<int32_t>& Engine::SequenceBlocks(int32_t seq) const {
+  return seqs_.at(seq).blocks;
+}
+
+absl::Status Engine::EnsureBlocks(Sequence& s, int64_t n_tokens) {
+  const int64_t bt = model_->block_tokens();
+  while (static_cast<int64_t>(s.blocks.size()) * bt < n_tokens) {
+    RSD_ASSIGN_OR_RETURN(int32_t b, pool_->Allocate());
+    s.blocks.push_back(b);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, ForwardResult* out) {
+  std::vector<SeqInput> inputs;
+  std::vector<std::vector<int32_t>> feeds(work.size());
+  inputs.reserve(work.size());
+  for (size_t i = 0; i < work.size(); ++i) {
+    const Work& w = work[i];
+    auto it = seqs_.find(w.seq);
+    if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", w.seq));
+    Sequence& s = it->second;
+    feeds[i].assign(s.tokens.begin() + s.cached, s.tokens.end());
+    feeds[i].insert(feeds[i].end(), w.tokens.begin(), w.tokens.end());
+    const int64_t end = s.cached + static_cast<int64_t>(feeds[i].size());
+    if (end > model_->max_context()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence would hold ", end, " tokens; the context is ", model_->max_context()));
+    }
+    RSD_RETURN_IF_ERROR(EnsureBlocks(s, end));
+    SeqInput in;
+    in.tokens = feeds[i];
+    in.start_pos = static_cast<int32_t>(s.cached);
+    in.block_table = s.blocks;
+    in.all_logits = w.all_logits;
+    inputs.push_back(in);
+  }
+  RSD_RETURN_IF_ERROR(model_->Forward(inputs, pool_->view(), capture_residuals, out));
+  for (size_t i = 0; i < work.size(); ++i) {
+    Sequence& s = seqs_[work[i].seq];
+    s.tokens.insert(s.tokens.end(), work[i].tokens.begin(), work[i].tokens.end());
+    s.cached = static_cast<int64_t>(s.tokens.size());
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int32_t> Engine::EncodePrompt(const std::string& text) const {
+  std::vector<int32_t> ids;
+  if (tokenizer_->spec().add_bos && tokenizer_->spec().bos_id >= 0) {
+    ids.push_back(tokenizer_->spec().bos_id);
+  }
+  std::vector<int32_t> body = tokenizer_->Encode(text, /*parse_special=*/true);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int32_t> prompt,
+                                                const GenerateParams& params,
+                                                const std::function<void(int32_t)>& on_token) {
+  RSD_RETURN_IF_ERROR(ValidateSamplingParams(params.sampling));
+  if (params.max_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ",
+                                                   params.max_tokens));
+  }
+  if (seqs_.find(seq) == seqs_.end()) {
+    return absl::NotFoundError(absl::StrCat("unknown sequence ", seq));
+  }
+  const int64_t history = static_cast<int64_t>(Seq(seq).tokens.size());
+  const int64_t need = history + static_cast<int64_t>(prompt.size()) + params.max_tokens;
+  if (need > model_->max_context()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "history (", history, ") + prompt (", prompt.size(), ") + max_tokens (",
+        params.max_tokens, ") = ", need, " exceeds the context length ", model_->max_context()));
+  }
+  const Sequence& sq = Seq(seq);
+  if (prompt.empty() && sq.cached == static_cast<int64_t>(sq.tokens.size())) {
+    return absl::InvalidArgumentError("nothing to feed: empty prompt and no pending tokens");
+  }
+  GenerateResult r;
+  r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  std::vector<float> last_logits;
+  double t0 = Now();
+  ForwardResult fr;
+  size_t off = 0;
+  do {
+    const size_t n = std::min<size_t>(options_.prefill_chunk, prompt.size() - off);
+    Work w{seq, prompt.subspan(off, n), false};
+    RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
+    off += n;
+  } while (off < prompt.size());
+  r.prefill_seconds = Now() - t0;
+  last_logits = fr.logits;
+  t0 = Now();
+  std::vector<int32_t> stop_ids = template_->StopTokens();
+  std::string text;
+  r.finish_reason = "length";
+  for (int i = 0; i < params.max_tokens; ++i) {
+    const int64_t position = static_cast<int64_t>(Seq(seq).tokens.size());
+    const int32_t tok = SampleToken(last_logits, params.sampling, position);
+    r.tokens.push_back(tok);
+    if (on_token) on_token(tok);
+    const bool is_stop_token =
+        params.stop_at_eos && std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end();
+    const size_t before = text.size();
+    if (!is_stop_token) text += tokenizer_->Decode(std::span<const int32_t>(&tok, 1), false);
+    bool hit_stop = false;
+    for (const std::string& s : params.stop) {
+      if (s.empty()) continue;
+      const size_t from = before >= s.size() ? before - s.size() + 1 : 0;
+      if (text.find(s, from) != std::string::npos) hit_stop = true;
+    }
+    // The sampled token joins the history (its K/V is computed only if generation continues).
+    const bool last = is_stop_token || hit_stop || i + 1 == params.max_tokens;
+    if (is_stop_token) r.finish_reason = "eos";
+    if (hit_stop) r.finish_reason = "stop";
+    Work w{seq, std::span<const int32_t>(&r.tokens.back(), 1), false};
+    if (last) {
+      Seq(seq).tokens.push_back(tok);  // pending: its K/V is computed when the next turn starts
+      break;
+    }
+    RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
+    last_logits = fr.logits;
+  }
+  r.decode_seconds = Now() - t0;
+  r.text = tokenizer_->Decode(r.tokens, false);
+  return r;
+}
+
+}  // namespace rsd

@@ -1,0 +1,98 @@
+// The Llama-family decoder forward pass, written once over the Backend interface (kernels/backend.h).
+// Owns the weights in backend memory. Not thread-safe: one compute thread drives it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "worker/model/model_config.h"
+#include "worker/model/model_file.h"
+
+namespace rsd {
+
+struct TransformerOptions {
+  int max_context = 0;     // 0: the model's context length
+  int block_tokens = 16;   // K/V block size == attention chunk size
+};
+
+// One sequence's share of a forward call.
+struct SeqInput {
+  std::span<const int32_t> tokens;       // new tokens, at positions start_pos, start_pos + 1, ...
+  int32_t start_pos = 0;                 // tokens before it already have K/V in the pool
+  std::span<const int32_t> block_table;  // covers positions [0, start_pos + tokens.size())
+  bool all_logits = false;               // logits for every new token, else only the last one
+};
+
+struct ForwardResult {
+  // [n_logit_rows, vocab]: per sequence in order, its new tokens' logits (all or the last).
+  std::vector<float> logits;
+  std::vector<int32_t> logit_seq;  // sequence index of each logit row
+  // If capture_residuals: [n_layers, n_rows, d_model], the residual stream entering each layer
+  // for each new token (rows in call order). Layer 0's input is the token embedding.
+  std::vector<float> residuals;
+  int64_t n_rows = 0;
+};
+
+// Bytes per token of each exact state form (DESIGN.md section 1), from the stored element sizes.
+struct StateBytesPerToken {
+  int64_t kv = 0;        // L * 2 * n_kv * head_dim * s_kv
+  int64_t residual = 0;  // (L - 1) * d * s_r
+  int64_t tokens = 4;
+};
+
+class Transformer {
+ public:
+  // Validates the model against what the engine supports and uploads the weights. `backend`
+  // must outlive the Transformer. INVALID_ARGUMENT / RESOURCE_EXHAUSTED name the problem.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Create(const ModelFile& file,
+                                                             Backend* backend,
+                                                             const TransformerOptions& options);
+  ~Transformer();
+
+  const ModelConfig& config() const { return config_; }
+  int max_context() const { return max_context_; }
+  int block_tokens() const { return block_tokens_; }
+  int kv_dim() const { return config_.n_kv_heads * config_.head_dim; }
+  Backend* backend() const { return backend_; }
+  StateBytesPerToken state_bytes_per_token() const;
+  // Everything that decides bits besides the weights: backend numerics id, dtypes, block size.
+  std::string numerics_fingerprint() const;
+
+  // Runs the new tokens of `seqs` as one batch (rows of all sequences in one GEMM per weight),
+  // writing their K/V into `pool` at their block tables. INVALID_ARGUMENT on bad positions,
+  // token ids or block tables.
+  absl::Status Forward(std::span<const SeqInput> seqs, const KvPoolView& pool,
+                       bool capture_residuals, ForwardResult* out);
+
+  // Recomputes K and V of `layer` from stored residual inputs: h [n, d] at positions pos[n] →
+  // k, v [n, kv_dim] (host memory). The forward computes its K/V with this same code path.
+  absl::Status KvFromResidual(int layer, std::span<const float> h, std::span<const int32_t> pos,
+                              float* k, float* v);
+
+ private:
+  struct Layer;
+  struct Workspace;
+  Transformer() = default;
+  absl::Status Upload(const ModelFile& file);
+  absl::Status BuildRopeTable(const ModelFile& file);
+  void EnsureWorkspace(int64_t rows);
+  // xn [n, d] (normed input of `layer`) → K, V [n, kv_dim] in workspace, RoPE applied to K.
+  void ProjectKv(const Layer& layer, const Tensor& xn, const int32_t* pos_dev, Tensor k, Tensor v);
+
+  Backend* backend_ = nullptr;
+  ModelConfig config_;
+  int max_context_ = 0;
+  int block_tokens_ = 16;
+  std::vector<void*> allocations_;
+  Tensor token_embd_, output_, output_norm_;
+  std::vector<Layer> layers_;
+  RopeTable rope_;
+  std::unique_ptr<Workspace> ws_;
+};
+
+}  // namespace rsd
