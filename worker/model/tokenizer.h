@@ -14,6 +14,12 @@
 
 namespace rsd {
 
+// A piece of text to tokenize and whether special-token texts in it are parsed (see Encode).
+struct TextSegment {
+  std::string_view text;
+  bool parse_special = false;
+};
+
 class Tokenizer {
  public:
   // INVALID_ARGUMENT if the spec is inconsistent (unknown model or pre-tokenizer, merges naming
@@ -23,14 +29,28 @@ class Tokenizer {
 
   // Tokenizes UTF-8 `text` without BOS. With `parse_special`, control/user-defined token texts
   // (e.g. "<|im_start|>") in `text` become their ids; without it they are tokenized as plain text.
-  // Invalid UTF-8 is tokenized byte by byte (never an error).
+  // Control and unknown-type token texts are parsed only with `parse_special`; user-defined token
+  // texts always are, as llama.cpp does. Special texts are matched longest token first over the
+  // whole text. SentencePiece-style models put "▁" before the text and after every special token
+  // when add_space_prefix is set. Never an error: invalid UTF-8 in byte-level BPE models becomes
+  // U+FFFD per invalid byte before the merges (exactly as llama.cpp), and SentencePiece-style
+  // models tokenize it byte by byte with <0xXX> tokens.
   virtual std::vector<int32_t> Encode(std::string_view text, bool parse_special) const = 0;
 
-  // The bytes of the tokens concatenated (control tokens render as their text only if
-  // `render_special`). May be invalid UTF-8 when a multi-byte character is split across calls.
+  // Tokenizes the concatenation of `segments` as one text, parsing special tokens only inside the
+  // segments that ask for it. Chat templates use it so that markers and user text tokenize exactly
+  // as the whole rendered prompt would, while user text can never produce a control token.
+  virtual std::vector<int32_t> EncodeSegments(std::span<const TextSegment> segments) const = 0;
+
+  // The bytes of the tokens concatenated (control and unknown-type tokens render as their text
+  // only if `render_special`; user-defined ones always do). With add_space_prefix, one leading
+  // space of the first token is dropped, as llama.cpp's detokenizer does. No other clean-up, so
+  // Decode(Encode(s, false), true) == s for any valid UTF-8 s. May be invalid UTF-8 when a
+  // multi-byte character is split across calls. Ids out of range contribute nothing.
   virtual std::string Decode(std::span<const int32_t> ids, bool render_special) const = 0;
 
-  // The raw bytes one token contributes (no special rendering rules, no leading-space stripping).
+  // The raw bytes one token contributes (no special rendering rules, no leading-space stripping):
+  // a control token gives its text; "" for an id out of range or an unused token.
   virtual std::string TokenBytes(int32_t id) const = 0;
 
   virtual const TokenizerSpec& spec() const = 0;
