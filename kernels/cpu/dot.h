@@ -6,7 +6,7 @@
 //
 // Quantized: activations are quantized per 32-value block to int8 (Q8Row). The integer dot of a
 // weight block with an activation block is exact, so ISA paths only compute the per-block integer
-// sums; the float combination of blocks is one shared scalar routine (QuantRowDot).
+// sums exactly; the float combination of blocks follows one order (see QuantDot).
 #pragma once
 
 #include <cstdint>
@@ -29,12 +29,13 @@ struct Q8Row {
 void QuantizeQ8Row(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum);
 
 // Per-block integer sums of weight row `w` (dtype Q8_0, Q4_0 or Q4_1; raw nibbles 0..15 for the
-// 4-bit types) against activation q: sums[b] = sum_i w_int[32b+i] * q[32b+i].
+// 4-bit types) against activation q: sums[b] = sum_i w_int[32b+i] * q[32b+i]. For tests.
 void BlockIntDots(Isa isa, DType wtype, const uint8_t* w, const int8_t* q, int64_t n_blocks,
                   int32_t* sums);
 
-// The float dot of a quantized weight row with a Q8Row, from the integer sums.
-float QuantRowDot(DType wtype, const uint8_t* w, const Q8Row& a, const int32_t* sums,
-                  int64_t n_blocks);
+// The float dot of a quantized weight row (n_blocks blocks) with a Q8Row. Per block:
+// Q8_0 (dw*da)*sumi; Q4_0 (dw*da)*(sumi - 8*qsum); Q4_1 (dw*da)*sumi + mw*(da*qsum); block b adds
+// into accumulator b % 4; result (acc0 + acc1) + (acc2 + acc3). Same bits on every path.
+float QuantDot(Isa isa, DType wtype, const uint8_t* w, const Q8Row& a, int64_t n_blocks);
 
 }  // namespace rsd::cpu

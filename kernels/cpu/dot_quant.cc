@@ -72,50 +72,78 @@ __attribute__((target("avx2"))) void BlockIntDotsAvx2(DType t, const uint8_t* w,
   if (b < nb) BlockIntDotsScalar(t, w + b * bb, q + b * kQBlock, nb - b, sums + b);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2"))) void BlockIntDotsAvx512(
-    DType t, const uint8_t* w, const int8_t* q, int64_t nb, int32_t* sums) {
+// One block's float contribution from its exact integer sum: the single formula every path uses.
+inline float BlockValue(DType t, float dw, float mw, float da, int32_t sumi, int32_t qsum) {
+  if (t == DType::kQ4_1) {
+    return (dw * da) * static_cast<float>(sumi) + mw * (da * static_cast<float>(qsum));
+  }
+  if (t == DType::kQ4_0) return (dw * da) * static_cast<float>(sumi - 8 * qsum);
+  return (dw * da) * static_cast<float>(sumi);  // Q8_0
+}
+
+// Four accumulators, block b into b % 4, folded (0+1)+(2+3): one order for every path.
+float QuantDotScalar(DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const size_t bb = DTypeBlockBytes(t);
+  int32_t sum;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = w + b * bb;
+    BlockIntDotsScalar(t, blk, a.q + b * kQBlock, 1, &sum);
+    const float mw = t == DType::kQ4_1 ? F16ToF32(LoadU16(blk + 2)) : 0.0f;
+    acc[b & 3] = acc[b & 3] + BlockValue(t, F16ToF32(LoadU16(blk)), mw, a.d[b], sum, a.sum[b]);
+  }
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+// The same arithmetic with the four accumulators as the four lanes of one SSE register.
+__attribute__((target("avx2,f16c"))) float QuantDotAvx2(DType t, const uint8_t* w,
+                                                         const Q8Row& a, int64_t nb) {
   const size_t bb = DTypeBlockBytes(t);
   const int off = QsOffset(t);
-  const __m512i ones = _mm512_set1_epi16(1);
+  __m128 acc = _mm_setzero_ps();
   int64_t b = 0;
   for (; b + 4 <= nb; b += 4) {
-    __m256i parts[4];
-    for (int pair = 0; pair < 2; ++pair) {
-      const int64_t b0 = b + 2 * pair;
-      const __m512i act =
-          _mm512_loadu_si512(reinterpret_cast<const void*>(q + b0 * kQBlock));  // 2 blocks
-      __m512i p16;
-      if (t == DType::kQ8_0) {
-        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b0 * bb + off));
-        const __m256i w1 =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (b0 + 1) * bb + off));
-        const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-        const __mmask64 neg = _mm512_movepi8_mask(wv);
-        const __m512i absw = _mm512_abs_epi8(wv);
-        const __m512i sa = _mm512_mask_sub_epi8(act, neg, _mm512_setzero_si512(), act);
-        p16 = _mm512_maddubs_epi16(absw, sa);
-      } else {
-        const __m128i m4 = _mm_set1_epi8(0x0F);
-        __m256i nib[2];
-        for (int k = 0; k < 2; ++k) {
-          const __m128i raw =
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + (b0 + k) * bb + off));
-          nib[k] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4),
-                                    _mm_and_si128(raw, m4));
-        }
-        const __m512i nv = _mm512_inserti64x4(_mm512_castsi256_si512(nib[0]), nib[1], 1);
-        p16 = _mm512_maddubs_epi16(nv, act);
-      }
-      const __m512i p32 = _mm512_madd_epi16(p16, ones);
-      parts[2 * pair] = _mm512_castsi512_si256(p32);
-      parts[2 * pair + 1] = _mm512_extracti64x4_epi64(p32, 1);
+    const uint8_t* blk = w + b * bb;
+    __m256i s0 = BlockPartialsAvx2(t, blk + off, a.q + (b + 0) * kQBlock);
+    __m256i s1 = BlockPartialsAvx2(t, blk + bb + off, a.q + (b + 1) * kQBlock);
+    __m256i s2 = BlockPartialsAvx2(t, blk + 2 * bb + off, a.q + (b + 2) * kQBlock);
+    __m256i s3 = BlockPartialsAvx2(t, blk + 3 * bb + off, a.q + (b + 3) * kQBlock);
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    __m128i sumi = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    const __m128i dh = _mm_setr_epi16(LoadU16(blk), LoadU16(blk + bb), LoadU16(blk + 2 * bb),
+                                      LoadU16(blk + 3 * bb), 0, 0, 0, 0);
+    const __m128 dw = _mm_cvtph_ps(dh);
+    const __m128 da = _mm_loadu_ps(a.d + b);
+    const __m128i qsum = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.sum + b));
+    __m128 v;
+    if (t == DType::kQ4_1) {
+      const __m128i mh = _mm_setr_epi16(LoadU16(blk + 2), LoadU16(blk + bb + 2),
+                                        LoadU16(blk + 2 * bb + 2), LoadU16(blk + 3 * bb + 2), 0,
+                                        0, 0, 0);
+      const __m128 mw = _mm_cvtph_ps(mh);
+      v = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(sumi)),
+                     _mm_mul_ps(mw, _mm_mul_ps(da, _mm_cvtepi32_ps(qsum))));
+    } else if (t == DType::kQ4_0) {
+      const __m128i corr = _mm_sub_epi32(sumi, _mm_slli_epi32(qsum, 3));
+      v = _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(corr));
+    } else {
+      v = _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(sumi));
     }
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(parts[0], parts[1]),
-                                  _mm256_hadd_epi32(parts[2], parts[3]));
-    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(sums + b), r);
+    acc = _mm_add_ps(acc, v);
   }
-  if (b < nb) BlockIntDotsScalar(t, w + b * bb, q + b * kQBlock, nb - b, sums + b);
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, acc);
+  for (; b < nb; ++b) {
+    const uint8_t* blk = w + b * bb;
+    const __m256i p = BlockPartialsAvx2(t, blk + off, a.q + b * kQBlock);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    s4 = _mm_hadd_epi32(s4, s4);
+    s4 = _mm_hadd_epi32(s4, s4);
+    const int32_t sum = _mm_cvtsi128_si32(s4);
+    const float mw = t == DType::kQ4_1 ? _cvtsh_ss(LoadU16(blk + 2)) : 0.0f;
+    lanes[b & 3] = lanes[b & 3] + BlockValue(t, _cvtsh_ss(LoadU16(blk)), mw, a.d[b], sum, a.sum[b]);
+  }
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
 }
 
 }  // namespace
@@ -140,33 +168,16 @@ void QuantizeQ8Row(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum)
 }
 
 void BlockIntDots(Isa isa, DType t, const uint8_t* w, const int8_t* q, int64_t nb, int32_t* sums) {
-  switch (isa) {
-    case Isa::kAvx512: return BlockIntDotsAvx512(t, w, q, nb, sums);
-    case Isa::kAvx2: return BlockIntDotsAvx2(t, w, q, nb, sums);
-    case Isa::kScalar: return BlockIntDotsScalar(t, w, q, nb, sums);
+  if (isa == Isa::kScalar) {
+    BlockIntDotsScalar(t, w, q, nb, sums);
+  } else {
+    BlockIntDotsAvx2(t, w, q, nb, sums);
   }
 }
 
-float QuantRowDot(DType t, const uint8_t* w, const Q8Row& a, const int32_t* sums, int64_t nb) {
-  // Four accumulators, block b into b % 4, folded (0+1)+(2+3): one order for every path.
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  const size_t bb = DTypeBlockBytes(t);
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = w + b * bb;
-    const float dw = F16ToF32(LoadU16(blk));
-    float v;
-    if (t == DType::kQ4_1) {
-      const float mw = F16ToF32(LoadU16(blk + 2));
-      v = (dw * a.d[b]) * static_cast<float>(sums[b]) +
-          mw * (a.d[b] * static_cast<float>(a.sum[b]));
-    } else if (t == DType::kQ4_0) {
-      v = (dw * a.d[b]) * static_cast<float>(sums[b] - 8 * a.sum[b]);
-    } else {  // Q8_0
-      v = (dw * a.d[b]) * static_cast<float>(sums[b]);
-    }
-    acc[b & 3] = acc[b & 3] + v;
-  }
-  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+float QuantDot(Isa isa, DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
+  // AVX-512 shares the AVX2 quantized path: these dots are memory-bound on one 32-value block.
+  return isa == Isa::kScalar ? QuantDotScalar(t, w, a, nb) : QuantDotAvx2(t, w, a, nb);
 }
 
 }  // namespace rsd::cpu

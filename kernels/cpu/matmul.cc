@@ -28,13 +28,11 @@ void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* 
   const size_t wrow = w.row_bytes();
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
   int used = ctx.pool->ParallelFor(m, kGrain, [&](int64_t b, int64_t e, int) {
-    std::vector<int32_t> sums(static_cast<size_t>(nb));
     for (int64_t o = b; o < e; ++o) {
       const uint8_t* wr = wbase + wrow * o;
       for (int64_t r = 0; r < n; ++r) {
-        BlockIntDots(ctx.isa, w.dtype, wr, q.data() + r * k, nb, sums.data());
         Q8Row a{q.data() + r * k, d.data() + r * nb, s.data() + r * nb};
-        float v = QuantRowDot(w.dtype, wr, a, sums.data(), nb);
+        float v = QuantDot(ctx.isa, w.dtype, wr, a, nb);
         if (bias != nullptr) v = v + bias[o];
         out.f32()[r * m + o] = v;
       }

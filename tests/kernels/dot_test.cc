@@ -106,7 +106,7 @@ std::vector<double> DequantReference(DType t, const uint8_t* row, int64_t k) {
 TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
   std::mt19937 rng(2);
   for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
-    for (int64_t k : {32, 96, 576, 1536}) {
+    for (int64_t k : {32, 96, 160, 576, 1536}) {
       const int64_t nb = k / 32;
       auto w = RandomQuantRow(rng, t, k);
       auto x = RandomFloats(rng, k, 3.0f);
@@ -117,11 +117,13 @@ TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
       std::vector<int32_t> sums_ref(nb);
       BlockIntDots(Isa::kScalar, t, w.data(), q.data(), nb, sums_ref.data());
       Q8Row a{q.data(), d.data(), s.data()};
-      const float got_scalar = QuantRowDot(t, w.data(), a, sums_ref.data(), nb);
+      const float got_scalar = QuantDot(Isa::kScalar, t, w.data(), a, nb);
       for (Isa isa : SupportedIsas()) {
         std::vector<int32_t> sums(nb, -12345);
         BlockIntDots(isa, t, w.data(), q.data(), nb, sums.data());
         EXPECT_EQ(sums, sums_ref) << IsaName(isa) << " " << DTypeName(t) << " k=" << k;
+        const float got = QuantDot(isa, t, w.data(), a, nb);
+        EXPECT_EQ(0, std::memcmp(&got, &got_scalar, 4)) << IsaName(isa) << " k=" << k;
       }
       // Against float64 with the activation quantized as the kernel does (q * d) and with the raw
       // activation (quantization error bounded by d/2 per value).
