@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/isa.h"
+#include "storage/common/status.h"
 #include "tests/support/reference_forward.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"

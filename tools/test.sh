@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need on a fresh Debian 12 machine, fetches the
+# default model, builds, runs every test with ctest, then runs the core unit tests again under
+# AddressSanitizer and UndefinedBehaviorSanitizer.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/tools/install-deps.sh"
+"$root/tools/fetch-model.sh" >/dev/null
+export RSD_SMOLLM2="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+echo "== build (RelWithDebInfo) =="
+RSD_BUILD_DIR="$root/build" "$root/tools/build.sh" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "== sanitizer build (ASan + UBSan, core unit tests) =="
+RSD_BUILD_DIR="$root/build-asan" "$root/tools/build.sh" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DRSD_SANITIZE=ON -DRSD_TESTS_CORE_ONLY=ON -DRSD_BUILD_BENCH=OFF
+
+echo "== core unit tests under ASan + UBSan =="
+(cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure -j2 --timeout 1200)
+echo "== all tests =="
+cd "$root/build"
+ctest --output-on-failure -j2 --timeout 1200
