@@ -173,6 +173,18 @@ def run_llama(gguf, prompts, vocab):
     return results
 
 
+def compact_json(obj, indent=0):
+    """JSON with objects expanded one key per line and lists of scalars kept on one line."""
+    pad = "  " * (indent + 1)
+    if isinstance(obj, dict):
+        items = [f"{pad}{json.dumps(k)}: {compact_json(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        items = [pad + compact_json(v, indent + 1) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+    return json.dumps(obj)
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
@@ -228,8 +240,7 @@ def main():
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(golden, f, indent=1)
-        f.write("\n")
+        f.write(compact_json(golden) + "\n")
     print(f"wrote {args.out} ({len(models)} models)", file=sys.stderr)
 
 
