@@ -13,10 +13,13 @@ bool IsSpecialType(TokenType t) {
 }
 
 // Texts llama.cpp always treats as end-of-generation control tokens, whatever type the model
-// file gives them (llama_vocab::impl::load); the ones our supported families use.
+// file gives them (llama_vocab::impl::load): end-of-turn markers, and the fill-in-the-middle
+// pad/repo/file-separator markers it also stops at (SmolLM2's "<reponame>" is one).
 constexpr std::string_view kEogTexts[] = {
-    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>",   "<|end_of_text|>",
+    "<|eot_id|>",  "<|im_end|>", "<|end|>",    "<end_of_turn>",   "<|endoftext|>",
+    "<|eom_id|>",  "<EOT>",      "_<EOT>",     "<|end_of_text|>", "</s>",
+    "<|fim_pad|>", "<fim-pad>",  "<fim_pad>",  "<|fim_repo|>",    "<|repo_name|>",
+    "<fim-repo>",  "<REPO>",     "<reponame>", "<|file_sep|>",
 };
 
 }  // namespace
