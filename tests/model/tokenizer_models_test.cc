@@ -12,6 +12,7 @@
 #include "tests/support/gguf_meta.h"
 #include "tests/support/test_util.h"
 #include "worker/model/chat_template.h"
+#include "worker/model/model_file.h"
 #include "worker/model/tokenizer.h"
 
 namespace rsd {
@@ -56,6 +57,25 @@ Loaded Load(const std::string& path) {
   return {std::move(tok).value(), meta->chat_template};
 }
 
+// The engine gets its tokenizer from LoadGguf; it must tokenize exactly as the spec read here.
+void ExpectLoaderAgrees(const std::string& path, const Tokenizer& ours,
+                        const std::vector<std::string>& texts) {
+  auto model = LoadGguf(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto theirs = Tokenizer::Create((*model)->tokenizer);
+  ASSERT_TRUE(theirs.ok()) << theirs.status();
+  for (const std::string& text : texts) {
+    EXPECT_EQ((*theirs)->Encode(text, true), ours.Encode(text, true)) << Show(text);
+    EXPECT_EQ((*theirs)->Encode(text, false), ours.Encode(text, false)) << Show(text);
+  }
+  const TokenizerSpec& a = (*theirs)->spec();
+  const TokenizerSpec& b = ours.spec();
+  EXPECT_EQ(a.bos_id, b.bos_id);
+  EXPECT_EQ(a.eos_id, b.eos_id);
+  EXPECT_EQ(a.add_bos, b.add_bos);
+  EXPECT_EQ(a.add_space_prefix, b.add_space_prefix);
+}
+
 class SmolLM2Test : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -86,6 +106,17 @@ TEST_F(SmolLM2Test, CorpusMatchesLlamaCpp) {
     EXPECT_THAT(tok().Encode(text, false), ElementsAreArray(e["plain"].get<std::vector<int>>()))
         << "special=false: " << Show(text);
   }
+}
+
+TEST_F(SmolLM2Test, LoadGgufGivesTheSameTokenizer) {
+  std::vector<std::string> texts;
+  for (const json& e : golden_["tokenize"]) {
+    if (e.contains("text")) texts.push_back(e["text"]);
+  }
+  ExpectLoaderAgrees(testing::SmolLM2Path(), tok(), texts);
+  auto model = LoadGguf(testing::SmolLM2Path());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->chat_template, loaded_.chat_template);
 }
 
 TEST_F(SmolLM2Test, ChatTemplateMatchesRenderedJinja) {
@@ -239,6 +270,12 @@ TEST_F(Stories260KTest, CorpusMatchesLlamaCpp) {
     for (int32_t id : tok().Encode(g["prompt"].get<std::string>(), false)) ids.push_back(id);
     EXPECT_THAT(ids, ElementsAreArray(g["prompt_tokens"].get<std::vector<int>>())) << g["prompt"];
   }
+}
+
+TEST_F(Stories260KTest, LoadGgufGivesTheSameTokenizer) {
+  std::vector<std::string> texts;
+  for (const json& e : ref_["tokenize"]) texts.push_back(e["text"]);
+  ExpectLoaderAgrees(testing::Stories260KPath(), tok(), texts);
 }
 
 TEST_F(Stories260KTest, RoundTripsRandomText) {
