@@ -18,24 +18,31 @@ namespace rsd::cpu {
 
 float DotF32(Isa isa, const float* a, const float* b, int64_t n);
 
-// An activation row quantized per block of 32: x ≈ d[b] * q[32b + i].
+// An activation row quantized per block of 32 as llama.cpp's Q8_1 does (so our logits track its
+// reference closely): x ≈ d[b] * q[32b + i], with d rounded to F16 and s = F16(d * sum(q)).
 struct Q8Row {
   const int8_t* q;     // [k]
-  const float* d;      // [k / 32]
-  const int32_t* sum;  // [k / 32]: sum of the block's q
+  const float* d;      // [k / 32]: the block scale, rounded through F16
+  const int32_t* sum;  // [k / 32]: sum of the block's q (exact)
+  const float* s;      // [k / 32]: F16-rounded d * sum, the Q4_1 offset term
 };
 
-// Quantizes x[k] (k % 32 == 0) into q/d/sum. One scalar implementation for every path.
-void QuantizeQ8Row(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum);
+// Quantizes x[k] (k % 32 == 0): amax/127 scale, q = round-half-even(x * 127/amax). One scalar
+// implementation for every path; scales are computed within the 32-value block, never across rows.
+void QuantizeQ8Row(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum, float* s);
 
 // Per-block integer sums of weight row `w` (dtype Q8_0, Q4_0 or Q4_1; raw nibbles 0..15 for the
 // 4-bit types) against activation q: sums[b] = sum_i w_int[32b+i] * q[32b+i]. For tests.
 void BlockIntDots(Isa isa, DType wtype, const uint8_t* w, const int8_t* q, int64_t n_blocks,
                   int32_t* sums);
 
-// The float dot of a quantized weight row (n_blocks blocks) with a Q8Row. Per block:
-// Q8_0 (dw*da)*sumi; Q4_0 (dw*da)*(sumi - 8*qsum); Q4_1 (dw*da)*sumi + mw*(da*qsum); block b adds
-// into accumulator b % 4; result (acc0 + acc1) + (acc2 + acc3). Same bits on every path.
+// The float dot of a quantized weight row (n_blocks blocks) with a Q8Row: per block, eight exact
+// int partial sums (four consecutive products each) scaled by dw*da into eight float lanes, plus
+// for Q4_1 mw*s into four offset lanes (block b into b % 4); lanes folded as a tree. The order is
+// spelled out in dot_quant.cc; every path gives the same bits.
 float QuantDot(Isa isa, DType wtype, const uint8_t* w, const Q8Row& a, int64_t n_blocks);
+// QuantDot of one weight row against n_rows activation rows (out[r]); same bits as n_rows calls.
+void QuantDotRows(Isa isa, DType wtype, const uint8_t* w, const Q8Row* a, int64_t n_rows,
+                  int64_t n_blocks, float* out);
 
 }  // namespace rsd::cpu

@@ -72,98 +72,120 @@ __attribute__((target("avx2"))) void BlockIntDotsAvx2(DType t, const uint8_t* w,
   if (b < nb) BlockIntDotsScalar(t, w + b * bb, q + b * kQBlock, nb - b, sums + b);
 }
 
-// One block's float contribution from its exact integer sum: the single formula every path uses.
-inline float BlockValue(DType t, float dw, float mw, float da, int32_t sumi, int32_t qsum) {
-  if (t == DType::kQ4_1) {
-    return (dw * da) * static_cast<float>(sumi) + mw * (da * static_cast<float>(qsum));
-  }
-  if (t == DType::kQ4_0) return (dw * da) * static_cast<float>(sumi - 8 * qsum);
-  return (dw * da) * static_cast<float>(sumi);  // Q8_0
+// The arithmetic every path follows (so every path gives the same bits):
+//   for each block b, for each lane j in 0..7: p_j = sum of the four products w_i * q_i with
+//   i in [4j, 4j+4) (exact int; Q4_0 uses w_i = nibble - 8), and lane[j] += (dw * da) * p_j;
+//   Q4_1 also adds mw * s_b into offset lane b % 4;
+//   result = fold(lane) + ((off0 + off1) + (off2 + off3)), fold = tree j += j+4, j+2, j+1.
+// This is the AVX2 register layout of maddubs + madd, so the vector path needs no horizontal sum
+// per block.
+inline int32_t WeightInt(DType t, const uint8_t* qs, int i) {
+  if (t == DType::kQ8_0) return static_cast<int8_t>(qs[i]);
+  const int nib = i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4);
+  return t == DType::kQ4_0 ? nib - 8 : nib;
 }
 
-// Four accumulators, block b into b % 4, folded (0+1)+(2+3): one order for every path.
+inline float FoldEight(float* lane) {
+  for (int w = 4; w >= 1; w /= 2) {
+    for (int j = 0; j < w; ++j) lane[j] = lane[j] + lane[j + w];
+  }
+  return lane[0];
+}
+
 float QuantDotScalar(DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float lane[8] = {0}, off[4] = {0};
   const size_t bb = DTypeBlockBytes(t);
-  int32_t sum;
+  const int qo = QsOffset(t);
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = w + b * bb;
-    BlockIntDotsScalar(t, blk, a.q + b * kQBlock, 1, &sum);
-    const float mw = t == DType::kQ4_1 ? F16ToF32(LoadU16(blk + 2)) : 0.0f;
-    acc[b & 3] = acc[b & 3] + BlockValue(t, F16ToF32(LoadU16(blk)), mw, a.d[b], sum, a.sum[b]);
+    const int8_t* q = a.q + b * kQBlock;
+    const float scale = F16ToF32(LoadU16(blk)) * a.d[b];
+    for (int j = 0; j < 8; ++j) {
+      int32_t p = 0;
+      for (int i = 4 * j; i < 4 * j + 4; ++i) p += WeightInt(t, blk + qo, i) * q[i];
+      lane[j] = lane[j] + scale * static_cast<float>(p);
+    }
+    if (t == DType::kQ4_1) off[b & 3] = off[b & 3] + F16ToF32(LoadU16(blk + 2)) * a.s[b];
   }
-  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  return FoldEight(lane) + ((off[0] + off[1]) + (off[2] + off[3]));
 }
 
-// The same arithmetic with the four accumulators as the four lanes of one SSE register.
-__attribute__((target("avx2,f16c"))) float QuantDotAvx2(DType t, const uint8_t* w,
-                                                         const Q8Row& a, int64_t nb) {
+// R activation rows at once: each weight block is unpacked once and used R times. Every row's
+// operations are exactly those of R = 1, so the row count never changes a bit.
+template <int R>
+__attribute__((target("avx2,f16c"))) void QuantDotRowsAvx2(DType t, const uint8_t* w,
+                                                             const Q8Row* a, int64_t nb,
+                                                             float* out) {
   const size_t bb = DTypeBlockBytes(t);
-  const int off = QsOffset(t);
-  __m128 acc = _mm_setzero_ps();
-  int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) {
+  const int qo = QsOffset(t);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i eights = _mm256_set1_epi8(8);
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  __m256 acc[R];
+  alignas(16) float off[R][4];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) off[r][k] = 0.0f;
+  }
+  for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = w + b * bb;
-    __m256i s0 = BlockPartialsAvx2(t, blk + off, a.q + (b + 0) * kQBlock);
-    __m256i s1 = BlockPartialsAvx2(t, blk + bb + off, a.q + (b + 1) * kQBlock);
-    __m256i s2 = BlockPartialsAvx2(t, blk + 2 * bb + off, a.q + (b + 2) * kQBlock);
-    __m256i s3 = BlockPartialsAvx2(t, blk + 3 * bb + off, a.q + (b + 3) * kQBlock);
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
-    __m128i sumi = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    const __m128i dh = _mm_setr_epi16(LoadU16(blk), LoadU16(blk + bb), LoadU16(blk + 2 * bb),
-                                      LoadU16(blk + 3 * bb), 0, 0, 0, 0);
-    const __m128 dw = _mm_cvtph_ps(dh);
-    const __m128 da = _mm_loadu_ps(a.d + b);
-    const __m128i qsum = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.sum + b));
-    __m128 v;
-    if (t == DType::kQ4_1) {
-      const __m128i mh = _mm_setr_epi16(LoadU16(blk + 2), LoadU16(blk + bb + 2),
-                                        LoadU16(blk + 2 * bb + 2), LoadU16(blk + 3 * bb + 2), 0,
-                                        0, 0, 0);
-      const __m128 mw = _mm_cvtph_ps(mh);
-      v = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(sumi)),
-                     _mm_mul_ps(mw, _mm_mul_ps(da, _mm_cvtepi32_ps(qsum))));
-    } else if (t == DType::kQ4_0) {
-      const __m128i corr = _mm_sub_epi32(sumi, _mm_slli_epi32(qsum, 3));
-      v = _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(corr));
+    const uint8_t* qs = blk + qo;
+    __m256i wv, wraw;
+    if (t == DType::kQ8_0) {
+      wraw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+      wv = _mm256_sign_epi8(wraw, wraw);
     } else {
-      v = _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(sumi));
+      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+      wv = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+      wraw = wv;
     }
-    acc = _mm_add_ps(acc, v);
-  }
-  alignas(16) float lanes[4];
-  _mm_store_ps(lanes, acc);
-  for (; b < nb; ++b) {
-    const uint8_t* blk = w + b * bb;
-    const __m256i p = BlockPartialsAvx2(t, blk + off, a.q + b * kQBlock);
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
-    s4 = _mm_hadd_epi32(s4, s4);
-    s4 = _mm_hadd_epi32(s4, s4);
-    const int32_t sum = _mm_cvtsi128_si32(s4);
+    const float dw = _cvtsh_ss(LoadU16(blk));
     const float mw = t == DType::kQ4_1 ? _cvtsh_ss(LoadU16(blk + 2)) : 0.0f;
-    lanes[b & 3] = lanes[b & 3] + BlockValue(t, _cvtsh_ss(LoadU16(blk)), mw, a.d[b], sum, a.sum[b]);
+    for (int r = 0; r < R; ++r) {
+      __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + b * kQBlock));
+      __m256i p;
+      if (t == DType::kQ8_0) {
+        p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(act, wraw)), ones);
+      } else {
+        p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, act), ones);
+        if (t == DType::kQ4_0) {
+          p = _mm256_sub_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(eights, act), ones));
+        }
+      }
+      const __m256 scale = _mm256_set1_ps(dw * a[r].d[b]);
+      acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(p)));
+      if (t == DType::kQ4_1) off[r][b & 3] = off[r][b & 3] + mw * a[r].s[b];
+    }
   }
-  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float lane[8];
+    _mm256_store_ps(lane, acc[r]);
+    out[r] = FoldEight(lane) + ((off[r][0] + off[r][1]) + (off[r][2] + off[r][3]));
+  }
 }
 
 }  // namespace
 
-void QuantizeQ8Row(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum) {
+void QuantizeQ8Row(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum, float* s) {
   for (int64_t b = 0; b < k / kQBlock; ++b) {
     const float* xb = x + b * kQBlock;
     float amax = 0.0f;
-    for (int i = 0; i < kQBlock; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+    for (int i = 0; i < kQBlock; ++i) {
+      const float v = std::fabs(xb[i]);
+      amax = v > amax ? v : amax;
+    }
     const float db = amax / 127.0f;
-    const float id = db != 0.0f ? 1.0f / db : 0.0f;
-    int32_t s = 0;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t total = 0;
     for (int i = 0; i < kQBlock; ++i) {
       float v = std::nearbyint(xb[i] * id);
-      v = std::fmin(127.0f, std::fmax(-127.0f, v));
+      v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
       q[b * kQBlock + i] = static_cast<int8_t>(v);
-      s += static_cast<int32_t>(v);
+      total += static_cast<int32_t>(v);
     }
-    d[b] = db;
-    sum[b] = s;
+    d[b] = F16ToF32(F32ToF16(db));
+    sum[b] = total;
+    s[b] = F16ToF32(F32ToF16(db * static_cast<float>(total)));
   }
 }
 
@@ -176,8 +198,21 @@ void BlockIntDots(Isa isa, DType t, const uint8_t* w, const int8_t* q, int64_t n
 }
 
 float QuantDot(Isa isa, DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
-  // AVX-512 shares the AVX2 quantized path: these dots are memory-bound on one 32-value block.
-  return isa == Isa::kScalar ? QuantDotScalar(t, w, a, nb) : QuantDotAvx2(t, w, a, nb);
+  float out;
+  QuantDotRows(isa, t, w, &a, 1, nb, &out);
+  return out;
+}
+
+void QuantDotRows(Isa isa, DType t, const uint8_t* w, const Q8Row* a, int64_t n_rows,
+                  int64_t nb, float* out) {
+  // AVX-512 shares the AVX2 quantized path: one 32-value block is the unit of work here.
+  if (isa == Isa::kScalar) {
+    for (int64_t r = 0; r < n_rows; ++r) out[r] = QuantDotScalar(t, w, a[r], nb);
+    return;
+  }
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) QuantDotRowsAvx2<4>(t, w, a + r, nb, out + r);
+  for (; r < n_rows; ++r) QuantDotRowsAvx2<1>(t, w, a + r, nb, out + r);
 }
 
 }  // namespace rsd::cpu

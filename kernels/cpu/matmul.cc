@@ -22,19 +22,23 @@ void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* 
   std::vector<int8_t> q(static_cast<size_t>(n * k));
   std::vector<float> d(static_cast<size_t>(n * nb));
   std::vector<int32_t> s(static_cast<size_t>(n * nb));
+  std::vector<float> sd(static_cast<size_t>(n * nb));
   for (int64_t r = 0; r < n; ++r) {
-    QuantizeQ8Row(x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb);
+    QuantizeQ8Row(x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
+                  sd.data() + r * nb);
   }
   const size_t wrow = w.row_bytes();
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
+  std::vector<Q8Row> rows(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) {
+    rows[r] = Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb};
+  }
   int used = ctx.pool->ParallelFor(m, kGrain, [&](int64_t b, int64_t e, int) {
+    std::vector<float> col(static_cast<size_t>(n));
     for (int64_t o = b; o < e; ++o) {
-      const uint8_t* wr = wbase + wrow * o;
+      QuantDotRows(ctx.isa, w.dtype, wbase + wrow * o, rows.data(), n, nb, col.data());
       for (int64_t r = 0; r < n; ++r) {
-        Q8Row a{q.data() + r * k, d.data() + r * nb, s.data() + r * nb};
-        float v = QuantDot(ctx.isa, w.dtype, wr, a, nb);
-        if (bias != nullptr) v = v + bias[o];
-        out.f32()[r * m + o] = v;
+        out.f32()[r * m + o] = bias != nullptr ? col[r] + bias[o] : col[r];
       }
     }
   });

@@ -1,17 +1,25 @@
 #include <cmath>
 
-#include "kernels/cpu/dot.h"
 #include "kernels/cpu/ops.h"
 
 namespace rsd::cpu {
 
+// The sum of squares is accumulated in double, 16 lanes (element i into lane i % 16) folded as a
+// tree: one order on every path, and close to llama.cpp, which also sums in double.
 void RmsNormOp(OpContext& ctx, const Tensor& x, const float* w, float eps, Tensor out) {
   const int64_t d = x.cols;
   for (int64_t r = 0; r < x.rows; ++r) {
     const float* xr = x.f32() + r * d;
     float* o = out.f32() + r * d;
-    const float ss = DotF32(ctx.isa, xr, xr, d);
-    const float scale = 1.0f / std::sqrt(ss / static_cast<float>(d) + eps);
+    double acc[16] = {0};
+    for (int64_t i = 0; i < d; ++i) {
+      acc[i % 16] = acc[i % 16] + static_cast<double>(xr[i]) * static_cast<double>(xr[i]);
+    }
+    for (int width = 8; width >= 1; width /= 2) {
+      for (int j = 0; j < width; ++j) acc[j] = acc[j] + acc[j + width];
+    }
+    const float mean = static_cast<float>(acc[0] / static_cast<double>(d));
+    const float scale = 1.0f / std::sqrt(mean + eps);
     for (int64_t i = 0; i < d; ++i) o[i] = (xr[i] * scale) * w[i];
   }
 }

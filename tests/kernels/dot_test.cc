@@ -113,10 +113,11 @@ TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
       std::vector<int8_t> q(k);
       std::vector<float> d(nb);
       std::vector<int32_t> s(nb);
-      QuantizeQ8Row(x.data(), k, q.data(), d.data(), s.data());
+      std::vector<float> sd(nb);
+      QuantizeQ8Row(x.data(), k, q.data(), d.data(), s.data(), sd.data());
       std::vector<int32_t> sums_ref(nb);
       BlockIntDots(Isa::kScalar, t, w.data(), q.data(), nb, sums_ref.data());
-      Q8Row a{q.data(), d.data(), s.data()};
+      Q8Row a{q.data(), d.data(), s.data(), sd.data()};
       const float got_scalar = QuantDot(Isa::kScalar, t, w.data(), a, nb);
       for (Isa isa : SupportedIsas()) {
         std::vector<int32_t> sums(nb, -12345);
@@ -125,13 +126,26 @@ TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
         const float got = QuantDot(isa, t, w.data(), a, nb);
         EXPECT_EQ(0, std::memcmp(&got, &got_scalar, 4)) << IsaName(isa) << " k=" << k;
       }
-      // Against float64 with the activation quantized as the kernel does (q * d) and with the raw
-      // activation (quantization error bounded by d/2 per value).
+      // Against float64 with the activation as the kernel quantized it (q * d per value; for Q4_1
+      // the offset term uses the stored s = F16(d * sum q), as llama.cpp's Q8_1 does).
       auto wd = DequantReference(t, w.data(), k);
       double exact = 0, mag = 0;
       for (int64_t i = 0; i < k; ++i) {
-        exact += wd[i] * (static_cast<double>(q[i]) * d[i / 32]);
+        double wv = wd[i];
+        if (t == DType::kQ4_1) {
+          uint16_t mh;
+          std::memcpy(&mh, w.data() + (i / 32) * 20 + 2, 2);
+          wv -= F16ToF32(mh);  // the offset m is applied once per block below
+        }
+        exact += wv * (static_cast<double>(q[i]) * d[i / 32]);
         mag += std::fabs(wd[i] * x[i]);
+      }
+      if (t == DType::kQ4_1) {
+        for (int64_t b = 0; b < nb; ++b) {
+          uint16_t mh;
+          std::memcpy(&mh, w.data() + b * 20 + 2, 2);
+          exact += static_cast<double>(F16ToF32(mh)) * sd[b];
+        }
       }
       EXPECT_NEAR(got_scalar, exact, 1e-5 * mag + 1e-6) << DTypeName(t) << " k=" << k;
     }
@@ -145,9 +159,11 @@ TEST(QuantizeQ8, RoundsToNearestWithinHalfStep) {
   std::vector<int8_t> q(64);
   std::vector<float> d(2);
   std::vector<int32_t> s(2);
-  QuantizeQ8Row(x.data(), 64, q.data(), d.data(), s.data());
+  std::vector<float> sd(2);
+  QuantizeQ8Row(x.data(), 64, q.data(), d.data(), s.data(), sd.data());
   for (int i = 0; i < 64; ++i) {
-    EXPECT_LE(std::fabs(q[i] * d[i / 32] - x[i]), d[i / 32] * 0.5f + 1e-6f);
+    // Half a step, plus the F16 rounding of the scale (relative 2^-11) over up to 127 steps.
+    EXPECT_LE(std::fabs(q[i] * d[i / 32] - x[i]), d[i / 32] * (0.5f + 127.0f / 2048.0f));
   }
   int32_t s0 = 0;
   for (int i = 0; i < 32; ++i) s0 += q[i];
