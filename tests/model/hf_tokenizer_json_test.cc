@@ -1,4 +1,6 @@
 // tokenizer.json parsing: both BPE families, added tokens, special ids, and malformed input.
+#include <random>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -187,6 +189,46 @@ TEST(HfTokenizerJsonTest, MalformedInput) {
   j.erase("model");
   EXPECT_THAT(ParseHfTokenizerJson("p", j.dump(), ""),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no \"model\"")));
+}
+
+// Bit flips and truncations of both kinds of tokenizer.json: a clean INVALID_ARGUMENT naming the
+// file, or a spec that Create accepts or refuses cleanly, and a tokenizer that survives any input.
+TEST(HfTokenizerJsonFuzzTest, FlipsAndTruncations) {
+  std::mt19937_64 rng(3);
+  int parsed = 0;
+  for (const std::string& base : {ByteLevelJson().dump(), SentencePieceJson().dump()}) {
+    for (int i = 0; i < 400; ++i) {
+      std::string s = base;
+      const uint64_t r = rng();
+      if (r & 1) {
+        s = s.substr(0, (r >> 8) % s.size());
+      } else {
+        for (int k = 0; k < 1 + static_cast<int>((r >> 4) % 4); ++k) {
+          s[rng() % s.size()] ^= static_cast<char>(1u << (rng() % 8));
+        }
+      }
+      auto spec = ParseHfTokenizerJson("fz/tokenizer.json", s, "");
+      if (!spec.ok()) {
+        EXPECT_THAT(spec.status(),
+                    StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fz/tokenizer.json")));
+        continue;
+      }
+      ++parsed;
+      auto tok = Tokenizer::Create(*spec);
+      if (!tok.ok()) {
+        EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument) << tok.status();
+        continue;
+      }
+      std::string text;
+      for (int k = 0; k < 64; ++k) text.push_back(static_cast<char>(rng()));
+      text += "<s>hello</s> <|im_start|>he";
+      for (bool special : {false, true}) {
+        const std::vector<int32_t> ids = (*tok)->Encode(text, special);
+        (void)(*tok)->Decode(ids, special);
+      }
+    }
+  }
+  std::printf("%d variants parsed\n", parsed);
 }
 
 }  // namespace

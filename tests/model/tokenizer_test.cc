@@ -2,6 +2,7 @@
 // decoding, byte fallback, round trips and spec validation.
 #include "worker/model/tokenizer.h"
 
+#include <limits>
 #include <random>
 
 #include "gmock/gmock.h"
@@ -272,6 +273,57 @@ TEST(TokenizerCreateTest, RejectsInconsistentSpecs) {
   s.model = "llama";
   EXPECT_THAT(Tokenizer::Create(s),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no tokens")));
+}
+
+// Random specs, valid or not: Create refuses cleanly or gives a tokenizer that survives any bytes.
+TEST(TokenizerFuzzTest, RandomSpecsAndInputs) {
+  std::mt19937_64 rng(99);
+  auto random_text = [&](size_t max_len) {
+    std::string t;
+    for (size_t n = rng() % (max_len + 1); n > 0; --n) {
+      const uint64_t r = rng();
+      t.push_back(static_cast<char>((r & 1) ? 'a' + (r >> 1) % 4 : (r >> 1) & 0xFF));
+    }
+    return t;
+  };
+  const char* pres[] = {"gpt-2", "smollm", "llama3", "qwen2", "default"};
+  int created = 0;
+  for (int i = 0; i < 300; ++i) {
+    TokenizerSpec s = (i % 2) ? ByteLevelSpec({{"a", "b"}, {"ab", "c"}}, {}, pres[i % 5])
+                              : SpmSpec({{"_", -1}, {"a", -2}, {"ab", -1}});
+    for (int k = 0; k < 20; ++k) {
+      s.tokens.push_back(random_text(4));
+      s.types.push_back(static_cast<TokenType>(rng() % 8));  // 7 is invalid
+      if (!s.scores.empty()) {
+        const float scores[] = {-1.0f, 0.0f, std::numeric_limits<float>::quiet_NaN(),
+                                std::numeric_limits<float>::infinity()};
+        s.scores.push_back(scores[rng() % 4]);
+      }
+    }
+    for (int k = 0; k < 5; ++k) {
+      const std::string& a = s.tokens[rng() % s.tokens.size()];
+      const std::string& b = s.tokens[rng() % s.tokens.size()];
+      s.merges.push_back((rng() % 4) ? a + " " + b : random_text(6));
+    }
+    if (rng() % 4 == 0) s.eos_id = static_cast<int32_t>(rng() % (s.tokens.size() + 3)) - 1;
+    auto tok = Tokenizer::Create(s);
+    if (!tok.ok()) {
+      EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument) << tok.status();
+      continue;
+    }
+    ++created;
+    for (int k = 0; k < 10; ++k) {
+      const std::string text = random_text(60);
+      const std::vector<int32_t> ids = (*tok)->Encode(text, k % 2 == 0);
+      for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < (*tok)->vocab_size());
+      (void)(*tok)->Decode(ids, true);
+      const std::string tail = random_text(8);  // segments only view their text
+      const std::vector<TextSegment> segs = {{text, true}, {tail, false}};
+      (void)(*tok)->EncodeSegments(segs);
+      (void)(*tok)->TokenBytes(static_cast<int32_t>(rng() % 1000) - 10);
+    }
+  }
+  EXPECT_GT(created, 0);
 }
 
 }  // namespace

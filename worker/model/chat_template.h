@@ -25,7 +25,9 @@ class ChatTemplate {
                                                               const Tokenizer* tokenizer);
   virtual ~ChatTemplate() = default;
 
-  virtual std::string name() const = 0;  // "chatml", "llama2", "llama3", "plain", ...
+  // "chatml", "llama2", "llama3", "mistral", or for a model without a template
+  // "plain (...)" spelling out the format used.
+  virtual std::string name() const = 0;
   // The model's default system prompt ("" if none), included in turn 1 when the user gave none.
   virtual std::string default_system_prompt() const = 0;
 

@@ -141,6 +141,13 @@ absl::Status ReadVocab(const Parser& p, const json& root, bool spm, TokenizerSpe
   }
   if (by_id.empty()) return p.Error("the vocabulary is empty");
   const int64_t n = by_id.rbegin()->first + 1;
+  // Ids are dense in real tokenizers; a few holes get placeholders, a sparse id space is an error
+  // (it would make us allocate for ids nobody uses).
+  const int64_t holes = n - static_cast<int64_t>(by_id.size());
+  if (holes > 1024 + n / 8) {
+    return p.Error(
+        absl::StrCat("token ids are sparse: ", by_id.size(), " tokens with ids up to ", n - 1));
+  }
   spec->tokens.resize(n);
   spec->types.assign(n, TokenType::kUnused);
   for (int64_t i = 0; i < n; ++i) spec->tokens[i] = absl::StrCat("[PAD", i, "]");  // holes

@@ -3,7 +3,9 @@
 // adjacent symbols whose concatenation is a token merge, highest token score first, leftmost
 // first among equals. Symbols left that are not tokens go out as <0xXX> byte tokens.
 #include <array>
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <queue>
 #include <utility>
 
@@ -78,7 +80,11 @@ class SpmTokenizer final : public TokenizerBase {
     return (t == TokenType::kNormal || t == TokenType::kUserDefined) ? id : -1;
   }
 
-  float Score(int32_t id) const { return spec().scores.empty() ? 0.0f : spec().scores[id]; }
+  // A NaN score would break the queue's ordering; it ranks last instead.
+  float Score(int32_t id) const {
+    const float s = spec().scores.empty() ? 0.0f : spec().scores[id];
+    return std::isnan(s) ? -std::numeric_limits<float>::infinity() : s;
+  }
 
   void EncodeText(std::string_view raw, bool after_special,
                   std::vector<int32_t>* out) const override {

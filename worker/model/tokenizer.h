@@ -27,14 +27,13 @@ class Tokenizer {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(const TokenizerSpec& spec);
   virtual ~Tokenizer() = default;
 
-  // Tokenizes UTF-8 `text` without BOS. With `parse_special`, control/user-defined token texts
-  // (e.g. "<|im_start|>") in `text` become their ids; without it they are tokenized as plain text.
-  // Control and unknown-type token texts are parsed only with `parse_special`; user-defined token
-  // texts always are, as llama.cpp does. Special texts are matched longest token first over the
-  // whole text. SentencePiece-style models put "▁" before the text and after every special token
-  // when add_space_prefix is set. Never an error: invalid UTF-8 in byte-level BPE models becomes
-  // U+FFFD per invalid byte before the merges (exactly as llama.cpp), and SentencePiece-style
-  // models tokenize it byte by byte with <0xXX> tokens.
+  // Tokenizes UTF-8 `text` without BOS, exactly as llama.cpp's llama_tokenize(add_special=false).
+  // Special-token texts in `text` become their ids, longest token first over the whole text:
+  // control and unknown-type tokens (e.g. "<|im_start|>") only with `parse_special` (otherwise
+  // they are plain text), user-defined tokens always, as llama.cpp does. SentencePiece-style models
+  // put "▁" before the text and after every special token when add_space_prefix is set. Never an
+  // error: invalid UTF-8 becomes one U+FFFD per invalid byte before the merges in byte-level BPE
+  // models (as in llama.cpp), and <0xXX> byte tokens in SentencePiece-style models.
   virtual std::vector<int32_t> Encode(std::string_view text, bool parse_special) const = 0;
 
   // Tokenizes the concatenation of `segments` as one text, parsing special tokens only inside the
@@ -44,9 +43,11 @@ class Tokenizer {
 
   // The bytes of the tokens concatenated (control and unknown-type tokens render as their text
   // only if `render_special`; user-defined ones always do). With add_space_prefix, one leading
-  // space of the first token is dropped, as llama.cpp's detokenizer does. No other clean-up, so
-  // Decode(Encode(s, false), true) == s for any valid UTF-8 s. May be invalid UTF-8 when a
-  // multi-byte character is split across calls. Ids out of range contribute nothing.
+  // space of the first token is dropped, as llama.cpp's detokenizer does; no other clean-up. So
+  // Decode(Encode(s, p), true) == s for valid UTF-8 s, except in SentencePiece-style models for
+  // a literal "▁" (it is their space) and for text right after a parsed special token (which
+  // gained a "▁" prefix). May be invalid UTF-8 when a multi-byte character is split across calls.
+  // Ids out of range contribute nothing.
   virtual std::string Decode(std::span<const int32_t> ids, bool render_special) const = 0;
 
   // The raw bytes one token contributes (no special rendering rules, no leading-space stripping):
