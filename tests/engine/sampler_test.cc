@@ -1,0 +1,188 @@
+// Sampling: greedy ties, counter-based randomness, top-k / top-p cuts, the sampled distribution,
+// parameter validation; and generation's stop conditions (EOS, stop strings, max tokens).
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/exp.h"
+#include "tests/support/synthetic_model.h"
+#include "tests/support/test_util.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/sampler.h"
+
+namespace rsd {
+namespace {
+
+using testing::StatusIs;
+
+TEST(Sampler, GreedyTakesTheLargestAndTiesGoToTheLowestId) {
+  std::vector<float> l = {0.5f, 2.0f, -1.0f, 2.0f, 1.9f};
+  SamplingParams p;
+  EXPECT_EQ(SampleToken(l, p, 0), 1);
+  p.temperature = 1.0f;
+  p.top_k = 1;  // top-1 is greedy whatever the temperature
+  EXPECT_EQ(SampleToken(l, p, 7), 1);
+}
+
+TEST(Sampler, DrawsArePureFunctionsOfSeedAndPosition) {
+  std::vector<float> l(50);
+  for (int i = 0; i < 50; ++i) l[i] = std::sin(i * 1.7f);
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.seed = 42;
+  std::vector<int32_t> a, b;
+  for (int pos = 0; pos < 200; ++pos) a.push_back(SampleToken(l, p, pos));
+  for (int pos = 0; pos < 200; ++pos) b.push_back(SampleToken(l, p, pos));
+  EXPECT_EQ(a, b);
+  // Another seed changes the draws; the same seed at another position is a different draw.
+  p.seed = 43;
+  std::vector<int32_t> c;
+  for (int pos = 0; pos < 200; ++pos) c.push_back(SampleToken(l, p, pos));
+  EXPECT_NE(a, c);
+  EXPECT_NE(CounterUniform(42, 5), CounterUniform(42, 6));
+  EXPECT_EQ(CounterUniform(42, 5), CounterUniform(42, 5));
+}
+
+TEST(Sampler, FrequenciesFollowTheSoftmax) {
+  // Three candidates with logits 0, 1, 2 at temperature 1: p = e^l / sum.
+  std::vector<float> l = {0.0f, 1.0f, 2.0f};
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.seed = 9;
+  std::map<int32_t, int> count;
+  const int n = 60000;
+  for (int pos = 0; pos < n; ++pos) count[SampleToken(l, p, pos)]++;
+  const double z = 1 + std::exp(1.0) + std::exp(2.0);
+  for (int t = 0; t < 3; ++t) {
+    const double expected = std::exp(static_cast<double>(t)) / z;
+    const double sd = std::sqrt(expected * (1 - expected) / n);
+    EXPECT_NEAR(count[t] / static_cast<double>(n), expected, 5 * sd) << t;
+  }
+  // Temperature 0.5 sharpens: p ∝ e^(2l).
+  p.temperature = 0.5f;
+  count.clear();
+  for (int pos = 0; pos < n; ++pos) count[SampleToken(l, p, pos)]++;
+  const double z2 = 1 + std::exp(2.0) + std::exp(4.0);
+  EXPECT_NEAR(count[2] / static_cast<double>(n), std::exp(4.0) / z2, 0.01);
+}
+
+TEST(Sampler, TopKAndTopPCutTheTail) {
+  std::vector<float> l = {3.0f, 2.9f, 2.8f, -5.0f, -6.0f, 0.0f};
+  SamplingParams p;
+  p.temperature = 5.0f;  // nearly flat: without a cut every id would appear
+  p.seed = 1;
+  p.top_k = 3;
+  for (int pos = 0; pos < 2000; ++pos) EXPECT_LT(SampleToken(l, p, pos), 3);
+  p.top_k = 0;
+  // top-p: the three leading ids hold well over half the (flat-ish) mass with T = 0.3.
+  p.temperature = 0.3f;
+  p.top_p = 0.5f;
+  std::map<int32_t, int> seen;
+  for (int pos = 0; pos < 2000; ++pos) seen[SampleToken(l, p, pos)]++;
+  for (auto [id, c] : seen) EXPECT_LT(id, 3) << "id " << id << " is outside the nucleus";
+}
+
+TEST(Sampler, ValidationNamesTheField) {
+  SamplingParams p;
+  p.temperature = -1;
+  EXPECT_THAT(ValidateSamplingParams(p), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                  ::testing::HasSubstr("temperature")));
+  p = SamplingParams{};
+  p.temperature = NAN;
+  EXPECT_THAT(ValidateSamplingParams(p), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                  ::testing::HasSubstr("temperature")));
+  p = SamplingParams{};
+  p.top_p = 0.0f;
+  EXPECT_THAT(ValidateSamplingParams(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("top_p")));
+  p = SamplingParams{};
+  p.top_k = -3;
+  EXPECT_THAT(ValidateSamplingParams(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("top_k")));
+}
+
+class GenerateStops : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* entry = testing::FindSyntheticModel("gqa");
+    ASSERT_NE(entry, nullptr);
+    testing::SyntheticModel model(entry->options);
+    path_ = testing::MakeTempDir("rsd-stops") + "/gqa.gguf";
+    ASSERT_TRUE(model.WriteGguf(path_).ok());
+    EngineOptions o;
+    o.model_path = path_;
+    auto e = Engine::Create(o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(e).value();
+  }
+  // Free-running greedy tokens from a fixed prompt.
+  GenerateResult Run(GenerateParams p) {
+    int32_t seq = engine_->CreateSequence();
+    auto r = engine_->Generate(seq, std::vector<int32_t>{1, 50, 60, 70}, p);
+    EXPECT_TRUE(r.ok()) << r.status();
+    engine_->DestroySequence(seq);
+    return r.ok() ? *r : GenerateResult{};
+  }
+  std::string path_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(GenerateStops, MaxTokensStopStringsAndEos) {
+  GenerateParams p;
+  p.max_tokens = 12;
+  p.stop_at_eos = false;
+  GenerateResult full = Run(p);
+  ASSERT_EQ(full.tokens.size(), 12u);
+  EXPECT_EQ(full.finish_reason, "length");
+  // A stop string made of the text of tokens 3..4 ends generation right after token 4 appears
+  // (the tokens up to and including the match stay).
+  std::string prefix = engine_->tokenizer().Decode(std::span<const int32_t>(full.tokens.data(), 3), false);
+  std::string stop = engine_->tokenizer().Decode(std::span<const int32_t>(full.tokens.data() + 3, 2), false);
+  if (!stop.empty() && prefix.find(stop) == std::string::npos) {
+    p.stop = {stop};
+    GenerateResult s = Run(p);
+    EXPECT_EQ(s.finish_reason, "stop");
+    ASSERT_LE(s.tokens.size(), 5u);
+    EXPECT_TRUE(std::equal(s.tokens.begin(), s.tokens.end(), full.tokens.begin()));
+  }
+  // EOS: sampled tokens that are stop tokens end the turn ("eos").
+  p.stop.clear();
+  p.stop_at_eos = true;
+  GenerateResult e = Run(p);
+  auto stops = engine_->chat_template().StopTokens();
+  bool has_stop = false;
+  for (size_t i = 0; i < full.tokens.size(); ++i) {
+    if (std::find(stops.begin(), stops.end(), full.tokens[i]) != stops.end()) {
+      has_stop = true;
+      EXPECT_EQ(e.finish_reason, "eos");
+      EXPECT_EQ(e.tokens.size(), i + 1);
+      break;
+    }
+  }
+  if (!has_stop) EXPECT_EQ(e.tokens, full.tokens);
+  // Max tokens 0 appends the prompt and generates nothing.
+  p.max_tokens = 0;
+  EXPECT_TRUE(Run(p).tokens.empty());
+}
+
+TEST_F(GenerateStops, RefusesWhatCannotFitWithTheNumbers) {
+  GenerateParams p;
+  p.max_tokens = engine_->model().max_context();  // prompt + this exceeds the context
+  int32_t seq = engine_->CreateSequence();
+  auto r = engine_->Generate(seq, std::vector<int32_t>{1, 2, 3}, p);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("exceeds the context length")));
+  p.max_tokens = -1;
+  EXPECT_THAT(engine_->Generate(seq, std::vector<int32_t>{1}, p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("max_tokens")));
+  p.max_tokens = 1;
+  EXPECT_THAT(engine_->Generate(seq + 100, std::vector<int32_t>{1}, p),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown sequence")));
+  // A bad token id is refused by the forward, naming it; nothing is appended.
+  EXPECT_THAT(engine_->Generate(seq, std::vector<int32_t>{1, 999999}, p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("999999")));
+  EXPECT_TRUE(engine_->SequenceTokens(seq).empty());
+}
+
+}  // namespace
+}  // namespace rsd
