@@ -288,6 +288,18 @@ TEST_F(Stories260KTest, RoundTripsRandomText) {
   }
 }
 
+TEST_F(Stories260KTest, EncodesTenKilobytesQuickly) {
+  std::string text;
+  std::mt19937 rng(6);
+  while (text.size() < 10 * 1024) text += RandomText(rng, false);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = tok().Encode(text, false);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("encoded %zu bytes into %zu tokens in %.2f ms\n", text.size(), ids.size(), ms);
+  EXPECT_LT(ms, 100.0);
+}
+
 TEST_F(Stories260KTest, PlainChatTemplate) {
   auto tmpl = ChatTemplate::Create(loaded_.chat_template, &tok());
   ASSERT_TRUE(tmpl.ok()) << tmpl.status();
