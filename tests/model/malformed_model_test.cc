@@ -1,5 +1,6 @@
 // Malformed model files: every case gets its exact status code and a message naming the file and
 // the problem; then fuzz loops that truncate and flip bytes and only demand a clean status.
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -398,14 +399,23 @@ TEST_F(MalformedHf, TokenizerAndShards) {
 
 // ---- Fuzz: truncations and byte flips never crash and always give a clean status -------------
 
+// RSD_FUZZ_SCALE=N runs N times the iterations (for a long local run under the sanitizers).
+int FuzzIterations(int base) {
+  const char* s = std::getenv("RSD_FUZZ_SCALE");
+  return s != nullptr && std::atoi(s) > 0 ? base * std::atoi(s) : base;
+}
+
 void ExpectClean(const absl::Status& s, const std::string& path, const std::string& what) {
   if (s.ok()) return;
   EXPECT_TRUE(s.code() == kInvalid || s.code() == kUnimplemented) << what << ": " << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr(path)) << what;
 }
 
-TEST(FuzzModelFiles, GgufTruncationsAndFlips) {
-  SyntheticModel model(testing::FindSyntheticModel("qwen2-bias-q8_0")->options);
+// Both Q/K pairings (llama rows are un-permuted after loading, qwen2 rows are not).
+class FuzzGguf : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(FuzzGguf, TruncationsAndFlips) {
+  SyntheticModel model(testing::FindSyntheticModel(GetParam())->options);
   GgufBuilder::Image img = model.MakeGguf().Build();
   const std::string& bytes = img.bytes;
   const std::string path = testing::MakeTempDir("rsd-fuzz") + "/f.gguf";
@@ -416,11 +426,11 @@ TEST(FuzzModelFiles, GgufTruncationsAndFlips) {
     ++loads;
   };
   const size_t meta_end = img.layout.data_begin;
-  for (size_t cut = 0; cut < meta_end + 64; cut += cut < 4096 ? 3 : 17) {
+  for (size_t cut = 0; cut < meta_end + 64; cut += cut < 4096 ? 5 : 23) {
     load(bytes.substr(0, cut), "truncated at " + std::to_string(cut));
   }
   testing::SplitMix64 rng(7);
-  for (int i = 0; i < 1500; ++i) {
+  for (int i = 0; i < FuzzIterations(1000); ++i) {
     std::string b = bytes;
     const uint64_t r = rng.Next();
     // Mostly in the header, metadata and tensor infos, where the structure lives.
@@ -429,8 +439,10 @@ TEST(FuzzModelFiles, GgufTruncationsAndFlips) {
     if ((r & 0x30) == 0) b[(pos + 1) % b.size()] = static_cast<char>(0xff);
     load(b, "flip at " + std::to_string(pos));
   }
-  std::printf("fuzzed %d GGUF variants\n", loads);
+  std::printf("fuzzed %d variants of %s\n", loads, GetParam());
 }
+
+INSTANTIATE_TEST_SUITE_P(Models, FuzzGguf, ::testing::Values("mha-q4_0", "qwen2-bias-q8_0"));
 
 TEST(FuzzModelFiles, HfFlips) {
   SyntheticModel model(testing::FindSyntheticModel("mha")->options);
@@ -440,7 +452,7 @@ TEST(FuzzModelFiles, HfFlips) {
   uint64_t n;
   std::memcpy(&n, st.data(), 8);
   testing::SplitMix64 rng(11);
-  for (int i = 0; i < 800; ++i) {
+  for (int i = 0; i < FuzzIterations(800); ++i) {
     const uint64_t r = rng.Next();
     std::string s = st, c = cfg;
     if (r & 1) {
