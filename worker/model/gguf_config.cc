@@ -100,9 +100,14 @@ bool Value::IsInteger() const {
     case ValueType::kU64:
     case ValueType::kI64:
       return true;
-    default:
+    case ValueType::kF32:
+    case ValueType::kBool:
+    case ValueType::kString:
+    case ValueType::kArray:
+    case ValueType::kF64:
       return false;
   }
+  return false;
 }
 
 bool Value::IsFloat() const { return type == ValueType::kF32 || type == ValueType::kF64; }
@@ -120,9 +125,18 @@ std::optional<int64_t> Value::AsInt() const {
     case ValueType::kU64:
       if (bits > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
       return static_cast<int64_t>(bits);
-    default:
-      return static_cast<int64_t>(bits);
+    case ValueType::kU8:
+    case ValueType::kU16:
+    case ValueType::kU32:
+    case ValueType::kBool:
+      return static_cast<int64_t>(bits);  // zero-extended
+    case ValueType::kF32:
+    case ValueType::kString:
+    case ValueType::kArray:
+    case ValueType::kF64:
+      return std::nullopt;
   }
+  return std::nullopt;
 }
 
 double Value::AsDouble() const {

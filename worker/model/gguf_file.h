@@ -48,7 +48,8 @@ struct Value {
 
   bool IsInteger() const;  // any integer type (not bool)
   bool IsFloat() const;    // kF32 or kF64
-  // The integer value of an integer scalar; nullopt for a u64 above INT64_MAX.
+  // The value of an integer (or bool) scalar; nullopt for a u64 above INT64_MAX, floats, strings
+  // and arrays.
   std::optional<int64_t> AsInt() const;
   double AsDouble() const;  // float scalars, or integers converted
   // Element `i` of a numeric array, as the scalar it encodes.
