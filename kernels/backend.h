@@ -67,6 +67,15 @@ struct AttentionShape {
   float scale = 0.0f;  // usually 1/sqrt(head_dim)
 };
 
+// Running online-softmax state of a chunked attention call, per (row, head), in backend memory:
+// m and l [n_rows * n_heads], acc [n_rows * n_heads * head_dim]. Merging chunk after chunk into it
+// gives exactly the bits of one Attention call over the same chunks.
+struct AttentionState {
+  float* m = nullptr;
+  float* l = nullptr;
+  float* acc = nullptr;
+};
+
 // RoPE as a precomputed table of cos/sin per (position, pair): [max_pos, head_dim/2] each.
 // Pairing is rotate-half: dimension i rotates with i + head_dim/2.
 struct RopeTable {
@@ -124,6 +133,18 @@ class Backend {
   // reads K/V head h / (n_heads / n_kv_heads)). q, out [n, n_heads * head_dim]; rows [n].
   virtual void Attention(const Tensor& q, const AttentionRow* rows, int layer,
                          const AttentionShape& shape, const KvPoolView& pool, Tensor out) = 0;
+  // Chunked attention, for K/V that is not all in the pool at once (blocks rebuilt chunk by chunk
+  // into scratch blocks): Begin resets `state` for q's rows; Chunks merges chunks
+  // [chunk_begin, chunk_end) of each row (chunk c of row i is block rows[i].block_table[c]; rows
+  // whose keys end earlier skip it); Finish writes out = acc / l. Chunks must be merged in order.
+  // Attention(...) == Begin + Chunks(0, all) + Finish, bit for bit.
+  virtual void AttentionBegin(const AttentionShape& shape, int64_t n_rows,
+                              AttentionState state) = 0;
+  virtual void AttentionChunks(const Tensor& q, const AttentionRow* rows, int layer,
+                               int chunk_begin, int chunk_end, const AttentionShape& shape,
+                               const KvPoolView& pool, AttentionState state) = 0;
+  virtual void AttentionFinish(const AttentionShape& shape, int64_t n_rows, AttentionState state,
+                               Tensor out) = 0;
   // out = silu(gate) * up. All [n, ff] f32.
   virtual void SiluMul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
   // x += y. Both [n, d] f32.

@@ -13,73 +13,100 @@
 namespace rsd::cpu {
 namespace {
 
-struct HeadScratch {
-  std::vector<float> scores, acc, chunk_acc;
-};
-
-void AttendHead(const OpContext& ctx, const float* q, const AttentionRow& row, int layer,
-                int kv_head, const AttentionShape& shape, const KvPoolView& pool, float* out,
-                HeadScratch& s) {
+// Merges chunks [c0, c1) of one (row, head) into its running state (m, l, acc[hd]). The state
+// starts at m = -inf, l = 0, acc = 0; the first merge then yields the chunk's own values exactly
+// (Exp(-inf) = 0, Exp(0) = 1).
+void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, int layer,
+                 int kv_head, int c0, int c1, const AttentionShape& shape, const KvPoolView& pool,
+                 float* m, float* l, float* acc, std::vector<float>& scores,
+                 std::vector<float>& chunk_acc) {
   const int hd = shape.head_dim, bt = pool.block_tokens;
-  s.scores.resize(bt);
-  s.acc.assign(hd, 0.0f);
-  s.chunk_acc.resize(hd);
-  float m = 0.0f, l = 0.0f;
+  scores.resize(bt);
+  chunk_acc.resize(hd);
   const int n_chunks = (row.n_keys + bt - 1) / bt;
-  for (int c = 0; c < n_chunks; ++c) {
+  for (int c = c0; c < std::min(c1, n_chunks); ++c) {
     const int n = std::min(bt, row.n_keys - c * bt);
     const int32_t block = row.block_table[c];
     const float* K = pool.K(block, layer) + static_cast<int64_t>(kv_head) * hd;
     const float* V = pool.V(block, layer) + static_cast<int64_t>(kv_head) * hd;
     float mc = -INFINITY;
     for (int j = 0; j < n; ++j) {
-      s.scores[j] = DotF32(ctx.isa, q, K + static_cast<int64_t>(j) * pool.kv_dim, hd) * shape.scale;
-      mc = std::max(mc, s.scores[j]);
+      scores[j] = DotF32(ctx.isa, q, K + static_cast<int64_t>(j) * pool.kv_dim, hd) * shape.scale;
+      mc = std::max(mc, scores[j]);
     }
     float lc = 0.0f;
-    std::fill(s.chunk_acc.begin(), s.chunk_acc.end(), 0.0f);
+    std::fill(chunk_acc.begin(), chunk_acc.end(), 0.0f);
     for (int j = 0; j < n; ++j) {
-      const float p = Exp(s.scores[j] - mc);
+      const float p = Exp(scores[j] - mc);
       lc = lc + p;
       const float* v = V + static_cast<int64_t>(j) * pool.kv_dim;
-      for (int i = 0; i < hd; ++i) s.chunk_acc[i] = s.chunk_acc[i] + p * v[i];
+      for (int i = 0; i < hd; ++i) chunk_acc[i] = chunk_acc[i] + p * v[i];
     }
-    if (c == 0) {
-      m = mc;
-      l = lc;
-      std::copy(s.chunk_acc.begin(), s.chunk_acc.end(), s.acc.begin());
-    } else {
-      const float mn = std::max(m, mc);
-      const float a = Exp(m - mn), b = Exp(mc - mn);
-      l = l * a + lc * b;
-      for (int i = 0; i < hd; ++i) s.acc[i] = s.acc[i] * a + s.chunk_acc[i] * b;
-      m = mn;
-    }
+    const float mn = std::max(*m, mc);
+    const float a = Exp(*m - mn), b = Exp(mc - mn);
+    *l = *l * a + lc * b;
+    for (int i = 0; i < hd; ++i) acc[i] = acc[i] * a + chunk_acc[i] * b;
+    *m = mn;
   }
-  for (int i = 0; i < hd; ++i) out[i] = s.acc[i] / l;
 }
 
 }  // namespace
 
-void AttentionOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows, int layer,
-                 const AttentionShape& shape, const KvPoolView& pool, Tensor out) {
-  const int group = shape.n_heads / shape.n_kv_heads;
+void AttentionBeginOp(OpContext& ctx, const AttentionShape& shape, int64_t n_rows,
+                      AttentionState st) {
+  const int64_t items = n_rows * shape.n_heads;
+  std::fill(st.m, st.m + items, -INFINITY);
+  std::fill(st.l, st.l + items, 0.0f);
+  std::fill(st.acc, st.acc + items * shape.head_dim, 0.0f);
+}
+
+void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows, int layer,
+                       int chunk_begin, int chunk_end, const AttentionShape& shape,
+                       const KvPoolView& pool, AttentionState st) {
+  const int group = shape.n_heads / shape.n_kv_heads, hd = shape.head_dim;
   const int64_t items = q.rows * shape.n_heads;
   int used = ctx.pool->ParallelFor(items, 1, [&](int64_t b, int64_t e, int) {
-    HeadScratch s;
+    std::vector<float> scores, chunk_acc;
     for (int64_t it = b; it < e; ++it) {
       const int64_t r = it / shape.n_heads;
       const int h = static_cast<int>(it % shape.n_heads);
-      const float* qh = q.f32() + r * q.cols + static_cast<int64_t>(h) * shape.head_dim;
-      float* oh = out.f32() + r * out.cols + static_cast<int64_t>(h) * shape.head_dim;
-      AttendHead(ctx, qh, rows[r], layer, h / group, shape, pool, oh, s);
+      const float* qh = q.f32() + r * q.cols + static_cast<int64_t>(h) * hd;
+      MergeChunks(ctx, qh, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
+                  st.m + it, st.l + it, st.acc + it * hd, scores, chunk_acc);
     }
   });
   ctx.NoteThreads(used);
-  ctx.counters->attention_rows += q.rows;
   for (int64_t r = 0; r < q.rows; ++r) {
-    ctx.counters->attention_chunks += (rows[r].n_keys + pool.block_tokens - 1) / pool.block_tokens;
+    const int n_chunks = (rows[r].n_keys + pool.block_tokens - 1) / pool.block_tokens;
+    const int hi = std::min(chunk_end, n_chunks);
+    if (hi > chunk_begin) ctx.counters->attention_chunks += hi - chunk_begin;
   }
+}
+
+void AttentionFinishOp(OpContext& ctx, const AttentionShape& shape, int64_t n_rows,
+                       AttentionState st, Tensor out) {
+  const int hd = shape.head_dim;
+  for (int64_t it = 0; it < n_rows * shape.n_heads; ++it) {
+    const int64_t r = it / shape.n_heads;
+    const int h = static_cast<int>(it % shape.n_heads);
+    float* o = out.f32() + r * out.cols + static_cast<int64_t>(h) * hd;
+    for (int i = 0; i < hd; ++i) o[i] = st.acc[it * hd + i] / st.l[it];
+  }
+  ctx.counters->attention_rows += n_rows;
+}
+
+void AttentionOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows, int layer,
+                 const AttentionShape& shape, const KvPoolView& pool, Tensor out) {
+  const int64_t items = q.rows * shape.n_heads;
+  std::vector<float> m(items), l(items), acc(items * shape.head_dim);
+  AttentionState st{m.data(), l.data(), acc.data()};
+  int max_chunks = 0;
+  for (int64_t r = 0; r < q.rows; ++r) {
+    max_chunks = std::max(max_chunks, (rows[r].n_keys + pool.block_tokens - 1) / pool.block_tokens);
+  }
+  AttentionBeginOp(ctx, shape, q.rows, st);
+  AttentionChunksOp(ctx, q, rows, layer, 0, max_chunks, shape, pool, st);
+  AttentionFinishOp(ctx, shape, q.rows, st, out);
 }
 
 }  // namespace rsd::cpu

@@ -55,6 +55,22 @@ void CpuBackend::Attention(const Tensor& q, const AttentionRow* rows, int layer,
   RSD_CPU_CTX;
   AttentionOp(ctx, q, rows, layer, shape, pool, out);
 }
+void CpuBackend::AttentionBegin(const AttentionShape& shape, int64_t n_rows,
+                                AttentionState state) {
+  RSD_CPU_CTX;
+  AttentionBeginOp(ctx, shape, n_rows, state);
+}
+void CpuBackend::AttentionChunks(const Tensor& q, const AttentionRow* rows, int layer,
+                                 int chunk_begin, int chunk_end, const AttentionShape& shape,
+                                 const KvPoolView& pool, AttentionState state) {
+  RSD_CPU_CTX;
+  AttentionChunksOp(ctx, q, rows, layer, chunk_begin, chunk_end, shape, pool, state);
+}
+void CpuBackend::AttentionFinish(const AttentionShape& shape, int64_t n_rows,
+                                 AttentionState state, Tensor out) {
+  RSD_CPU_CTX;
+  AttentionFinishOp(ctx, shape, n_rows, state, out);
+}
 void CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, Tensor out) {
   RSD_CPU_CTX;
   SiluMulOp(ctx, gate, up, out);

@@ -42,6 +42,12 @@ class CpuBackend final : public Backend {
                const int32_t* slot_offset, const KvPoolView& pool) override;
   void Attention(const Tensor& q, const AttentionRow* rows, int layer,
                  const AttentionShape& shape, const KvPoolView& pool, Tensor out) override;
+  void AttentionBegin(const AttentionShape& shape, int64_t n_rows, AttentionState state) override;
+  void AttentionChunks(const Tensor& q, const AttentionRow* rows, int layer, int chunk_begin,
+                       int chunk_end, const AttentionShape& shape, const KvPoolView& pool,
+                       AttentionState state) override;
+  void AttentionFinish(const AttentionShape& shape, int64_t n_rows, AttentionState state,
+                       Tensor out) override;
   void SiluMul(const Tensor& gate, const Tensor& up, Tensor out) override;
   void Add(Tensor x, const Tensor& y) override;
 

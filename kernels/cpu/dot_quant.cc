@@ -110,57 +110,93 @@ float QuantDotScalar(DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
   return FoldEight(lane) + ((off[0] + off[1]) + (off[2] + off[3]));
 }
 
+// Four F16 values at p, p + stride, p + 2 stride, p + 3 stride, as floats.
+__attribute__((target("avx2,f16c"))) inline __m128 Load4F16(const uint8_t* p, size_t stride) {
+  return _mm_cvtph_ps(_mm_setr_epi16(LoadU16(p), LoadU16(p + stride), LoadU16(p + 2 * stride),
+                                     LoadU16(p + 3 * stride), 0, 0, 0, 0));
+}
+
+// One block's eight int partial sums for activation `act` against the unpacked weight block.
+__attribute__((target("avx2"))) inline __m256i BlockLanes(DType t, __m256i wv, __m256i wraw,
+                                                          __m256i act) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if (t == DType::kQ8_0) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(act, wraw)), ones);
+  }
+  __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, act), ones);
+  if (t == DType::kQ4_0) {
+    p = _mm256_sub_epi32(
+        p, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), act), ones));
+  }
+  return p;
+}
+
+__attribute__((target("avx2"))) inline void UnpackBlock(DType t, const uint8_t* qs, __m256i* wv,
+                                                        __m256i* wraw) {
+  if (t == DType::kQ8_0) {
+    *wraw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+    *wv = _mm256_sign_epi8(*wraw, *wraw);
+  } else {
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    *wv = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+    *wraw = *wv;
+  }
+}
+
 // R activation rows at once: each weight block is unpacked once and used R times. Every row's
-// operations are exactly those of R = 1, so the row count never changes a bit.
+// operations are exactly those of R = 1 (and of the scalar path), so the row count never changes
+// a bit. Blocks go in groups of four so scales and Q4_1 offsets load as vectors; the offset lanes
+// are then one SSE register (block b in lane b % 4).
 template <int R>
 __attribute__((target("avx2,f16c"))) void QuantDotRowsAvx2(DType t, const uint8_t* w,
                                                              const Q8Row* a, int64_t nb,
                                                              float* out) {
   const size_t bb = DTypeBlockBytes(t);
   const int qo = QsOffset(t);
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i eights = _mm256_set1_epi8(8);
-  const __m128i m4 = _mm_set1_epi8(0x0F);
   __m256 acc[R];
-  alignas(16) float off[R][4];
+  __m128 off[R];
   for (int r = 0; r < R; ++r) {
     acc[r] = _mm256_setzero_ps();
-    for (int k = 0; k < 4; ++k) off[r][k] = 0.0f;
+    off[r] = _mm_setzero_ps();
   }
-  for (int64_t b = 0; b < nb; ++b) {
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
     const uint8_t* blk = w + b * bb;
-    const uint8_t* qs = blk + qo;
-    __m256i wv, wraw;
-    if (t == DType::kQ8_0) {
-      wraw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
-      wv = _mm256_sign_epi8(wraw, wraw);
-    } else {
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-      wv = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
-      wraw = wv;
-    }
-    const float dw = _cvtsh_ss(LoadU16(blk));
-    const float mw = t == DType::kQ4_1 ? _cvtsh_ss(LoadU16(blk + 2)) : 0.0f;
+    __m256i wv[4], wraw[4];
+    for (int k = 0; k < 4; ++k) UnpackBlock(t, blk + k * bb + qo, &wv[k], &wraw[k]);
+    const __m128 dw = Load4F16(blk, bb);
+    const __m128 mw = t == DType::kQ4_1 ? Load4F16(blk + 2, bb) : _mm_setzero_ps();
     for (int r = 0; r < R; ++r) {
-      __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + b * kQBlock));
-      __m256i p;
-      if (t == DType::kQ8_0) {
-        p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(act, wraw)), ones);
-      } else {
-        p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, act), ones);
-        if (t == DType::kQ4_0) {
-          p = _mm256_sub_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(eights, act), ones));
-        }
+      alignas(16) float sc[4];
+      _mm_store_ps(sc, _mm_mul_ps(dw, _mm_loadu_ps(a[r].d + b)));
+      for (int k = 0; k < 4; ++k) {
+        const __m256i act =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + (b + k) * kQBlock));
+        const __m256i p = BlockLanes(t, wv[k], wraw[k], act);
+        acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
+                                                     _mm256_cvtepi32_ps(p)));
       }
-      const __m256 scale = _mm256_set1_ps(dw * a[r].d[b]);
-      acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(p)));
-      if (t == DType::kQ4_1) off[r][b & 3] = off[r][b & 3] + mw * a[r].s[b];
+      if (t == DType::kQ4_1) off[r] = _mm_add_ps(off[r], _mm_mul_ps(mw, _mm_loadu_ps(a[r].s + b)));
     }
   }
   for (int r = 0; r < R; ++r) {
+    alignas(16) float offl[4];
+    _mm_store_ps(offl, off[r]);
+    for (int64_t c = b; c < nb; ++c) {
+      const uint8_t* blk = w + c * bb;
+      __m256i wv, wraw;
+      UnpackBlock(t, blk + qo, &wv, &wraw);
+      const __m256i act =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + c * kQBlock));
+      const float scale = _cvtsh_ss(LoadU16(blk)) * a[r].d[c];
+      acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_set1_ps(scale),
+                                                   _mm256_cvtepi32_ps(BlockLanes(t, wv, wraw, act))));
+      if (t == DType::kQ4_1) offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a[r].s[c];
+    }
     alignas(32) float lane[8];
     _mm256_store_ps(lane, acc[r]);
-    out[r] = FoldEight(lane) + ((off[r][0] + off[r][1]) + (off[r][2] + off[r][3]));
+    out[r] = FoldEight(lane) + ((offl[0] + offl[1]) + (offl[2] + offl[3]));
   }
 }
 

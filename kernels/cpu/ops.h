@@ -29,6 +29,13 @@ void StoreKvOp(OpContext& ctx, const Tensor& k, const Tensor& v, int layer,
                const int32_t* slot_block, const int32_t* slot_offset, const KvPoolView& pool);
 void AttentionOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows, int layer,
                  const AttentionShape& shape, const KvPoolView& pool, Tensor out);
+void AttentionBeginOp(OpContext& ctx, const AttentionShape& shape, int64_t n_rows,
+                      AttentionState state);
+void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows, int layer,
+                       int chunk_begin, int chunk_end, const AttentionShape& shape,
+                       const KvPoolView& pool, AttentionState state);
+void AttentionFinishOp(OpContext& ctx, const AttentionShape& shape, int64_t n_rows,
+                       AttentionState state, Tensor out);
 void SiluMulOp(OpContext& ctx, const Tensor& gate, const Tensor& up, Tensor out);
 void AddOp(OpContext& ctx, Tensor x, const Tensor& y);
 

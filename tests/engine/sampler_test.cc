@@ -160,7 +160,9 @@ TEST_F(GenerateStops, MaxTokensStopStringsAndEos) {
       break;
     }
   }
-  if (!has_stop) EXPECT_EQ(e.tokens, full.tokens);
+  if (!has_stop) {
+    EXPECT_EQ(e.tokens, full.tokens);
+  }
   // Max tokens 0 appends the prompt and generates nothing.
   p.max_tokens = 0;
   EXPECT_TRUE(Run(p).tokens.empty());

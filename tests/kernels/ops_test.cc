@@ -110,5 +110,39 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
   }
 }
 
+// Merging chunks in pieces, with one chunk served from a different (scratch) block holding a copy
+// of its K/V, gives exactly the bits of one Attention call: what bounded generation relies on.
+TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
+  std::mt19937 rng(7);
+  const int n_heads = 6, n_kv = 3, hd = 16, bt = 4, layers = 3, layer = 2, n_blocks = 8;
+  const int kv_dim = n_kv * hd;
+  KvPoolView pool{nullptr, n_blocks, layers, kv_dim, bt};
+  std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.0f);
+  pool.base = storage.data();
+  std::vector<int32_t> table = {3, 1, 6, 0, 4};
+  // Two query rows of one sequence (positions 13 and 17) and one of another (position 5).
+  std::vector<int32_t> table2 = {2, 5};
+  std::vector<AttentionRow> rows = {{table.data(), 14}, {table.data(), 18}, {table2.data(), 6}};
+  auto q = RandomFloats(rng, rows.size() * n_heads * hd, 2.0f);
+  const AttentionShape shape{n_heads, n_kv, hd, 0.25f};
+  Tensor qt{q.data(), DType::kF32, static_cast<int64_t>(rows.size()), n_heads * hd};
+  CpuBackend be(2, DefaultIsa());
+  std::vector<float> ref(q.size(), NAN), got(q.size(), NAN);
+  be.Attention(qt, rows.data(), layer, shape, pool, Tensor{ref.data(), DType::kF32, qt.rows, qt.cols});
+  const int64_t items = qt.rows * n_heads;
+  std::vector<float> m(items), l(items), acc(items * hd);
+  AttentionState st{m.data(), l.data(), acc.data()};
+  be.AttentionBegin(shape, qt.rows, st);
+  be.AttentionChunks(qt, rows.data(), layer, 0, 2, shape, pool, st);
+  // Chunk 2 of the first sequence is served from block 7, a copy ("rebuilt" scratch).
+  std::copy(pool.K(6, 0), pool.K(6, 0) + pool.block_floats(), pool.K(7, 0));
+  table[2] = 7;
+  be.AttentionChunks(qt, rows.data(), layer, 2, 3, shape, pool, st);
+  table[2] = 6;
+  be.AttentionChunks(qt, rows.data(), layer, 3, 5, shape, pool, st);
+  be.AttentionFinish(shape, qt.rows, st, Tensor{got.data(), DType::kF32, qt.rows, qt.cols});
+  EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4));
+}
+
 }  // namespace
 }  // namespace rsd::cpu

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -20,12 +21,38 @@ struct TransformerOptions {
   int block_tokens = 16;   // K/V block size == attention chunk size
 };
 
+// The state of one evicted chunk (block) for one layer, from which the forward rebuilds its K/V
+// exactly (DESIGN.md sections 1, 4). The loader fills exactly one kind.
+struct ChunkState {
+  enum class Kind { kKv, kResidual, kTokens };
+  Kind kind = Kind::kResidual;
+  std::vector<float> k, v;      // kKv: [n, kv_dim] each, the bytes the pool held
+  std::vector<float> h;         // kResidual: [n, d_model], the residual entering the layer
+  std::vector<int32_t> tokens;  // kTokens: layer 0 only (its input is the token embedding)
+};
+// Loads evicted chunk `chunk` of one sequence for `layer`. DATA_LOSS / NOT_FOUND pass through.
+using ChunkLoader = std::function<absl::Status(int layer, int32_t chunk, ChunkState* out)>;
+
 // One sequence's share of a forward call.
 struct SeqInput {
   std::span<const int32_t> tokens;       // new tokens, at positions start_pos, start_pos + 1, ...
   int32_t start_pos = 0;                 // tokens before it already have K/V in the pool
   std::span<const int32_t> block_table;  // covers positions [0, start_pos + tokens.size())
   bool all_logits = false;               // logits for every new token, else only the last one
+  // Bounded sequences: chunks (ascending) whose K/V are not in the pool. Attention rebuilds each,
+  // layer by layer, into `scratch_block` (a pool block the caller owns) just before it is needed,
+  // so the hot memory used is the sequence's blocks plus this one block. Evicted chunks must be
+  // full and must not hold the new tokens.
+  std::span<const int32_t> evicted_chunks;
+  int32_t scratch_block = -1;
+  const ChunkLoader* loader = nullptr;
+};
+
+// Chunks rebuilt by the forward, per source, since the last reset (tests prove the path ran).
+struct RebuildCounters {
+  uint64_t from_kv = 0;
+  uint64_t from_residual = 0;
+  uint64_t from_tokens = 0;  // layer-0 chunks rebuilt from token ids (embedding)
 };
 
 struct ForwardResult {
@@ -74,6 +101,9 @@ class Transformer {
   absl::Status KvFromResidual(int layer, std::span<const float> h, std::span<const int32_t> pos,
                               float* k, float* v);
 
+  const RebuildCounters& rebuild_counters() const { return rebuilds_; }
+  void ResetRebuildCounters() { rebuilds_ = RebuildCounters{}; }
+
  private:
   struct Layer;
   struct Workspace;
@@ -83,6 +113,11 @@ class Transformer {
   void EnsureWorkspace(int64_t rows);
   // xn [n, d] (normed input of `layer`) → K, V [n, kv_dim] in workspace, RoPE applied to K.
   void ProjectKv(const Layer& layer, const Tensor& xn, const int32_t* pos_dev, Tensor k, Tensor v);
+  // Attention of `layer` for the batch, rebuilding evicted chunks into scratch blocks.
+  absl::Status AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
+                           const KvPoolView& pool, Tensor out);
+  // Rebuilds K/V of `layer` for evicted chunk `chunk` into block `scratch` of the pool.
+  absl::Status RebuildChunk(int layer, int32_t chunk, const SeqInput& in, const KvPoolView& pool);
 
   Backend* backend_ = nullptr;
   ModelConfig config_;
@@ -93,6 +128,8 @@ class Transformer {
   std::vector<Layer> layers_;
   RopeTable rope_;
   std::unique_ptr<Workspace> ws_;
+  RebuildCounters rebuilds_;
+  std::vector<int64_t> table_offsets_;  // per sequence of the current call: offset in ws tables
 };
 
 }  // namespace rsd

@@ -54,6 +54,20 @@ void Transformer::EnsureWorkspace(int64_t rows) {
   w.att_rows = static_cast<AttentionRow*>(ar);
   w.tables_cap = 0;
   w.tables = nullptr;
+  const int64_t items = rows * c.n_heads;
+  w.att_state.m = MakeTensor(backend_, o, items, 1).f32();
+  w.att_state.l = MakeTensor(backend_, o, items, 1).f32();
+  w.att_state.acc = MakeTensor(backend_, o, items, c.head_dim).f32();
+  const int64_t bt = block_tokens_;
+  w.rb_x = MakeTensor(backend_, o, bt, c.d_model);
+  w.rb_xn = MakeTensor(backend_, o, bt, c.d_model);
+  w.rb_k = MakeTensor(backend_, o, bt, kv_dim());
+  w.rb_v = MakeTensor(backend_, o, bt, kv_dim());
+  w.rb_pos = ints(bt);
+  w.rb_ids = ints(bt);
+  w.rb_slot_block = ints(bt);
+  w.rb_slot_offset = ints(bt);
+  w.rb_rows = bt;
   w.rows = rows;
 }
 
@@ -89,6 +103,21 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
                                                        in.block_table[b], " out of range"));
       }
     }
+    if (!in.evicted_chunks.empty()) {
+      if (in.loader == nullptr || in.scratch_block < 0 || in.scratch_block >= pool.n_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sequence ", s, ": evicted chunks need a loader and a scratch block"));
+      }
+      int32_t prev = -1;
+      for (int32_t ch : in.evicted_chunks) {
+        if (ch <= prev || (static_cast<int64_t>(ch) + 1) * block_tokens_ > in.start_pos) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "sequence ", s, ": evicted chunk ", ch, " is out of order, partial, or holds new "
+              "tokens (start position ", in.start_pos, ")"));
+        }
+        prev = ch;
+      }
+    }
     for (int32_t id : in.tokens) {
       if (id < 0 || id >= c.vocab_size) {
         return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside [0, ",
@@ -116,10 +145,12 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   std::vector<AttentionRow> arows;
   std::vector<int64_t> logit_rows;
   out->logit_seq.clear();
+  table_offsets_.clear();
   for (size_t s = 0; s < seqs.size(); ++s) {
     const SeqInput& in = seqs[s];
     const int64_t end = in.start_pos + static_cast<int64_t>(in.tokens.size());
     const int64_t nb = (end + block_tokens_ - 1) / block_tokens_;
+    table_offsets_.push_back(static_cast<int64_t>(tables.size()));
     const int32_t* table_dev = w.tables + tables.size();
     tables.insert(tables.end(), in.block_table.begin(), in.block_table.begin() + nb);
     for (size_t i = 0; i < in.tokens.size(); ++i) {
@@ -148,9 +179,6 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
          gate = w.gate.Rows(0, n), up = w.up.Rows(0, n), act = w.act.Rows(0, n);
   out->n_rows = n;
   if (capture_residuals) out->residuals.resize(static_cast<size_t>(c.n_layers * n * d));
-  const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim,
-                             1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-
   backend_->Embed(token_embd_, w.ids, x);
   for (int l = 0; l < c.n_layers; ++l) {
     const Layer& L = layers_[l];
@@ -163,7 +191,7 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
     backend_->Rope(q, c.n_heads, c.head_dim, w.pos, rope_);
     ProjectKv(L, xn, w.pos, k, v);
     backend_->StoreKv(k, v, l, w.slot_block, w.slot_offset, pool);
-    backend_->Attention(q, w.att_rows, l, shape, pool, attn);
+    RSD_RETURN_IF_ERROR(AttendLayer(l, seqs, q, pool, attn));
     backend_->MatMul(attn, L.wo, nullptr, o);
     backend_->Add(x, o);
     backend_->RmsNorm(x, L.ffn_norm.f32(), c.rms_eps, xn);
@@ -184,6 +212,113 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   out->logits.resize(static_cast<size_t>(nl * c.vocab_size));
   backend_->CopyToHost(out->logits.data(), logits.data, logits.bytes());
   backend_->Synchronize();
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
+                                      const KvPoolView& pool, Tensor out) {
+  const ModelConfig& c = config_;
+  Workspace& w = *ws_;
+  const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim,
+                             1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  int max_chunks = 0;
+  bool bounded = false;
+  for (const SeqInput& in : seqs) {
+    const int64_t end = in.start_pos + static_cast<int64_t>(in.tokens.size());
+    max_chunks = std::max<int>(max_chunks, static_cast<int>((end + block_tokens_ - 1) / block_tokens_));
+    bounded = bounded || !in.evicted_chunks.empty();
+  }
+  if (!bounded) {
+    backend_->Attention(q, w.att_rows, layer, shape, pool, out);
+    return absl::OkStatus();
+  }
+  // Chunk-major: hot runs in one call; each evicted chunk is rebuilt into its sequence's scratch
+  // block, the table entry pointed at it, and merged on its own. One scratch block per sequence.
+  backend_->AttentionBegin(shape, q.rows, w.att_state);
+  std::vector<size_t> cursor(seqs.size(), 0);
+  int run = 0;
+  for (int ch = 0; ch < max_chunks; ++ch) {
+    bool any = false;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const auto& ev = seqs[s].evicted_chunks;
+      if (cursor[s] < ev.size() && ev[cursor[s]] == ch) any = true;
+    }
+    if (!any) continue;
+    if (run < ch) {
+      backend_->AttentionChunks(q, w.att_rows, layer, run, ch, shape, pool, w.att_state);
+    }
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const auto& ev = seqs[s].evicted_chunks;
+      if (cursor[s] < ev.size() && ev[cursor[s]] == ch) {
+        RSD_RETURN_IF_ERROR(RebuildChunk(layer, ch, seqs[s], pool));
+        backend_->CopyToDevice(w.tables + table_offsets_[s] + ch, &seqs[s].scratch_block, 4);
+        ++cursor[s];
+      }
+    }
+    backend_->AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, w.att_state);
+    run = ch + 1;
+  }
+  if (run < max_chunks) {
+    backend_->AttentionChunks(q, w.att_rows, layer, run, max_chunks, shape, pool, w.att_state);
+  }
+  backend_->AttentionFinish(shape, q.rows, w.att_state, out);
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::RebuildChunk(int layer, int32_t chunk, const SeqInput& in,
+                                       const KvPoolView& pool) {
+  Workspace& w = *ws_;
+  const int bt = block_tokens_, kvd = kv_dim();
+  const int64_t d = config_.d_model;
+  ChunkState cs;
+  RSD_RETURN_IF_ERROR((*in.loader)(layer, chunk, &cs));
+  const int32_t scratch = in.scratch_block;
+  if (cs.kind == ChunkState::Kind::kKv) {
+    if (cs.k.size() != static_cast<size_t>(bt) * kvd || cs.v.size() != cs.k.size()) {
+      return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,
+                                              " has ", cs.k.size(), " values, expected ", bt * kvd));
+    }
+    backend_->CopyToDevice(pool.K(scratch, layer), cs.k.data(), cs.k.size() * sizeof(float));
+    backend_->CopyToDevice(pool.V(scratch, layer), cs.v.data(), cs.v.size() * sizeof(float));
+    rebuilds_.from_kv++;
+    return absl::OkStatus();
+  }
+  Tensor x = w.rb_x.Rows(0, bt), xn = w.rb_xn.Rows(0, bt), k = w.rb_k.Rows(0, bt),
+         v = w.rb_v.Rows(0, bt);
+  if (cs.kind == ChunkState::Kind::kTokens) {
+    if (layer != 0 || cs.tokens.size() != static_cast<size_t>(bt)) {
+      return absl::DataLossError(absl::StrCat("token checkpoint of chunk ", chunk,
+                                              " cannot rebuild layer ", layer));
+    }
+    for (int32_t id : cs.tokens) {
+      if (id < 0 || id >= config_.vocab_size) {
+        return absl::DataLossError(absl::StrCat("token checkpoint of chunk ", chunk,
+                                                " holds token id ", id));
+      }
+    }
+    backend_->CopyToDevice(w.rb_ids, cs.tokens.data(), bt * 4);
+    backend_->Embed(token_embd_, w.rb_ids, x);
+    rebuilds_.from_tokens++;
+  } else {
+    if (cs.h.size() != static_cast<size_t>(bt * d)) {
+      return absl::DataLossError(absl::StrCat("residual checkpoint of chunk ", chunk, " layer ",
+                                              layer, " has ", cs.h.size(), " values, expected ",
+                                              bt * d));
+    }
+    backend_->CopyToDevice(x.data, cs.h.data(), x.bytes());
+    rebuilds_.from_residual++;
+  }
+  std::vector<int32_t> pos(bt), blocks(bt, scratch), offs(bt);
+  for (int i = 0; i < bt; ++i) {
+    pos[i] = chunk * bt + i;
+    offs[i] = i;
+  }
+  backend_->CopyToDevice(w.rb_pos, pos.data(), bt * 4);
+  backend_->CopyToDevice(w.rb_slot_block, blocks.data(), bt * 4);
+  backend_->CopyToDevice(w.rb_slot_offset, offs.data(), bt * 4);
+  backend_->RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn);
+  ProjectKv(layers_[layer], xn, w.rb_pos, k, v);
+  backend_->StoreKv(k, v, layer, w.rb_slot_block, w.rb_slot_offset, pool);
   return absl::OkStatus();
 }
 

@@ -24,6 +24,14 @@ struct Transformer::Workspace {
   int32_t* slot_offset = nullptr;
   AttentionRow* att_rows = nullptr;
   int32_t* tables = nullptr;
+  // Rebuild scratch rows (one chunk) and attention state.
+  int64_t rb_rows = 0;
+  Tensor rb_x, rb_xn, rb_k, rb_v;
+  int32_t* rb_pos = nullptr;
+  int32_t* rb_ids = nullptr;
+  int32_t* rb_slot_block = nullptr;
+  int32_t* rb_slot_offset = nullptr;
+  AttentionState att_state;
   int64_t tables_cap = 0;
   std::vector<void*> buffers;
 };
