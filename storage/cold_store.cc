@@ -1,0 +1,216 @@
+#include "storage/cold_store.h"
+
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+#include "storage/cold_store_internal.h"
+#include "storage/common/status.h"
+#include "storage/rocksdb_status.h"
+
+namespace rsd {
+namespace {
+
+constexpr char kMetaCf[] = "meta";
+constexpr char kTokensCf[] = "tokens";
+constexpr char kBlocksCf[] = "blocks";
+
+rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+
+rocksdb::WriteOptions WriteOpts(bool sync) {
+  rocksdb::WriteOptions w;
+  w.sync = sync;
+  return w;
+}
+
+rocksdb::ColumnFamilyOptions CfOptions(const std::string& name) {
+  rocksdb::ColumnFamilyOptions cf;
+  // Blocks arrive encoded (and zstd-compressed when the engine asks); a second compression pass
+  // would only cost CPU.
+  if (name == kBlocksCf) cf.compression = rocksdb::kNoCompression;
+  return cf;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ColdStore>> ColdStore::Open(const std::string& dir,
+                                                           ColdStoreOptions options) {
+  RSD_RETURN_IF_ERROR(cold_internal::PrepareDataDir(dir));
+  std::unique_ptr<ColdStore> store(new ColdStore());
+  store->dir_ = dir;
+  store->sync_ = options.sync;
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  // The WAL is the durability mechanism; a crash never flushes either, so close behaves the same.
+  db_options.avoid_flush_during_shutdown = true;
+  db_options.keep_log_file_num = 4;
+  if (options.file_system != nullptr) {
+    store->env_ = rocksdb::NewCompositeEnv(options.file_system);
+    db_options.env = store->env_.get();
+  }
+
+  // Open every column family already there (a newer build may have added some), plus ours.
+  std::set<std::string> names = {rocksdb::kDefaultColumnFamilyName, kMetaCf, kTokensCf, kBlocksCf};
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
+    names.insert(existing.begin(), existing.end());
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const std::string& name : names) descriptors.emplace_back(name, CfOptions(name));
+
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, descriptors, &store->handles_, &db);
+  if (!s.ok()) return cold_internal::OpenError(s, dir);
+  store->db_.reset(db);
+  for (rocksdb::ColumnFamilyHandle* h : store->handles_) {
+    if (h->GetName() == kMetaCf) store->meta_ = h;
+    if (h->GetName() == kTokensCf) store->tokens_ = h;
+    if (h->GetName() == kBlocksCf) store->blocks_ = h;
+  }
+  RSD_CHECK(store->meta_ != nullptr && store->tokens_ != nullptr && store->blocks_ != nullptr);
+  return store;
+}
+
+ColdStore::~ColdStore() {
+  if (db_ != nullptr) {
+    for (rocksdb::ColumnFamilyHandle* h : handles_)
+      db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    db_->Close().PermitUncheckedError();
+    db_.reset();
+  }
+  env_.reset();
+}
+
+rocksdb::ColumnFamilyHandle* ColdStore::Handle(Table table) const {
+  switch (table) {
+    case Table::kMeta:
+      return meta_;
+    case Table::kTokens:
+      return tokens_;
+    case Table::kBlocks:
+      return blocks_;
+  }
+  RSD_CHECK(false);
+  return nullptr;
+}
+
+absl::Status ColdStore::Write(Table table, std::string_view key, std::string_view value,
+                              bool sync) {
+  return FromRocksDb(db_->Put(WriteOpts(sync), Handle(table), ToSlice(key), ToSlice(value)),
+                     "cold store put");
+}
+
+absl::StatusOr<std::string> ColdStore::Read(Table table, std::string_view key,
+                                            const std::string& what) {
+  rocksdb::PinnableSlice value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Handle(table), ToSlice(key), &value);
+  if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat(what, " not found in ", dir_));
+  RSD_RETURN_IF_ERROR(FromRocksDb(s, what));
+  return std::string(value.data(), value.size());
+}
+
+absl::Status ColdStore::PutBlock(const BlockKey& key, std::string_view value) {
+  return FromRocksDb(db_->Put(WriteOpts(false), blocks_, key.Encode(), ToSlice(value)),
+                     absl::StrCat("put block ", key.ToString()));
+}
+
+absl::StatusOr<std::string> ColdStore::GetBlock(const BlockKey& key) {
+  return Read(Table::kBlocks, key.Encode(), absl::StrCat("block ", key.ToString()));
+}
+
+absl::Status ColdStore::DeleteBlock(const BlockKey& key) {
+  return FromRocksDb(db_->Delete(WriteOpts(false), blocks_, key.Encode()),
+                     absl::StrCat("delete block ", key.ToString()));
+}
+
+absl::Status ColdStore::ForEachBlock(
+    const SessionId& session,
+    absl::FunctionRef<absl::Status(const BlockKey& key, std::string_view value)> fn) {
+  const std::string lower(session.AsStringView());
+  const std::string upper = cold_internal::SessionUpperBound(session);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, blocks_));
+  for (it->Seek(lower); it->Valid(); it->Next()) {
+    std::optional<BlockKey> key =
+        BlockKey::Decode(std::string_view(it->key().data(), it->key().size()));
+    if (!key.has_value()) {
+      return absl::DataLossError(absl::StrCat("session ", session.ToHex(), ": block key of ",
+                                              it->key().size(), " bytes, want 24"));
+    }
+    RSD_RETURN_IF_ERROR(fn(*key, std::string_view(it->value().data(), it->value().size())));
+  }
+  return FromRocksDb(it->status(), absl::StrCat("iterate blocks of session ", session.ToHex()));
+}
+
+absl::Status ColdStore::PutMeta(const SessionId& session, std::string_view value) {
+  return FromRocksDb(db_->Put(WriteOpts(sync_), meta_, MetaKey(session), ToSlice(value)),
+                     absl::StrCat("put metadata of session ", session.ToHex()));
+}
+
+absl::StatusOr<std::string> ColdStore::GetMeta(const SessionId& session) {
+  return Read(Table::kMeta, MetaKey(session),
+              absl::StrCat("metadata of session ", session.ToHex()));
+}
+
+absl::Status ColdStore::DeleteSession(const SessionId& session) {
+  absl::MutexLock lock(&token_mu_);
+  const std::string lower(session.AsStringView());
+  const std::string upper = cold_internal::SessionUpperBound(session);
+  rocksdb::WriteBatch batch;
+  for (rocksdb::ColumnFamilyHandle* h : {meta_, tokens_, blocks_}) {
+    RSD_RETURN_IF_ERROR(FromRocksDb(batch.DeleteRange(h, lower, upper), "delete range"));
+  }
+  return FromRocksDb(db_->Write(WriteOpts(sync_), &batch),
+                     absl::StrCat("delete session ", session.ToHex()));
+}
+
+absl::StatusOr<std::vector<SessionId>> ColdStore::ListSessions() {
+  std::set<SessionId> sessions;
+  for (rocksdb::ColumnFamilyHandle* h : {meta_, tokens_, blocks_}) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), h));
+    for (it->SeekToFirst(); it->Valid();) {
+      if (it->key().size() < SessionId::kSize) {
+        return absl::DataLossError(absl::StrCat("cold store ", dir_, ": key of ", it->key().size(),
+                                                " bytes in column family ", h->GetName()));
+      }
+      SessionId id = SessionId::FromBytes(
+          {reinterpret_cast<const uint8_t*>(it->key().data()), SessionId::kSize});
+      sessions.insert(id);
+      it->Seek(cold_internal::SessionUpperBound(id));
+    }
+    RSD_RETURN_IF_ERROR(FromRocksDb(it->status(), "list sessions"));
+  }
+  return std::vector<SessionId>(sessions.begin(), sessions.end());
+}
+
+absl::Status ColdStore::Flush() {
+  return FromRocksDb(db_->Flush(rocksdb::FlushOptions(), {meta_, tokens_, blocks_}),
+                     absl::StrCat("flush ", dir_));
+}
+
+absl::Status ColdStore::RawPutForTest(Table table, std::string_view key, std::string_view value) {
+  return Write(table, key, value, sync_);
+}
+
+absl::StatusOr<std::string> ColdStore::RawGetForTest(Table table, std::string_view key) {
+  return Read(table, key, "raw key");
+}
+
+std::string ColdStore::MetaKey(const SessionId& session) {
+  return std::string(session.AsStringView());
+}
+
+std::string ColdStore::TokenLogKey(const SessionId& session, uint32_t turn) {
+  return cold_internal::TokenLogKey(session, turn);
+}
+
+}  // namespace rsd

@@ -1,0 +1,129 @@
+// ColdStore's token log: append-only records per session, synced (cold_store.h).
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "rocksdb/write_batch.h"
+#include "storage/cold_store.h"
+#include "storage/cold_store_internal.h"
+#include "storage/common/status.h"
+#include "storage/rocksdb_status.h"
+
+namespace rsd {
+
+using cold_internal::DecodeTokenRecord;
+using cold_internal::SessionUpperBound;
+using cold_internal::TokenLogKey;
+
+absl::StatusOr<uint32_t> ColdStore::TokenLogTurnsImpl(const SessionId& session) {
+  const std::string lower(session.AsStringView());
+  const std::string upper = SessionUpperBound(session);
+  rocksdb::Slice lower_slice(lower), upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lower_slice;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, tokens_));
+  it->SeekToLast();
+  if (!it->Valid()) {
+    RSD_RETURN_IF_ERROR(
+        FromRocksDb(it->status(), absl::StrCat("token log of session ", session.ToHex())));
+    return 0u;
+  }
+  std::string_view key(it->key().data(), it->key().size());
+  if (key.size() != cold_internal::kTokenLogKeySize) {
+    return absl::DataLossError(
+        absl::StrCat("session ", session.ToHex(), ": token log key of ", key.size(), " bytes"));
+  }
+  const uint32_t last = cold_internal::TurnOfTokenLogKey(key);
+  if (last == UINT32_MAX) {
+    return absl::DataLossError(
+        absl::StrCat("session ", session.ToHex(), ": token log turn ", last, " is out of range"));
+  }
+  return last + 1;
+}
+
+absl::StatusOr<uint32_t> ColdStore::TokenLogTurns(const SessionId& session) {
+  absl::MutexLock lock(&token_mu_);
+  return TokenLogTurnsImpl(session);
+}
+
+absl::Status ColdStore::AppendTokens(const SessionId& session, uint32_t turn,
+                                     std::span<const int32_t> tokens) {
+  absl::MutexLock lock(&token_mu_);
+  RSD_ASSIGN_OR_RETURN(uint32_t n, TokenLogTurnsImpl(session));
+  const std::string key = TokenLogKey(session, turn);
+  if (turn < n) {
+    RSD_ASSIGN_OR_RETURN(
+        std::string value,
+        Read(Table::kTokens, key, absl::StrCat("session ", session.ToHex(), " turn ", turn)));
+    RSD_ASSIGN_OR_RETURN(std::vector<int32_t> stored, DecodeTokenRecord(key, value));
+    if (std::equal(stored.begin(), stored.end(), tokens.begin(), tokens.end())) {
+      return absl::OkStatus();  // an idempotent retry
+    }
+    return absl::AlreadyExistsError(absl::StrCat("session ", session.ToHex(), " turn ", turn,
+                                                 " is already in the token log"
+                                                 " with different tokens (",
+                                                 stored.size(), " stored, ", tokens.size(),
+                                                 " given)"));
+  }
+  if (turn > n) {
+    return absl::FailedPreconditionError(absl::StrCat("session ", session.ToHex(),
+                                                      ": cannot append turn ", turn,
+                                                      ", the token log has ", n, " turns"));
+  }
+  return Write(Table::kTokens, key, cold_internal::EncodeTokenRecord(key, tokens), sync_);
+}
+
+absl::StatusOr<std::vector<TokenRecord>> ColdStore::ReadTokenLog(const SessionId& session) {
+  const std::string lower(session.AsStringView());
+  const std::string upper = SessionUpperBound(session);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, tokens_));
+  std::vector<TokenRecord> records;
+  for (it->Seek(lower); it->Valid(); it->Next()) {
+    std::string_view key(it->key().data(), it->key().size());
+    const uint32_t want = static_cast<uint32_t>(records.size());
+    if (key.size() != cold_internal::kTokenLogKeySize) {
+      return absl::DataLossError(absl::StrCat("session ", session.ToHex(), ": token log key of ",
+                                              key.size(), " bytes after turn ", want));
+    }
+    const uint32_t turn = cold_internal::TurnOfTokenLogKey(key);
+    if (turn != want) {
+      return absl::DataLossError(absl::StrCat("session ", session.ToHex(), ": token log turn ",
+                                              want, " is missing (next stored turn is ", turn,
+                                              ")"));
+    }
+    RSD_ASSIGN_OR_RETURN(
+        std::vector<int32_t> tokens,
+        DecodeTokenRecord(key, std::string_view(it->value().data(), it->value().size())));
+    records.push_back(TokenRecord{turn, std::move(tokens)});
+  }
+  RSD_RETURN_IF_ERROR(
+      FromRocksDb(it->status(), absl::StrCat("read token log of session ", session.ToHex())));
+  return records;
+}
+
+absl::Status ColdStore::TruncateTokenLog(const SessionId& session, uint32_t keep_turns) {
+  absl::MutexLock lock(&token_mu_);
+  const std::string upper = SessionUpperBound(session);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, tokens_));
+  rocksdb::WriteBatch batch;
+  for (it->Seek(TokenLogKey(session, keep_turns)); it->Valid(); it->Next()) {
+    RSD_RETURN_IF_ERROR(FromRocksDb(batch.Delete(tokens_, it->key()), "truncate token log"));
+  }
+  RSD_RETURN_IF_ERROR(
+      FromRocksDb(it->status(), absl::StrCat("truncate token log of session ", session.ToHex())));
+  if (batch.Count() == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = sync_;
+  return FromRocksDb(db_->Write(wo, &batch),
+                     absl::StrCat("truncate token log of session ", session.ToHex(), " to ",
+                                  keep_turns, " turns"));
+}
+
+}  // namespace rsd
