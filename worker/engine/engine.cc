@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "storage/common/hash.h"
 #include "storage/common/status.h"
 #include "worker/model/model_file.h"
 
@@ -53,6 +54,20 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   RSD_ASSIGN_OR_RETURN(e->pool_, KvBlockPool::Create(e->backend_.get(), m.config().n_layers,
                                                      m.kv_dim(), m.block_tokens(), budget));
   if (options.prefill_chunk < 1) return absl::InvalidArgumentError("prefill_chunk must be >= 1");
+  if (options.spill_form != "residual" && options.spill_form != "kv") {
+    return absl::InvalidArgumentError(absl::StrCat("spill form '", options.spill_form,
+                                                   "' is not one of residual, kv"));
+  }
+  if (options.hot_budget_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("hot budget must be >= 0 tokens, got ",
+                                                   options.hot_budget_tokens));
+  }
+  e->spill_kv_ = options.spill_form == "kv";
+  if (options.hot_budget_tokens > 0) {
+    // A budget below one block rounds up to one block.
+    e->budget_blocks_ = std::max(1, (options.hot_budget_tokens + m.block_tokens() - 1) /
+                                        m.block_tokens());
+  }
   return e;
 }
 
@@ -65,7 +80,10 @@ Engine::~Engine() {
 
 int32_t Engine::CreateSequence() {
   const int32_t id = next_seq_++;
-  seqs_[id] = Sequence{};
+  Sequence& s = seqs_[id];
+  s.loader = [this, id](int layer, int32_t chunk, ChunkState* out) {
+    return LoadChunk(seqs_.at(id), layer, chunk, out);
+  };
   return id;
 }
 
@@ -77,8 +95,114 @@ Engine::Sequence& Engine::Seq(int32_t id) {
 
 void Engine::DestroySequence(int32_t seq) {
   Sequence& s = Seq(seq);
-  for (int32_t b : s.blocks) pool_->Free(b);
+  for (int32_t b : s.blocks) {
+    if (b >= 0) pool_->Free(b);
+  }
+  if (s.scratch >= 0) pool_->Free(s.scratch);
   seqs_.erase(seq);
+}
+
+int32_t Engine::HotBlocks(const Sequence& s) const {
+  int32_t n = 0;
+  for (int32_t b : s.blocks) n += b >= 0;
+  return n;
+}
+
+SequenceMemory Engine::SequenceMemoryUse(int32_t seq) const {
+  const Sequence& s = seqs_.at(seq);
+  SequenceMemory m;
+  m.hot_blocks = HotBlocks(s) + (s.scratch >= 0 ? 1 : 0);
+  m.peak_hot_blocks = s.peak_hot;
+  m.evicted_blocks = static_cast<int32_t>(s.evicted.size());
+  for (const auto& [chunk, data] : s.checkpoints) {
+    m.checkpoint_bytes += static_cast<int64_t>(data.size() * sizeof(float));
+  }
+  return m;
+}
+
+int64_t Engine::MaxStepTokens(int32_t seq) const {
+  const Sequence& s = seqs_.at(seq);
+  const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
+  if (!bounded()) return model_->max_context() - static_cast<int64_t>(s.tokens.size());
+  const int64_t bt = model_->block_tokens();
+  return static_cast<int64_t>(budget_blocks_) * bt - s.cached % bt - pending;
+}
+
+absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const {
+  const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
+  if (!spill_kv_ && layer == 0) {
+    out->kind = ChunkState::Kind::kTokens;
+    out->tokens.assign(s.tokens.begin() + chunk * bt, s.tokens.begin() + (chunk + 1) * bt);
+    return absl::OkStatus();
+  }
+  auto it = s.checkpoints.find(chunk);
+  if (it == s.checkpoints.end()) {
+    return absl::DataLossError(absl::StrCat("no checkpoint for evicted chunk ", chunk));
+  }
+  const float* base = it->second.data();
+  if (spill_kv_) {
+    out->kind = ChunkState::Kind::kKv;
+    const float* k = base + static_cast<size_t>(layer) * 2 * bt * kvd;
+    out->k.assign(k, k + bt * kvd);
+    out->v.assign(k + bt * kvd, k + 2 * bt * kvd);
+  } else {
+    out->kind = ChunkState::Kind::kResidual;
+    const float* h = base + static_cast<size_t>(layer - 1) * bt * d;
+    out->h.assign(h, h + bt * d);
+  }
+  return absl::OkStatus();
+}
+
+void Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
+                              int64_t row0) {
+  const int64_t bt = model_->block_tokens(), d = config().d_model, L = config().n_layers;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t pos = first_pos + t;
+    std::vector<float>& ck = s.checkpoints[static_cast<int32_t>(pos / bt)];
+    ck.resize(static_cast<size_t>((L - 1) * bt * d));
+    for (int64_t l = 1; l < L; ++l) {
+      const float* src = r.residuals.data() + (l * r.n_rows + row0 + t) * d;
+      std::copy(src, src + d, ck.data() + ((l - 1) * bt + pos % bt) * d);
+    }
+  }
+}
+
+absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
+  const int64_t bt = model_->block_tokens();
+  const int64_t L = config().n_layers, kvd = model_->kv_dim();
+  while (HotBlocks(s) + incoming > budget_blocks_) {
+    int32_t victim = -1;
+    for (size_t c = 0; c < s.blocks.size(); ++c) {
+      if (s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached) {
+        victim = static_cast<int32_t>(c);
+        break;
+      }
+    }
+    if (victim < 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "hot budget of ", budget_blocks_, " blocks cannot hold this step"));
+    }
+    const int32_t block = s.blocks[victim];
+    if (spill_kv_) {
+      std::vector<float>& ck = s.checkpoints[victim];
+      ck.resize(static_cast<size_t>(L * 2 * bt * kvd));
+      const KvPoolView& v = pool_->view();
+      for (int64_t l = 0; l < L; ++l) {
+        backend_->CopyToHost(ck.data() + l * 2 * bt * kvd, v.K(block, static_cast<int>(l)),
+                             2 * bt * kvd * sizeof(float));
+      }
+    } else {
+      RSD_CHECK(s.checkpoints.count(victim) == 1);  // captured when its tokens were processed
+    }
+    if (options_.poison_freed_blocks) pool_->Poison(block, 0xFF);
+    pool_->Free(block);
+    s.blocks[victim] = -1;
+    s.evicted.push_back(victim);
+    if (s.scratch < 0) {
+      RSD_ASSIGN_OR_RETURN(s.scratch, pool_->Allocate());
+    }
+  }
+  return absl::OkStatus();
 }
 
 const std::vector<int32_t>& Engine::SequenceTokens(int32_t seq) const {
@@ -90,17 +214,24 @@ const std::vector<int32_t>& Engine::SequenceBlocks(int32_t seq) const {
 
 absl::Status Engine::EnsureBlocks(Sequence& s, int64_t n_tokens) {
   const int64_t bt = model_->block_tokens();
+  if (bounded()) {
+    const int64_t have = static_cast<int64_t>(s.blocks.size());
+    const int64_t need = (n_tokens + bt - 1) / bt;
+    RSD_RETURN_IF_ERROR(EnforceBudget(s, static_cast<int32_t>(std::max<int64_t>(0, need - have))));
+  }
   while (static_cast<int64_t>(s.blocks.size()) * bt < n_tokens) {
     RSD_ASSIGN_OR_RETURN(int32_t b, pool_->Allocate());
     s.blocks.push_back(b);
   }
+  s.peak_hot = std::max(s.peak_hot, HotBlocks(s) + (s.scratch >= 0 ? 1 : 0));
   return absl::OkStatus();
 }
 
 absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, ForwardResult* out) {
   std::vector<SeqInput> inputs;
-  std::vector<std::vector<int32_t>> feeds(work.size());
+  std::vector<std::vector<int32_t>> feeds(work.size()), tables(work.size());
   inputs.reserve(work.size());
+  const int64_t bt = model_->block_tokens();
   for (size_t i = 0; i < work.size(); ++i) {
     const Work& w = work[i];
     auto it = seqs_.find(w.seq);
@@ -113,17 +244,36 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
       return absl::InvalidArgumentError(absl::StrCat(
           "sequence would hold ", end, " tokens; the context is ", model_->max_context()));
     }
+    if (bounded() && !feeds[i].empty() &&
+        (end - 1) / bt - s.cached / bt + 1 > budget_blocks_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a step of ", feeds[i].size(), " tokens spans more than the hot budget of ",
+          budget_blocks_, " blocks; feed at most ", MaxStepTokens(w.seq) , " new tokens"));
+    }
     RSD_RETURN_IF_ERROR(EnsureBlocks(s, end));
+    tables[i] = s.blocks;
+    for (int32_t& b : tables[i]) {
+      if (b < 0) b = s.scratch;  // evicted: rebuilt into the scratch block when needed
+    }
     SeqInput in;
     in.tokens = feeds[i];
     in.start_pos = static_cast<int32_t>(s.cached);
-    in.block_table = s.blocks;
+    in.block_table = tables[i];
     in.all_logits = w.all_logits;
+    in.evicted_chunks = s.evicted;
+    in.scratch_block = s.scratch;
+    in.loader = &s.loader;
     inputs.push_back(in);
   }
-  RSD_RETURN_IF_ERROR(model_->Forward(inputs, pool_->view(), capture_residuals, out));
+  const bool capture = capture_residuals || (bounded() && !spill_kv_);
+  RSD_RETURN_IF_ERROR(model_->Forward(inputs, pool_->view(), capture, out));
+  int64_t row0 = 0;
   for (size_t i = 0; i < work.size(); ++i) {
     Sequence& s = seqs_[work[i].seq];
+    if (bounded() && !spill_kv_) {
+      CaptureResiduals(s, s.cached, static_cast<int64_t>(feeds[i].size()), *out, row0);
+    }
+    row0 += static_cast<int64_t>(feeds[i].size());
     s.tokens.insert(s.tokens.end(), work[i].tokens.begin(), work[i].tokens.end());
     s.cached = static_cast<int64_t>(s.tokens.size());
   }
@@ -169,11 +319,19 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
   ForwardResult fr;
   size_t off = 0;
   do {
-    const size_t n = std::min<size_t>(options_.prefill_chunk, prompt.size() - off);
+    const int64_t room = MaxStepTokens(seq);
+    const Sequence& cur = Seq(seq);
+    const bool pending = cur.cached < static_cast<int64_t>(cur.tokens.size());
+    if (room <= 0 && !pending && off < prompt.size()) {
+      return absl::InternalError("hot budget leaves no room for a step");
+    }
+    // room <= 0 with pending tokens: this step feeds only those; the next one has room.
+    const size_t n = std::min<size_t>({static_cast<size_t>(options_.prefill_chunk),
+                                       prompt.size() - off, static_cast<size_t>(std::max<int64_t>(room, 0))});
     Work w{seq, prompt.subspan(off, n), false};
     RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
     off += n;
-  } while (off < prompt.size());
+  } while (off < prompt.size() || Seq(seq).cached < static_cast<int64_t>(Seq(seq).tokens.size()));
   r.prefill_seconds = Now() - t0;
   last_logits = fr.logits;
   t0 = Now();
@@ -183,6 +341,9 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
   for (int i = 0; i < params.max_tokens; ++i) {
     const int64_t position = static_cast<int64_t>(Seq(seq).tokens.size());
     const int32_t tok = SampleToken(last_logits, params.sampling, position);
+    if (params.record_logit_hashes) {
+      r.logit_hashes.push_back(Hash64(last_logits.data(), last_logits.size() * sizeof(float)));
+    }
     r.tokens.push_back(tok);
     if (on_token) on_token(tok);
     const bool is_stop_token =

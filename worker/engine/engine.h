@@ -29,6 +29,13 @@ struct EngineOptions {
   int block_tokens = 16;
   size_t kv_budget_bytes = 0;       // 0: room for one full context
   int prefill_chunk = 256;          // most tokens of one sequence per forward call
+  // Per-sequence hot budget in tokens (0: unbounded); rounded up to whole blocks, at least one.
+  // Over it, a sequence's oldest full blocks leave the pool as checkpoints in `spill_form` and
+  // attention rebuilds them chunk by chunk into one scratch block (DESIGN.md section 4).
+  int hot_budget_tokens = 0;
+  std::string spill_form = "residual";  // "residual" or "kv"
+  // Tests: overwrite blocks with NaN bytes when they leave the pool, so a stale read shows.
+  bool poison_freed_blocks = false;
 };
 
 struct GenerateParams {
@@ -36,6 +43,7 @@ struct GenerateParams {
   int max_tokens = 64;
   std::vector<std::string> stop;  // stop strings (matched on the generated text)
   bool stop_at_eos = true;        // end at EOS / end-of-turn tokens
+  bool record_logit_hashes = false;  // GenerateResult::logit_hashes
 };
 
 struct GenerateResult {
@@ -45,6 +53,16 @@ struct GenerateResult {
   double prefill_seconds = 0;
   double decode_seconds = 0;
   int64_t prompt_tokens = 0;
+  // XXH3-64 of the logits each sampled token was drawn from (if record_logit_hashes).
+  std::vector<uint64_t> logit_hashes;
+};
+
+// What the hot tier did for one sequence (tests and rsd-run report it).
+struct SequenceMemory {
+  int32_t hot_blocks = 0;        // pool blocks held now (scratch included)
+  int32_t peak_hot_blocks = 0;   // most ever held at once (scratch included)
+  int32_t evicted_blocks = 0;    // blocks living as checkpoints
+  int64_t checkpoint_bytes = 0;  // host bytes of those checkpoints
 };
 
 class Engine {
@@ -68,7 +86,10 @@ class Engine {
   int32_t CreateSequence();
   void DestroySequence(int32_t seq);  // frees its blocks
   const std::vector<int32_t>& SequenceTokens(int32_t seq) const;
-  const std::vector<int32_t>& SequenceBlocks(int32_t seq) const;
+  const std::vector<int32_t>& SequenceBlocks(int32_t seq) const;  // -1: evicted
+  SequenceMemory SequenceMemoryUse(int32_t seq) const;
+  // Tokens the next Step may feed to `seq` (pending ones included) within its hot budget.
+  int64_t MaxStepTokens(int32_t seq) const;
 
   struct Work {
     int32_t seq = 0;
@@ -92,12 +113,29 @@ class Engine {
  private:
   struct Sequence {
     std::vector<int32_t> tokens;  // the whole history
-    int64_t cached = 0;           // tokens[0, cached) have K/V in the pool; the rest are pending
-    std::vector<int32_t> blocks;
+    int64_t cached = 0;           // tokens[0, cached) have K/V; the rest are pending
+    std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
+    std::vector<int32_t> evicted;  // ascending chunk ids
+    int32_t scratch = -1;          // rebuild scratch block, while anything is evicted
+    int32_t peak_hot = 0;
+    // Checkpoints of evicted and hot chunks, host memory (the warm tier):
+    // residual form: [n_layers - 1][block_tokens][d_model] per chunk (layer 0 = token embedding);
+    // kv form: [n_layers][2][block_tokens][kv_dim] per chunk, written when the block leaves.
+    std::map<int32_t, std::vector<float>> checkpoints;
+    ChunkLoader loader;
   };
   Engine() = default;
   absl::Status EnsureBlocks(Sequence& s, int64_t n_tokens);
   Sequence& Seq(int32_t id);
+  bool bounded() const { return budget_blocks_ > 0; }
+  int32_t HotBlocks(const Sequence& s) const;
+  // Keeps residual rows of newly processed tokens (residual form) from the forward's capture.
+  void CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
+                        int64_t row0);
+  // Evicts the oldest full hot blocks until the sequence's hot blocks plus `incoming` new ones
+  // fit the budget.
+  absl::Status EnforceBudget(Sequence& s, int32_t incoming);
+  absl::Status LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const;
 
   EngineOptions options_;
   std::string model_fingerprint_;
@@ -109,6 +147,8 @@ class Engine {
   std::unique_ptr<KvBlockPool> pool_;
   std::map<int32_t, Sequence> seqs_;
   int32_t next_seq_ = 1;
+  int32_t budget_blocks_ = 0;  // 0: unbounded
+  bool spill_kv_ = false;
 };
 
 }  // namespace rsd
