@@ -44,7 +44,8 @@ namespace rsd {
 
 struct ColdStoreOptions {
   // The file system RocksDB writes through; null means the local one. Tests pass a
-  // fault-injecting wrapper (storage/testing/drop_unsynced_fs.h). Shared: it must outlive no one.
+  // fault-injecting wrapper (storage/testing/drop_unsynced_fs.h). The store holds a reference
+  // while open.
   std::shared_ptr<rocksdb::FileSystem> file_system;
   // Tests only: false skips the fsync on writes that are normally synced, to show that the
   // durability test fails without it. Never false in production.

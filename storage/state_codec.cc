@@ -182,6 +182,21 @@ uint64_t CheckpointHeader::PayloadBytes() const {
   return static_cast<uint64_t>(bytes);
 }
 
+absl::Status CheckFingerprints(const CheckpointHeader& header, std::string_view model_fingerprint,
+                               std::string_view numerics_fingerprint) {
+  if (header.model_fingerprint != model_fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint block was written for model ", header.model_fingerprint,
+                     ", this worker serves ", std::string(model_fingerprint)));
+  }
+  if (header.numerics_fingerprint != numerics_fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint block was written with numerics ", header.numerics_fingerprint,
+                     ", this worker computes ", std::string(numerics_fingerprint)));
+  }
+  return absl::OkStatus();
+}
+
 size_t FramingOverhead(const CheckpointHeader& header) {
   return kFixedHeaderBytes + header.model_fingerprint.size() + header.numerics_fingerprint.size() +
          kChecksumBytes;

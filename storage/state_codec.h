@@ -114,6 +114,12 @@ absl::StatusOr<DecodedBlock> DecodeBlock(std::string_view encoded);
 // reading the header of a block without materializing it.
 absl::StatusOr<BlockInfo> InspectBlock(std::string_view encoded);
 
+// OK if the block was written with these model and numerics fingerprints; else
+// FAILED_PRECONDITION naming both sides (the state must then be rebuilt from `tokens`,
+// DESIGN.md section 2).
+absl::Status CheckFingerprints(const CheckpointHeader& header, std::string_view model_fingerprint,
+                               std::string_view numerics_fingerprint);
+
 // Encoded size minus payload size for an uncompressed block with this header: the fixed header,
 // both fingerprints and the checksum. Lets the engine report stored bytes honestly.
 size_t FramingOverhead(const CheckpointHeader& header);

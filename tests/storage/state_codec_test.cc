@@ -107,6 +107,16 @@ TEST(StateCodecTest, KvPayloadHoldsKAndVRows) {
   EXPECT_EQ(h.PayloadBytes(), 16u * 192 * 2);
 }
 
+TEST(StateCodecTest, CheckFingerprints) {
+  CheckpointHeader h = MakeHeader(StateForm::kKv, 1, 1);
+  EXPECT_TRUE(CheckFingerprints(h, kModelFp, kNumericsFp).ok());
+  EXPECT_THAT(CheckFingerprints(h, "other-model", kNumericsFp),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("other-model")));
+  EXPECT_THAT(CheckFingerprints(h, kModelFp, "cuda-k1/kv-f32/res-f32/blk16"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("numerics " + std::string(kNumericsFp))));
+}
+
 TEST(StateCodecTest, EmptyBlockAndEmptyFingerprintsRoundTrip) {
   CheckpointHeader h = MakeHeader(StateForm::kResidual, 0, 64);
   h.model_fingerprint.clear();
