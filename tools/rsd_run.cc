@@ -32,6 +32,10 @@ ABSL_FLAG(std::vector<std::string>, stop, {}, "stop strings (comma separated)");
 ABSL_FLAG(int, threads, 1, "compute threads");
 ABSL_FLAG(std::string, isa, "", "force a CPU ISA path: scalar, avx2, avx512");
 ABSL_FLAG(int, max_context, 0, "context limit (0: the model's)");
+ABSL_FLAG(int, hot_budget_tokens, 0,
+          "per-sequence hot K/V budget in tokens (0: unbounded; rounds up to whole blocks)");
+ABSL_FLAG(std::string, spill_form, "residual", "form of blocks over the budget: residual or kv");
+ABSL_FLAG(int, block_tokens, 16, "K/V block size (= attention chunk) in tokens");
 ABSL_FLAG(std::string, threads_list, "1,2", "bench: thread counts to measure");
 ABSL_FLAG(int, bench_prompt_tokens, 128, "bench: prompt length for prefill");
 ABSL_FLAG(int, bench_decode_tokens, 64, "bench: tokens to decode");
@@ -49,6 +53,9 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
   o.threads = threads;
   o.isa = absl::GetFlag(FLAGS_isa);
   o.max_context = absl::GetFlag(FLAGS_max_context);
+  o.hot_budget_tokens = absl::GetFlag(FLAGS_hot_budget_tokens);
+  o.spill_form = absl::GetFlag(FLAGS_spill_form);
+  o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
   return Engine::Create(o);
 }
 
@@ -146,6 +153,16 @@ absl::Status Generate() {
   j["decode_seconds"] = r.decode_seconds;
   j["decode_tokens_per_second"] =
       r.decode_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.decode_seconds : 0.0;
+  const SequenceMemory mem = engine->SequenceMemoryUse(seq);
+  const RebuildCounters& rb = engine->model().rebuild_counters();
+  j["memory"] = {{"hot_bytes", static_cast<int64_t>(mem.hot_blocks) *
+                                   static_cast<int64_t>(engine->pool().block_bytes())},
+                 {"peak_hot_bytes", static_cast<int64_t>(mem.peak_hot_blocks) *
+                                        static_cast<int64_t>(engine->pool().block_bytes())},
+                 {"evicted_blocks", mem.evicted_blocks},
+                 {"checkpoint_bytes", mem.checkpoint_bytes},
+                 {"rebuilt_chunks", {{"kv", rb.from_kv}, {"residual", rb.from_residual},
+                                     {"tokens", rb.from_tokens}}}};
   if (absl::GetFlag(FLAGS_json)) {
     std::cout << j.dump() << "\n";
   } else {

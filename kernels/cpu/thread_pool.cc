@@ -7,9 +7,10 @@
 namespace rsd::cpu {
 
 namespace {
-// Spin this many times before sleeping: a decode step issues hundreds of short parallel ops, and
-// a condition-variable wake-up per op would cost more than the op.
-constexpr int kSpinIterations = 1 << 14;
+// Spin this many times before sleeping (workers) or yielding (the caller): a decode step issues
+// hundreds of short parallel ops, and a wake-up per op would cost more than the op; but on a
+// shared machine a spinning thread must soon let a descheduled peer run.
+constexpr int kSpinIterations = 2000;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -50,7 +51,13 @@ int ThreadPool::ParallelFor(int64_t n, int64_t grain,
   }
   cv_.notify_all();
   fn(ranges_[0].first, ranges_[0].second, 0);
-  while (pending_.load(std::memory_order_acquire) != 0) _mm_pause();
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < kSpinIterations) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   job_ = nullptr;
   return used;
 }

@@ -81,6 +81,7 @@ Engine::~Engine() {
 int32_t Engine::CreateSequence() {
   const int32_t id = next_seq_++;
   Sequence& s = seqs_[id];
+  s.kv_form = spill_kv_;
   s.loader = [this, id](int layer, int32_t chunk, ChunkState* out) {
     return LoadChunk(seqs_.at(id), layer, chunk, out);
   };
@@ -130,7 +131,7 @@ int64_t Engine::MaxStepTokens(int32_t seq) const {
 
 absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const {
   const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
-  if (!spill_kv_ && layer == 0) {
+  if (!s.kv_form && layer == 0) {
     out->kind = ChunkState::Kind::kTokens;
     out->tokens.assign(s.tokens.begin() + chunk * bt, s.tokens.begin() + (chunk + 1) * bt);
     return absl::OkStatus();
@@ -140,7 +141,7 @@ absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, Chun
     return absl::DataLossError(absl::StrCat("no checkpoint for evicted chunk ", chunk));
   }
   const float* base = it->second.data();
-  if (spill_kv_) {
+  if (s.kv_form) {
     out->kind = ChunkState::Kind::kKv;
     const float* k = base + static_cast<size_t>(layer) * 2 * bt * kvd;
     out->k.assign(k, k + bt * kvd);
@@ -183,7 +184,7 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
           "hot budget of ", budget_blocks_, " blocks cannot hold this step"));
     }
     const int32_t block = s.blocks[victim];
-    if (spill_kv_) {
+    if (s.kv_form) {
       std::vector<float>& ck = s.checkpoints[victim];
       ck.resize(static_cast<size_t>(L * 2 * bt * kvd));
       const KvPoolView& v = pool_->view();
@@ -237,7 +238,12 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     auto it = seqs_.find(w.seq);
     if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", w.seq));
     Sequence& s = it->second;
-    feeds[i].assign(s.tokens.begin() + s.cached, s.tokens.end());
+    const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
+    const int64_t take = w.pending_limit < 0 ? pending : std::min(pending, w.pending_limit);
+    if (take < pending && !w.tokens.empty()) {
+      return absl::InvalidArgumentError("new tokens cannot follow a partial feed of pending ones");
+    }
+    feeds[i].assign(s.tokens.begin() + s.cached, s.tokens.begin() + s.cached + take);
     feeds[i].insert(feeds[i].end(), w.tokens.begin(), w.tokens.end());
     const int64_t end = s.cached + static_cast<int64_t>(feeds[i].size());
     if (end > model_->max_context()) {
@@ -265,19 +271,179 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     in.loader = &s.loader;
     inputs.push_back(in);
   }
-  const bool capture = capture_residuals || (bounded() && !spill_kv_);
+  bool keep_any = options_.keep_residuals;
+  for (const Work& w : work) keep_any = keep_any || (bounded() && !Seq(w.seq).kv_form);
+  const bool capture = capture_residuals || keep_any;
   RSD_RETURN_IF_ERROR(model_->Forward(inputs, pool_->view(), capture, out));
   int64_t row0 = 0;
   for (size_t i = 0; i < work.size(); ++i) {
     Sequence& s = seqs_[work[i].seq];
-    if (bounded() && !spill_kv_) {
+    if (!s.kv_form && (options_.keep_residuals || bounded())) {
       CaptureResiduals(s, s.cached, static_cast<int64_t>(feeds[i].size()), *out, row0);
     }
     row0 += static_cast<int64_t>(feeds[i].size());
     s.tokens.insert(s.tokens.end(), work[i].tokens.begin(), work[i].tokens.end());
-    s.cached = static_cast<int64_t>(s.tokens.size());
+    s.cached += static_cast<int64_t>(feeds[i].size());
   }
   return absl::OkStatus();
+}
+
+void Engine::AppendPending(int32_t seq, std::span<const int32_t> tokens) {
+  Sequence& s = Seq(seq);
+  s.tokens.insert(s.tokens.end(), tokens.begin(), tokens.end());
+}
+
+absl::Status Engine::FlushPending(int32_t seq) {
+  ForwardResult fr;
+  while (Seq(seq).cached < static_cast<int64_t>(Seq(seq).tokens.size())) {
+    const Sequence& s = Seq(seq);
+    const int64_t bt = model_->block_tokens();
+    int64_t limit = std::min<int64_t>(options_.prefill_chunk,
+                                      static_cast<int64_t>(s.tokens.size()) - s.cached);
+    if (bounded()) limit = std::min<int64_t>(limit, budget_blocks_ * bt - s.cached % bt);
+    Work w{seq, {}, false, limit};
+    RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::TruncateSequence(int32_t seq, int64_t n) {
+  Sequence& s = Seq(seq);
+  if (n >= static_cast<int64_t>(s.tokens.size())) return absl::OkStatus();
+  const int64_t bt = model_->block_tokens();
+  const int64_t keep_chunks = (n + bt - 1) / bt;
+  while (static_cast<int64_t>(s.blocks.size()) > keep_chunks) {
+    if (s.blocks.back() >= 0) pool_->Free(s.blocks.back());
+    s.blocks.pop_back();
+  }
+  std::erase_if(s.evicted, [&](int32_t c) { return c >= keep_chunks; });
+  // The chunk now holding the end of the history must be hot to take new tokens.
+  const int32_t tail = static_cast<int32_t>(n / bt);
+  if (n % bt != 0 && tail < static_cast<int32_t>(s.blocks.size()) && s.blocks[tail] < 0) {
+    RSD_RETURN_IF_ERROR(RestoreChunkToHot(s, tail));
+  }
+  s.tokens.resize(n);
+  s.cached = std::min(s.cached, n);
+  // Checkpoints past the end are void; a K/V checkpoint of a chunk that is no longer full too
+  // (residual rows before `n` stay valid and later rows are rewritten when recomputed).
+  for (auto it = s.checkpoints.begin(); it != s.checkpoints.end();) {
+    const bool drop = it->first >= keep_chunks || (s.kv_form && it->first >= n / bt);
+    it = drop ? s.checkpoints.erase(it) : std::next(it);
+  }
+  if (s.evicted.empty() && s.scratch >= 0) {
+    pool_->Free(s.scratch);
+    s.scratch = -1;
+  }
+  return absl::OkStatus();
+}
+
+int32_t Engine::FullChunks(int32_t seq) const {
+  const Sequence& s = seqs_.at(seq);
+  return static_cast<int32_t>(s.cached / model_->block_tokens());
+}
+
+absl::StatusOr<std::vector<float>> Engine::ChunkPayload(int32_t seq, int32_t chunk, int layer,
+                                                        bool kv) const {
+  const Sequence& s = seqs_.at(seq);
+  const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
+  if (chunk < 0 || chunk >= FullChunks(seq) || layer < 0 || layer >= config().n_layers ||
+      (!kv && layer == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("no payload for chunk ", chunk, " layer ",
+                                                   layer));
+  }
+  if (kv) {
+    std::vector<float> out(static_cast<size_t>(2 * bt * kvd));
+    if (s.blocks[chunk] >= 0) {
+      backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer),
+                           out.size() * sizeof(float));
+      return out;
+    }
+    auto it = s.checkpoints.find(chunk);
+    if (!s.kv_form || it == s.checkpoints.end()) {
+      return absl::FailedPreconditionError(absl::StrCat("chunk ", chunk, " has no K/V copy"));
+    }
+    const float* k = it->second.data() + static_cast<size_t>(layer) * 2 * bt * kvd;
+    return std::vector<float>(k, k + 2 * bt * kvd);
+  }
+  auto it = s.checkpoints.find(chunk);
+  if (s.kv_form || it == s.checkpoints.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "chunk ", chunk, " has no residual checkpoint (the engine keeps residuals only with "
+        "keep_residuals or a residual-form budget)"));
+  }
+  const float* h = it->second.data() + static_cast<size_t>(layer - 1) * bt * d;
+  return std::vector<float>(h, h + bt * d);
+}
+
+absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
+  RSD_ASSIGN_OR_RETURN(int32_t block, pool_->Allocate());
+  ChunkState cs;
+  for (int l = 0; l < config().n_layers; ++l) {
+    absl::Status st = s.loader(l, chunk, &cs);
+    if (st.ok()) st = model_->RebuildIntoBlock(l, chunk, cs, block, pool_->view());
+    if (!st.ok()) {
+      pool_->Free(block);
+      return st;
+    }
+  }
+  s.blocks[chunk] = block;
+  std::erase(s.evicted, chunk);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> Engine::ImportSequence(
+    std::span<const int32_t> tokens, int32_t n_chunks, bool kv,
+    const std::function<absl::StatusOr<std::vector<float>>(int32_t, int)>& load) {
+  const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
+  const int64_t L = config().n_layers;
+  if (static_cast<int64_t>(n_chunks) * bt > static_cast<int64_t>(tokens.size())) {
+    return absl::InvalidArgumentError("more chunks than the history holds");
+  }
+  const int32_t seq = CreateSequence();
+  Sequence& s = Seq(seq);
+  s.kv_form = kv;
+  s.tokens.assign(tokens.begin(), tokens.end());
+  s.cached = static_cast<int64_t>(n_chunks) * bt;
+  s.blocks.assign(n_chunks, -1);
+  for (int32_t c = 0; c < n_chunks; ++c) {
+    std::vector<float>& ck = s.checkpoints[c];
+    ck.resize(static_cast<size_t>(kv ? L * 2 * bt * kvd : (L - 1) * bt * d));
+    for (int64_t l = kv ? 0 : 1; l < L; ++l) {
+      absl::StatusOr<std::vector<float>> p = load(c, static_cast<int>(l));
+      const size_t want = static_cast<size_t>(kv ? 2 * bt * kvd : bt * d);
+      if (p.ok() && p->size() != want) {
+        p = absl::DataLossError(absl::StrCat("chunk ", c, " layer ", l, " has ", p->size(),
+                                             " values, expected ", want));
+      }
+      if (!p.ok()) {
+        DestroySequence(seq);
+        return p.status();
+      }
+      std::copy(p->begin(), p->end(), ck.data() + (kv ? l : l - 1) * want);
+    }
+    s.evicted.push_back(c);
+  }
+  // Bring back the most recent chunks that fit; a bounded sequence keeps older ones evicted.
+  int32_t hot = 0;
+  for (int32_t c = n_chunks - 1; c >= 0; --c) {
+    if (bounded() && hot + 1 > budget_blocks_ - 1) break;  // keep a block for the tail
+    absl::Status st = RestoreChunkToHot(s, c);
+    if (!st.ok()) {
+      DestroySequence(seq);
+      return st;
+    }
+    ++hot;
+  }
+  if (!s.evicted.empty() && s.scratch < 0) {
+    absl::StatusOr<int32_t> scratch = pool_->Allocate();
+    if (!scratch.ok()) {
+      DestroySequence(seq);
+      return scratch.status();
+    }
+    s.scratch = *scratch;
+  }
+  s.peak_hot = std::max(s.peak_hot, HotBlocks(s) + (s.scratch >= 0 ? 1 : 0));
+  return seq;
 }
 
 std::vector<int32_t> Engine::EncodePrompt(const std::string& text) const {

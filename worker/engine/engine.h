@@ -36,6 +36,9 @@ struct EngineOptions {
   std::string spill_form = "residual";  // "residual" or "kv"
   // Tests: overwrite blocks with NaN bytes when they leave the pool, so a stale read shows.
   bool poison_freed_blocks = false;
+  // Capture every processed token's residuals (layers 1..L-1) even when unbounded: sessions
+  // that may spill between turns in the residual form need them (they cannot be derived later).
+  bool keep_residuals = false;
 };
 
 struct GenerateParams {
@@ -95,7 +98,31 @@ class Engine {
     int32_t seq = 0;
     std::span<const int32_t> tokens;
     bool all_logits = false;
+    int64_t pending_limit = -1;  // feed at most this many pending tokens (-1: all); `tokens`
+                                 // must then be empty unless every pending token fits
   };
+
+  // Appends tokens to the history without computing them (they are fed by the next Step).
+  void AppendPending(int32_t seq, std::span<const int32_t> tokens);
+  // Feeds every pending token, in steps that fit the hot budget.
+  absl::Status FlushPending(int32_t seq);
+  // Drops the history from position `n` on (rollback of a failed turn, undo).
+  absl::Status TruncateSequence(int32_t seq, int64_t n);
+
+  // A chunk's exact state for one layer, as a session spills it: kv [2][bt][kv_dim] (from the pool
+  // or its checkpoint) or residual [bt][d] (layer >= 1). Only full, computed chunks.
+  absl::StatusOr<std::vector<float>> ChunkPayload(int32_t seq, int32_t chunk, int layer,
+                                                  bool kv) const;
+  // Number of full chunks whose K/V are computed (spillable).
+  int32_t FullChunks(int32_t seq) const;
+  // Restores a sequence from checkpoints: `tokens` is its history; chunks [0, n_chunks) are
+  // given by `load` (layer 0 of the residual form comes from the tokens); the remaining tokens
+  // stay pending. The most recent chunks that fit the hot budget (all if unbounded) are rebuilt
+  // into hot blocks now; older ones stay evicted and are rebuilt inside attention when needed.
+  absl::StatusOr<int32_t> ImportSequence(std::span<const int32_t> tokens, int32_t n_chunks,
+                                         bool kv,
+                                         const std::function<absl::StatusOr<std::vector<float>>(
+                                             int32_t chunk, int layer)>& load);
   // Feeds new tokens of several sequences as one batch; logits per ForwardResult. A sequence's
   // pending tokens (history without K/V yet, e.g. the last sampled token) are fed first, as part
   // of the same call. Blocks are allocated as needed (RESOURCE_EXHAUSTED if the pool is full).
@@ -122,6 +149,7 @@ class Engine {
     // residual form: [n_layers - 1][block_tokens][d_model] per chunk (layer 0 = token embedding);
     // kv form: [n_layers][2][block_tokens][kv_dim] per chunk, written when the block leaves.
     std::map<int32_t, std::vector<float>> checkpoints;
+    bool kv_form = false;  // checkpoints hold K/V (else residuals)
     ChunkLoader loader;
   };
   Engine() = default;
@@ -132,6 +160,7 @@ class Engine {
   // Keeps residual rows of newly processed tokens (residual form) from the forward's capture.
   void CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
                         int64_t row0);
+  absl::Status RestoreChunkToHot(Sequence& s, int32_t chunk);
   // Evicts the oldest full hot blocks until the sequence's hot blocks plus `incoming` new ones
   // fit the budget.
   absl::Status EnforceBudget(Sequence& s, int32_t incoming);

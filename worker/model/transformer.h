@@ -101,6 +101,12 @@ class Transformer {
   absl::Status KvFromResidual(int layer, std::span<const float> h, std::span<const int32_t> pos,
                               float* k, float* v);
 
+  // Rebuilds K/V of `layer` for the block_tokens positions of `chunk` from `state` into pool block
+  // `block` (the same code path attention's rebuilds and the forward use). DATA_LOSS if the state
+  // has the wrong size.
+  absl::Status RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& state, int32_t block,
+                                const KvPoolView& pool);
+
   const RebuildCounters& rebuild_counters() const { return rebuilds_; }
   void ResetRebuildCounters() { rebuilds_ = RebuildCounters{}; }
 

@@ -267,12 +267,21 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
 
 absl::Status Transformer::RebuildChunk(int layer, int32_t chunk, const SeqInput& in,
                                        const KvPoolView& pool) {
+  ChunkState cs;
+  RSD_RETURN_IF_ERROR((*in.loader)(layer, chunk, &cs));
+  return RebuildIntoBlock(layer, chunk, cs, in.scratch_block, pool);
+}
+
+absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& cs,
+                                           int32_t scratch, const KvPoolView& pool) {
+  if (ws_->rows == 0) EnsureWorkspace(1);
   Workspace& w = *ws_;
   const int bt = block_tokens_, kvd = kv_dim();
   const int64_t d = config_.d_model;
-  ChunkState cs;
-  RSD_RETURN_IF_ERROR((*in.loader)(layer, chunk, &cs));
-  const int32_t scratch = in.scratch_block;
+  if (layer < 0 || layer >= config_.n_layers || scratch < 0 || scratch >= pool.n_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("rebuild of layer ", layer, " into block ",
+                                                   scratch, " is out of range"));
+  }
   if (cs.kind == ChunkState::Kind::kKv) {
     if (cs.k.size() != static_cast<size_t>(bt) * kvd || cs.v.size() != cs.k.size()) {
       return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,

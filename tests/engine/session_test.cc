@@ -1,0 +1,208 @@
+// Multi-turn sessions with their state leaving the hot pool between turns (residual, kv or
+// tokens), restored from the warm tier, the cold tier (RocksDB) or after a process restart on the
+// same data dir: every generated token and every logit hash equals the never-spilled run's, also
+// under a one-block hot budget within turns. Stored bytes are counted from the stored values.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "storage/common/status.h"
+#include "tests/support/synthetic_model.h"
+#include "tests/support/test_util.h"
+#include "worker/engine/session_manager.h"
+
+namespace rsd {
+namespace {
+
+// Short turns: the synthetic models have a 256-token context and a byte-level vocabulary.
+const std::vector<std::string> kScript = {"hi", "a cat story", "and then?", "why", "more", "bye"};
+
+struct Turn {
+  std::vector<int32_t> tokens;
+  std::vector<uint64_t> hashes;
+  std::string restored_from;
+};
+
+struct Harness {
+  std::string model, dir;
+  int budget_tokens = 0;
+  std::string engine_form = "residual";
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<SessionManager> sessions;
+
+  void Start() {
+    sessions.reset();
+    engine.reset();
+    EngineOptions o;
+    o.model_path = model;
+    o.block_tokens = 4;
+    o.hot_budget_tokens = budget_tokens;
+    o.spill_form = engine_form;
+    o.keep_residuals = true;
+    o.poison_freed_blocks = true;
+    auto e = Engine::Create(o);
+    RSD_CHECK(e.ok());
+    engine = std::move(e).value();
+    SessionManagerOptions so;
+    so.data_dir = dir;
+    auto m = SessionManager::Create(engine.get(), so);
+    EXPECT_TRUE(m.ok()) << m.status();
+    sessions = std::move(m).value();
+  }
+};
+
+GenerateParams ParamsForTurn(size_t turn) {
+  GenerateParams p;
+  p.max_tokens = 8;
+  p.record_logit_hashes = true;
+  if (turn % 2 == 1) {  // seeded sampling on odd turns
+    p.sampling.temperature = 0.8f;
+    p.sampling.top_k = 30;
+    p.sampling.seed = 1000 + turn;
+  }
+  return p;
+}
+
+// Runs the script; after each turn the session spills in `form` and comes back from `where`.
+std::vector<Turn> RunScript(Harness& h, SpillForm form, const std::string& where) {
+  h.Start();
+  std::vector<Turn> out;
+  auto id = h.sessions->OpenOrCreate("s");
+  EXPECT_TRUE(id.ok());
+  for (size_t t = 0; t < kScript.size(); ++t) {
+    auto r = h.sessions->Chat(*id, kScript[t], ParamsForTurn(t));
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return out;
+    out.push_back(Turn{r->generation.tokens, r->generation.logit_hashes, r->restored_from});
+    EXPECT_TRUE(h.sessions->Spill(*id, form).ok());
+    // "restart": the warm tier is process memory, so it is lost; what was demoted to RocksDB
+    // survives (a crash without demotion falls back to the token log, tested below).
+    if (where != "warm") EXPECT_TRUE(h.sessions->DemoteToCold(*id).ok());
+    if (where == "restart") {
+      h.Start();  // a new engine and session manager on the same data dir
+      auto again = h.sessions->OpenOrCreate("s");
+      EXPECT_TRUE(again.ok());
+      EXPECT_EQ(*again, *id) << "the restarted process finds the session";
+    }
+  }
+  return out;
+}
+
+class Sessions : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* entry = testing::FindSyntheticModel("gqa");
+    ASSERT_NE(entry, nullptr);
+    testing::SyntheticModel model(entry->options);
+    model_ = testing::MakeTempDir("rsd-sessions") + "/gqa.gguf";
+    ASSERT_TRUE(model.WriteGguf(model_).ok());
+  }
+  std::string model_;
+};
+
+TEST_F(Sessions, SpilledAndRestoredTurnsAreBitIdentical) {
+  Harness ref_h{model_, testing::MakeTempDir("rsd-sessions-ref")};
+  const std::vector<Turn> ref = RunScript(ref_h, SpillForm::kNone, "hot");
+  ASSERT_EQ(ref.size(), kScript.size());
+  for (int budget : {0, 1}) {
+    for (SpillForm form : {SpillForm::kResidual, SpillForm::kKv, SpillForm::kTokens}) {
+      for (const char* where : {"warm", "cold", "restart"}) {
+        SCOPED_TRACE(std::string(SpillFormName(form)) + " from " + where + " budget " +
+                     std::to_string(budget));
+        Harness h{model_, testing::MakeTempDir("rsd-sessions"), budget,
+                  form == SpillForm::kKv ? "kv" : "residual"};
+        const std::vector<Turn> got = RunScript(h, form, where);
+        ASSERT_EQ(got.size(), ref.size());
+        for (size_t t = 0; t < ref.size(); ++t) {
+          EXPECT_EQ(got[t].tokens, ref[t].tokens) << "turn " << t;
+          EXPECT_EQ(got[t].hashes, ref[t].hashes) << "turn " << t;
+        }
+        // Where turn 2 onwards was restored from.
+        const std::string want = form == SpillForm::kTokens ? "tokens"
+                                 : std::string(where) == "warm" ? "warm" : "cold";
+        for (size_t t = 1; t < got.size(); ++t) EXPECT_EQ(got[t].restored_from, want) << t;
+      }
+    }
+  }
+}
+
+TEST_F(Sessions, StoredPayloadPerTokenEqualsTheByteTable) {
+  for (SpillForm form : {SpillForm::kResidual, SpillForm::kKv}) {
+    Harness h{model_, testing::MakeTempDir("rsd-sessions-bytes"), 0,
+              form == SpillForm::kKv ? "kv" : "residual"};
+    h.Start();
+    auto id = h.sessions->OpenOrCreate("bytes");
+    ASSERT_TRUE(id.ok());
+    for (size_t t = 0; t < 3; ++t) ASSERT_TRUE(h.sessions->Chat(*id, kScript[t], ParamsForTurn(t)).ok());
+    ASSERT_TRUE(h.sessions->Spill(*id, form).ok());
+    auto stored = h.sessions->Stored(*id);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    ASSERT_GT(stored->tokens_covered, 0);
+    const StateBytesPerToken table = h.engine->model().state_bytes_per_token();
+    const int64_t want = form == SpillForm::kKv ? table.kv : table.residual;
+    EXPECT_EQ(stored->payload / stored->tokens_covered, want);
+    EXPECT_EQ(stored->payload % stored->tokens_covered, 0);
+    std::printf("[ bytes ] %s: %lld payload bytes for %lld tokens (%lld/token, table %lld), "
+                "framing %lld, keys %lld, %lld blocks\n",
+                SpillFormName(form), static_cast<long long>(stored->payload),
+                static_cast<long long>(stored->tokens_covered),
+                static_cast<long long>(stored->payload / stored->tokens_covered),
+                static_cast<long long>(want), static_cast<long long>(stored->framing),
+                static_cast<long long>(stored->keys), static_cast<long long>(stored->blocks));
+  }
+}
+
+// A checkpoint block corrupted in RocksDB (one flipped bit) is caught by its checksum; the session
+// comes back from its token log instead, still exact. Warm state lost in a crash: the same.
+TEST_F(Sessions, CorruptOrLostCheckpointsFallBackToTheTokenLogExactly) {
+  Harness ref_h{model_, testing::MakeTempDir("rsd-sessions-ref")};
+  const std::vector<Turn> ref = RunScript(ref_h, SpillForm::kNone, "hot");
+  for (const bool corrupt : {true, false}) {
+    SCOPED_TRACE(corrupt ? "flipped bit in a cold block" : "warm tier lost in a crash");
+    Harness h{model_, testing::MakeTempDir("rsd-sessions-faults")};
+    h.Start();
+    auto id = h.sessions->OpenOrCreate("f");
+    ASSERT_TRUE(id.ok());
+    for (size_t t = 0; t < 3; ++t) ASSERT_TRUE(h.sessions->Chat(*id, kScript[t], ParamsForTurn(t)).ok());
+    ASSERT_TRUE(h.sessions->Spill(*id, SpillForm::kResidual).ok());
+    if (corrupt) ASSERT_TRUE(h.sessions->DemoteToCold(*id).ok());
+    h.sessions.reset();
+    if (corrupt) {
+      auto cold = ColdStore::Open(h.dir);
+      ASSERT_TRUE(cold.ok()) << cold.status();
+      const BlockKey key{*id, 2, 1};
+      auto raw = (*cold)->RawGetForTest(ColdStore::Table::kBlocks, key.Encode());
+      ASSERT_TRUE(raw.ok()) << raw.status();
+      std::string bad = *raw;
+      bad[bad.size() / 2] ^= 0x10;
+      ASSERT_TRUE((*cold)->RawPutForTest(ColdStore::Table::kBlocks, key.Encode(), bad).ok());
+    }
+    h.Start();
+    auto again = h.sessions->OpenOrCreate("f");
+    ASSERT_TRUE(again.ok());
+    for (size_t t = 3; t < kScript.size(); ++t) {
+      auto r = h.sessions->Chat(*again, kScript[t], ParamsForTurn(t));
+      ASSERT_TRUE(r.ok()) << r.status();
+      if (t == 3) EXPECT_EQ(r->restored_from, "tokens");
+      EXPECT_EQ(r->generation.tokens, ref[t].tokens) << "turn " << t;
+      EXPECT_EQ(r->generation.logit_hashes, ref[t].hashes) << "turn " << t;
+    }
+  }
+}
+
+TEST_F(Sessions, MissingOrUnusableDataDirIsAClearError) {
+  Harness h{model_, "/nonexistent-parent/rsd-data"};
+  EngineOptions o;
+  o.model_path = model_;
+  auto e = Engine::Create(o);
+  ASSERT_TRUE(e.ok());
+  SessionManagerOptions so;
+  so.data_dir = "/nonexistent-parent/rsd-data";
+  EXPECT_THAT(SessionManager::Create(e->get(), so),
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition,
+                                ::testing::HasSubstr("/nonexistent-parent")));
+}
+
+}  // namespace
+}  // namespace rsd

@@ -1,0 +1,304 @@
+#include "worker/engine/session_manager.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "storage/common/status.h"
+#include "storage/state_codec.h"
+
+namespace rsd {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::span<const uint8_t> AsBytes(const std::vector<float>& v) {
+  return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)};
+}
+
+}  // namespace
+
+absl::StatusOr<SpillForm> ParseSpillForm(const std::string& s) {
+  if (s == "none") return SpillForm::kNone;
+  if (s == "residual") return SpillForm::kResidual;
+  if (s == "kv") return SpillForm::kKv;
+  if (s == "tokens") return SpillForm::kTokens;
+  return absl::InvalidArgumentError(absl::StrCat("spill form '", s,
+                                                 "' is not one of none, residual, kv, tokens"));
+}
+
+const char* SpillFormName(SpillForm f) {
+  switch (f) {
+    case SpillForm::kNone: return "none";
+    case SpillForm::kResidual: return "residual";
+    case SpillForm::kKv: return "kv";
+    case SpillForm::kTokens: return "tokens";
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
+    Engine* engine, SessionManagerOptions options) {
+  std::unique_ptr<SessionManager> m(new SessionManager(engine, std::move(options)));
+  if (!m->options_.data_dir.empty()) {
+    RSD_ASSIGN_OR_RETURN(m->cold_, ColdStore::Open(m->options_.data_dir, m->options_.cold));
+    RSD_RETURN_IF_ERROR(m->Recover());
+  }
+  return m;
+}
+
+SessionManager::~SessionManager() {
+  for (auto& [id, s] : sessions_) {
+    if (s.seq >= 0) engine_->DestroySequence(s.seq);
+  }
+}
+
+absl::Status SessionManager::Recover() {
+  RSD_ASSIGN_OR_RETURN(std::vector<SessionId> ids, cold_->ListSessions());
+  for (const SessionId& id : ids) {
+    Session s;
+    s.id = id;
+    s.name = id.ToHex();
+    absl::StatusOr<std::string> meta = cold_->GetMeta(id);
+    if (meta.ok()) {
+      nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object()) {
+        s.name = j.value("name", s.name);
+        const bool same_layout =
+            j.value("model", "") == engine_->model_fingerprint() &&
+            j.value("numerics", "") == engine_->numerics_fingerprint();
+        auto form = ParseSpillForm(j.value("spilled", "tokens"));
+        s.spilled = form.ok() && same_layout ? *form : SpillForm::kTokens;
+        s.spilled_chunks = same_layout ? j.value("spilled_chunks", 0) : 0;
+        if (!same_layout) {
+          std::fprintf(stderr, "session %s: stored with another model or numerics fingerprint; "
+                               "it will be rebuilt from its token log\n", s.name.c_str());
+        }
+      }
+    }
+    RSD_ASSIGN_OR_RETURN(std::vector<TokenRecord> log, cold_->ReadTokenLog(id));
+    for (const TokenRecord& r : log) s.log.insert(s.log.end(), r.tokens.begin(), r.tokens.end());
+    s.turns = static_cast<uint32_t>(log.size());
+    if (s.spilled == SpillForm::kNone) s.spilled = SpillForm::kTokens;
+    sessions_[id] = std::move(s);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SessionManager::SaveMeta(const Session& s) {
+  if (!cold_) return absl::OkStatus();
+  nlohmann::json j;
+  j["name"] = s.name;
+  j["turns"] = s.turns;
+  j["spilled"] = SpillFormName(s.spilled);
+  j["spilled_chunks"] = s.spilled_chunks;
+  j["block_tokens"] = engine_->model().block_tokens();
+  j["model"] = engine_->model_fingerprint();
+  j["numerics"] = engine_->numerics_fingerprint();
+  return cold_->PutMeta(s.id, j.dump());
+}
+
+absl::StatusOr<SessionId> SessionManager::OpenOrCreate(const std::string& name) {
+  for (const auto& [id, s] : sessions_) {
+    if (s.name == name) return id;
+  }
+  Session s;
+  s.id = SessionId::Random();
+  s.name = name;
+  RSD_RETURN_IF_ERROR(SaveMeta(s));
+  const SessionId id = s.id;
+  sessions_[id] = std::move(s);
+  return id;
+}
+
+absl::StatusOr<SessionInfo> SessionManager::Describe(const SessionId& id) const {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
+  const Session& s = it->second;
+  return SessionInfo{s.id, s.name, s.turns, static_cast<int64_t>(s.log.size()), s.seq >= 0,
+                     s.spilled};
+}
+
+CheckpointHeader SessionManager::Header(SpillForm form, int layer, int32_t chunk) const {
+  CheckpointHeader h;
+  const int bt = engine_->model().block_tokens();
+  h.form = form == SpillForm::kKv ? StateForm::kKv : StateForm::kResidual;
+  h.dtype = ElementType::kF32;
+  h.layer = static_cast<uint32_t>(layer);
+  h.first_position = static_cast<uint32_t>(chunk * bt);
+  h.n_tokens = static_cast<uint32_t>(bt);
+  h.row_elements = static_cast<uint32_t>(form == SpillForm::kKv ? engine_->model().kv_dim()
+                                                                 : engine_->config().d_model);
+  h.model_fingerprint = engine_->model_fingerprint();
+  h.numerics_fingerprint = engine_->numerics_fingerprint();
+  return h;
+}
+
+absl::Status SessionManager::PutCheckpoint(const BlockKey& key, std::string value) {
+  std::vector<WarmStore::Entry> evicted = warm_.Put(key, std::move(value));
+  if (!cold_) return absl::OkStatus();  // without a cold tier, overflow is dropped (tokens remain)
+  for (const WarmStore::Entry& e : evicted) RSD_RETURN_IF_ERROR(cold_->PutBlock(e.key, e.value));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SessionManager::GetCheckpoint(const BlockKey& key, bool* from_cold) {
+  if (std::optional<std::string> v = warm_.Get(key)) return *std::move(v);
+  if (!cold_) return absl::NotFoundError("checkpoint not in the warm tier and no cold tier");
+  *from_cold = true;
+  return cold_->GetBlock(key);
+}
+
+absl::Status SessionManager::Spill(const SessionId& id, SpillForm form) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
+  Session& s = it->second;
+  if (form == SpillForm::kNone || s.seq < 0) return absl::OkStatus();
+  int32_t n = 0;
+  if (form == SpillForm::kResidual || form == SpillForm::kKv) {
+    const bool kv = form == SpillForm::kKv;
+    n = engine_->FullChunks(s.seq);
+    for (int32_t c = 0; c < n; ++c) {
+      for (int l = kv ? 0 : 1; l < engine_->config().n_layers; ++l) {
+        RSD_ASSIGN_OR_RETURN(std::vector<float> payload, engine_->ChunkPayload(s.seq, c, l, kv));
+        RSD_ASSIGN_OR_RETURN(std::string value,
+                             EncodeBlock(Header(form, l, c), AsBytes(payload), Compression::kNone));
+        RSD_RETURN_IF_ERROR(PutCheckpoint(BlockKey{id, static_cast<uint32_t>(l),
+                                                   static_cast<uint32_t>(c)},
+                                          std::move(value)));
+      }
+    }
+  }
+  engine_->DestroySequence(s.seq);
+  s.seq = -1;
+  s.spilled = form;
+  s.spilled_chunks = n;
+  return SaveMeta(s);
+}
+
+absl::Status SessionManager::DemoteToCold(const SessionId& id) {
+  if (!cold_) return absl::FailedPreconditionError("no cold tier (no data dir)");
+  for (const BlockKey& key : warm_.KeysOfSession(id)) {
+    std::optional<std::string> v = warm_.Take(key);
+    if (v) RSD_RETURN_IF_ERROR(cold_->PutBlock(key, *v));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
+  const bool kv = s.spilled == SpillForm::kKv;
+  if ((s.spilled == SpillForm::kResidual || kv) && s.spilled_chunks > 0) {
+    bool from_cold = false;
+    const int bt = engine_->model().block_tokens();
+    auto load = [&](int32_t chunk, int layer) -> absl::StatusOr<std::vector<float>> {
+      BlockKey key{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)};
+      RSD_ASSIGN_OR_RETURN(std::string value, GetCheckpoint(key, &from_cold));
+      RSD_ASSIGN_OR_RETURN(DecodedBlock block, DecodeBlock(value));
+      const CheckpointHeader want = Header(s.spilled, layer, chunk);
+      if (!(block.header == want)) {
+        return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
+                                                " does not describe that block"));
+      }
+      std::vector<float> out(block.payload.size() / sizeof(float));
+      std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
+      return out;
+    };
+    absl::StatusOr<int32_t> seq = engine_->ImportSequence(s.log, s.spilled_chunks, kv, load);
+    if (seq.ok()) {
+      s.seq = *seq;
+      result->restored_from = from_cold ? "cold" : "warm";
+      (void)bt;
+      return absl::OkStatus();
+    }
+    // A checkpoint that cannot be read is never served: rebuild from the token log instead.
+    std::fprintf(stderr, "session %s: %s checkpoints unusable (%s); rebuilding from tokens\n",
+                 s.name.c_str(), SpillFormName(s.spilled), seq.status().ToString().c_str());
+  }
+  s.seq = engine_->CreateSequence();
+  engine_->AppendPending(s.seq, s.log);
+  result->restored_from = s.log.empty() ? "new" : "tokens";
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::string& user_text,
+                                                const GenerateParams& params) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
+  Session& s = it->second;
+  TurnResult r;
+  r.turn = s.turns;
+  const double t0 = Now();
+  if (s.seq < 0) {
+    RSD_RETURN_IF_ERROR(Restore(s, &r));
+  } else {
+    r.restored_from = "hot";
+  }
+  RSD_RETURN_IF_ERROR(engine_->FlushPending(s.seq));
+  r.restore_seconds = Now() - t0;
+  const std::vector<int32_t> user = engine_->chat_template().UserTurn(user_text, s.turns == 0);
+  const int64_t before = static_cast<int64_t>(s.log.size());
+  absl::StatusOr<GenerateResult> g = engine_->Generate(s.seq, user, params);
+  if (!g.ok()) {
+    RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, before));  // roll the turn back
+    return g.status();
+  }
+  const std::vector<int32_t> stops = engine_->chat_template().StopTokens();
+  const bool generated_eot =
+      g->finish_reason == "eos" && !g->tokens.empty() &&
+      std::find(stops.begin(), stops.end(), g->tokens.back()) != stops.end();
+  const std::vector<int32_t> end = engine_->chat_template().EndOfAssistantTurn(generated_eot);
+  engine_->AppendPending(s.seq, end);
+  const std::vector<int32_t>& all = engine_->SequenceTokens(s.seq);
+  r.turn_tokens.assign(all.begin() + before, all.end());
+  if (cold_) {
+    absl::Status st = cold_->AppendTokens(s.id, s.turns, r.turn_tokens);
+    if (!st.ok()) {
+      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, before));
+      return st;
+    }
+  }
+  s.log.insert(s.log.end(), r.turn_tokens.begin(), r.turn_tokens.end());
+  s.turns++;
+  s.spilled = SpillForm::kNone;
+  s.spilled_chunks = 0;
+  RSD_RETURN_IF_ERROR(SaveMeta(s));
+  r.generation = *std::move(g);
+  return r;
+}
+
+absl::StatusOr<int64_t> SessionManager::ColdBytes(const SessionId& id) {
+  if (!cold_) return 0;
+  int64_t total = 0;
+  RSD_RETURN_IF_ERROR(cold_->ForEachBlock(id, [&](const BlockKey&, std::string_view v) {
+    total += static_cast<int64_t>(v.size());
+    return absl::OkStatus();
+  }));
+  return total;
+}
+
+absl::StatusOr<SessionManager::StoredBytes> SessionManager::Stored(const SessionId& id) {
+  StoredBytes b;
+  std::map<uint32_t, uint32_t> chunk_tokens;
+  auto add = [&](const BlockKey& key, std::string_view v) -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(BlockInfo info, InspectBlock(v));
+    b.payload += static_cast<int64_t>(info.payload_size);
+    b.framing += static_cast<int64_t>(v.size() - info.stored_size);
+    b.keys += static_cast<int64_t>(BlockKey::kEncodedSize);
+    b.blocks++;
+    chunk_tokens[key.block] = info.header.n_tokens;
+    return absl::OkStatus();
+  };
+  for (const BlockKey& key : warm_.KeysOfSession(id)) {
+    std::optional<std::string> v = warm_.Get(key);
+    if (v) RSD_RETURN_IF_ERROR(add(key, *v));
+  }
+  if (cold_) RSD_RETURN_IF_ERROR(cold_->ForEachBlock(id, add));
+  for (const auto& [chunk, n] : chunk_tokens) b.tokens_covered += n;
+  return b;
+}
+
+}  // namespace rsd

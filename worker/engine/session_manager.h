@@ -1,0 +1,112 @@
+// Multi-turn sessions over the engine (DESIGN.md section 5) with their state tiers (section 4):
+// the token log is the ground truth, committed to RocksDB (synced) after every turn; between
+// turns a session can leave the hot pool whole, as residual or K/V checkpoint blocks (warm tier,
+// overflowing to cold) or as nothing but its token log, and it comes back bit-identical.
+// Not thread-safe: one compute thread drives it (like the engine).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "storage/block_key.h"
+#include "storage/cold_store.h"
+#include "storage/common/ids.h"
+#include "storage/state_codec.h"
+#include "storage/warm_store.h"
+#include "worker/engine/engine.h"
+
+namespace rsd {
+
+// The form a session leaves the hot pool in between turns.
+enum class SpillForm { kNone, kResidual, kKv, kTokens };
+absl::StatusOr<SpillForm> ParseSpillForm(const std::string& s);
+const char* SpillFormName(SpillForm f);
+
+struct SessionManagerOptions {
+  std::string data_dir;                     // "" : no cold tier (nothing persists)
+  size_t warm_budget_bytes = 256ull << 20;  // host checkpoint budget (LRU, overflow to cold)
+  ColdStoreOptions cold;                    // tests: fault-injecting file system
+};
+
+struct TurnResult {
+  uint32_t turn = 0;
+  std::vector<int32_t> turn_tokens;  // everything this turn appended to the log
+  GenerateResult generation;
+  std::string restored_from;         // "hot", "warm", "cold", "tokens" (re-prefill), "new"
+  double restore_seconds = 0;
+};
+
+struct SessionInfo {
+  SessionId id;
+  std::string name;
+  uint32_t turns = 0;
+  int64_t token_count = 0;
+  bool resident = false;       // in the hot pool
+  SpillForm spilled = SpillForm::kNone;
+};
+
+class SessionManager {
+ public:
+  // Opens the cold tier in options.data_dir (if any) and finds the sessions stored there.
+  // FAILED_PRECONDITION / PERMISSION_DENIED naming the path for an unusable data dir.
+  static absl::StatusOr<std::unique_ptr<SessionManager>> Create(Engine* engine,
+                                                                SessionManagerOptions options);
+  ~SessionManager();
+
+  // The session named `name`, created (random id) if there is none.
+  absl::StatusOr<SessionId> OpenOrCreate(const std::string& name);
+  absl::StatusOr<SessionInfo> Describe(const SessionId& id) const;
+
+  // One turn: the user message through the chat template, generation, the end-of-turn tokens,
+  // then the turn is committed (synced to RocksDB when there is a data dir). A failed turn rolls
+  // back to the previous turn's end. NOT_FOUND for an unknown session.
+  absl::StatusOr<TurnResult> Chat(const SessionId& id, const std::string& user_text,
+                                  const GenerateParams& params);
+  // Moves the session out of the hot pool in `form` (kNone: no-op).
+  absl::Status Spill(const SessionId& id, SpillForm form);
+  // Moves a spilled session's warm checkpoint blocks to the cold tier (tests: restore from cold).
+  absl::Status DemoteToCold(const SessionId& id);
+
+  // Bytes held per tier: warm (all sessions), cold (this session's stored blocks).
+  size_t warm_bytes() const { return warm_.bytes_used(); }
+  absl::StatusOr<int64_t> ColdBytes(const SessionId& id);
+  // Checkpoint payload and framing bytes of this session's stored blocks, per form, from the
+  // stored values themselves (warm and cold), for honest reporting.
+  struct StoredBytes {
+    int64_t payload = 0, framing = 0, keys = 0, blocks = 0;
+    int64_t tokens_covered = 0;  // tokens whose state the blocks hold
+  };
+  absl::StatusOr<StoredBytes> Stored(const SessionId& id);
+
+ private:
+  struct Session {
+    SessionId id;
+    std::string name;
+    std::vector<int32_t> log;  // the committed token log
+    uint32_t turns = 0;
+    int32_t seq = -1;          // engine sequence while resident
+    SpillForm spilled = SpillForm::kNone;
+    int32_t spilled_chunks = 0;
+  };
+  SessionManager(Engine* engine, SessionManagerOptions options)
+      : engine_(engine), options_(std::move(options)), warm_(options_.warm_budget_bytes) {}
+  absl::Status Recover();
+  absl::Status SaveMeta(const Session& s);
+  absl::Status Restore(Session& s, TurnResult* result);
+  absl::Status PutCheckpoint(const BlockKey& key, std::string value);
+  absl::StatusOr<std::string> GetCheckpoint(const BlockKey& key, bool* from_cold);
+  CheckpointHeader Header(SpillForm form, int layer, int32_t chunk) const;
+
+  Engine* engine_;
+  SessionManagerOptions options_;
+  WarmStore warm_;
+  std::unique_ptr<ColdStore> cold_;
+  std::map<SessionId, Session> sessions_;
+};
+
+}  // namespace rsd
