@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "kernels/cpu/isa.h"
 #include "storage/common/status.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/session_manager.h"
 
 ABSL_FLAG(std::string, model, "", "model: GGUF file or Hugging Face folder");
 ABSL_FLAG(bool, json, false, "print JSON");
@@ -36,6 +38,14 @@ ABSL_FLAG(int, hot_budget_tokens, 0,
           "per-sequence hot K/V budget in tokens (0: unbounded; rounds up to whole blocks)");
 ABSL_FLAG(std::string, spill_form, "residual", "form of blocks over the budget: residual or kv");
 ABSL_FLAG(int, block_tokens, 16, "K/V block size (= attention chunk) in tokens");
+ABSL_FLAG(std::string, script, "", "chat: JSON Lines of {\"role\": \"user\", \"content\": ...}");
+ABSL_FLAG(std::string, data_dir, "", "chat: sessions persist here (RocksDB)");
+ABSL_FLAG(std::string, session, "default", "chat: session name within --data-dir");
+ABSL_FLAG(bool, spill_between_turns, true,
+          "chat: after each turn the session leaves the hot pool in --spill-form");
+ABSL_FLAG(bool, compare_unbounded, false,
+          "chat: also run the script unbounded and never spilled, and report the token match");
+ABSL_FLAG(int64_t, warm_budget_bytes, 256ll << 20, "chat: warm (host) checkpoint budget");
 ABSL_FLAG(std::string, threads_list, "1,2", "bench: thread counts to measure");
 ABSL_FLAG(int, bench_prompt_tokens, 128, "bench: prompt length for prefill");
 ABSL_FLAG(int, bench_decode_tokens, 64, "bench: tokens to decode");
@@ -54,7 +64,9 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
   o.isa = absl::GetFlag(FLAGS_isa);
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.hot_budget_tokens = absl::GetFlag(FLAGS_hot_budget_tokens);
-  o.spill_form = absl::GetFlag(FLAGS_spill_form);
+  // "tokens" names the between-turn form; within a turn the residual form serves.
+  o.spill_form = absl::GetFlag(FLAGS_spill_form) == "tokens" ? "residual"
+                                                             : absl::GetFlag(FLAGS_spill_form);
   o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
   return Engine::Create(o);
 }
@@ -174,6 +186,128 @@ absl::Status Generate() {
   return absl::OkStatus();
 }
 
+int64_t ProcessRssBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadScript(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the chat script"));
+  std::vector<std::string> turns;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("content") || !j["content"].is_string() ||
+        j.value("role", "user") != "user") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", n, ": expected {\"role\": \"user\", \"content\": \"...\"}"));
+    }
+    turns.push_back(j["content"].get<std::string>());
+  }
+  if (turns.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no turns"));
+  return turns;
+}
+
+// The script run unbounded and never spilled, in a throwaway engine: the reference for
+// --compare-unbounded.
+absl::StatusOr<std::vector<std::vector<int32_t>>> UnboundedReference(
+    const std::vector<std::string>& turns, const GenerateParams& p) {
+  EngineOptions o;
+  o.model_path = absl::GetFlag(FLAGS_model);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.max_context = absl::GetFlag(FLAGS_max_context);
+  o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
+  RSD_ASSIGN_OR_RETURN(auto engine, Engine::Create(o));
+  RSD_ASSIGN_OR_RETURN(auto sessions, SessionManager::Create(engine.get(), {}));
+  RSD_ASSIGN_OR_RETURN(SessionId id, sessions->OpenOrCreate("reference"));
+  std::vector<std::vector<int32_t>> out;
+  for (size_t t = 0; t < turns.size(); ++t) {
+    GenerateParams pt = p;
+    pt.sampling.seed = p.sampling.seed + t;
+    RSD_ASSIGN_OR_RETURN(TurnResult r, sessions->Chat(id, turns[t], pt));
+    out.push_back(r.generation.tokens);
+  }
+  return out;
+}
+
+absl::Status Chat() {
+  RSD_ASSIGN_OR_RETURN(std::vector<std::string> turns, ReadScript(absl::GetFlag(FLAGS_script)));
+  RSD_ASSIGN_OR_RETURN(SpillForm between, ParseSpillForm(absl::GetFlag(FLAGS_spill_form)));
+  EngineOptions o;
+  o.model_path = absl::GetFlag(FLAGS_model);
+  if (o.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.isa = absl::GetFlag(FLAGS_isa);
+  o.max_context = absl::GetFlag(FLAGS_max_context);
+  o.hot_budget_tokens = absl::GetFlag(FLAGS_hot_budget_tokens);
+  o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
+  o.spill_form = between == SpillForm::kKv ? "kv" : "residual";
+  o.keep_residuals = between == SpillForm::kResidual;
+  RSD_ASSIGN_OR_RETURN(auto engine, Engine::Create(o));
+  SessionManagerOptions so;
+  so.data_dir = absl::GetFlag(FLAGS_data_dir);
+  so.warm_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_warm_budget_bytes));
+  RSD_ASSIGN_OR_RETURN(auto sessions, SessionManager::Create(engine.get(), so));
+  RSD_ASSIGN_OR_RETURN(SessionId id, sessions->OpenOrCreate(absl::GetFlag(FLAGS_session)));
+  GenerateParams p;
+  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  p.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  p.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  p.sampling.seed = absl::GetFlag(FLAGS_seed);
+  p.stop = absl::GetFlag(FLAGS_stop);
+  std::vector<std::vector<int32_t>> reference;
+  if (absl::GetFlag(FLAGS_compare_unbounded)) {
+    RSD_ASSIGN_OR_RETURN(reference, UnboundedReference(turns, p));
+  }
+  const size_t block_bytes = engine->pool().block_bytes();
+  for (size_t t = 0; t < turns.size(); ++t) {
+    GenerateParams pt = p;
+    pt.sampling.seed = p.sampling.seed + t;  // a turn's seed: the script's seed + turn index
+    RSD_ASSIGN_OR_RETURN(TurnResult r, sessions->Chat(id, turns[t], pt));
+    RSD_ASSIGN_OR_RETURN(SessionInfo info, sessions->Describe(id));
+    json j;
+    j["session"] = id.ToHex();
+    j["turn"] = r.turn;
+    j["tokens"] = r.generation.tokens;
+    j["text"] = ValidUtf8(r.generation.text);
+    j["finish_reason"] = r.generation.finish_reason;
+    j["token_count"] = info.token_count;
+    j["restored_from"] = r.restored_from;
+    j["restore_seconds"] = r.restore_seconds;
+    j["prefill_seconds"] = r.generation.prefill_seconds;
+    j["decode_seconds"] = r.generation.decode_seconds;
+    // Memory at the end of the turn, before the between-turn spill.
+    j["hot_bytes"] = static_cast<int64_t>(engine->pool().used()) * static_cast<int64_t>(block_bytes);
+    if (absl::GetFlag(FLAGS_spill_between_turns)) RSD_RETURN_IF_ERROR(sessions->Spill(id, between));
+    j["spilled"] = absl::GetFlag(FLAGS_spill_between_turns) ? SpillFormName(between) : "none";
+    j["warm_bytes"] = static_cast<int64_t>(sessions->warm_bytes());
+    RSD_ASSIGN_OR_RETURN(int64_t cold, sessions->ColdBytes(id));
+    j["cold_bytes"] = cold;
+    j["rss_bytes"] = ProcessRssBytes();
+    if (!reference.empty()) {
+      const auto& ref = reference[t];
+      size_t same = 0;
+      for (size_t i = 0; i < std::min(ref.size(), r.generation.tokens.size()); ++i) {
+        same += ref[i] == r.generation.tokens[i];
+      }
+      const size_t n = std::max(ref.size(), r.generation.tokens.size());
+      j["token_match"] = n == 0 ? 1.0 : static_cast<double>(same) / static_cast<double>(n);
+    }
+    std::cout << j.dump() << std::endl;
+  }
+  // On a clean exit the warm tier (process memory) goes to RocksDB, so the next `chat` with this
+  // data dir restores from checkpoints; after a crash it rebuilds from the token log.
+  if (!so.data_dir.empty()) RSD_RETURN_IF_ERROR(sessions->DemoteToCold(id));
+  return absl::OkStatus();
+}
+
 absl::Status Bench() {
   json rows = json::array();
   for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads_list), ',')) {
@@ -221,6 +355,8 @@ int main(int argc, char** argv) {
       "  info      architecture, bytes per token of each state form, fingerprints\n"
       "  tokenize  --text T: token ids (special tokens parsed, no BOS)\n"
       "  generate  --prompt T | --message T [--max-tokens N --temperature X --seed N ...]\n"
+      "  chat      --script FILE [--data-dir DIR --session NAME --hot-budget-tokens N\n"
+      "            --spill-form residual|kv|tokens|none --compare-unbounded]: one JSON line a turn\n"
       "  bench     prefill and decode tokens/s for --threads-list");
   // The command-line contract spells flags with dashes (--max-tokens); Abseil wants underscores.
   std::vector<std::string> storage(argv, argv + argc);
@@ -247,6 +383,8 @@ int main(int argc, char** argv) {
     s = rsd::Tokenize();
   } else if (cmd == "generate") {
     s = rsd::Generate();
+  } else if (cmd == "chat") {
+    s = rsd::Chat();
   } else if (cmd == "bench") {
     s = rsd::Bench();
   } else {
