@@ -74,11 +74,12 @@ __attribute__((target("avx2"))) void BlockIntDotsAvx2(DType t, const uint8_t* w,
 
 // The arithmetic every path follows (so every path gives the same bits):
 //   for each block b, for each lane j in 0..7: p_j = sum of the four products w_i * q_i with
-//   i in [4j, 4j+4) (exact int; Q4_0 uses w_i = nibble - 8), and lane[j] += (dw * da) * p_j;
+//   i in [4j, 4j+4) (exact int; Q4_0 uses w_i = nibble - 8), and acc[b % 4][j] += (dw * da) * p_j;
 //   Q4_1 also adds mw * s_b into offset lane b % 4;
-//   result = fold(lane) + ((off0 + off1) + (off2 + off3)), fold = tree j += j+4, j+2, j+1.
-// This is the AVX2 register layout of maddubs + madd, so the vector path needs no horizontal sum
-// per block.
+//   result = Fold8((acc0 + acc1) + (acc2 + acc3)) + ((off0 + off1) + (off2 + off3)),
+//   Fold8 = tree j += j+4, j+2, j+1.
+// Eight lanes are the AVX2 register layout of maddubs + madd (no horizontal sum per block), and
+// four accumulators keep the adds of consecutive blocks independent.
 inline int32_t WeightInt(DType t, const uint8_t* qs, int i) {
   if (t == DType::kQ8_0) return static_cast<int8_t>(qs[i]);
   const int nib = i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4);
@@ -93,7 +94,7 @@ inline float FoldEight(float* lane) {
 }
 
 float QuantDotScalar(DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
-  float lane[8] = {0}, off[4] = {0};
+  float acc[4][8] = {}, off[4] = {0};
   const size_t bb = DTypeBlockBytes(t);
   const int qo = QsOffset(t);
   for (int64_t b = 0; b < nb; ++b) {
@@ -103,10 +104,12 @@ float QuantDotScalar(DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
     for (int j = 0; j < 8; ++j) {
       int32_t p = 0;
       for (int i = 4 * j; i < 4 * j + 4; ++i) p += WeightInt(t, blk + qo, i) * q[i];
-      lane[j] = lane[j] + scale * static_cast<float>(p);
+      acc[b & 3][j] = acc[b & 3][j] + scale * static_cast<float>(p);
     }
     if (t == DType::kQ4_1) off[b & 3] = off[b & 3] + F16ToF32(LoadU16(blk + 2)) * a.s[b];
   }
+  float lane[8];
+  for (int j = 0; j < 8; ++j) lane[j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
   return FoldEight(lane) + ((off[0] + off[1]) + (off[2] + off[3]));
 }
 
@@ -117,23 +120,24 @@ __attribute__((target("avx2,f16c"))) inline __m128 Load4F16(const uint8_t* p, si
 }
 
 // One block's eight int partial sums for activation `act` against the unpacked weight block.
-__attribute__((target("avx2"))) inline __m256i BlockLanes(DType t, __m256i wv, __m256i wraw,
-                                                          __m256i act) {
+template <DType T>
+__attribute__((target("avx2"))) inline __m256i BlockLanes(__m256i wv, __m256i wraw, __m256i act) {
   const __m256i ones = _mm256_set1_epi16(1);
-  if (t == DType::kQ8_0) {
+  if constexpr (T == DType::kQ8_0) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(act, wraw)), ones);
   }
   __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, act), ones);
-  if (t == DType::kQ4_0) {
+  if constexpr (T == DType::kQ4_0) {
     p = _mm256_sub_epi32(
         p, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), act), ones));
   }
   return p;
 }
 
-__attribute__((target("avx2"))) inline void UnpackBlock(DType t, const uint8_t* qs, __m256i* wv,
+template <DType T>
+__attribute__((target("avx2"))) inline void UnpackBlock(const uint8_t* qs, __m256i* wv,
                                                         __m256i* wraw) {
-  if (t == DType::kQ8_0) {
+  if constexpr (T == DType::kQ8_0) {
     *wraw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
     *wv = _mm256_sign_epi8(*wraw, *wraw);
   } else {
@@ -146,38 +150,44 @@ __attribute__((target("avx2"))) inline void UnpackBlock(DType t, const uint8_t* 
 
 // R activation rows at once: each weight block is unpacked once and used R times. Every row's
 // operations are exactly those of R = 1 (and of the scalar path), so the row count never changes
-// a bit. Blocks go in groups of four so scales and Q4_1 offsets load as vectors; the offset lanes
-// are then one SSE register (block b in lane b % 4).
-template <int R>
-__attribute__((target("avx2,f16c"))) void QuantDotRowsAvx2(DType t, const uint8_t* w,
-                                                             const Q8Row* a, int64_t nb,
-                                                             float* out) {
-  const size_t bb = DTypeBlockBytes(t);
-  const int qo = QsOffset(t);
-  __m256 acc[R];
+// a bit. Blocks go in groups of four: block b of the group into accumulator b % 4.
+template <DType T, int R>
+__attribute__((target("avx2,f16c"))) void QuantDotRowsAvx2(const uint8_t* w, const Q8Row* a,
+                                                             int64_t nb, float* out) {
+  constexpr size_t bb = DTypeBlockBytes(T);
+  constexpr int qo = QsOffset(T);
+  __m256 acc[R][4];
   __m128 off[R];
+#pragma GCC unroll 2
   for (int r = 0; r < R; ++r) {
-    acc[r] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) acc[r][k] = _mm256_setzero_ps();
     off[r] = _mm_setzero_ps();
   }
   int64_t b = 0;
   for (; b + 4 <= nb; b += 4) {
     const uint8_t* blk = w + b * bb;
     __m256i wv[4], wraw[4];
-    for (int k = 0; k < 4; ++k) UnpackBlock(t, blk + k * bb + qo, &wv[k], &wraw[k]);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) UnpackBlock<T>(blk + k * bb + qo, &wv[k], &wraw[k]);
     const __m128 dw = Load4F16(blk, bb);
-    const __m128 mw = t == DType::kQ4_1 ? Load4F16(blk + 2, bb) : _mm_setzero_ps();
+    __m128 mw = _mm_setzero_ps();
+    if constexpr (T == DType::kQ4_1) mw = Load4F16(blk + 2, bb);
+#pragma GCC unroll 2
     for (int r = 0; r < R; ++r) {
       alignas(16) float sc[4];
       _mm_store_ps(sc, _mm_mul_ps(dw, _mm_loadu_ps(a[r].d + b)));
+#pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const __m256i act =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + (b + k) * kQBlock));
-        const __m256i p = BlockLanes(t, wv[k], wraw[k], act);
-        acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
-                                                     _mm256_cvtepi32_ps(p)));
+        const __m256i p = BlockLanes<T>(wv[k], wraw[k], act);
+        acc[r][k] = _mm256_add_ps(acc[r][k], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
+                                                           _mm256_cvtepi32_ps(p)));
       }
-      if (t == DType::kQ4_1) off[r] = _mm_add_ps(off[r], _mm_mul_ps(mw, _mm_loadu_ps(a[r].s + b)));
+      if constexpr (T == DType::kQ4_1) {
+        off[r] = _mm_add_ps(off[r], _mm_mul_ps(mw, _mm_loadu_ps(a[r].s + b)));
+      }
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -186,18 +196,33 @@ __attribute__((target("avx2,f16c"))) void QuantDotRowsAvx2(DType t, const uint8_
     for (int64_t c = b; c < nb; ++c) {
       const uint8_t* blk = w + c * bb;
       __m256i wv, wraw;
-      UnpackBlock(t, blk + qo, &wv, &wraw);
+      UnpackBlock<T>(blk + qo, &wv, &wraw);
       const __m256i act =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + c * kQBlock));
       const float scale = _cvtsh_ss(LoadU16(blk)) * a[r].d[c];
-      acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_set1_ps(scale),
-                                                   _mm256_cvtepi32_ps(BlockLanes(t, wv, wraw, act))));
-      if (t == DType::kQ4_1) offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a[r].s[c];
+      acc[r][c & 3] = _mm256_add_ps(acc[r][c & 3],
+                                    _mm256_mul_ps(_mm256_set1_ps(scale),
+                                                  _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
+      if constexpr (T == DType::kQ4_1) {
+        offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a[r].s[c];
+      }
     }
-    alignas(32) float lane[8];
-    _mm256_store_ps(lane, acc[r]);
-    out[r] = FoldEight(lane) + ((offl[0] + offl[1]) + (offl[2] + offl[3]));
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]),
+                                     _mm256_add_ps(acc[r][2], acc[r][3]));
+    // Fold8 in registers: j += j+4, then j += j+2, then j += j+1.
+    __m128 v = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
+    out[r] = _mm_cvtss_f32(v) + ((offl[0] + offl[1]) + (offl[2] + offl[3]));
   }
+}
+
+template <DType T>
+void QuantDotRowsAvx2Dispatch(const uint8_t* w, const Q8Row* a, int64_t n_rows, int64_t nb,
+                              float* out) {
+  int64_t r = 0;
+  for (; r + 2 <= n_rows; r += 2) QuantDotRowsAvx2<T, 2>(w, a + r, nb, out + r);
+  for (; r < n_rows; ++r) QuantDotRowsAvx2<T, 1>(w, a + r, nb, out + r);
 }
 
 }  // namespace
@@ -246,9 +271,13 @@ void QuantDotRows(Isa isa, DType t, const uint8_t* w, const Q8Row* a, int64_t n_
     for (int64_t r = 0; r < n_rows; ++r) out[r] = QuantDotScalar(t, w, a[r], nb);
     return;
   }
-  int64_t r = 0;
-  for (; r + 4 <= n_rows; r += 4) QuantDotRowsAvx2<4>(t, w, a + r, nb, out + r);
-  for (; r < n_rows; ++r) QuantDotRowsAvx2<1>(t, w, a + r, nb, out + r);
+  if (t == DType::kQ4_1) {
+    QuantDotRowsAvx2Dispatch<DType::kQ4_1>(w, a, n_rows, nb, out);
+  } else if (t == DType::kQ4_0) {
+    QuantDotRowsAvx2Dispatch<DType::kQ4_0>(w, a, n_rows, nb, out);
+  } else {
+    QuantDotRowsAvx2Dispatch<DType::kQ8_0>(w, a, n_rows, nb, out);
+  }
 }
 
 }  // namespace rsd::cpu
