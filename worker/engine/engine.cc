@@ -63,6 +63,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                                    options.hot_budget_tokens));
   }
   e->spill_kv_ = options.spill_form == "kv";
+  if (options.evict == "window") {
+    e->evict_ = Evict::kWindow;
+  } else if (options.evict == "streaming") {
+    e->evict_ = Evict::kStreaming;
+  } else if (options.evict != "exact") {
+    return absl::InvalidArgumentError(absl::StrCat("eviction policy '", options.evict,
+                                                   "' is not one of exact, window, streaming"));
+  }
   if (options.hot_budget_tokens > 0) {
     // A budget below one block rounds up to one block.
     e->budget_blocks_ = std::max(1, (options.hot_budget_tokens + m.block_tokens() - 1) /
@@ -174,10 +182,19 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
   while (HotBlocks(s) + incoming > budget_blocks_) {
     int32_t victim = -1;
     for (size_t c = 0; c < s.blocks.size(); ++c) {
+      // StreamingLLM keeps block 0 (the attention sinks) while anything else can go.
+      if (evict_ == Evict::kStreaming && c == 0 && HotBlocks(s) > 1) continue;
       if (s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached) {
         victim = static_cast<int32_t>(c);
         break;
       }
+    }
+    if (victim >= 0 && evict_ != Evict::kExact) {
+      // Lossy baseline: the block is gone; attention skips it from now on.
+      pool_->Free(s.blocks[victim]);
+      s.blocks[victim] = -2;
+      s.dropped.insert(std::upper_bound(s.dropped.begin(), s.dropped.end(), victim), victim);
+      continue;
     }
     if (victim < 0) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -258,8 +275,11 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     }
     RSD_RETURN_IF_ERROR(EnsureBlocks(s, end));
     tables[i] = s.blocks;
+    int32_t any_hot = 0;
+    for (int32_t b : s.blocks) any_hot = b >= 0 ? b : any_hot;
     for (int32_t& b : tables[i]) {
-      if (b < 0) b = s.scratch;  // evicted: rebuilt into the scratch block when needed
+      if (b == -1) b = s.scratch;  // evicted: rebuilt into the scratch block when needed
+      if (b == -2) b = any_hot;    // dropped (lossy baselines): skipped by attention
     }
     SeqInput in;
     in.tokens = feeds[i];
@@ -269,6 +289,7 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     in.evicted_chunks = s.evicted;
     in.scratch_block = s.scratch;
     in.loader = &s.loader;
+    in.dropped_chunks = s.dropped;
     inputs.push_back(in);
   }
   bool keep_any = options_.keep_residuals;
@@ -317,6 +338,10 @@ absl::Status Engine::TruncateSequence(int32_t seq, int64_t n) {
     s.blocks.pop_back();
   }
   std::erase_if(s.evicted, [&](int32_t c) { return c >= keep_chunks; });
+  std::erase_if(s.dropped, [&](int32_t c) { return c >= keep_chunks; });
+  if (n % bt != 0 && n / bt < static_cast<int64_t>(s.blocks.size()) && s.blocks[n / bt] == -2) {
+    return absl::FailedPreconditionError("cannot roll back into a block a lossy policy dropped");
+  }
   // The chunk now holding the end of the history must be hot to take new tokens.
   const int32_t tail = static_cast<int32_t>(n / bt);
   if (n % bt != 0 && tail < static_cast<int32_t>(s.blocks.size()) && s.blocks[tail] < 0) {

@@ -39,6 +39,10 @@ struct EngineOptions {
   // Capture every processed token's residuals (layers 1..L-1) even when unbounded: sessions
   // that may spill between turns in the residual form need them (they cannot be derived later).
   bool keep_residuals = false;
+  // What leaves the pool over the hot budget: "exact" (checkpoints, rebuilt bit for bit) or a
+  // lossy baseline for comparison: "window" (drop the oldest blocks) or "streaming"
+  // (StreamingLLM: keep the first block as attention sinks plus the most recent ones).
+  std::string evict = "exact";
 };
 
 struct GenerateParams {
@@ -143,6 +147,7 @@ class Engine {
     int64_t cached = 0;           // tokens[0, cached) have K/V; the rest are pending
     std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
     std::vector<int32_t> evicted;  // ascending chunk ids
+    std::vector<int32_t> dropped;  // lossy baselines: ascending chunk ids attention skips
     int32_t scratch = -1;          // rebuild scratch block, while anything is evicted
     int32_t peak_hot = 0;
     // Checkpoints of evicted and hot chunks, host memory (the warm tier):
@@ -178,6 +183,7 @@ class Engine {
   int32_t next_seq_ = 1;
   int32_t budget_blocks_ = 0;  // 0: unbounded
   bool spill_kv_ = false;
+  enum class Evict { kExact, kWindow, kStreaming } evict_ = Evict::kExact;
 };
 
 }  // namespace rsd

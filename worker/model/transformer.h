@@ -46,6 +46,9 @@ struct SeqInput {
   std::span<const int32_t> evicted_chunks;
   int32_t scratch_block = -1;
   const ChunkLoader* loader = nullptr;
+  // Lossy baselines only (window, StreamingLLM, H2O): chunks (ascending) attention skips
+  // entirely. Their block_table entries are ignored. Never set on the exact path.
+  std::span<const int32_t> dropped_chunks;
 };
 
 // Chunks rebuilt by the forward, per source, since the last reset (tests prove the path ran).
@@ -136,6 +139,8 @@ class Transformer {
   std::unique_ptr<Workspace> ws_;
   RebuildCounters rebuilds_;
   std::vector<int64_t> table_offsets_;  // per sequence of the current call: offset in ws tables
+  std::vector<AttentionRow> host_rows_;  // the current call's attention rows (host copy)
+  std::vector<int32_t> row_seq_;         // sequence index of each row
 };
 
 }  // namespace rsd

@@ -146,6 +146,7 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   std::vector<int64_t> logit_rows;
   out->logit_seq.clear();
   table_offsets_.clear();
+  row_seq_.clear();
   for (size_t s = 0; s < seqs.size(); ++s) {
     const SeqInput& in = seqs[s];
     const int64_t end = in.start_pos + static_cast<int64_t>(in.tokens.size());
@@ -160,6 +161,7 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
       sblock.push_back(in.block_table[p / block_tokens_]);
       soff.push_back(p % block_tokens_);
       arows.push_back(AttentionRow{table_dev, p + 1});
+      row_seq_.push_back(static_cast<int32_t>(s));
       if (in.all_logits || i + 1 == in.tokens.size()) {
         logit_rows.push_back(static_cast<int64_t>(ids.size()) - 1);
         out->logit_seq.push_back(static_cast<int32_t>(s));
@@ -172,6 +174,7 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   backend_->CopyToDevice(w.slot_offset, soff.data(), n * 4);
   backend_->CopyToDevice(w.tables, tables.data(), tables.size() * 4);
   backend_->CopyToDevice(w.att_rows, arows.data(), n * sizeof(AttentionRow));
+  host_rows_ = arows;
 
   const int64_t d = c.d_model;
   Tensor x = w.x.Rows(0, n), xn = w.xn.Rows(0, n), q = w.q.Rows(0, n), k = w.k.Rows(0, n),
@@ -226,7 +229,7 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
   for (const SeqInput& in : seqs) {
     const int64_t end = in.start_pos + static_cast<int64_t>(in.tokens.size());
     max_chunks = std::max<int>(max_chunks, static_cast<int>((end + block_tokens_ - 1) / block_tokens_));
-    bounded = bounded || !in.evicted_chunks.empty();
+    bounded = bounded || !in.evicted_chunks.empty() || !in.dropped_chunks.empty();
   }
   if (!bounded) {
     backend_->Attention(q, w.att_rows, layer, shape, pool, out);
@@ -235,15 +238,19 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
   // Chunk-major: hot runs in one call; each evicted chunk is rebuilt into its sequence's scratch
   // block, the table entry pointed at it, and merged on its own. One scratch block per sequence.
   backend_->AttentionBegin(shape, q.rows, w.att_state);
-  std::vector<size_t> cursor(seqs.size(), 0);
+  std::vector<size_t> cursor(seqs.size(), 0), dcursor(seqs.size(), 0);
   int run = 0;
   for (int ch = 0; ch < max_chunks; ++ch) {
-    bool any = false;
+    bool any_evicted = false, any_dropped = false;
+    std::vector<bool> drops(seqs.size(), false);
     for (size_t s = 0; s < seqs.size(); ++s) {
       const auto& ev = seqs[s].evicted_chunks;
-      if (cursor[s] < ev.size() && ev[cursor[s]] == ch) any = true;
+      if (cursor[s] < ev.size() && ev[cursor[s]] == ch) any_evicted = true;
+      const auto& dr = seqs[s].dropped_chunks;
+      while (dcursor[s] < dr.size() && dr[dcursor[s]] < ch) ++dcursor[s];
+      if (dcursor[s] < dr.size() && dr[dcursor[s]] == ch) drops[s] = any_dropped = true;
     }
-    if (!any) continue;
+    if (!any_evicted && !any_dropped) continue;
     if (run < ch) {
       backend_->AttentionChunks(q, w.att_rows, layer, run, ch, shape, pool, w.att_state);
     }
@@ -255,7 +262,20 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
         ++cursor[s];
       }
     }
+    if (any_dropped) {
+      // Rows of a sequence that dropped this chunk end before it for this one call (the kernel
+      // skips chunks past a row's keys); the others merge it as usual.
+      std::vector<AttentionRow> rows = host_rows_;
+      for (size_t r = 0; r < rows.size(); ++r) {
+        if (drops[row_seq_[r]]) rows[r].n_keys = 0;
+      }
+      backend_->CopyToDevice(w.att_rows, rows.data(), rows.size() * sizeof(AttentionRow));
+    }
     backend_->AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, w.att_state);
+    if (any_dropped) {
+      backend_->CopyToDevice(w.att_rows, host_rows_.data(),
+                             host_rows_.size() * sizeof(AttentionRow));
+    }
     run = ch + 1;
   }
   if (run < max_chunks) {
