@@ -74,6 +74,11 @@ struct AttentionState {
   float* m = nullptr;
   float* l = nullptr;
   float* acc = nullptr;
+  // Optional (lossy baselines such as H2O): each merged chunk's own max and sum, at
+  // [(row * n_heads + head) * chunk_stride + chunk]. Writing them never changes the result.
+  float* chunk_max = nullptr;
+  float* chunk_sum = nullptr;
+  int chunk_stride = 0;
 };
 
 // RoPE as a precomputed table of cos/sin per (position, pair): [max_pos, head_dim/2] each.

@@ -38,6 +38,9 @@ ABSL_FLAG(int, hot_budget_tokens, 0,
           "per-sequence hot K/V budget in tokens (0: unbounded; rounds up to whole blocks)");
 ABSL_FLAG(std::string, spill_form, "residual", "form of blocks over the budget: residual or kv");
 ABSL_FLAG(int, block_tokens, 16, "K/V block size (= attention chunk) in tokens");
+ABSL_FLAG(std::string, evict, "exact",
+          "over the hot budget: exact (checkpoints, rebuilt bit for bit) or a lossy baseline: "
+          "window, streaming, h2o");
 ABSL_FLAG(std::string, script, "", "chat: JSON Lines of {\"role\": \"user\", \"content\": ...}");
 ABSL_FLAG(std::string, data_dir, "", "chat: sessions persist here (RocksDB)");
 ABSL_FLAG(std::string, session, "default", "chat: session name within --data-dir");
@@ -68,6 +71,7 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
   o.spill_form = absl::GetFlag(FLAGS_spill_form) == "tokens" ? "residual"
                                                              : absl::GetFlag(FLAGS_spill_form);
   o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
+  o.evict = absl::GetFlag(FLAGS_evict);
   return Engine::Create(o);
 }
 
@@ -249,6 +253,7 @@ absl::Status Chat() {
   o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
   o.spill_form = between == SpillForm::kKv ? "kv" : "residual";
   o.keep_residuals = between == SpillForm::kResidual;
+  o.evict = absl::GetFlag(FLAGS_evict);
   RSD_ASSIGN_OR_RETURN(auto engine, Engine::Create(o));
   SessionManagerOptions so;
   so.data_dir = absl::GetFlag(FLAGS_data_dir);

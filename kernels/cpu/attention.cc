@@ -18,8 +18,8 @@ namespace {
 // (Exp(-inf) = 0, Exp(0) = 1).
 void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, int layer,
                  int kv_head, int c0, int c1, const AttentionShape& shape, const KvPoolView& pool,
-                 float* m, float* l, float* acc, std::vector<float>& scores,
-                 std::vector<float>& chunk_acc) {
+                 float* m, float* l, float* acc, float* stat_max, float* stat_sum,
+                 std::vector<float>& scores, std::vector<float>& chunk_acc) {
   const int hd = shape.head_dim, bt = pool.block_tokens;
   scores.resize(bt);
   chunk_acc.resize(hd);
@@ -41,6 +41,10 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
       lc = lc + p;
       const float* v = V + static_cast<int64_t>(j) * pool.kv_dim;
       for (int i = 0; i < hd; ++i) chunk_acc[i] = chunk_acc[i] + p * v[i];
+    }
+    if (stat_max != nullptr) {
+      stat_max[c] = mc;
+      stat_sum[c] = lc;
     }
     const float mn = std::max(*m, mc);
     const float a = Exp(*m - mn), b = Exp(mc - mn);
@@ -71,8 +75,10 @@ void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows
       const int64_t r = it / shape.n_heads;
       const int h = static_cast<int>(it % shape.n_heads);
       const float* qh = q.f32() + r * q.cols + static_cast<int64_t>(h) * hd;
+      float* smax = st.chunk_max ? st.chunk_max + it * st.chunk_stride : nullptr;
+      float* ssum = st.chunk_sum ? st.chunk_sum + it * st.chunk_stride : nullptr;
       MergeChunks(ctx, qh, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
-                  st.m + it, st.l + it, st.acc + it * hd, scores, chunk_acc);
+                  st.m + it, st.l + it, st.acc + it * hd, smax, ssum, scores, chunk_acc);
     }
   });
   ctx.NoteThreads(used);

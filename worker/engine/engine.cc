@@ -67,9 +67,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     e->evict_ = Evict::kWindow;
   } else if (options.evict == "streaming") {
     e->evict_ = Evict::kStreaming;
+  } else if (options.evict == "h2o") {
+    e->evict_ = Evict::kH2O;
   } else if (options.evict != "exact") {
-    return absl::InvalidArgumentError(absl::StrCat("eviction policy '", options.evict,
-                                                   "' is not one of exact, window, streaming"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "eviction policy '", options.evict, "' is not one of exact, window, streaming, h2o"));
   }
   if (options.hot_budget_tokens > 0) {
     // A budget below one block rounds up to one block.
@@ -189,6 +191,22 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
         break;
       }
     }
+    if (evict_ == Evict::kH2O) {
+      // The full hot block with the least accumulated attention mass, sparing the newest one.
+      int32_t newest = -1;
+      for (size_t c = 0; c < s.blocks.size(); ++c) {
+        if (s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached) newest = c;
+      }
+      victim = -1;
+      for (int32_t c = 0; c < newest; ++c) {
+        if (s.blocks[c] < 0) continue;
+        const double mc = c < static_cast<int32_t>(s.mass.size()) ? s.mass[c] : 0.0;
+        const double mv = victim >= 0 && victim < static_cast<int32_t>(s.mass.size())
+                              ? s.mass[victim] : 0.0;
+        if (victim < 0 || mc < mv) victim = c;
+      }
+      if (victim < 0) victim = newest;
+    }
     if (victim >= 0 && evict_ != Evict::kExact) {
       // Lossy baseline: the block is gone; attention skips it from now on.
       pool_->Free(s.blocks[victim]);
@@ -290,6 +308,7 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     in.scratch_block = s.scratch;
     in.loader = &s.loader;
     in.dropped_chunks = s.dropped;
+    if (evict_ == Evict::kH2O && bounded()) in.attention_mass = &s.mass;
     inputs.push_back(in);
   }
   bool keep_any = options_.keep_residuals;

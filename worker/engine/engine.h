@@ -40,8 +40,9 @@ struct EngineOptions {
   // that may spill between turns in the residual form need them (they cannot be derived later).
   bool keep_residuals = false;
   // What leaves the pool over the hot budget: "exact" (checkpoints, rebuilt bit for bit) or a
-  // lossy baseline for comparison: "window" (drop the oldest blocks) or "streaming"
-  // (StreamingLLM: keep the first block as attention sinks plus the most recent ones).
+  // lossy baseline for comparison: "window" (drop the oldest blocks), "streaming" (StreamingLLM:
+  // keep the first block as attention sinks plus the most recent ones) or "h2o" (Heavy-Hitter
+  // Oracle: keep the most recent block and the blocks with the most accumulated attention mass).
   std::string evict = "exact";
 };
 
@@ -148,6 +149,7 @@ class Engine {
     std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
     std::vector<int32_t> evicted;  // ascending chunk ids
     std::vector<int32_t> dropped;  // lossy baselines: ascending chunk ids attention skips
+    std::vector<double> mass;      // H2O: accumulated attention mass per chunk
     int32_t scratch = -1;          // rebuild scratch block, while anything is evicted
     int32_t peak_hot = 0;
     // Checkpoints of evicted and hot chunks, host memory (the warm tier):
@@ -183,7 +185,7 @@ class Engine {
   int32_t next_seq_ = 1;
   int32_t budget_blocks_ = 0;  // 0: unbounded
   bool spill_kv_ = false;
-  enum class Evict { kExact, kWindow, kStreaming } evict_ = Evict::kExact;
+  enum class Evict { kExact, kWindow, kStreaming, kH2O } evict_ = Evict::kExact;
 };
 
 }  // namespace rsd

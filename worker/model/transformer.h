@@ -49,6 +49,9 @@ struct SeqInput {
   // Lossy baselines only (window, StreamingLLM, H2O): chunks (ascending) attention skips
   // entirely. Their block_table entries are ignored. Never set on the exact path.
   std::span<const int32_t> dropped_chunks;
+  // H2O: if set, each chunk's share of the softmax mass (summed over layers, heads and the new
+  // tokens) is added to (*attention_mass)[chunk]. Reported by the kernel without changing results.
+  std::vector<double>* attention_mass = nullptr;
 };
 
 // Chunks rebuilt by the forward, per source, since the last reset (tests prove the path ran).
@@ -125,6 +128,9 @@ class Transformer {
   // Attention of `layer` for the batch, rebuilding evicted chunks into scratch blocks.
   absl::Status AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
                            const KvPoolView& pool, Tensor out);
+  // Adds each chunk's softmax share to the sequences that asked for it (H2O).
+  void AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st, int64_t n_rows,
+                      int max_chunks, std::vector<void*>& buffers);
   // Rebuilds K/V of `layer` for evicted chunk `chunk` into block `scratch` of the pool.
   absl::Status RebuildChunk(int layer, int32_t chunk, const SeqInput& in, const KvPoolView& pool);
 

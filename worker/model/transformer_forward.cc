@@ -229,7 +229,8 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
   for (const SeqInput& in : seqs) {
     const int64_t end = in.start_pos + static_cast<int64_t>(in.tokens.size());
     max_chunks = std::max<int>(max_chunks, static_cast<int>((end + block_tokens_ - 1) / block_tokens_));
-    bounded = bounded || !in.evicted_chunks.empty() || !in.dropped_chunks.empty();
+    bounded = bounded || !in.evicted_chunks.empty() || !in.dropped_chunks.empty() ||
+              in.attention_mass != nullptr;
   }
   if (!bounded) {
     backend_->Attention(q, w.att_rows, layer, shape, pool, out);
@@ -237,7 +238,21 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
   }
   // Chunk-major: hot runs in one call; each evicted chunk is rebuilt into its sequence's scratch
   // block, the table entry pointed at it, and merged on its own. One scratch block per sequence.
-  backend_->AttentionBegin(shape, q.rows, w.att_state);
+  AttentionState st = w.att_state;
+  bool want_mass = false;
+  for (const SeqInput& in : seqs) want_mass = want_mass || in.attention_mass != nullptr;
+  std::vector<void*> stat_buffers;
+  if (want_mass) {
+    const size_t n = static_cast<size_t>(q.rows) * c.n_heads * max_chunks;
+    for (float** p : {&st.chunk_max, &st.chunk_sum}) {
+      *p = static_cast<float*>(backend_->Alloc(n * sizeof(float)));
+      RSD_CHECK(*p != nullptr);
+      stat_buffers.push_back(*p);
+      backend_->Fill(*p, 0xFF, n * sizeof(float));  // NaN: chunks a row never merged
+    }
+    st.chunk_stride = max_chunks;
+  }
+  backend_->AttentionBegin(shape, q.rows, st);
   std::vector<size_t> cursor(seqs.size(), 0), dcursor(seqs.size(), 0);
   int run = 0;
   for (int ch = 0; ch < max_chunks; ++ch) {
@@ -252,7 +267,7 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
     }
     if (!any_evicted && !any_dropped) continue;
     if (run < ch) {
-      backend_->AttentionChunks(q, w.att_rows, layer, run, ch, shape, pool, w.att_state);
+      backend_->AttentionChunks(q, w.att_rows, layer, run, ch, shape, pool, st);
     }
     for (size_t s = 0; s < seqs.size(); ++s) {
       const auto& ev = seqs[s].evicted_chunks;
@@ -271,7 +286,7 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
       }
       backend_->CopyToDevice(w.att_rows, rows.data(), rows.size() * sizeof(AttentionRow));
     }
-    backend_->AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, w.att_state);
+    backend_->AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, st);
     if (any_dropped) {
       backend_->CopyToDevice(w.att_rows, host_rows_.data(),
                              host_rows_.size() * sizeof(AttentionRow));
@@ -279,10 +294,37 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
     run = ch + 1;
   }
   if (run < max_chunks) {
-    backend_->AttentionChunks(q, w.att_rows, layer, run, max_chunks, shape, pool, w.att_state);
+    backend_->AttentionChunks(q, w.att_rows, layer, run, max_chunks, shape, pool, st);
   }
-  backend_->AttentionFinish(shape, q.rows, w.att_state, out);
+  backend_->AttentionFinish(shape, q.rows, st, out);
+  if (want_mass) AccumulateMass(seqs, st, q.rows, max_chunks, stat_buffers);
   return absl::OkStatus();
+}
+
+void Transformer::AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st,
+                                 int64_t n_rows, int max_chunks, std::vector<void*>& buffers) {
+  const int nh = config_.n_heads;
+  const size_t items = static_cast<size_t>(n_rows) * nh;
+  std::vector<float> m(items), l(items), cmax(items * max_chunks), csum(items * max_chunks);
+  backend_->CopyToHost(m.data(), st.m, items * sizeof(float));
+  backend_->CopyToHost(l.data(), st.l, items * sizeof(float));
+  backend_->CopyToHost(cmax.data(), st.chunk_max, cmax.size() * sizeof(float));
+  backend_->CopyToHost(csum.data(), st.chunk_sum, csum.size() * sizeof(float));
+  for (void* p : buffers) backend_->Free(p);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    std::vector<double>* mass = seqs[row_seq_[r]].attention_mass;
+    if (mass == nullptr) continue;
+    if (static_cast<int>(mass->size()) < max_chunks) mass->resize(max_chunks, 0.0);
+    for (int h = 0; h < nh; ++h) {
+      const size_t it = static_cast<size_t>(r) * nh + h;
+      for (int ch = 0; ch < max_chunks; ++ch) {
+        const float mc = cmax[it * max_chunks + ch];
+        if (mc != mc) continue;  // not merged (past the row's keys, or dropped)
+        (*mass)[ch] += static_cast<double>(csum[it * max_chunks + ch]) *
+                       std::exp(static_cast<double>(mc) - m[it]) / l[it];
+      }
+    }
+  }
 }
 
 absl::Status Transformer::RebuildChunk(int layer, int32_t chunk, const SeqInput& in,
