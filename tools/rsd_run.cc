@@ -49,6 +49,9 @@ ABSL_FLAG(bool, spill_between_turns, true,
 ABSL_FLAG(bool, compare_unbounded, false,
           "chat: also run the script unbounded and never spilled, and report the token match");
 ABSL_FLAG(int64_t, warm_budget_bytes, 256ll << 20, "chat: warm (host) checkpoint budget");
+ABSL_FLAG(std::string, restore_from, "warm",
+          "chat: after the between-turn spill, leave checkpoints in the warm tier or demote them "
+          "to cold (RocksDB) so the next turn restores from there");
 ABSL_FLAG(std::string, threads_list, "1,2", "bench: thread counts to measure");
 ABSL_FLAG(int, bench_prompt_tokens, 128, "bench: prompt length for prefill");
 ABSL_FLAG(int, bench_decode_tokens, 64, "bench: tokens to decode");
@@ -290,7 +293,12 @@ absl::Status Chat() {
     j["decode_seconds"] = r.generation.decode_seconds;
     // Memory at the end of the turn, before the between-turn spill.
     j["hot_bytes"] = static_cast<int64_t>(engine->pool().used()) * static_cast<int64_t>(block_bytes);
-    if (absl::GetFlag(FLAGS_spill_between_turns)) RSD_RETURN_IF_ERROR(sessions->Spill(id, between));
+    if (absl::GetFlag(FLAGS_spill_between_turns)) {
+      RSD_RETURN_IF_ERROR(sessions->Spill(id, between));
+      if (absl::GetFlag(FLAGS_restore_from) == "cold") {
+        RSD_RETURN_IF_ERROR(sessions->DemoteToCold(id));
+      }
+    }
     j["spilled"] = absl::GetFlag(FLAGS_spill_between_turns) ? SpillFormName(between) : "none";
     j["warm_bytes"] = static_cast<int64_t>(sessions->warm_bytes());
     RSD_ASSIGN_OR_RETURN(int64_t cold, sessions->ColdBytes(id));

@@ -312,13 +312,15 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     inputs.push_back(in);
   }
   bool keep_any = options_.keep_residuals;
-  for (const Work& w : work) keep_any = keep_any || (bounded() && !Seq(w.seq).kv_form);
+  for (const Work& w : work) {
+    keep_any = keep_any || (bounded() && evict_ == Evict::kExact && !Seq(w.seq).kv_form);
+  }
   const bool capture = capture_residuals || keep_any;
   RSD_RETURN_IF_ERROR(model_->Forward(inputs, pool_->view(), capture, out));
   int64_t row0 = 0;
   for (size_t i = 0; i < work.size(); ++i) {
     Sequence& s = seqs_[work[i].seq];
-    if (!s.kv_form && (options_.keep_residuals || bounded())) {
+    if (!s.kv_form && (options_.keep_residuals || (bounded() && evict_ == Evict::kExact))) {
       CaptureResiduals(s, s.cached, static_cast<int64_t>(feeds[i].size()), *out, row0);
     }
     row0 += static_cast<int64_t>(feeds[i].size());
