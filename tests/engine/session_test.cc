@@ -184,7 +184,9 @@ TEST_F(Sessions, CorruptOrLostCheckpointsFallBackToTheTokenLogExactly) {
     for (size_t t = 3; t < kScript.size(); ++t) {
       auto r = h.sessions->Chat(*again, kScript[t], ParamsForTurn(t));
       ASSERT_TRUE(r.ok()) << r.status();
-      if (t == 3) EXPECT_EQ(r->restored_from, "tokens");
+      if (t == 3) {
+        EXPECT_EQ(r->restored_from, "tokens");
+      }
       EXPECT_EQ(r->generation.tokens, ref[t].tokens) << "turn " << t;
       EXPECT_EQ(r->generation.logit_hashes, ref[t].hashes) << "turn " << t;
     }
