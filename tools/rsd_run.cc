@@ -36,8 +36,14 @@ ABSL_FLAG(std::string, isa, "", "force a CPU ISA path: scalar, avx2, avx512");
 ABSL_FLAG(int, max_context, 0, "context limit (0: the model's)");
 ABSL_FLAG(int, hot_budget_tokens, 0,
           "per-sequence hot K/V budget in tokens (0: unbounded; rounds up to whole blocks)");
-ABSL_FLAG(std::string, spill_form, "residual", "form of blocks over the budget: residual or kv");
+ABSL_FLAG(std::string, spill_form, "residual",
+          "form of state leaving the hot pool: residual, kv, auto (per layer, calibrated); "
+          "chat also: tokens, none");
 ABSL_FLAG(int, block_tokens, 16, "K/V block size (= attention chunk) in tokens");
+ABSL_FLAG(double, planner_bytes_per_second, 0,
+          "--spill-form auto: tier bandwidth to plan with (0: measure host memcpy)");
+ABSL_FLAG(double, planner_rebuild_seconds, 0,
+          "--spill-form auto: rebuild time per chunk and layer (0: measure)");
 ABSL_FLAG(std::string, evict, "exact",
           "over the hot budget: exact (checkpoints, rebuilt bit for bit) or a lossy baseline: "
           "window, streaming, h2o");
@@ -75,6 +81,8 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
                                                              : absl::GetFlag(FLAGS_spill_form);
   o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
   o.evict = absl::GetFlag(FLAGS_evict);
+  o.planner_bytes_per_second = absl::GetFlag(FLAGS_planner_bytes_per_second);
+  o.planner_rebuild_seconds = absl::GetFlag(FLAGS_planner_rebuild_seconds);
   return Engine::Create(o);
 }
 
@@ -127,6 +135,7 @@ absl::Status Info() {
   j["smaller_form"] = b.residual < b.kv ? "residual" : "kv";
   j["model_fingerprint"] = engine->model_fingerprint();
   j["numerics_fingerprint"] = engine->numerics_fingerprint();
+  j["layer_forms"] = engine->PlanDescription();  // per layer: r = residual, k = kv
   j["backend"] = engine->backend().name();
   if (absl::GetFlag(FLAGS_json)) {
     std::cout << j.dump() << "\n";
@@ -254,8 +263,10 @@ absl::Status Chat() {
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.hot_budget_tokens = absl::GetFlag(FLAGS_hot_budget_tokens);
   o.block_tokens = absl::GetFlag(FLAGS_block_tokens);
-  o.spill_form = between == SpillForm::kKv ? "kv" : "residual";
-  o.keep_residuals = between == SpillForm::kResidual;
+  o.spill_form = between == SpillForm::kKv     ? "kv"
+                 : between == SpillForm::kAuto ? "auto"
+                                               : "residual";
+  o.keep_residuals = between == SpillForm::kResidual || between == SpillForm::kAuto;
   o.evict = absl::GetFlag(FLAGS_evict);
   RSD_ASSIGN_OR_RETURN(auto engine, Engine::Create(o));
   SessionManagerOptions so;

@@ -15,7 +15,7 @@
 namespace rsd {
 namespace {
 
-struct Run {
+struct RunResult {
   std::vector<int32_t> tokens;
   std::vector<uint64_t> hashes;
   RebuildCounters rebuilds;
@@ -23,9 +23,11 @@ struct Run {
 };
 
 // Two turns on one sequence: prompt, generate, then more user tokens and generate again.
-Run TwoTurns(const std::string& model, int budget_tokens, const std::string& form,
-             const SamplingParams& sampling, int block_tokens, int gen1, int gen2) {
+RunResult TwoTurns(const std::string& model, int budget_tokens, const std::string& form,
+             const SamplingParams& sampling, int block_tokens, int gen1, int gen2,
+             const std::string& layer_forms = "") {
   EngineOptions o;
+  o.layer_forms = layer_forms;
   o.model_path = model;
   o.threads = 2;
   o.block_tokens = block_tokens;
@@ -35,7 +37,7 @@ Run TwoTurns(const std::string& model, int budget_tokens, const std::string& for
   auto created = Engine::Create(o);
   RSD_CHECK(created.ok());
   Engine& e = **created;
-  Run run;
+  RunResult run;
   int32_t seq = e.CreateSequence();
   GenerateParams p;
   p.sampling = sampling;
@@ -71,13 +73,13 @@ void ExpectBoundedEqualsUnbounded(const std::string& path, int block_tokens, int
       sp.seed = 1234;
     }
     SCOPED_TRACE(sampled ? "seeded sampling" : "greedy");
-    const Run ref = TwoTurns(path, 0, "residual", sp, block_tokens, gen1, gen2);
+    const RunResult ref = TwoTurns(path, 0, "residual", sp, block_tokens, gen1, gen2);
     ASSERT_EQ(ref.tokens.size(), static_cast<size_t>(gen1 + gen2));
     EXPECT_EQ(ref.rebuilds.from_residual + ref.rebuilds.from_kv, 0u);
     for (const char* form : {"residual", "kv"}) {
       for (int budget : budgets) {
         SCOPED_TRACE(std::string(form) + " budget " + std::to_string(budget) + " tokens");
-        const Run got = TwoTurns(path, budget, form, sp, block_tokens, gen1, gen2);
+        const RunResult got = TwoTurns(path, budget, form, sp, block_tokens, gen1, gen2);
         EXPECT_EQ(got.tokens, ref.tokens);
         EXPECT_EQ(got.hashes, ref.hashes) << "logits differ";
         const int budget_blocks = std::max(1, (budget + block_tokens - 1) / block_tokens);
@@ -114,6 +116,28 @@ TEST(Bounded, SyntheticModelsBitIdenticalUnderEveryBudgetAndForm) {
     // Budgets: below one block (rounds up to one), a few blocks, about half the history.
     ExpectBoundedEqualsUnbounded(path, 4, 30, 20, {1, 12, 36});
   }
+}
+
+// Per-layer plans (what "auto" produces): mixed kv and residual layers, layer 0 from the token
+// embedding or from K/V, are exact too; and "auto" itself.
+TEST(Bounded, MixedPerLayerFormsAndAutoAreBitIdentical) {
+  const auto* entry = testing::FindSyntheticModel("gqa");  // 3 layers
+  ASSERT_NE(entry, nullptr);
+  testing::SyntheticModel model(entry->options);
+  const std::string path = testing::MakeTempDir("rsd-bounded-mixed") + "/gqa.gguf";
+  ASSERT_TRUE(model.WriteGguf(path).ok());
+  SamplingParams greedy;
+  const RunResult ref = TwoTurns(path, 0, "residual", greedy, 4, 20, 12);
+  for (const char* plan : {"rkr", "krk", "kkr"}) {
+    const RunResult got = TwoTurns(path, 4, "residual", greedy, 4, 20, 12, plan);
+    EXPECT_EQ(got.tokens, ref.tokens) << plan;
+    EXPECT_EQ(got.hashes, ref.hashes) << plan;
+    EXPECT_GT(got.rebuilds.from_kv, 0u) << plan;
+    EXPECT_GT(got.rebuilds.from_residual, 0u) << plan;
+  }
+  const RunResult autoplan = TwoTurns(path, 4, "auto", greedy, 4, 20, 12);
+  EXPECT_EQ(autoplan.tokens, ref.tokens);
+  EXPECT_EQ(autoplan.hashes, ref.hashes);
 }
 
 TEST(Bounded, Stories260KBitIdenticalAtOneBlock) {

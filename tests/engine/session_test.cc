@@ -28,6 +28,7 @@ struct Harness {
   std::string model, dir;
   int budget_tokens = 0;
   std::string engine_form = "residual";
+  std::string layer_forms;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<SessionManager> sessions;
 
@@ -39,6 +40,7 @@ struct Harness {
     o.block_tokens = 4;
     o.hot_budget_tokens = budget_tokens;
     o.spill_form = engine_form;
+    o.layer_forms = layer_forms;
     o.keep_residuals = true;
     o.poison_freed_blocks = true;
     auto e = Engine::Create(o);
@@ -122,6 +124,24 @@ TEST_F(Sessions, SpilledAndRestoredTurnsAreBitIdentical) {
         const std::string want = form == SpillForm::kTokens ? "tokens"
                                  : std::string(where) == "warm" ? "warm" : "cold";
         for (size_t t = 1; t < got.size(); ++t) EXPECT_EQ(got[t].restored_from, want) << t;
+      }
+    }
+  }
+}
+
+TEST_F(Sessions, PerLayerFormsSpillAndRestoreBitIdentically) {
+  Harness ref_h{model_, testing::MakeTempDir("rsd-sessions-ref")};
+  const std::vector<Turn> ref = RunScript(ref_h, SpillForm::kNone, "hot");
+  for (int budget : {0, 1}) {
+    for (const char* where : {"warm", "restart"}) {
+      SCOPED_TRACE(std::string("plan krk from ") + where + " budget " + std::to_string(budget));
+      Harness h{model_, testing::MakeTempDir("rsd-sessions-auto"), budget, "residual", "krk"};
+      const std::vector<Turn> got = RunScript(h, SpillForm::kAuto, where);
+      ASSERT_EQ(got.size(), ref.size());
+      for (size_t t = 0; t < ref.size(); ++t) {
+        EXPECT_EQ(got[t].tokens, ref[t].tokens) << "turn " << t;
+        EXPECT_EQ(got[t].hashes, ref[t].hashes) << "turn " << t;
+        if (t > 0) EXPECT_NE(got[t].restored_from, "tokens") << "turn " << t;
       }
     }
   }

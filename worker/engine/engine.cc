@@ -1,6 +1,7 @@
 #include "worker/engine/engine.h"
 
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -54,15 +55,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   RSD_ASSIGN_OR_RETURN(e->pool_, KvBlockPool::Create(e->backend_.get(), m.config().n_layers,
                                                      m.kv_dim(), m.block_tokens(), budget));
   if (options.prefill_chunk < 1) return absl::InvalidArgumentError("prefill_chunk must be >= 1");
-  if (options.spill_form != "residual" && options.spill_form != "kv") {
+  if (options.spill_form != "residual" && options.spill_form != "kv" &&
+      options.spill_form != "auto") {
     return absl::InvalidArgumentError(absl::StrCat("spill form '", options.spill_form,
-                                                   "' is not one of residual, kv"));
+                                                   "' is not one of residual, kv, auto"));
   }
   if (options.hot_budget_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("hot budget must be >= 0 tokens, got ",
                                                    options.hot_budget_tokens));
   }
   e->spill_kv_ = options.spill_form == "kv";
+  RSD_RETURN_IF_ERROR(e->PlanLayers());
   if (options.evict == "window") {
     e->evict_ = Evict::kWindow;
   } else if (options.evict == "streaming") {
@@ -91,7 +94,7 @@ Engine::~Engine() {
 int32_t Engine::CreateSequence() {
   const int32_t id = next_seq_++;
   Sequence& s = seqs_[id];
-  s.kv_form = spill_kv_;
+  s.layer_kv = plan_;
   s.loader = [this, id](int layer, int32_t chunk, ChunkState* out) {
     return LoadChunk(seqs_.at(id), layer, chunk, out);
   };
@@ -125,8 +128,10 @@ SequenceMemory Engine::SequenceMemoryUse(int32_t seq) const {
   m.hot_blocks = HotBlocks(s) + (s.scratch >= 0 ? 1 : 0);
   m.peak_hot_blocks = s.peak_hot;
   m.evicted_blocks = static_cast<int32_t>(s.evicted.size());
-  for (const auto& [chunk, data] : s.checkpoints) {
-    m.checkpoint_bytes += static_cast<int64_t>(data.size() * sizeof(float));
+  for (const auto& [chunk, layers] : s.checkpoints) {
+    for (const auto& data : layers) {
+      m.checkpoint_bytes += static_cast<int64_t>(data.size() * sizeof(float));
+    }
   }
   return m;
 }
@@ -140,28 +145,35 @@ int64_t Engine::MaxStepTokens(int32_t seq) const {
 }
 
 absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const {
-  const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
-  if (!s.kv_form && layer == 0) {
+  const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
+  const bool kv = s.layer_kv[layer] != 0;
+  if (!kv && layer == 0) {
     out->kind = ChunkState::Kind::kTokens;
     out->tokens.assign(s.tokens.begin() + chunk * bt, s.tokens.begin() + (chunk + 1) * bt);
     return absl::OkStatus();
   }
   auto it = s.checkpoints.find(chunk);
-  if (it == s.checkpoints.end()) {
-    return absl::DataLossError(absl::StrCat("no checkpoint for evicted chunk ", chunk));
+  if (it == s.checkpoints.end() || it->second[layer].empty()) {
+    return absl::DataLossError(absl::StrCat("no checkpoint for evicted chunk ", chunk, " layer ",
+                                            layer));
   }
-  const float* base = it->second.data();
-  if (s.kv_form) {
+  const std::vector<float>& data = it->second[layer];
+  if (kv) {
     out->kind = ChunkState::Kind::kKv;
-    const float* k = base + static_cast<size_t>(layer) * 2 * bt * kvd;
-    out->k.assign(k, k + bt * kvd);
-    out->v.assign(k + bt * kvd, k + 2 * bt * kvd);
+    out->k.assign(data.begin(), data.begin() + bt * kvd);
+    out->v.assign(data.begin() + bt * kvd, data.end());
   } else {
     out->kind = ChunkState::Kind::kResidual;
-    const float* h = base + static_cast<size_t>(layer - 1) * bt * d;
-    out->h.assign(h, h + bt * d);
+    out->h = data;
   }
   return absl::OkStatus();
+}
+
+bool Engine::HasResidualLayers(const Sequence& s) const {
+  for (size_t l = 1; l < s.layer_kv.size(); ++l) {
+    if (!s.layer_kv[l]) return true;
+  }
+  return false;
 }
 
 void Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
@@ -169,11 +181,13 @@ void Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const F
   const int64_t bt = model_->block_tokens(), d = config().d_model, L = config().n_layers;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t pos = first_pos + t;
-    std::vector<float>& ck = s.checkpoints[static_cast<int32_t>(pos / bt)];
-    ck.resize(static_cast<size_t>((L - 1) * bt * d));
+    std::vector<std::vector<float>>& ck = s.checkpoints[static_cast<int32_t>(pos / bt)];
+    ck.resize(static_cast<size_t>(L));
     for (int64_t l = 1; l < L; ++l) {
+      if (s.layer_kv[l]) continue;
+      ck[l].resize(static_cast<size_t>(bt * d));
       const float* src = r.residuals.data() + (l * r.n_rows + row0 + t) * d;
-      std::copy(src, src + d, ck.data() + ((l - 1) * bt + pos % bt) * d);
+      std::copy(src, src + d, ck[l].data() + (pos % bt) * d);
     }
   }
 }
@@ -219,16 +233,16 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
           "hot budget of ", budget_blocks_, " blocks cannot hold this step"));
     }
     const int32_t block = s.blocks[victim];
-    if (s.kv_form) {
-      std::vector<float>& ck = s.checkpoints[victim];
-      ck.resize(static_cast<size_t>(L * 2 * bt * kvd));
-      const KvPoolView& v = pool_->view();
-      for (int64_t l = 0; l < L; ++l) {
-        backend_->CopyToHost(ck.data() + l * 2 * bt * kvd, v.K(block, static_cast<int>(l)),
-                             2 * bt * kvd * sizeof(float));
+    std::vector<std::vector<float>>& ck = s.checkpoints[victim];
+    ck.resize(static_cast<size_t>(L));
+    for (int64_t l = 0; l < L; ++l) {
+      if (s.layer_kv[l]) {
+        ck[l].resize(static_cast<size_t>(2 * bt * kvd));
+        backend_->CopyToHost(ck[l].data(), pool_->view().K(block, static_cast<int>(l)),
+                             ck[l].size() * sizeof(float));
+      } else if (l > 0) {
+        RSD_CHECK(!ck[l].empty());  // captured when its tokens were processed
       }
-    } else {
-      RSD_CHECK(s.checkpoints.count(victim) == 1);  // captured when its tokens were processed
     }
     if (options_.poison_freed_blocks) pool_->Poison(block, 0xFF);
     pool_->Free(block);
@@ -313,14 +327,14 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
   }
   bool keep_any = options_.keep_residuals;
   for (const Work& w : work) {
-    keep_any = keep_any || (bounded() && evict_ == Evict::kExact && !Seq(w.seq).kv_form);
+    keep_any = keep_any || (bounded() && evict_ == Evict::kExact && HasResidualLayers(Seq(w.seq)));
   }
   const bool capture = capture_residuals || keep_any;
   RSD_RETURN_IF_ERROR(model_->Forward(inputs, pool_->view(), capture, out));
   int64_t row0 = 0;
   for (size_t i = 0; i < work.size(); ++i) {
     Sequence& s = seqs_[work[i].seq];
-    if (!s.kv_form && (options_.keep_residuals || (bounded() && evict_ == Evict::kExact))) {
+    if (HasResidualLayers(s) && (options_.keep_residuals || (bounded() && evict_ == Evict::kExact))) {
       CaptureResiduals(s, s.cached, static_cast<int64_t>(feeds[i].size()), *out, row0);
     }
     row0 += static_cast<int64_t>(feeds[i].size());
@@ -373,8 +387,16 @@ absl::Status Engine::TruncateSequence(int32_t seq, int64_t n) {
   // Checkpoints past the end are void; a K/V checkpoint of a chunk that is no longer full too
   // (residual rows before `n` stay valid and later rows are rewritten when recomputed).
   for (auto it = s.checkpoints.begin(); it != s.checkpoints.end();) {
-    const bool drop = it->first >= keep_chunks || (s.kv_form && it->first >= n / bt);
-    it = drop ? s.checkpoints.erase(it) : std::next(it);
+    if (it->first >= keep_chunks) {
+      it = s.checkpoints.erase(it);
+      continue;
+    }
+    if (it->first >= n / bt) {  // no longer full: its K/V copies are void
+      for (size_t l = 0; l < it->second.size(); ++l) {
+        if (s.layer_kv[l]) it->second[l].clear();
+      }
+    }
+    ++it;
   }
   if (s.evicted.empty() && s.scratch >= 0) {
     pool_->Free(s.scratch);
@@ -391,34 +413,27 @@ int32_t Engine::FullChunks(int32_t seq) const {
 absl::StatusOr<std::vector<float>> Engine::ChunkPayload(int32_t seq, int32_t chunk, int layer,
                                                         bool kv) const {
   const Sequence& s = seqs_.at(seq);
-  const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
+  const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
   if (chunk < 0 || chunk >= FullChunks(seq) || layer < 0 || layer >= config().n_layers ||
       (!kv && layer == 0)) {
     return absl::InvalidArgumentError(absl::StrCat("no payload for chunk ", chunk, " layer ",
                                                    layer));
   }
-  if (kv) {
+  if (kv && s.blocks[chunk] >= 0) {
     std::vector<float> out(static_cast<size_t>(2 * bt * kvd));
-    if (s.blocks[chunk] >= 0) {
-      backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer),
-                           out.size() * sizeof(float));
-      return out;
-    }
-    auto it = s.checkpoints.find(chunk);
-    if (!s.kv_form || it == s.checkpoints.end()) {
-      return absl::FailedPreconditionError(absl::StrCat("chunk ", chunk, " has no K/V copy"));
-    }
-    const float* k = it->second.data() + static_cast<size_t>(layer) * 2 * bt * kvd;
-    return std::vector<float>(k, k + 2 * bt * kvd);
+    backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer),
+                         out.size() * sizeof(float));
+    return out;
   }
   auto it = s.checkpoints.find(chunk);
-  if (s.kv_form || it == s.checkpoints.end()) {
+  const bool have = it != s.checkpoints.end() && static_cast<int>(it->second.size()) > layer &&
+                    !it->second[layer].empty() && (s.layer_kv[layer] != 0) == kv;
+  if (!have) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "chunk ", chunk, " has no residual checkpoint (the engine keeps residuals only with "
-        "keep_residuals or a residual-form budget)"));
+        "chunk ", chunk, " layer ", layer, " has no ", kv ? "K/V" : "residual",
+        " copy (residuals are kept only with keep_residuals or a residual-form budget)"));
   }
-  const float* h = it->second.data() + static_cast<size_t>(layer - 1) * bt * d;
-  return std::vector<float>(h, h + bt * d);
+  return it->second[layer];
 }
 
 absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
@@ -438,25 +453,30 @@ absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
 }
 
 absl::StatusOr<int32_t> Engine::ImportSequence(
-    std::span<const int32_t> tokens, int32_t n_chunks, bool kv,
+    std::span<const int32_t> tokens, int32_t n_chunks, const std::vector<uint8_t>& layer_kv,
     const std::function<absl::StatusOr<std::vector<float>>(int32_t, int)>& load) {
   const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
   const int64_t L = config().n_layers;
   if (static_cast<int64_t>(n_chunks) * bt > static_cast<int64_t>(tokens.size())) {
     return absl::InvalidArgumentError("more chunks than the history holds");
   }
+  if (static_cast<int64_t>(layer_kv.size()) != L) {
+    return absl::InvalidArgumentError(absl::StrCat("layer plan has ", layer_kv.size(),
+                                                   " layers, the model ", L));
+  }
   const int32_t seq = CreateSequence();
   Sequence& s = Seq(seq);
-  s.kv_form = kv;
+  s.layer_kv = layer_kv;
   s.tokens.assign(tokens.begin(), tokens.end());
   s.cached = static_cast<int64_t>(n_chunks) * bt;
   s.blocks.assign(n_chunks, -1);
   for (int32_t c = 0; c < n_chunks; ++c) {
-    std::vector<float>& ck = s.checkpoints[c];
-    ck.resize(static_cast<size_t>(kv ? L * 2 * bt * kvd : (L - 1) * bt * d));
-    for (int64_t l = kv ? 0 : 1; l < L; ++l) {
+    std::vector<std::vector<float>>& ck = s.checkpoints[c];
+    ck.resize(static_cast<size_t>(L));
+    for (int64_t l = 0; l < L; ++l) {
+      if (!layer_kv[l] && l == 0) continue;  // from the tokens
       absl::StatusOr<std::vector<float>> p = load(c, static_cast<int>(l));
-      const size_t want = static_cast<size_t>(kv ? 2 * bt * kvd : bt * d);
+      const size_t want = static_cast<size_t>(layer_kv[l] ? 2 * bt * kvd : bt * d);
       if (p.ok() && p->size() != want) {
         p = absl::DataLossError(absl::StrCat("chunk ", c, " layer ", l, " has ", p->size(),
                                              " values, expected ", want));
@@ -465,7 +485,7 @@ absl::StatusOr<int32_t> Engine::ImportSequence(
         DestroySequence(seq);
         return p.status();
       }
-      std::copy(p->begin(), p->end(), ck.data() + (kv ? l : l - 1) * want);
+      ck[l] = *std::move(p);
     }
     s.evicted.push_back(c);
   }
@@ -490,6 +510,67 @@ absl::StatusOr<int32_t> Engine::ImportSequence(
   }
   s.peak_hot = std::max(s.peak_hot, HotBlocks(s) + (s.scratch >= 0 ? 1 : 0));
   return seq;
+}
+
+absl::Status Engine::PlanLayers() {
+  const int L = config().n_layers;
+  const ModelConfig& c = config();
+  plan_.assign(L, spill_kv_ ? 1 : 0);
+  if (!options_.layer_forms.empty()) {
+    if (static_cast<int>(options_.layer_forms.size()) != L) {
+      return absl::InvalidArgumentError(absl::StrCat("layer_forms has ", options_.layer_forms.size(),
+                                                     " letters for ", L, " layers"));
+    }
+    for (int l = 0; l < L; ++l) {
+      const char f = options_.layer_forms[l];
+      if (f != 'r' && f != 'k') {
+        return absl::InvalidArgumentError(absl::StrCat("layer_forms letter '", std::string(1, f),
+                                                       "' is not r or k"));
+      }
+      plan_[l] = f == 'k';
+    }
+    return absl::OkStatus();
+  }
+  if (options_.spill_form != "auto") return absl::OkStatus();
+  // Calibrate: host bandwidth (a large copy) and the rebuild of one chunk of one layer.
+  const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
+  plan_bw_ = options_.planner_bytes_per_second;
+  if (plan_bw_ <= 0) {
+    std::vector<char> a(64 << 20, 1), b(64 << 20);
+    const double t0 = Now();
+    std::memcpy(b.data(), a.data(), a.size());
+    plan_bw_ = static_cast<double>(a.size()) / std::max(Now() - t0, 1e-9);
+  }
+  plan_rebuild_ = options_.planner_rebuild_seconds;
+  if (plan_rebuild_ <= 0) {
+    RSD_ASSIGN_OR_RETURN(int32_t block, pool_->Allocate());
+    ChunkState cs;
+    cs.kind = ChunkState::Kind::kResidual;
+    cs.h.assign(static_cast<size_t>(bt * c.d_model), 0.5f);
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      const double t0 = Now();
+      RSD_RETURN_IF_ERROR(model_->RebuildIntoBlock(L > 1 ? 1 : 0, 0, cs, block, pool_->view()));
+      best = std::min(best, Now() - t0);
+    }
+    pool_->Free(block);
+    model_->ResetRebuildCounters();
+    plan_rebuild_ = best;
+  }
+  // Restore cost per chunk-layer: bytes through the host tier, plus compute for residuals.
+  const double kv_cost = 2.0 * bt * kvd * sizeof(float) / plan_bw_;
+  const double res_cost = static_cast<double>(bt) * c.d_model * sizeof(float) / plan_bw_ + plan_rebuild_;
+  const double tok_cost = 4.0 * bt / plan_bw_ + plan_rebuild_;  // layer 0: ids -> embedding
+  for (int l = 0; l < L; ++l) plan_[l] = (l == 0 ? tok_cost : res_cost) < kv_cost ? 0 : 1;
+  return absl::OkStatus();
+}
+
+std::string Engine::PlanDescription() const {
+  std::string letters;
+  for (uint8_t k : plan_) letters += k ? 'k' : 'r';
+  if (options_.spill_form != "auto" || !options_.layer_forms.empty()) return letters;
+  return absl::StrCat(letters, " (host ", static_cast<int64_t>(plan_bw_ / 1e6), " MB/s, rebuild ",
+                      static_cast<int64_t>(plan_rebuild_ * 1e6), " us per chunk-layer)");
 }
 
 std::vector<int32_t> Engine::EncodePrompt(const std::string& text) const {

@@ -33,7 +33,13 @@ struct EngineOptions {
   // Over it, a sequence's oldest full blocks leave the pool as checkpoints in `spill_form` and
   // attention rebuilds them chunk by chunk into one scratch block (DESIGN.md section 4).
   int hot_budget_tokens = 0;
-  std::string spill_form = "residual";  // "residual" or "kv"
+  // "residual", "kv", or "auto": per layer, the form whose restore is fastest given the measured
+  // host bandwidth and rebuild compute (calibrated at start; layer 0's residual form is the token
+  // embedding). `layer_forms` overrides the plan: one letter per layer, 'r' or 'k'.
+  std::string spill_form = "residual";
+  std::string layer_forms;
+  double planner_bytes_per_second = 0;  // 0: measure (memcpy bandwidth)
+  double planner_rebuild_seconds = 0;   // per chunk-layer; 0: measure
   // Tests: overwrite blocks with NaN bytes when they leave the pool, so a stale read shows.
   bool poison_freed_blocks = false;
   // Capture every processed token's residuals (layers 1..L-1) even when unbounded: sessions
@@ -89,6 +95,11 @@ class Engine {
   std::string numerics_fingerprint() const { return model_->numerics_fingerprint(); }
   const std::string& model_path() const { return options_.model_path; }
   const std::string& model_format() const { return model_format_; }
+  // The per-layer form plan (1 = kv) and, for "auto", what it was computed from.
+  const std::vector<uint8_t>& layer_plan() const { return plan_; }
+  std::string PlanDescription() const;
+  // The plan of one sequence.
+  const std::vector<uint8_t>& SequenceLayerPlan(int32_t seq) const { return seqs_.at(seq).layer_kv; }
 
   // Sequences: token history plus a block table into the hot pool.
   int32_t CreateSequence();
@@ -124,8 +135,9 @@ class Engine {
   // given by `load` (layer 0 of the residual form comes from the tokens); the remaining tokens
   // stay pending. The most recent chunks that fit the hot budget (all if unbounded) are rebuilt
   // into hot blocks now; older ones stay evicted and are rebuilt inside attention when needed.
+  // `layer_kv[l]`: layer l's checkpoints are K/V (else residual; layer 0 then from tokens).
   absl::StatusOr<int32_t> ImportSequence(std::span<const int32_t> tokens, int32_t n_chunks,
-                                         bool kv,
+                                         const std::vector<uint8_t>& layer_kv,
                                          const std::function<absl::StatusOr<std::vector<float>>(
                                              int32_t chunk, int layer)>& load);
   // Feeds new tokens of several sequences as one batch; logits per ForwardResult. A sequence's
@@ -155,8 +167,10 @@ class Engine {
     // Checkpoints of evicted and hot chunks, host memory (the warm tier):
     // residual form: [n_layers - 1][block_tokens][d_model] per chunk (layer 0 = token embedding);
     // kv form: [n_layers][2][block_tokens][kv_dim] per chunk, written when the block leaves.
-    std::map<int32_t, std::vector<float>> checkpoints;
-    bool kv_form = false;  // checkpoints hold K/V (else residuals)
+    // Per chunk, per layer: kv [2][bt][kv_dim] or residual [bt][d] (empty: none; layer 0's
+    // residual is the token embedding, never stored).
+    std::map<int32_t, std::vector<std::vector<float>>> checkpoints;
+    std::vector<uint8_t> layer_kv;  // per layer: 1 = K/V checkpoints, 0 = residual
     ChunkLoader loader;
   };
   Engine() = default;
@@ -185,6 +199,10 @@ class Engine {
   int32_t next_seq_ = 1;
   int32_t budget_blocks_ = 0;  // 0: unbounded
   bool spill_kv_ = false;
+  std::vector<uint8_t> plan_;  // per layer: 1 = kv
+  double plan_bw_ = 0, plan_rebuild_ = 0;
+  absl::Status PlanLayers();
+  bool HasResidualLayers(const Sequence& s) const;
   enum class Evict { kExact, kWindow, kStreaming, kH2O } evict_ = Evict::kExact;
 };
 

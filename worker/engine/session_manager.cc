@@ -28,8 +28,9 @@ absl::StatusOr<SpillForm> ParseSpillForm(const std::string& s) {
   if (s == "residual") return SpillForm::kResidual;
   if (s == "kv") return SpillForm::kKv;
   if (s == "tokens") return SpillForm::kTokens;
+  if (s == "auto") return SpillForm::kAuto;
   return absl::InvalidArgumentError(absl::StrCat("spill form '", s,
-                                                 "' is not one of none, residual, kv, tokens"));
+                                                 "' is not one of none, residual, kv, tokens, auto"));
 }
 
 const char* SpillFormName(SpillForm f) {
@@ -38,6 +39,7 @@ const char* SpillFormName(SpillForm f) {
     case SpillForm::kResidual: return "residual";
     case SpillForm::kKv: return "kv";
     case SpillForm::kTokens: return "tokens";
+    case SpillForm::kAuto: return "auto";
   }
   return "?";
 }
@@ -75,6 +77,7 @@ absl::Status SessionManager::Recover() {
         auto form = ParseSpillForm(j.value("spilled", "tokens"));
         s.spilled = form.ok() && same_layout ? *form : SpillForm::kTokens;
         s.spilled_chunks = same_layout ? j.value("spilled_chunks", 0) : 0;
+        for (char ch : j.value("layer_forms", std::string())) s.layer_kv.push_back(ch == 'k');
         if (!same_layout) {
           std::fprintf(stderr, "session %s: stored with another model or numerics fingerprint; "
                                "it will be rebuilt from its token log\n", s.name.c_str());
@@ -97,6 +100,9 @@ absl::Status SessionManager::SaveMeta(const Session& s) {
   j["turns"] = s.turns;
   j["spilled"] = SpillFormName(s.spilled);
   j["spilled_chunks"] = s.spilled_chunks;
+  std::string plan;
+  for (uint8_t k : s.layer_kv) plan += k ? 'k' : 'r';
+  j["layer_forms"] = plan;
   j["block_tokens"] = engine_->model().block_tokens();
   j["model"] = engine_->model_fingerprint();
   j["numerics"] = engine_->numerics_fingerprint();
@@ -159,14 +165,20 @@ absl::Status SessionManager::Spill(const SessionId& id, SpillForm form) {
   Session& s = it->second;
   if (form == SpillForm::kNone || s.seq < 0) return absl::OkStatus();
   int32_t n = 0;
-  if (form == SpillForm::kResidual || form == SpillForm::kKv) {
-    const bool kv = form == SpillForm::kKv;
+  if (form == SpillForm::kResidual || form == SpillForm::kKv || form == SpillForm::kAuto) {
+    // kAuto: each layer in the sequence's planned form (the engine's per-layer plan).
+    const std::vector<uint8_t>& plan = engine_->SequenceLayerPlan(s.seq);
+    s.layer_kv.assign(plan.size(), form == SpillForm::kKv ? 1 : 0);
+    if (form == SpillForm::kAuto) s.layer_kv = plan;
     n = engine_->FullChunks(s.seq);
     for (int32_t c = 0; c < n; ++c) {
-      for (int l = kv ? 0 : 1; l < engine_->config().n_layers; ++l) {
+      for (int l = 0; l < engine_->config().n_layers; ++l) {
+        const bool kv = s.layer_kv[l] != 0;
+        if (!kv && l == 0) continue;  // layer 0's residual is the token embedding
         RSD_ASSIGN_OR_RETURN(std::vector<float> payload, engine_->ChunkPayload(s.seq, c, l, kv));
+        const SpillForm lf = kv ? SpillForm::kKv : SpillForm::kResidual;
         RSD_ASSIGN_OR_RETURN(std::string value,
-                             EncodeBlock(Header(form, l, c), AsBytes(payload), Compression::kNone));
+                             EncodeBlock(Header(lf, l, c), AsBytes(payload), Compression::kNone));
         RSD_RETURN_IF_ERROR(PutCheckpoint(BlockKey{id, static_cast<uint32_t>(l),
                                                    static_cast<uint32_t>(c)},
                                           std::move(value)));
@@ -190,15 +202,18 @@ absl::Status SessionManager::DemoteToCold(const SessionId& id) {
 }
 
 absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
-  const bool kv = s.spilled == SpillForm::kKv;
-  if ((s.spilled == SpillForm::kResidual || kv) && s.spilled_chunks > 0) {
+  const bool checkpoints = s.spilled == SpillForm::kResidual || s.spilled == SpillForm::kKv ||
+                           s.spilled == SpillForm::kAuto;
+  if (checkpoints && s.spilled_chunks > 0 &&
+      static_cast<int>(s.layer_kv.size()) == engine_->config().n_layers) {
     bool from_cold = false;
     const int bt = engine_->model().block_tokens();
     auto load = [&](int32_t chunk, int layer) -> absl::StatusOr<std::vector<float>> {
       BlockKey key{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)};
       RSD_ASSIGN_OR_RETURN(std::string value, GetCheckpoint(key, &from_cold));
       RSD_ASSIGN_OR_RETURN(DecodedBlock block, DecodeBlock(value));
-      const CheckpointHeader want = Header(s.spilled, layer, chunk);
+      const CheckpointHeader want =
+          Header(s.layer_kv[layer] ? SpillForm::kKv : SpillForm::kResidual, layer, chunk);
       if (!(block.header == want)) {
         return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
                                                 " does not describe that block"));
@@ -207,7 +222,7 @@ absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
       std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
       return out;
     };
-    absl::StatusOr<int32_t> seq = engine_->ImportSequence(s.log, s.spilled_chunks, kv, load);
+    absl::StatusOr<int32_t> seq = engine_->ImportSequence(s.log, s.spilled_chunks, s.layer_kv, load);
     if (seq.ok()) {
       s.seq = *seq;
       result->restored_from = from_cold ? "cold" : "warm";

@@ -23,7 +23,8 @@
 namespace rsd {
 
 // The form a session leaves the hot pool in between turns.
-enum class SpillForm { kNone, kResidual, kKv, kTokens };
+// kAuto: each layer in the engine's planned form (EngineOptions::spill_form "auto").
+enum class SpillForm { kNone, kResidual, kKv, kTokens, kAuto };
 absl::StatusOr<SpillForm> ParseSpillForm(const std::string& s);
 const char* SpillFormName(SpillForm f);
 
@@ -92,6 +93,7 @@ class SessionManager {
     int32_t seq = -1;          // engine sequence while resident
     SpillForm spilled = SpillForm::kNone;
     int32_t spilled_chunks = 0;
+    std::vector<uint8_t> layer_kv;  // per layer form of the spilled checkpoints (1 = kv)
   };
   SessionManager(Engine* engine, SessionManagerOptions options)
       : engine_(engine), options_(std::move(options)), warm_(options_.warm_budget_bytes) {}
