@@ -229,6 +229,7 @@ absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
       (void)bt;
       return absl::OkStatus();
     }
+    if (seq.status().code() == absl::StatusCode::kResourceExhausted) return seq.status();
     // A checkpoint that cannot be read is never served: rebuild from the token log instead.
     std::fprintf(stderr, "session %s: %s checkpoints unusable (%s); rebuilding from tokens\n",
                  s.name.c_str(), SpillFormName(s.spilled), seq.status().ToString().c_str());
@@ -244,6 +245,32 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
   Session& s = it->second;
+  s.last_used = ++clock_;
+  for (;;) {
+    absl::StatusOr<TurnResult> r = RunTurn(s, user_text, params);
+    if (r.ok() || r.status().code() != absl::StatusCode::kResourceExhausted) return r;
+    // The pool is full: make room by spilling an idle session, then retry the (rolled back) turn.
+    RSD_ASSIGN_OR_RETURN(bool spilled, SpillIdle(id));
+    if (!spilled) return r;
+  }
+}
+
+absl::StatusOr<bool> SessionManager::SpillIdle(const SessionId& keep) {
+  Session* victim = nullptr;
+  for (auto& [id, s] : sessions_) {
+    if (id == keep || s.seq < 0) continue;
+    if (victim == nullptr || s.last_used < victim->last_used) victim = &s;
+  }
+  if (victim == nullptr) return false;
+  // Checkpoints in the engine's per-layer plan if it keeps what they need, else the token log.
+  absl::Status st = Spill(victim->id, SpillForm::kAuto);
+  if (st.code() == absl::StatusCode::kFailedPrecondition) st = Spill(victim->id, SpillForm::kTokens);
+  RSD_RETURN_IF_ERROR(st);
+  return true;
+}
+
+absl::StatusOr<TurnResult> SessionManager::RunTurn(Session& s, const std::string& user_text,
+                                                   const GenerateParams& params) {
   TurnResult r;
   r.turn = s.turns;
   const double t0 = Now();
@@ -252,7 +279,13 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
   } else {
     r.restored_from = "hot";
   }
-  RSD_RETURN_IF_ERROR(engine_->FlushPending(s.seq));
+  {
+    absl::Status st = engine_->FlushPending(s.seq);
+    if (!st.ok()) {
+      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, static_cast<int64_t>(s.log.size())));
+      return st;
+    }
+  }
   r.restore_seconds = Now() - t0;
   const std::vector<int32_t> user = engine_->chat_template().UserTurn(user_text, s.turns == 0);
   const int64_t before = static_cast<int64_t>(s.log.size());

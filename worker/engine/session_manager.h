@@ -65,7 +65,8 @@ class SessionManager {
 
   // One turn: the user message through the chat template, generation, the end-of-turn tokens,
   // then the turn is committed (synced to RocksDB when there is a data dir). A failed turn rolls
-  // back to the previous turn's end. NOT_FOUND for an unknown session.
+  // back to the previous turn's end. When the hot pool is full, idle sessions (least recently
+  // used first) spill whole to make room. NOT_FOUND for an unknown session.
   absl::StatusOr<TurnResult> Chat(const SessionId& id, const std::string& user_text,
                                   const GenerateParams& params);
   // Moves the session out of the hot pool in `form` (kNone: no-op).
@@ -94,12 +95,19 @@ class SessionManager {
     SpillForm spilled = SpillForm::kNone;
     int32_t spilled_chunks = 0;
     std::vector<uint8_t> layer_kv;  // per layer form of the spilled checkpoints (1 = kv)
+    uint64_t last_used = 0;         // for choosing whom to spill when the pool is full
   };
   SessionManager(Engine* engine, SessionManagerOptions options)
       : engine_(engine), options_(std::move(options)), warm_(options_.warm_budget_bytes) {}
   absl::Status Recover();
   absl::Status SaveMeta(const Session& s);
   absl::Status Restore(Session& s, TurnResult* result);
+  // The turn itself (restore, feed, generate); RESOURCE_EXHAUSTED when the pool is full.
+  absl::StatusOr<TurnResult> RunTurn(Session& s, const std::string& user_text,
+                                     const GenerateParams& params);
+  // Spills the least recently used resident session other than `keep` to make room; false if
+  // there is none.
+  absl::StatusOr<bool> SpillIdle(const SessionId& keep);
   absl::Status PutCheckpoint(const BlockKey& key, std::string value);
   absl::StatusOr<std::string> GetCheckpoint(const BlockKey& key, bool* from_cold);
   CheckpointHeader Header(SpillForm form, int layer, int32_t chunk) const;
@@ -109,6 +117,7 @@ class SessionManager {
   WarmStore warm_;
   std::unique_ptr<ColdStore> cold_;
   std::map<SessionId, Session> sessions_;
+  uint64_t clock_ = 0;
 };
 
 }  // namespace rsd
