@@ -252,6 +252,62 @@ TEST_F(Sessions, IdleSessionsSpillWhenThePoolIsFull) {
   EXPECT_EQ(small, big);
 }
 
+// Undo removes the last committed turn: the next turn with the same message and seed reproduces
+// it exactly (regenerate), also after a spill and a restart; and a full session is refused.
+TEST_F(Sessions, UndoRegeneratesExactlyAndAFullSessionIsRefused) {
+  for (const bool spill_and_restart : {false, true}) {
+    Harness h{model_, testing::MakeTempDir("rsd-sessions-undo")};
+    h.Start();
+    auto id = h.sessions->OpenOrCreate("u");
+    ASSERT_TRUE(id.ok());
+    std::vector<std::vector<int32_t>> first;
+    for (size_t t = 0; t < 3; ++t) {
+      auto r = h.sessions->Chat(*id, kScript[t], ParamsForTurn(t));
+      ASSERT_TRUE(r.ok());
+      first.push_back(r->generation.tokens);
+    }
+    if (spill_and_restart) {
+      ASSERT_TRUE(h.sessions->Spill(*id, SpillForm::kResidual).ok());
+      ASSERT_TRUE(h.sessions->DemoteToCold(*id).ok());
+      h.Start();
+    }
+    ASSERT_TRUE(h.sessions->Undo(*id).ok());
+    auto info = h.sessions->Describe(*id);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->turns, 2u);
+    auto again = h.sessions->Chat(*id, kScript[2], ParamsForTurn(2));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->generation.tokens, first[2]);
+  }
+  // Undo of a session with no turn.
+  Harness h{model_, testing::MakeTempDir("rsd-sessions-undo")};
+  h.Start();
+  auto id = h.sessions->OpenOrCreate("empty");
+  EXPECT_THAT(h.sessions->Undo(*id), testing::StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                       ::testing::HasSubstr("no turn")));
+  // Fill the 256-token context: the request that does not fit is INVALID_ARGUMENT with the
+  // numbers; once nothing fits at all, FAILED_PRECONDITION.
+  GenerateParams big;
+  big.max_tokens = 300;
+  EXPECT_THAT(h.sessions->Chat(*id, "hi", big),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                ::testing::HasSubstr("exceeds the context length 256")));
+  GenerateParams fill;
+  fill.max_tokens = 200;
+  fill.stop_at_eos = false;
+  auto r = h.sessions->Chat(*id, "hi", fill);
+  ASSERT_TRUE(r.ok()) << r.status();
+  GenerateParams none;
+  none.max_tokens = 0;  // appends the message, generates nothing
+  EXPECT_THAT(h.sessions->Chat(*id, std::string(40, 'x'), none),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                ::testing::HasSubstr("exceeds the context length")));
+  absl::Status last = absl::OkStatus();
+  for (int i = 0; i < 20 && last.ok(); ++i) last = h.sessions->Chat(*id, "", none).status();
+  EXPECT_THAT(last, testing::StatusIs(absl::StatusCode::kFailedPrecondition,
+                                      ::testing::HasSubstr("no room left")));
+}
+
 TEST_F(Sessions, MissingOrUnusableDataDirIsAClearError) {
   Harness h{model_, "/nonexistent-parent/rsd-data"};
   EngineOptions o;

@@ -85,7 +85,10 @@ absl::Status SessionManager::Recover() {
       }
     }
     RSD_ASSIGN_OR_RETURN(std::vector<TokenRecord> log, cold_->ReadTokenLog(id));
-    for (const TokenRecord& r : log) s.log.insert(s.log.end(), r.tokens.begin(), r.tokens.end());
+    for (const TokenRecord& r : log) {
+      s.log.insert(s.log.end(), r.tokens.begin(), r.tokens.end());
+      s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
+    }
     s.turns = static_cast<uint32_t>(log.size());
     if (s.spilled == SpillForm::kNone) s.spilled = SpillForm::kTokens;
     sessions_[id] = std::move(s);
@@ -246,6 +249,15 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
   Session& s = it->second;
   s.last_used = ++clock_;
+  // No room at all: not even an empty message's template tokens fit (any request would fail).
+  const int64_t overhead =
+      static_cast<int64_t>(engine_->chat_template().UserTurn("", s.turns == 0).size());
+  if (static_cast<int64_t>(s.log.size()) + overhead > engine_->model().max_context()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", s.name, " has no room left: its history holds ", s.log.size(),
+        " tokens of a ", engine_->model().max_context(), "-token context and a turn needs at least ",
+        overhead));
+  }
   for (;;) {
     absl::StatusOr<TurnResult> r = RunTurn(s, user_text, params);
     if (r.ok() || r.status().code() != absl::StatusCode::kResourceExhausted) return r;
@@ -253,6 +265,28 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
     RSD_ASSIGN_OR_RETURN(bool spilled, SpillIdle(id));
     if (!spilled) return r;
   }
+}
+
+absl::Status SessionManager::Undo(const SessionId& id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
+  Session& s = it->second;
+  if (s.turns == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("session ", s.name, " has no turn to undo"));
+  }
+  const int64_t keep = s.turns >= 2 ? s.turn_ends[s.turns - 2] : 0;
+  if (cold_) RSD_RETURN_IF_ERROR(cold_->TruncateTokenLog(s.id, s.turns - 1));
+  if (s.seq >= 0) RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, keep));
+  s.log.resize(static_cast<size_t>(keep));
+  s.turn_ends.pop_back();
+  s.turns--;
+  if (s.seq < 0) {
+    // Spilled checkpoints may cover tokens of the removed turn: restore from the token log.
+    s.spilled = SpillForm::kTokens;
+    s.spilled_chunks = 0;
+    warm_.EraseSession(s.id);
+  }
+  return SaveMeta(s);
 }
 
 absl::StatusOr<bool> SessionManager::SpillIdle(const SessionId& keep) {
@@ -310,6 +344,7 @@ absl::StatusOr<TurnResult> SessionManager::RunTurn(Session& s, const std::string
     }
   }
   s.log.insert(s.log.end(), r.turn_tokens.begin(), r.turn_tokens.end());
+  s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
   s.turns++;
   s.spilled = SpillForm::kNone;
   s.spilled_chunks = 0;

@@ -69,6 +69,9 @@ class SessionManager {
   // used first) spill whole to make room. NOT_FOUND for an unknown session.
   absl::StatusOr<TurnResult> Chat(const SessionId& id, const std::string& user_text,
                                   const GenerateParams& params);
+  // Removes the last committed turn (regenerate): from the token log (synced) and the engine.
+  // FAILED_PRECONDITION if the session has no turn.
+  absl::Status Undo(const SessionId& id);
   // Moves the session out of the hot pool in `form` (kNone: no-op).
   absl::Status Spill(const SessionId& id, SpillForm form);
   // Moves a spilled session's warm checkpoint blocks to the cold tier (tests: restore from cold).
@@ -90,6 +93,7 @@ class SessionManager {
     SessionId id;
     std::string name;
     std::vector<int32_t> log;  // the committed token log
+    std::vector<int64_t> turn_ends;  // log size after each committed turn
     uint32_t turns = 0;
     int32_t seq = -1;          // engine sequence while resident
     SpillForm spilled = SpillForm::kNone;
