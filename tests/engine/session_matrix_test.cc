@@ -32,7 +32,7 @@ struct Outcome {
 };
 
 Outcome RunMatrixCase(const std::string& model, int budget, const std::string& form,
-                      const std::string& where) {
+                      const std::string& where, int max_tokens) {
   const std::string dir = testing::MakeTempDir("rsd-matrix");
   std::unique_ptr<Engine> engine;
   std::unique_ptr<SessionManager> sessions;
@@ -65,7 +65,7 @@ Outcome RunMatrixCase(const std::string& model, int budget, const std::string& f
     auto id = sessions->OpenOrCreate("m");
     RSD_CHECK(id.ok());
     GenerateParams p;
-    p.max_tokens = 8;
+    p.max_tokens = max_tokens;
     p.record_logit_hashes = true;
     if (t % 3 == 2) {
       p.sampling.temperature = 0.9f;
@@ -86,22 +86,15 @@ Outcome RunMatrixCase(const std::string& model, int budget, const std::string& f
   return out;
 }
 
-TEST(SessionMatrix, TwentyTurnsEveryBudgetFormAndRestoreSourceBitIdentical) {
-  const auto* entry = testing::FindSyntheticModel("gqa");
-  ASSERT_NE(entry, nullptr);
-  testing::SyntheticModelOptions opt = entry->options;
-  opt.context_length = 2048;
-  testing::SyntheticModel model(opt);
-  const std::string path = testing::MakeTempDir("rsd-matrix-model") + "/gqa-2k.gguf";
-  ASSERT_TRUE(model.WriteGguf(path).ok());
-  const Outcome ref = RunMatrixCase(path, 0, "none", "warm");
+void RunMatrix(const std::string& path, int max_tokens, const std::vector<int>& budgets) {
+  const Outcome ref = RunMatrixCase(path, 0, "none", "warm", max_tokens);
   ASSERT_EQ(ref.tokens.size(), 20u);
   int cases = 0;
-  for (int budget : {1, 24, 384, 0}) {
+  for (int budget : budgets) {
     for (const char* form : {"residual", "kv", "auto", "tokens"}) {
       for (const char* where : {"warm", "cold", "restart"}) {
         SCOPED_TRACE(std::string(form) + " from " + where + ", budget " + std::to_string(budget));
-        const Outcome got = RunMatrixCase(path, budget, form, where);
+        const Outcome got = RunMatrixCase(path, budget, form, where, max_tokens);
         ASSERT_EQ(got.tokens.size(), ref.tokens.size());
         for (size_t t = 0; t < ref.tokens.size(); ++t) {
           ASSERT_EQ(got.tokens[t], ref.tokens[t]) << "turn " << t;
@@ -114,7 +107,35 @@ TEST(SessionMatrix, TwentyTurnsEveryBudgetFormAndRestoreSourceBitIdentical) {
       }
     }
   }
-  EXPECT_EQ(cases, 48);
+  EXPECT_EQ(cases, static_cast<int>(budgets.size()) * 12);
+}
+
+std::string LongContextSynthetic(const std::string& name) {
+  const auto* entry = testing::FindSyntheticModel(name);
+  RSD_CHECK(entry != nullptr);
+  testing::SyntheticModelOptions opt = entry->options;
+  opt.context_length = 2048;
+  testing::SyntheticModel model(opt);
+  const std::string path = testing::MakeTempDir("rsd-matrix-model") + "/" + name + "-2k.gguf";
+  RSD_CHECK(model.WriteGguf(path).ok());
+  return path;
+}
+
+// Budgets: one block (a budget of 1 token rounds up), a few blocks, about half the history,
+// unbounded.
+TEST(SessionMatrix, SyntheticGqaTwentyTurns) {
+  RunMatrix(LongContextSynthetic("gqa"), 8, {1, 24, 384, 0});
+}
+
+TEST(SessionMatrix, SyntheticMhaTwentyTurns) {
+  RunMatrix(LongContextSynthetic("mha"), 8, {1, 24, 384, 0});
+}
+
+TEST(SessionMatrix, Stories260KTwentyTurns) {
+  const std::string path = testing::Stories260KPath();
+  if (path.empty()) GTEST_SKIP() << "stories260K.gguf not found";
+  // A 512-token context: 20 short turns of 4 generated tokens fit.
+  RunMatrix(path, 4, {1, 24, 192, 0});
 }
 
 }  // namespace
