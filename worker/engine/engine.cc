@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   topt.max_context = options.max_context;
   topt.block_tokens = options.block_tokens;
   RSD_ASSIGN_OR_RETURN(e->model_, Transformer::Create(*file, e->backend_.get(), topt));
+  e->model_->set_poison_rebuilds(options.poison_freed_blocks);
   const Transformer& m = *e->model_;
   size_t budget = options.kv_budget_bytes;
   if (budget == 0) {

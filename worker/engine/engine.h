@@ -40,7 +40,8 @@ struct EngineOptions {
   std::string layer_forms;
   double planner_bytes_per_second = 0;  // 0: measure (memcpy bandwidth)
   double planner_rebuild_seconds = 0;   // per chunk-layer; 0: measure
-  // Tests: overwrite blocks with NaN bytes when they leave the pool, so a stale read shows.
+  // Tests: overwrite blocks with NaN bytes when they leave the pool and before every rebuild into
+  // a block, so a stale or unwritten read shows.
   bool poison_freed_blocks = false;
   // Capture every processed token's residuals (layers 1..L-1) even when unbounded: sessions
   // that may spill between turns in the residual form need them (they cannot be derived later).

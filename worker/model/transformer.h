@@ -113,6 +113,10 @@ class Transformer {
   absl::Status RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& state, int32_t block,
                                 const KvPoolView& pool);
 
+  // Tests: overwrite the target block's layer with NaN bytes before every rebuild, so a rebuild
+  // that leaves anything unwritten shows.
+  void set_poison_rebuilds(bool on) { poison_rebuilds_ = on; }
+
   const RebuildCounters& rebuild_counters() const { return rebuilds_; }
   void ResetRebuildCounters() { rebuilds_ = RebuildCounters{}; }
 
@@ -144,6 +148,7 @@ class Transformer {
   RopeTable rope_;
   std::unique_ptr<Workspace> ws_;
   RebuildCounters rebuilds_;
+  bool poison_rebuilds_ = false;
   std::vector<int64_t> table_offsets_;  // per sequence of the current call: offset in ws tables
   std::vector<AttentionRow> host_rows_;  // the current call's attention rows (host copy)
   std::vector<int32_t> row_seq_;         // sequence index of each row

@@ -344,6 +344,9 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
     return absl::InvalidArgumentError(absl::StrCat("rebuild of layer ", layer, " into block ",
                                                    scratch, " is out of range"));
   }
+  if (poison_rebuilds_) {
+    backend_->Fill(pool.K(scratch, layer), 0xFF, static_cast<size_t>(2) * bt * kvd * sizeof(float));
+  }
   if (cs.kind == ChunkState::Kind::kKv) {
     if (cs.k.size() != static_cast<size_t>(bt) * kvd || cs.v.size() != cs.k.size()) {
       return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,
