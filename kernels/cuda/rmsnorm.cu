@@ -3,23 +3,27 @@
 namespace rsd::cuda {
 namespace {
 
-// One block of 16 threads per row: thread j owns lane j (elements j, j+16, ...), then the CPU's
-// tree fold (lane j += lane j+8, +4, +2, +1).
+// One block of 16 threads per row: thread j owns lane j (elements j, j+16, ...) summing squares in
+// double, then the CPU's tree fold (lane j += lane j+8, +4, +2, +1) — kernels/cpu/rmsnorm.cc.
 __global__ void RmsNormKernel(const float* x, const float* w, float eps, int cols, float* out) {
-  __shared__ float lanes[16];
+  __shared__ double lanes[16];
   __shared__ float scale;
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * cols;
   float* o = out + static_cast<int64_t>(blockIdx.x) * cols;
   const int j = threadIdx.x;
-  float acc = 0.0f;
-  for (int i = j; i < cols; i += 16) acc = __fadd_rn(acc, __fmul_rn(xr[i], xr[i]));
+  double acc = 0.0;
+  for (int i = j; i < cols; i += 16) {
+    const double v = static_cast<double>(xr[i]);
+    acc = __dadd_rn(acc, __dmul_rn(v, v));
+  }
   lanes[j] = acc;
   __syncthreads();
   if (j == 0) {
     for (int width = 8; width >= 1; width /= 2) {
-      for (int k = 0; k < width; ++k) lanes[k] = __fadd_rn(lanes[k], lanes[k + width]);
+      for (int k = 0; k < width; ++k) lanes[k] = __dadd_rn(lanes[k], lanes[k + width]);
     }
-    scale = 1.0f / sqrtf(__fadd_rn(__fdiv_rn(lanes[0], static_cast<float>(cols)), eps));
+    const float mean = static_cast<float>(__ddiv_rn(lanes[0], static_cast<double>(cols)));
+    scale = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
   }
   __syncthreads();
   for (int i = j; i < cols; i += 16) o[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
