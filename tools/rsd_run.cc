@@ -12,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
@@ -86,24 +87,10 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
   return Engine::Create(o);
 }
 
-std::string ValidUtf8(const std::string& s) {
-  // Lossy: invalid bytes become U+FFFD so JSON stays valid.
-  std::string out;
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = s[i];
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = len > 0 && i + len <= s.size();
-    for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
-    if (ok) {
-      out.append(s, i, len);
-      i += len;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
+// JSON text out. Model output is bytes and may be invalid UTF-8 (a token can split a character):
+// nlohmann's replace handler turns each invalid sequence into U+FFFD instead of throwing.
+std::string Dump(const json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
 }
 
 absl::Status Info() {
@@ -138,9 +125,9 @@ absl::Status Info() {
   j["layer_forms"] = engine->PlanDescription();  // per layer: r = residual, k = kv
   j["backend"] = engine->backend().name();
   if (absl::GetFlag(FLAGS_json)) {
-    std::cout << j.dump() << "\n";
+    std::cout << Dump(j) << "\n";
   } else {
-    std::cout << j.dump(2) << "\n";
+    std::cout << Dump(j, 2) << "\n";
   }
   return absl::OkStatus();
 }
@@ -150,7 +137,7 @@ absl::Status Tokenize() {
   std::vector<int32_t> ids = engine->tokenizer().Encode(absl::GetFlag(FLAGS_text), true);
   json j;
   j["tokens"] = ids;
-  std::cout << j.dump() << "\n";
+  std::cout << Dump(j) << "\n";
   return absl::OkStatus();
 }
 
@@ -175,7 +162,7 @@ absl::Status Generate() {
   json j;
   j["prompt_tokens"] = ids;
   j["tokens"] = r.tokens;
-  j["text"] = ValidUtf8(r.text);
+  j["text"] = r.text;
   j["finish_reason"] = r.finish_reason;
   j["prefill_seconds"] = r.prefill_seconds;
   j["decode_seconds"] = r.decode_seconds;
@@ -192,9 +179,9 @@ absl::Status Generate() {
                  {"rebuilt_chunks", {{"kv", rb.from_kv}, {"residual", rb.from_residual},
                                      {"tokens", rb.from_tokens}}}};
   if (absl::GetFlag(FLAGS_json)) {
-    std::cout << j.dump() << "\n";
+    std::cout << Dump(j) << "\n";
   } else {
-    std::cout << ValidUtf8(r.text) << "\n";
+    std::cout << Dump(json(r.text)) << "\n";
     std::fprintf(stderr, "[%zu prompt tokens, %zu generated, finish: %s, %.1f tok/s decode]\n",
                  ids.size(), r.tokens.size(), r.finish_reason.c_str(),
                  j["decode_tokens_per_second"].get<double>());
@@ -255,6 +242,11 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> UnboundedReference(
 absl::Status Chat() {
   RSD_ASSIGN_OR_RETURN(std::vector<std::string> turns, ReadScript(absl::GetFlag(FLAGS_script)));
   RSD_ASSIGN_OR_RETURN(SpillForm between, ParseSpillForm(absl::GetFlag(FLAGS_spill_form)));
+  const std::string restore_from = absl::GetFlag(FLAGS_restore_from);
+  if (restore_from != "warm" && restore_from != "cold") {
+    return absl::InvalidArgumentError(absl::StrCat("--restore-from '", restore_from,
+                                                   "' is not warm or cold"));
+  }
   EngineOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   if (o.model_path.empty()) return absl::InvalidArgumentError("--model is required");
@@ -295,7 +287,7 @@ absl::Status Chat() {
     j["session"] = id.ToHex();
     j["turn"] = r.turn;
     j["tokens"] = r.generation.tokens;
-    j["text"] = ValidUtf8(r.generation.text);
+    j["text"] = r.generation.text;
     j["finish_reason"] = r.generation.finish_reason;
     j["token_count"] = info.token_count;
     j["restored_from"] = r.restored_from;
@@ -306,7 +298,7 @@ absl::Status Chat() {
     j["hot_bytes"] = static_cast<int64_t>(engine->pool().used()) * static_cast<int64_t>(block_bytes);
     if (absl::GetFlag(FLAGS_spill_between_turns)) {
       RSD_RETURN_IF_ERROR(sessions->Spill(id, between));
-      if (absl::GetFlag(FLAGS_restore_from) == "cold") {
+      if (restore_from == "cold") {
         RSD_RETURN_IF_ERROR(sessions->DemoteToCold(id));
       }
     }
@@ -324,7 +316,7 @@ absl::Status Chat() {
       const size_t n = std::max(ref.size(), r.generation.tokens.size());
       j["token_match"] = n == 0 ? 1.0 : static_cast<double>(same) / static_cast<double>(n);
     }
-    std::cout << j.dump() << std::endl;
+    std::cout << Dump(j) << std::endl;
   }
   // On a clean exit the warm tier (process memory) goes to RocksDB, so the next `chat` with this
   // data dir restores from checkpoints; after a crash it rebuilds from the token log.
@@ -335,7 +327,11 @@ absl::Status Chat() {
 absl::Status Bench() {
   json rows = json::array();
   for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads_list), ',')) {
-    int threads = std::stoi(std::string(t));
+    int threads = 0;
+    if (!absl::SimpleAtoi(t, &threads) || threads < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--threads-list: '", t,
+                                                     "' is not a thread count"));
+    }
     RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(threads));
     const int np = absl::GetFlag(FLAGS_bench_prompt_tokens);
     const int nd = absl::GetFlag(FLAGS_bench_decode_tokens);
@@ -366,7 +362,7 @@ absl::Status Bench() {
                   threads, engine->backend().name().c_str(), np / best_prefill, np, nd / best_decode, nd);
     }
   }
-  if (absl::GetFlag(FLAGS_json)) std::cout << rows.dump() << "\n";
+  if (absl::GetFlag(FLAGS_json)) std::cout << Dump(rows) << "\n";
   return absl::OkStatus();
 }
 

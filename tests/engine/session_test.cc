@@ -80,7 +80,9 @@ std::vector<Turn> RunScript(Harness& h, SpillForm form, const std::string& where
     EXPECT_TRUE(h.sessions->Spill(*id, form).ok());
     // "restart": the warm tier is process memory, so it is lost; what was demoted to RocksDB
     // survives (a crash without demotion falls back to the token log, tested below).
-    if (where != "warm") EXPECT_TRUE(h.sessions->DemoteToCold(*id).ok());
+    if (where != "warm") {
+      EXPECT_TRUE(h.sessions->DemoteToCold(*id).ok());
+    }
     if (where == "restart") {
       h.Start();  // a new engine and session manager on the same data dir
       auto again = h.sessions->OpenOrCreate("s");
@@ -141,7 +143,9 @@ TEST_F(Sessions, PerLayerFormsSpillAndRestoreBitIdentically) {
       for (size_t t = 0; t < ref.size(); ++t) {
         EXPECT_EQ(got[t].tokens, ref[t].tokens) << "turn " << t;
         EXPECT_EQ(got[t].hashes, ref[t].hashes) << "turn " << t;
-        if (t > 0) EXPECT_NE(got[t].restored_from, "tokens") << "turn " << t;
+        if (t > 0) {
+          EXPECT_NE(got[t].restored_from, "tokens") << "turn " << t;
+        }
       }
     }
   }
@@ -186,7 +190,9 @@ TEST_F(Sessions, CorruptOrLostCheckpointsFallBackToTheTokenLogExactly) {
     ASSERT_TRUE(id.ok());
     for (size_t t = 0; t < 3; ++t) ASSERT_TRUE(h.sessions->Chat(*id, kScript[t], ParamsForTurn(t)).ok());
     ASSERT_TRUE(h.sessions->Spill(*id, SpillForm::kResidual).ok());
-    if (corrupt) ASSERT_TRUE(h.sessions->DemoteToCold(*id).ok());
+    if (corrupt) {
+      ASSERT_TRUE(h.sessions->DemoteToCold(*id).ok());
+    }
     h.sessions.reset();
     if (corrupt) {
       auto cold = ColdStore::Open(h.dir);

@@ -89,7 +89,6 @@ absl::Status SessionManager::Recover() {
       s.log.insert(s.log.end(), r.tokens.begin(), r.tokens.end());
       s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
     }
-    s.turns = static_cast<uint32_t>(log.size());
     if (s.spilled == SpillForm::kNone) s.spilled = SpillForm::kTokens;
     sessions_[id] = std::move(s);
   }
@@ -100,7 +99,7 @@ absl::Status SessionManager::SaveMeta(const Session& s) {
   if (!cold_) return absl::OkStatus();
   nlohmann::json j;
   j["name"] = s.name;
-  j["turns"] = s.turns;
+  j["turns"] = s.turns();
   j["spilled"] = SpillFormName(s.spilled);
   j["spilled_chunks"] = s.spilled_chunks;
   std::string plan;
@@ -129,7 +128,7 @@ absl::StatusOr<SessionInfo> SessionManager::Describe(const SessionId& id) const 
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
   const Session& s = it->second;
-  return SessionInfo{s.id, s.name, s.turns, static_cast<int64_t>(s.log.size()), s.seq >= 0,
+  return SessionInfo{s.id, s.name, s.turns(), static_cast<int64_t>(s.log.size()), s.seq >= 0,
                      s.spilled};
 }
 
@@ -210,7 +209,6 @@ absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
   if (checkpoints && s.spilled_chunks > 0 &&
       static_cast<int>(s.layer_kv.size()) == engine_->config().n_layers) {
     bool from_cold = false;
-    const int bt = engine_->model().block_tokens();
     auto load = [&](int32_t chunk, int layer) -> absl::StatusOr<std::vector<float>> {
       BlockKey key{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)};
       RSD_ASSIGN_OR_RETURN(std::string value, GetCheckpoint(key, &from_cold));
@@ -229,7 +227,6 @@ absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
     if (seq.ok()) {
       s.seq = *seq;
       result->restored_from = from_cold ? "cold" : "warm";
-      (void)bt;
       return absl::OkStatus();
     }
     if (seq.status().code() == absl::StatusCode::kResourceExhausted) return seq.status();
@@ -251,7 +248,7 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
   s.last_used = ++clock_;
   // No room at all: not even an empty message's template tokens fit (any request would fail).
   const int64_t overhead =
-      static_cast<int64_t>(engine_->chat_template().UserTurn("", s.turns == 0).size());
+      static_cast<int64_t>(engine_->chat_template().UserTurn("", s.turns() == 0).size());
   if (static_cast<int64_t>(s.log.size()) + overhead > engine_->model().max_context()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "session ", s.name, " has no room left: its history holds ", s.log.size(),
@@ -271,15 +268,14 @@ absl::Status SessionManager::Undo(const SessionId& id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
   Session& s = it->second;
-  if (s.turns == 0) {
+  if (s.turns() == 0) {
     return absl::FailedPreconditionError(absl::StrCat("session ", s.name, " has no turn to undo"));
   }
-  const int64_t keep = s.turns >= 2 ? s.turn_ends[s.turns - 2] : 0;
-  if (cold_) RSD_RETURN_IF_ERROR(cold_->TruncateTokenLog(s.id, s.turns - 1));
+  const int64_t keep = s.turns() >= 2 ? s.turn_ends[s.turns() - 2] : 0;
+  if (cold_) RSD_RETURN_IF_ERROR(cold_->TruncateTokenLog(s.id, s.turns() - 1));
   if (s.seq >= 0) RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, keep));
   s.log.resize(static_cast<size_t>(keep));
   s.turn_ends.pop_back();
-  s.turns--;
   if (s.seq < 0) {
     // Spilled checkpoints may cover tokens of the removed turn: restore from the token log.
     s.spilled = SpillForm::kTokens;
@@ -306,7 +302,7 @@ absl::StatusOr<bool> SessionManager::SpillIdle(const SessionId& keep) {
 absl::StatusOr<TurnResult> SessionManager::RunTurn(Session& s, const std::string& user_text,
                                                    const GenerateParams& params) {
   TurnResult r;
-  r.turn = s.turns;
+  r.turn = s.turns();
   const double t0 = Now();
   if (s.seq < 0) {
     RSD_RETURN_IF_ERROR(Restore(s, &r));
@@ -321,7 +317,7 @@ absl::StatusOr<TurnResult> SessionManager::RunTurn(Session& s, const std::string
     }
   }
   r.restore_seconds = Now() - t0;
-  const std::vector<int32_t> user = engine_->chat_template().UserTurn(user_text, s.turns == 0);
+  const std::vector<int32_t> user = engine_->chat_template().UserTurn(user_text, s.turns() == 0);
   const int64_t before = static_cast<int64_t>(s.log.size());
   absl::StatusOr<GenerateResult> g = engine_->Generate(s.seq, user, params);
   if (!g.ok()) {
@@ -337,7 +333,7 @@ absl::StatusOr<TurnResult> SessionManager::RunTurn(Session& s, const std::string
   const std::vector<int32_t>& all = engine_->SequenceTokens(s.seq);
   r.turn_tokens.assign(all.begin() + before, all.end());
   if (cold_) {
-    absl::Status st = cold_->AppendTokens(s.id, s.turns, r.turn_tokens);
+    absl::Status st = cold_->AppendTokens(s.id, s.turns(), r.turn_tokens);
     if (!st.ok()) {
       RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, before));
       return st;
@@ -345,7 +341,6 @@ absl::StatusOr<TurnResult> SessionManager::RunTurn(Session& s, const std::string
   }
   s.log.insert(s.log.end(), r.turn_tokens.begin(), r.turn_tokens.end());
   s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
-  s.turns++;
   s.spilled = SpillForm::kNone;
   s.spilled_chunks = 0;
   RSD_RETURN_IF_ERROR(SaveMeta(s));

@@ -94,7 +94,7 @@ class SessionManager {
     std::string name;
     std::vector<int32_t> log;  // the committed token log
     std::vector<int64_t> turn_ends;  // log size after each committed turn
-    uint32_t turns = 0;
+    uint32_t turns() const { return static_cast<uint32_t>(turn_ends.size()); }
     int32_t seq = -1;          // engine sequence while resident
     SpillForm spilled = SpillForm::kNone;
     int32_t spilled_chunks = 0;
