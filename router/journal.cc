@@ -1,0 +1,274 @@
+#include "router/journal.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+#include "storage/common/status.h"
+
+namespace rsd::router {
+namespace {
+
+constexpr char kSessionsCf[] = "sessions";
+constexpr char kTurnsCf[] = "turns";
+
+rocksdb::WriteOptions Synced() {
+  rocksdb::WriteOptions w;
+  w.sync = true;
+  return w;
+}
+
+absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat(what, ": rocksdb: ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
+  if (s.IsBusy() || s.IsTryAgain() || s.IsShutdownInProgress()) return absl::UnavailableError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status ErrnoStatus(int err, const std::string& what) {
+  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
+  if (err == EACCES || err == EPERM || err == EROFS) return absl::PermissionDeniedError(msg);
+  if (err == ENOENT || err == ENOTDIR) return absl::FailedPreconditionError(msg);
+  return absl::InternalError(msg);
+}
+
+// 0: missing; 1: directory; 2: something else; <0: -errno.
+int PathKind(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return errno == ENOENT ? 0 : -errno;
+  return S_ISDIR(st.st_mode) ? 1 : 2;
+}
+
+absl::Status CheckAccess(const std::string& dir) {
+  if (access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("router data dir ", dir, " is not readable and writable"));
+  }
+  return absl::OkStatus();
+}
+
+// Creates the last component of `dir` if needed; checks that it is a usable directory.
+absl::Status PrepareDir(std::string dir) {
+  if (dir.empty()) return absl::InvalidArgumentError("router data dir is empty (--data-dir)");
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const int kind = PathKind(dir);
+  if (kind < 0) return ErrnoStatus(-kind, absl::StrCat("router data dir ", dir));
+  if (kind == 1) return CheckAccess(dir);
+  if (kind == 2) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("router data dir ", dir, " exists and is not a directory"));
+  }
+  const std::filesystem::path parent_path = std::filesystem::path(dir).parent_path();
+  const std::string parent = parent_path.empty() ? std::string(".") : parent_path.string();
+  const int parent_kind = PathKind(parent);
+  if (parent_kind < 0) {
+    return ErrnoStatus(-parent_kind, absl::StrCat("parent ", parent, " of router data dir ", dir));
+  }
+  if (parent_kind != 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("router data dir ", dir, ": parent ", parent,
+                     parent_kind == 0 ? " does not exist (only the last component is created)"
+                                      : " is not a directory"));
+  }
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoStatus(errno, absl::StrCat("cannot create router data dir ", dir));
+  }
+  return CheckAccess(dir);
+}
+
+std::string UpperBound(const SessionId& id) {
+  std::string out(id.AsStringView());
+  out.append(5, '\xff');
+  return out;
+}
+
+uint32_t TurnOfKey(const rocksdb::Slice& key) {
+  uint32_t v = 0;
+  for (size_t i = SessionId::kSize; i < SessionId::kSize + 4 && i < key.size(); ++i) {
+    v = v << 8 | static_cast<uint8_t>(key[i]);
+  }
+  return v;
+}
+
+}  // namespace
+
+std::string Journal::SessionKey(const SessionId& id) { return std::string(id.AsStringView()); }
+
+std::string Journal::TurnKey(const SessionId& id, uint32_t turn) {
+  std::string out(id.AsStringView());
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(turn >> (24 - 8 * i)));
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir) {
+  RSD_RETURN_IF_ERROR(PrepareDir(dir));
+  std::unique_ptr<Journal> j(new Journal());
+  j->dir_ = dir;
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.avoid_flush_during_shutdown = true;  // the synced WAL is the durability mechanism
+  db_options.keep_log_file_num = 4;
+
+  std::set<std::string> names = {rocksdb::kDefaultColumnFamilyName, kSessionsCf, kTurnsCf};
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
+    names.insert(existing.begin(), existing.end());
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const std::string& name : names) {
+    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  }
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, descriptors, &j->handles_, &db);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "router journal ", dir, " is already open (another rsd-router?): ", s.ToString()));
+    }
+    return FromRocks(s, absl::StrCat("open router journal ", dir));
+  }
+  j->db_.reset(db);
+  for (rocksdb::ColumnFamilyHandle* h : j->handles_) {
+    if (h->GetName() == kSessionsCf) j->sessions_ = h;
+    if (h->GetName() == kTurnsCf) j->turns_ = h;
+  }
+  RSD_CHECK(j->sessions_ != nullptr && j->turns_ != nullptr);
+  return j;
+}
+
+Journal::~Journal() {
+  if (db_ != nullptr) {
+    for (rocksdb::ColumnFamilyHandle* h : handles_) {
+      db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    }
+    db_->Close().PermitUncheckedError();
+    db_.reset();
+  }
+}
+
+absl::Status Journal::PutSession(const SessionRecord& session) {
+  return FromRocks(db_->Put(Synced(), sessions_, SessionKey(session.id),
+                            EncodeSessionRecord(session)),
+                   absl::StrCat("journal session ", session.id.ToHex()));
+}
+
+absl::StatusOr<SessionRecord> Journal::GetSession(const SessionId& id) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), sessions_, SessionKey(id), &value);
+  if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
+  RSD_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("read journal of session ", id.ToHex())));
+  return DecodeSessionRecord(value, absl::StrCat("journal record of session ", id.ToHex()));
+}
+
+absl::StatusOr<std::vector<SessionRecord>> Journal::ListSessions() {
+  std::vector<SessionRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), sessions_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    RSD_ASSIGN_OR_RETURN(SessionRecord s,
+                         DecodeSessionRecord(it->value().ToString(),
+                                             absl::StrCat("journal ", dir_, " session record")));
+    out.push_back(std::move(s));
+  }
+  RSD_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("list sessions in journal ", dir_)));
+  return out;
+}
+
+absl::Status Journal::DeleteSession(const SessionId& id) {
+  absl::MutexLock lock(&mu_);
+  rocksdb::WriteBatch batch;
+  RSD_RETURN_IF_ERROR(FromRocks(batch.Delete(sessions_, SessionKey(id)), "batch delete"));
+  RSD_RETURN_IF_ERROR(FromRocks(
+      batch.DeleteRange(turns_, std::string(id.AsStringView()), UpperBound(id)), "batch delete"));
+  return FromRocks(db_->Write(Synced(), &batch),
+                   absl::StrCat("delete session ", id.ToHex(), " from the journal"));
+}
+
+absl::Status Journal::CommitTurn(const SessionId& id, const TurnRecord& turn) {
+  if (turn.turn == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("session ", id.ToHex(), ": turn index 0 (turns are 1-based)"));
+  }
+  absl::MutexLock lock(&mu_);
+  RSD_RETURN_IF_ERROR(GetSession(id).status());
+  return FromRocks(db_->Put(Synced(), turns_, TurnKey(id, turn.turn), EncodeTurnRecord(turn)),
+                   absl::StrCat("journal turn ", turn.turn, " of session ", id.ToHex()));
+}
+
+absl::StatusOr<std::vector<TurnRecord>> Journal::ListTurns(const SessionId& id) {
+  const std::string lower(id.AsStringView());
+  const std::string upper = UpperBound(id);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::vector<TurnRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, turns_));
+  for (it->Seek(lower); it->Valid(); it->Next()) {
+    const std::string what =
+        absl::StrCat("journal turn ", TurnOfKey(it->key()), " of session ", id.ToHex());
+    RSD_ASSIGN_OR_RETURN(TurnRecord t, DecodeTurnRecord(it->value().ToString(), what));
+    out.push_back(std::move(t));
+  }
+  RSD_RETURN_IF_ERROR(
+      FromRocks(it->status(), absl::StrCat("list turns of session ", id.ToHex())));
+  return out;
+}
+
+absl::StatusOr<std::optional<TurnRecord>> Journal::FindTurn(const SessionId& id,
+                                                            const std::string& turn_id) {
+  if (turn_id.empty()) return std::optional<TurnRecord>();
+  RSD_ASSIGN_OR_RETURN(std::vector<TurnRecord> turns, ListTurns(id));
+  for (TurnRecord& t : turns) {
+    if (t.turn_id == turn_id) return std::optional<TurnRecord>(std::move(t));
+  }
+  return std::optional<TurnRecord>();
+}
+
+absl::StatusOr<std::optional<TurnRecord>> Journal::LastTurnLocked(const SessionId& id) {
+  const std::string lower(id.AsStringView());
+  const std::string upper = UpperBound(id);
+  rocksdb::Slice lower_slice(lower);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lower_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, turns_));
+  it->SeekForPrev(upper);
+  if (!it->Valid()) {
+    RSD_RETURN_IF_ERROR(
+        FromRocks(it->status(), absl::StrCat("last turn of session ", id.ToHex())));
+    return std::optional<TurnRecord>();
+  }
+  const std::string what =
+      absl::StrCat("journal turn ", TurnOfKey(it->key()), " of session ", id.ToHex());
+  RSD_ASSIGN_OR_RETURN(TurnRecord t, DecodeTurnRecord(it->value().ToString(), what));
+  return std::optional<TurnRecord>(std::move(t));
+}
+
+absl::StatusOr<std::optional<TurnRecord>> Journal::LastTurn(const SessionId& id) {
+  absl::MutexLock lock(&mu_);
+  return LastTurnLocked(id);
+}
+
+absl::StatusOr<uint32_t> Journal::RemoveLastTurn(const SessionId& id) {
+  absl::MutexLock lock(&mu_);
+  RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> last, LastTurnLocked(id));
+  if (!last.has_value()) return 0u;
+  RSD_RETURN_IF_ERROR(FromRocks(db_->Delete(Synced(), turns_, TurnKey(id, last->turn)),
+                                absl::StrCat("remove turn ", last->turn, " of session ",
+                                             id.ToHex(), " from the journal")));
+  return last->turn;
+}
+
+}  // namespace rsd::router

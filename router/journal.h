@@ -1,0 +1,132 @@
+// The router's session journal: RocksDB on the router's --data-dir (DESIGN.md section 5, "Turn
+// commit"). It is the router's whole durable state: a restarted router rebuilds its view of every
+// session (owner, epoch, tenant, committed turns) from it.
+//
+// Column families and keys (big-endian, so a session's turns are one contiguous key range in turn
+// order):
+//   sessions  session(16)             → SessionRecord (CBOR)
+//   turns     session(16) | turn(4)   → TurnRecord (CBOR); turn is 1-based
+//
+// Durability: every write (PutSession, CommitTurn, RemoveLastTurn, DeleteSession) returns after the
+// WAL is fsynced, so a turn the client was told is committed survives a router crash.
+//
+// Thread-safe: every method may be called concurrently; read-modify-write sequences (removing the
+// last turn) are serialized by an internal mutex. Every method blocks on disk I/O.
+// Errors: NOT_FOUND naming the session for an absent session; DATA_LOSS for an undecodable record
+// or RocksDB corruption; INTERNAL / RESOURCE_EXHAUSTED (disk full) for other I/O errors.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/common/ids.h"
+
+namespace rocksdb {
+class ColumnFamilyHandle;
+class DB;
+}  // namespace rocksdb
+
+namespace rsd::router {
+
+// What the router knows about a session apart from its turns.
+struct SessionRecord {
+  SessionId id;
+  std::string tenant;
+  std::string model;
+  std::string worker;  // owner worker id
+  uint64_t epoch = 1;  // ownership epoch; incremented on every change of owner
+  uint32_t ttl_seconds = 0;
+  bool pin = false;
+  int32_t priority = 0;
+  int64_t created_unix_ms = 0;
+  friend bool operator==(const SessionRecord&, const SessionRecord&) = default;
+};
+
+// One committed turn: the request as the worker ran it (with the seed it ran with) and its result.
+struct TurnRecord {
+  uint32_t turn = 0;  // 1-based
+  std::string turn_id;
+  std::string message;  // user text, bytes as sent
+  uint64_t seed = 0;
+  float temperature = 0;
+  int32_t top_k = 0;
+  std::optional<float> top_p;
+  std::optional<int32_t> max_tokens;
+  std::vector<std::string> stop;
+  std::vector<int32_t> tokens;  // generated tokens
+  std::string text;             // their text (bytes; may hold U+FFFD replacements)
+  std::string finish_reason;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t history_tokens = 0;  // the session's token log after the turn
+  std::string worker;          // the worker that ran it
+  int64_t committed_unix_ms = 0;
+  friend bool operator==(const TurnRecord&, const TurnRecord&) = default;
+};
+
+class Journal {
+ public:
+  // Opens (creating if needed) the journal in `dir`. A missing `dir` is created only if its parent
+  // exists. FAILED_PRECONDITION naming the path if the parent is missing, `dir` is not a directory
+  // or the journal is already open (RocksDB's lock, e.g. a second router on the same dir);
+  // PERMISSION_DENIED naming the path if it cannot be read, written or created; DATA_LOSS on
+  // corruption.
+  static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& dir);
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // Creates or replaces the session's record (synced).
+  absl::Status PutSession(const SessionRecord& session);
+  // NOT_FOUND "unknown session <hex>" if absent.
+  absl::StatusOr<SessionRecord> GetSession(const SessionId& id);
+  // Every session in id order.
+  absl::StatusOr<std::vector<SessionRecord>> ListSessions();
+  // Removes the session and all its turns (synced). Deleting an absent session is OK.
+  absl::Status DeleteSession(const SessionId& id);
+
+  // Records a committed turn under its index (synced). NOT_FOUND if the session is unknown;
+  // INVALID_ARGUMENT if turn.turn is 0. Re-committing an existing index replaces it (the worker's
+  // numbering is the truth).
+  absl::Status CommitTurn(const SessionId& id, const TurnRecord& turn);
+  // Every committed turn of the session, turn 1 first.
+  absl::StatusOr<std::vector<TurnRecord>> ListTurns(const SessionId& id);
+  // The committed turn with this client turn id, if any (turn_id must be non-empty).
+  absl::StatusOr<std::optional<TurnRecord>> FindTurn(const SessionId& id,
+                                                     const std::string& turn_id);
+  // The last committed turn, if any.
+  absl::StatusOr<std::optional<TurnRecord>> LastTurn(const SessionId& id);
+  // Removes the last committed turn (synced) and returns its index; 0 if there was none.
+  absl::StatusOr<uint32_t> RemoveLastTurn(const SessionId& id);
+
+  const std::string& dir() const { return dir_; }
+
+  // Keys, exposed for tests of their ordering.
+  static std::string SessionKey(const SessionId& id);
+  static std::string TurnKey(const SessionId& id, uint32_t turn);
+
+ private:
+  Journal() = default;
+  absl::StatusOr<std::optional<TurnRecord>> LastTurnLocked(const SessionId& id);
+
+  std::string dir_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_ closes
+  rocksdb::ColumnFamilyHandle* sessions_ = nullptr;
+  rocksdb::ColumnFamilyHandle* turns_ = nullptr;
+  absl::Mutex mu_;  // serializes read-modify-write sequences on turns
+};
+
+// Record codecs (CBOR), exposed for tests. Decode: DATA_LOSS naming `what` if malformed.
+std::string EncodeSessionRecord(const SessionRecord& s);
+absl::StatusOr<SessionRecord> DecodeSessionRecord(const std::string& bytes, const std::string& what);
+std::string EncodeTurnRecord(const TurnRecord& t);
+absl::StatusOr<TurnRecord> DecodeTurnRecord(const std::string& bytes, const std::string& what);
+
+}  // namespace rsd::router

@@ -1,0 +1,119 @@
+// rsd-router: the session journal, the worker registry and the client/admin/registry services
+// (DESIGN.md sections 3, 5, 7). Only wiring here.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "router/journal.h"
+#include "router/registry.h"
+#include "router/router_service.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve on (port 0: any free port)");
+ABSL_FLAG(std::string, data_dir, "", "the session journal's directory (required)");
+ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
+ABSL_FLAG(double, heartbeat_interval, 1.0, "seconds between heartbeats, told to workers");
+ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router sends or accepts");
+
+namespace {
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "rsd-router: %s\n", msg.c_str());
+  return 1;
+}
+
+// The host part of `listen` with `port`.
+std::string WithPort(const std::string& listen, int port) {
+  const size_t colon = listen.rfind(':');
+  return (colon == std::string::npos ? listen : listen.substr(0, colon)) + ":" +
+         std::to_string(port);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "rsd-router --listen ADDR --data-dir DIR [--heartbeat-timeout S] [--heartbeat-interval S]");
+  // The command-line contract spells flags with dashes (--data-dir); Abseil wants underscores.
+  std::vector<std::string> storage(argv, argv + argc);
+  std::vector<char*> fixed;
+  for (std::string& a : storage) {
+    if (a.rfind("--", 0) == 0) {
+      const size_t end = std::min(a.find('='), a.size());
+      for (size_t i = 2; i < end; ++i) {
+        if (a[i] == '-') a[i] = '_';
+      }
+    }
+    fixed.push_back(a.data());
+  }
+  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+  if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  const double hb_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
+  const double hb_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  const int max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (data_dir.empty()) return Fail("--data-dir is required");
+  if (!(hb_timeout > 0)) return Fail("--heartbeat-timeout must be > 0 seconds");
+  if (!(hb_interval > 0)) return Fail("--heartbeat-interval must be > 0 seconds");
+  if (max_bytes <= 0) return Fail("--max-message-bytes must be > 0");
+
+  // SIGINT/SIGTERM are taken by sigwait below; block them before gRPC starts its threads.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<rsd::router::Journal>> journal =
+      rsd::router::Journal::Open(data_dir);
+  if (!journal.ok()) return Fail(std::string(journal.status().ToString()));
+  rsd::router::SystemClock clock;
+  rsd::router::Registry registry(&clock, absl::Seconds(hb_timeout));
+  rsd::router::RouterOptions options;
+  options.heartbeat_interval_seconds = hb_interval;
+  options.max_message_bytes = std::max(max_bytes, 16 << 20);
+  rsd::router::RouterCore core(journal->get(), &registry, options);
+  if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
+  rsd::router::ClientService client_service(&core);
+  rsd::router::AdminService admin_service(&core);
+  rsd::router::RegistryService registry_service(&core);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(max_bytes);
+  builder.SetMaxSendMessageSize(max_bytes);
+  builder.RegisterService(&client_service);
+  builder.RegisterService(&admin_service);
+  builder.RegisterService(&registry_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail("cannot listen on " + listen + " (address in use or invalid?)");
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  std::printf("rsd-router listening on %s (data dir %s)\n", WithPort(listen, port).c_str(),
+              data_dir.c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "rsd-router: signal %d, shutting down\n", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->Wait();
+  return 0;
+}

@@ -1,0 +1,187 @@
+#include "router/registry.h"
+
+#include <algorithm>
+#include <set>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace rsd::router {
+
+const char* WorkerStateName(WorkerState s) {
+  switch (s) {
+    case WorkerState::kReady:
+      return "ready";
+    case WorkerState::kCordoned:
+      return "cordoned";
+    case WorkerState::kDead:
+      return "dead";
+  }
+  return "?";
+}
+
+Registry::Registry(Clock* clock, absl::Duration heartbeat_timeout)
+    : clock_(clock), heartbeat_timeout_(heartbeat_timeout) {}
+
+absl::Status Registry::Register(const WorkerDescriptor& desc) {
+  if (desc.id.empty()) return absl::InvalidArgumentError("worker registration without an id");
+  if (desc.address.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker '", desc.id, "' registered without an address"));
+  }
+  absl::MutexLock lock(&mu_);
+  Entry& e = workers_[desc.id];
+  e.desc = desc;
+  e.last_heartbeat = clock_->Now();
+  if (!desc.model.empty() &&
+      std::find(models_seen_.begin(), models_seen_.end(), desc.model) == models_seen_.end()) {
+    models_seen_.push_back(desc.model);
+  }
+  return absl::OkStatus();
+}
+
+bool Registry::Heartbeat(const WorkerDescriptor& desc) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(desc.id);
+  if (it == workers_.end()) return false;
+  // A heartbeat carries the full status; an address or model change is a re-registration.
+  if (desc.address != it->second.desc.address || desc.model != it->second.desc.model) return false;
+  it->second.desc = desc;
+  it->second.last_heartbeat = clock_->Now();
+  return true;
+}
+
+WorkerSnapshot Registry::SnapshotLocked(const Entry& e) const {
+  WorkerSnapshot s;
+  s.desc = e.desc;
+  const absl::Duration since = clock_->Now() - e.last_heartbeat;
+  s.seconds_since_heartbeat = absl::ToDoubleSeconds(since);
+  if (since > heartbeat_timeout_) {
+    s.state = WorkerState::kDead;
+  } else if (e.cordoned) {
+    s.state = WorkerState::kCordoned;
+  } else {
+    s.state = WorkerState::kReady;
+  }
+  auto placed = placed_.find(e.desc.id);
+  s.sessions_placed = placed == placed_.end() ? 0 : placed->second;
+  return s;
+}
+
+std::string Registry::KnownWorkersLocked() const {
+  if (workers_.empty()) return "none registered";
+  std::vector<std::string> ids;
+  for (const auto& [id, e] : workers_) ids.push_back(id);
+  return absl::StrJoin(ids, ", ");
+}
+
+absl::StatusOr<WorkerSnapshot> Registry::Get(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown worker '", id, "'; known: ", KnownWorkersLocked()));
+  }
+  return SnapshotLocked(it->second);
+}
+
+std::vector<WorkerSnapshot> Registry::List() {
+  absl::MutexLock lock(&mu_);
+  std::vector<WorkerSnapshot> out;
+  for (const auto& [id, e] : workers_) out.push_back(SnapshotLocked(e));
+  return out;
+}
+
+absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in) {
+  absl::MutexLock lock(&mu_);
+  if (workers_.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "no ready worker serves ",
+        model_in.empty() ? std::string("any model") : absl::StrCat("model '", model_in, "'"),
+        " (no worker has registered)"));
+  }
+  std::vector<WorkerSnapshot> all;
+  for (const auto& [id, e] : workers_) all.push_back(SnapshotLocked(e));
+
+  std::string model = model_in;
+  if (model.empty()) {
+    // The first registered model with a ready worker; else the first registered model (for the
+    // error message).
+    for (const std::string& m : models_seen_) {
+      bool ready = std::any_of(all.begin(), all.end(), [&](const WorkerSnapshot& w) {
+        return w.desc.model == m && w.state == WorkerState::kReady;
+      });
+      if (ready) {
+        model = m;
+        break;
+      }
+    }
+    if (model.empty() && !models_seen_.empty()) model = models_seen_.front();
+  } else if (std::find(models_seen_.begin(), models_seen_.end(), model) == models_seen_.end()) {
+    return absl::NotFoundError(absl::StrCat("unknown model '", model, "'; known: ",
+                                            models_seen_.empty() ? std::string("none")
+                                                                 : absl::StrJoin(models_seen_, ", ")));
+  }
+
+  const WorkerSnapshot* best = nullptr;
+  auto key = [](const WorkerSnapshot& w) {
+    const int64_t free_bytes = w.desc.load.hot_bytes_free + w.desc.load.warm_bytes_free;
+    const int64_t busy = int64_t{w.desc.load.queue_depth} + w.desc.load.running;
+    return std::make_tuple(-free_bytes, busy, w.sessions_placed, w.desc.id);
+  };
+  int cordoned = 0, dead = 0;
+  for (const WorkerSnapshot& w : all) {
+    if (w.desc.model != model) continue;
+    if (w.state == WorkerState::kCordoned) ++cordoned;
+    if (w.state == WorkerState::kDead) ++dead;
+    if (w.state != WorkerState::kReady) continue;
+    if (best == nullptr || key(w) < key(*best)) best = &w;
+  }
+  if (best == nullptr) {
+    return absl::UnavailableError(absl::StrCat("no ready worker serves model '", model, "' (",
+                                               dead, " dead, ", cordoned, " cordoned)"));
+  }
+  WorkerSnapshot chosen = *best;
+  ++placed_[chosen.desc.id];
+  ++chosen.sessions_placed;
+  return chosen;
+}
+
+void Registry::AddPlaced(const std::string& id, int64_t delta) {
+  absl::MutexLock lock(&mu_);
+  int64_t& n = placed_[id];
+  n = std::max<int64_t>(0, n + delta);
+}
+
+absl::StatusOr<WorkerSnapshot> Registry::SetCordoned(const std::string& id, bool cordoned) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown worker '", id, "'; known: ", KnownWorkersLocked()));
+  }
+  it->second.cordoned = cordoned;
+  return SnapshotLocked(it->second);
+}
+
+std::vector<ModelSummary> Registry::Models() {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, ModelSummary> by_name;
+  for (const auto& [id, e] : workers_) {
+    WorkerSnapshot w = SnapshotLocked(e);
+    if (w.state == WorkerState::kDead || w.desc.model.empty()) continue;
+    ModelSummary& m = by_name[w.desc.model];
+    if (m.name.empty()) {
+      m.name = w.desc.model;
+      m.fingerprint = w.desc.model_fingerprint;
+      m.context_length = w.desc.context_length;
+    }
+    m.workers.push_back(id);
+  }
+  std::vector<ModelSummary> out;
+  for (auto& [name, m] : by_name) out.push_back(std::move(m));
+  return out;
+}
+
+}  // namespace rsd::router

@@ -1,0 +1,129 @@
+// The router's worker registry and placement (DESIGN.md section 5). Workers register and heartbeat
+// their status; a worker that has not heartbeated for `heartbeat_timeout` is dead. Placement picks,
+// among ready workers serving the requested model, the one with the most free hot+warm bytes, then
+// the fewest queued+running turns, then the fewest sessions placed, then the smallest id.
+//
+// No gRPC here: the service layer translates rsd.v1.WorkerStatus into WorkerDescriptor.
+// Thread-safe (one mutex); no method blocks on I/O. The clock is injected (tests use a fake one).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace rsd::router {
+
+// The time source (a real seam: tests drive it by hand).
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual absl::Time Now() = 0;
+};
+
+class SystemClock final : public Clock {
+ public:
+  absl::Time Now() override { return absl::Now(); }
+};
+
+struct WorkerLoadInfo {
+  int64_t hot_bytes_total = 0;
+  int64_t hot_bytes_free = 0;
+  int64_t warm_bytes_total = 0;
+  int64_t warm_bytes_free = 0;
+  int32_t queue_depth = 0;
+  int32_t running = 0;
+  int32_t sessions = 0;  // as the worker counts them
+  int32_t queue_limit = 0;
+};
+
+struct WorkerRates {
+  double prefill_tokens_per_s = 0;
+  double residual_tokens_per_s = 0;
+  double kv_copy_tokens_per_s = 0;
+};
+
+// What a worker says about itself (Register / Heartbeat).
+struct WorkerDescriptor {
+  std::string id;
+  std::string address;  // host:port the router dials
+  std::string model;
+  std::string model_fingerprint;
+  std::string numerics_fingerprint;
+  int32_t context_length = 0;
+  WorkerLoadInfo load;
+  WorkerRates rates;
+  bool serving = false;
+};
+
+enum class WorkerState { kReady, kCordoned, kDead };
+const char* WorkerStateName(WorkerState s);
+
+struct WorkerSnapshot {
+  WorkerDescriptor desc;
+  WorkerState state = WorkerState::kReady;
+  double seconds_since_heartbeat = 0;
+  int64_t sessions_placed = 0;  // sessions the router's journal places there
+};
+
+struct ModelSummary {
+  std::string name;
+  std::string fingerprint;
+  int32_t context_length = 0;
+  std::vector<std::string> workers;  // non-dead workers serving it, by id
+};
+
+class Registry {
+ public:
+  // `clock` must outlive the registry.
+  Registry(Clock* clock, absl::Duration heartbeat_timeout);
+
+  // Adds or replaces the worker (a re-registration keeps its cordon and placed-session count).
+  // INVALID_ARGUMENT if the id or address is empty.
+  absl::Status Register(const WorkerDescriptor& desc);
+  // Updates a known worker; false if the id is unknown (the worker must register again).
+  bool Heartbeat(const WorkerDescriptor& desc);
+
+  // NOT_FOUND "unknown worker 'W'; known: ..." if never registered.
+  absl::StatusOr<WorkerSnapshot> Get(const std::string& id);
+  // Every registered worker (dead ones too), by id.
+  std::vector<WorkerSnapshot> List();
+
+  // Chooses a worker for a new session of `model` ("" = the only model, or the first registered
+  // model that has a ready worker) and counts the session as placed there. NOT_FOUND "unknown model
+  // 'X'; known: ..." if no worker ever served `model`; UNAVAILABLE naming the model if none of its
+  // workers is ready (all dead or cordoned), or if no worker is registered at all.
+  absl::StatusOr<WorkerSnapshot> Place(const std::string& model);
+  // Adjusts the placed-session count of a worker (a failed open, a close; a restarted router
+  // seeds the counts from its journal). Unknown ids are remembered for when they register.
+  void AddPlaced(const std::string& id, int64_t delta);
+
+  // NOT_FOUND as Get.
+  absl::StatusOr<WorkerSnapshot> SetCordoned(const std::string& id, bool cordoned);
+
+  // Distinct models of non-dead workers, by name.
+  std::vector<ModelSummary> Models();
+
+ private:
+  struct Entry {
+    WorkerDescriptor desc;
+    absl::Time last_heartbeat;
+    bool cordoned = false;
+  };
+  WorkerSnapshot SnapshotLocked(const Entry& e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string KnownWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Clock* const clock_;
+  const absl::Duration heartbeat_timeout_;
+  absl::Mutex mu_;
+  std::map<std::string, Entry> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> placed_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> models_seen_ ABSL_GUARDED_BY(mu_);  // in first-registration order
+};
+
+}  // namespace rsd::router

@@ -1,0 +1,68 @@
+// rsd.v1.Registry: worker registration and heartbeats.
+#include <cstdio>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "router/router_service.h"
+
+namespace rsd::router {
+namespace {
+
+// A worker listening on a wildcard address ("0.0.0.0:7001", "[::]:7001", ":7001") is dialled at
+// the host its registration came from.
+std::string DialableAddress(const std::string& address, const std::string& peer) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return address;
+  const std::string host = address.substr(0, colon);
+  if (!host.empty() && host != "0.0.0.0" && host != "[::]" && host != "::") return address;
+  // peer: "ipv4:127.0.0.1:54321" or "ipv6:[::1]:54321".
+  std::string p = peer;
+  if (absl::StartsWith(p, "ipv4:") || absl::StartsWith(p, "ipv6:")) p = p.substr(5);
+  const size_t peer_colon = p.rfind(':');
+  if (peer_colon == std::string::npos || peer_colon == 0) return address;
+  return absl::StrCat(p.substr(0, peer_colon), address.substr(colon));
+}
+
+WorkerDescriptor DescriptorOf(const v1::WorkerStatus& s, const std::string& peer) {
+  WorkerDescriptor d;
+  d.id = s.id();
+  d.address = DialableAddress(s.address(), peer);
+  d.model = s.model();
+  d.model_fingerprint = s.model_fingerprint();
+  d.numerics_fingerprint = s.numerics_fingerprint();
+  d.context_length = s.context_length();
+  d.load.hot_bytes_total = s.load().hot_bytes_total();
+  d.load.hot_bytes_free = s.load().hot_bytes_free();
+  d.load.warm_bytes_total = s.load().warm_bytes_total();
+  d.load.warm_bytes_free = s.load().warm_bytes_free();
+  d.load.queue_depth = s.load().queue_depth();
+  d.load.running = s.load().running();
+  d.load.sessions = s.load().sessions();
+  d.load.queue_limit = s.load().queue_limit();
+  d.rates.prefill_tokens_per_s = s.rates().prefill_tokens_per_s();
+  d.rates.residual_tokens_per_s = s.rates().residual_tokens_per_s();
+  d.rates.kv_copy_tokens_per_s = s.rates().kv_copy_tokens_per_s();
+  d.serving = s.serving();
+  return d;
+}
+
+}  // namespace
+
+grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
+                                       v1::RegisterResponse* resp) {
+  const WorkerDescriptor d = DescriptorOf(req->status(), ctx->peer());
+  absl::Status s = core_.registry().Register(d);
+  if (!s.ok()) return ToGrpc(s);
+  std::fprintf(stderr, "rsd-router: worker '%s' registered at %s (model '%s', %d sessions)\n",
+               d.id.c_str(), d.address.c_str(), d.model.c_str(), req->sessions_size());
+  resp->set_heartbeat_interval_seconds(core_.options().heartbeat_interval_seconds);
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryService::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
+                                        v1::HeartbeatResponse* resp) {
+  resp->set_reregister(!core_.registry().Heartbeat(DescriptorOf(req->status(), ctx->peer())));
+  return grpc::Status::OK;
+}
+
+}  // namespace rsd::router
