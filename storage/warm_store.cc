@@ -96,6 +96,16 @@ std::vector<BlockKey> WarmStore::KeysOfSession(const SessionId& session) const {
   return keys;
 }
 
+size_t WarmStore::SessionBytes(const SessionId& session) const {
+  absl::MutexLock lock(&mu_);
+  size_t n = 0;
+  for (auto it = entries_.lower_bound(FirstKeyOf(session));
+       it != entries_.end() && it->first.session == session; ++it) {
+    n += Charge(it->second.value.size());
+  }
+  return n;
+}
+
 size_t WarmStore::bytes_used() const {
   absl::MutexLock lock(&mu_);
   return bytes_used_;

@@ -52,6 +52,8 @@ class WarmStore {
   size_t EraseSession(const SessionId& session);
   // The keys of one session's entries in key order (layer, then block).
   std::vector<BlockKey> KeysOfSession(const SessionId& session) const;
+  // The charged bytes of one session's entries (values plus keys), without copying them.
+  size_t SessionBytes(const SessionId& session) const;
 
   size_t bytes_used() const;
   size_t budget() const { return budget_; }

@@ -7,6 +7,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "storage/common/hash.h"
 #include "storage/common/status.h"
+#include "worker/engine/turn_decoder.h"
 #include "worker/model/model_file.h"
 
 namespace rsd {
@@ -280,39 +281,23 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
   r.prefill_seconds = Now() - t0;
   last_logits = fr.logits;
   t0 = Now();
-  std::vector<int32_t> stop_ids = template_->StopTokens();
-  std::string text;
-  r.finish_reason = "length";
-  for (int i = 0; i < params.max_tokens; ++i) {
+  TurnDecoder decoder(*tokenizer_, template_->StopTokens(), params);
+  while (!decoder.done()) {
     const int64_t position = static_cast<int64_t>(Seq(seq).tokens.size());
-    const int32_t tok = SampleToken(last_logits, params.sampling, position);
-    if (params.record_logit_hashes) {
-      r.logit_hashes.push_back(Hash64(last_logits.data(), last_logits.size() * sizeof(float)));
-    }
-    r.tokens.push_back(tok);
+    const bool last = decoder.Next(last_logits, position);
+    const int32_t tok = decoder.tokens().back();
     if (on_token) on_token(tok);
-    const bool is_stop_token =
-        params.stop_at_eos && std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end();
-    const size_t before = text.size();
-    if (!is_stop_token) text += tokenizer_->Decode(std::span<const int32_t>(&tok, 1), false);
-    bool hit_stop = false;
-    for (const std::string& s : params.stop) {
-      if (s.empty()) continue;
-      const size_t from = before >= s.size() ? before - s.size() + 1 : 0;
-      if (text.find(s, from) != std::string::npos) hit_stop = true;
-    }
-    // The sampled token joins the history (its K/V is computed only if generation continues).
-    const bool last = is_stop_token || hit_stop || i + 1 == params.max_tokens;
-    if (is_stop_token) r.finish_reason = "eos";
-    if (hit_stop) r.finish_reason = "stop";
-    Work w{seq, std::span<const int32_t>(&r.tokens.back(), 1), false};
     if (last) {
       Seq(seq).tokens.push_back(tok);  // pending: its K/V is computed when the next turn starts
       break;
     }
+    Work w{seq, std::span<const int32_t>(&tok, 1), false};
     RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
     last_logits = fr.logits;
   }
+  r.tokens = decoder.tokens();
+  r.finish_reason = decoder.finish_reason();
+  r.logit_hashes = decoder.logit_hashes();
   r.decode_seconds = Now() - t0;
   r.text = tokenizer_->Decode(r.tokens, false);
   return r;

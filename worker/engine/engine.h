@@ -110,6 +110,12 @@ class Engine {
   SequenceMemory SequenceMemoryUse(int32_t seq) const;
   // Tokens the next Step may feed to `seq` (pending ones included) within its hot budget.
   int64_t MaxStepTokens(int32_t seq) const;
+  // Pending tokens the next Step may feed to `seq` within its hot budget and the context.
+  int64_t MaxPendingFeed(int32_t seq) const;
+  // Tokens of the history without K/V yet (the next Step feeds them first).
+  int64_t PendingTokens(int32_t seq) const;
+  // The per-sequence hot budget in blocks (0: unbounded).
+  int32_t hot_budget_blocks() const { return budget_blocks_; }
 
   struct Work {
     int32_t seq = 0;

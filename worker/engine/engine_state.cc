@@ -44,6 +44,19 @@ int64_t Engine::MaxStepTokens(int32_t seq) const {
   return static_cast<int64_t>(budget_blocks_) * bt - s.cached % bt - pending;
 }
 
+int64_t Engine::PendingTokens(int32_t seq) const {
+  const Sequence& s = seqs_.at(seq);
+  return static_cast<int64_t>(s.tokens.size()) - s.cached;
+}
+
+int64_t Engine::MaxPendingFeed(int32_t seq) const {
+  const Sequence& s = seqs_.at(seq);
+  const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
+  if (!bounded()) return pending;
+  const int64_t bt = model_->block_tokens();
+  return std::min<int64_t>(pending, static_cast<int64_t>(budget_blocks_) * bt - s.cached % bt);
+}
+
 absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const {
   const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
   const bool kv = s.layer_kv[layer] != 0;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -71,6 +72,11 @@ absl::Status SessionManager::Recover() {
       nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
       if (j.is_object()) {
         s.name = j.value("name", s.name);
+        s.attrs.tenant = j.value("tenant", s.attrs.tenant);
+        s.attrs.epoch = j.value("epoch", uint64_t{0});
+        s.attrs.ttl_seconds = j.value("ttl_seconds", 0u);
+        s.attrs.pin = j.value("pin", false);
+        s.attrs.priority = j.value("priority", 0);
         const bool same_layout =
             j.value("model", "") == engine_->model_fingerprint() &&
             j.value("numerics", "") == engine_->numerics_fingerprint();
@@ -90,6 +96,7 @@ absl::Status SessionManager::Recover() {
       s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
     }
     if (s.spilled == SpillForm::kNone) s.spilled = SpillForm::kTokens;
+    s.last_active = Now();
     sessions_[id] = std::move(s);
   }
   return absl::OkStatus();
@@ -99,6 +106,11 @@ absl::Status SessionManager::SaveMeta(const Session& s) {
   if (!cold_) return absl::OkStatus();
   nlohmann::json j;
   j["name"] = s.name;
+  j["tenant"] = s.attrs.tenant;
+  j["epoch"] = s.attrs.epoch;
+  j["ttl_seconds"] = s.attrs.ttl_seconds;
+  j["pin"] = s.attrs.pin;
+  j["priority"] = s.attrs.priority;
   j["turns"] = s.turns();
   j["spilled"] = SpillFormName(s.spilled);
   j["spilled_chunks"] = s.spilled_chunks;
@@ -115,21 +127,103 @@ absl::StatusOr<SessionId> SessionManager::OpenOrCreate(const std::string& name) 
   for (const auto& [id, s] : sessions_) {
     if (s.name == name) return id;
   }
-  Session s;
-  s.id = SessionId::Random();
-  s.name = name;
-  RSD_RETURN_IF_ERROR(SaveMeta(s));
-  const SessionId id = s.id;
-  sessions_[id] = std::move(s);
+  const SessionId id = SessionId::Random();
+  RSD_RETURN_IF_ERROR(Create(id, SessionAttrs{}));
+  sessions_[id].name = name;
+  RSD_RETURN_IF_ERROR(SaveMeta(sessions_[id]));
   return id;
+}
+
+absl::Status SessionManager::Create(const SessionId& id, const SessionAttrs& attrs) {
+  auto it = sessions_.find(id);
+  if (it != sessions_.end()) {
+    if (it->second.attrs.tenant != attrs.tenant) {
+      return absl::PermissionDeniedError(absl::StrCat("session ", id.ToHex(),
+                                                      " belongs to another tenant"));
+    }
+    it->second.attrs = attrs;
+    return SaveMeta(it->second);
+  }
+  Session s;
+  s.id = id;
+  s.name = id.ToHex();
+  s.attrs = attrs;
+  s.last_active = Now();
+  RSD_RETURN_IF_ERROR(SaveMeta(s));
+  sessions_[id] = std::move(s);
+  return absl::OkStatus();
+}
+
+SessionManager::Session* SessionManager::Find(const SessionId& id) {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : &it->second;
+}
+
+absl::Status SessionManager::NotFound(const SessionId& id) const {
+  return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
 }
 
 absl::StatusOr<SessionInfo> SessionManager::Describe(const SessionId& id) const {
   auto it = sessions_.find(id);
-  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
+  if (it == sessions_.end()) return NotFound(id);
   const Session& s = it->second;
-  return SessionInfo{s.id, s.name, s.turns(), static_cast<int64_t>(s.log.size()), s.seq >= 0,
-                     s.spilled};
+  SessionInfo info;
+  info.id = s.id;
+  info.name = s.name;
+  info.turns = s.turns();
+  info.token_count = static_cast<int64_t>(s.log.size());
+  info.resident = s.seq >= 0;
+  info.spilled = s.spilled;
+  info.attrs = s.attrs;
+  info.hot_blocks = s.seq >= 0 ? engine_->SequenceMemoryUse(s.seq).hot_blocks : 0;
+  info.idle_seconds = Now() - s.last_active;
+  return info;
+}
+
+std::vector<SessionInfo> SessionManager::List() const {
+  std::vector<SessionInfo> out;
+  for (const auto& [id, s] : sessions_) out.push_back(*Describe(id));
+  return out;
+}
+
+absl::Status SessionManager::Close(const SessionId& id) {
+  Session* s = Find(id);
+  if (s == nullptr) return NotFound(id);
+  if (s->seq >= 0) engine_->DestroySequence(s->seq);
+  warm_.EraseSession(id);
+  if (cold_) RSD_RETURN_IF_ERROR(cold_->DeleteSession(id));
+  sessions_.erase(id);
+  return absl::OkStatus();
+}
+
+int32_t SessionManager::HotBlocks(const SessionId& id) const {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second.seq < 0) return 0;
+  return engine_->SequenceMemoryUse(it->second.seq).hot_blocks;
+}
+
+int32_t SessionManager::Priority(const SessionId& id) const {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? 0 : it->second.attrs.priority;
+}
+
+int64_t SessionManager::UserTurnTokens(const SessionId& id, const std::string& user_text) const {
+  auto it = sessions_.find(id);
+  const bool first = it == sessions_.end() || it->second.turns() == 0;
+  return static_cast<int64_t>(engine_->chat_template().UserTurn(user_text, first).size());
+}
+
+int64_t SessionManager::BlocksForTurn(const SessionId& id, int64_t new_tokens) const {
+  auto it = sessions_.find(id);
+  const int64_t history = it == sessions_.end() ? 0 : static_cast<int64_t>(it->second.log.size());
+  const int64_t bt = engine_->model().block_tokens();
+  const int64_t all = (history + new_tokens + bt - 1) / bt;
+  const int64_t budget = engine_->hot_budget_blocks();
+  return budget > 0 ? std::min(all, budget + 1) : all;  // bounded: the budget plus one scratch
+}
+
+size_t SessionManager::WarmBytes(const SessionId& id) const {
+  return warm_.SessionBytes(id);
 }
 
 CheckpointHeader SessionManager::Header(SpillForm form, int layer, int32_t chunk) const {
@@ -203,7 +297,7 @@ absl::Status SessionManager::DemoteToCold(const SessionId& id) {
   return absl::OkStatus();
 }
 
-absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
+absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
   const bool checkpoints = s.spilled == SpillForm::kResidual || s.spilled == SpillForm::kKv ||
                            s.spilled == SpillForm::kAuto;
   if (checkpoints && s.spilled_chunks > 0 &&
@@ -226,7 +320,7 @@ absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
     absl::StatusOr<int32_t> seq = engine_->ImportSequence(s.log, s.spilled_chunks, s.layer_kv, load);
     if (seq.ok()) {
       s.seq = *seq;
-      result->restored_from = from_cold ? "cold" : "warm";
+      *restored_from = from_cold ? "cold" : "warm";
       return absl::OkStatus();
     }
     if (seq.status().code() == absl::StatusCode::kResourceExhausted) return seq.status();
@@ -236,32 +330,133 @@ absl::Status SessionManager::Restore(Session& s, TurnResult* result) {
   }
   s.seq = engine_->CreateSequence();
   engine_->AppendPending(s.seq, s.log);
-  result->restored_from = s.log.empty() ? "new" : "tokens";
+  *restored_from = s.log.empty() ? "new" : "tokens";
   return absl::OkStatus();
 }
 
 absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::string& user_text,
                                                 const GenerateParams& params) {
+  absl::StatusOr<PendingTurn> turn;
+  for (;;) {
+    turn = BeginTurn(id, user_text, params, /*flush=*/true);
+    if (turn.ok() || turn.status().code() != absl::StatusCode::kResourceExhausted) break;
+    // The pool is full: make room by spilling an idle session, then retry.
+    RSD_ASSIGN_OR_RETURN(bool spilled, SpillIdle({id}));
+    if (!spilled) return turn.status();
+  }
+  RSD_RETURN_IF_ERROR(turn.status());
+  absl::StatusOr<GenerateResult> g = engine_->Generate(turn->seq, turn->user_tokens, params);
+  if (!g.ok()) {
+    RSD_RETURN_IF_ERROR(AbortTurn(*turn));
+    return g.status();
+  }
+  return CommitTurn(*turn, *std::move(g));
+}
+
+absl::Status SessionManager::CheckTurn(const SessionId& id, const std::string& user_text,
+                                       const GenerateParams& params) const {
   auto it = sessions_.find(id);
-  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
-  Session& s = it->second;
-  s.last_used = ++clock_;
+  if (it == sessions_.end()) return NotFound(id);
+  const Session& s = it->second;
+  RSD_RETURN_IF_ERROR(ValidateSamplingParams(params.sampling));
+  if (params.max_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ",
+                                                   params.max_tokens));
+  }
+  const int64_t max_context = engine_->model().max_context();
+  const int64_t history = static_cast<int64_t>(s.log.size());
   // No room at all: not even an empty message's template tokens fit (any request would fail).
   const int64_t overhead =
       static_cast<int64_t>(engine_->chat_template().UserTurn("", s.turns() == 0).size());
-  if (static_cast<int64_t>(s.log.size()) + overhead > engine_->model().max_context()) {
+  if (history + overhead > max_context) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "session ", s.name, " has no room left: its history holds ", s.log.size(),
-        " tokens of a ", engine_->model().max_context(), "-token context and a turn needs at least ",
-        overhead));
+        "session ", s.name, " has no room left: its history holds ", history, " tokens of a ",
+        max_context, "-token context and a turn needs at least ", overhead));
   }
-  for (;;) {
-    absl::StatusOr<TurnResult> r = RunTurn(s, user_text, params);
-    if (r.ok() || r.status().code() != absl::StatusCode::kResourceExhausted) return r;
-    // The pool is full: make room by spilling an idle session, then retry the (rolled back) turn.
-    RSD_ASSIGN_OR_RETURN(bool spilled, SpillIdle(id));
-    if (!spilled) return r;
+  const int64_t prompt =
+      static_cast<int64_t>(engine_->chat_template().UserTurn(user_text, s.turns() == 0).size());
+  const int64_t need = history + prompt + params.max_tokens;
+  if (need > max_context) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "history (", history, ") + prompt (", prompt, ") + max_tokens (", params.max_tokens,
+        ") = ", need, " tokens exceeds the context length ", max_context));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id,
+                                                      const std::string& user_text,
+                                                      const GenerateParams& params, bool flush) {
+  Session* sp = Find(id);
+  if (sp == nullptr) return NotFound(id);
+  Session& s = *sp;
+  s.last_used = ++clock_;
+  s.last_active = Now();
+  RSD_RETURN_IF_ERROR(CheckTurn(id, user_text, params));
+  PendingTurn t;
+  t.id = id;
+  t.turn = s.turns();
+  t.before = static_cast<int64_t>(s.log.size());
+  t.user_tokens = engine_->chat_template().UserTurn(user_text, s.turns() == 0);
+  const double t0 = Now();
+  if (s.seq < 0) {
+    RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
+  } else {
+    t.restored_from = "hot";
+  }
+  if (flush) {
+    absl::Status st = engine_->FlushPending(s.seq);
+    if (!st.ok()) {
+      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, t.before));
+      return st;
+    }
+  }
+  t.seq = s.seq;
+  t.restore_seconds = Now() - t0;
+  return t;
+}
+
+absl::Status SessionManager::AbortTurn(const PendingTurn& turn) {
+  Session* s = Find(turn.id);
+  if (s == nullptr) return NotFound(turn.id);
+  s->last_active = Now();
+  if (s->seq < 0) return absl::OkStatus();
+  return engine_->TruncateSequence(s->seq, turn.before);
+}
+
+absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
+                                                      GenerateResult generated) {
+  Session* sp = Find(turn.id);
+  if (sp == nullptr) return NotFound(turn.id);
+  Session& s = *sp;
+  s.last_active = Now();
+  const std::vector<int32_t> stops = engine_->chat_template().StopTokens();
+  const bool generated_eot =
+      generated.finish_reason == "eos" && !generated.tokens.empty() &&
+      std::find(stops.begin(), stops.end(), generated.tokens.back()) != stops.end();
+  const std::vector<int32_t> end = engine_->chat_template().EndOfAssistantTurn(generated_eot);
+  engine_->AppendPending(s.seq, end);
+  TurnResult r;
+  r.turn = turn.turn;
+  r.restored_from = turn.restored_from;
+  r.restore_seconds = turn.restore_seconds;
+  const std::vector<int32_t>& all = engine_->SequenceTokens(s.seq);
+  r.turn_tokens.assign(all.begin() + turn.before, all.end());
+  if (cold_) {
+    absl::Status st = cold_->AppendTokens(s.id, s.turns(), r.turn_tokens);
+    if (!st.ok()) {
+      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, turn.before));
+      return st;
+    }
+  }
+  s.log.insert(s.log.end(), r.turn_tokens.begin(), r.turn_tokens.end());
+  s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
+  s.spilled = SpillForm::kNone;
+  s.spilled_chunks = 0;
+  RSD_RETURN_IF_ERROR(SaveMeta(s));
+  generated.prompt_tokens = static_cast<int64_t>(turn.user_tokens.size());
+  r.generation = std::move(generated);
+  return r;
 }
 
 absl::Status SessionManager::Undo(const SessionId& id) {
@@ -285,11 +480,16 @@ absl::Status SessionManager::Undo(const SessionId& id) {
   return SaveMeta(s);
 }
 
-absl::StatusOr<bool> SessionManager::SpillIdle(const SessionId& keep) {
+absl::StatusOr<bool> SessionManager::SpillIdle(const std::vector<SessionId>& busy) {
   Session* victim = nullptr;
+  auto less_important = [](const Session& a, const Session& b) {
+    if (a.attrs.pin != b.attrs.pin) return !a.attrs.pin;
+    if (a.attrs.priority != b.attrs.priority) return a.attrs.priority < b.attrs.priority;
+    return a.last_used < b.last_used;
+  };
   for (auto& [id, s] : sessions_) {
-    if (id == keep || s.seq < 0) continue;
-    if (victim == nullptr || s.last_used < victim->last_used) victim = &s;
+    if (s.seq < 0 || std::find(busy.begin(), busy.end(), id) != busy.end()) continue;
+    if (victim == nullptr || less_important(s, *victim)) victim = &s;
   }
   if (victim == nullptr) return false;
   // Checkpoints in the engine's per-layer plan if it keeps what they need, else the token log.
@@ -299,53 +499,28 @@ absl::StatusOr<bool> SessionManager::SpillIdle(const SessionId& keep) {
   return true;
 }
 
-absl::StatusOr<TurnResult> SessionManager::RunTurn(Session& s, const std::string& user_text,
-                                                   const GenerateParams& params) {
-  TurnResult r;
-  r.turn = s.turns();
-  const double t0 = Now();
-  if (s.seq < 0) {
-    RSD_RETURN_IF_ERROR(Restore(s, &r));
-  } else {
-    r.restored_from = "hot";
-  }
-  {
-    absl::Status st = engine_->FlushPending(s.seq);
-    if (!st.ok()) {
-      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, static_cast<int64_t>(s.log.size())));
-      return st;
+std::vector<SessionId> SessionManager::ExpireIdle(const std::vector<SessionId>& busy) {
+  std::vector<SessionId> deleted;
+  const double now = Now();
+  std::vector<SessionId> ids;
+  for (const auto& [id, s] : sessions_) ids.push_back(id);
+  for (const SessionId& id : ids) {
+    Session& s = sessions_[id];
+    if (s.attrs.ttl_seconds == 0 || std::find(busy.begin(), busy.end(), id) != busy.end()) continue;
+    const double idle = now - s.last_active;
+    if (idle > 2.0 * s.attrs.ttl_seconds) {
+      if (Close(id).ok()) deleted.push_back(id);
+    } else if (idle > s.attrs.ttl_seconds && s.seq >= 0) {
+      absl::Status st = Spill(id, SpillForm::kAuto);
+      if (st.code() == absl::StatusCode::kFailedPrecondition) st = Spill(id, SpillForm::kTokens);
+      if (st.ok() && cold_) st = DemoteToCold(id);
+      if (!st.ok()) {
+        std::fprintf(stderr, "session %s: idle spill failed: %s\n", s.name.c_str(),
+                     st.ToString().c_str());
+      }
     }
   }
-  r.restore_seconds = Now() - t0;
-  const std::vector<int32_t> user = engine_->chat_template().UserTurn(user_text, s.turns() == 0);
-  const int64_t before = static_cast<int64_t>(s.log.size());
-  absl::StatusOr<GenerateResult> g = engine_->Generate(s.seq, user, params);
-  if (!g.ok()) {
-    RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, before));  // roll the turn back
-    return g.status();
-  }
-  const std::vector<int32_t> stops = engine_->chat_template().StopTokens();
-  const bool generated_eot =
-      g->finish_reason == "eos" && !g->tokens.empty() &&
-      std::find(stops.begin(), stops.end(), g->tokens.back()) != stops.end();
-  const std::vector<int32_t> end = engine_->chat_template().EndOfAssistantTurn(generated_eot);
-  engine_->AppendPending(s.seq, end);
-  const std::vector<int32_t>& all = engine_->SequenceTokens(s.seq);
-  r.turn_tokens.assign(all.begin() + before, all.end());
-  if (cold_) {
-    absl::Status st = cold_->AppendTokens(s.id, s.turns(), r.turn_tokens);
-    if (!st.ok()) {
-      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, before));
-      return st;
-    }
-  }
-  s.log.insert(s.log.end(), r.turn_tokens.begin(), r.turn_tokens.end());
-  s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
-  s.spilled = SpillForm::kNone;
-  s.spilled_chunks = 0;
-  RSD_RETURN_IF_ERROR(SaveMeta(s));
-  r.generation = *std::move(g);
-  return r;
+  return deleted;
 }
 
 absl::StatusOr<int64_t> SessionManager::ColdBytes(const SessionId& id) {

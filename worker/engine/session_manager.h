@@ -42,6 +42,15 @@ struct TurnResult {
   double restore_seconds = 0;
 };
 
+// What a serving layer attaches to a session; persisted with its metadata.
+struct SessionAttrs {
+  std::string tenant = "default";
+  uint64_t epoch = 0;         // ownership epoch (fencing between workers)
+  uint32_t ttl_seconds = 0;   // idle this long: spilled to cold; twice this long: deleted (0: never)
+  bool pin = false;           // spilled only when no unpinned idle session can make room
+  int32_t priority = 0;       // higher: spilled later
+};
+
 struct SessionInfo {
   SessionId id;
   std::string name;
@@ -49,6 +58,20 @@ struct SessionInfo {
   int64_t token_count = 0;
   bool resident = false;       // in the hot pool
   SpillForm spilled = SpillForm::kNone;
+  SessionAttrs attrs;
+  int32_t hot_blocks = 0;      // pool blocks held now
+  double idle_seconds = 0;     // since its last turn began or ended
+};
+
+// A turn between BeginTurn and CommitTurn / AbortTurn: the session is resident in `seq`.
+struct PendingTurn {
+  SessionId id;
+  int32_t seq = -1;
+  uint32_t turn = 0;                 // 0-based index of this turn
+  int64_t before = 0;                // the log's size before the turn (rollback point)
+  std::vector<int32_t> user_tokens;  // the user message through the chat template
+  std::string restored_from;         // "hot", "warm", "cold", "tokens", "new"
+  double restore_seconds = 0;
 };
 
 class SessionManager {
@@ -61,7 +84,41 @@ class SessionManager {
 
   // The session named `name`, created (random id) if there is none.
   absl::StatusOr<SessionId> OpenOrCreate(const std::string& name);
+  // A session with a given id (a router mints ids); for an existing id, updates its attributes
+  // (same tenant required: PERMISSION_DENIED otherwise).
+  absl::Status Create(const SessionId& id, const SessionAttrs& attrs);
   absl::StatusOr<SessionInfo> Describe(const SessionId& id) const;
+  std::vector<SessionInfo> List() const;
+  bool Contains(const SessionId& id) const { return sessions_.count(id) != 0; }
+  // Deletes the session everywhere: hot pool, warm and cold tiers, token log.
+  absl::Status Close(const SessionId& id);
+
+  // The phases of Chat, for a scheduler that batches many turns. BeginTurn checks the limits
+  // (FAILED_PRECONDITION: no room left at all; INVALID_ARGUMENT with the numbers: history +
+  // prompt + max_tokens over the context), restores the session to the hot pool if it was
+  // spilled (RESOURCE_EXHAUSTED if the pool has no room: spill idle sessions and retry) and, with
+  // `flush`, computes its pending tokens now (else they stay pending for the caller to feed).
+  // The user tokens are not appended: the caller feeds them. CommitTurn appends the end-of-turn
+  // tokens after `generated`, writes the turn to the token log (synced) and makes it part of the
+  // history; AbortTurn rolls the session back to the previous turn's end.
+  absl::Status CheckTurn(const SessionId& id, const std::string& user_text,
+                         const GenerateParams& params) const;
+  absl::StatusOr<PendingTurn> BeginTurn(const SessionId& id, const std::string& user_text,
+                                        const GenerateParams& params, bool flush);
+  absl::StatusOr<TurnResult> CommitTurn(const PendingTurn& turn, GenerateResult generated);
+  absl::Status AbortTurn(const PendingTurn& turn);
+  // Pool blocks a turn with these many new tokens needs at most, once its session is resident.
+  int64_t BlocksForTurn(const SessionId& id, int64_t new_tokens) const;
+  int32_t HotBlocks(const SessionId& id) const;
+  int32_t Priority(const SessionId& id) const;
+  // Tokens the user message adds to the session's log (chat template included).
+  int64_t UserTurnTokens(const SessionId& id, const std::string& user_text) const;
+  // Spills the resident session that matters least (unpinned before pinned, lower priority, least
+  // recently used) among those not in `busy`; false if there is none.
+  absl::StatusOr<bool> SpillIdle(const std::vector<SessionId>& busy);
+  // Idle sessions past their TTL spill to cold; past twice their TTL they are deleted. Returns
+  // the ids deleted.
+  std::vector<SessionId> ExpireIdle(const std::vector<SessionId>& busy);
 
   // One turn: the user message through the chat template, generation, the end-of-turn tokens,
   // then the turn is committed (synced to RocksDB when there is a data dir). A failed turn rolls
@@ -80,6 +137,8 @@ class SessionManager {
   // Bytes held per tier: warm (all sessions), cold (this session's stored blocks).
   size_t warm_bytes() const { return warm_.bytes_used(); }
   absl::StatusOr<int64_t> ColdBytes(const SessionId& id);
+  size_t WarmBytes(const SessionId& id) const;
+  size_t warm_budget() const { return options_.warm_budget_bytes; }
   // Checkpoint payload and framing bytes of this session's stored blocks, per form, from the
   // stored values themselves (warm and cold), for honest reporting.
   struct StoredBytes {
@@ -100,18 +159,16 @@ class SessionManager {
     int32_t spilled_chunks = 0;
     std::vector<uint8_t> layer_kv;  // per layer form of the spilled checkpoints (1 = kv)
     uint64_t last_used = 0;         // for choosing whom to spill when the pool is full
+    double last_active = 0;         // steady-clock seconds (TTL)
+    SessionAttrs attrs;
   };
   SessionManager(Engine* engine, SessionManagerOptions options)
       : engine_(engine), options_(std::move(options)), warm_(options_.warm_budget_bytes) {}
   absl::Status Recover();
   absl::Status SaveMeta(const Session& s);
-  absl::Status Restore(Session& s, TurnResult* result);
-  // The turn itself (restore, feed, generate); RESOURCE_EXHAUSTED when the pool is full.
-  absl::StatusOr<TurnResult> RunTurn(Session& s, const std::string& user_text,
-                                     const GenerateParams& params);
-  // Spills the least recently used resident session other than `keep` to make room; false if
-  // there is none.
-  absl::StatusOr<bool> SpillIdle(const SessionId& keep);
+  absl::Status Restore(Session& s, std::string* restored_from);
+  Session* Find(const SessionId& id);
+  absl::Status NotFound(const SessionId& id) const;
   absl::Status PutCheckpoint(const BlockKey& key, std::string value);
   absl::StatusOr<std::string> GetCheckpoint(const BlockKey& key, bool* from_cold);
   CheckpointHeader Header(SpillForm form, int layer, int32_t chunk) const;

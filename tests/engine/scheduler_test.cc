@@ -1,0 +1,311 @@
+// The continuous-batching scheduler: many sessions' turns batched together produce exactly the
+// tokens and logits each session produces alone (also when the pool is so small that idle
+// sessions spill and come back mid-run), the batch really holds many decode rows, a cancelled
+// turn leaves at the next step and rolls back, a full queue refuses at once, and a client that
+// reads slowly pauses its own session only.
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/common/status.h"
+#include "tests/support/synthetic_model.h"
+#include "tests/support/test_util.h"
+#include "worker/engine/scheduler.h"
+#include "worker/engine/turn_decoder.h"
+#include "worker/model/unicode.h"
+
+namespace rsd {
+namespace {
+
+constexpr int kSessions = 12;
+constexpr int kTurns = 4;
+
+std::string Message(int session, int turn) {
+  static const char* kWords[] = {"hi", "a cat story", "and then?", "why", "more", "ok", "bye"};
+  return std::string(kWords[(session + turn) % 7]) + (session % 3 == 0 ? " please" : "");
+}
+
+GenerateParams Params(int session, int turn) {
+  GenerateParams p;
+  p.max_tokens = 6 + (session * 3 + turn) % 9;
+  p.record_logit_hashes = true;
+  p.stop_at_eos = false;
+  if ((session + turn) % 2 == 1) {
+    p.sampling.temperature = 0.9f;
+    p.sampling.top_k = 40;
+    p.sampling.seed = 77 + static_cast<uint64_t>(session * 100 + turn);
+  }
+  return p;
+}
+
+struct Outcome {
+  absl::Status status;
+  std::vector<int32_t> tokens;
+  std::vector<uint64_t> hashes;
+  std::string text;
+};
+
+// Reads a turn's stream to its end, checking offsets and text as it goes.
+Outcome Drain(TurnStream& stream) {
+  Outcome o;
+  std::string streamed;
+  std::vector<int32_t> streamed_tokens;
+  for (;;) {
+    TurnEvent ev;
+    if (!stream.Next(&ev, 60)) {
+      o.status = absl::DeadlineExceededError("no event in 60 s");
+      return o;
+    }
+    if (ev.kind == TurnEvent::Kind::kDelta) {
+      EXPECT_EQ(ev.offset, static_cast<int64_t>(streamed_tokens.size()));
+      EXPECT_EQ(ev.text_offset, static_cast<int64_t>(streamed.size()));
+      EXPECT_TRUE(IsValidUtf8(ev.text)) << "a delta splits a character";
+      streamed_tokens.insert(streamed_tokens.end(), ev.tokens.begin(), ev.tokens.end());
+      streamed += ev.text;
+      continue;
+    }
+    if (ev.kind == TurnEvent::Kind::kError) {
+      o.status = ev.status;
+      return o;
+    }
+    o.tokens = ev.result.generation.tokens;
+    o.hashes = ev.result.generation.logit_hashes;
+    o.text = streamed;
+    EXPECT_EQ(streamed_tokens, o.tokens);
+    return o;
+  }
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* entry = testing::FindSyntheticModel("gqa");
+    ASSERT_NE(entry, nullptr);
+    testing::SyntheticModel model(entry->options);
+    model_ = testing::MakeTempDir("rsd-sched") + "/gqa.gguf";
+    ASSERT_TRUE(model.WriteGguf(model_).ok());
+    // Each session alone, one turn after another, through SessionManager::Chat.
+    for (int s = 0; s < kSessions; ++s) {
+      auto engine = MakeEngine(0);
+      auto sessions = SessionManager::Create(engine.get(), {});
+      ASSERT_TRUE(sessions.ok());
+      auto id = (*sessions)->OpenOrCreate("alone");
+      ASSERT_TRUE(id.ok());
+      std::vector<Outcome> turns;
+      for (int t = 0; t < kTurns; ++t) {
+        auto r = (*sessions)->Chat(*id, Message(s, t), Params(s, t));
+        ASSERT_TRUE(r.ok()) << r.status();
+        turns.push_back(Outcome{absl::OkStatus(), r->generation.tokens,
+                                r->generation.logit_hashes, r->generation.text});
+      }
+      alone_.push_back(turns);
+    }
+  }
+
+  std::unique_ptr<Engine> MakeEngine(size_t pool_bytes) {
+    EngineOptions o;
+    o.model_path = model_;
+    o.block_tokens = 4;
+    o.kv_budget_bytes = pool_bytes;
+    o.keep_residuals = true;
+    o.poison_freed_blocks = true;
+    o.threads = 2;
+    auto e = Engine::Create(o);
+    RSD_CHECK(e.ok());
+    return std::move(e).value();
+  }
+
+  // All sessions' turn t submitted at once, then turn t+1, ...; every turn must equal alone.
+  SchedulerStats RunBatched(size_t pool_bytes, SchedulerOptions so) {
+    auto engine = MakeEngine(pool_bytes);
+    SessionManagerOptions mo;
+    mo.data_dir = testing::MakeTempDir("rsd-sched-data");
+    mo.warm_budget_bytes = 64 << 10;  // small: spilled checkpoints overflow to RocksDB too
+    auto sessions = SessionManager::Create(engine.get(), mo);
+    RSD_CHECK(sessions.ok());
+    Scheduler scheduler(engine.get(), sessions->get(), so);
+    std::vector<SessionId> ids;
+    for (int s = 0; s < kSessions; ++s) {
+      ids.push_back(SessionId::Random());
+      scheduler.RunSync([&] { RSD_CHECK((*sessions)->Create(ids.back(), {}).ok()); });
+    }
+    for (int t = 0; t < kTurns; ++t) {
+      std::vector<std::shared_ptr<TurnStream>> streams;
+      for (int s = 0; s < kSessions; ++s) {
+        auto st = scheduler.Submit(TurnSpec{ids[s], "default", 0, Message(s, t), Params(s, t)});
+        EXPECT_TRUE(st.ok()) << st.status();
+        streams.push_back(*st);
+      }
+      for (int s = 0; s < kSessions; ++s) {
+        Outcome o = Drain(*streams[s]);
+        EXPECT_TRUE(o.status.ok()) << "session " << s << " turn " << t << ": " << o.status;
+        EXPECT_EQ(o.tokens, alone_[s][t].tokens) << "session " << s << " turn " << t;
+        EXPECT_EQ(o.hashes, alone_[s][t].hashes) << "session " << s << " turn " << t;
+        // The stream carries valid UTF-8: the engine's raw bytes with U+FFFD for invalid ones.
+        EXPECT_EQ(o.text, Utf8Stream().Finish(alone_[s][t].text));
+      }
+    }
+    return scheduler.stats();
+  }
+
+  std::string model_;
+  std::vector<std::vector<Outcome>> alone_;
+};
+
+TEST_F(SchedulerTest, BatchedTurnsEqualEachSessionAlone) {
+  auto probe = MakeEngine(0);
+  const size_t block_bytes = probe->pool().block_bytes();
+  probe.reset();
+  SchedulerStats st = RunBatched(1024 * block_bytes, {});  // room for every session at once
+  EXPECT_EQ(st.committed, kSessions * kTurns);
+  ASSERT_GT(st.decode_steps, 0);
+  const double mean_rows = static_cast<double>(st.decode_rows) / st.decode_steps;
+  std::printf("steps %lld, decode steps %lld, mean decode rows %.2f (max %d), spills %lld\n",
+              static_cast<long long>(st.steps), static_cast<long long>(st.decode_steps), mean_rows,
+              st.max_decode_rows, static_cast<long long>(st.spills));
+  EXPECT_GE(mean_rows, 4.0) << "the batch did not hold many sessions at once";
+  EXPECT_EQ(st.max_decode_rows, kSessions);
+}
+
+TEST_F(SchedulerTest, ExactWhenIdleSessionsSpillToMakeRoom) {
+  // The default pool: room for one full context (64 blocks of 4 tokens), far less than 12
+  // sessions' histories, so sessions spill between their turns and are restored (warm, cold or
+  // tokens) while others run.
+  SchedulerStats st = RunBatched(0, {});
+  EXPECT_EQ(st.committed, kSessions * kTurns);
+  EXPECT_GT(st.spills, 0);
+  EXPECT_GT(st.restores, 0);
+  std::printf("spills %lld, restores %lld\n", static_cast<long long>(st.spills),
+              static_cast<long long>(st.restores));
+}
+
+TEST_F(SchedulerTest, CancelledTurnLeavesTheBatchAndRollsBack) {
+  auto engine = MakeEngine(0);
+  auto sessions = SessionManager::Create(engine.get(), {});
+  ASSERT_TRUE(sessions.ok());
+  SchedulerOptions so;
+  so.stream_buffer = 1;  // the unread turn pauses after one token
+  Scheduler scheduler(engine.get(), sessions->get(), so);
+  const SessionId id = SessionId::Random();
+  scheduler.RunSync([&] { ASSERT_TRUE((*sessions)->Create(id, {}).ok()); });
+  GenerateParams long_turn = Params(0, 0);
+  long_turn.max_tokens = 100;
+  auto stream = scheduler.Submit(TurnSpec{id, "default", 0, Message(0, 0), long_turn});
+  ASSERT_TRUE(stream.ok());
+  TurnEvent ev;
+  ASSERT_TRUE((*stream)->Next(&ev, 30));
+  EXPECT_EQ(ev.kind, TurnEvent::Kind::kDelta);
+  (*stream)->Cancel();
+  Outcome o = Drain(**stream);
+  EXPECT_EQ(o.status.code(), absl::StatusCode::kCancelled) << o.status;
+  const SchedulerStats st = scheduler.stats();
+  EXPECT_EQ(st.cancelled, 1);
+  EXPECT_EQ(st.running, 0);
+  int64_t tokens = -1;
+  scheduler.RunSync([&] { tokens = (*sessions)->Describe(id)->token_count; });
+  EXPECT_EQ(tokens, 0) << "the cancelled turn was not rolled back";
+  // The session goes on as if the cancelled turn never happened.
+  auto again = scheduler.Submit(TurnSpec{id, "default", 0, Message(0, 0), Params(0, 0)});
+  ASSERT_TRUE(again.ok());
+  Outcome o2 = Drain(**again);
+  ASSERT_TRUE(o2.status.ok()) << o2.status;
+  EXPECT_EQ(o2.tokens, alone_[0][0].tokens);
+  EXPECT_EQ(o2.hashes, alone_[0][0].hashes);
+}
+
+TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndSlowClientsPauseOnlyThemselves) {
+  auto engine = MakeEngine(0);
+  auto sessions = SessionManager::Create(engine.get(), {});
+  ASSERT_TRUE(sessions.ok());
+  SchedulerOptions so;
+  so.max_running = 2;
+  so.max_queue = 2;
+  so.stream_buffer = 1;
+  Scheduler scheduler(engine.get(), sessions->get(), so);
+  std::vector<SessionId> ids;
+  for (int s = 0; s < 5; ++s) {
+    ids.push_back(SessionId::Random());
+    scheduler.RunSync([&] { ASSERT_TRUE((*sessions)->Create(ids.back(), {}).ok()); });
+  }
+  // Session 0's client never reads: it pauses after one token and keeps its slot.
+  auto slow = scheduler.Submit(TurnSpec{ids[0], "default", 0, Message(0, 0), Params(0, 0)});
+  ASSERT_TRUE(slow.ok());
+  // Session 1 runs to the end beside it, equal to alone.
+  auto fast = scheduler.Submit(TurnSpec{ids[1], "default", 0, Message(1, 0), Params(1, 0)});
+  ASSERT_TRUE(fast.ok());
+  Outcome f = Drain(**fast);
+  ASSERT_TRUE(f.status.ok()) << f.status;
+  EXPECT_EQ(f.tokens, alone_[1][0].tokens);
+  EXPECT_GT(scheduler.stats().paused_steps, 0);
+  // Occupy both batch slots with paused turns, fill the queue, then one more is refused at once.
+  auto paused2 = scheduler.Submit(TurnSpec{ids[2], "default", 0, Message(2, 0), Params(2, 0)});
+  ASSERT_TRUE(paused2.ok());
+  for (int i = 0; i < 200 && scheduler.stats().running < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(scheduler.stats().running, 2);
+  auto q1 = scheduler.Submit(TurnSpec{ids[3], "default", 0, Message(3, 0), Params(3, 0)});
+  auto q2 = scheduler.Submit(TurnSpec{ids[4], "default", 0, Message(4, 0), Params(4, 0)});
+  ASSERT_TRUE(q1.ok() && q2.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto refused = scheduler.Submit(TurnSpec{ids[4], "default", 0, "x", Params(4, 1)});
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_THAT(refused.status(),
+              testing::StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("queue is full")));
+  EXPECT_LT(ms, 100.0);
+  EXPECT_EQ(scheduler.stats().refused, 1);
+  // Everyone read late still gets exactly their alone tokens.
+  for (auto* s : {&*slow, &*paused2, &*q1, &*q2}) {
+    Outcome o = Drain(**s);
+    EXPECT_TRUE(o.status.ok()) << o.status;
+  }
+  Outcome o0 = Drain(**scheduler.Submit(TurnSpec{ids[0], "default", 0, Message(0, 1), Params(0, 1)}));
+  EXPECT_EQ(o0.tokens, alone_[0][1].tokens);
+}
+
+TEST_F(SchedulerTest, AdmissionErrorsAreClearAndTouchNoOtherSession) {
+  auto engine = MakeEngine(0);
+  auto sessions = SessionManager::Create(engine.get(), {});
+  ASSERT_TRUE(sessions.ok());
+  Scheduler scheduler(engine.get(), sessions->get(), {});
+  const SessionId id = SessionId::Random();
+  scheduler.RunSync([&] {
+    SessionAttrs a;
+    a.tenant = "acme";
+    a.epoch = 3;
+    ASSERT_TRUE((*sessions)->Create(id, a).ok());
+  });
+  auto run = [&](TurnSpec spec) { return Drain(**scheduler.Submit(std::move(spec))); };
+  EXPECT_THAT(run(TurnSpec{SessionId::Random(), "acme", 3, "hi", Params(0, 0)}).status,
+              testing::StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown session")));
+  EXPECT_THAT(run(TurnSpec{id, "other", 3, "hi", Params(0, 0)}).status,
+              testing::StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown session")));
+  EXPECT_THAT(run(TurnSpec{id, "acme", 2, "hi", Params(0, 0)}).status,
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("epoch")));
+  GenerateParams huge = Params(0, 0);
+  huge.max_tokens = 100000;
+  EXPECT_THAT(run(TurnSpec{id, "acme", 3, "hi", huge}).status,
+              testing::StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("exceeds the context length")));
+  GenerateParams bad = Params(0, 0);
+  bad.sampling.top_p = 0;
+  EXPECT_THAT(run(TurnSpec{id, "acme", 3, "hi", bad}).status,
+              testing::StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("top_p")));
+  // max_tokens 0 appends the message and generates nothing; the next turn sees it.
+  GenerateParams append = Params(0, 0);
+  append.max_tokens = 0;
+  Outcome a = run(TurnSpec{id, "acme", 3, "remember this", append});
+  ASSERT_TRUE(a.status.ok()) << a.status;
+  EXPECT_TRUE(a.tokens.empty());
+  Outcome b = run(TurnSpec{id, "acme", 3, "hi", Params(0, 0)});
+  ASSERT_TRUE(b.status.ok()) << b.status;
+  int turns = 0;
+  scheduler.RunSync([&] { turns = static_cast<int>((*sessions)->Describe(id)->turns); });
+  EXPECT_EQ(turns, 2);
+}
+
+}  // namespace
+}  // namespace rsd

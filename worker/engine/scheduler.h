@@ -1,0 +1,147 @@
+// The continuous-batching scheduler (DESIGN.md sections 3, 5): one compute thread owns the engine
+// and the session manager; turns of many sessions run together, each engine step carrying the
+// decode rows of every running turn plus chunks of the prompts being prefilled. Turns are
+// admitted by hot-pool room (idle sessions spill to make it), a full queue refuses at once, a
+// cancelled turn leaves the batch at the next step and rolls back, and a turn whose client reads
+// slowly pauses (its stream buffer is bounded) instead of stalling the others.
+//
+// Batching never changes a session's output: every kernel computes each row alone (section 2),
+// so a turn's tokens equal the same turn run alone (tests/serving).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/session_manager.h"
+
+namespace rsd {
+
+struct SchedulerOptions {
+  int max_queue = 256;          // turns waiting for admission; beyond it Submit refuses
+  int max_running = 64;         // turns in the batch at once
+  int prefill_chunk = 256;      // most prompt tokens of one turn per step
+  int step_tokens = 512;        // most tokens of all turns per step (decode rows come first)
+  int stream_buffer = 64;       // events a turn may have unread before its session pauses
+  double stall_seconds = 30;    // Healthy() is false when work waits this long without a step
+};
+
+// One event of a running turn, in order: deltas, then exactly one of done or error.
+struct TurnEvent {
+  enum class Kind { kDelta, kDone, kError };
+  Kind kind = Kind::kDelta;
+  // kDelta: tokens[offset..] of the turn's generated tokens and their text (complete characters).
+  int64_t offset = 0;
+  std::vector<int32_t> tokens;
+  int64_t text_offset = 0;
+  std::string text;
+  // kDone: the committed turn.
+  TurnResult result;
+  double queue_seconds = 0;
+  // kError
+  absl::Status status;
+};
+
+// The channel between the scheduler thread and the caller (an RPC handler) of one turn.
+class TurnStream {
+ public:
+  explicit TurnStream(size_t capacity) : capacity_(capacity) {}
+  // Waits up to `timeout_seconds` for the next event; false on timeout.
+  bool Next(TurnEvent* event, double timeout_seconds);
+  // The caller has gone (client cancelled, deadline passed): the turn leaves the batch at the
+  // next step and rolls back.
+  void Cancel();
+  bool cancelled() const { return cancelled_.load(); }
+
+ private:
+  friend class Scheduler;
+  void Push(TurnEvent event);
+  bool full() const;
+  const size_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<TurnEvent> events_;
+  std::atomic<bool> cancelled_{false};
+  std::function<void()> on_read_;  // wakes the scheduler (a paused turn may resume)
+};
+
+struct TurnSpec {
+  SessionId id;
+  std::string tenant = "default";
+  uint64_t epoch = 0;
+  std::string user_text;
+  GenerateParams params;  // the seed is set (the caller draws one when the request has none)
+};
+
+struct SchedulerStats {
+  int64_t steps = 0, decode_rows = 0, decode_steps = 0, prefill_tokens = 0;
+  int64_t committed = 0, cancelled = 0, failed = 0, refused = 0;
+  int64_t spills = 0, restores = 0, paused_steps = 0;
+  int32_t max_decode_rows = 0;
+  int32_t queue_depth = 0, running = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(Engine* engine, SessionManager* sessions, SchedulerOptions options);
+  ~Scheduler();  // stops the compute thread; turns still queued or running get CANCELLED
+
+  // Queues a turn. RESOURCE_EXHAUSTED at once (with a retry hint) when the queue is full.
+  // Everything else (unknown session, limits, ...) arrives as the stream's error event.
+  absl::StatusOr<std::shared_ptr<TurnStream>> Submit(TurnSpec spec);
+  // Runs `fn` on the compute thread between steps (the session manager and engine are not
+  // thread-safe) and waits for it.
+  void RunSync(const std::function<void()>& fn);
+  SchedulerStats stats() const;
+  // False when work has waited stall_seconds without the scheduler making progress.
+  bool Healthy() const;
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  struct Queued {
+    TurnSpec spec;
+    std::shared_ptr<TurnStream> stream;
+    double submitted = 0;
+    uint64_t order = 0;
+  };
+  struct Running;
+  void Loop();
+  // Admits queued turns while the batch and the pool have room. Returns whether any was.
+  bool Admit();
+  // One engine step over the running turns. Returns whether it did anything.
+  bool StepOnce();
+  void Finish(Running& r);  // commit and report
+  void Fail(Running& r, const absl::Status& status);
+  std::vector<SessionId> Busy() const;
+  void SyncRunning();  // publishes running_.size() to stats_
+  void RunTasks();
+
+  Engine* engine_;
+  SessionManager* sessions_;
+  const SchedulerOptions options_;
+
+  mutable std::mutex mu_;  // guards queue_, tasks_, stop_, stats_ (copy), last_progress_
+  std::condition_variable cv_;
+  std::deque<Queued> queue_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_ = false;
+  uint64_t order_ = 0;
+  SchedulerStats stats_;
+  double last_progress_ = 0;
+  bool has_work_ = false;
+
+  // Compute thread only.
+  std::vector<std::unique_ptr<Running>> running_;
+  double last_housekeeping_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace rsd
