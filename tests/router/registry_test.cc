@@ -1,0 +1,185 @@
+// The worker registry and placement with a fake clock: model filter, cordon, dead after the
+// heartbeat timeout, least-loaded choice and its tie-breaks, re-registration.
+#include "router/registry.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/test_util.h"
+
+namespace rsd::router {
+namespace {
+
+using ::rsd::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class FakeClock final : public Clock {
+ public:
+  absl::Time Now() override { return now_; }
+  void Advance(absl::Duration d) { now_ += d; }
+
+ private:
+  absl::Time now_ = absl::FromUnixSeconds(1700000000);
+};
+
+WorkerDescriptor Worker(const std::string& id, const std::string& model, int64_t free_bytes = 1000,
+                        int32_t busy = 0) {
+  WorkerDescriptor d;
+  d.id = id;
+  d.address = "127.0.0.1:7" + std::to_string(id.size());
+  d.model = model;
+  d.model_fingerprint = "fp-" + model;
+  d.context_length = 2048;
+  d.load.hot_bytes_free = free_bytes;
+  d.load.hot_bytes_total = 4000;
+  d.load.queue_depth = busy;
+  d.serving = true;
+  return d;
+}
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  FakeClock clock_;
+  Registry registry_{&clock_, absl::Seconds(5)};
+
+  std::string PlaceId(const std::string& model) {
+    absl::StatusOr<WorkerSnapshot> w = registry_.Place(model);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? w->desc.id : "";
+  }
+};
+
+TEST_F(RegistryTest, NoWorkersIsUnavailable) {
+  EXPECT_THAT(registry_.Place(""),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("no worker has registered")));
+  EXPECT_THAT(registry_.Place("m"), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("'m'")));
+}
+
+TEST_F(RegistryTest, RegistrationNeedsIdAndAddress) {
+  WorkerDescriptor d = Worker("", "m");
+  EXPECT_THAT(registry_.Register(d), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("id")));
+  d = Worker("w1", "m");
+  d.address.clear();
+  EXPECT_THAT(registry_.Register(d),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'w1'")));
+}
+
+TEST_F(RegistryTest, PlacementFiltersByModel) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "llama", 9000)).ok());
+  ASSERT_TRUE(registry_.Register(Worker("b", "smol", 10)).ok());
+  EXPECT_EQ(PlaceId("smol"), "b");
+  EXPECT_EQ(PlaceId("llama"), "a");
+  // "" = the first registered model.
+  EXPECT_EQ(PlaceId(""), "a");
+  EXPECT_THAT(registry_.Place("gpt"),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("unknown model 'gpt'; known: llama, smol")));
+}
+
+TEST_F(RegistryTest, EmptyModelFallsToAModelWithAReadyWorker) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "llama")).ok());
+  ASSERT_TRUE(registry_.Register(Worker("b", "smol")).ok());
+  ASSERT_TRUE(registry_.SetCordoned("a", true).ok());
+  EXPECT_EQ(PlaceId(""), "b");
+}
+
+TEST_F(RegistryTest, LeastLoadedWinsThenFewestPlacedThenId) {
+  ASSERT_TRUE(registry_.Register(Worker("c", "m", 500)).ok());
+  ASSERT_TRUE(registry_.Register(Worker("a", "m", 900)).ok());
+  ASSERT_TRUE(registry_.Register(Worker("b", "m", 900, /*busy=*/2)).ok());
+  // Most free bytes; among equals, fewest queued+running.
+  EXPECT_EQ(PlaceId("m"), "a");
+  // Same load everywhere: fewest placed, then id.
+  ASSERT_TRUE(registry_.Heartbeat(Worker("b", "m", 900)));
+  ASSERT_TRUE(registry_.Heartbeat(Worker("c", "m", 900)));
+  EXPECT_EQ(PlaceId("m"), "b");  // a has one placed already
+  EXPECT_EQ(PlaceId("m"), "c");
+  EXPECT_EQ(PlaceId("m"), "a");
+  absl::StatusOr<WorkerSnapshot> a = registry_.Get("a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->sessions_placed, 2);
+  registry_.AddPlaced("a", -2);
+  EXPECT_EQ(PlaceId("m"), "a");
+}
+
+TEST_F(RegistryTest, CordonedWorkerGetsNoNewSessions) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "m", 9000)).ok());
+  ASSERT_TRUE(registry_.Register(Worker("b", "m", 10)).ok());
+  absl::StatusOr<WorkerSnapshot> a = registry_.SetCordoned("a", true);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->state, WorkerState::kCordoned);
+  EXPECT_EQ(PlaceId("m"), "b");
+  ASSERT_TRUE(registry_.SetCordoned("b", true).ok());
+  EXPECT_THAT(registry_.Place("m"),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("no ready worker serves model 'm' (0 dead, 2 cordoned)")));
+  ASSERT_TRUE(registry_.SetCordoned("a", false).ok());
+  EXPECT_EQ(PlaceId("m"), "a");
+  EXPECT_THAT(registry_.SetCordoned("zz", true),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown worker 'zz'; known: a, b")));
+}
+
+TEST_F(RegistryTest, CordonSurvivesReregistration) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "m")).ok());
+  ASSERT_TRUE(registry_.SetCordoned("a", true).ok());
+  ASSERT_TRUE(registry_.Register(Worker("a", "m")).ok());
+  EXPECT_EQ(registry_.Get("a")->state, WorkerState::kCordoned);
+}
+
+TEST_F(RegistryTest, DeadAfterHeartbeatTimeout) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "m", 9000)).ok());
+  ASSERT_TRUE(registry_.Register(Worker("b", "m", 10)).ok());
+  clock_.Advance(absl::Seconds(4));
+  ASSERT_TRUE(registry_.Heartbeat(Worker("b", "m", 10)));
+  clock_.Advance(absl::Seconds(2));  // a: 6 s without a heartbeat; b: 2 s
+  absl::StatusOr<WorkerSnapshot> a = registry_.Get("a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->state, WorkerState::kDead);
+  EXPECT_DOUBLE_EQ(a->seconds_since_heartbeat, 6.0);
+  EXPECT_STREQ(WorkerStateName(a->state), "dead");
+  EXPECT_EQ(PlaceId("m"), "b");
+  // A dead worker's model is not listed; a heartbeat brings it back.
+  ASSERT_EQ(registry_.Models().size(), 1u);
+  EXPECT_THAT(registry_.Models()[0].workers, ElementsAre("b"));
+  ASSERT_TRUE(registry_.Heartbeat(Worker("a", "m", 9000)));
+  EXPECT_EQ(registry_.Get("a")->state, WorkerState::kReady);
+  EXPECT_EQ(PlaceId("m"), "a");
+
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_THAT(registry_.Place("m"),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("(2 dead, 0 cordoned)")));
+  // A model seen before stays known while its workers are dead: UNAVAILABLE, not NOT_FOUND.
+  EXPECT_THAT(registry_.Place(""), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("'m'")));
+}
+
+TEST_F(RegistryTest, HeartbeatOfUnknownOrChangedWorkerAsksToReregister) {
+  EXPECT_FALSE(registry_.Heartbeat(Worker("a", "m")));
+  ASSERT_TRUE(registry_.Register(Worker("a", "m")).ok());
+  EXPECT_TRUE(registry_.Heartbeat(Worker("a", "m")));
+  EXPECT_FALSE(registry_.Heartbeat(Worker("a", "other-model")));
+}
+
+TEST_F(RegistryTest, ModelsGroupWorkers) {
+  ASSERT_TRUE(registry_.Register(Worker("w2", "smol")).ok());
+  ASSERT_TRUE(registry_.Register(Worker("w1", "smol")).ok());
+  ASSERT_TRUE(registry_.Register(Worker("w3", "llama")).ok());
+  std::vector<ModelSummary> models = registry_.Models();
+  ASSERT_EQ(models.size(), 2u);
+  EXPECT_EQ(models[0].name, "llama");
+  EXPECT_EQ(models[1].name, "smol");
+  EXPECT_EQ(models[1].fingerprint, "fp-smol");
+  EXPECT_EQ(models[1].context_length, 2048);
+  EXPECT_THAT(models[1].workers, ElementsAre("w1", "w2"));
+}
+
+TEST_F(RegistryTest, PlacedCountsSeededBeforeRegistration) {
+  // A restarted router seeds counts from its journal before the workers re-register.
+  registry_.AddPlaced("a", 3);
+  ASSERT_TRUE(registry_.Register(Worker("a", "m")).ok());
+  ASSERT_TRUE(registry_.Register(Worker("b", "m")).ok());
+  EXPECT_EQ(registry_.Get("a")->sessions_placed, 3);
+  EXPECT_EQ(PlaceId("m"), "b");
+}
+
+}  // namespace
+}  // namespace rsd::router
