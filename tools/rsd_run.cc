@@ -11,6 +11,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "storage/common/flags.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -378,19 +379,7 @@ int main(int argc, char** argv) {
       "  chat      --script FILE [--data-dir DIR --session NAME --hot-budget-tokens N\n"
       "            --spill-form residual|kv|tokens|none --compare-unbounded]: one JSON line a turn\n"
       "  bench     prefill and decode tokens/s for --threads-list");
-  // The command-line contract spells flags with dashes (--max-tokens); Abseil wants underscores.
-  std::vector<std::string> storage(argv, argv + argc);
-  std::vector<char*> fixed;
-  for (std::string& a : storage) {
-    if (a.rfind("--", 0) == 0) {
-      const size_t end = std::min(a.find('='), a.size());
-      for (size_t i = 2; i < end; ++i) {
-        if (a[i] == '-') a[i] = '_';
-      }
-    }
-    fixed.push_back(a.data());
-  }
-  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+  std::vector<char*> args = rsd::ParseDashedCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;

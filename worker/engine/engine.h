@@ -99,6 +99,10 @@ class Engine {
   // The per-layer form plan (1 = kv) and, for "auto", what it was computed from.
   const std::vector<uint8_t>& layer_plan() const { return plan_; }
   std::string PlanDescription() const;
+  // What the "auto" planner measured (0 if it did not run): host bytes per second and seconds to
+  // rebuild one chunk of one layer from residuals.
+  double planner_bytes_per_second() const { return plan_bw_; }
+  double planner_rebuild_seconds() const { return plan_rebuild_; }
   // The plan of one sequence.
   const std::vector<uint8_t>& SequenceLayerPlan(int32_t seq) const { return seqs_.at(seq).layer_kv; }
 

@@ -135,6 +135,17 @@ bool Scheduler::Healthy() const {
   return !(has_work_ && Now() - last_progress_ > options_.stall_seconds);
 }
 
+bool Scheduler::HasTurn(const SessionId& id) const {
+  for (const auto& r : running_) {
+    if (r->turn.id == id) return true;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Queued& q : queue_) {
+    if (q.spec.id == id) return true;
+  }
+  return false;
+}
+
 std::vector<SessionId> Scheduler::Busy() const {
   std::vector<SessionId> ids;
   for (const auto& r : running_) ids.push_back(r->turn.id);
@@ -455,8 +466,12 @@ void Scheduler::Loop() {
       last_housekeeping_ = now;
       sessions_->ExpireIdle(Busy());
     }
+    const int32_t used = engine_->pool().used();
+    const int32_t n_sessions = static_cast<int32_t>(sessions_->session_count());
     std::unique_lock<std::mutex> lock(mu_);
     stats_.running = static_cast<int32_t>(running_.size());
+    stats_.hot_blocks_used = used;
+    stats_.sessions = n_sessions;
     has_work_ = !running_.empty() || !queue_.empty();
     if (!has_work_) last_progress_ = now;
     if (stop_) break;

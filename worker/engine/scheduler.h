@@ -87,6 +87,8 @@ struct SchedulerStats {
   int64_t spills = 0, restores = 0, paused_steps = 0;
   int32_t max_decode_rows = 0;
   int32_t queue_depth = 0, running = 0;
+  // Published by the compute thread after every step (heartbeats read these, not the engine).
+  int32_t hot_blocks_used = 0, sessions = 0;
 };
 
 class Scheduler {
@@ -101,6 +103,8 @@ class Scheduler {
   // thread-safe) and waits for it.
   void RunSync(const std::function<void()>& fn);
   SchedulerStats stats() const;
+  // Whether `id` has a turn queued or running. Compute thread only (inside RunSync).
+  bool HasTurn(const SessionId& id) const;
   // False when work has waited stall_seconds without the scheduler making progress.
   bool Healthy() const;
   const SchedulerOptions& options() const { return options_; }

@@ -453,6 +453,7 @@ absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
   s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
   s.spilled = SpillForm::kNone;
   s.spilled_chunks = 0;
+  r.history_tokens = static_cast<int64_t>(s.log.size());
   RSD_RETURN_IF_ERROR(SaveMeta(s));
   generated.prompt_tokens = static_cast<int64_t>(turn.user_tokens.size());
   r.generation = std::move(generated);

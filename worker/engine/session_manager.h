@@ -40,6 +40,7 @@ struct TurnResult {
   GenerateResult generation;
   std::string restored_from;         // "hot", "warm", "cold", "tokens" (re-prefill), "new"
   double restore_seconds = 0;
+  int64_t history_tokens = 0;        // the token log's size after the turn
 };
 
 // What a serving layer attaches to a session; persisted with its metadata.
@@ -90,6 +91,7 @@ class SessionManager {
   absl::StatusOr<SessionInfo> Describe(const SessionId& id) const;
   std::vector<SessionInfo> List() const;
   bool Contains(const SessionId& id) const { return sessions_.count(id) != 0; }
+  size_t session_count() const { return sessions_.size(); }
   // Deletes the session everywhere: hot pool, warm and cold tiers, token log.
   absl::Status Close(const SessionId& id);
 

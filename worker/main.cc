@@ -1,0 +1,216 @@
+// rsd-worker: one model, its sessions and the batching scheduler behind rsd.v1.Worker; registers
+// with the router and heartbeats its load, fingerprints and rebuild rates.
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "storage/common/flags.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "rsd/v1/worker.grpc.pb.h"
+#include "worker/service/worker_service.h"
+
+ABSL_FLAG(std::string, model, "", "model: a GGUF file or a Hugging Face folder (required)");
+ABSL_FLAG(std::string, model_name, "", "the name clients ask for (default: the file's stem)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50061", "address to serve rsd.v1.Worker on");
+ABSL_FLAG(std::string, advertise, "", "address the router should use (default: --listen)");
+ABSL_FLAG(std::string, router, "", "router address to register with (empty: standalone)");
+ABSL_FLAG(std::string, data_dir, "", "RocksDB data dir for sessions (required)");
+ABSL_FLAG(std::string, id, "", "worker name (default: worker-<port>)");
+ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
+ABSL_FLAG(int64_t, hot_bytes, 256ll << 20, "hot K/V pool bytes (all sessions)");
+ABSL_FLAG(int, hot_budget_tokens, 0, "per-session hot budget in tokens (0: unbounded)");
+ABSL_FLAG(int64_t, warm_bytes, 256ll << 20, "warm (host) checkpoint bytes");
+ABSL_FLAG(std::string, spill_form, "auto", "within-turn checkpoint form: residual, kv, auto");
+ABSL_FLAG(int, max_context, 0, "context length (0: the model's)");
+ABSL_FLAG(int, max_queue, 256, "turns waiting for admission before requests are refused");
+ABSL_FLAG(int, max_running, 64, "turns in the batch at once");
+ABSL_FLAG(int, prefill_chunk, 256, "most prompt tokens of one turn per step");
+ABSL_FLAG(int, step_tokens, 512, "most tokens per step");
+ABSL_FLAG(int, stream_buffer, 64, "events buffered per turn before its session pauses");
+ABSL_FLAG(int, default_max_tokens, 256, "max_tokens of a turn that does not set it");
+ABSL_FLAG(int64_t, max_message_bytes, 64 << 10, "largest user message in bytes");
+ABSL_FLAG(double, stall_seconds, 30, "health turns NOT_SERVING after this long without progress");
+
+namespace rsd {
+namespace {
+
+std::string Stem(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.filename().empty()) p = p.parent_path();
+  return p.stem().string();
+}
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "rsd-worker: %s\n", msg.c_str());
+  return 1;
+}
+
+int Main() {
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) return Fail("--model is required");
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) return Fail("--data-dir is required");
+
+  // Signals are taken by one thread (sigwait), so block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  EngineOptions eo;
+  eo.model_path = model;
+  eo.threads = absl::GetFlag(FLAGS_threads) > 0
+                   ? absl::GetFlag(FLAGS_threads)
+                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  eo.kv_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_hot_bytes));
+  eo.hot_budget_tokens = absl::GetFlag(FLAGS_hot_budget_tokens);
+  eo.spill_form = absl::GetFlag(FLAGS_spill_form);
+  eo.max_context = absl::GetFlag(FLAGS_max_context);
+  eo.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  eo.keep_residuals = true;  // idle sessions may spill in the residual form
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
+  if (!engine.ok()) return Fail(engine.status().ToString());
+  SessionManagerOptions so;
+  so.data_dir = data_dir;
+  so.warm_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_warm_bytes));
+  absl::StatusOr<std::unique_ptr<SessionManager>> sessions =
+      SessionManager::Create(engine->get(), so);
+  if (!sessions.ok()) return Fail(sessions.status().ToString());
+
+  SchedulerOptions sched;
+  sched.max_queue = absl::GetFlag(FLAGS_max_queue);
+  sched.max_running = absl::GetFlag(FLAGS_max_running);
+  sched.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  sched.step_tokens = absl::GetFlag(FLAGS_step_tokens);
+  sched.stream_buffer = absl::GetFlag(FLAGS_stream_buffer);
+  sched.stall_seconds = absl::GetFlag(FLAGS_stall_seconds);
+  Scheduler scheduler(engine->get(), sessions->get(), sched);
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  WorkerServiceOptions wo;
+  wo.model_name = absl::GetFlag(FLAGS_model_name).empty() ? Stem(model)
+                                                           : absl::GetFlag(FLAGS_model_name);
+  wo.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  wo.max_message_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_message_bytes));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  // Room for the largest message plus framing; a larger one is refused by gRPC itself.
+  const int max_msg = static_cast<int>(wo.max_message_bytes) + (1 << 20);
+  builder.SetMaxReceiveMessageSize(max_msg);
+  builder.SetMaxSendMessageSize(16 << 20);
+  // The router is told this address and id before the port is bound, so the port is explicit.
+  if (listen.size() >= 2 && listen.substr(listen.size() - 2) == ":0") {
+    return Fail("--listen needs an explicit port");
+  }
+  std::string address = absl::GetFlag(FLAGS_advertise);
+  if (address.empty()) address = listen;
+  wo.address = address;
+  wo.id = absl::GetFlag(FLAGS_id).empty() ? absl::StrCat("worker-", listen.substr(listen.rfind(':') + 1))
+                                          : absl::GetFlag(FLAGS_id);
+  WorkerService service(engine->get(), sessions->get(), &scheduler, wo);
+  service.MeasureRates();
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(absl::StrCat("cannot listen on ", listen, " (address in use or invalid)"));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  std::printf("rsd-worker %s listening on %s (model %s, %d threads, data dir %s)\n",
+              wo.id.c_str(), address.c_str(), wo.model_name.c_str(), eo.threads,
+              data_dir.c_str());
+  std::fflush(stdout);
+
+  // Health follows the scheduler's progress; heartbeats go to the router.
+  std::atomic<bool> stop{false};
+  std::thread beat([&] {
+    const std::string router = absl::GetFlag(FLAGS_router);
+    std::unique_ptr<v1::Registry::Stub> stub;
+    if (!router.empty()) {
+      stub = v1::Registry::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
+    }
+    bool registered = false;
+    double interval = 1.0;
+    bool last_healthy = true;
+    std::string last_error;
+    while (!stop.load()) {
+      const bool healthy = scheduler.Healthy();
+      if (healthy != last_healthy) {
+        health->SetServingStatus(healthy);
+        std::fprintf(stderr, "rsd-worker %s: health %s\n", wo.id.c_str(),
+                     healthy ? "SERVING" : "NOT_SERVING (the scheduler makes no progress)");
+        last_healthy = healthy;
+      }
+      if (stub) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        grpc::Status st;
+        if (!registered) {
+          v1::RegisterRequest req;
+          *req.mutable_status() = service.Status();
+          v1::RegisterResponse resp;
+          st = stub->Register(&ctx, req, &resp);
+          if (st.ok()) {
+            registered = true;
+            if (resp.heartbeat_interval_seconds() > 0) interval = resp.heartbeat_interval_seconds();
+            std::fprintf(stderr, "rsd-worker %s: registered with router %s\n", wo.id.c_str(),
+                         router.c_str());
+          }
+        } else {
+          v1::HeartbeatRequest req;
+          *req.mutable_status() = service.Status();
+          v1::HeartbeatResponse resp;
+          st = stub->Heartbeat(&ctx, req, &resp);
+          if (st.ok() && resp.reregister()) registered = false;
+        }
+        if (!st.ok() && st.error_message() != last_error) {
+          std::fprintf(stderr, "rsd-worker %s: router %s: %s\n", wo.id.c_str(), router.c_str(),
+                       st.error_message().c_str());
+        }
+        last_error = st.ok() ? "" : st.error_message();
+      }
+      for (int i = 0; i < 10 && !stop.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(interval / 10));
+      }
+    }
+  });
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  std::fprintf(stderr, "rsd-worker %s: signal %d, shutting down\n", wo.id.c_str(), sig);
+  stop.store(true);
+  beat.join();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+}  // namespace rsd
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "rsd-worker --model PATH --listen ADDR --router ADDR --data-dir DIR --id NAME [...]");
+  std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "rsd-worker: unexpected argument '%s'\n", rest[1]);
+    return 2;
+  }
+  return rsd::Main();
+}

@@ -1,0 +1,76 @@
+// The worker's gRPC layer (rsd.v1.Worker): validates requests, turns them into scheduler turns and
+// session-manager calls on the compute thread, and streams events back. Thin by design: every
+// decision about sessions and batching lives in worker/engine.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "rsd/v1/worker.grpc.pb.h"
+#include "worker/engine/scheduler.h"
+
+namespace rsd {
+
+struct WorkerServiceOptions {
+  std::string id;                 // worker name (--id)
+  std::string address;            // where the router reaches it
+  std::string model_name;         // what clients ask for
+  int default_max_tokens = 256;   // a turn without max_tokens
+  size_t max_message_bytes = 64 << 10;  // user text per turn
+  int max_stop_strings = 16;
+  size_t max_stop_bytes = 256;
+  int replay_turns = 16;          // committed turn ids remembered per session (retries)
+};
+
+class WorkerService final : public v1::Worker::Service {
+ public:
+  WorkerService(Engine* engine, SessionManager* sessions, Scheduler* scheduler,
+                WorkerServiceOptions options);
+
+  grpc::Status OpenSession(grpc::ServerContext* ctx, const v1::OpenSessionRequest* req,
+                           v1::SessionInfo* out) override;
+  grpc::Status Chat(grpc::ServerContext* ctx, const v1::WorkerChatRequest* req,
+                    grpc::ServerWriter<v1::ChatEvent>* writer) override;
+  grpc::Status DescribeSession(grpc::ServerContext* ctx, const v1::SessionRef* req,
+                               v1::SessionInfo* out) override;
+  grpc::Status CloseSession(grpc::ServerContext* ctx, const v1::SessionRef* req,
+                            v1::SessionInfo* out) override;
+  grpc::Status UndoTurn(grpc::ServerContext* ctx, const v1::SessionRef* req,
+                        v1::SessionInfo* out) override;
+  grpc::Status ListSessions(grpc::ServerContext* ctx, const v1::WorkerListSessionsRequest* req,
+                            v1::WorkerListSessionsResponse* out) override;
+  grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::WorkerStatusRequest* req,
+                         v1::WorkerStatus* out) override;
+
+  // The status heartbeats carry (also GetStatus).
+  v1::WorkerStatus Status();
+  // Measures the rebuild rates once (at start, before serving).
+  void MeasureRates();
+
+ private:
+  // Checks the ref (id format, tenant, epoch) on the compute thread and runs `fn` there.
+  grpc::Status WithSession(const v1::SessionRef& ref, bool check_epoch,
+                           const std::function<absl::Status(const SessionId&)>& fn);
+  absl::Status FillInfo(const SessionId& id, v1::SessionInfo* out);  // compute thread
+  grpc::Status ValidateTurn(const v1::TurnRequest& turn, GenerateParams* params) const;
+
+  Engine* engine_;
+  SessionManager* sessions_;
+  Scheduler* scheduler_;
+  const WorkerServiceOptions options_;
+  v1::RebuildRates rates_;
+
+  // Idempotent turn ids: per session, the last committed turns' results; turns in flight.
+  std::mutex turns_mu_;
+  std::map<std::string, std::deque<std::pair<std::string, v1::TurnDone>>> committed_;
+  std::set<std::string> in_flight_;  // "session/turn_id"
+};
+
+// grpc::Status from absl::Status (same code and message).
+grpc::Status ToGrpc(const absl::Status& s);
+
+}  // namespace rsd
