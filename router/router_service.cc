@@ -136,6 +136,12 @@ absl::StatusOr<v1::SessionInfo> RouterCore::Describe(const SessionRecord& sessio
       FillOwnership(session, &info);
       return info;
     }
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      // The owner lost it (e.g. restarted on an empty data dir): the journal still knows it.
+      RSD_ASSIGN_OR_RETURN(v1::SessionInfo info, FromJournal(session));
+      info.set_state("missing");
+      return info;
+    }
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
         s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
       return WorkerError(s, owner->desc.id, owner->desc.address);

@@ -73,7 +73,8 @@ class RouterCore {
                                   const std::string& address);
 
   // SessionInfo from the owner's DescribeSession with the journal's ownership fields; from the
-  // journal alone (state "unreachable") if the owner cannot be reached.
+  // journal alone if the owner cannot be reached (state "unreachable") or does not have the
+  // session (NOT_FOUND from the worker: state "missing"). Other worker errors pass through.
   absl::StatusOr<v1::SessionInfo> Describe(const SessionRecord& session,
                                            const grpc::ServerContext& ctx);
   // SessionInfo from the journal alone (turns, token_count from the last turn's usage).

@@ -29,7 +29,8 @@
 
 namespace {
 
-using nlohmann::json;
+// Keys print in the order written (session first), which reads better than sorted.
+using json = nlohmann::ordered_json;
 namespace v1 = rsd::v1;
 
 constexpr char kUsage[] =
