@@ -20,6 +20,7 @@
 #include "router/journal.h"
 #include "router/registry.h"
 #include "router/router_service.h"
+#include "storage/common/flags.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve on (port 0: any free port)");
 ABSL_FLAG(std::string, data_dir, "", "the session journal's directory (required)");
@@ -46,19 +47,7 @@ std::string WithPort(const std::string& listen, int port) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "rsd-router --listen ADDR --data-dir DIR [--heartbeat-timeout S] [--heartbeat-interval S]");
-  // The command-line contract spells flags with dashes (--data-dir); Abseil wants underscores.
-  std::vector<std::string> storage(argv, argv + argc);
-  std::vector<char*> fixed;
-  for (std::string& a : storage) {
-    if (a.rfind("--", 0) == 0) {
-      const size_t end = std::min(a.find('='), a.size());
-      for (size_t i = 2; i < end; ++i) {
-        if (a[i] == '-') a[i] = '_';
-      }
-    }
-    fixed.push_back(a.data());
-  }
-  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+  std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");
   const std::string listen = absl::GetFlag(FLAGS_listen);
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
