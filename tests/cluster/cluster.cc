@@ -1,0 +1,179 @@
+#include "tests/cluster/cluster.h"
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/test_util.h"
+
+namespace rsd::testing {
+
+std::string BinDir() { return RSD_BIN_DIR; }
+
+absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(const std::string& model,
+                                                        const std::vector<WorkerSpec>& workers,
+                                                        std::vector<std::string> router_flags) {
+  std::unique_ptr<Cluster> c(new Cluster());
+  c->dir_ = MakeTempDir("rsd-cluster");
+  c->router_address_ = absl::StrCat("127.0.0.1:", FreePort());
+  std::vector<std::string> argv = {BinDir() + "/router/rsd-router", "--listen", c->router_address_,
+                                   "--data-dir", c->dir_ + "/router"};
+  argv.insert(argv.end(), router_flags.begin(), router_flags.end());
+  auto router = Process::Start(argv, c->dir_ + "/router.log");
+  if (!router.ok()) return router.status();
+  c->router_ = std::move(router).value();
+  auto channel = grpc::CreateChannel(c->router_address_, grpc::InsecureChannelCredentials());
+  c->client_ = v1::Client::NewStub(channel);
+  c->admin_ = v1::Admin::NewStub(channel);
+  for (const WorkerSpec& w : workers) {
+    const std::string address = absl::StrCat("127.0.0.1:", FreePort());
+    std::vector<std::string> wargv = {BinDir() + "/worker/rsd-worker", "--model", model,
+                                      "--listen", address, "--router", c->router_address_,
+                                      "--data-dir", c->dir_ + "/" + w.id, "--id", w.id,
+                                      "--threads", "1"};
+    wargv.insert(wargv.end(), w.flags.begin(), w.flags.end());
+    auto p = Process::Start(wargv, c->dir_ + "/" + w.id + ".log");
+    if (!p.ok()) return p.status();
+    c->workers_.emplace(w.id, std::move(p).value());
+    c->worker_stubs_[w.id] = v1::Worker::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  }
+  // Every worker registered and ready.
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ListWorkersResponse resp;
+    grpc::Status st = c->admin_->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+    int ready = 0;
+    if (st.ok()) {
+      for (const auto& w : resp.workers()) ready += w.state() == "ready";
+    }
+    if (ready == static_cast<int>(workers.size())) break;
+    if (std::chrono::steady_clock::now() > end) {
+      return absl::DeadlineExceededError(absl::StrCat("workers did not register in 60 s:\n",
+                                                      c->Logs()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return c;
+}
+
+Cluster::~Cluster() {
+  for (auto& [id, p] : workers_) p.Stop();
+  router_.Stop();
+}
+
+std::string Cluster::Logs() {
+  std::string out = "--- router\n" + router_.Log();
+  for (auto& [id, p] : workers_) out += "--- " + id + "\n" + p.Log();
+  return out;
+}
+
+absl::StatusOr<v1::WorkerStatus> Cluster::WorkerStatus(const std::string& id) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::WorkerStatus st;
+  grpc::Status s = worker(id).GetStatus(&ctx, v1::WorkerStatusRequest(), &st);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return st;
+}
+
+absl::Status Cluster::Cordon(const std::string& id, bool on) {
+  grpc::ClientContext ctx;
+  v1::WorkerRequest req;
+  req.set_worker(id);
+  v1::WorkerInfo info;
+  grpc::Status s = on ? admin_->Cordon(&ctx, req, &info) : admin_->Uncordon(&ctx, req, &info);
+  if (!s.ok()) return absl::InternalError(s.error_message());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::SessionInfo> Cluster::Create(const std::string& model) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::CreateSessionRequest req;
+  req.set_model(model);
+  v1::SessionInfo info;
+  grpc::Status s = client_->CreateSession(&ctx, req, &info);
+  if (!s.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  }
+  return info;
+}
+
+ChatOutcome Chat(v1::Client::Stub& client, const v1::TurnRequest& request,
+                 double timeout_seconds) {
+  ChatOutcome o;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+  auto reader = client.Chat(&ctx, request);
+  v1::ChatEvent ev;
+  bool done = false;
+  while (reader->Read(&ev)) {
+    if (done) {
+      o.status = grpc::Status(grpc::StatusCode::INTERNAL, "a message after TurnDone");
+      break;
+    }
+    if (ev.has_delta()) {
+      const auto& d = ev.delta();
+      if (d.offset() != static_cast<int64_t>(o.tokens.size()) ||
+          d.text_offset() != static_cast<int64_t>(o.text.size())) {
+        o.status = grpc::Status(grpc::StatusCode::INTERNAL,
+                                absl::StrCat("delta at offset ", d.offset(), "/", d.text_offset(),
+                                             ", expected ", o.tokens.size(), "/", o.text.size()));
+      }
+      o.tokens.insert(o.tokens.end(), d.tokens().begin(), d.tokens().end());
+      o.text += d.text();
+      o.deltas++;
+    } else if (ev.has_done()) {
+      o.done = ev.done();
+      done = true;
+    }
+  }
+  grpc::Status st = reader->Finish();
+  if (o.status.ok()) o.status = st;
+  if (o.status.ok() && !done) o.status = grpc::Status(grpc::StatusCode::INTERNAL, "no TurnDone");
+  if (o.status.ok() &&
+      std::vector<int32_t>(o.done.tokens().begin(), o.done.tokens().end()) != o.tokens) {
+    o.status = grpc::Status(grpc::StatusCode::INTERNAL, "deltas differ from TurnDone's tokens");
+  }
+  return o;
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> RsdRunChat(
+    const std::string& model, const std::vector<std::string>& messages, int max_tokens,
+    float temperature, int top_k, uint64_t seed) {
+  const std::string dir = MakeTempDir("rsd-run-chat");
+  const std::string script = dir + "/script.jsonl";
+  {
+    std::ofstream out(script);
+    for (const std::string& m : messages) {
+      out << nlohmann::json{{"role", "user"}, {"content", m}}.dump() << "\n";
+    }
+  }
+  auto out = RunCommand({BinDir() + "/tools/rsd-run", "chat", "--model", model, "--script", script,
+                         "--threads", "1", "--max-tokens", std::to_string(max_tokens),
+                         "--temperature", std::to_string(temperature), "--top-k",
+                         std::to_string(top_k), "--seed", std::to_string(seed)});
+  if (!out.ok()) return out.status();
+  std::vector<std::vector<int32_t>> turns;
+  std::istringstream lines(*out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object() || !j.contains("tokens")) continue;
+    turns.push_back(j["tokens"].get<std::vector<int32_t>>());
+  }
+  if (turns.size() != messages.size()) {
+    return absl::InternalError(absl::StrCat("rsd-run chat printed ", turns.size(), " turns for ",
+                                            messages.size(), " messages:\n", *out));
+  }
+  return turns;
+}
+
+}  // namespace rsd::testing

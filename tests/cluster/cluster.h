@@ -1,0 +1,77 @@
+// A local cluster of real processes for tests: rsd-router and rsd-worker binaries on loopback
+// ports, gRPC stubs to them, and the reference `rsd-run chat` each session is compared with.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "rsd/v1/admin.grpc.pb.h"
+#include "rsd/v1/client.grpc.pb.h"
+#include "rsd/v1/worker.grpc.pb.h"
+#include "tests/support/process.h"
+
+namespace rsd::testing {
+
+std::string BinDir();  // where rsd-router, rsd-worker, rsd-run and rsdctl were built
+
+struct WorkerSpec {
+  std::string id;
+  std::vector<std::string> flags;  // extra rsd-worker flags
+};
+
+class Cluster {
+ public:
+  // Starts a router and the workers on `model`, waits until every worker is registered.
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start(const std::string& model,
+                                                        const std::vector<WorkerSpec>& workers,
+                                                        std::vector<std::string> router_flags = {});
+  ~Cluster();
+
+  const std::string& router_address() const { return router_address_; }
+  v1::Client::Stub& client() { return *client_; }
+  v1::Admin::Stub& admin() { return *admin_; }
+  // A worker's own service (for its counters).
+  v1::Worker::Stub& worker(const std::string& id) { return *worker_stubs_.at(id); }
+  Process& worker_process(const std::string& id) { return workers_.at(id); }
+  Process& router_process() { return router_; }
+  std::string Logs();
+
+  absl::StatusOr<v1::WorkerStatus> WorkerStatus(const std::string& id);
+  absl::Status Cordon(const std::string& id, bool on);
+  absl::StatusOr<v1::SessionInfo> Create(const std::string& model = "");
+
+ private:
+  Cluster() = default;
+  std::string dir_;
+  std::string router_address_;
+  Process router_;
+  std::map<std::string, Process> workers_;
+  std::map<std::string, std::unique_ptr<v1::Worker::Stub>> worker_stubs_;
+  std::unique_ptr<v1::Client::Stub> client_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+// The outcome of one streamed turn.
+struct ChatOutcome {
+  grpc::Status status;
+  std::vector<int32_t> tokens;  // from the deltas
+  std::string text;             // from the deltas
+  v1::TurnDone done;
+  int deltas = 0;
+};
+
+// Runs one turn through the router's Client.Chat and checks the stream's framing (offsets
+// contiguous, exactly one TurnDone at the end, deltas equal to the done message's tokens).
+ChatOutcome Chat(v1::Client::Stub& client, const v1::TurnRequest& request,
+                 double timeout_seconds = 300);
+
+// `rsd-run chat` on a script of user messages: per turn the generated tokens.
+absl::StatusOr<std::vector<std::vector<int32_t>>> RsdRunChat(
+    const std::string& model, const std::vector<std::string>& messages, int max_tokens,
+    float temperature, int top_k, uint64_t seed);
+
+}  // namespace rsd::testing
