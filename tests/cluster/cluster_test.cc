@@ -160,5 +160,228 @@ TEST_F(ClusterTest, SixteenSessionsEqualRsdRunChatAlone) {
   if (HasFailure()) std::printf("%s\n", c.Logs().c_str());
 }
 
+v1::TurnRequest Turn(const std::string& session, const std::string& message, int max_tokens) {
+  v1::TurnRequest req;
+  req.set_session_id(session);
+  req.set_message(message);
+  req.set_max_tokens(max_tokens);
+  return req;
+}
+
+v1::SessionInfo Describe(Cluster& c, const std::string& session) {
+  grpc::ClientContext ctx;
+  v1::SessionRequest req;
+  req.set_session_id(session);
+  v1::SessionInfo info;
+  grpc::Status st = c.client().GetSession(&ctx, req, &info);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return info;
+}
+
+void Undo(Cluster& c, const std::string& session) {
+  grpc::ClientContext ctx;
+  v1::SessionRequest req;
+  req.set_session_id(session);
+  v1::SessionInfo info;
+  grpc::Status st = c.client().UndoTurn(&ctx, req, &info);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+}
+
+#define EXPECT_RPC(outcome, code, text)                                            \
+  do {                                                                             \
+    const grpc::Status _st = (outcome).status;                                     \
+    EXPECT_EQ(_st.error_code(), grpc::StatusCode::code) << _st.error_message();    \
+    EXPECT_THAT(_st.error_message(), HasSubstr(text));                             \
+  } while (0)
+
+TEST_F(ClusterTest, BadInputsGetClearStatusesWhileAnotherSessionRuns) {
+  constexpr int kContext = 256;
+  auto cluster = Cluster::Start(
+      *model_, {{"w1", {"--max-context", std::to_string(kContext), "--max-queue", "4",
+                        "--max-running", "2", "--max-message-bytes", "4096"}}});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  Cluster& c = **cluster;
+
+  // A bystander: session 0's script, run to the end meanwhile (retrying a turn the full queue
+  // refuses, with the same turn id), must equal rsd-run chat alone.
+  auto bystander = c.Create();
+  ASSERT_TRUE(bystander.ok()) << bystander.status();
+  std::atomic<int> bystander_refusals{0};
+  std::thread by([&] {
+    const std::vector<std::string> script = Script(0);
+    for (int t = 0; t < kTurns; ++t) {
+      v1::TurnRequest req = Turn(bystander->session_id(), script[t], MaxTokens(0));
+      req.set_turn_id(absl::StrCat("by", t));
+      req.mutable_sampling()->set_seed(Seed(0) + t);
+      ChatOutcome o;
+      for (int attempt = 0; attempt < 600; ++attempt) {
+        o = Chat(c.client(), req);
+        if (o.status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+        bystander_refusals++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      EXPECT_TRUE(o.status.ok()) << o.status.error_message();
+      EXPECT_EQ(o.tokens, (*reference_)[0][t]) << "bystander turn " << t;
+    }
+  });
+
+  auto s = c.Create();
+  ASSERT_TRUE(s.ok());
+  const std::string id = s->session_id();
+
+  EXPECT_RPC(Chat(c.client(), Turn("0123456789abcdef0123456789abcdef", "hi", 4)), NOT_FOUND,
+             "unknown session");
+  EXPECT_RPC(Chat(c.client(), Turn("not-a-session", "hi", 4)), INVALID_ARGUMENT, "not-a-session");
+  EXPECT_RPC(Chat(c.client(), Turn(id, "", 4)), INVALID_ARGUMENT, "empty");
+  EXPECT_RPC(Chat(c.client(), Turn(id, "bad \xff\xfe bytes", 4)), INVALID_ARGUMENT, "UTF-8");
+  EXPECT_RPC(Chat(c.client(), Turn(id, std::string(5000, 'a'), 4)), INVALID_ARGUMENT, "4096");
+  EXPECT_RPC(Chat(c.client(), Turn(id, std::string(6 << 20, 'a'), 4)), RESOURCE_EXHAUSTED, "");
+  EXPECT_RPC(Chat(c.client(), Turn(id, "hi", 1000000000)), INVALID_ARGUMENT, "max_tokens");
+  EXPECT_RPC(Chat(c.client(), Turn(id, "hi", -1)), INVALID_ARGUMENT, "max_tokens");
+  for (int k = 0; k < 5; ++k) {
+    v1::TurnRequest req = Turn(id, "hi", 4);
+    if (k == 0) req.mutable_sampling()->set_temperature(-1);
+    if (k == 1) req.mutable_sampling()->set_temperature(std::nanf(""));
+    if (k == 2) req.mutable_sampling()->set_top_p(0);
+    if (k == 3) req.mutable_sampling()->set_top_p(1.5f);
+    if (k == 4) req.mutable_sampling()->set_top_k(-3);
+    EXPECT_RPC(Chat(c.client(), req), INVALID_ARGUMENT, k < 2 ? "temperature" : k < 4 ? "top_p" : "top_k");
+  }
+  {
+    auto unknown = c.Create("no-such-model");
+    EXPECT_FALSE(unknown.ok());
+    EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("no-such-model"));
+  }
+  EXPECT_EQ(Describe(c, id).token_count(), 0) << "a refused request changed the session";
+
+  // History + prompt + max tokens at 0.99x and 1.00x of the context are accepted, 1.01x refused.
+  ChatOutcome first = Chat(c.client(), Turn(id, "hi", 0));  // max_tokens 0: append only
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_TRUE(first.tokens.empty());
+  const int64_t history = first.done.usage().history_tokens();
+  EXPECT_EQ(Describe(c, id).token_count(), history);
+  ChatOutcome probe = Chat(c.client(), Turn(id, "Tell me more.", 0));
+  ASSERT_TRUE(probe.status.ok());
+  const int64_t prompt = probe.done.usage().prompt_tokens();
+  Undo(c, id);
+  ASSERT_EQ(Describe(c, id).token_count(), history);
+  for (double f : {1.01, 0.99, 1.00}) {
+    const int64_t total = f > 1 ? static_cast<int64_t>(std::ceil(f * kContext))
+                                : static_cast<int64_t>(std::floor(f * kContext));
+    const int max_tokens = static_cast<int>(total - history - prompt);
+    ChatOutcome o = Chat(c.client(), Turn(id, "Tell me more.", max_tokens));
+    if (f > 1) {
+      EXPECT_RPC(o, INVALID_ARGUMENT, absl::StrCat("= ", total, " tokens exceeds the context length ",
+                                                   kContext));
+    } else {
+      EXPECT_TRUE(o.status.ok()) << f << ": " << o.status.error_message();
+      Undo(c, id);
+    }
+  }
+
+  // A retried turn id: the same answer, nothing appended twice.
+  v1::TurnRequest once = Turn(id, "Name a color.", 5);
+  once.set_turn_id("retry-me");
+  once.mutable_sampling()->set_seed(5);
+  once.mutable_sampling()->set_temperature(0.7f);
+  ChatOutcome a = Chat(c.client(), once);
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  const int64_t after_once = Describe(c, id).token_count();
+  ChatOutcome b = Chat(c.client(), once);
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_TRUE(b.done.replayed());
+  EXPECT_EQ(Describe(c, id).token_count(), after_once);
+  EXPECT_EQ(Describe(c, id).turns(), 2u);
+
+  // A flood beyond the queue bound: refused at once, memory flat.
+  std::vector<std::string> flood_ids;
+  for (int i = 0; i < 24; ++i) flood_ids.push_back(c.Create()->session_id());
+  const int64_t rss_before = c.worker_process("w1").RssBytes();
+  std::atomic<int> refused{0}, served{0};
+  std::atomic<int64_t> slowest_refusal_ms{0};
+  std::vector<std::thread> flood;
+  for (const std::string& fid : flood_ids) {
+    flood.emplace_back([&, fid] {
+      const auto t0 = std::chrono::steady_clock::now();
+      ChatOutcome o = Chat(c.client(), Turn(fid, "Tell me a long story.", 24));
+      const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - t0).count();
+      if (o.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        EXPECT_THAT(o.status.error_message(), HasSubstr("queue is full"));
+        refused++;
+        int64_t prev = slowest_refusal_ms.load();
+        while (ms > prev && !slowest_refusal_ms.compare_exchange_weak(prev, ms)) {
+        }
+      } else {
+        EXPECT_TRUE(o.status.ok()) << o.status.error_message();
+        served++;
+      }
+    });
+  }
+  for (auto& t : flood) t.join();
+  const int64_t rss_after = c.worker_process("w1").RssBytes();
+  std::printf("flood: %d refused (slowest refusal %lld ms), %d served; worker RSS %.1f -> %.1f MB\n",
+              refused.load(), static_cast<long long>(slowest_refusal_ms.load()), served.load(),
+              rss_before / 1e6, rss_after / 1e6);
+  EXPECT_GE(refused.load(), 10);
+  EXPECT_LT(slowest_refusal_ms.load(), 1000);
+  EXPECT_LT(rss_after - rss_before, 64ll << 20) << "memory grew under the flood";
+  by.join();
+  std::printf("bystander: %d refusals retried\n", bystander_refusals.load());
+  if (HasFailure()) std::printf("%s\n", c.Logs().c_str());
+}
+
+TEST_F(ClusterTest, CancelledStreamFreesItsSlotAndRollsBack) {
+  auto cluster = Cluster::Start(*model_, {{"w1", {}}});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  Cluster& c = **cluster;
+  auto s = c.Create();
+  ASSERT_TRUE(s.ok());
+  {
+    grpc::ClientContext ctx;
+    v1::TurnRequest req = Turn(s->session_id(), Script(0)[0], 200);
+    auto reader = c.client().Chat(&ctx, req);
+    v1::ChatEvent ev;
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&ev));
+    auto at_cancel = c.WorkerStatus("w1");
+    ASSERT_TRUE(at_cancel.ok());
+    EXPECT_EQ(at_cancel->load().running(), 1);
+    ctx.TryCancel();
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t steps_after = -1;
+    for (int i = 0; i < 500; ++i) {
+      auto st = c.WorkerStatus("w1");
+      ASSERT_TRUE(st.ok());
+      if (st->load().running() == 0 && st->counters().turns_cancelled() == 1) {
+        steps_after = st->counters().steps() - at_cancel->counters().steps();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    auto freed = c.WorkerStatus("w1");
+    ASSERT_TRUE(freed.ok());
+    std::printf("cancel: slot freed %.0f ms after the client cancelled (%lld steps after the "
+                "status read before it; %lld after the cancel reached the scheduler)\n", ms,
+                static_cast<long long>(steps_after),
+                static_cast<long long>(freed->counters().max_cancel_steps()));
+    ASSERT_GE(steps_after, 0) << "the cancelled turn kept its batch slot";
+    EXPECT_LE(freed->counters().max_cancel_steps(), 1);
+    reader->Finish();
+  }
+  EXPECT_EQ(Describe(c, s->session_id()).token_count(), 0) << "the cancelled turn was not rolled back";
+  EXPECT_EQ(Describe(c, s->session_id()).turns(), 0u);
+  // The session continues exactly as if the cancelled turn never happened.
+  const std::vector<std::string> script = Script(0);
+  for (int t = 0; t < 2; ++t) {
+    v1::TurnRequest req = Turn(s->session_id(), script[t], MaxTokens(0));
+    req.mutable_sampling()->set_seed(Seed(0) + t);
+    ChatOutcome o = Chat(c.client(), req);
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_EQ(o.tokens, (*reference_)[0][t]);
+  }
+}
+
 }  // namespace
 }  // namespace rsd::testing

@@ -205,6 +205,7 @@ TEST_F(SchedulerTest, CancelledTurnLeavesTheBatchAndRollsBack) {
   const SchedulerStats st = scheduler.stats();
   EXPECT_EQ(st.cancelled, 1);
   EXPECT_EQ(st.running, 0);
+  EXPECT_LE(st.max_cancel_steps, 1) << "the cancelled turn stayed in the batch";
   int64_t tokens = -1;
   scheduler.RunSync([&] { tokens = (*sessions)->Describe(id)->token_count; });
   EXPECT_EQ(tokens, 0) << "the cancelled turn was not rolled back";

@@ -39,10 +39,11 @@ bool TurnStream::Next(TurnEvent* event, double timeout_seconds) {
 }
 
 void TurnStream::Cancel() {
-  cancelled_.store(true);
   std::function<void()> wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!cancelled_.load() && step_clock_) cancelled_at_step_.store(step_clock_());
+    cancelled_.store(true);
     wake = on_read_;
   }
   if (wake) wake();
@@ -91,6 +92,7 @@ Scheduler::~Scheduler() {
 absl::StatusOr<std::shared_ptr<TurnStream>> Scheduler::Submit(TurnSpec spec) {
   auto stream = std::make_shared<TurnStream>(static_cast<size_t>(options_.stream_buffer));
   stream->on_read_ = [this] { cv_.notify_all(); };
+  stream->step_clock_ = [this] { return step_count_.load(); };
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return absl::UnavailableError("the worker is shutting down");
@@ -358,6 +360,11 @@ bool Scheduler::StepOnce() {
       std::unique_ptr<Running> r = std::move(*it);
       it = running_.erase(it);
       SyncRunning();
+      const int64_t at = r->q.stream->cancelled_at_step_.load();
+      if (at >= 0) {
+        std::lock_guard<std::mutex> lock(mu_);
+        stats_.max_cancel_steps = std::max(stats_.max_cancel_steps, step_count_.load() - at);
+      }
       Fail(*r, absl::CancelledError("the client cancelled the turn; it was rolled back"));
     } else {
       ++it;
@@ -410,6 +417,7 @@ bool Scheduler::StepOnce() {
                    running_.end());
     return true;
   }
+  step_count_++;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.steps++;

@@ -70,7 +70,9 @@ class TurnStream {
   std::condition_variable cv_;
   std::deque<TurnEvent> events_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<int64_t> cancelled_at_step_{-1};  // the scheduler's step count at Cancel()
   std::function<void()> on_read_;  // wakes the scheduler (a paused turn may resume)
+  std::function<int64_t()> step_clock_;
 };
 
 struct TurnSpec {
@@ -86,6 +88,9 @@ struct SchedulerStats {
   int64_t committed = 0, cancelled = 0, failed = 0, refused = 0;
   int64_t spills = 0, restores = 0, paused_steps = 0;
   int32_t max_decode_rows = 0;
+  // The most engine steps a cancelled turn ran after its Cancel() (0 or 1 by construction:
+  // cancellation is checked before every step).
+  int64_t max_cancel_steps = 0;
   int32_t queue_depth = 0, running = 0;
   // Published by the compute thread after every step (heartbeats read these, not the engine).
   int32_t hot_blocks_used = 0, sessions = 0;
@@ -140,6 +145,7 @@ class Scheduler {
   uint64_t order_ = 0;
   SchedulerStats stats_;
   double last_progress_ = 0;
+  std::atomic<int64_t> step_count_{0};
   bool has_work_ = false;
 
   // Compute thread only.

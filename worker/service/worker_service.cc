@@ -97,6 +97,7 @@ v1::WorkerStatus WorkerService::Status() {
   c->set_restores(s.restores);
   c->set_paused_steps(s.paused_steps);
   c->set_max_decode_rows(s.max_decode_rows);
+  c->set_max_cancel_steps(s.max_cancel_steps);
   st.set_serving(scheduler_->Healthy());
   return st;
 }
@@ -267,7 +268,7 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   bool cancelled = false;
   for (;;) {
     TurnEvent ev;
-    if (!(*stream)->Next(&ev, 0.05)) {
+    if (!(*stream)->Next(&ev, 0.005)) {
       if (!cancelled && ctx->IsCancelled()) {  // client gone or deadline passed
         (*stream)->Cancel();
         cancelled = true;
