@@ -308,5 +308,103 @@ TEST_F(SchedulerTest, AdmissionErrorsAreClearAndTouchNoOtherSession) {
   EXPECT_EQ(turns, 2);
 }
 
+TEST_F(SchedulerTest, HealthFollowsProgressNotMerelyTheProcess) {
+  auto engine = MakeEngine(0);
+  auto sessions = SessionManager::Create(engine.get(), {});
+  ASSERT_TRUE(sessions.ok());
+  SchedulerOptions so;
+  so.stall_seconds = 0.3;
+  Scheduler scheduler(engine.get(), sessions->get(), so);
+  const SessionId id = SessionId::Random();
+  scheduler.RunSync([&] { ASSERT_TRUE((*sessions)->Create(id, {}).ok()); });
+  EXPECT_TRUE(scheduler.Healthy()) << "idle is healthy";
+  // The compute thread is held up (a stuck step) while a turn waits.
+  std::thread stuck([&] {
+    scheduler.RunSync([] { std::this_thread::sleep_for(std::chrono::milliseconds(1500)); });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto stream = scheduler.Submit(TurnSpec{id, "default", 0, Message(0, 0), Params(0, 0)});
+  ASSERT_TRUE(stream.ok());
+  bool went_unhealthy = false;
+  for (int i = 0; i < 100 && !went_unhealthy; ++i) {
+    went_unhealthy = !scheduler.Healthy();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(went_unhealthy) << "a stalled scheduler with work waiting still reported healthy";
+  stuck.join();
+  Outcome o = Drain(**stream);
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  EXPECT_EQ(o.tokens, alone_[0][0].tokens);
+  EXPECT_TRUE(scheduler.Healthy()) << "progress resumed";
+}
+
+TEST_F(SchedulerTest, IdleSessionsPastTheirTtlSpillToColdThenGo) {
+  auto engine = MakeEngine(0);
+  SessionManagerOptions mo;
+  mo.data_dir = testing::MakeTempDir("rsd-sched-ttl");
+  auto sessions = SessionManager::Create(engine.get(), mo);
+  ASSERT_TRUE(sessions.ok());
+  Scheduler scheduler(engine.get(), sessions->get(), {});
+  const SessionId id = SessionId::Random(), keep = SessionId::Random();
+  scheduler.RunSync([&] {
+    SessionAttrs a;
+    a.ttl_seconds = 1;
+    ASSERT_TRUE((*sessions)->Create(id, a).ok());
+    ASSERT_TRUE((*sessions)->Create(keep, {}).ok());  // no TTL: stays
+  });
+  for (const SessionId& s : {id, keep}) {
+    Outcome o = Drain(**scheduler.Submit(TurnSpec{s, "default", 0, Message(0, 0), Params(0, 0)}));
+    ASSERT_TRUE(o.status.ok()) << o.status;
+  }
+  auto info = [&](const SessionId& s) {
+    absl::StatusOr<SessionInfo> r;
+    int64_t cold = 0;
+    scheduler.RunSync([&] {
+      r = (*sessions)->Describe(s);
+      if (r.ok()) cold = *(*sessions)->ColdBytes(s);
+    });
+    return std::make_pair(r, cold);
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(1600));
+  auto [spilled, cold] = info(id);
+  ASSERT_TRUE(spilled.ok()) << spilled.status();
+  EXPECT_FALSE(spilled->resident) << "idle past its TTL but still hot";
+  EXPECT_GT(cold, 0) << "the spilled session's checkpoints are not in the cold tier";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(info(id).first.status().code(), absl::StatusCode::kNotFound) << "not deleted at 2x TTL";
+  auto kept = info(keep).first;
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(kept->resident);
+}
+
+TEST_F(SchedulerTest, PinnedAndHighPrioritySessionsAreSpilledLast) {
+  auto engine = MakeEngine(0);
+  auto sessions = SessionManager::Create(engine.get(), {});
+  ASSERT_TRUE(sessions.ok());
+  SessionManager& m = **sessions;
+  std::vector<SessionId> ids(3);
+  SessionAttrs pinned, high, plain;
+  pinned.pin = true;
+  high.priority = 5;
+  const SessionAttrs attrs[3] = {plain, pinned, high};
+  for (int i = 0; i < 3; ++i) {
+    ids[i] = SessionId::Random();
+    ASSERT_TRUE(m.Create(ids[i], attrs[i]).ok());
+  }
+  // Used in the order plain, pinned, high: plain is the least recently used, yet the order of
+  // spilling is by pin, then priority, then recency.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(m.Chat(ids[i], "hi", Params(0, 0)).ok());
+  ASSERT_TRUE(*m.SpillIdle({}));
+  EXPECT_FALSE(m.Describe(ids[0])->resident);
+  EXPECT_TRUE(m.Describe(ids[1])->resident);
+  EXPECT_TRUE(m.Describe(ids[2])->resident);
+  ASSERT_TRUE(*m.SpillIdle({}));
+  EXPECT_FALSE(m.Describe(ids[2])->resident) << "priority 5 goes before the pinned session";
+  EXPECT_TRUE(m.Describe(ids[1])->resident);
+  ASSERT_TRUE(*m.SpillIdle({}));
+  EXPECT_FALSE(m.Describe(ids[1])->resident) << "pinned, spilled when nothing else can make room";
+  EXPECT_FALSE(*m.SpillIdle({}));
+}
+
 }  // namespace
 }  // namespace rsd

@@ -104,6 +104,8 @@ absl::StatusOr<std::shared_ptr<TurnStream>> Scheduler::Submit(TurnSpec spec) {
     }
     queue_.push_back(Queued{std::move(spec), stream, Now(), order_++});
     stats_.queue_depth = static_cast<int32_t>(queue_.size());
+    if (!has_work_) last_progress_ = Now();  // the stall clock starts when work arrives
+    has_work_ = true;
   }
   cv_.notify_all();
   return stream;
