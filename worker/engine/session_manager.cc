@@ -288,6 +288,168 @@ absl::Status SessionManager::Spill(const SessionId& id, SpillForm form) {
   return SaveMeta(s);
 }
 
+absl::StatusOr<SessionState> SessionManager::ExportState(const SessionId& id, SpillForm form) {
+  Session* sp = Find(id);
+  if (sp == nullptr) return NotFound(id);
+  if (form == SpillForm::kNone) form = SpillForm::kAuto;
+  const bool wants_blocks = form != SpillForm::kTokens;
+  const bool has_blocks = sp->seq < 0 && (sp->spilled == SpillForm::kResidual ||
+                                          sp->spilled == SpillForm::kKv ||
+                                          sp->spilled == SpillForm::kAuto);
+  if (wants_blocks && sp->seq < 0 && !(has_blocks && sp->spilled == form) && !sp->log.empty()) {
+    // Spilled in another form (or as tokens): back to hot, then out in the form asked for.
+    std::string from;
+    RSD_RETURN_IF_ERROR(Restore(*sp, &from));
+    RSD_RETURN_IF_ERROR(engine_->FlushPending(sp->seq));
+  }
+  if (sp->seq >= 0) {
+    absl::Status st = Spill(id, form);
+    if (st.code() == absl::StatusCode::kFailedPrecondition && form == SpillForm::kAuto) {
+      st = Spill(id, SpillForm::kTokens);  // the residuals the plan needs were not kept
+    }
+    RSD_RETURN_IF_ERROR(st);
+  }
+  Session& s = *sp;
+  SessionState out;
+  out.id = id;
+  out.attrs = s.attrs;
+  out.model_fingerprint = engine_->model_fingerprint();
+  out.numerics_fingerprint = engine_->numerics_fingerprint();
+  out.block_tokens = engine_->model().block_tokens();
+  out.tokens = s.log;
+  out.turn_ends = s.turn_ends;
+  const bool blocks = wants_blocks && s.spilled != SpillForm::kTokens && s.spilled_chunks > 0;
+  out.form = blocks ? s.spilled : SpillForm::kTokens;
+  if (!blocks) return out;
+  out.n_chunks = s.spilled_chunks;
+  for (uint8_t k : s.layer_kv) out.layer_forms += k ? 'k' : 'r';
+  for (int32_t c = 0; c < s.spilled_chunks; ++c) {
+    for (int l = 0; l < engine_->config().n_layers; ++l) {
+      if (!s.layer_kv[l] && l == 0) continue;  // layer 0's residual is the token embedding
+      const BlockKey key{id, static_cast<uint32_t>(l), static_cast<uint32_t>(c)};
+      bool from_cold = false;
+      RSD_ASSIGN_OR_RETURN(std::string value, GetCheckpoint(key, &from_cold));
+      out.blocks.push_back({key.layer, key.block, std::move(value)});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& state) {
+  if (state.version != SessionState::kVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("session state version ", state.version,
+                                                      " is not ", SessionState::kVersion));
+  }
+  if (state.model_fingerprint != engine_->model_fingerprint()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", state.id.ToHex(), " was built with model ", state.model_fingerprint,
+        "; this worker runs ", engine_->model_fingerprint()));
+  }
+  if (Session* existing = Find(state.id)) {
+    if (existing->attrs.epoch >= state.attrs.epoch) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "session ", state.id.ToHex(), " is here already at epoch ", existing->attrs.epoch,
+          " (import at epoch ", state.attrs.epoch, ")"));
+    }
+    RSD_RETURN_IF_ERROR(Close(state.id));  // a stale copy from an older ownership
+  }
+  int64_t end = 0;
+  for (int64_t e : state.turn_ends) {
+    if (e < end || e > static_cast<int64_t>(state.tokens.size())) {
+      return absl::InvalidArgumentError("session state: turn ends are not ascending within the log");
+    }
+    end = e;
+  }
+  if (end != static_cast<int64_t>(state.tokens.size())) {
+    return absl::InvalidArgumentError("session state: the token log does not end at a turn end");
+  }
+  ImportReport report;
+  const int n_layers = engine_->config().n_layers;
+  const int bt = engine_->model().block_tokens();
+  bool use_blocks = state.form != SpillForm::kTokens && state.n_chunks > 0;
+  if (use_blocks && (state.numerics_fingerprint != engine_->numerics_fingerprint() ||
+                     state.block_tokens != bt)) {
+    use_blocks = false;
+    report.note = absl::StrCat("numerics fingerprint ", state.numerics_fingerprint, " / block size ",
+                               state.block_tokens, " differ from this worker's ",
+                               engine_->numerics_fingerprint(), " / ", bt,
+                               ": the session rebuilds from its token log");
+  }
+  std::vector<uint8_t> layer_kv;
+  if (use_blocks) {
+    if (static_cast<int>(state.layer_forms.size()) != n_layers ||
+        static_cast<int64_t>(state.n_chunks) * bt > static_cast<int64_t>(state.tokens.size())) {
+      return absl::InvalidArgumentError("session state: layer forms or chunk count do not fit the model");
+    }
+    for (char ch : state.layer_forms) layer_kv.push_back(ch == 'k');
+    // Every block present exactly once, checksummed, describing its place.
+    std::map<std::pair<uint32_t, uint32_t>, const SessionState::Block*> seen;
+    for (const SessionState::Block& b : state.blocks) {
+      absl::StatusOr<BlockInfo> info = InspectBlock(b.value);
+      if (!info.ok()) {
+        return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk,
+                                                ": ", info.status().message()));
+      }
+      const CheckpointHeader want = Header(
+          b.layer < layer_kv.size() && layer_kv[b.layer] ? SpillForm::kKv : SpillForm::kResidual,
+          static_cast<int>(b.layer), static_cast<int32_t>(b.chunk));
+      if (!(info->header == want) || !seen.emplace(std::make_pair(b.layer, b.chunk), &b).second) {
+        return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk,
+                                                " does not describe that place (or repeats)"));
+      }
+      report.blocks++;
+      report.payload_bytes += static_cast<int64_t>(info->payload_size);
+      report.framing_bytes += static_cast<int64_t>(b.value.size() - info->payload_size);
+    }
+    for (int32_t c = 0; c < state.n_chunks; ++c) {
+      for (int l = 0; l < n_layers; ++l) {
+        if (!layer_kv[l] && l == 0) continue;
+        if (!seen.count({static_cast<uint32_t>(l), static_cast<uint32_t>(c)})) {
+          return absl::DataLossError(absl::StrCat("session state lacks the block of layer ", l,
+                                                  " chunk ", c));
+        }
+      }
+    }
+  }
+  Session s;
+  s.id = state.id;
+  s.name = state.id.ToHex();
+  s.attrs = state.attrs;
+  s.log = state.tokens;
+  s.turn_ends = state.turn_ends;
+  s.last_active = Now();
+  s.last_used = ++clock_;
+  s.spilled = use_blocks ? state.form : SpillForm::kTokens;
+  s.spilled_chunks = use_blocks ? state.n_chunks : 0;
+  s.layer_kv = layer_kv;
+  absl::Status st = [&]() -> absl::Status {
+    if (cold_) {
+      RSD_RETURN_IF_ERROR(cold_->DeleteSession(s.id));
+      int64_t begin = 0;
+      for (size_t t = 0; t < s.turn_ends.size(); ++t) {
+        RSD_RETURN_IF_ERROR(cold_->AppendTokens(
+            s.id, static_cast<uint32_t>(t),
+            std::span<const int32_t>(s.log.data() + begin, s.turn_ends[t] - begin)));
+        begin = s.turn_ends[t];
+      }
+    }
+    if (use_blocks) {
+      for (const SessionState::Block& b : state.blocks) {
+        RSD_RETURN_IF_ERROR(PutCheckpoint(BlockKey{s.id, b.layer, b.chunk}, b.value));
+      }
+    }
+    return SaveMeta(s);
+  }();
+  if (!st.ok()) {
+    warm_.EraseSession(s.id);
+    if (cold_) cold_->DeleteSession(s.id).IgnoreError();
+    return st;
+  }
+  report.form = s.spilled;
+  sessions_[s.id] = std::move(s);
+  return report;
+}
+
 absl::Status SessionManager::DemoteToCold(const SessionId& id) {
   if (!cold_) return absl::FailedPreconditionError("no cold tier (no data dir)");
   for (const BlockKey& key : warm_.KeysOfSession(id)) {

@@ -64,6 +64,36 @@ struct SessionInfo {
   double idle_seconds = 0;     // since its last turn began or ended
 };
 
+// A session's exact state in transit between workers (migration, drain, failover): its token log
+// with turn boundaries and, unless the form is `tokens`, its checkpoint blocks as the state codec
+// encodes them (each self-describing and checksummed). Transport-neutral: worker/service streams
+// it over gRPC; another transport only has to carry these fields.
+struct SessionState {
+  static constexpr uint32_t kVersion = 1;
+  uint32_t version = kVersion;
+  SessionId id;
+  SessionAttrs attrs;
+  std::string model_fingerprint, numerics_fingerprint;
+  SpillForm form = SpillForm::kTokens;  // what the blocks hold (kTokens: none)
+  std::string layer_forms;              // per layer 'r' or 'k' (checkpoint forms)
+  int32_t block_tokens = 0;
+  int32_t n_chunks = 0;                 // chunks covered by the blocks
+  std::vector<int32_t> tokens;          // the committed token log
+  std::vector<int64_t> turn_ends;
+  struct Block {
+    uint32_t layer = 0, chunk = 0;
+    std::string value;  // EncodeBlock output
+  };
+  std::vector<Block> blocks;
+};
+
+// What an import did.
+struct ImportReport {
+  SpillForm form = SpillForm::kTokens;  // the form the session will restore from
+  std::string note;                     // e.g. why the blocks were not used
+  int64_t blocks = 0, payload_bytes = 0, framing_bytes = 0;
+};
+
 // A turn between BeginTurn and CommitTurn / AbortTurn: the session is resident in `seq`.
 struct PendingTurn {
   SessionId id;
@@ -133,6 +163,17 @@ class SessionManager {
   absl::Status Undo(const SessionId& id);
   // Moves the session out of the hot pool in `form` (kNone: no-op).
   absl::Status Spill(const SessionId& id, SpillForm form);
+  // The session's state for another worker, in `form` (kAuto: the engine's per-layer plan; a
+  // resident session spills in that form first, a spilled one is restored and re-spilled if its
+  // form differs). The session stays here (spilled) until the caller closes it.
+  absl::StatusOr<SessionState> ExportState(const SessionId& id, SpillForm form);
+  // Takes a session from another worker. FAILED_PRECONDITION for another model fingerprint or
+  // an existing copy at the same or a newer epoch; DATA_LOSS naming the block for a block that
+  // fails its checksum or does not describe its place; with another numerics fingerprint or
+  // block size the blocks are dropped and the session restores from its token log (the report
+  // says so). Nothing is kept if the import fails.
+  absl::StatusOr<ImportReport> ImportState(const SessionState& state);
+
   // Moves a spilled session's warm checkpoint blocks to the cold tier (tests: restore from cold).
   absl::Status DemoteToCold(const SessionId& id);
 
