@@ -32,7 +32,9 @@ ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
 ABSL_FLAG(int64_t, hot_bytes, 256ll << 20, "hot K/V pool bytes (all sessions)");
 ABSL_FLAG(int, hot_budget_tokens, 0, "per-session hot budget in tokens (0: unbounded)");
 ABSL_FLAG(int64_t, warm_bytes, 256ll << 20, "warm (host) checkpoint bytes");
-ABSL_FLAG(std::string, spill_form, "auto", "within-turn checkpoint form: residual, kv, auto");
+ABSL_FLAG(std::string, spill_form, "residual",
+          "checkpoint plan: residual (every form can be exported), kv, auto (per layer; a "
+          "kv-planned layer keeps no residuals, so such sessions cannot move as residuals)");
 ABSL_FLAG(int, max_context, 0, "context length (0: the model's)");
 ABSL_FLAG(int, max_queue, 256, "turns waiting for admission before requests are refused");
 ABSL_FLAG(int, max_running, 64, "turns in the batch at once");
@@ -165,10 +167,12 @@ int Main() {
         if (!registered) {
           v1::RegisterRequest req;
           *req.mutable_status() = service.Status();
+          for (const v1::SessionRef& r : service.SessionRefs()) *req.add_sessions() = r;
           v1::RegisterResponse resp;
           st = stub->Register(&ctx, req, &resp);
           if (st.ok()) {
             registered = true;
+            service.Drop(resp.drop());
             if (resp.heartbeat_interval_seconds() > 0) interval = resp.heartbeat_interval_seconds();
             std::fprintf(stderr, "rsd-worker %s: registered with router %s\n", wo.id.c_str(),
                          router.c_str());

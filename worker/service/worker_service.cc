@@ -5,7 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/common/status.h"
+#include "storage/common/hash.h"
 #include "worker/engine/turn_decoder.h"
+#include "worker/service/state_stream.h"
 #include "worker/model/unicode.h"
 
 namespace rsd {
@@ -297,6 +299,7 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
     done->mutable_usage()->set_prompt_tokens(r.generation.prompt_tokens);
     done->mutable_usage()->set_completion_tokens(static_cast<int64_t>(r.generation.tokens.size()));
     for (int32_t t : r.generation.tokens) done->add_tokens(t);
+    for (int32_t t : r.turn_tokens) done->add_log_tokens(t);
     done->set_text(Utf8Stream().Finish(r.generation.text));
     done->set_seed(params.sampling.seed);
     done->set_worker(options_.id);
@@ -368,6 +371,183 @@ grpc::Status WorkerService::ListSessions(grpc::ServerContext*,
 grpc::Status WorkerService::GetStatus(grpc::ServerContext*, const v1::WorkerStatusRequest*,
                                       v1::WorkerStatus* out) {
   *out = Status();
+  return grpc::Status::OK;
+}
+
+std::vector<v1::SessionRef> WorkerService::SessionRefs() {
+  std::vector<v1::SessionRef> refs;
+  scheduler_->RunSync([&] {
+    for (const SessionInfo& info : sessions_->List()) {
+      v1::SessionRef r;
+      r.set_session_id(info.id.ToHex());
+      r.set_tenant(info.attrs.tenant);
+      r.set_epoch(info.attrs.epoch);
+      refs.push_back(r);
+    }
+  });
+  return refs;
+}
+
+void WorkerService::Drop(const google::protobuf::RepeatedPtrField<v1::SessionRef>& refs) {
+  for (const v1::SessionRef& ref : refs) {
+    absl::StatusOr<SessionId> id = ParseSessionId(ref.session_id());
+    if (!id.ok()) continue;
+    absl::Status st;
+    scheduler_->RunSync([&] {
+      absl::StatusOr<SessionInfo> info = sessions_->Describe(*id);
+      // Only the copy the router named (same or older epoch): never a newer one.
+      if (!info.ok() || info->attrs.epoch > ref.epoch() || scheduler_->HasTurn(*id)) return;
+      st = sessions_->Close(*id);
+    });
+    std::fprintf(stderr, "rsd-worker %s: dropped session %s (epoch %llu): %s\n",
+                 options_.id.c_str(), ref.session_id().c_str(),
+                 static_cast<unsigned long long>(ref.epoch()),
+                 st.ok() ? "no longer ours" : st.ToString().c_str());
+  }
+}
+
+grpc::Status WorkerService::ExportSession(grpc::ServerContext* ctx,
+                                          const v1::ExportSessionRequest* req,
+                                          grpc::ServerWriter<v1::StateChunk>* writer) {
+  absl::StatusOr<SpillForm> form = ParseSpillForm(req->form().empty() ? "auto" : req->form());
+  if (!form.ok()) return ToGrpc(form.status());
+  SessionState state;
+  grpc::Status st = WithSession(req->ref(), true, [&](const SessionId& id) -> absl::Status {
+    if (scheduler_->HasTurn(id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "session ", id.ToHex(), " has a turn running on worker ", options_.id,
+          "; export at a turn boundary"));
+    }
+    RSD_ASSIGN_OR_RETURN(state, sessions_->ExportState(id, *form));
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  v1::StateChunk chunk;
+  v1::StateHeader* h = chunk.mutable_header();
+  h->set_version(state.version);
+  h->mutable_ref()->set_session_id(state.id.ToHex());
+  h->mutable_ref()->set_tenant(state.attrs.tenant);
+  h->mutable_ref()->set_epoch(req->target_epoch() ? req->target_epoch() : state.attrs.epoch);
+  h->mutable_options()->set_ttl_seconds(state.attrs.ttl_seconds);
+  h->mutable_options()->set_pin(state.attrs.pin);
+  h->mutable_options()->set_priority(state.attrs.priority);
+  h->set_model_fingerprint(state.model_fingerprint);
+  h->set_numerics_fingerprint(state.numerics_fingerprint);
+  h->set_form(SpillFormName(state.form));
+  h->set_layer_forms(state.layer_forms);
+  h->set_block_tokens(state.block_tokens);
+  h->set_n_chunks(state.n_chunks);
+  for (int32_t t : state.tokens) h->add_tokens(t);
+  for (int64_t e : state.turn_ends) h->add_turn_ends(e);
+  StateDigest digest;
+  digest.AddHeader(*h);
+  if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "the importer left");
+  for (SessionState::Block& b : state.blocks) {
+    v1::StateChunk bc;
+    bc.mutable_block()->set_layer(b.layer);
+    bc.mutable_block()->set_chunk(b.chunk);
+    bc.mutable_block()->set_value(std::move(b.value));
+    digest.AddBlock(bc.block());
+    if (ctx->IsCancelled() || !writer->Write(bc)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the importer left");
+    }
+  }
+  v1::StateChunk tc;
+  tc.mutable_trailer()->set_blocks(digest.blocks());
+  tc.mutable_trailer()->set_digest(digest.value());
+  writer->Write(tc);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
+                                          grpc::ServerReader<v1::StateChunk>* reader,
+                                          v1::ImportSessionResponse* out) {
+  auto fail = [](grpc::StatusCode code, std::string msg) { return grpc::Status(code, msg); };
+  v1::StateChunk chunk;
+  int64_t wire = 0;
+  if (!reader->Read(&chunk) || !chunk.has_header()) {
+    return fail(grpc::StatusCode::INVALID_ARGUMENT, "a state stream starts with its header");
+  }
+  wire += static_cast<int64_t>(chunk.ByteSizeLong());
+  const v1::StateHeader header = chunk.header();
+  StateDigest digest;
+  digest.AddHeader(header);
+  SessionState state;
+  absl::StatusOr<SessionId> id = ParseSessionId(header.ref().session_id());
+  if (!id.ok()) return ToGrpc(id.status());
+  absl::StatusOr<SpillForm> form = ParseSpillForm(header.form());
+  if (!form.ok()) return ToGrpc(form.status());
+  state.version = header.version();
+  state.id = *id;
+  state.attrs.tenant = header.ref().tenant().empty() ? "default" : header.ref().tenant();
+  state.attrs.epoch = header.ref().epoch();
+  state.attrs.ttl_seconds = header.options().ttl_seconds();
+  state.attrs.pin = header.options().pin();
+  state.attrs.priority = header.options().priority();
+  state.model_fingerprint = header.model_fingerprint();
+  state.numerics_fingerprint = header.numerics_fingerprint();
+  state.form = *form;
+  state.layer_forms = header.layer_forms();
+  state.block_tokens = header.block_tokens();
+  state.n_chunks = header.n_chunks();
+  state.tokens.assign(header.tokens().begin(), header.tokens().end());
+  state.turn_ends.assign(header.turn_ends().begin(), header.turn_ends().end());
+  bool trailer = false;
+  while (reader->Read(&chunk)) {
+    wire += static_cast<int64_t>(chunk.ByteSizeLong());
+    if (trailer) return fail(grpc::StatusCode::INVALID_ARGUMENT, "messages after the trailer");
+    if (chunk.has_block()) {
+      digest.AddBlock(chunk.block());
+      state.blocks.push_back({chunk.block().layer(), chunk.block().chunk(),
+                              std::move(*chunk.mutable_block()->mutable_value())});
+    } else if (chunk.has_trailer()) {
+      trailer = true;
+      if (chunk.trailer().blocks() != digest.blocks() ||
+          chunk.trailer().digest() != digest.value()) {
+        return fail(grpc::StatusCode::DATA_LOSS,
+                    absl::StrCat("the state stream of session ", id->ToHex(),
+                                 " fails its digest (", digest.blocks(), " blocks received, ",
+                                 chunk.trailer().blocks(), " sent)"));
+      }
+    } else {
+      return fail(grpc::StatusCode::INVALID_ARGUMENT, "a second header in the state stream");
+    }
+  }
+  if (!trailer) {
+    return fail(grpc::StatusCode::DATA_LOSS,
+                absl::StrCat("the state stream of session ", id->ToHex(), " ended after ",
+                             state.blocks.size(), " blocks without its trailer (truncated)"));
+  }
+  absl::Status st;
+  scheduler_->RunSync([&] {
+    if (scheduler_->HasTurn(state.id)) {
+      st = absl::FailedPreconditionError(absl::StrCat("session ", state.id.ToHex(),
+                                                      " has a turn running here"));
+      return;
+    }
+    absl::StatusOr<ImportReport> report = sessions_->ImportState(state);
+    if (!report.ok()) {
+      st = report.status();
+      return;
+    }
+    out->set_form(SpillFormName(report->form));
+    out->set_note(report->note);
+    out->set_blocks(report->blocks);
+    out->set_payload_bytes(report->payload_bytes);
+    out->set_framing_bytes(report->framing_bytes);
+    out->set_token_bytes(static_cast<int64_t>(state.tokens.size()) * 4);
+    st = FillInfo(state.id, out->mutable_session());
+  });
+  if (!st.ok()) return ToGrpc(st);
+  {
+    std::lock_guard<std::mutex> lock(turns_mu_);
+    committed_.erase(id->ToHex());  // turn ids are answered by the router's journal after a move
+  }
+  out->set_wire_bytes(wire);
+  if (!out->note().empty()) {
+    std::fprintf(stderr, "rsd-worker %s: session %s imported: %s\n", options_.id.c_str(),
+                 id->ToHex().c_str(), out->note().c_str());
+  }
   return grpc::Status::OK;
 }
 

@@ -45,6 +45,15 @@ class WorkerService final : public v1::Worker::Service {
                             v1::WorkerListSessionsResponse* out) override;
   grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::WorkerStatusRequest* req,
                          v1::WorkerStatus* out) override;
+  grpc::Status ExportSession(grpc::ServerContext* ctx, const v1::ExportSessionRequest* req,
+                             grpc::ServerWriter<v1::StateChunk>* writer) override;
+  grpc::Status ImportSession(grpc::ServerContext* ctx, grpc::ServerReader<v1::StateChunk>* reader,
+                             v1::ImportSessionResponse* out) override;
+
+  // Registration: the sessions this worker holds, with their epochs; and dropping those the
+  // router says are no longer ours (failed over or migrated while we were away).
+  std::vector<v1::SessionRef> SessionRefs();
+  void Drop(const google::protobuf::RepeatedPtrField<v1::SessionRef>& refs);
 
   // The status heartbeats carry (also GetStatus).
   v1::WorkerStatus Status();
