@@ -498,21 +498,21 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
 
 absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::string& user_text,
                                                 const GenerateParams& params) {
-  absl::StatusOr<PendingTurn> turn;
   for (;;) {
-    turn = BeginTurn(id, user_text, params, /*flush=*/true);
-    if (turn.ok() || turn.status().code() != absl::StatusCode::kResourceExhausted) break;
-    // The pool is full: make room by spilling an idle session, then retry.
+    absl::StatusOr<PendingTurn> turn = BeginTurn(id, user_text, params, /*flush=*/true);
+    absl::Status st = turn.status();
+    if (turn.ok()) {
+      absl::StatusOr<GenerateResult> g = engine_->Generate(turn->seq, turn->user_tokens, params);
+      if (g.ok()) return CommitTurn(*turn, *std::move(g));
+      RSD_RETURN_IF_ERROR(AbortTurn(*turn));
+      st = g.status();
+    }
+    if (st.code() != absl::StatusCode::kResourceExhausted) return st;
+    // The pool is full: make room by spilling an idle session, then run the turn again (it is
+    // deterministic, so the retry produces what the first attempt would have).
     RSD_ASSIGN_OR_RETURN(bool spilled, SpillIdle({id}));
-    if (!spilled) return turn.status();
+    if (!spilled) return st;
   }
-  RSD_RETURN_IF_ERROR(turn.status());
-  absl::StatusOr<GenerateResult> g = engine_->Generate(turn->seq, turn->user_tokens, params);
-  if (!g.ok()) {
-    RSD_RETURN_IF_ERROR(AbortTurn(*turn));
-    return g.status();
-  }
-  return CommitTurn(*turn, *std::move(g));
 }
 
 absl::Status SessionManager::CheckTurn(const SessionId& id, const std::string& user_text,
