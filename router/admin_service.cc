@@ -1,6 +1,8 @@
-// rsd.v1.Admin: workers, sessions of every tenant, cordon. Drain, migrate and failover arrive with
-// the migration issue.
+// rsd.v1.Admin: workers, sessions of every tenant, cordon, and the ownership changes (migrate,
+// drain, failover; the work is in migration.cc and failover.cc).
 #include <utility>
+
+#include "absl/time/clock.h"
 
 #include "absl/strings/str_cat.h"
 #include "router/router_service.h"
@@ -31,11 +33,7 @@ v1::WorkerInfo InfoOf(const WorkerSnapshot& w) {
   return out;
 }
 
-grpc::Status Unimplemented(const char* what, const std::string& target) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      absl::StrCat(what, " (", target,
-                                   ") is not implemented yet: it arrives with the migration issue"));
-}
+absl::Time DeadlineOf(const grpc::ServerContext& ctx) { return absl::FromChrono(ctx.deadline()); }
 
 }  // namespace
 
@@ -88,19 +86,34 @@ grpc::Status AdminService::Uncordon(grpc::ServerContext* ctx, const v1::WorkerRe
 }
 
 grpc::Status AdminService::Drain(grpc::ServerContext* ctx, const v1::WorkerRequest* req,
-                                 v1::WorkerInfo* resp) {
-  return Unimplemented("drain", absl::StrCat("worker '", req->worker(), "'"));
+                                 v1::DrainResponse* resp) {
+  absl::StatusOr<std::vector<v1::MigrateResponse>> moved =
+      core_.Drain(req->worker(), DeadlineOf(*ctx));
+  if (!moved.ok()) return ToGrpc(moved.status());
+  for (v1::MigrateResponse& m : *moved) *resp->add_moved() = std::move(m);
+  absl::StatusOr<WorkerSnapshot> w = core_.registry().Get(req->worker());
+  if (w.ok()) *resp->mutable_worker() = InfoOf(*w);
+  return grpc::Status::OK;
 }
 
 grpc::Status AdminService::Migrate(grpc::ServerContext* ctx, const v1::MigrateRequest* req,
-                                   v1::SessionInfo* resp) {
-  return Unimplemented("migrate", absl::StrCat("session ", req->session_id(), " to worker '",
-                                               req->to_worker(), "'"));
+                                   v1::MigrateResponse* resp) {
+  absl::StatusOr<v1::MigrateResponse> moved =
+      core_.Migrate(req->session_id(), req->to_worker(), req->form(), DeadlineOf(*ctx));
+  if (!moved.ok()) return ToGrpc(moved.status());
+  *resp = std::move(*moved);
+  return grpc::Status::OK;
 }
 
 grpc::Status AdminService::Failover(grpc::ServerContext* ctx, const v1::WorkerRequest* req,
-                                    v1::WorkerInfo* resp) {
-  return Unimplemented("failover", absl::StrCat("worker '", req->worker(), "'"));
+                                    v1::FailoverResponse* resp) {
+  absl::StatusOr<std::vector<v1::MigrateResponse>> moved =
+      core_.Failover(req->worker(), DeadlineOf(*ctx));
+  if (!moved.ok()) return ToGrpc(moved.status());
+  for (v1::MigrateResponse& m : *moved) *resp->add_moved() = std::move(m);
+  absl::StatusOr<WorkerSnapshot> w = core_.registry().Get(req->worker());
+  if (w.ok()) *resp->mutable_worker() = InfoOf(*w);
+  return grpc::Status::OK;
 }
 
 }  // namespace rsd::router

@@ -2,7 +2,9 @@
 // journal holds is replayed from it; otherwise the turn is relayed to the owning worker, token
 // deltas streamed through as they arrive, and the worker's TurnDone journaled (synced) before it
 // is relayed. The worker call inherits the client's deadline and cancellation.
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -81,35 +83,45 @@ TurnRecord RecordOf(const v1::TurnRequest& req, const v1::TurnDone& done,
   t.history_tokens = done.usage().history_tokens();
   t.worker = done.worker().empty() ? owner : done.worker();
   t.committed_unix_ms = absl::ToUnixMillis(absl::Now());
+  t.log_tokens.assign(done.log_tokens().begin(), done.log_tokens().end());
   return t;
 }
 
-}  // namespace
+PendingTurn PendingOf(const v1::TurnRequest& turn) {
+  PendingTurn p;
+  p.turn_id = turn.turn_id();
+  p.message = turn.message();
+  p.seed = turn.sampling().seed();
+  p.temperature = turn.sampling().temperature();
+  p.top_k = turn.sampling().top_k();
+  if (turn.sampling().has_top_p()) p.top_p = turn.sampling().top_p();
+  if (turn.has_max_tokens()) p.max_tokens = turn.max_tokens();
+  p.stop.assign(turn.stop().begin(), turn.stop().end());
+  p.started_unix_ms = absl::ToUnixMillis(absl::Now());
+  return p;
+}
 
-absl::Status RunChat(RouterCore& core, grpc::ServerContext* ctx, const v1::TurnRequest& req,
-                     grpc::ServerWriter<v1::ChatEvent>* writer) {
-  const std::string tenant = TenantOf(*ctx);
-  RSD_ASSIGN_OR_RETURN(SessionRecord rec, core.LoadSession(req.session_id(), &tenant));
-  if (!req.turn_id().empty()) {
-    RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> committed,
-                         core.journal().FindTurn(rec.id, req.turn_id()));
-    if (committed.has_value()) return Replay(*committed, req, rec, writer);
-  }
-  RSD_ASSIGN_OR_RETURN(WorkerSnapshot owner, core.Owner(rec));
+// One attempt of a turn on the owner: the outcome, and whether it may be tried again (nothing was
+// relayed to the client and the worker could not be reached or died).
+struct Attempt {
+  absl::Status status;
+  bool retry = false;
+};
 
-  v1::WorkerChatRequest wreq;
-  *wreq.mutable_ref() = RouterCore::RefOf(rec);
-  *wreq.mutable_turn() = req;
-  wreq.mutable_turn()->set_session_id(rec.id.ToHex());
-  if (!req.sampling().has_seed()) wreq.mutable_turn()->mutable_sampling()->set_seed(RandomSeed());
-
+Attempt Forward(RouterCore& core, grpc::ServerContext* ctx, const SessionRecord& rec,
+                const WorkerSnapshot& owner, const v1::WorkerChatRequest& wreq,
+                grpc::ServerWriter<v1::ChatEvent>* writer) {
   // Deadline and cancellation propagate from the client's call to the worker's.
   std::unique_ptr<grpc::ClientContext> cctx = grpc::ClientContext::FromServerContext(*ctx);
+  RouterCore::InflightTurn inflight;
+  inflight.context = cctx.get();
+  core.TrackTurn(owner.desc.id, &inflight);
   std::unique_ptr<grpc::ClientReader<v1::ChatEvent>> reader =
       core.WorkerStub(owner.desc.address)->Chat(cctx.get(), wreq);
 
   std::vector<int32_t> streamed_tokens;
   std::string streamed_text;
+  bool relayed = false;
   bool done_sent = false;
   bool client_gone = false;
   absl::Status journal_error;
@@ -119,6 +131,7 @@ absl::Status RunChat(RouterCore& core, grpc::ServerContext* ctx, const v1::TurnR
       streamed_tokens.insert(streamed_tokens.end(), ev.delta().tokens().begin(),
                              ev.delta().tokens().end());
       streamed_text += ev.delta().text();
+      relayed = true;
       if (!client_gone && !writer->Write(ev)) {
         client_gone = true;
         cctx->TryCancel();
@@ -128,24 +141,106 @@ absl::Status RunChat(RouterCore& core, grpc::ServerContext* ctx, const v1::TurnR
       if (done->worker().empty()) done->set_worker(owner.desc.id);
       journal_error = core.journal().CommitTurn(
           rec.id, RecordOf(wreq.turn(), *done, streamed_tokens, streamed_text, owner.desc.id));
+      relayed = true;
       if (journal_error.ok() && !client_gone) done_sent = writer->Write(ev);
     }
   }
   grpc::Status s = reader->Finish();
+  core.UntrackTurn(owner.desc.id, &inflight);
+  const std::string session = rec.id.ToHex();
   if (!journal_error.ok()) {
-    return absl::Status(journal_error.code(),
-                        absl::StrCat("session ", rec.id.ToHex(), ": worker '", owner.desc.id,
-                                     "' committed the turn but the router's journal did not: ",
-                                     journal_error.message()));
+    return {absl::Status(journal_error.code(),
+                         absl::StrCat("session ", session, ": worker '", owner.desc.id,
+                                      "' committed the turn but the router's journal did not: ",
+                                      journal_error.message()))};
   }
-  if (done_sent) return absl::OkStatus();
+  if (done_sent) return {absl::OkStatus()};
   if (client_gone || ctx->IsCancelled()) {
-    return absl::CancelledError(
-        absl::StrCat("session ", rec.id.ToHex(), ": the client cancelled the turn"));
+    return {absl::CancelledError(absl::StrCat("session ", session, ": the client cancelled the turn"))};
   }
-  if (!s.ok()) return RouterCore::WorkerError(s, owner.desc.id, owner.desc.address);
-  return absl::InternalError(absl::StrCat("worker '", owner.desc.id, "' ended the turn on session ",
-                                          rec.id.ToHex(), " without a TurnDone"));
+  if (inflight.worker_died) {
+    return {absl::UnavailableError(absl::StrCat(
+                "session ", session, ": worker '", owner.desc.id,
+                "' was declared dead during turn '", wreq.turn().turn_id(),
+                "'; nothing of it was committed: retry the turn id")),
+            !relayed};
+  }
+  if (!s.ok()) {
+    const bool unreachable = s.error_code() == grpc::StatusCode::UNAVAILABLE;
+    absl::Status err = RouterCore::WorkerError(s, owner.desc.id, owner.desc.address);
+    if (unreachable && relayed) {
+      err = absl::UnavailableError(absl::StrCat(
+          "session ", session, ": ", err.message(), " during turn '", wreq.turn().turn_id(),
+          "'; nothing of it was committed: retry the turn id"));
+    }
+    return {err, unreachable && !relayed};
+  }
+  return {absl::InternalError(absl::StrCat("worker '", owner.desc.id,
+                                           "' ended the turn on session ", session,
+                                           " without a TurnDone"))};
+}
+
+// Sleeps `d` or until the client goes away.
+void Pause(grpc::ServerContext* ctx, absl::Duration d) {
+  const absl::Time until = absl::Now() + d;
+  while (absl::Now() < until && !ctx->IsCancelled()) absl::SleepFor(absl::Milliseconds(10));
+}
+
+}  // namespace
+
+absl::Status RunChat(RouterCore& core, grpc::ServerContext* ctx, const v1::TurnRequest& req,
+                     grpc::ServerWriter<v1::ChatEvent>* writer) {
+  const std::string tenant = TenantOf(*ctx);
+  RSD_ASSIGN_OR_RETURN(SessionRecord rec, core.LoadSession(req.session_id(), &tenant));
+  const absl::Time deadline = absl::FromChrono(ctx->deadline());
+  const absl::Time owner_deadline = std::min(deadline, absl::Now() + core.options().owner_wait);
+  // A turn without an id gets one, so that the router's own retries of it stay idempotent.
+  const std::string turn_id =
+      req.turn_id().empty() ? absl::StrCat("router:", SessionId::Random().ToHex()) : req.turn_id();
+  const std::string what = absl::StrCat("turn '", turn_id, "'");
+  for (;;) {
+    RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate,
+                         core.gates().Acquire(rec.id, what, deadline,
+                                              [ctx] { return ctx->IsCancelled(); }));
+    // Under the gate: the owner the journal names now (a migration or failover may have run).
+    RSD_ASSIGN_OR_RETURN(rec, core.LoadSession(req.session_id(), &tenant));
+    if (!req.turn_id().empty()) {
+      RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> committed,
+                           core.journal().FindTurn(rec.id, req.turn_id()));
+      if (committed.has_value()) return Replay(*committed, req, rec, writer);
+    }
+    absl::StatusOr<WorkerSnapshot> owner = core.Owner(rec);
+    Attempt attempt;
+    if (!owner.ok()) {
+      attempt = {owner.status(), true};
+    } else {
+      v1::WorkerChatRequest wreq;
+      *wreq.mutable_ref() = RouterCore::RefOf(rec);
+      *wreq.mutable_turn() = req;
+      wreq.mutable_turn()->set_session_id(rec.id.ToHex());
+      wreq.mutable_turn()->set_turn_id(turn_id);
+      RSD_ASSIGN_OR_RETURN(std::optional<PendingTurn> pending, core.journal().GetPending(rec.id));
+      if (!req.sampling().has_seed()) {
+        // The pending turn's seed if this turn id was forwarded before (its worker died), so a
+        // sampled turn reproduces wherever it runs; else a fresh one.
+        const bool same = pending.has_value() && pending->turn_id == turn_id;
+        wreq.mutable_turn()->mutable_sampling()->set_seed(same ? pending->seed : RandomSeed());
+      }
+      PendingTurn next = PendingOf(wreq.turn());
+      if (!pending.has_value() || pending->turn_id != next.turn_id ||
+          pending->seed != next.seed) {
+        RSD_RETURN_IF_ERROR(core.journal().PutPending(rec.id, next));
+      }
+      attempt = Forward(core, ctx, rec, *owner, wreq, writer);
+    }
+    if (!attempt.retry || absl::Now() >= owner_deadline || ctx->IsCancelled()) {
+      return attempt.status;
+    }
+    // The owner is dead, unregistered or unreachable and nothing was relayed: let failover (or
+    // the worker's return) happen, then try again on whoever owns the session then.
+    gate.Release();
+    Pause(ctx, core.options().retry_interval);
+  }
 }
 
 }  // namespace rsd::router

@@ -18,6 +18,7 @@ absl::StatusOr<v1::SessionInfo> ClientService::Create(const grpc::ServerContext&
   rec.tenant = tenant;
   rec.model = worker.desc.model;
   rec.worker = worker.desc.id;
+  rec.model_fingerprint = worker.desc.model_fingerprint;
   rec.epoch = 1;
   rec.ttl_seconds = req.options().ttl_seconds();
   rec.pin = req.options().pin();

@@ -20,6 +20,7 @@ namespace {
 
 constexpr char kSessionsCf[] = "sessions";
 constexpr char kTurnsCf[] = "turns";
+constexpr char kPendingCf[] = "pending";
 
 rocksdb::WriteOptions Synced() {
   rocksdb::WriteOptions w;
@@ -123,7 +124,8 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir) {
   db_options.avoid_flush_during_shutdown = true;  // the synced WAL is the durability mechanism
   db_options.keep_log_file_num = 4;
 
-  std::set<std::string> names = {rocksdb::kDefaultColumnFamilyName, kSessionsCf, kTurnsCf};
+  std::set<std::string> names = {rocksdb::kDefaultColumnFamilyName, kSessionsCf, kTurnsCf,
+                                   kPendingCf};
   std::vector<std::string> existing;
   if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
     names.insert(existing.begin(), existing.end());
@@ -145,8 +147,9 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir) {
   for (rocksdb::ColumnFamilyHandle* h : j->handles_) {
     if (h->GetName() == kSessionsCf) j->sessions_ = h;
     if (h->GetName() == kTurnsCf) j->turns_ = h;
+    if (h->GetName() == kPendingCf) j->pending_ = h;
   }
-  RSD_CHECK(j->sessions_ != nullptr && j->turns_ != nullptr);
+  RSD_CHECK(j->sessions_ != nullptr && j->turns_ != nullptr && j->pending_ != nullptr);
   return j;
 }
 
@@ -193,6 +196,7 @@ absl::Status Journal::DeleteSession(const SessionId& id) {
   RSD_RETURN_IF_ERROR(FromRocks(batch.Delete(sessions_, SessionKey(id)), "batch delete"));
   RSD_RETURN_IF_ERROR(FromRocks(
       batch.DeleteRange(turns_, std::string(id.AsStringView()), UpperBound(id)), "batch delete"));
+  RSD_RETURN_IF_ERROR(FromRocks(batch.Delete(pending_, SessionKey(id)), "batch delete"));
   return FromRocks(db_->Write(Synced(), &batch),
                    absl::StrCat("delete session ", id.ToHex(), " from the journal"));
 }
@@ -204,8 +208,55 @@ absl::Status Journal::CommitTurn(const SessionId& id, const TurnRecord& turn) {
   }
   absl::MutexLock lock(&mu_);
   RSD_RETURN_IF_ERROR(GetSession(id).status());
-  return FromRocks(db_->Put(Synced(), turns_, TurnKey(id, turn.turn), EncodeTurnRecord(turn)),
+  rocksdb::WriteBatch batch;
+  RSD_RETURN_IF_ERROR(
+      FromRocks(batch.Put(turns_, TurnKey(id, turn.turn), EncodeTurnRecord(turn)), "batch put"));
+  if (!turn.turn_id.empty()) {
+    RSD_ASSIGN_OR_RETURN(std::optional<PendingTurn> pending, GetPending(id));
+    if (pending.has_value() && pending->turn_id == turn.turn_id) {
+      RSD_RETURN_IF_ERROR(FromRocks(batch.Delete(pending_, SessionKey(id)), "batch delete"));
+    }
+  }
+  return FromRocks(db_->Write(Synced(), &batch),
                    absl::StrCat("journal turn ", turn.turn, " of session ", id.ToHex()));
+}
+
+absl::StatusOr<SessionRecord> Journal::SetOwner(const SessionId& id, const std::string& worker,
+                                                uint64_t epoch, uint64_t expected_epoch) {
+  if (epoch <= expected_epoch) {
+    return absl::InvalidArgumentError(absl::StrCat("session ", id.ToHex(), ": new epoch ", epoch,
+                                                   " is not above epoch ", expected_epoch));
+  }
+  absl::MutexLock lock(&mu_);
+  RSD_ASSIGN_OR_RETURN(SessionRecord rec, GetSession(id));
+  if (rec.epoch != expected_epoch) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", id.ToHex(), " changed owner meanwhile: it is at epoch ", rec.epoch,
+        " on worker '", rec.worker, "', not at epoch ", expected_epoch));
+  }
+  rec.worker = worker;
+  rec.epoch = epoch;
+  RSD_RETURN_IF_ERROR(PutSession(rec));
+  return rec;
+}
+
+absl::Status Journal::PutPending(const SessionId& id, const PendingTurn& pending) {
+  absl::MutexLock lock(&mu_);
+  RSD_RETURN_IF_ERROR(GetSession(id).status());
+  return FromRocks(db_->Put(Synced(), pending_, SessionKey(id), EncodePendingTurn(pending)),
+                   absl::StrCat("journal pending turn '", pending.turn_id, "' of session ",
+                                id.ToHex()));
+}
+
+absl::StatusOr<std::optional<PendingTurn>> Journal::GetPending(const SessionId& id) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pending_, SessionKey(id), &value);
+  if (s.IsNotFound()) return std::optional<PendingTurn>();
+  RSD_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("read pending turn of session ", id.ToHex())));
+  RSD_ASSIGN_OR_RETURN(PendingTurn p,
+                       DecodePendingTurn(value, absl::StrCat("journal pending turn of session ",
+                                                             id.ToHex())));
+  return std::optional<PendingTurn>(std::move(p));
 }
 
 absl::StatusOr<std::vector<TurnRecord>> Journal::ListTurns(const SessionId& id) {

@@ -6,9 +6,11 @@
 // order):
 //   sessions  session(16)             → SessionRecord (CBOR)
 //   turns     session(16) | turn(4)   → TurnRecord (CBOR); turn is 1-based
+//   pending   session(16)             → PendingTurn (CBOR): the turn being forwarded, if any
 //
-// Durability: every write (PutSession, CommitTurn, RemoveLastTurn, DeleteSession) returns after the
-// WAL is fsynced, so a turn the client was told is committed survives a router crash.
+// Durability: every write (PutSession, SetOwner, PutPending, CommitTurn, RemoveLastTurn,
+// DeleteSession) returns after the WAL is fsynced, so a turn the client was told is committed, a
+// seed a retried turn must reuse, and a change of owner survive a router crash.
 //
 // Thread-safe: every method may be called concurrently; read-modify-write sequences (removing the
 // last turn) are serialized by an internal mutex. Every method blocks on disk I/O.
@@ -41,6 +43,7 @@ struct SessionRecord {
   std::string model;
   std::string worker;  // owner worker id
   uint64_t epoch = 1;  // ownership epoch; incremented on every change of owner
+  std::string model_fingerprint;  // of the worker it was created on ("" in older records)
   uint32_t ttl_seconds = 0;
   bool pin = false;
   int32_t priority = 0;
@@ -67,7 +70,25 @@ struct TurnRecord {
   int64_t history_tokens = 0;  // the session's token log after the turn
   std::string worker;          // the worker that ran it
   int64_t committed_unix_ms = 0;
+  // Everything the turn appended to the session's token log (template, generated, end of turn);
+  // empty in records older than migration. A session is rebuilt elsewhere from these.
+  std::vector<int32_t> log_tokens;
   friend bool operator==(const TurnRecord&, const TurnRecord&) = default;
+};
+
+// The turn being forwarded to the owner, journaled (synced) before it is: if the owner dies
+// mid-turn, the retried turn id runs elsewhere with the same seed and parameters.
+struct PendingTurn {
+  std::string turn_id;
+  std::string message;
+  uint64_t seed = 0;
+  float temperature = 0;
+  int32_t top_k = 0;
+  std::optional<float> top_p;
+  std::optional<int32_t> max_tokens;
+  std::vector<std::string> stop;
+  int64_t started_unix_ms = 0;
+  friend bool operator==(const PendingTurn&, const PendingTurn&) = default;
 };
 
 class Journal {
@@ -88,12 +109,24 @@ class Journal {
   absl::StatusOr<SessionRecord> GetSession(const SessionId& id);
   // Every session in id order.
   absl::StatusOr<std::vector<SessionRecord>> ListSessions();
-  // Removes the session and all its turns (synced). Deleting an absent session is OK.
+  // Removes the session, its turns and its pending turn (synced). Deleting an absent session is OK.
   absl::Status DeleteSession(const SessionId& id);
+  // Moves the session to `worker` at `epoch` (synced) if its epoch is still `expected_epoch`;
+  // returns the updated record. NOT_FOUND if absent; FAILED_PRECONDITION naming both epochs if the
+  // session changed owner meanwhile; INVALID_ARGUMENT unless epoch > expected_epoch.
+  absl::StatusOr<SessionRecord> SetOwner(const SessionId& id, const std::string& worker,
+                                         uint64_t epoch, uint64_t expected_epoch);
 
-  // Records a committed turn under its index (synced). NOT_FOUND if the session is unknown;
-  // INVALID_ARGUMENT if turn.turn is 0. Re-committing an existing index replaces it (the worker's
-  // numbering is the truth).
+  // Records the session's pending turn (synced), replacing any other. NOT_FOUND if the session is
+  // unknown.
+  absl::Status PutPending(const SessionId& id, const PendingTurn& pending);
+  // The session's pending turn, if any.
+  absl::StatusOr<std::optional<PendingTurn>> GetPending(const SessionId& id);
+
+  // Records a committed turn under its index (synced), and clears the pending turn if it has the
+  // same turn id (one atomic write). NOT_FOUND if the session is unknown; INVALID_ARGUMENT if
+  // turn.turn is 0. Re-committing an existing index replaces it (the worker's numbering is the
+  // truth).
   absl::Status CommitTurn(const SessionId& id, const TurnRecord& turn);
   // Every committed turn of the session, turn 1 first.
   absl::StatusOr<std::vector<TurnRecord>> ListTurns(const SessionId& id);
@@ -120,6 +153,7 @@ class Journal {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_ closes
   rocksdb::ColumnFamilyHandle* sessions_ = nullptr;
   rocksdb::ColumnFamilyHandle* turns_ = nullptr;
+  rocksdb::ColumnFamilyHandle* pending_ = nullptr;
   absl::Mutex mu_;  // serializes read-modify-write sequences on turns
 };
 
@@ -128,5 +162,7 @@ std::string EncodeSessionRecord(const SessionRecord& s);
 absl::StatusOr<SessionRecord> DecodeSessionRecord(const std::string& bytes, const std::string& what);
 std::string EncodeTurnRecord(const TurnRecord& t);
 absl::StatusOr<TurnRecord> DecodeTurnRecord(const std::string& bytes, const std::string& what);
+std::string EncodePendingTurn(const PendingTurn& p);
+absl::StatusOr<PendingTurn> DecodePendingTurn(const std::string& bytes, const std::string& what);
 
 }  // namespace rsd::router

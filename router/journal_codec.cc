@@ -15,6 +15,7 @@ using nlohmann::json;
 
 constexpr int kSessionVersion = 1;
 constexpr int kTurnVersion = 1;
+constexpr int kPendingVersion = 1;
 
 json Bytes(const std::string& s) {
   return json::binary(std::vector<uint8_t>(s.begin(), s.end()));
@@ -37,7 +38,8 @@ std::string EncodeSessionRecord(const SessionRecord& s) {
             {"ttl", s.ttl_seconds},
             {"pin", s.pin},
             {"priority", s.priority},
-            {"created_ms", s.created_unix_ms}};
+            {"created_ms", s.created_unix_ms},
+            {"model_fp", Bytes(s.model_fingerprint)}};
   std::vector<uint8_t> out = json::to_cbor(j);
   return std::string(out.begin(), out.end());
 }
@@ -64,6 +66,7 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(const std::string& bytes,
     s.pin = j.at("pin").get<bool>();
     s.priority = j.at("priority").get<int32_t>();
     s.created_unix_ms = j.at("created_ms").get<int64_t>();
+    if (j.contains("model_fp")) s.model_fingerprint = FromBytes(j.at("model_fp"));
     return s;
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(what, ": malformed session record: ", e.what()));
@@ -88,7 +91,8 @@ std::string EncodeTurnRecord(const TurnRecord& t) {
             {"completion_tokens", t.completion_tokens},
             {"history_tokens", t.history_tokens},
             {"worker", Bytes(t.worker)},
-            {"committed_ms", t.committed_unix_ms}};
+            {"committed_ms", t.committed_unix_ms},
+            {"log_tokens", t.log_tokens}};
   if (t.top_p.has_value()) j["top_p"] = *t.top_p;
   if (t.max_tokens.has_value()) j["max_tokens"] = *t.max_tokens;
   std::vector<uint8_t> out = json::to_cbor(j);
@@ -120,9 +124,50 @@ absl::StatusOr<TurnRecord> DecodeTurnRecord(const std::string& bytes, const std:
     t.history_tokens = j.at("history_tokens").get<int64_t>();
     t.worker = FromBytes(j.at("worker"));
     t.committed_unix_ms = j.at("committed_ms").get<int64_t>();
+    if (j.contains("log_tokens")) t.log_tokens = j.at("log_tokens").get<std::vector<int32_t>>();
     return t;
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(what, ": malformed turn record: ", e.what()));
+  }
+}
+
+std::string EncodePendingTurn(const PendingTurn& p) {
+  json stop = json::array();
+  for (const std::string& s : p.stop) stop.push_back(Bytes(s));
+  json j = {{"v", kPendingVersion},
+            {"turn_id", Bytes(p.turn_id)},
+            {"message", Bytes(p.message)},
+            {"seed", p.seed},
+            {"temperature", p.temperature},
+            {"top_k", p.top_k},
+            {"stop", std::move(stop)},
+            {"started_ms", p.started_unix_ms}};
+  if (p.top_p.has_value()) j["top_p"] = *p.top_p;
+  if (p.max_tokens.has_value()) j["max_tokens"] = *p.max_tokens;
+  std::vector<uint8_t> out = json::to_cbor(j);
+  return std::string(out.begin(), out.end());
+}
+
+absl::StatusOr<PendingTurn> DecodePendingTurn(const std::string& bytes, const std::string& what) {
+  try {
+    json j = json::from_cbor(bytes);
+    if (j.at("v").get<int>() != kPendingVersion) {
+      return absl::DataLossError(absl::StrCat(what, ": record version ", j.at("v").get<int>(),
+                                              ", want ", kPendingVersion));
+    }
+    PendingTurn p;
+    p.turn_id = FromBytes(j.at("turn_id"));
+    p.message = FromBytes(j.at("message"));
+    p.seed = j.at("seed").get<uint64_t>();
+    p.temperature = j.at("temperature").get<float>();
+    p.top_k = j.at("top_k").get<int32_t>();
+    if (j.contains("top_p")) p.top_p = j.at("top_p").get<float>();
+    if (j.contains("max_tokens")) p.max_tokens = j.at("max_tokens").get<int32_t>();
+    for (const json& s : j.at("stop")) p.stop.push_back(FromBytes(s));
+    p.started_unix_ms = j.at("started_ms").get<int64_t>();
+    return p;
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(what, ": malformed pending turn: ", e.what()));
   }
 }
 

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   options.max_message_bytes = std::max(max_bytes, 16 << 20);
   rsd::router::RouterCore core(journal->get(), &registry, options);
   if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
+  core.StartFailoverMonitor();
   rsd::router::ClientService client_service(&core);
   rsd::router::AdminService admin_service(&core);
   rsd::router::RegistryService registry_service(&core);

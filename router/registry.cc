@@ -1,6 +1,7 @@
 #include "router/registry.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -15,6 +16,8 @@ const char* WorkerStateName(WorkerState s) {
       return "ready";
     case WorkerState::kCordoned:
       return "cordoned";
+    case WorkerState::kDraining:
+      return "draining";
     case WorkerState::kDead:
       return "dead";
   }
@@ -47,6 +50,9 @@ bool Registry::Heartbeat(const WorkerDescriptor& desc) {
   if (it == workers_.end()) return false;
   // A heartbeat carries the full status; an address or model change is a re-registration.
   if (desc.address != it->second.desc.address || desc.model != it->second.desc.model) return false;
+  // A worker declared dead may have lost sessions to failover meanwhile: it registers again and
+  // is told which to drop.
+  if (clock_->Now() - it->second.last_heartbeat > heartbeat_timeout_) return false;
   it->second.desc = desc;
   it->second.last_heartbeat = clock_->Now();
   return true;
@@ -59,6 +65,8 @@ WorkerSnapshot Registry::SnapshotLocked(const Entry& e) const {
   s.seconds_since_heartbeat = absl::ToDoubleSeconds(since);
   if (since > heartbeat_timeout_) {
     s.state = WorkerState::kDead;
+  } else if (e.draining) {
+    s.state = WorkerState::kDraining;
   } else if (e.cordoned) {
     s.state = WorkerState::kCordoned;
   } else {
@@ -133,7 +141,7 @@ absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in) {
   int cordoned = 0, dead = 0;
   for (const WorkerSnapshot& w : all) {
     if (w.desc.model != model) continue;
-    if (w.state == WorkerState::kCordoned) ++cordoned;
+    if (w.state == WorkerState::kCordoned || w.state == WorkerState::kDraining) ++cordoned;
     if (w.state == WorkerState::kDead) ++dead;
     if (w.state != WorkerState::kReady) continue;
     if (best == nullptr || key(w) < key(*best)) best = &w;
@@ -162,7 +170,51 @@ absl::StatusOr<WorkerSnapshot> Registry::SetCordoned(const std::string& id, bool
         absl::StrCat("unknown worker '", id, "'; known: ", KnownWorkersLocked()));
   }
   it->second.cordoned = cordoned;
+  if (!cordoned) it->second.draining = false;
   return SnapshotLocked(it->second);
+}
+
+absl::StatusOr<WorkerSnapshot> Registry::SetDraining(const std::string& id, bool draining) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown worker '", id, "'; known: ", KnownWorkersLocked()));
+  }
+  it->second.draining = draining;
+  return SnapshotLocked(it->second);
+}
+
+absl::StatusOr<WorkerSnapshot> Registry::PickTarget(const std::string& model,
+                                                    const std::string& model_fingerprint,
+                                                    const std::string& exclude) {
+  absl::MutexLock lock(&mu_);
+  std::optional<WorkerSnapshot> best;
+  auto key = [](const WorkerSnapshot& w) {
+    const int64_t free_bytes = w.desc.load.hot_bytes_free + w.desc.load.warm_bytes_free;
+    const int64_t busy = int64_t{w.desc.load.queue_depth} + w.desc.load.running;
+    return std::make_tuple(-free_bytes, busy, w.sessions_placed, w.desc.id);
+  };
+  int candidates = 0, other_fingerprint = 0;
+  for (const auto& [id, e] : workers_) {
+    if (id == exclude || e.desc.model != model) continue;
+    ++candidates;
+    WorkerSnapshot w = SnapshotLocked(e);
+    if (w.state != WorkerState::kReady) continue;
+    if (!model_fingerprint.empty() && w.desc.model_fingerprint != model_fingerprint) {
+      ++other_fingerprint;
+      continue;
+    }
+    if (!best.has_value() || key(w) < key(*best)) best = std::move(w);
+  }
+  if (!best.has_value()) {
+    return absl::UnavailableError(absl::StrCat(
+        "no other ready worker serves model '", model, "'",
+        exclude.empty() ? std::string() : absl::StrCat(" besides '", exclude, "'"), " (",
+        candidates, " other workers of the model, ", other_fingerprint,
+        " ready ones with another model fingerprint than '", model_fingerprint, "')"));
+  }
+  return *best;
 }
 
 std::vector<ModelSummary> Registry::Models() {

@@ -61,7 +61,9 @@ struct WorkerDescriptor {
   bool serving = false;
 };
 
-enum class WorkerState { kReady, kCordoned, kDead };
+// kDraining: cordoned by a drain (its sessions are being moved away); placement skips it like a
+// cordoned worker. kDead wins over both.
+enum class WorkerState { kReady, kCordoned, kDraining, kDead };
 const char* WorkerStateName(WorkerState s);
 
 struct WorkerSnapshot {
@@ -86,7 +88,8 @@ class Registry {
   // Adds or replaces the worker (a re-registration keeps its cordon and placed-session count).
   // INVALID_ARGUMENT if the id or address is empty.
   absl::Status Register(const WorkerDescriptor& desc);
-  // Updates a known worker; false if the id is unknown (the worker must register again).
+  // Updates a known worker; false if the id is unknown, its address or model changed, or it was
+  // dead (no heartbeat for longer than the timeout): the worker must register again.
   bool Heartbeat(const WorkerDescriptor& desc);
 
   // NOT_FOUND "unknown worker 'W'; known: ..." if never registered.
@@ -103,8 +106,17 @@ class Registry {
   // seeds the counts from its journal). Unknown ids are remembered for when they register.
   void AddPlaced(const std::string& id, int64_t delta);
 
-  // NOT_FOUND as Get.
+  // NOT_FOUND as Get. Uncordoning also ends a drain.
   absl::StatusOr<WorkerSnapshot> SetCordoned(const std::string& id, bool cordoned);
+  // NOT_FOUND as Get.
+  absl::StatusOr<WorkerSnapshot> SetDraining(const std::string& id, bool draining);
+
+  // The best ready worker of `model` other than `exclude` to move a session to (the placement
+  // order; counts nothing). When `model_fingerprint` is not empty, only workers with that model
+  // fingerprint qualify. UNAVAILABLE naming the model and the counts if none does.
+  absl::StatusOr<WorkerSnapshot> PickTarget(const std::string& model,
+                                            const std::string& model_fingerprint,
+                                            const std::string& exclude);
 
   // Distinct models of non-dead workers, by name.
   std::vector<ModelSummary> Models();
@@ -114,6 +126,7 @@ class Registry {
     WorkerDescriptor desc;
     absl::Time last_heartbeat;
     bool cordoned = false;
+    bool draining = false;
   };
   WorkerSnapshot SnapshotLocked(const Entry& e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string KnownWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

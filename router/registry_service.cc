@@ -53,8 +53,13 @@ grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::Regis
   const WorkerDescriptor d = DescriptorOf(req->status(), ctx->peer());
   absl::Status s = core_.registry().Register(d);
   if (!s.ok()) return ToGrpc(s);
-  std::fprintf(stderr, "rsd-router: worker '%s' registered at %s (model '%s', %d sessions)\n",
-               d.id.c_str(), d.address.c_str(), d.model.c_str(), req->sessions_size());
+  const std::vector<v1::SessionRef> reported(req->sessions().begin(), req->sessions().end());
+  const std::vector<v1::SessionRef> drop = core_.SessionsToDrop(d.id, reported);
+  for (const v1::SessionRef& ref : drop) *resp->add_drop() = ref;
+  std::fprintf(stderr,
+               "rsd-router: worker '%s' registered at %s (model '%s', %d sessions, %zu to drop)\n",
+               d.id.c_str(), d.address.c_str(), d.model.c_str(), req->sessions_size(),
+               drop.size());
   resp->set_heartbeat_interval_seconds(core_.options().heartbeat_interval_seconds);
   return grpc::Status::OK;
 }

@@ -43,8 +43,10 @@ constexpr char kUsage[] =
     "  close ID | undo ID | describe ID (all tenants' sessions unless --tenant is given)\n"
     "  workers | sessions [--worker W] | models\n"
     "  cordon W | uncordon W | drain W | failover W | migrate ID --to W [--form F]\n"
+    "  (migrate prints the bytes moved: payload, framing, tokens, wire, and the time; drain and\n"
+    "  failover print the worker and every session they moved)\n"
     "The router defaults to $RSD_ROUTER or 127.0.0.1:50051; --timeout defaults to 600 s for chat,\n"
-    "30 s otherwise.\n";
+    "drain and failover, 300 s for migrate, 30 s otherwise.\n";
 
 // A usage error: message, usage, exit 2.
 [[noreturn]] void Usage(const std::string& msg) {
@@ -615,16 +617,86 @@ int Models(Cli& cli, const Args& a) {
   return 0;
 }
 
+json MoveJson(const v1::MigrateResponse& m) {
+  return {{"session", m.session().session_id()},
+          {"from", m.from_worker()},
+          {"from_epoch", m.from_epoch()},
+          {"to", m.session().worker()},
+          {"epoch", m.session().epoch()},
+          {"form", m.form()},
+          {"note", m.note()},
+          {"blocks", m.blocks()},
+          {"bytes",
+           {{"payload", m.payload_bytes()},
+            {"framing", m.framing_bytes()},
+            {"tokens", m.token_bytes()},
+            {"wire", m.wire_bytes()}}},
+          {"seconds", m.seconds()}};
+}
+
+const std::vector<std::string> kMoveHeader = {"SESSION", "FROM", "TO",      "EPOCH",  "FORM",
+                                              "PAYLOAD", "FRAMING", "TOKENS", "WIRE", "SECONDS",
+                                              "NOTE"};
+
+std::vector<std::string> MoveRow(const v1::MigrateResponse& m) {
+  return {m.session().session_id(),
+          m.from_worker(),
+          m.session().worker(),
+          absl::StrCat(m.from_epoch(), "->", m.session().epoch()),
+          m.form(),
+          Bytes(m.payload_bytes()),
+          Bytes(m.framing_bytes()),
+          Bytes(m.token_bytes()),
+          Bytes(m.wire_bytes()),
+          absl::StrFormat("%.3f", m.seconds()),
+          m.note()};
+}
+
+// drain / failover: the worker, then every session moved.
+void PrintMoves(const Cli& cli, const v1::WorkerInfo& w,
+                const google::protobuf::RepeatedPtrField<v1::MigrateResponse>& moved) {
+  if (cli.json) {
+    json list = json::array();
+    for (const v1::MigrateResponse& m : moved) list.push_back(MoveJson(m));
+    PrintJson({{"worker", WorkerJson(w)}, {"moved", list}});
+    return;
+  }
+  PrintTable({kWorkerHeader, WorkerRow(w)});
+  std::printf("\n%d sessions moved\n", moved.size());
+  if (moved.empty()) return;
+  std::vector<std::vector<std::string>> rows = {kMoveHeader};
+  for (const v1::MigrateResponse& m : moved) rows.push_back(MoveRow(m));
+  PrintTable(rows);
+}
+
 int WorkerCommand(Cli& cli, const Args& a) {
   v1::WorkerRequest req;
   req.set_worker(Target(a, "worker", "worker id"));
-  v1::WorkerInfo info;
+  // Drain and failover move sessions one by one: longer than a plain call.
+  if (!cli.timeout_s_set && (a.command == "drain" || a.command == "failover")) {
+    cli.timeout_s = 600;
+  }
   grpc::Status s;
   auto ctx = cli.Context();
+  if (a.command == "drain" || a.command == "failover") {
+    v1::DrainResponse drained;
+    v1::FailoverResponse failed_over;
+    if (a.command == "drain") {
+      s = cli.admin->Drain(ctx.get(), req, &drained);
+    } else {
+      s = cli.admin->Failover(ctx.get(), req, &failed_over);
+    }
+    if (!s.ok()) return Report(s, cli.router);
+    if (a.command == "drain") {
+      PrintMoves(cli, drained.worker(), drained.moved());
+    } else {
+      PrintMoves(cli, failed_over.worker(), failed_over.moved());
+    }
+    return 0;
+  }
+  v1::WorkerInfo info;
   if (a.command == "cordon") s = cli.admin->Cordon(ctx.get(), req, &info);
   if (a.command == "uncordon") s = cli.admin->Uncordon(ctx.get(), req, &info);
-  if (a.command == "drain") s = cli.admin->Drain(ctx.get(), req, &info);
-  if (a.command == "failover") s = cli.admin->Failover(ctx.get(), req, &info);
   if (!s.ok()) return Report(s, cli.router);
   PrintWorker(cli, info);
   return 0;
@@ -636,10 +708,15 @@ int Migrate(Cli& cli, const Args& a) {
   if (!a.Has("to")) Usage("'migrate' needs --to WORKER");
   req.set_to_worker(a.Get("to"));
   req.set_form(a.Get("form"));
-  v1::SessionInfo info;
-  grpc::Status s = cli.admin->Migrate(cli.Context().get(), req, &info);
+  if (!cli.timeout_s_set) cli.timeout_s = 300;
+  v1::MigrateResponse resp;
+  grpc::Status s = cli.admin->Migrate(cli.Context().get(), req, &resp);
   if (!s.ok()) return Report(s, cli.router);
-  PrintSession(cli, info);
+  if (cli.json) {
+    PrintJson(MoveJson(resp));
+    return 0;
+  }
+  PrintTable({kMoveHeader, MoveRow(resp)});
   return 0;
 }
 

@@ -1,0 +1,288 @@
+// Migration and drain (DESIGN.md section 5, "Migration"): the owner exports the session's state at
+// a turn boundary (its gate held), the target imports it at epoch + 1, the journal switches the
+// owner (synced), and only then is the source's copy dropped. Any failure before the switch leaves
+// the journal as it was, so the source keeps serving the session.
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "router/router_service.h"
+#include "storage/common/status.h"
+
+namespace rsd::router {
+namespace {
+
+const std::set<std::string>& Forms() {
+  static const std::set<std::string> forms = {"auto", "residual", "kv", "tokens"};
+  return forms;
+}
+
+// `s` with `what` in front of its message, code kept.
+absl::Status Prefixed(const absl::Status& s, const std::string& what) {
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
+}
+
+absl::Time Sooner(absl::Time a, absl::Time b) { return a < b ? a : b; }
+
+}  // namespace
+
+std::unique_ptr<grpc::ClientContext> RouterCore::ContextUntil(absl::Time deadline) {
+  auto out = std::make_unique<grpc::ClientContext>();
+  if (deadline != absl::InfiniteFuture()) out->set_deadline(absl::ToChronoTime(deadline));
+  return out;
+}
+
+void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
+                           absl::Time deadline) {
+  absl::StatusOr<WorkerSnapshot> w = registry_->Get(worker);
+  if (!w.ok() || w->state == WorkerState::kDead) {
+    // It drops the copy when it registers again (RegisterResponse.drop).
+    return;
+  }
+  auto ctx = ContextUntil(Sooner(deadline, absl::Now() + absl::Seconds(5)));
+  v1::SessionInfo ignored;
+  grpc::Status s = WorkerStub(w->desc.address)->CloseSession(ctx.get(), ref, &ignored);
+  if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
+    std::fprintf(stderr,
+                 "rsd-router: could not drop session %s (epoch %llu) on worker '%s': %s: %s "
+                 "(it is dropped when the worker registers again)\n",
+                 ref.session_id().c_str(), static_cast<unsigned long long>(ref.epoch()),
+                 worker.c_str(), absl::StatusCodeToString(FromGrpc(s).code()).c_str(),
+                 s.error_message().c_str());
+  }
+}
+
+absl::StatusOr<v1::ImportSessionResponse> RouterCore::Import(
+    const WorkerSnapshot& target, absl::Time deadline,
+    const std::function<absl::StatusOr<bool>(v1::StateChunk*)>& next) {
+  auto ctx = ContextUntil(deadline);
+  v1::ImportSessionResponse resp;
+  std::unique_ptr<grpc::ClientWriter<v1::StateChunk>> writer =
+      WorkerStub(target.desc.address)->ImportSession(ctx.get(), &resp);
+  v1::StateChunk chunk;
+  for (;;) {
+    absl::StatusOr<bool> more = next(&chunk);
+    if (!more.ok()) {
+      // The target sees a cancelled stream and keeps nothing.
+      ctx->TryCancel();
+      (void)writer->Finish();
+      return more.status();
+    }
+    if (!*more) break;
+    if (!writer->Write(chunk)) break;  // the target stopped reading: Finish says why
+  }
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) {
+    return Prefixed(WorkerError(s, target.desc.id, target.desc.address),
+                    absl::StrCat("import into worker '", target.desc.id, "'"));
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& session,
+                                                       const WorkerSnapshot& target,
+                                                       const v1::ImportSessionResponse& imported,
+                                                       absl::Time deadline, absl::Time started) {
+  const uint64_t new_epoch = session.epoch + 1;
+  absl::StatusOr<SessionRecord> moved =
+      journal_->SetOwner(session.id, target.desc.id, new_epoch, session.epoch);
+  v1::SessionRef new_ref = RefOf(session);
+  new_ref.set_epoch(new_epoch);
+  if (!moved.ok()) {
+    // The journal still names the old owner: the target's copy must not survive.
+    CloseCopy(target.desc.id, new_ref, deadline);
+    return Prefixed(moved.status(), absl::StrCat("worker '", target.desc.id,
+                                                 "' imported the session but the journal did "
+                                                 "not switch its owner"));
+  }
+  registry_->AddPlaced(session.worker, -1);
+  registry_->AddPlaced(target.desc.id, 1);
+  CloseCopy(session.worker, RefOf(session), deadline);
+
+  v1::MigrateResponse out;
+  *out.mutable_session() = imported.session();
+  FillOwnership(*moved, out.mutable_session());
+  out.set_from_worker(session.worker);
+  out.set_from_epoch(session.epoch);
+  out.set_form(imported.form());
+  out.set_note(imported.note());
+  out.set_blocks(imported.blocks());
+  out.set_payload_bytes(imported.payload_bytes());
+  out.set_framing_bytes(imported.framing_bytes());
+  out.set_token_bytes(imported.token_bytes());
+  out.set_wire_bytes(imported.wire_bytes());
+  out.set_seconds(absl::ToDoubleSeconds(absl::Now() - started));
+  std::fprintf(stderr,
+               "rsd-router: session %s moved from worker '%s' (epoch %llu) to '%s' (epoch %llu): "
+               "form %s, %lld blocks, payload %lld B, framing %lld B, tokens %lld B, wire %lld B, "
+               "%.3f s%s%s\n",
+               session.id.ToHex().c_str(), session.worker.c_str(),
+               static_cast<unsigned long long>(session.epoch), target.desc.id.c_str(),
+               static_cast<unsigned long long>(new_epoch), imported.form().c_str(),
+               static_cast<long long>(imported.blocks()),
+               static_cast<long long>(imported.payload_bytes()),
+               static_cast<long long>(imported.framing_bytes()),
+               static_cast<long long>(imported.token_bytes()),
+               static_cast<long long>(imported.wire_bytes()), out.seconds(),
+               imported.note().empty() ? "" : "; ", imported.note().c_str());
+  return out;
+}
+
+absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& session,
+                                                           const WorkerSnapshot& target,
+                                                           const std::string& form,
+                                                           absl::Time deadline,
+                                                           absl::Time started) {
+  const std::string what =
+      absl::StrCat("migrate session ", session.id.ToHex(), " from worker '", session.worker,
+                   "' (epoch ", session.epoch, ") to worker '", target.desc.id, "'");
+  absl::StatusOr<WorkerSnapshot> source = Owner(session);
+  if (!source.ok()) {
+    return Prefixed(source.status(), absl::StrCat(what, " (use failover for a dead worker)"));
+  }
+  v1::ExportSessionRequest req;
+  *req.mutable_ref() = RefOf(session);
+  req.set_form(form);
+  req.set_target_epoch(session.epoch + 1);
+  auto export_ctx = ContextUntil(deadline);
+  std::unique_ptr<grpc::ClientReader<v1::StateChunk>> reader =
+      WorkerStub(source->desc.address)->ExportSession(export_ctx.get(), req);
+  bool export_finished = false;
+  auto next = [&](v1::StateChunk* chunk) -> absl::StatusOr<bool> {
+    if (reader->Read(chunk)) return true;
+    export_finished = true;
+    grpc::Status s = reader->Finish();
+    if (!s.ok()) {
+      return Prefixed(WorkerError(s, source->desc.id, source->desc.address),
+                      absl::StrCat("export from worker '", source->desc.id, "'"));
+    }
+    return false;
+  };
+  absl::StatusOr<v1::ImportSessionResponse> imported = Import(target, deadline, next);
+  if (!export_finished) {
+    // The target refused before the end: stop the source's stream.
+    export_ctx->TryCancel();
+    v1::StateChunk drained;
+    while (reader->Read(&drained)) {
+    }
+    (void)reader->Finish();
+  }
+  if (!imported.ok()) return Prefixed(imported.status(), what);
+  absl::StatusOr<v1::MigrateResponse> out = Switch(session, target, *imported, deadline, started);
+  if (!out.ok()) return Prefixed(out.status(), what);
+  return out;
+}
+
+absl::StatusOr<v1::MigrateResponse> RouterCore::Migrate(const std::string& hex,
+                                                        const std::string& to,
+                                                        const std::string& form_in,
+                                                        absl::Time deadline_in) {
+  const absl::Time started = absl::Now();
+  const absl::Time deadline = Sooner(deadline_in, started + options_.move_timeout);
+  const std::string form = form_in.empty() ? "auto" : form_in;
+  if (Forms().count(form) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("migrate session ", hex, ": unknown form '",
+                                                   form, "' (auto, residual, kv or tokens)"));
+  }
+  RSD_ASSIGN_OR_RETURN(SessionRecord rec, LoadSession(hex, nullptr));
+  RSD_ASSIGN_OR_RETURN(WorkerSnapshot target, registry_->Get(to));
+  RSD_ASSIGN_OR_RETURN(
+      SessionGates::Lock gate,
+      gates_.Acquire(rec.id, absl::StrCat("migration to worker '", to, "'"), deadline));
+  // The owner may have changed while we waited.
+  RSD_ASSIGN_OR_RETURN(rec, journal_->GetSession(rec.id));
+  const std::string what = absl::StrCat("migrate session ", rec.id.ToHex(), " to worker '", to,
+                                        "'");
+  if (rec.worker == to) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": it is already there (epoch ",
+                                                      rec.epoch, ")"));
+  }
+  RSD_ASSIGN_OR_RETURN(target, registry_->Get(to));
+  if (target.state != WorkerState::kReady) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": the worker is ", WorkerStateName(target.state), ", not ready"));
+  }
+  if (target.desc.model != rec.model) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": the session is of model '",
+                                                      rec.model, "', the worker serves '",
+                                                      target.desc.model, "'"));
+  }
+  if (!rec.model_fingerprint.empty() && target.desc.model_fingerprint != rec.model_fingerprint) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": the session's model fingerprint is '", rec.model_fingerprint,
+        "', the worker's is '", target.desc.model_fingerprint, "'"));
+  }
+  return MoveLocked(rec, target, form, deadline, started);
+}
+
+std::vector<SessionId> RouterCore::SessionsOwnedBy(const std::string& worker) {
+  std::vector<SessionId> out;
+  absl::StatusOr<std::vector<SessionRecord>> all = journal_->ListSessions();
+  if (!all.ok()) {
+    std::fprintf(stderr, "rsd-router: cannot list sessions of worker '%s': %s\n", worker.c_str(),
+                 all.status().ToString().c_str());
+    return out;
+  }
+  for (const SessionRecord& s : *all) {
+    if (s.worker == worker) out.push_back(s.id);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::MigrateResponse>> RouterCore::Drain(const std::string& worker,
+                                                                   absl::Time deadline) {
+  RSD_RETURN_IF_ERROR(registry_->SetDraining(worker, true).status());
+  std::vector<v1::MigrateResponse> moved;
+  std::vector<absl::Status> failed;
+  // A second pass catches a session moved onto the worker while it was being drained (it was
+  // ready then); nothing new is placed there once it is draining.
+  for (int pass = 0; pass < 2; ++pass) {
+    failed.clear();
+    for (const SessionId& id : SessionsOwnedBy(worker)) {
+      const absl::Time started = absl::Now();
+      const absl::Time until = Sooner(deadline, started + options_.move_timeout);
+      using Moved = std::optional<v1::MigrateResponse>;  // nullopt: closed or moved meanwhile
+      absl::StatusOr<Moved> one = [&]() -> absl::StatusOr<Moved> {
+        RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate,
+                             gates_.Acquire(id, absl::StrCat("drain of worker '", worker, "'"),
+                                            until));
+        absl::StatusOr<SessionRecord> rec = journal_->GetSession(id);
+        if (absl::IsNotFound(rec.status())) return Moved();
+        RSD_RETURN_IF_ERROR(rec.status());
+        if (rec->worker != worker) return Moved();
+        absl::StatusOr<WorkerSnapshot> target =
+            registry_->PickTarget(rec->model, rec->model_fingerprint, worker);
+        if (!target.ok()) {
+          return Prefixed(target.status(), absl::StrCat("drain session ", id.ToHex()));
+        }
+        RSD_ASSIGN_OR_RETURN(v1::MigrateResponse m,
+                             MoveLocked(*rec, *target, "auto", until, started));
+        return Moved(std::move(m));
+      }();
+      if (!one.ok()) {
+        failed.push_back(one.status());
+      } else if (one->has_value()) {
+        moved.push_back(std::move(**one));
+      }
+    }
+    if (!failed.empty()) break;
+  }
+  if (!failed.empty()) {
+    std::vector<std::string> messages;
+    for (const absl::Status& f : failed) messages.push_back(std::string(f.message()));
+    return absl::Status(failed.front().code(),
+                        absl::StrCat("drain of worker '", worker, "': moved ", moved.size(),
+                                     " sessions, ", failed.size(), " could not be moved (the "
+                                     "worker stays draining): ",
+                                     absl::StrJoin(messages, "; ")));
+  }
+  return moved;
+}
+
+}  // namespace rsd::router
