@@ -1,6 +1,12 @@
 // A fake rsd.v1.Worker for router tests: sessions in memory; each turn "generates" the message's
-// bytes as token ids and text. Knobs: `fail` (every Chat returns it), `block_until_cancelled`.
-// Thread-safe (mu_ guards the recorded requests and the knobs other than the atomics).
+// bytes as token ids and text, and appends 100 tokens to the session's log (the message's bytes
+// twice, then padding 7), so history_tokens is 100 per turn. Export/Import stream the log as a
+// real worker's token form would (header, `export_blocks` dummy blocks, trailer with the digest).
+// Knobs: `fail` (every Chat returns it), `block_until_cancelled`, `turn_delay_ms`,
+// `fail_after_first_delta` (UNAVAILABLE after one delta: a worker dying mid-turn),
+// `export_delay_ms`, `corrupt_export` (bad digest), `truncate_export` (no trailer),
+// `export_fail` / `import_fail`, `model_fingerprint`.
+// Thread-safe (mu_ guards the recorded requests, the sessions and the non-atomic knobs).
 #pragma once
 
 #include <atomic>
@@ -10,24 +16,36 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "rsd/v1/worker.grpc.pb.h"
+#include "worker/service/state_stream.h"
 
 namespace rsd::router::testing {
 
 namespace v1 = ::rsd::v1;
 
-// A worker that answers from memory: each turn generates the message's bytes as token ids.
 class FakeWorker final : public v1::Worker::Service {
  public:
+  struct Session {
+    uint64_t epoch = 0;
+    std::string tenant;
+    std::vector<int32_t> log;
+    std::vector<int64_t> turn_ends;
+    uint32_t turns() const { return static_cast<uint32_t>(turn_ends.size()); }
+  };
+
   explicit FakeWorker(std::string id) : id_(std::move(id)) {}
 
   grpc::Status OpenSession(grpc::ServerContext*, const v1::OpenSessionRequest* req,
                            v1::SessionInfo* resp) override {
     absl::MutexLock l(&mu_);
     opened.push_back(*req);
-    turns_[req->ref().session_id()] = 0;
+    Session& s = sessions_[req->ref().session_id()];
+    s = Session();
+    s.epoch = req->ref().epoch();
+    s.tenant = req->ref().tenant();
     resp->set_session_id(req->ref().session_id());
     resp->set_state("new");
     return grpc::Status::OK;
@@ -35,21 +53,19 @@ class FakeWorker final : public v1::Worker::Service {
 
   grpc::Status Chat(grpc::ServerContext* ctx, const v1::WorkerChatRequest* req,
                     grpc::ServerWriter<v1::ChatEvent>* writer) override {
-    uint32_t turn = 0;
     {
       absl::MutexLock l(&mu_);
       chats.push_back(*req);
       if (!fail.ok()) return fail;
-      if (!turns_.count(req->ref().session_id())) {
-        return grpc::Status(grpc::StatusCode::NOT_FOUND, "fake worker: unknown session");
-      }
-      turn = ++turns_[req->ref().session_id()];
+      grpc::Status s = CheckLocked(req->ref());
+      if (!s.ok()) return s;
     }
     if (block_until_cancelled) {
       while (!ctx->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       saw_cancel = true;
       return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
     }
+    if (turn_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(turn_delay_ms));
     const std::string& msg = req->turn().message();
     v1::TurnDone done;
     for (size_t i = 0; i < msg.size(); ++i) {
@@ -59,7 +75,24 @@ class FakeWorker final : public v1::Worker::Service {
       ev.mutable_delta()->set_text_offset(i);
       ev.mutable_delta()->set_text(msg.substr(i, 1));
       writer->Write(ev);
+      if (fail_after_first_delta) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake worker: connection reset");
+      }
       done.add_tokens(static_cast<uint8_t>(msg[i]));
+    }
+    std::vector<int32_t> appended;
+    for (char c : msg) appended.push_back(static_cast<uint8_t>(c));
+    for (char c : msg) appended.push_back(static_cast<uint8_t>(c));
+    appended.resize(100, 7);
+    uint32_t turn = 0;
+    int64_t history = 0;
+    {
+      absl::MutexLock l(&mu_);
+      Session& s = sessions_[req->ref().session_id()];
+      s.log.insert(s.log.end(), appended.begin(), appended.end());
+      s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
+      turn = s.turns();
+      history = static_cast<int64_t>(s.log.size());
     }
     done.set_turn(turn);
     done.set_finish_reason("length");
@@ -67,7 +100,8 @@ class FakeWorker final : public v1::Worker::Service {
     done.set_seed(req->turn().sampling().seed());
     done.mutable_usage()->set_prompt_tokens(5);
     done.mutable_usage()->set_completion_tokens(msg.size());
-    done.mutable_usage()->set_history_tokens(100 * turn);
+    done.mutable_usage()->set_history_tokens(history);
+    done.mutable_log_tokens()->Assign(appended.begin(), appended.end());
     v1::ChatEvent ev;
     *ev.mutable_done() = done;
     writer->Write(ev);
@@ -77,12 +111,13 @@ class FakeWorker final : public v1::Worker::Service {
   grpc::Status DescribeSession(grpc::ServerContext*, const v1::SessionRef* ref,
                                v1::SessionInfo* resp) override {
     absl::MutexLock l(&mu_);
-    if (!turns_.count(ref->session_id())) {
+    auto it = sessions_.find(ref->session_id());
+    if (it == sessions_.end()) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "fake worker: unknown session");
     }
     resp->set_session_id(ref->session_id());
-    resp->set_turns(turns_[ref->session_id()]);
-    resp->set_token_count(100 * turns_[ref->session_id()]);
+    resp->set_turns(it->second.turns());
+    resp->set_token_count(static_cast<int64_t>(it->second.log.size()));
     resp->mutable_bytes()->set_hot(4096);
     resp->set_state("hot");
     return grpc::Status::OK;
@@ -92,25 +127,137 @@ class FakeWorker final : public v1::Worker::Service {
                             v1::SessionInfo* resp) override {
     absl::MutexLock l(&mu_);
     closed.push_back(ref->session_id());
-    turns_.erase(ref->session_id());
+    closed_refs.push_back(*ref);
+    sessions_.erase(ref->session_id());
     return grpc::Status::OK;
   }
 
   grpc::Status UndoTurn(grpc::ServerContext*, const v1::SessionRef* ref,
                         v1::SessionInfo* resp) override {
     absl::MutexLock l(&mu_);
-    uint32_t& n = turns_[ref->session_id()];
-    if (n == 0) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "fake: no turn to undo");
-    --n;
+    Session& s = sessions_[ref->session_id()];
+    if (s.turns() == 0) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "fake: no turn to undo");
+    }
+    s.turn_ends.pop_back();
+    s.log.resize(s.turn_ends.empty() ? 0 : s.turn_ends.back());
     resp->set_session_id(ref->session_id());
-    resp->set_turns(n);
+    resp->set_turns(s.turns());
     return grpc::Status::OK;
+  }
+
+  grpc::Status ExportSession(grpc::ServerContext*, const v1::ExportSessionRequest* req,
+                             grpc::ServerWriter<v1::StateChunk>* writer) override {
+    v1::StateChunk head;
+    {
+      absl::MutexLock l(&mu_);
+      exports.push_back(*req);
+      if (!export_fail.ok()) return export_fail;
+      grpc::Status s = CheckLocked(req->ref());
+      if (!s.ok()) return s;
+      const Session& session = sessions_[req->ref().session_id()];
+      v1::StateHeader* h = head.mutable_header();
+      h->set_version(1);
+      *h->mutable_ref() = req->ref();
+      h->mutable_ref()->set_epoch(req->target_epoch());
+      h->set_model_fingerprint(model_fingerprint);
+      h->set_numerics_fingerprint("fake-numerics");
+      h->set_form(req->form());
+      h->mutable_tokens()->Assign(session.log.begin(), session.log.end());
+      h->mutable_turn_ends()->Assign(session.turn_ends.begin(), session.turn_ends.end());
+    }
+    if (export_delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(export_delay_ms));
+    }
+    StateDigest digest;
+    digest.AddHeader(head.header());
+    writer->Write(head);
+    for (int i = 0; i < export_blocks; ++i) {
+      v1::StateChunk c;
+      c.mutable_block()->set_layer(i);
+      c.mutable_block()->set_value(std::string(1000, static_cast<char>('a' + i)));
+      digest.AddBlock(c.block());
+      writer->Write(c);
+    }
+    if (truncate_export) return grpc::Status::OK;
+    v1::StateChunk tail;
+    tail.mutable_trailer()->set_blocks(digest.blocks());
+    tail.mutable_trailer()->set_digest(digest.value() + (corrupt_export ? 1 : 0));
+    writer->Write(tail);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ImportSession(grpc::ServerContext*, grpc::ServerReader<v1::StateChunk>* reader,
+                             v1::ImportSessionResponse* resp) override {
+    std::vector<v1::StateChunk> chunks;
+    v1::StateChunk c;
+    int64_t wire = 0;
+    while (reader->Read(&c)) {
+      wire += static_cast<int64_t>(c.ByteSizeLong());
+      chunks.push_back(c);
+    }
+    absl::MutexLock l(&mu_);
+    imports.push_back(chunks);
+    if (!import_fail.ok()) return import_fail;
+    if (chunks.empty() || !chunks[0].has_header()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "fake worker: no header");
+    }
+    const v1::StateHeader& h = chunks[0].header();
+    if (h.model_fingerprint() != model_fingerprint) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("fake worker: model fingerprint ", h.model_fingerprint(),
+                                       " is not ", model_fingerprint));
+    }
+    auto existing = sessions_.find(h.ref().session_id());
+    if (existing != sessions_.end() && existing->second.epoch >= h.ref().epoch()) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "fake worker: have a copy");
+    }
+    StateDigest digest;
+    digest.AddHeader(h);
+    int64_t payload = 0;
+    for (size_t i = 1; i < chunks.size(); ++i) {
+      if (chunks[i].has_block()) {
+        digest.AddBlock(chunks[i].block());
+        payload += static_cast<int64_t>(chunks[i].block().value().size());
+        continue;
+      }
+      if (!chunks[i].has_trailer() || i + 1 != chunks.size()) break;
+      if (chunks[i].trailer().digest() != digest.value()) {
+        return grpc::Status(grpc::StatusCode::DATA_LOSS, "fake worker: digest mismatch");
+      }
+      Session& s = sessions_[h.ref().session_id()];
+      s.epoch = h.ref().epoch();
+      s.tenant = h.ref().tenant();
+      s.log.assign(h.tokens().begin(), h.tokens().end());
+      s.turn_ends.assign(h.turn_ends().begin(), h.turn_ends().end());
+      resp->mutable_session()->set_session_id(h.ref().session_id());
+      resp->mutable_session()->set_turns(s.turns());
+      resp->mutable_session()->set_token_count(static_cast<int64_t>(s.log.size()));
+      resp->set_form(h.form());
+      resp->set_blocks(digest.blocks());
+      resp->set_payload_bytes(payload);
+      resp->set_framing_bytes(16 * digest.blocks());
+      resp->set_token_bytes(4 * h.tokens_size());
+      resp->set_wire_bytes(wire);
+      return grpc::Status::OK;
+    }
+    return grpc::Status(grpc::StatusCode::DATA_LOSS, "fake worker: stream ended without trailer");
   }
 
   // The worker loses the session (a restart on an empty data dir).
   void Forget(const std::string& session_id) {
     absl::MutexLock l(&mu_);
-    turns_.erase(session_id);
+    sessions_.erase(session_id);
+  }
+
+  bool Has(const std::string& session_id) {
+    absl::MutexLock l(&mu_);
+    return sessions_.count(session_id) > 0;
+  }
+
+  Session Get(const std::string& session_id) {
+    absl::MutexLock l(&mu_);
+    return sessions_[session_id];
   }
 
   size_t chat_count() {
@@ -122,13 +269,39 @@ class FakeWorker final : public v1::Worker::Service {
   std::vector<v1::OpenSessionRequest> opened;
   std::vector<v1::WorkerChatRequest> chats;
   std::vector<std::string> closed;
+  std::vector<v1::SessionRef> closed_refs;
+  std::vector<v1::ExportSessionRequest> exports;
+  std::vector<std::vector<v1::StateChunk>> imports;
   grpc::Status fail = grpc::Status::OK;
+  grpc::Status export_fail = grpc::Status::OK;
+  grpc::Status import_fail = grpc::Status::OK;
+  std::string model_fingerprint = "fp-smol";
+  int export_blocks = 2;
   std::atomic<bool> block_until_cancelled{false};
   std::atomic<bool> saw_cancel{false};
+  std::atomic<bool> fail_after_first_delta{false};
+  std::atomic<bool> corrupt_export{false};
+  std::atomic<bool> truncate_export{false};
+  std::atomic<int> turn_delay_ms{0};
+  std::atomic<int> export_delay_ms{0};
 
  private:
+  // NOT_FOUND for an unknown session; FAILED_PRECONDITION for another epoch (a stale owner).
+  grpc::Status CheckLocked(const v1::SessionRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = sessions_.find(ref.session_id());
+    if (it == sessions_.end()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "fake worker: unknown session");
+    }
+    if (it->second.epoch != ref.epoch()) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("fake worker: stale owner (epoch ", ref.epoch(), ", have ",
+                                       it->second.epoch, ")"));
+    }
+    return grpc::Status::OK;
+  }
+
   std::string id_;
-  std::map<std::string, uint32_t> turns_;
+  std::map<std::string, Session> sessions_;
 };
 
 }  // namespace rsd::router::testing

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     }
   }
   rsd::router::testing::FakeWorker service(id);
+  service.model_fingerprint = "fake-fingerprint";
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

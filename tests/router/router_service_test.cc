@@ -12,171 +12,14 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "router/router_service.h"
-#include "tests/router/fake_worker.h"
-#include "tests/support/test_util.h"
+#include "tests/router/router_test_fixture.h"
 
 namespace rsd::router {
 namespace {
 
 using ::rsd::router::testing::FakeWorker;
+using ::rsd::router::testing::RouterServiceTest;
 using ::testing::HasSubstr;
-
-class FakeClock final : public Clock {
- public:
-  absl::Time Now() override {
-    absl::MutexLock l(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock l(&mu_);
-    now_ += d;
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1700000000);
-};
-
-struct WorkerServer {
-  std::unique_ptr<FakeWorker> service;
-  std::unique_ptr<grpc::Server> server;
-  std::string address;
-};
-
-class RouterServiceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = rsd::testing::MakeTempDir("router_service_test");
-    StartRouter();
-  }
-  void TearDown() override {
-    StopRouter();
-    for (auto& [id, w] : workers_) w.server->Shutdown();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  void StartRouter() {
-    absl::StatusOr<std::unique_ptr<Journal>> j = Journal::Open(dir_ + "/journal");
-    ASSERT_TRUE(j.ok()) << j.status();
-    journal_ = std::move(*j);
-    registry_ = std::make_unique<Registry>(&clock_, absl::Seconds(5));
-    core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), RouterOptions());
-    ASSERT_TRUE(core_->LoadJournal().ok());
-    client_service_ = std::make_unique<ClientService>(core_.get());
-    admin_service_ = std::make_unique<AdminService>(core_.get());
-    registry_service_ = std::make_unique<RegistryService>(core_.get());
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(client_service_.get());
-    b.RegisterService(admin_service_.get());
-    b.RegisterService(registry_service_.get());
-    server_ = b.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
-                                       grpc::InsecureChannelCredentials());
-    client_ = v1::Client::NewStub(channel);
-    admin_ = v1::Admin::NewStub(channel);
-    reg_ = v1::Registry::NewStub(channel);
-  }
-
-  void StopRouter() {
-    if (server_) server_->Shutdown();
-    server_.reset();
-    core_.reset();
-    registry_.reset();
-    journal_.reset();
-  }
-
-  FakeWorker& AddWorker(const std::string& id, const std::string& model = "smol",
-                        int64_t hot_free = 1000) {
-    WorkerServer w;
-    w.service = std::make_unique<FakeWorker>(id);
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(w.service.get());
-    w.server = b.BuildAndStart();
-    w.address = "127.0.0.1:" + std::to_string(port);
-    Register(id, w.address, model, hot_free);
-    FakeWorker& ref = *w.service;
-    workers_[id] = std::move(w);
-    return ref;
-  }
-
-  void Register(const std::string& id, const std::string& address, const std::string& model,
-                int64_t hot_free) {
-    grpc::ClientContext ctx;
-    v1::RegisterRequest req;
-    req.mutable_status()->set_id(id);
-    req.mutable_status()->set_address(address);
-    req.mutable_status()->set_model(model);
-    req.mutable_status()->set_context_length(2048);
-    req.mutable_status()->mutable_load()->set_hot_bytes_free(hot_free);
-    v1::RegisterResponse resp;
-    ASSERT_TRUE(reg_->Register(&ctx, req, &resp).ok());
-    EXPECT_DOUBLE_EQ(resp.heartbeat_interval_seconds(), 1.0);
-  }
-
-  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& tenant = "") {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    if (!tenant.empty()) ctx->AddMetadata("x-rsd-tenant", tenant);
-    return ctx;
-  }
-
-  grpc::Status Create(v1::SessionInfo* info, const std::string& model = "",
-                      const std::string& tenant = "") {
-    v1::CreateSessionRequest req;
-    req.set_model(model);
-    req.mutable_options()->set_priority(3);
-    return client_->CreateSession(Ctx(tenant).get(), req, info);
-  }
-
-  struct Turn {
-    grpc::Status status;
-    std::vector<v1::ChatEvent> events;
-    bool journaled_before_done = false;
-  };
-  Turn Chat(const std::string& session, const std::string& message, const std::string& turn_id = "",
-            const std::string& tenant = "", std::unique_ptr<grpc::ClientContext> ctx = nullptr) {
-    if (!ctx) ctx = Ctx(tenant);
-    v1::TurnRequest req;
-    req.set_session_id(session);
-    req.set_message(message);
-    req.set_turn_id(turn_id);
-    Turn t;
-    auto reader = client_->Chat(ctx.get(), req);
-    v1::ChatEvent ev;
-    while (reader->Read(&ev)) {
-      if (ev.has_done() && !ev.done().replayed()) {
-        // TurnDone arrives only once the journal holds the turn.
-        absl::StatusOr<std::optional<TurnRecord>> last =
-            journal_->LastTurn(*ParseSessionId(session));
-        t.journaled_before_done = last.ok() && last->has_value() &&
-                                  (*last)->turn == ev.done().turn();
-      }
-      t.events.push_back(ev);
-    }
-    t.status = reader->Finish();
-    return t;
-  }
-
-  std::string dir_;
-  FakeClock clock_;
-  std::unique_ptr<Journal> journal_;
-  std::unique_ptr<Registry> registry_;
-  std::unique_ptr<RouterCore> core_;
-  std::unique_ptr<ClientService> client_service_;
-  std::unique_ptr<AdminService> admin_service_;
-  std::unique_ptr<RegistryService> registry_service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<v1::Client::Stub> client_;
-  std::unique_ptr<v1::Admin::Stub> admin_;
-  std::unique_ptr<v1::Registry::Stub> reg_;
-  std::map<std::string, WorkerServer> workers_;
-};
 
 TEST_F(RouterServiceTest, CreateChatDescribeUndoClose) {
   FakeWorker& w = AddWorker("w1");
@@ -411,8 +254,6 @@ TEST_F(RouterServiceTest, PlacementSpreadsAndSkipsCordoned) {
   ASSERT_EQ(models.models_size(), 1);
   EXPECT_EQ(models.models(0).workers_size(), 2);
   EXPECT_EQ(models.models(0).context_length(), 2048);
-  v1::MigrateRequest mreq;
-  EXPECT_EQ(admin_->Migrate(Ctx().get(), mreq, &c).error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(RouterServiceTest, RestartedRouterServesFromItsJournal) {
