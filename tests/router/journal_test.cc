@@ -237,6 +237,74 @@ TEST_F(JournalTest, CodecsRejectGarbage) {
   EXPECT_EQ(*back, t);
 }
 
+TEST_F(JournalTest, ModelFingerprintAndLogTokensRoundTrip) {
+  Open();
+  SessionRecord s = Session(IdWithLastByte(1));
+  s.model_fingerprint = "fp-123";
+  ASSERT_TRUE(journal_->PutSession(s).ok());
+  TurnRecord t = Turn(1, "a");
+  t.log_tokens = {5, 6, 7, -1};
+  ASSERT_TRUE(journal_->CommitTurn(s.id, t).ok());
+  Open();  // from disk
+  EXPECT_EQ(*journal_->GetSession(s.id), s);
+  EXPECT_EQ((*journal_->LastTurn(s.id))->log_tokens, t.log_tokens);
+  // Records written before these fields decode with them empty.
+  SessionRecord old = s;
+  old.model_fingerprint.clear();
+  EXPECT_EQ(*DecodeSessionRecord(EncodeSessionRecord(old), "x"), old);
+}
+
+TEST_F(JournalTest, PendingTurnIsClearedByTheCommitOfItsTurnIdOnly) {
+  Open();
+  const SessionId id = IdWithLastByte(1);
+  PendingTurn p;
+  p.turn_id = "t2";
+  p.message = std::string("hi ÿ", 4);
+  p.seed = 0x1234567890abcdefull;
+  p.temperature = 0.8f;
+  p.top_k = 20;
+  p.top_p = 0.5f;
+  p.max_tokens = 9;
+  p.stop = {"x"};
+  p.started_unix_ms = 1700000000999;
+  EXPECT_THAT(journal_->PutPending(id, p), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  ASSERT_TRUE(journal_->PutSession(Session(id)).ok());
+  EXPECT_FALSE(journal_->GetPending(id)->has_value());
+  ASSERT_TRUE(journal_->PutPending(id, p).ok());
+  Open();
+  ASSERT_TRUE(journal_->GetPending(id)->has_value());
+  EXPECT_EQ(**journal_->GetPending(id), p);
+  ASSERT_TRUE(journal_->CommitTurn(id, Turn(1, "t1")).ok());
+  EXPECT_TRUE(journal_->GetPending(id)->has_value());  // another turn id
+  ASSERT_TRUE(journal_->CommitTurn(id, Turn(2, "t2")).ok());
+  EXPECT_FALSE(journal_->GetPending(id)->has_value());
+  ASSERT_TRUE(journal_->PutPending(id, p).ok());
+  ASSERT_TRUE(journal_->DeleteSession(id).ok());
+  EXPECT_FALSE(journal_->GetPending(id)->has_value());
+  EXPECT_THAT(DecodePendingTurn("garbage", "pending of x"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("pending of x")));
+}
+
+TEST_F(JournalTest, SetOwnerIsACompareAndSetOnTheEpoch) {
+  Open();
+  const SessionRecord s = Session(IdWithLastByte(1));  // epoch 3 on w1
+  ASSERT_TRUE(journal_->PutSession(s).ok());
+  absl::StatusOr<SessionRecord> moved = journal_->SetOwner(s.id, "w2", 4, 3);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->worker, "w2");
+  EXPECT_EQ(moved->epoch, 4u);
+  EXPECT_EQ(moved->tenant, "acme");
+  Open();
+  EXPECT_EQ(journal_->GetSession(s.id)->worker, "w2");
+  EXPECT_THAT(journal_->SetOwner(s.id, "w3", 4, 3),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("at epoch 4 on worker 'w2', not at epoch 3")));
+  EXPECT_THAT(journal_->SetOwner(s.id, "w3", 4, 4), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(journal_->SetOwner(IdWithLastByte(9), "w3", 2, 1),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_EQ(journal_->GetSession(s.id)->worker, "w2");
+}
+
 TEST_F(JournalTest, MissingParentIsFailedPreconditionNamingThePath) {
   const std::string dir = root_ + "/no/such/parent";
   EXPECT_THAT(Journal::Open(dir),

@@ -138,10 +138,13 @@ TEST_F(RegistryTest, DeadAfterHeartbeatTimeout) {
   EXPECT_DOUBLE_EQ(a->seconds_since_heartbeat, 6.0);
   EXPECT_STREQ(WorkerStateName(a->state), "dead");
   EXPECT_EQ(PlaceId("m"), "b");
-  // A dead worker's model is not listed; a heartbeat brings it back.
+  // A dead worker's model is not listed; its heartbeat asks it to register again (it may have
+  // lost sessions to failover meanwhile), which brings it back.
   ASSERT_EQ(registry_.Models().size(), 1u);
   EXPECT_THAT(registry_.Models()[0].workers, ElementsAre("b"));
-  ASSERT_TRUE(registry_.Heartbeat(Worker("a", "m", 9000)));
+  EXPECT_FALSE(registry_.Heartbeat(Worker("a", "m", 9000)));
+  EXPECT_EQ(registry_.Get("a")->state, WorkerState::kDead);
+  ASSERT_TRUE(registry_.Register(Worker("a", "m", 9000)).ok());
   EXPECT_EQ(registry_.Get("a")->state, WorkerState::kReady);
   EXPECT_EQ(PlaceId("m"), "a");
 
@@ -150,6 +153,37 @@ TEST_F(RegistryTest, DeadAfterHeartbeatTimeout) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("(2 dead, 0 cordoned)")));
   // A model seen before stays known while its workers are dead: UNAVAILABLE, not NOT_FOUND.
   EXPECT_THAT(registry_.Place(""), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("'m'")));
+}
+
+TEST_F(RegistryTest, DrainingIsNotPlacedOnAndUncordonEndsIt) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "m", 9000)).ok());
+  ASSERT_TRUE(registry_.Register(Worker("b", "m", 10)).ok());
+  absl::StatusOr<WorkerSnapshot> a = registry_.SetDraining("a", true);
+  ASSERT_TRUE(a.ok());
+  EXPECT_STREQ(WorkerStateName(a->state), "draining");
+  EXPECT_EQ(PlaceId("m"), "b");
+  EXPECT_THAT(registry_.SetDraining("zz", true), StatusIs(absl::StatusCode::kNotFound, HasSubstr("zz")));
+  ASSERT_TRUE(registry_.SetCordoned("a", false).ok());
+  EXPECT_EQ(registry_.Get("a")->state, WorkerState::kReady);
+}
+
+TEST_F(RegistryTest, PickTargetExcludesTheSourceAndOtherFingerprints) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "m", 9000)).ok());
+  WorkerDescriptor b = Worker("b", "m", 10);
+  ASSERT_TRUE(registry_.Register(b).ok());
+  WorkerDescriptor c = Worker("c", "m", 5000);
+  c.model_fingerprint = "fp-other";
+  ASSERT_TRUE(registry_.Register(c).ok());
+  ASSERT_TRUE(registry_.Register(Worker("d", "n", 99999)).ok());
+  absl::StatusOr<WorkerSnapshot> t = registry_.PickTarget("m", "fp-m", "a");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->desc.id, "b");
+  EXPECT_EQ(registry_.PickTarget("m", "", "a")->desc.id, "c");  // most free bytes
+  EXPECT_EQ(registry_.Get("b")->sessions_placed, 0);              // counts nothing
+  ASSERT_TRUE(registry_.SetCordoned("b", true).ok());
+  EXPECT_THAT(registry_.PickTarget("m", "fp-m", "a"),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("no other ready worker serves model 'm' besides 'a'")));
 }
 
 TEST_F(RegistryTest, HeartbeatOfUnknownOrChangedWorkerAsksToReregister) {
