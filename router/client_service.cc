@@ -53,6 +53,10 @@ absl::StatusOr<v1::SessionInfo> ClientService::Create(const grpc::ServerContext&
 absl::Status ClientService::Close(const grpc::ServerContext& ctx, const std::string& hex) {
   const std::string tenant = TenantOf(ctx);
   RSD_ASSIGN_OR_RETURN(SessionRecord rec, core_.LoadSession(hex, &tenant));
+  // Not in the middle of a turn or a move; the owner as the journal has it then.
+  RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate,
+                       core_.gates().Acquire(rec.id, "close", absl::FromChrono(ctx.deadline())));
+  RSD_ASSIGN_OR_RETURN(rec, core_.LoadSession(hex, &tenant));
   absl::StatusOr<WorkerSnapshot> owner = core_.Owner(rec);
   if (owner.ok()) {
     std::unique_ptr<grpc::ClientContext> cctx = core_.WorkerContext(ctx);
@@ -77,6 +81,9 @@ absl::StatusOr<v1::SessionInfo> ClientService::Undo(const grpc::ServerContext& c
                                                     const std::string& hex) {
   const std::string tenant = TenantOf(ctx);
   RSD_ASSIGN_OR_RETURN(SessionRecord rec, core_.LoadSession(hex, &tenant));
+  RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate,
+                       core_.gates().Acquire(rec.id, "undo", absl::FromChrono(ctx.deadline())));
+  RSD_ASSIGN_OR_RETURN(rec, core_.LoadSession(hex, &tenant));
   RSD_ASSIGN_OR_RETURN(WorkerSnapshot owner, core_.Owner(rec));
   std::unique_ptr<grpc::ClientContext> cctx = core_.WorkerContext(ctx);
   v1::SessionInfo info;
