@@ -151,13 +151,16 @@ absl::StatusOr<std::vector<v1::MigrateResponse>> RouterCore::Failover(const std:
 }
 
 void RouterCore::FailoverDeadWorkers() {
+  std::vector<std::string> dead = registry_->Missing();
   for (const WorkerSnapshot& w : registry_->List()) {
-    if (w.state != WorkerState::kDead || w.sessions_placed == 0) continue;
-    CancelTurnsOn(w.desc.id);
-    for (const SessionId& id : SessionsOwnedBy(w.desc.id)) {
+    if (w.state == WorkerState::kDead && w.sessions_placed > 0) dead.push_back(w.desc.id);
+  }
+  for (const std::string& worker : dead) {
+    CancelTurnsOn(worker);
+    for (const SessionId& id : SessionsOwnedBy(worker)) {
       // A short wait for the gate: a session stuck behind a turn is retried on the next scan.
       const absl::Time until = absl::Now() + options_.move_timeout;
-      absl::StatusOr<std::optional<v1::MigrateResponse>> one = FailoverOne(id, w.desc.id, until);
+      absl::StatusOr<std::optional<v1::MigrateResponse>> one = FailoverOne(id, worker, until);
       absl::MutexLock lock(&mu_);
       if (one.ok()) {
         failover_errors_.erase(id);

@@ -25,7 +25,17 @@ const char* WorkerStateName(WorkerState s) {
 }
 
 Registry::Registry(Clock* clock, absl::Duration heartbeat_timeout)
-    : clock_(clock), heartbeat_timeout_(heartbeat_timeout) {}
+    : clock_(clock), heartbeat_timeout_(heartbeat_timeout), started_(clock->Now()) {}
+
+std::vector<std::string> Registry::Missing() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  if (clock_->Now() - started_ <= heartbeat_timeout_) return out;
+  for (const auto& [id, n] : placed_) {
+    if (n > 0 && workers_.count(id) == 0) out.push_back(id);
+  }
+  return out;
+}
 
 absl::Status Registry::Register(const WorkerDescriptor& desc) {
   if (desc.id.empty()) return absl::InvalidArgumentError("worker registration without an id");

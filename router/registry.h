@@ -118,6 +118,10 @@ class Registry {
                                             const std::string& model_fingerprint,
                                             const std::string& exclude);
 
+  // Workers that sessions are placed on but that have not registered for a heartbeat timeout since
+  // the registry started (a restarted router whose worker died meanwhile): as good as dead.
+  std::vector<std::string> Missing();
+
   // Distinct models of non-dead workers, by name.
   std::vector<ModelSummary> Models();
 
@@ -133,6 +137,7 @@ class Registry {
 
   Clock* const clock_;
   const absl::Duration heartbeat_timeout_;
+  const absl::Time started_;
   absl::Mutex mu_;
   std::map<std::string, Entry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> placed_ ABSL_GUARDED_BY(mu_);

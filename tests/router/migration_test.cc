@@ -313,6 +313,25 @@ TEST_F(MigrationTest, AutomaticFailoverOfADeadWorkerWhileATurnWaits) {
   EXPECT_EQ(r.drop(1).session_id(), unknown.session_id());
 }
 
+TEST_F(MigrationTest, RestartedRouterFailsOverSessionsOfAWorkerThatNeverCameBack) {
+  AddWorker("w1");
+  FakeWorker& w2 = AddWorker("w2");
+  const std::string s = CreateOn("w1");
+  ASSERT_TRUE(Chat(s, "ab").status.ok());
+  StopRouter();
+  StartRouter();
+  core_->StartFailoverMonitor();
+  Register("w2", workers_["w2"].address, "smol", 1000);  // w1 never registers again
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(Journaled(s).worker, "w1");  // not before a heartbeat timeout
+  clock_.Advance(absl::Seconds(4));
+  EXPECT_FALSE(Heartbeat("w2"));
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_FALSE(Heartbeat("w2"));
+  ASSERT_TRUE(Eventually([&] { return Journaled(s).worker == "w2"; }));
+  EXPECT_TRUE(w2.Has(s));
+}
+
 TEST_F(MigrationTest, RegisteringOwnerKeepsItsSessionsAndDropsStaleEpochs) {
   AddWorker("w1");
   const std::string s = CreateOn("w1");
