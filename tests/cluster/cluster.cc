@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "storage/common/status.h"
 #include "tests/support/test_util.h"
 
 namespace rsd::testing {
@@ -28,37 +29,67 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(const std::string& model
   c->client_ = v1::Client::NewStub(channel);
   c->admin_ = v1::Admin::NewStub(channel);
   for (const WorkerSpec& w : workers) {
-    const std::string address = absl::StrCat("127.0.0.1:", FreePort());
-    std::vector<std::string> wargv = {BinDir() + "/worker/rsd-worker", "--model", model,
-                                      "--listen", address, "--router", c->router_address_,
-                                      "--data-dir", c->dir_ + "/" + w.id, "--id", w.id,
-                                      "--threads", "1"};
-    wargv.insert(wargv.end(), w.flags.begin(), w.flags.end());
-    auto p = Process::Start(wargv, c->dir_ + "/" + w.id + ".log");
-    if (!p.ok()) return p.status();
-    c->workers_.emplace(w.id, std::move(p).value());
-    c->worker_stubs_[w.id] = v1::Worker::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    absl::Status st = c->Launch(model, w);
+    if (!st.ok()) return st;
   }
-  // Every worker registered and ready.
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<std::string> ids;
+  for (const WorkerSpec& w : workers) ids.push_back(w.id);
+  absl::Status st = c->WaitReady(ids, 60);
+  if (!st.ok()) return st;
+  return c;
+}
+
+absl::Status Cluster::Launch(const std::string& model, const WorkerSpec& w) {
+  const std::string address = absl::StrCat("127.0.0.1:", FreePort());
+  std::vector<std::string> wargv = {BinDir() + "/worker/rsd-worker", "--model", model,
+                                    "--listen", address, "--router", router_address_,
+                                    "--data-dir", dir_ + "/" + w.id, "--id", w.id,
+                                    "--threads", "1"};
+  wargv.insert(wargv.end(), w.flags.begin(), w.flags.end());
+  auto p = Process::Start(wargv, dir_ + "/" + w.id + ".log");
+  if (!p.ok()) return p.status();
+  workers_[w.id] = std::move(p).value();
+  worker_argv_[w.id] = wargv;
+  worker_stubs_[w.id] =
+      v1::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::WaitReady(const std::vector<std::string>& ids, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   for (;;) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     v1::ListWorkersResponse resp;
-    grpc::Status st = c->admin_->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
-    int ready = 0;
+    grpc::Status st = admin_->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+    size_t ready = 0;
     if (st.ok()) {
-      for (const auto& w : resp.workers()) ready += w.state() == "ready";
+      for (const auto& w : resp.workers()) {
+        ready += w.state() == "ready" && std::find(ids.begin(), ids.end(), w.id()) != ids.end();
+      }
     }
-    if (ready == static_cast<int>(workers.size())) break;
+    if (ready == ids.size()) return absl::OkStatus();
     if (std::chrono::steady_clock::now() > end) {
-      return absl::DeadlineExceededError(absl::StrCat("workers did not register in 60 s:\n",
-                                                      c->Logs()));
+      return absl::DeadlineExceededError(absl::StrCat("workers did not register in ", seconds,
+                                                      " s:\n", Logs()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return c;
+}
+
+absl::Status Cluster::AddWorker(const std::string& model, const WorkerSpec& spec) {
+  RSD_RETURN_IF_ERROR(Launch(model, spec));
+  return WaitReady({spec.id}, 60);
+}
+
+absl::Status Cluster::RestartWorker(const std::string& id) {
+  auto it = worker_argv_.find(id);
+  if (it == worker_argv_.end()) return absl::NotFoundError(id);
+  workers_[id].Stop();
+  auto p = Process::Start(it->second, dir_ + "/" + id + ".log");
+  if (!p.ok()) return p.status();
+  workers_[id] = std::move(p).value();
+  return WaitReady({id}, 60);
 }
 
 Cluster::~Cluster() {

@@ -41,15 +41,22 @@ class Cluster {
   std::string Logs();
 
   absl::StatusOr<v1::WorkerStatus> WorkerStatus(const std::string& id);
+  // Starts another worker (on its own model) and waits until it is registered and ready.
+  absl::Status AddWorker(const std::string& model, const WorkerSpec& spec);
+  // Starts a stopped (killed) worker again on the same address and data dir; waits until ready.
+  absl::Status RestartWorker(const std::string& id);
   absl::Status Cordon(const std::string& id, bool on);
   absl::StatusOr<v1::SessionInfo> Create(const std::string& model = "");
 
  private:
   Cluster() = default;
+  absl::Status Launch(const std::string& model, const WorkerSpec& spec);
+  absl::Status WaitReady(const std::vector<std::string>& ids, double seconds);
   std::string dir_;
   std::string router_address_;
   Process router_;
   std::map<std::string, Process> workers_;
+  std::map<std::string, std::vector<std::string>> worker_argv_;
   std::map<std::string, std::unique_ptr<v1::Worker::Stub>> worker_stubs_;
   std::unique_ptr<v1::Client::Stub> client_;
   std::unique_ptr<v1::Admin::Stub> admin_;
