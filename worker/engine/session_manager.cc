@@ -303,6 +303,8 @@ absl::StatusOr<SessionState> SessionManager::ExportState(const SessionId& id, Sp
     RSD_RETURN_IF_ERROR(engine_->FlushPending(sp->seq));
   }
   if (sp->seq >= 0) {
+    // Pending tokens (the last turn's end) get their K/V first, so the blocks cover them too.
+    if (wants_blocks) RSD_RETURN_IF_ERROR(engine_->FlushPending(sp->seq));
     absl::Status st = Spill(id, form);
     if (st.code() == absl::StatusCode::kFailedPrecondition && form == SpillForm::kAuto) {
       st = Spill(id, SpillForm::kTokens);  // the residuals the plan needs were not kept
