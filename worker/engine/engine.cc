@@ -96,6 +96,7 @@ Engine::~Engine() {
 int32_t Engine::CreateSequence() {
   const int32_t id = next_seq_++;
   Sequence& s = seqs_[id];
+  s.id = id;
   s.layer_kv = plan_;
   s.loader = [this, id](int layer, int32_t chunk, ChunkState* out) {
     return LoadChunk(seqs_.at(id), layer, chunk, out);
@@ -198,7 +199,8 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
   for (size_t i = 0; i < work.size(); ++i) {
     Sequence& s = seqs_[work[i].seq];
     if (HasResidualLayers(s) && (options_.keep_residuals || (bounded() && evict_ == Evict::kExact))) {
-      CaptureResiduals(s, s.cached, static_cast<int64_t>(feeds[i].size()), *out, row0);
+      RSD_RETURN_IF_ERROR(
+          CaptureResiduals(s, s.cached, static_cast<int64_t>(feeds[i].size()), *out, row0));
     }
     row0 += static_cast<int64_t>(feeds[i].size());
     s.tokens.insert(s.tokens.end(), work[i].tokens.begin(), work[i].tokens.end());

@@ -80,6 +80,25 @@ struct SequenceMemory {
   int64_t checkpoint_bytes = 0;  // host bytes of those checkpoints
 };
 
+// Host storage for full checkpoint chunks (DESIGN.md section 4: the warm tier, overflowing to
+// RocksDB), so that host memory per session is bounded. The engine keeps in its own memory only
+// the chunk whose residual rows are still being captured; once a chunk is full, its checkpoints
+// (and the K/V copy of a block leaving the pool) go to the store. Without a store (rsd-run
+// generate, engine tests) they stay in engine memory.
+class CheckpointStore {
+ public:
+  virtual ~CheckpointStore() = default;
+  // One layer of one full chunk of sequence `seq`: K/V [2][bt][kv_dim] if `kv`, else residual
+  // [bt][d_model]. The bytes come back exactly.
+  virtual absl::Status Put(int32_t seq, int32_t chunk, int layer, bool kv,
+                           std::span<const float> data) = 0;
+  // NOT_FOUND if absent; DATA_LOSS if it cannot be read back intact.
+  virtual absl::StatusOr<std::vector<float>> Get(int32_t seq, int32_t chunk, int layer,
+                                                 bool kv) = 0;
+  // Chunks >= from_chunk of the sequence are void (a rollback).
+  virtual absl::Status Truncate(int32_t seq, int32_t from_chunk) = 0;
+};
+
 class Engine {
  public:
   // Loads the model (GGUF file or HF folder) and sets everything up. Errors name the model path.
@@ -105,6 +124,9 @@ class Engine {
   double planner_rebuild_seconds() const { return plan_rebuild_; }
   // The plan of one sequence.
   const std::vector<uint8_t>& SequenceLayerPlan(int32_t seq) const { return seqs_.at(seq).layer_kv; }
+
+  // Where full checkpoint chunks go (nullptr: engine memory). Must outlive the sequences.
+  void set_checkpoint_store(CheckpointStore* store) { store_ = store; }
 
   // Sequences: token history plus a block table into the hot pool.
   int32_t CreateSequence();
@@ -167,6 +189,7 @@ class Engine {
 
  private:
   struct Sequence {
+    int32_t id = 0;
     std::vector<int32_t> tokens;  // the whole history
     int64_t cached = 0;           // tokens[0, cached) have K/V; the rest are pending
     std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
@@ -189,9 +212,14 @@ class Engine {
   Sequence& Seq(int32_t id);
   bool bounded() const { return budget_blocks_ > 0; }
   int32_t HotBlocks(const Sequence& s) const;
-  // Keeps residual rows of newly processed tokens (residual form) from the forward's capture.
-  void CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
-                        int64_t row0);
+  // Keeps residual rows of newly processed tokens (residual form) from the forward's capture;
+  // chunks that become full go to the checkpoint store.
+  absl::Status CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
+                                int64_t row0);
+  // Moves a full chunk's checkpoints from engine memory to the store (if there is one).
+  absl::Status StoreChunk(Sequence& s, int32_t chunk);
+  // One layer of a chunk's checkpoint from engine memory or the store; NOT_FOUND if neither.
+  absl::StatusOr<std::vector<float>> CheckpointOf(const Sequence& s, int32_t chunk, int layer) const;
   absl::Status RestoreChunkToHot(Sequence& s, int32_t chunk);
   // Evicts the oldest full hot blocks until the sequence's hot blocks plus `incoming` new ones
   // fit the budget.
@@ -207,6 +235,7 @@ class Engine {
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<KvBlockPool> pool_;
   std::map<int32_t, Sequence> seqs_;
+  CheckpointStore* store_ = nullptr;
   int32_t next_seq_ = 1;
   int32_t budget_blocks_ = 0;  // 0: unbounded
   bool spill_kv_ = false;

@@ -65,12 +65,12 @@ absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, Chun
     out->tokens.assign(s.tokens.begin() + chunk * bt, s.tokens.begin() + (chunk + 1) * bt);
     return absl::OkStatus();
   }
-  auto it = s.checkpoints.find(chunk);
-  if (it == s.checkpoints.end() || it->second[layer].empty()) {
+  absl::StatusOr<std::vector<float>> got = CheckpointOf(s, chunk, layer);
+  if (!got.ok()) {
     return absl::DataLossError(absl::StrCat("no checkpoint for evicted chunk ", chunk, " layer ",
-                                            layer));
+                                            layer, ": ", got.status().message()));
   }
-  const std::vector<float>& data = it->second[layer];
+  const std::vector<float>& data = *got;
   if (kv) {
     out->kind = ChunkState::Kind::kKv;
     out->k.assign(data.begin(), data.begin() + bt * kvd);
@@ -89,12 +89,13 @@ bool Engine::HasResidualLayers(const Sequence& s) const {
   return false;
 }
 
-void Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
-                              int64_t row0) {
+absl::Status Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n,
+                                      const ForwardResult& r, int64_t row0) {
   const int64_t bt = model_->block_tokens(), d = config().d_model, L = config().n_layers;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t pos = first_pos + t;
-    std::vector<std::vector<float>>& ck = s.checkpoints[static_cast<int32_t>(pos / bt)];
+    const int32_t chunk = static_cast<int32_t>(pos / bt);
+    std::vector<std::vector<float>>& ck = s.checkpoints[chunk];
     ck.resize(static_cast<size_t>(L));
     for (int64_t l = 1; l < L; ++l) {
       if (s.layer_kv[l]) continue;
@@ -102,7 +103,35 @@ void Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const F
       const float* src = r.residuals.data() + (l * r.n_rows + row0 + t) * d;
       std::copy(src, src + d, ck[l].data() + (pos % bt) * d);
     }
+    if (pos % bt == bt - 1) RSD_RETURN_IF_ERROR(StoreChunk(s, chunk));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::StoreChunk(Sequence& s, int32_t chunk) {
+  if (store_ == nullptr) return absl::OkStatus();
+  auto it = s.checkpoints.find(chunk);
+  if (it == s.checkpoints.end()) return absl::OkStatus();
+  for (size_t l = 0; l < it->second.size(); ++l) {
+    std::vector<float>& data = it->second[l];
+    if (data.empty()) continue;
+    RSD_RETURN_IF_ERROR(store_->Put(s.id, chunk, static_cast<int>(l), s.layer_kv[l] != 0, data));
+    data.clear();
+    data.shrink_to_fit();
+  }
+  s.checkpoints.erase(it);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> Engine::CheckpointOf(const Sequence& s, int32_t chunk,
+                                                        int layer) const {
+  auto it = s.checkpoints.find(chunk);
+  if (it != s.checkpoints.end() && static_cast<int>(it->second.size()) > layer &&
+      !it->second[layer].empty()) {
+    return it->second[layer];
+  }
+  if (store_ == nullptr) return absl::NotFoundError("not in engine memory");
+  return store_->Get(s.id, chunk, layer, s.layer_kv[layer] != 0);
 }
 
 absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
@@ -153,10 +182,11 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
         ck[l].resize(static_cast<size_t>(2 * bt * kvd));
         backend_->CopyToHost(ck[l].data(), pool_->view().K(block, static_cast<int>(l)),
                              ck[l].size() * sizeof(float));
-      } else if (l > 0) {
+      } else if (l > 0 && store_ == nullptr) {
         RSD_CHECK(!ck[l].empty());  // captured when its tokens were processed
       }
     }
+    RSD_RETURN_IF_ERROR(StoreChunk(s, victim));
     if (options_.poison_freed_blocks) pool_->Poison(block, 0xFF);
     pool_->Free(block);
     s.blocks[victim] = -1;
@@ -186,6 +216,22 @@ absl::Status Engine::TruncateSequence(int32_t seq, int64_t n) {
   const int32_t tail = static_cast<int32_t>(n / bt);
   if (n % bt != 0 && tail < static_cast<int32_t>(s.blocks.size()) && s.blocks[tail] < 0) {
     RSD_RETURN_IF_ERROR(RestoreChunkToHot(s, tail));
+  }
+  if (store_ != nullptr) {
+    // A stored chunk the history now ends inside comes back to engine memory (its residual rows
+    // before `n` stay valid; the rest are rewritten when recomputed); stored chunks from there on
+    // are void.
+    const int32_t first_void = static_cast<int32_t>(n / bt);
+    if (n % bt != 0 && s.cached >= (first_void + 1) * bt && !s.checkpoints.count(first_void)) {
+      std::vector<std::vector<float>>& ck = s.checkpoints[first_void];
+      ck.resize(static_cast<size_t>(config().n_layers));
+      for (int l = 1; l < config().n_layers; ++l) {
+        if (s.layer_kv[l]) continue;
+        absl::StatusOr<std::vector<float>> rows = store_->Get(s.id, first_void, l, false);
+        if (rows.ok()) ck[l] = *std::move(rows);
+      }
+    }
+    RSD_RETURN_IF_ERROR(store_->Truncate(s.id, first_void));
   }
   s.tokens.resize(n);
   s.cached = std::min(s.cached, n);
@@ -230,15 +276,15 @@ absl::StatusOr<std::vector<float>> Engine::ChunkPayload(int32_t seq, int32_t chu
                          out.size() * sizeof(float));
     return out;
   }
-  auto it = s.checkpoints.find(chunk);
-  const bool have = it != s.checkpoints.end() && static_cast<int>(it->second.size()) > layer &&
-                    !it->second[layer].empty() && (s.layer_kv[layer] != 0) == kv;
-  if (!have) {
+  absl::StatusOr<std::vector<float>> got = absl::NotFoundError("another form");
+  if ((s.layer_kv[layer] != 0) == kv) got = CheckpointOf(s, chunk, layer);
+  if (!got.ok()) {
+    if (got.status().code() == absl::StatusCode::kDataLoss) return got.status();
     return absl::FailedPreconditionError(absl::StrCat(
         "chunk ", chunk, " layer ", layer, " has no ", kv ? "K/V" : "residual",
         " copy (residuals are kept only with keep_residuals or a residual-form budget)"));
   }
-  return it->second[layer];
+  return got;
 }
 
 absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
@@ -291,6 +337,11 @@ absl::StatusOr<int32_t> Engine::ImportSequence(
         return p.status();
       }
       ck[l] = *std::move(p);
+    }
+    absl::Status st = StoreChunk(s, c);
+    if (!st.ok()) {
+      DestroySequence(seq);
+      return st;
     }
     s.evicted.push_back(c);
   }

@@ -48,6 +48,10 @@ const char* SpillFormName(SpillForm f) {
 absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
     Engine* engine, SessionManagerOptions options) {
   std::unique_ptr<SessionManager> m(new SessionManager(engine, std::move(options)));
+  // With a cold tier, full checkpoint chunks live in the warm tier and overflow to RocksDB, so
+  // host memory stays within the warm budget. Without one, overflow would be lost: they stay in
+  // engine memory.
+  if (!m->options_.data_dir.empty()) engine->set_checkpoint_store(m.get());
   if (!m->options_.data_dir.empty()) {
     RSD_ASSIGN_OR_RETURN(m->cold_, ColdStore::Open(m->options_.data_dir, m->options_.cold));
     RSD_RETURN_IF_ERROR(m->Recover());
@@ -59,6 +63,64 @@ SessionManager::~SessionManager() {
   for (auto& [id, s] : sessions_) {
     if (s.seq >= 0) engine_->DestroySequence(s.seq);
   }
+  engine_->set_checkpoint_store(nullptr);
+}
+
+SessionManager::Session* SessionManager::BySeq(int32_t seq) {
+  for (auto& [id, s] : sessions_) {
+    if (s.seq == seq) return &s;
+  }
+  // A sequence being imported (Restore) has no session yet: it is the one restoring.
+  return restoring_;
+}
+
+absl::Status SessionManager::Put(int32_t seq, int32_t chunk, int layer, bool kv,
+                                 std::span<const float> data) {
+  Session* s = BySeq(seq);
+  if (s == nullptr) return absl::InternalError(absl::StrCat("no session holds sequence ", seq));
+  RSD_ASSIGN_OR_RETURN(
+      std::string value,
+      EncodeBlock(Header(kv ? SpillForm::kKv : SpillForm::kResidual, layer, chunk),
+                  std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
+                                           data.size() * sizeof(float)),
+                  Compression::kNone));
+  return PutCheckpoint(BlockKey{s->id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
+                       std::move(value));
+}
+
+absl::StatusOr<std::vector<float>> SessionManager::Get(int32_t seq, int32_t chunk, int layer,
+                                                       bool kv) {
+  Session* s = BySeq(seq);
+  if (s == nullptr) return absl::InternalError(absl::StrCat("no session holds sequence ", seq));
+  bool from_cold = false;
+  RSD_ASSIGN_OR_RETURN(std::string value,
+                       GetCheckpoint(BlockKey{s->id, static_cast<uint32_t>(layer),
+                                              static_cast<uint32_t>(chunk)},
+                                     &from_cold));
+  RSD_ASSIGN_OR_RETURN(DecodedBlock block, DecodeBlock(value));
+  if (!(block.header == Header(kv ? SpillForm::kKv : SpillForm::kResidual, layer, chunk))) {
+    return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
+                                            " does not describe that block"));
+  }
+  std::vector<float> out(block.payload.size() / sizeof(float));
+  std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
+  return out;
+}
+
+absl::Status SessionManager::Truncate(int32_t seq, int32_t from_chunk) {
+  Session* s = BySeq(seq);
+  if (s == nullptr) return absl::OkStatus();
+  for (const BlockKey& key : warm_.KeysOfSession(s->id)) {
+    if (static_cast<int32_t>(key.block) >= from_chunk) warm_.Erase(key);
+  }
+  if (!cold_) return absl::OkStatus();
+  std::vector<BlockKey> doomed;
+  RSD_RETURN_IF_ERROR(cold_->ForEachBlock(s->id, [&](const BlockKey& key, std::string_view) {
+    if (static_cast<int32_t>(key.block) >= from_chunk) doomed.push_back(key);
+    return absl::OkStatus();
+  }));
+  for (const BlockKey& key : doomed) RSD_RETURN_IF_ERROR(cold_->DeleteBlock(key));
+  return absl::OkStatus();
 }
 
 absl::Status SessionManager::Recover() {
@@ -481,7 +543,9 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
       std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
       return out;
     };
+    restoring_ = &s;
     absl::StatusOr<int32_t> seq = engine_->ImportSequence(s.log, s.spilled_chunks, s.layer_kv, load);
+    restoring_ = nullptr;
     if (seq.ok()) {
       s.seq = *seq;
       *restored_from = from_cold ? "cold" : "warm";

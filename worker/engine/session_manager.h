@@ -105,7 +105,7 @@ struct PendingTurn {
   double restore_seconds = 0;
 };
 
-class SessionManager {
+class SessionManager : private CheckpointStore {
  public:
   // Opens the cold tier in options.data_dir (if any) and finds the sessions stored there.
   // FAILED_PRECONDITION / PERMISSION_DENIED naming the path for an unusable data dir.
@@ -212,6 +212,14 @@ class SessionManager {
   absl::Status Restore(Session& s, std::string* restored_from);
   Session* Find(const SessionId& id);
   absl::Status NotFound(const SessionId& id) const;
+  // CheckpointStore: a resident session's full checkpoint chunks live in the warm tier (LRU,
+  // overflowing to RocksDB) under the same keys a spill uses, so host memory stays within the
+  // warm budget however long the session grows.
+  absl::Status Put(int32_t seq, int32_t chunk, int layer, bool kv,
+                   std::span<const float> data) override;
+  absl::StatusOr<std::vector<float>> Get(int32_t seq, int32_t chunk, int layer, bool kv) override;
+  absl::Status Truncate(int32_t seq, int32_t from_chunk) override;
+  Session* BySeq(int32_t seq);
   absl::Status PutCheckpoint(const BlockKey& key, std::string value);
   absl::StatusOr<std::string> GetCheckpoint(const BlockKey& key, bool* from_cold);
   CheckpointHeader Header(SpillForm form, int layer, int32_t chunk) const;
@@ -222,6 +230,7 @@ class SessionManager {
   std::unique_ptr<ColdStore> cold_;
   std::map<SessionId, Session> sessions_;
   uint64_t clock_ = 0;
+  Session* restoring_ = nullptr;  // the session whose sequence ImportSequence is building
 };
 
 }  // namespace rsd
