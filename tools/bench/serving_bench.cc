@@ -140,7 +140,9 @@ class RsdClient : public ChatClient {
 class LlamaClient : public ChatClient {
  public:
   LlamaClient(const std::string& target, double timeout) : http_(target) {
-    http_.set_keep_alive(true);
+    // A fresh loopback connection per turn (~0.1 ms inside TTFT): llama-server's HTTP layer drops
+    // kept-alive connections that sat through a long turn, and a retry could submit twice.
+    http_.set_keep_alive(false);
     http_.set_read_timeout(static_cast<time_t>(timeout), 0);
     http_.set_write_timeout(60, 0);
   }
