@@ -33,6 +33,10 @@ rocksdb::ColumnFamilyOptions CfOptions(const std::string& name) {
   // Blocks arrive encoded (and zstd-compressed when the engine asks); a second compression pass
   // would only cost CPU.
   if (name == kBlocksCf) cf.compression = rocksdb::kNoCompression;
+  // Memtables are process memory: keep them small so RSS stays within the tiers' budgets plus a
+  // stated overhead (at most 2 x 8 MiB for blocks, 2 x 2 MiB for metadata and token logs).
+  cf.write_buffer_size = name == kBlocksCf ? (8u << 20) : (2u << 20);
+  cf.max_write_buffer_number = 2;
   return cf;
 }
 
@@ -51,6 +55,7 @@ absl::StatusOr<std::unique_ptr<ColdStore>> ColdStore::Open(const std::string& di
   // The WAL is the durability mechanism; a crash never flushes either, so close behaves the same.
   db_options.avoid_flush_during_shutdown = true;
   db_options.keep_log_file_num = 4;
+  db_options.db_write_buffer_size = 24u << 20;  // all memtables together
   if (options.file_system != nullptr) {
     store->env_ = rocksdb::NewCompositeEnv(options.file_system);
     db_options.env = store->env_.get();
