@@ -222,6 +222,49 @@ TEST_F(Sessions, CorruptOrLostCheckpointsFallBackToTheTokenLogExactly) {
 // Three sessions take turns on an engine whose pool holds little more than one of them: idle
 // sessions spill whole (least recently used first) to make room, and every session's output
 // equals what it produces with a pool big enough for all.
+TEST_F(Sessions, ACheckpointCorruptedMidSessionRebuildsFromTheTokenLogExactly) {
+  // Reference: the script unbounded, never spilled.
+  Harness ref_h{model_, testing::MakeTempDir("rsd-sessions-ref2")};
+  const std::vector<Turn> ref = RunScript(ref_h, SpillForm::kNone, "hot");
+  ASSERT_EQ(ref.size(), kScript.size());
+  // A resident session at a two-block hot budget whose within-turn checkpoints all live in
+  // RocksDB (a warm tier of 1 KiB): between turns one of them gets a flipped bit.
+  EngineOptions o;
+  o.model_path = model_;
+  o.block_tokens = 4;
+  o.hot_budget_tokens = 8;
+  o.keep_residuals = true;
+  o.poison_freed_blocks = true;
+  auto engine = Engine::Create(o);
+  ASSERT_TRUE(engine.ok());
+  SessionManagerOptions so;
+  so.data_dir = testing::MakeTempDir("rsd-sessions-midcorrupt");
+  so.warm_budget_bytes = 1024;
+  auto m = SessionManager::Create(engine->get(), so);
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto id = (*m)->OpenOrCreate("c");
+  ASSERT_TRUE(id.ok());
+  for (size_t t = 0; t < kScript.size(); ++t) {
+    if (t == 2) {
+      ColdStore* cold = (*m)->cold_for_test();
+      std::vector<std::pair<BlockKey, std::string>> blocks;
+      ASSERT_TRUE(cold->ForEachBlock(*id, [&](const BlockKey& k, std::string_view v) {
+                    blocks.emplace_back(k, std::string(v));
+                    return absl::OkStatus();
+                  }).ok());
+      ASSERT_FALSE(blocks.empty()) << "no checkpoint reached RocksDB: the test proves nothing";
+      auto [key, value] = blocks.front();  // chunk 0: evicted, read by every later step
+      value[value.size() / 2] ^= 0x01;
+      ASSERT_TRUE(cold->PutBlock(key, value).ok());
+    }
+    auto r = (*m)->Chat(*id, kScript[t], ParamsForTurn(t));
+    ASSERT_TRUE(r.ok()) << "turn " << t << ": " << r.status();
+    EXPECT_EQ(r->generation.tokens, ref[t].tokens) << "turn " << t;
+    EXPECT_EQ(r->generation.logit_hashes, ref[t].hashes) << "turn " << t;
+    if (t == 2) EXPECT_EQ(r->restored_from, "tokens") << "the corrupted session was not rebuilt";
+  }
+}
+
 TEST_F(Sessions, IdleSessionsSpillWhenThePoolIsFull) {
   auto run = [&](size_t pool_bytes, int* spills_seen) {
     EngineOptions o;

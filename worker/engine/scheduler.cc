@@ -409,17 +409,32 @@ bool Scheduler::StepOnce() {
   ForwardResult fr;
   absl::Status st = engine_->Step(work, false, &fr);
   if (!st.ok()) {
-    // Admission reserves room, so this is not expected; fail the batch's turns, cleanly.
+    // A checkpoint that failed to load (DATA_LOSS): it is not known which turn's it was, so every
+    // session of the batch drops its checkpoints and its turn runs again, once, from the token
+    // log. Anything else (admission reserves room, so not expected) fails the batch's turns.
     for (Running* r : owners) {
-      Fail(*r, absl::InternalError(absl::StrCat("engine step failed: ", st.message())));
-      r->q.stream->cancelled_.store(true);
+      auto it = std::find_if(running_.begin(), running_.end(),
+                             [&](const auto& x) { return x.get() == r; });
+      std::unique_ptr<Running> own = std::move(*it);
+      running_.erase(it);
+      SyncRunning();
+      if (st.code() == absl::StatusCode::kDataLoss && own->q.attempts == 0) {
+        absl::Status rb = sessions_->AbortTurn(own->turn);
+        if (rb.ok()) rb = sessions_->ResetToTokens(own->turn.id, st);
+        if (rb.ok()) {
+          own->q.attempts++;
+          own->q.skip_tokens = std::max<int64_t>(
+              own->q.skip_tokens, static_cast<int64_t>(own->decoder->tokens().size()));
+          std::lock_guard<std::mutex> lock(mu_);
+          queue_.push_front(std::move(own->q));
+          stats_.queue_depth = static_cast<int32_t>(queue_.size());
+          continue;
+        }
+      }
+      Fail(*own, absl::Status(st.code(), absl::StrCat("engine step failed: ", st.message())));
     }
-    running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                  [](const auto& r) { return r->q.stream->cancelled(); }),
-                   running_.end());
     return true;
   }
-  step_count_++;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.steps++;
@@ -448,7 +463,7 @@ bool Scheduler::StepOnce() {
     ev.text_offset = r->text_offset;
     ev.text = done ? std::string() : r->decoder->TakeText();
     r->text_offset += static_cast<int64_t>(ev.text.size());
-    r->q.stream->Push(std::move(ev));
+    if (ev.offset >= r->q.skip_tokens) r->q.stream->Push(std::move(ev));
     if (done) finished.push_back(r);
   }
   for (Running* r : finished) {

@@ -120,6 +120,10 @@ class Scheduler {
     std::shared_ptr<TurnStream> stream;
     double submitted = 0;
     uint64_t order = 0;
+    // A turn run again after a checkpoint failed to load: the tokens already streamed are not
+    // sent twice (the rerun is deterministic, so it produces them again first).
+    int64_t skip_tokens = 0;
+    int attempts = 0;
   };
   struct Running;
   void Loop();

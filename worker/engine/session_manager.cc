@@ -564,6 +564,7 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
 
 absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::string& user_text,
                                                 const GenerateParams& params) {
+  bool reset = false;
   for (;;) {
     absl::StatusOr<PendingTurn> turn = BeginTurn(id, user_text, params, /*flush=*/true);
     absl::Status st = turn.status();
@@ -573,12 +574,44 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
       RSD_RETURN_IF_ERROR(AbortTurn(*turn));
       st = g.status();
     }
+    if (st.code() == absl::StatusCode::kDataLoss && !reset) {
+      // A checkpoint could not be read back intact: never served stale, never fatal. The turn
+      // runs again on the session rebuilt from its token log (deterministic, so it produces
+      // what it would have).
+      RSD_RETURN_IF_ERROR(ResetToTokens(id, st));
+      reset = true;
+      continue;
+    }
     if (st.code() != absl::StatusCode::kResourceExhausted) return st;
     // The pool is full: make room by spilling an idle session, then run the turn again (it is
     // deterministic, so the retry produces what the first attempt would have).
     RSD_ASSIGN_OR_RETURN(bool spilled, SpillIdle({id}));
     if (!spilled) return st;
   }
+}
+
+absl::Status SessionManager::ResetToTokens(const SessionId& id, const absl::Status& why) {
+  Session* s = Find(id);
+  if (s == nullptr) return NotFound(id);
+  std::fprintf(stderr, "session %s: a checkpoint failed to load (%s); dropping its checkpoints "
+                       "and rebuilding it from the token log\n",
+               s->name.c_str(), why.ToString().c_str());
+  if (s->seq >= 0) {
+    engine_->DestroySequence(s->seq);
+    s->seq = -1;
+  }
+  warm_.EraseSession(id);
+  if (cold_) {
+    std::vector<BlockKey> keys;
+    RSD_RETURN_IF_ERROR(cold_->ForEachBlock(id, [&](const BlockKey& key, std::string_view) {
+      keys.push_back(key);
+      return absl::OkStatus();
+    }));
+    for (const BlockKey& key : keys) RSD_RETURN_IF_ERROR(cold_->DeleteBlock(key));
+  }
+  s->spilled = SpillForm::kTokens;
+  s->spilled_chunks = 0;
+  return SaveMeta(*s);
 }
 
 absl::Status SessionManager::CheckTurn(const SessionId& id, const std::string& user_text,

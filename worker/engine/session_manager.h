@@ -174,6 +174,12 @@ class SessionManager : private CheckpointStore {
   // says so). Nothing is kept if the import fails.
   absl::StatusOr<ImportReport> ImportState(const SessionState& state);
 
+  // Drops every checkpoint of the session (hot, warm, cold) after one failed to load: its next
+  // turn rebuilds it from the token log, which is synced and checksummed. The corruption is logged.
+  absl::Status ResetToTokens(const SessionId& id, const absl::Status& why);
+  // Tests: the cold tier, to damage stored values.
+  ColdStore* cold_for_test() { return cold_.get(); }
+
   // Moves a spilled session's warm checkpoint blocks to the cold tier (tests: restore from cold).
   absl::Status DemoteToCold(const SessionId& id);
 
