@@ -122,8 +122,12 @@ TEST_F(Migration, EveryFormContinuesBitIdenticallyOnTheTarget) {
       ASSERT_GT(covered, 0);
       EXPECT_EQ(report->payload_bytes, per_token * covered);
       const StateBytesPerToken table = source.engine->model().state_bytes_per_token();
-      if (form == SpillForm::kKv) EXPECT_EQ(per_token, table.kv);
-      if (form == SpillForm::kResidual) EXPECT_EQ(per_token, table.residual);
+      if (form == SpillForm::kKv) {
+        EXPECT_EQ(per_token, table.kv);
+      }
+      if (form == SpillForm::kResidual) {
+        EXPECT_EQ(per_token, table.residual);
+      }
       std::printf("%s: %lld blocks, payload %lld B (%lld B/token over %lld tokens), framing %lld B\n",
                   SpillFormName(form), static_cast<long long>(report->blocks),
                   static_cast<long long>(report->payload_bytes),

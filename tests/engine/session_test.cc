@@ -261,7 +261,9 @@ TEST_F(Sessions, ACheckpointCorruptedMidSessionRebuildsFromTheTokenLogExactly) {
     ASSERT_TRUE(r.ok()) << "turn " << t << ": " << r.status();
     EXPECT_EQ(r->generation.tokens, ref[t].tokens) << "turn " << t;
     EXPECT_EQ(r->generation.logit_hashes, ref[t].hashes) << "turn " << t;
-    if (t == 2) EXPECT_EQ(r->restored_from, "tokens") << "the corrupted session was not rebuilt";
+    if (t == 2) {
+      EXPECT_EQ(r->restored_from, "tokens") << "the corrupted session was not rebuilt";
+    }
   }
 }
 
