@@ -176,6 +176,10 @@ TEST_F(Migration, RefusedImportsLeaveNothingBehind) {
   cut.blocks[0].value.resize(cut.blocks[0].value.size() - 7);
   EXPECT_THAT(target.sessions->ImportState(cut).status(),
               testing::StatusIs(absl::StatusCode::kDataLoss, HasSubstr("layer")));
+  SessionState bad_token = *state;
+  bad_token.tokens[1] = 1 << 30;
+  EXPECT_THAT(target.sessions->ImportState(bad_token).status(),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("vocabulary")));
   EXPECT_FALSE(target.sessions->Contains(id));
   auto cold = target.sessions->ColdBytes(id);
   ASSERT_TRUE(cold.ok());

@@ -427,6 +427,14 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
   if (end != static_cast<int64_t>(state.tokens.size())) {
     return absl::InvalidArgumentError("session state: the token log does not end at a turn end");
   }
+  const int32_t vocab = engine_->tokenizer().vocab_size();
+  for (size_t i = 0; i < state.tokens.size(); ++i) {
+    if (state.tokens[i] < 0 || state.tokens[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("session state: token ", i, " of the log is ",
+                                                     state.tokens[i], ", outside the vocabulary of ",
+                                                     vocab));
+    }
+  }
   ImportReport report;
   const int n_layers = engine_->config().n_layers;
   const int bt = engine_->model().block_tokens();
