@@ -10,16 +10,6 @@
 
 namespace rsd::router {
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
-
 std::string TenantOf(const grpc::ServerContext& ctx) {
   const auto& md = ctx.client_metadata();
   auto it = md.find("x-rsd-tenant");

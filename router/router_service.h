@@ -41,6 +41,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/grpc_status.h"
 #include "router/journal.h"
 #include "router/registry.h"
 #include "router/session_gate.h"
@@ -75,9 +76,9 @@ absl::StatusOr<std::vector<v1::StateChunk>> TokenStateStream(const SessionRecord
                                                              uint64_t new_epoch,
                                                              const std::string& model_fingerprint);
 
-// absl::Status ↔ grpc::Status (the codes are the same numbers).
-grpc::Status ToGrpc(const absl::Status& s);
-absl::Status FromGrpc(const grpc::Status& s);
+// absl::Status ↔ grpc::Status (proto/grpc_status.h).
+using rsd::FromGrpc;
+using rsd::ToGrpc;
 // The caller's tenant: metadata "x-rsd-tenant", else "default".
 std::string TenantOf(const grpc::ServerContext& ctx);
 

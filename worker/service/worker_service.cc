@@ -31,11 +31,6 @@ std::string StateOf(const SessionInfo& info) {
 
 }  // namespace
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
 WorkerService::WorkerService(Engine* engine, SessionManager* sessions, Scheduler* scheduler,
                              WorkerServiceOptions options)
     : engine_(engine), sessions_(sessions), scheduler_(scheduler), options_(std::move(options)) {}

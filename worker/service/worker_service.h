@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 
+#include "proto/grpc_status.h"
 #include "rsd/v1/worker.grpc.pb.h"
 #include "worker/engine/scheduler.h"
 
@@ -78,8 +79,5 @@ class WorkerService final : public v1::Worker::Service {
   std::map<std::string, std::deque<std::pair<std::string, v1::TurnDone>>> committed_;
   std::set<std::string> in_flight_;  // "session/turn_id"
 };
-
-// grpc::Status from absl::Status (same code and message).
-grpc::Status ToGrpc(const absl::Status& s);
 
 }  // namespace rsd
