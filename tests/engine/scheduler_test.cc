@@ -4,6 +4,7 @@
 // turn leaves at the next step and rolls back, a full queue refuses at once, and a client that
 // reads slowly pauses its own session only.
 #include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -259,12 +260,22 @@ TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndSlowClientsPauseOnlyThemselves) {
   auto q1 = scheduler.Submit(TurnSpec{ids[3], "default", 0, Message(3, 0), Params(3, 0)});
   auto q2 = scheduler.Submit(TurnSpec{ids[4], "default", 0, Message(4, 0), Params(4, 0)});
   ASSERT_TRUE(q1.ok() && q2.ok());
-  const auto t0 = std::chrono::steady_clock::now();
-  auto refused = scheduler.Submit(TurnSpec{ids[4], "default", 0, "x", Params(4, 1)});
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  // "At once" without a clock: the compute thread is held inside a task while we submit, so a
+  // refusal that comes back cannot have waited for a step, a slot or the queue to move.
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread hold([&] { scheduler.RunSync([&] { entered.set_value(); released.wait(); }); });
+  entered.get_future().wait();
+  auto refusing = std::async(std::launch::async, [&] {
+    return scheduler.Submit(TurnSpec{ids[4], "default", 0, "x", Params(4, 1)});
+  });
+  const bool answered_while_held = refusing.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  release.set_value();
+  hold.join();
+  EXPECT_TRUE(answered_while_held) << "Submit waited for the compute thread to refuse";
+  auto refused = refusing.get();
   EXPECT_THAT(refused.status(),
               testing::StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("queue is full")));
-  EXPECT_LT(ms, 100.0);
   EXPECT_EQ(scheduler.stats().refused, 1);
   // Everyone read late still gets exactly their alone tokens.
   for (auto* s : {&*slow, &*paused2, &*q1, &*q2}) {
