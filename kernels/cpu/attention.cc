@@ -39,8 +39,7 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
     for (int j = 0; j < n; ++j) {
       const float p = Exp(scores[j] - mc);
       lc = lc + p;
-      const float* v = V + static_cast<int64_t>(j) * pool.kv_dim;
-      for (int i = 0; i < hd; ++i) chunk_acc[i] = chunk_acc[i] + p * v[i];
+      AxpyF32(ctx.isa, chunk_acc.data(), p, V + static_cast<int64_t>(j) * pool.kv_dim, hd);
     }
     if (stat_max != nullptr) {
       stat_max[c] = mc;
@@ -49,7 +48,7 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
     const float mn = std::max(*m, mc);
     const float a = Exp(*m - mn), b = Exp(mc - mn);
     *l = *l * a + lc * b;
-    for (int i = 0; i < hd; ++i) acc[i] = acc[i] * a + chunk_acc[i] * b;
+    ScaleAddF32(ctx.isa, acc, a, chunk_acc.data(), b, hd);
     *m = mn;
   }
 }

@@ -17,6 +17,11 @@
 namespace rsd::cpu {
 
 float DotF32(Isa isa, const float* a, const float* b, int64_t n);
+// y[i] = y[i] + a * x[i] (a multiply, then an add: never fused). Elementwise, so every path gives
+// the same bits whatever its width.
+void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n);
+// y[i] = y[i] * a + x[i] * b (each product rounded, then the sum), elementwise like AxpyF32.
+void ScaleAddF32(Isa isa, float* y, float a, const float* x, float b, int64_t n);
 
 // An activation row quantized per block of 32 as llama.cpp's Q8_1 does (so our logits track its
 // reference closely): x ≈ d[b] * q[32b + i], with d rounded to F16 and s = F16(d * sum(q)).

@@ -1,6 +1,7 @@
 // Kernel-level checks: every ISA path gives the same bits; values match float64 references.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -148,6 +149,65 @@ TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
         }
       }
       EXPECT_NEAR(got_scalar, exact, 1e-5 * mag + 1e-6) << DTypeName(t) << " k=" << k;
+    }
+  }
+}
+
+// Many activation rows against one weight row (the GEMM path: a packed weight row, rows in tiles
+// of four, blocks walked one accumulator class at a time) gives each row the bits of the scalar
+// single-row dot, for every row count (full tiles and every remainder) and block count.
+TEST(QuantDot, ManyRowsEqualEachRowAloneOnEveryPath) {
+  std::mt19937 rng(7);
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+    for (int64_t k : {32, 96, 160, 576, 1536}) {
+      const int64_t nb = k / 32;
+      auto w = RandomQuantRow(rng, t, k);
+      const int max_rows = 11;
+      std::vector<int8_t> q(max_rows * k);
+      std::vector<float> d(max_rows * nb), sd(max_rows * nb);
+      std::vector<int32_t> s(max_rows * nb);
+      std::vector<Q8Row> rows;
+      for (int r = 0; r < max_rows; ++r) {
+        auto x = RandomFloats(rng, k, 3.0f);
+        if (r == 3) std::fill(x.begin(), x.end(), 0.0f);  // an all-zero row too
+        QuantizeQ8Row(x.data(), k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
+                      sd.data() + r * nb);
+        rows.push_back(Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
+                             sd.data() + r * nb});
+      }
+      std::vector<float> alone(max_rows);
+      for (int r = 0; r < max_rows; ++r) alone[r] = QuantDot(Isa::kScalar, t, w.data(), rows[r], nb);
+      for (Isa isa : SupportedIsas()) {
+        for (int n = 1; n <= max_rows; ++n) {
+          std::vector<float> got(n, NAN);
+          QuantDotRows(isa, t, w.data(), rows.data(), n, nb, got.data());
+          EXPECT_EQ(0, std::memcmp(got.data(), alone.data(), n * 4))
+              << IsaName(isa) << " " << DTypeName(t) << " k=" << k << " rows=" << n;
+        }
+      }
+    }
+  }
+}
+
+// The elementwise updates attention uses (V accumulation, chunk merge) give the scalar bits on
+// every path, for lengths with and without a vector tail.
+TEST(ElementwiseF32, AxpyAndScaleAddAgreeOnEveryPath) {
+  std::mt19937 rng(8);
+  for (int64_t n : {1, 7, 8, 13, 64, 100}) {
+    auto x = RandomFloats(rng, n, 3.0f), y0 = RandomFloats(rng, n, 3.0f);
+    std::vector<float> axpy_ref = y0, scale_ref = y0;
+    AxpyF32(Isa::kScalar, axpy_ref.data(), 0.37f, x.data(), n);
+    ScaleAddF32(Isa::kScalar, scale_ref.data(), 0.61f, x.data(), 1.7f, n);
+    for (int64_t i = 0; i < n; ++i) {
+      const float want = y0[i] + 0.37f * x[i];
+      EXPECT_EQ(0, std::memcmp(&axpy_ref[i], &want, 4)) << i;
+    }
+    for (Isa isa : SupportedIsas()) {
+      std::vector<float> axpy = y0, scale = y0;
+      AxpyF32(isa, axpy.data(), 0.37f, x.data(), n);
+      ScaleAddF32(isa, scale.data(), 0.61f, x.data(), 1.7f, n);
+      EXPECT_EQ(0, std::memcmp(axpy.data(), axpy_ref.data(), n * 4)) << IsaName(isa) << " n=" << n;
+      EXPECT_EQ(0, std::memcmp(scale.data(), scale_ref.data(), n * 4)) << IsaName(isa) << " n=" << n;
     }
   }
 }
