@@ -32,9 +32,10 @@ struct Q8Row {
   const float* s;      // [k / 32]: F16-rounded d * sum, the Q4_1 offset term
 };
 
-// Quantizes x[k] (k % 32 == 0): amax/127 scale, q = round-half-even(x * 127/amax). One scalar
-// implementation for every path; scales are computed within the 32-value block, never across rows.
-void QuantizeQ8Row(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum, float* s);
+// Quantizes x[k] (k % 32 == 0): amax/127 scale, q = round-half-even(x * 127/amax); scales are
+// computed within the 32-value block, never across rows. Every path gives the same bits (for
+// finite x).
+void QuantizeQ8Row(Isa isa, const float* x, int64_t k, int8_t* q, float* d, int32_t* sum, float* s);
 
 // Per-block integer sums of weight row `w` (dtype Q8_0, Q4_0 or Q4_1; raw nibbles 0..15 for the
 // 4-bit types) against activation q: sums[b] = sum_i w_int[32b+i] * q[32b+i]. For tests.

@@ -115,7 +115,7 @@ TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
       std::vector<float> d(nb);
       std::vector<int32_t> s(nb);
       std::vector<float> sd(nb);
-      QuantizeQ8Row(x.data(), k, q.data(), d.data(), s.data(), sd.data());
+      QuantizeQ8Row(Isa::kScalar, x.data(), k, q.data(), d.data(), s.data(), sd.data());
       std::vector<int32_t> sums_ref(nb);
       BlockIntDots(Isa::kScalar, t, w.data(), q.data(), nb, sums_ref.data());
       Q8Row a{q.data(), d.data(), s.data(), sd.data()};
@@ -170,7 +170,7 @@ TEST(QuantDot, ManyRowsEqualEachRowAloneOnEveryPath) {
       for (int r = 0; r < max_rows; ++r) {
         auto x = RandomFloats(rng, k, 3.0f);
         if (r == 3) std::fill(x.begin(), x.end(), 0.0f);  // an all-zero row too
-        QuantizeQ8Row(x.data(), k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
+        QuantizeQ8Row(Isa::kScalar, x.data(), k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
                       sd.data() + r * nb);
         rows.push_back(Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
                              sd.data() + r * nb});
@@ -220,7 +220,7 @@ TEST(QuantizeQ8, RoundsToNearestWithinHalfStep) {
   std::vector<float> d(2);
   std::vector<int32_t> s(2);
   std::vector<float> sd(2);
-  QuantizeQ8Row(x.data(), 64, q.data(), d.data(), s.data(), sd.data());
+  QuantizeQ8Row(Isa::kScalar, x.data(), 64, q.data(), d.data(), s.data(), sd.data());
   for (int i = 0; i < 64; ++i) {
     // Half a step, plus the F16 rounding of the scale (relative 2^-11) over up to 127 steps.
     EXPECT_LE(std::fabs(q[i] * d[i / 32] - x[i]), d[i / 32] * (0.5f + 127.0f / 2048.0f));
@@ -228,6 +228,32 @@ TEST(QuantizeQ8, RoundsToNearestWithinHalfStep) {
   int32_t s0 = 0;
   for (int i = 0; i < 32; ++i) s0 += q[i];
   EXPECT_EQ(s[0], s0);
+}
+
+// Every path quantizes to the same bytes, scales and sums, ties and clamps included.
+TEST(QuantizeQ8, AllIsaPathsAgreeBitForBit) {
+  std::mt19937 rng(9);
+  const int64_t k = 32 * 12;
+  for (int trial = 0; trial < 20; ++trial) {
+    auto x = RandomFloats(rng, k, trial % 2 == 0 ? 5.0f : 1e-3f);
+    for (int b = 0; b < 12; b += 3) std::fill(x.begin() + b * 32, x.begin() + b * 32 + 32, 0.0f);
+    // Exact ties: a block whose max is 127 quantizes x.5 values to the even neighbour.
+    for (int i = 0; i < 32; ++i) x[32 + i] = i == 0 ? 127.0f : static_cast<float>(i % 9) - 4.5f;
+    x[64] = -1e30f;  // one huge value in its block
+    std::vector<int8_t> q_ref(k), q(k);
+    std::vector<float> d_ref(12), s_ref(12), d(12), s(12);
+    std::vector<int32_t> sum_ref(12), sum(12);
+    QuantizeQ8Row(Isa::kScalar, x.data(), k, q_ref.data(), d_ref.data(), sum_ref.data(), s_ref.data());
+    for (Isa isa : SupportedIsas()) {
+      QuantizeQ8Row(isa, x.data(), k, q.data(), d.data(), sum.data(), s.data());
+      EXPECT_EQ(q, q_ref) << IsaName(isa);
+      EXPECT_EQ(sum, sum_ref) << IsaName(isa);
+      EXPECT_EQ(0, std::memcmp(d.data(), d_ref.data(), 12 * 4)) << IsaName(isa);
+      EXPECT_EQ(0, std::memcmp(s.data(), s_ref.data(), 12 * 4)) << IsaName(isa);
+    }
+    EXPECT_EQ(q_ref[32 + 1], -4);  // -3.5 -> -4 (even)
+    EXPECT_EQ(q_ref[32 + 2], -2);  // -2.5 -> -2
+  }
 }
 
 TEST(Exp, MatchesFloat64WithinThreeUlp) {
