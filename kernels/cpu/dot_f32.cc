@@ -30,6 +30,14 @@ __attribute__((target("avx2,fma"))) float DotF32Avx2(const float* a, const float
     lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
     hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
   }
+  if (i == n) {
+    // FoldLanes in registers: j += j+8 is lo + hi, then j += j+4, j+2, j+1 within it.
+    const __m256 h = _mm256_add_ps(lo, hi);
+    __m128 v = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
+    return _mm_cvtss_f32(v);
+  }
   alignas(32) float acc[16];
   _mm256_store_ps(acc, lo);
   _mm256_store_ps(acc + 8, hi);
