@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -385,18 +386,25 @@ TEST_F(SchedulerTest, HealthFollowsProgressNotMerelyTheProcess) {
   const SessionId id = SessionId::Random();
   scheduler.RunSync([&] { ASSERT_TRUE((*sessions)->Create(id, {}).ok()); });
   EXPECT_TRUE(scheduler.Healthy()) << "idle is healthy";
-  // The compute thread is held up (a stuck step) while a turn waits.
+  // The compute thread is held up (a stuck step) while a turn waits; it is released once the
+  // test has seen the health flip (or after 30 s, so a broken check fails instead of hanging).
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
   std::thread stuck([&] {
-    scheduler.RunSync([] { std::this_thread::sleep_for(std::chrono::milliseconds(1500)); });
+    scheduler.RunSync([&] {
+      entered.set_value();
+      released.wait_for(std::chrono::seconds(30));
+    });
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  entered.get_future().wait();
   auto stream = scheduler.Submit(TurnSpec{id, "default", 0, Message(0, 0), Params(0, 0)});
   ASSERT_TRUE(stream.ok());
   bool went_unhealthy = false;
-  for (int i = 0; i < 100 && !went_unhealthy; ++i) {
+  for (int i = 0; i < 3000 && !went_unhealthy; ++i) {
     went_unhealthy = !scheduler.Healthy();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!went_unhealthy) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  release.set_value();
   EXPECT_TRUE(went_unhealthy) << "a stalled scheduler with work waiting still reported healthy";
   stuck.join();
   Outcome o = Drain(**stream);
@@ -432,13 +440,24 @@ TEST_F(SchedulerTest, IdleSessionsPastTheirTtlSpillToColdThenGo) {
     });
     return std::make_pair(r, cold);
   };
-  std::this_thread::sleep_for(std::chrono::milliseconds(1600));
-  auto [spilled, cold] = info(id);
+  // Spilled once idle past its TTL (1 s), deleted at twice it; polled, so a slow machine only
+  // makes the test wait longer.
+  absl::StatusOr<SessionInfo> spilled = absl::UnknownError("not polled");
+  int64_t cold = 0;
+  for (int i = 0; i < 300; ++i) {
+    std::tie(spilled, cold) = info(id);
+    if (!spilled.ok() || !spilled->resident) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   ASSERT_TRUE(spilled.ok()) << spilled.status();
-  EXPECT_FALSE(spilled->resident) << "idle past its TTL but still hot";
+  EXPECT_FALSE(spilled->resident) << "idle past its TTL but still hot after 15 s";
   EXPECT_GT(cold, 0) << "the spilled session's checkpoints are not in the cold tier";
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  EXPECT_EQ(info(id).first.status().code(), absl::StatusCode::kNotFound) << "not deleted at 2x TTL";
+  absl::StatusCode gone = absl::StatusCode::kOk;
+  for (int i = 0; i < 300 && gone == absl::StatusCode::kOk; ++i) {
+    gone = info(id).first.status().code();
+    if (gone == absl::StatusCode::kOk) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(gone, absl::StatusCode::kNotFound) << "not deleted at 2x TTL";
   auto kept = info(keep).first;
   ASSERT_TRUE(kept.ok());
   EXPECT_TRUE(kept->resident);
