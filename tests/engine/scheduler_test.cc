@@ -419,7 +419,9 @@ TEST_F(SchedulerTest, IdleSessionsPastTheirTtlSpillToColdThenGo) {
   mo.data_dir = testing::MakeTempDir("rsd-sched-ttl");
   auto sessions = SessionManager::Create(engine.get(), mo);
   ASSERT_TRUE(sessions.ok());
-  Scheduler scheduler(engine.get(), sessions->get(), {});
+  SchedulerOptions so;
+  so.housekeeping_seconds = 0.1;  // well inside the spilled window [1 s, 2 s)
+  Scheduler scheduler(engine.get(), sessions->get(), so);
   const SessionId id = SessionId::Random(), keep = SessionId::Random();
   scheduler.RunSync([&] {
     SessionAttrs a;

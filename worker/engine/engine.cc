@@ -1,5 +1,6 @@
 #include "worker/engine/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -74,9 +75,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     e->evict_ = Evict::kStreaming;
   } else if (options.evict == "h2o") {
     e->evict_ = Evict::kH2O;
+  } else if (options.evict == "tova") {
+    e->evict_ = Evict::kTova;
   } else if (options.evict != "exact") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "eviction policy '", options.evict, "' is not one of exact, window, streaming, h2o"));
+        "eviction policy '", options.evict, "' is not one of exact, window, streaming, h2o, tova"));
   }
   if (options.hot_budget_tokens > 0) {
     // A budget below one block rounds up to one block.
@@ -186,7 +189,11 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     in.scratch_block = s.scratch;
     in.loader = &s.loader;
     in.dropped_chunks = s.dropped;
-    if (evict_ == Evict::kH2O && bounded()) in.attention_mass = &s.mass;
+    if ((evict_ == Evict::kH2O || evict_ == Evict::kTova) && bounded()) {
+      // H2O accumulates over the whole history; TOVA scores with this step's queries only.
+      if (evict_ == Evict::kTova) std::fill(s.mass.begin(), s.mass.end(), 0.0);
+      in.attention_mass = &s.mass;
+    }
     inputs.push_back(in);
   }
   bool keep_any = options_.keep_residuals;

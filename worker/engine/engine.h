@@ -48,8 +48,10 @@ struct EngineOptions {
   bool keep_residuals = false;
   // What leaves the pool over the hot budget: "exact" (checkpoints, rebuilt bit for bit) or a
   // lossy baseline for comparison: "window" (drop the oldest blocks), "streaming" (StreamingLLM:
-  // keep the first block as attention sinks plus the most recent ones) or "h2o" (Heavy-Hitter
-  // Oracle: keep the most recent block and the blocks with the most accumulated attention mass).
+  // keep the first block as attention sinks plus the most recent ones), "h2o" (Heavy-Hitter
+  // Oracle: keep the most recent block and the blocks with the most accumulated attention mass) or
+  // "tova" (Token Omission Via Attention, by block: drop the block the latest step's queries
+  // attended to least, its mass summed over layers and heads, sparing the most recent block).
   std::string evict = "exact";
 };
 
@@ -195,7 +197,7 @@ class Engine {
     std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
     std::vector<int32_t> evicted;  // ascending chunk ids
     std::vector<int32_t> dropped;  // lossy baselines: ascending chunk ids attention skips
-    std::vector<double> mass;      // H2O: accumulated attention mass per chunk
+    std::vector<double> mass;      // H2O: accumulated attention mass per chunk; TOVA: the last step's
     int32_t scratch = -1;          // rebuild scratch block, while anything is evicted
     int32_t peak_hot = 0;
     // Checkpoints of evicted and hot chunks, host memory (the warm tier):
@@ -243,7 +245,7 @@ class Engine {
   double plan_bw_ = 0, plan_rebuild_ = 0;
   absl::Status PlanLayers();
   bool HasResidualLayers(const Sequence& s) const;
-  enum class Evict { kExact, kWindow, kStreaming, kH2O } evict_ = Evict::kExact;
+  enum class Evict { kExact, kWindow, kStreaming, kH2O, kTova } evict_ = Evict::kExact;
 };
 
 }  // namespace rsd

@@ -147,8 +147,9 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
         break;
       }
     }
-    if (evict_ == Evict::kH2O) {
-      // The full hot block with the least accumulated attention mass, sparing the newest one.
+    if (evict_ == Evict::kH2O || evict_ == Evict::kTova) {
+      // The full hot block with the least attention mass (accumulated for H2O, the latest step's
+      // for TOVA), sparing the newest one.
       int32_t newest = -1;
       for (size_t c = 0; c < s.blocks.size(); ++c) {
         if (s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached) newest = c;

@@ -487,7 +487,7 @@ void Scheduler::Loop() {
     bool progressed = Admit();
     progressed = StepOnce() || progressed;
     const double now = Now();
-    if (now - last_housekeeping_ > 1.0) {
+    if (now - last_housekeeping_ > options_.housekeeping_seconds) {
       last_housekeeping_ = now;
       sessions_->ExpireIdle(Busy());
     }

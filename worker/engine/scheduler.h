@@ -32,6 +32,9 @@ struct SchedulerOptions {
   int step_tokens = 512;        // most tokens of all turns per step (decode rows come first)
   int stream_buffer = 64;       // events a turn may have unread before its session pauses
   double stall_seconds = 30;    // Healthy() is false when work waits this long without a step
+  // How often idle sessions are checked against their TTL (spilled past it, deleted past twice
+  // it). A session is seen in its spilled window [TTL, 2 TTL) when this is well under the TTL.
+  double housekeeping_seconds = 1.0;
 };
 
 // One event of a running turn, in order: deltas, then exactly one of done or error.
