@@ -48,7 +48,7 @@ ABSL_FLAG(double, planner_rebuild_seconds, 0,
           "--spill-form auto: rebuild time per chunk and layer (0: measure)");
 ABSL_FLAG(std::string, evict, "exact",
           "over the hot budget: exact (checkpoints, rebuilt bit for bit) or a lossy baseline: "
-          "window, streaming, h2o, tova");
+          "window, streaming, h2o, tova, snapkv");
 ABSL_FLAG(std::string, script, "", "chat: JSON Lines of {\"role\": \"user\", \"content\": ...}");
 ABSL_FLAG(std::string, data_dir, "", "chat: sessions persist here (RocksDB)");
 ABSL_FLAG(std::string, session, "default", "chat: session name within --data-dir");

@@ -1,6 +1,6 @@
-// The lossy baselines behind the same eviction interface (window, StreamingLLM, H2O, TOVA): 100% match
-// with the unbounded run when the budget holds everything, below 100% at small budgets, while the
-// exact path stays at 100% everywhere.
+// The lossy baselines behind the same eviction interface (window, StreamingLLM, H2O, TOVA, SnapKV):
+// 100% match with the unbounded run when the budget holds everything, below 100% at small budgets,
+// while the exact path stays at 100% everywhere.
 #include <string>
 #include <vector>
 
@@ -43,7 +43,7 @@ void CheckPolicies(const std::string& model, int bt, const std::vector<int32_t>&
   const std::vector<int32_t> ref = Generate(model, bt, 0, "exact", prompt, n);
   ASSERT_EQ(ref.size(), static_cast<size_t>(n));
   const int full = static_cast<int>(prompt.size()) + n + bt;
-  for (const char* policy : {"exact", "window", "streaming", "h2o", "tova"}) {
+  for (const char* policy : {"exact", "window", "streaming", "h2o", "tova", "snapkv"}) {
     const double at_full = Match(Generate(model, bt, full, policy, prompt, n), ref);
     const double at_small = Match(Generate(model, bt, small_budget, policy, prompt, n), ref);
     std::printf("[ lossy ] %s: token match %.0f%% at full budget, %.0f%% at %d tokens\n", policy,

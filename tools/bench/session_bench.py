@@ -6,7 +6,7 @@ Runs `rsd-run chat` over one 20-turn script in several configurations, all in on
   - hot budget B tokens within turns, exact, residual and kv forms, spilled between turns and
     restored from warm and from cold (RocksDB);
   - tokens form between turns (re-prefill from the token log);
-  - the lossy baselines (window, streaming, h2o, tova) at the same budget.
+  - the lossy baselines (window, streaming, h2o, tova, snapkv) at the same budget.
 Writes a CSV (one row per configuration and turn: hot bytes, RSS, restore/prefill/decode time,
 token match against the unbounded run) and, if matplotlib is importable, a plot of hot memory
 and RSS per turn. Prints restore throughput (restored tokens/s) per form and tier next to
@@ -78,6 +78,8 @@ def main():
                  "--spill-between-turns=false"]),
         ("tova", ["--hot-budget-tokens", b, "--evict", "tova", "--spill-form", "none",
                   "--spill-between-turns=false"]),
+        ("snapkv", ["--hot-budget-tokens", b, "--evict", "snapkv", "--spill-form", "none",
+                    "--spill-between-turns=false"]),
     ]
     rows, results = [], {}
     for name, extra in configs:

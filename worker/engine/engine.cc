@@ -77,9 +77,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     e->evict_ = Evict::kH2O;
   } else if (options.evict == "tova") {
     e->evict_ = Evict::kTova;
+  } else if (options.evict == "snapkv") {
+    e->evict_ = Evict::kSnapKv;
   } else if (options.evict != "exact") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "eviction policy '", options.evict, "' is not one of exact, window, streaming, h2o, tova"));
+    return absl::InvalidArgumentError(absl::StrCat("eviction policy '", options.evict,
+                                                   "' is not one of exact, window, streaming, "
+                                                   "h2o, tova, snapkv"));
   }
   if (options.hot_budget_tokens > 0) {
     // A budget below one block rounds up to one block.
@@ -193,6 +196,15 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
       // H2O accumulates over the whole history; TOVA scores with this step's queries only.
       if (evict_ == Evict::kTova) std::fill(s.mass.begin(), s.mass.end(), 0.0);
       in.attention_mass = &s.mass;
+    }
+    if (evict_ == Evict::kSnapKv && bounded() && in.tokens.size() > 1) {
+      // A prefill step rescores every block from its observation window; decode steps keep the
+      // scores (SnapKV selects once per prompt).
+      const int32_t bt = model_->block_tokens();
+      std::fill(s.mass.begin(), s.mass.end(), 0.0);
+      in.attention_mass = &s.mass;
+      in.mass_window = std::min<int32_t>(bt, static_cast<int32_t>(in.tokens.size()));
+      s.mass_chunks = static_cast<int32_t>((s.cached + static_cast<int64_t>(in.tokens.size()) + bt - 1) / bt);
     }
     inputs.push_back(in);
   }

@@ -51,7 +51,10 @@ struct EngineOptions {
   // keep the first block as attention sinks plus the most recent ones), "h2o" (Heavy-Hitter
   // Oracle: keep the most recent block and the blocks with the most accumulated attention mass) or
   // "tova" (Token Omission Via Attention, by block: drop the block the latest step's queries
-  // attended to least, its mass summed over layers and heads, sparing the most recent block).
+  // attended to least, its mass summed over layers and heads, sparing the most recent block) or
+  // "snapkv" (by block: each prefill step scores the blocks by the attention of its last block's
+  // worth of tokens, the observation window; the lowest-scored go first, blocks written after the
+  // scoring last, the most recent block never).
   std::string evict = "exact";
 };
 
@@ -197,7 +200,9 @@ class Engine {
     std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
     std::vector<int32_t> evicted;  // ascending chunk ids
     std::vector<int32_t> dropped;  // lossy baselines: ascending chunk ids attention skips
-    std::vector<double> mass;      // H2O: accumulated attention mass per chunk; TOVA: the last step's
+    std::vector<double> mass;      // H2O: accumulated attention mass per chunk; TOVA: the last step's;
+                                   // SnapKV: the last prefill's observation window's
+    int32_t mass_chunks = 0;       // SnapKV: chunks [0, mass_chunks) were scored
     int32_t scratch = -1;          // rebuild scratch block, while anything is evicted
     int32_t peak_hot = 0;
     // Checkpoints of evicted and hot chunks, host memory (the warm tier):
@@ -245,7 +250,7 @@ class Engine {
   double plan_bw_ = 0, plan_rebuild_ = 0;
   absl::Status PlanLayers();
   bool HasResidualLayers(const Sequence& s) const;
-  enum class Evict { kExact, kWindow, kStreaming, kH2O, kTova } evict_ = Evict::kExact;
+  enum class Evict { kExact, kWindow, kStreaming, kH2O, kTova, kSnapKv } evict_ = Evict::kExact;
 };
 
 }  // namespace rsd

@@ -2,6 +2,7 @@
 // truncation and the per-layer form plan. Split from engine.cc by concern.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -147,20 +148,22 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
         break;
       }
     }
-    if (evict_ == Evict::kH2O || evict_ == Evict::kTova) {
+    if (evict_ == Evict::kH2O || evict_ == Evict::kTova || evict_ == Evict::kSnapKv) {
       // The full hot block with the least attention mass (accumulated for H2O, the latest step's
-      // for TOVA), sparing the newest one.
+      // for TOVA, the last prefill's observation window's for SnapKV, where blocks written after
+      // that scoring rank above every scored one), sparing the newest one.
       int32_t newest = -1;
       for (size_t c = 0; c < s.blocks.size(); ++c) {
         if (s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached) newest = c;
       }
+      auto score = [&](int32_t c) {
+        if (evict_ == Evict::kSnapKv && c >= s.mass_chunks) return HUGE_VAL;
+        return c < static_cast<int32_t>(s.mass.size()) ? s.mass[c] : 0.0;
+      };
       victim = -1;
       for (int32_t c = 0; c < newest; ++c) {
         if (s.blocks[c] < 0) continue;
-        const double mc = c < static_cast<int32_t>(s.mass.size()) ? s.mass[c] : 0.0;
-        const double mv = victim >= 0 && victim < static_cast<int32_t>(s.mass.size())
-                              ? s.mass[victim] : 0.0;
-        if (victim < 0 || mc < mv) victim = c;
+        if (victim < 0 || score(c) < score(victim)) victim = c;
       }
       if (victim < 0) victim = newest;
     }

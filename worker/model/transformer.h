@@ -52,6 +52,9 @@ struct SeqInput {
   // H2O: if set, each chunk's share of the softmax mass (summed over layers, heads and the new
   // tokens) is added to (*attention_mass)[chunk]. Reported by the kernel without changing results.
   std::vector<double>* attention_mass = nullptr;
+  // SnapKV: only the last `mass_window` new tokens' attention counts (the observation window at
+  // the end of a prompt); 0 counts every new token.
+  int32_t mass_window = 0;
 };
 
 // Chunks rebuilt by the forward, per source, since the last reset (tests prove the path ran).

@@ -311,9 +311,17 @@ void Transformer::AccumulateMass(std::span<const SeqInput> seqs, const Attention
   backend_->CopyToHost(cmax.data(), st.chunk_max, cmax.size() * sizeof(float));
   backend_->CopyToHost(csum.data(), st.chunk_sum, csum.size() * sizeof(float));
   for (void* p : buffers) backend_->Free(p);
+  // A sequence's rows are contiguous: the row's index among its sequence's new tokens.
+  std::vector<int64_t> first_row(seqs.size(), -1);
   for (int64_t r = 0; r < n_rows; ++r) {
-    std::vector<double>* mass = seqs[row_seq_[r]].attention_mass;
+    if (first_row[row_seq_[r]] < 0) first_row[row_seq_[r]] = r;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const SeqInput& in = seqs[row_seq_[r]];
+    std::vector<double>* mass = in.attention_mass;
     if (mass == nullptr) continue;
+    const int64_t new_tokens = static_cast<int64_t>(in.tokens.size());
+    if (in.mass_window > 0 && r - first_row[row_seq_[r]] < new_tokens - in.mass_window) continue;
     if (static_cast<int>(mass->size()) < max_chunks) mass->resize(max_chunks, 0.0);
     for (int h = 0; h < nh; ++h) {
       const size_t it = static_cast<size_t>(r) * nh + h;
