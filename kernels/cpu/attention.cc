@@ -13,6 +13,25 @@
 namespace rsd::cpu {
 namespace {
 
+// out[j] = Exp(x[j] - shift) for j < n: the same subtraction and Exp per element on every path.
+__attribute__((target("avx2"))) void ExpShiftedAvx2(const float* x, float shift, float* out,
+                                                    int n) {
+  const __m256 s = _mm256_set1_ps(shift);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    _mm256_storeu_ps(out + j, Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), s)));
+  }
+  for (; j < n; ++j) out[j] = Exp(x[j] - shift);
+}
+
+void ExpShifted(Isa isa, const float* x, float shift, float* out, int n) {
+  if (isa != Isa::kScalar) {
+    ExpShiftedAvx2(x, shift, out, n);
+    return;
+  }
+  for (int j = 0; j < n; ++j) out[j] = Exp(x[j] - shift);
+}
+
 // Merges chunks [c0, c1) of one (row, head) into its running state (m, l, acc[hd]). The state
 // starts at m = -inf, l = 0, acc = 0; the first merge then yields the chunk's own values exactly
 // (Exp(-inf) = 0, Exp(0) = 1).
@@ -21,7 +40,8 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
                  float* m, float* l, float* acc, float* stat_max, float* stat_sum,
                  std::vector<float>& scores, std::vector<float>& chunk_acc) {
   const int hd = shape.head_dim, bt = pool.block_tokens;
-  scores.resize(bt);
+  scores.resize(2 * static_cast<size_t>(bt));
+  float* probs = scores.data() + bt;  // Exp(score - chunk max)
   chunk_acc.resize(hd);
   const int n_chunks = (row.n_keys + bt - 1) / bt;
   for (int c = c0; c < std::min(c1, n_chunks); ++c) {
@@ -36,8 +56,9 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
     }
     float lc = 0.0f;
     std::fill(chunk_acc.begin(), chunk_acc.end(), 0.0f);
+    ExpShifted(ctx.isa, scores.data(), mc, probs, n);
     for (int j = 0; j < n; ++j) {
-      const float p = Exp(scores[j] - mc);
+      const float p = probs[j];
       lc = lc + p;
       AxpyF32(ctx.isa, chunk_acc.data(), p, V + static_cast<int64_t>(j) * pool.kv_dim, hd);
     }

@@ -92,6 +92,32 @@ TEST(SiluMul, EveryIsaGivesTheScalarBits) {
   }
 }
 
+// Every ISA path gives the scalar path's bits: scores, the chunk's softmax (an eight-wide Exp),
+// V accumulation and the merge of chunks, with a partial last chunk and grouped heads.
+TEST(Attention, EveryIsaGivesTheScalarBits) {
+  std::mt19937 rng(12);
+  const int n_heads = 6, n_kv = 2, hd = 64, bt = 16, layers = 1, layer = 0, n_rows = 3;
+  const int kv_dim = n_kv * hd, n_blocks = 5;
+  KvPoolView pool{nullptr, n_blocks, layers, kv_dim, bt};
+  std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.5f);
+  pool.base = storage.data();
+  std::vector<int32_t> table = {4, 1, 3, 0, 2};
+  auto q = RandomFloats(rng, n_rows * n_heads * hd, 2.0f);
+  const AttentionRow rows[n_rows] = {{table.data(), 77}, {table.data(), 16}, {table.data(), 5}};
+  const AttentionShape shape{n_heads, n_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd))};
+  std::vector<float> ref(n_rows * n_heads * hd), out(ref.size());
+  CpuBackend scalar(1, Isa::kScalar);
+  scalar.Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer, shape, pool,
+                   Tensor{ref.data(), DType::kF32, n_rows, n_heads * hd});
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (!IsaSupported(isa)) continue;
+    CpuBackend be(2, isa);
+    be.Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer, shape, pool,
+                 Tensor{out.data(), DType::kF32, n_rows, n_heads * hd});
+    EXPECT_EQ(0, std::memcmp(out.data(), ref.data(), ref.size() * 4)) << IsaName(isa);
+  }
+}
+
 TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
   std::mt19937 rng(6);
   const int n_heads = 4, n_kv = 2, hd = 32, bt = 8, n_keys = 29, layers = 2, layer = 1;
