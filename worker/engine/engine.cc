@@ -1,24 +1,17 @@
 #include "worker/engine/engine.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "storage/common/clock.h"
 #include "storage/common/hash.h"
 #include "storage/common/status.h"
 #include "worker/engine/turn_decoder.h"
 #include "worker/model/model_file.h"
 
 namespace rsd {
-
-namespace {
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
@@ -282,7 +275,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
   GenerateResult r;
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
   std::vector<float> last_logits;
-  double t0 = Now();
+  double t0 = MonotonicSeconds();
   ForwardResult fr;
   size_t off = 0;
   do {
@@ -299,9 +292,9 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
     RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
     off += n;
   } while (off < prompt.size() || Seq(seq).cached < static_cast<int64_t>(Seq(seq).tokens.size()));
-  r.prefill_seconds = Now() - t0;
+  r.prefill_seconds = MonotonicSeconds() - t0;
   last_logits = fr.logits;
-  t0 = Now();
+  t0 = MonotonicSeconds();
   TurnDecoder decoder(*tokenizer_, template_->StopTokens(), params);
   while (!decoder.done()) {
     const int64_t position = static_cast<int64_t>(Seq(seq).tokens.size());
@@ -319,7 +312,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
   r.tokens = decoder.tokens();
   r.finish_reason = decoder.finish_reason();
   r.logit_hashes = decoder.logit_hashes();
-  r.decode_seconds = Now() - t0;
+  r.decode_seconds = MonotonicSeconds() - t0;
   r.text = tokenizer_->Decode(r.tokens, false);
   return r;
 }

@@ -1,21 +1,15 @@
 // The engine's hot-tier bookkeeping: budgets, eviction to checkpoints, rebuild sources, restore,
 // truncation and the per-layer form plan. Split from engine.cc by concern.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "storage/common/clock.h"
 #include "storage/common/status.h"
 #include "worker/engine/engine.h"
 
 namespace rsd {
-namespace {
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
 
 int32_t Engine::HotBlocks(const Sequence& s) const {
   int32_t n = 0;
@@ -397,9 +391,9 @@ absl::Status Engine::PlanLayers() {
   plan_bw_ = options_.planner_bytes_per_second;
   if (plan_bw_ <= 0) {
     std::vector<char> a(64 << 20, 1), b(64 << 20);
-    const double t0 = Now();
+    const double t0 = MonotonicSeconds();
     std::memcpy(b.data(), a.data(), a.size());
-    plan_bw_ = static_cast<double>(a.size()) / std::max(Now() - t0, 1e-9);
+    plan_bw_ = static_cast<double>(a.size()) / std::max(MonotonicSeconds() - t0, 1e-9);
   }
   plan_rebuild_ = options_.planner_rebuild_seconds;
   if (plan_rebuild_ <= 0) {
@@ -409,9 +403,9 @@ absl::Status Engine::PlanLayers() {
     cs.h.assign(static_cast<size_t>(bt * c.d_model), 0.5f);
     double best = 1e30;
     for (int rep = 0; rep < 5; ++rep) {
-      const double t0 = Now();
+      const double t0 = MonotonicSeconds();
       RSD_RETURN_IF_ERROR(model_->RebuildIntoBlock(L > 1 ? 1 : 0, 0, cs, block, pool_->view()));
-      best = std::min(best, Now() - t0);
+      best = std::min(best, MonotonicSeconds() - t0);
     }
     pool_->Free(block);
     model_->ResetRebuildCounters();

@@ -5,18 +5,11 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "storage/common/clock.h"
 #include "storage/common/status.h"
 #include "worker/engine/turn_decoder.h"
 
 namespace rsd {
-namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // TurnStream
@@ -76,7 +69,7 @@ struct Scheduler::Running {
 
 Scheduler::Scheduler(Engine* engine, SessionManager* sessions, SchedulerOptions options)
     : engine_(engine), sessions_(sessions), options_(options) {
-  last_progress_ = Now();
+  last_progress_ = MonotonicSeconds();
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -102,9 +95,9 @@ absl::StatusOr<std::shared_ptr<TurnStream>> Scheduler::Submit(TurnSpec spec) {
           "the worker's queue is full (", queue_.size(), " turns waiting, limit ",
           options_.max_queue, "); retry after about a second"));
     }
-    queue_.push_back(Queued{std::move(spec), stream, Now(), order_++});
+    queue_.push_back(Queued{std::move(spec), stream, MonotonicSeconds(), order_++});
     stats_.queue_depth = static_cast<int32_t>(queue_.size());
-    if (!has_work_) last_progress_ = Now();  // the stall clock starts when work arrives
+    if (!has_work_) last_progress_ = MonotonicSeconds();  // the stall clock starts when work arrives
     has_work_ = true;
   }
   cv_.notify_all();
@@ -136,7 +129,7 @@ SchedulerStats Scheduler::stats() const {
 
 bool Scheduler::Healthy() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return !(has_work_ && Now() - last_progress_ > options_.stall_seconds);
+  return !(has_work_ && MonotonicSeconds() - last_progress_ > options_.stall_seconds);
 }
 
 bool Scheduler::HasTurn(const SessionId& id) const {
@@ -201,7 +194,7 @@ void Scheduler::Finish(Running& r) {
   g.text = engine_->tokenizer().Decode(g.tokens, false);
   g.finish_reason = d.finish_reason();
   g.logit_hashes = d.logit_hashes();
-  const double now = Now();
+  const double now = MonotonicSeconds();
   g.prefill_seconds = (r.first_token > 0 ? r.first_token : now) - r.admitted;
   g.decode_seconds = r.first_token > 0 ? now - r.first_token : 0;
   absl::StatusOr<TurnResult> committed = sessions_->CommitTurn(r.turn, std::move(g));
@@ -332,7 +325,7 @@ bool Scheduler::Admit() {
     }
     r->turn = *std::move(turn);
     r->reserve_blocks = need_total;
-    r->admitted = Now();
+    r->admitted = MonotonicSeconds();
     if (r->turn.restored_from != "hot" && r->turn.restored_from != "new") {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.restores++;
@@ -444,7 +437,7 @@ bool Scheduler::StepOnce() {
       stats_.decode_rows += decode_rows;
       stats_.max_decode_rows = std::max(stats_.max_decode_rows, decode_rows);
     }
-    last_progress_ = Now();
+    last_progress_ = MonotonicSeconds();
   }
   const int64_t vocab = engine_->config().vocab_size;
   std::vector<Running*> finished;
@@ -456,7 +449,7 @@ bool Scheduler::StepOnce() {
     const bool done = r->decoder->Next(logits, position);
     const int32_t tok = r->decoder->tokens().back();
     engine_->AppendPending(r->turn.seq, std::span<const int32_t>(&tok, 1));
-    if (r->first_token == 0) r->first_token = Now();
+    if (r->first_token == 0) r->first_token = MonotonicSeconds();
     TurnEvent ev;
     ev.offset = static_cast<int64_t>(r->decoder->tokens().size()) - 1;
     ev.tokens = {tok};
@@ -486,7 +479,7 @@ void Scheduler::Loop() {
     RunTasks();
     bool progressed = Admit();
     progressed = StepOnce() || progressed;
-    const double now = Now();
+    const double now = MonotonicSeconds();
     if (now - last_housekeeping_ > options_.housekeeping_seconds) {
       last_housekeeping_ = now;
       sessions_->ExpireIdle(Busy());

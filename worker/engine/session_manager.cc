@@ -1,22 +1,17 @@
 #include "worker/engine/session_manager.h"
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "storage/common/clock.h"
 #include "storage/common/status.h"
 #include "storage/state_codec.h"
 
 namespace rsd {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::span<const uint8_t> AsBytes(const std::vector<float>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)};
@@ -158,7 +153,7 @@ absl::Status SessionManager::Recover() {
       s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
     }
     if (s.spilled == SpillForm::kNone) s.spilled = SpillForm::kTokens;
-    s.last_active = Now();
+    s.last_active = MonotonicSeconds();
     sessions_[id] = std::move(s);
   }
   return absl::OkStatus();
@@ -210,7 +205,7 @@ absl::Status SessionManager::Create(const SessionId& id, const SessionAttrs& att
   s.id = id;
   s.name = id.ToHex();
   s.attrs = attrs;
-  s.last_active = Now();
+  s.last_active = MonotonicSeconds();
   RSD_RETURN_IF_ERROR(SaveMeta(s));
   sessions_[id] = std::move(s);
   return absl::OkStatus();
@@ -238,7 +233,7 @@ absl::StatusOr<SessionInfo> SessionManager::Describe(const SessionId& id) const 
   info.spilled = s.spilled;
   info.attrs = s.attrs;
   info.hot_blocks = s.seq >= 0 ? engine_->SequenceMemoryUse(s.seq).hot_blocks : 0;
-  info.idle_seconds = Now() - s.last_active;
+  info.idle_seconds = MonotonicSeconds() - s.last_active;
   return info;
 }
 
@@ -489,7 +484,7 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
   s.attrs = state.attrs;
   s.log = state.tokens;
   s.turn_ends = state.turn_ends;
-  s.last_active = Now();
+  s.last_active = MonotonicSeconds();
   s.last_used = ++clock_;
   s.spilled = use_blocks ? state.form : SpillForm::kTokens;
   s.spilled_chunks = use_blocks ? state.n_chunks : 0;
@@ -660,14 +655,14 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id,
   if (sp == nullptr) return NotFound(id);
   Session& s = *sp;
   s.last_used = ++clock_;
-  s.last_active = Now();
+  s.last_active = MonotonicSeconds();
   RSD_RETURN_IF_ERROR(CheckTurn(id, user_text, params));
   PendingTurn t;
   t.id = id;
   t.turn = s.turns();
   t.before = static_cast<int64_t>(s.log.size());
   t.user_tokens = engine_->chat_template().UserTurn(user_text, s.turns() == 0);
-  const double t0 = Now();
+  const double t0 = MonotonicSeconds();
   if (s.seq < 0) {
     RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
   } else {
@@ -681,14 +676,14 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id,
     }
   }
   t.seq = s.seq;
-  t.restore_seconds = Now() - t0;
+  t.restore_seconds = MonotonicSeconds() - t0;
   return t;
 }
 
 absl::Status SessionManager::AbortTurn(const PendingTurn& turn) {
   Session* s = Find(turn.id);
   if (s == nullptr) return NotFound(turn.id);
-  s->last_active = Now();
+  s->last_active = MonotonicSeconds();
   if (s->seq < 0) return absl::OkStatus();
   return engine_->TruncateSequence(s->seq, turn.before);
 }
@@ -698,7 +693,7 @@ absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
   Session* sp = Find(turn.id);
   if (sp == nullptr) return NotFound(turn.id);
   Session& s = *sp;
-  s.last_active = Now();
+  s.last_active = MonotonicSeconds();
   const std::vector<int32_t> stops = engine_->chat_template().StopTokens();
   const bool generated_eot =
       generated.finish_reason == "eos" && !generated.tokens.empty() &&
@@ -771,7 +766,7 @@ absl::StatusOr<bool> SessionManager::SpillIdle(const std::vector<SessionId>& bus
 
 std::vector<SessionId> SessionManager::ExpireIdle(const std::vector<SessionId>& busy) {
   std::vector<SessionId> deleted;
-  const double now = Now();
+  const double now = MonotonicSeconds();
   std::vector<SessionId> ids;
   for (const auto& [id, s] : sessions_) ids.push_back(id);
   for (const SessionId& id : ids) {

@@ -1,9 +1,9 @@
 #include "worker/service/worker_service.h"
 
-#include <chrono>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "storage/common/clock.h"
 #include "storage/common/status.h"
 #include "storage/common/hash.h"
 #include "worker/engine/turn_decoder.h"
@@ -12,11 +12,6 @@
 
 namespace rsd {
 namespace {
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 uint64_t RandomSeed() {
   std::random_device rd;
@@ -43,9 +38,9 @@ void WorkerService::MeasureRates() {
                                       ? engine_->tokenizer().spec().bos_id
                                       : 0);
     engine_->AppendPending(seq, toks);
-    const double t0 = Now();
+    const double t0 = MonotonicSeconds();
     absl::Status st = engine_->FlushPending(seq);
-    const double dt = Now() - t0;
+    const double dt = MonotonicSeconds() - t0;
     engine_->DestroySequence(seq);
     if (st.ok() && dt > 0) rates_.set_prefill_tokens_per_s(64.0 / dt);
     const double rebuild = engine_->planner_rebuild_seconds();
