@@ -149,80 +149,63 @@ __attribute__((target("avx2"))) inline void UnpackBlock(const uint8_t* qs, __m25
   }
 }
 
-// R activation rows at once: each weight block is unpacked once and used R times. Every row's
-// operations are exactly those of R = 1 (and of the scalar path), so the row count never changes
-// a bit. Blocks go in groups of four: block b of the group into accumulator b % 4.
-template <DType T, int R>
-__attribute__((target("avx2,f16c"))) void QuantDotRowsAvx2(const uint8_t* w, const Q8Row* a,
-                                                             int64_t nb, float* out) {
+// One activation row (the decode case): the weight row is read straight from the GGUF blocks.
+// Blocks go in groups of four, block b of the group into accumulator b % 4, as the scalar path.
+template <DType T>
+__attribute__((target("avx2,f16c"))) float QuantDotRowAvx2(const uint8_t* w, const Q8Row& a,
+                                                           int64_t nb) {
   constexpr size_t bb = DTypeBlockBytes(T);
   constexpr int qo = QsOffset(T);
-  __m256 acc[R][4];
-  __m128 off[R];
-#pragma GCC unroll 2
-  for (int r = 0; r < R; ++r) {
+  __m256 acc[4];
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) acc[r][k] = _mm256_setzero_ps();
-    off[r] = _mm_setzero_ps();
-  }
+  for (int k = 0; k < 4; ++k) acc[k] = _mm256_setzero_ps();
+  __m128 off = _mm_setzero_ps();
   int64_t b = 0;
   for (; b + 4 <= nb; b += 4) {
     const uint8_t* blk = w + b * bb;
-    __m256i wv[4], wraw[4];
+    alignas(16) float sc[4];
+    _mm_store_ps(sc, _mm_mul_ps(Load4F16(blk, bb), _mm_loadu_ps(a.d + b)));
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) UnpackBlock<T>(blk + k * bb + qo, &wv[k], &wraw[k]);
-    const __m128 dw = Load4F16(blk, bb);
-    __m128 mw = _mm_setzero_ps();
-    if constexpr (T == DType::kQ4_1) mw = Load4F16(blk + 2, bb);
-#pragma GCC unroll 2
-    for (int r = 0; r < R; ++r) {
-      alignas(16) float sc[4];
-      _mm_store_ps(sc, _mm_mul_ps(dw, _mm_loadu_ps(a[r].d + b)));
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        const __m256i act =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + (b + k) * kQBlock));
-        const __m256i p = BlockLanes<T>(wv[k], wraw[k], act);
-        acc[r][k] = _mm256_add_ps(acc[r][k], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
-                                                           _mm256_cvtepi32_ps(p)));
-      }
-      if constexpr (T == DType::kQ4_1) {
-        off[r] = _mm_add_ps(off[r], _mm_mul_ps(mw, _mm_loadu_ps(a[r].s + b)));
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    alignas(16) float offl[4];
-    _mm_store_ps(offl, off[r]);
-    for (int64_t c = b; c < nb; ++c) {
-      const uint8_t* blk = w + c * bb;
+    for (int k = 0; k < 4; ++k) {
       __m256i wv, wraw;
-      UnpackBlock<T>(blk + qo, &wv, &wraw);
+      UnpackBlock<T>(blk + k * bb + qo, &wv, &wraw);
       const __m256i act =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + c * kQBlock));
-      const float scale = _cvtsh_ss(LoadU16(blk)) * a[r].d[c];
-      acc[r][c & 3] = _mm256_add_ps(acc[r][c & 3],
-                                    _mm256_mul_ps(_mm256_set1_ps(scale),
-                                                  _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
-      if constexpr (T == DType::kQ4_1) {
-        offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a[r].s[c];
-      }
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + (b + k) * kQBlock));
+      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
+                                                   _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
     }
-    const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]),
-                                     _mm256_add_ps(acc[r][2], acc[r][3]));
-    // Fold8 in registers: j += j+4, then j += j+2, then j += j+1.
-    __m128 v = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-    v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
-    out[r] = _mm_cvtss_f32(v) + ((offl[0] + offl[1]) + (offl[2] + offl[3]));
+    if constexpr (T == DType::kQ4_1) {
+      off = _mm_add_ps(off, _mm_mul_ps(Load4F16(blk + 2, bb), _mm_loadu_ps(a.s + b)));
+    }
   }
+  alignas(16) float offl[4];
+  _mm_store_ps(offl, off);
+  for (int64_t c = b; c < nb; ++c) {
+    const uint8_t* blk = w + c * bb;
+    __m256i wv, wraw;
+    UnpackBlock<T>(blk + qo, &wv, &wraw);
+    const __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + c * kQBlock));
+    const float scale = _cvtsh_ss(LoadU16(blk)) * a.d[c];
+    acc[c & 3] = _mm256_add_ps(acc[c & 3],
+                               _mm256_mul_ps(_mm256_set1_ps(scale),
+                                             _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
+    if constexpr (T == DType::kQ4_1) {
+      offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a.s[c];
+    }
+  }
+  const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+  // Fold8 in registers: j += j+4, then j += j+2, then j += j+1.
+  __m128 v = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
+  return _mm_cvtss_f32(v) + ((offl[0] + offl[1]) + (offl[2] + offl[3]));
 }
 
 // Many activation rows against one weight row. The weight row is unpacked once into a
 // thread-local buffer (unsigned magnitudes, plus signs for the signed types, and F32 scales), then
 // rows go in tiles of up to four. Within a tile the blocks are walked one accumulator class at a
 // time (blocks b = k, k+4, k+8, ... for class k), which is exactly the sequence of additions
-// acc[b % 4] receives in QuantDotRowsAvx2 and the scalar path, so the bits are the same; only the
+// acc[b % 4] receives in QuantDotRowAvx2 and the scalar path, so the bits are the same; only the
 // register pressure differs (one accumulator per row instead of four), which lets four rows share
 // each unpacked block without spilling.
 struct PackedRow {
@@ -334,7 +317,7 @@ template <DType T>
 void QuantDotRowsAvx2Dispatch(const uint8_t* w, const Q8Row* a, int64_t n_rows, int64_t nb,
                               float* out) {
   if (n_rows == 1) {
-    QuantDotRowsAvx2<T, 1>(w, a, nb, out);
+    out[0] = QuantDotRowAvx2<T>(w, a[0], nb);
     return;
   }
   thread_local PackedRow packed;

@@ -29,6 +29,7 @@ struct Harness {
   int budget_tokens = 0;
   std::string engine_form = "residual";
   std::string layer_forms;
+  size_t warm_budget_bytes = SessionManagerOptions{}.warm_budget_bytes;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<SessionManager> sessions;
 
@@ -48,6 +49,7 @@ struct Harness {
     engine = std::move(e).value();
     SessionManagerOptions so;
     so.data_dir = dir;
+    so.warm_budget_bytes = warm_budget_bytes;
     auto m = SessionManager::Create(engine.get(), so);
     EXPECT_TRUE(m.ok()) << m.status();
     sessions = std::move(m).value();
@@ -229,24 +231,17 @@ TEST_F(Sessions, ACheckpointCorruptedMidSessionRebuildsFromTheTokenLogExactly) {
   ASSERT_EQ(ref.size(), kScript.size());
   // A resident session at a two-block hot budget whose within-turn checkpoints all live in
   // RocksDB (a warm tier of 1 KiB): between turns one of them gets a flipped bit.
-  EngineOptions o;
-  o.model_path = model_;
-  o.block_tokens = 4;
-  o.hot_budget_tokens = 8;
-  o.keep_residuals = true;
-  o.poison_freed_blocks = true;
-  auto engine = Engine::Create(o);
-  ASSERT_TRUE(engine.ok());
-  SessionManagerOptions so;
-  so.data_dir = testing::MakeTempDir("rsd-sessions-midcorrupt");
-  so.warm_budget_bytes = 1024;
-  auto m = SessionManager::Create(engine->get(), so);
-  ASSERT_TRUE(m.ok()) << m.status();
-  auto id = (*m)->OpenOrCreate("c");
+  Harness h{model_, testing::MakeTempDir("rsd-sessions-midcorrupt")};
+  h.budget_tokens = 8;
+  h.warm_budget_bytes = 1024;
+  h.Start();
+  ASSERT_NE(h.sessions, nullptr);
+  SessionManager* m = h.sessions.get();
+  auto id = m->OpenOrCreate("c");
   ASSERT_TRUE(id.ok());
   for (size_t t = 0; t < kScript.size(); ++t) {
     if (t == 2) {
-      ColdStore* cold = (*m)->cold_for_test();
+      ColdStore* cold = m->cold_for_test();
       std::vector<std::pair<BlockKey, std::string>> blocks;
       ASSERT_TRUE(cold->ForEachBlock(*id, [&](const BlockKey& k, std::string_view v) {
                     blocks.emplace_back(k, std::string(v));
@@ -257,7 +252,7 @@ TEST_F(Sessions, ACheckpointCorruptedMidSessionRebuildsFromTheTokenLogExactly) {
       value[value.size() / 2] ^= 0x01;
       ASSERT_TRUE(cold->PutBlock(key, value).ok());
     }
-    auto r = (*m)->Chat(*id, kScript[t], ParamsForTurn(t));
+    auto r = m->Chat(*id, kScript[t], ParamsForTurn(t));
     ASSERT_TRUE(r.ok()) << "turn " << t << ": " << r.status();
     EXPECT_EQ(r->generation.tokens, ref[t].tokens) << "turn " << t;
     EXPECT_EQ(r->generation.logit_hashes, ref[t].hashes) << "turn " << t;
