@@ -70,8 +70,8 @@ __attribute__((target("avx2"))) void AxpyF32Avx2(float* y, float a, const float*
   const __m256 av = _mm256_set1_ps(a);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i),
-                                          _mm256_mul_ps(av, _mm256_loadu_ps(x + i))));
+    _mm256_storeu_ps(
+        y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(av, _mm256_loadu_ps(x + i))));
   }
   AxpyF32Scalar(y + i, a, x + i, n - i);
 }

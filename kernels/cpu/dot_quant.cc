@@ -171,8 +171,9 @@ __attribute__((target("avx2,f16c"))) float QuantDotRowAvx2(const uint8_t* w, con
       UnpackBlock<T>(blk + k * bb + qo, &wv, &wraw);
       const __m256i act =
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + (b + k) * kQBlock));
-      acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
-                                                   _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
+      acc[k] =
+          _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
+                                              _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
     }
     if constexpr (T == DType::kQ4_1) {
       off = _mm_add_ps(off, _mm_mul_ps(Load4F16(blk + 2, bb), _mm_loadu_ps(a.s + b)));
@@ -186,9 +187,9 @@ __attribute__((target("avx2,f16c"))) float QuantDotRowAvx2(const uint8_t* w, con
     UnpackBlock<T>(blk + qo, &wv, &wraw);
     const __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + c * kQBlock));
     const float scale = _cvtsh_ss(LoadU16(blk)) * a.d[c];
-    acc[c & 3] = _mm256_add_ps(acc[c & 3],
-                               _mm256_mul_ps(_mm256_set1_ps(scale),
-                                             _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
+    acc[c & 3] = _mm256_add_ps(
+        acc[c & 3],
+        _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
     if constexpr (T == DType::kQ4_1) {
       offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a.s[c];
     }
@@ -216,8 +217,7 @@ struct PackedRow {
 };
 
 template <DType T>
-__attribute__((target("avx2,f16c"))) void PackRowAvx2(const uint8_t* w, int64_t nb,
-                                                      PackedRow* p) {
+__attribute__((target("avx2,f16c"))) void PackRowAvx2(const uint8_t* w, int64_t nb, PackedRow* p) {
   constexpr size_t bb = DTypeBlockBytes(T);
   constexpr int qo = QsOffset(T);
   p->mag.resize(static_cast<size_t>(nb * kQBlock));
@@ -252,15 +252,15 @@ __attribute__((target("avx2,f16c"))) void PackRowAvx2(const uint8_t* w, int64_t 
 // (|w| * sign(q, w) = w * q, and no int16 sum can saturate: |w| <= 128, |q| <= 127), so they equal
 // BlockLanes'; the float operations per row are QuantDotScalar's, in its order.
 template <DType T, int R>
-__attribute__((target("avx2,f16c"))) void PackedRowsAvx2(PackedRow& p, const Q8Row* a,
-                                                         int64_t nb, float* out) {
+__attribute__((target("avx2,f16c"))) void PackedRowsAvx2(PackedRow& p, const Q8Row* a, int64_t nb,
+                                                         float* out) {
   constexpr bool kSigned = T != DType::kQ4_1;
   float* sc = p.scale.data();
   for (int r = 0; r < R; ++r) {
     int64_t b = 0;
     for (; b + 8 <= nb; b += 8) {
-      _mm256_storeu_ps(sc + r * nb + b,
-                       _mm256_mul_ps(_mm256_loadu_ps(p.dw.data() + b), _mm256_loadu_ps(a[r].d + b)));
+      _mm256_storeu_ps(sc + r * nb + b, _mm256_mul_ps(_mm256_loadu_ps(p.dw.data() + b),
+                                                      _mm256_loadu_ps(a[r].d + b)));
     }
     for (; b < nb; ++b) sc[r * nb + b] = p.dw[b] * a[r].d[b];
   }
@@ -270,7 +270,8 @@ __attribute__((target("avx2,f16c"))) void PackedRowsAvx2(PackedRow& p, const Q8R
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t b = k; b < nb; b += 4) {
-      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.mag.data() + b * kQBlock));
+      const __m256i wv =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.mag.data() + b * kQBlock));
       __m256i ws = _mm256_setzero_si256();
       if constexpr (kSigned) {
         ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.sign.data() + b * kQBlock));
@@ -280,8 +281,8 @@ __attribute__((target("avx2,f16c"))) void PackedRowsAvx2(PackedRow& p, const Q8R
         __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + b * kQBlock));
         if constexpr (kSigned) act = _mm256_sign_epi8(act, ws);
         const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, act), ones);
-        acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_broadcast_ss(sc + r * nb + b),
-                                                     _mm256_cvtepi32_ps(lanes)));
+        acc[r] = _mm256_add_ps(
+            acc[r], _mm256_mul_ps(_mm256_broadcast_ss(sc + r * nb + b), _mm256_cvtepi32_ps(lanes)));
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -325,10 +326,17 @@ void QuantDotRowsAvx2Dispatch(const uint8_t* w, const Q8Row* a, int64_t n_rows, 
   int64_t r = 0;
   for (; r + 4 <= n_rows; r += 4) PackedRowsAvx2<T, 4>(packed, a + r, nb, out + r);
   switch (n_rows - r) {
-    case 3: PackedRowsAvx2<T, 3>(packed, a + r, nb, out + r); break;
-    case 2: PackedRowsAvx2<T, 2>(packed, a + r, nb, out + r); break;
-    case 1: PackedRowsAvx2<T, 1>(packed, a + r, nb, out + r); break;
-    default: break;
+    case 3:
+      PackedRowsAvx2<T, 3>(packed, a + r, nb, out + r);
+      break;
+    case 2:
+      PackedRowsAvx2<T, 2>(packed, a + r, nb, out + r);
+      break;
+    case 1:
+      PackedRowsAvx2<T, 1>(packed, a + r, nb, out + r);
+      break;
+    default:
+      break;
   }
 }
 
@@ -377,8 +385,9 @@ __attribute__((target("avx2"))) void QuantizeQ8RowAvx2(const float* x, int64_t k
     const float* xb = x + b * kQBlock;
     __m256 v[4];
     for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(xb + 8 * j);
-    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                             _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    __m256 m =
+        _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                      _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
@@ -386,15 +395,17 @@ __attribute__((target("avx2"))) void QuantizeQ8RowAvx2(const float* x, int64_t k
     const __m256 id = _mm256_set1_ps(InverseScale(amax));
     __m256i iv[4];
     for (int j = 0; j < 4; ++j) {
-      __m256 r = _mm256_round_ps(_mm256_mul_ps(v[j], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m256 r =
+          _mm256_round_ps(_mm256_mul_ps(v[j], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
       iv[j] = _mm256_cvtps_epi32(r);
     }
-    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]),
-                                              _mm256_packs_epi32(iv[2], iv[3]));
+    const __m256i packed =
+        _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQBlock),
                         _mm256_permutevar8x32_epi32(packed, order));
-    const __m256i t = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+    const __m256i t =
+        _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
     __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
     t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
     t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));

@@ -42,8 +42,9 @@ __attribute__((target("avx2"))) inline __m256 Exp8(__m256 x) {
   const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);  // keeps the exponent bits valid
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(0.693145751953125f))),
-                                 _mm256_mul_ps(n, _mm256_set1_ps(1.428606765330187e-06f)));
+  const __m256 r =
+      _mm256_sub_ps(_mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(0.693145751953125f))),
+                    _mm256_mul_ps(n, _mm256_set1_ps(1.428606765330187e-06f)));
   __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
   p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 720.0f));
   p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
@@ -52,13 +53,13 @@ __attribute__((target("avx2"))) inline __m256 Exp8(__m256 x) {
   p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
   p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
   p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
   // x > 88: +inf; not (x >= -87.3): 0, or x itself when x is NaN.
   e = _mm256_blendv_ps(e, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
   const __m256 below = _mm256_blendv_ps(_mm256_setzero_ps(), x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
   return _mm256_blendv_ps(below, e, _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
 }
-
 
 }  // namespace rsd::cpu

@@ -24,8 +24,8 @@ void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* 
   std::vector<int32_t> s(static_cast<size_t>(n * nb));
   std::vector<float> sd(static_cast<size_t>(n * nb));
   for (int64_t r = 0; r < n; ++r) {
-    QuantizeQ8Row(ctx.isa, x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
-                  sd.data() + r * nb);
+    QuantizeQ8Row(ctx.isa, x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb,
+                  s.data() + r * nb, sd.data() + r * nb);
   }
   const size_t wrow = w.row_bytes();
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);

@@ -32,7 +32,9 @@ TEST(BoundedRss, TwentyTurnsStayWithinBudgetsPlusAFixedOverhead) {
         "Who was Constantine?", "What about the Senate?", "Describe a typical day.",
         "What art survives?", "Summarize everything."};
     std::ofstream out(script);
-    for (const char* m : kMessages) out << nlohmann::json{{"role", "user"}, {"content", m}}.dump() << "\n";
+    for (const char* m : kMessages) {
+      out << nlohmann::json{{"role", "user"}, {"content", m}}.dump() << "\n";
+    }
   }
   constexpr int64_t kWarm = 8ll << 20, kOverhead = 40ll << 20;
   auto out = RunCommand({BinDir() + "/tools/rsd-run", "chat", "--model", model, "--script", script,

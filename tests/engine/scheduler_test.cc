@@ -3,6 +3,8 @@
 // sessions spill and come back mid-run), the batch really holds many decode rows, a cancelled
 // turn leaves at the next step and rolls back, a full queue refuses at once, and a client that
 // reads slowly pauses its own session only.
+#include "worker/engine/scheduler.h"
+
 #include <chrono>
 #include <future>
 #include <memory>
@@ -16,7 +18,6 @@
 #include "storage/common/status.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
-#include "worker/engine/scheduler.h"
 #include "worker/engine/turn_decoder.h"
 #include "worker/model/unicode.h"
 
@@ -265,18 +266,24 @@ TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndSlowClientsPauseOnlyThemselves) {
   // refusal that comes back cannot have waited for a step, a slot or the queue to move.
   std::promise<void> entered, release;
   std::shared_future<void> released = release.get_future().share();
-  std::thread hold([&] { scheduler.RunSync([&] { entered.set_value(); released.wait(); }); });
+  std::thread hold([&] {
+    scheduler.RunSync([&] {
+      entered.set_value();
+      released.wait();
+    });
+  });
   entered.get_future().wait();
   auto refusing = std::async(std::launch::async, [&] {
     return scheduler.Submit(TurnSpec{ids[4], "default", 0, "x", Params(4, 1)});
   });
-  const bool answered_while_held = refusing.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  const bool answered_while_held =
+      refusing.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
   release.set_value();
   hold.join();
   EXPECT_TRUE(answered_while_held) << "Submit waited for the compute thread to refuse";
   auto refused = refusing.get();
-  EXPECT_THAT(refused.status(),
-              testing::StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("queue is full")));
+  EXPECT_THAT(refused.status(), testing::StatusIs(absl::StatusCode::kResourceExhausted,
+                                                  ::testing::HasSubstr("queue is full")));
   EXPECT_EQ(scheduler.stats().refused, 1);
   // Everyone read late still gets exactly their alone tokens.
   for (auto* s : {&*slow, &*paused2, &*q1, &*q2}) {
@@ -352,10 +359,12 @@ TEST_F(SchedulerTest, ACorruptedCheckpointFailsNoTurnOfTheBatchAndRerunsFromToke
       scheduler.RunSync([&] {
         ColdStore* cold = (*sessions)->cold_for_test();
         std::vector<std::pair<BlockKey, std::string>> blocks;
-        ASSERT_TRUE(cold->ForEachBlock(id, [&](const BlockKey& k, std::string_view v) {
-                      blocks.emplace_back(k, std::string(v));
-                      return absl::OkStatus();
-                    }).ok());
+        ASSERT_TRUE(cold->ForEachBlock(id,
+                                       [&](const BlockKey& k, std::string_view v) {
+                                         blocks.emplace_back(k, std::string(v));
+                                         return absl::OkStatus();
+                                       })
+                        .ok());
         ASSERT_FALSE(blocks.empty());
         blocks.front().second[blocks.front().second.size() / 2] ^= 0x01;
         ASSERT_TRUE(cold->PutBlock(blocks.front().first, blocks.front().second).ok());

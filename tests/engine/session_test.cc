@@ -243,10 +243,12 @@ TEST_F(Sessions, ACheckpointCorruptedMidSessionRebuildsFromTheTokenLogExactly) {
     if (t == 2) {
       ColdStore* cold = m->cold_for_test();
       std::vector<std::pair<BlockKey, std::string>> blocks;
-      ASSERT_TRUE(cold->ForEachBlock(*id, [&](const BlockKey& k, std::string_view v) {
-                    blocks.emplace_back(k, std::string(v));
-                    return absl::OkStatus();
-                  }).ok());
+      ASSERT_TRUE(cold->ForEachBlock(*id,
+                                     [&](const BlockKey& k, std::string_view v) {
+                                       blocks.emplace_back(k, std::string(v));
+                                       return absl::OkStatus();
+                                     })
+                      .ok());
       ASSERT_FALSE(blocks.empty()) << "no checkpoint reached RocksDB: the test proves nothing";
       auto [key, value] = blocks.front();  // chunk 0: evicted, read by every later step
       value[value.size() / 2] ^= 0x01;

@@ -1,4 +1,6 @@
 // Kernel-level checks: every ISA path gives the same bits; values match float64 references.
+#include "kernels/cpu/dot.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/cpu/dot.h"
 #include "kernels/cpu/exp.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/dtype.h"
@@ -170,13 +171,14 @@ TEST(QuantDot, ManyRowsEqualEachRowAloneOnEveryPath) {
       for (int r = 0; r < max_rows; ++r) {
         auto x = RandomFloats(rng, k, 3.0f);
         if (r == 3) std::fill(x.begin(), x.end(), 0.0f);  // an all-zero row too
-        QuantizeQ8Row(Isa::kScalar, x.data(), k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
-                      sd.data() + r * nb);
-        rows.push_back(Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
-                             sd.data() + r * nb});
+        QuantizeQ8Row(Isa::kScalar, x.data(), k, q.data() + r * k, d.data() + r * nb,
+                      s.data() + r * nb, sd.data() + r * nb);
+        rows.push_back(
+            Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb});
       }
       std::vector<float> alone(max_rows);
-      for (int r = 0; r < max_rows; ++r) alone[r] = QuantDot(Isa::kScalar, t, w.data(), rows[r], nb);
+      for (int r = 0; r < max_rows; ++r)
+        alone[r] = QuantDot(Isa::kScalar, t, w.data(), rows[r], nb);
       for (Isa isa : SupportedIsas()) {
         for (int n = 1; n <= max_rows; ++n) {
           std::vector<float> got(n, NAN);
@@ -207,7 +209,8 @@ TEST(ElementwiseF32, AxpyAndScaleAddAgreeOnEveryPath) {
       AxpyF32(isa, axpy.data(), 0.37f, x.data(), n);
       ScaleAddF32(isa, scale.data(), 0.61f, x.data(), 1.7f, n);
       EXPECT_EQ(0, std::memcmp(axpy.data(), axpy_ref.data(), n * 4)) << IsaName(isa) << " n=" << n;
-      EXPECT_EQ(0, std::memcmp(scale.data(), scale_ref.data(), n * 4)) << IsaName(isa) << " n=" << n;
+      EXPECT_EQ(0, std::memcmp(scale.data(), scale_ref.data(), n * 4))
+          << IsaName(isa) << " n=" << n;
     }
   }
 }
@@ -243,7 +246,8 @@ TEST(QuantizeQ8, AllIsaPathsAgreeBitForBit) {
     std::vector<int8_t> q_ref(k), q(k);
     std::vector<float> d_ref(12), s_ref(12), d(12), s(12);
     std::vector<int32_t> sum_ref(12), sum(12);
-    QuantizeQ8Row(Isa::kScalar, x.data(), k, q_ref.data(), d_ref.data(), sum_ref.data(), s_ref.data());
+    QuantizeQ8Row(Isa::kScalar, x.data(), k, q_ref.data(), d_ref.data(), sum_ref.data(),
+                  s_ref.data());
     for (Isa isa : SupportedIsas()) {
       QuantizeQ8Row(isa, x.data(), k, q.data(), d.data(), sum.data(), s.data());
       EXPECT_EQ(q, q_ref) << IsaName(isa);

@@ -72,14 +72,16 @@ TEST(MatMul, SameBitsForAnyThreadCountAndRowCount) {
 TEST(SiluMul, EveryIsaGivesTheScalarBits) {
   std::mt19937 rng(11);
   std::vector<float> g = RandomFloats(rng, 4096, 30.0f), u = RandomFloats(rng, 4096, 2.0f);
-  const float edges[] = {0.0f, -0.0f, 87.3f, -87.3f, 87.29f, -88.0f, 88.0f, 88.01f, -88.01f,
-                         100.0f, -100.0f, 1e-30f, -1e-30f, INFINITY, -INFINITY, NAN, 0.5f, -0.5f};
+  const float edges[] = {0.0f,    -0.0f,    87.3f,     -87.3f, 87.29f,  -88.0f,
+                         88.0f,   88.01f,   -88.01f,   100.0f, -100.0f, 1e-30f,
+                         -1e-30f, INFINITY, -INFINITY, NAN,    0.5f,    -0.5f};
   for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); ++i) g[i * 7] = edges[i];
   for (size_t i = 3000; i < 3100; ++i) g[i] = -87.3f + 0.01f * static_cast<float>(i - 3000);
   const int64_t rows = 4, cols = 1024;
   std::vector<float> ref(g.size()), out(g.size());
   CpuBackend scalar(1, Isa::kScalar);
-  scalar.SiluMul(Tensor{g.data(), DType::kF32, rows, cols}, Tensor{u.data(), DType::kF32, rows, cols},
+  scalar.SiluMul(Tensor{g.data(), DType::kF32, rows, cols},
+                 Tensor{u.data(), DType::kF32, rows, cols},
                  Tensor{ref.data(), DType::kF32, rows, cols});
   for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
     if (!IsaSupported(isa)) continue;
@@ -87,7 +89,8 @@ TEST(SiluMul, EveryIsaGivesTheScalarBits) {
     be.SiluMul(Tensor{g.data(), DType::kF32, rows, cols}, Tensor{u.data(), DType::kF32, rows, cols},
                Tensor{out.data(), DType::kF32, rows, cols});
     for (size_t i = 0; i < g.size(); ++i) {
-      ASSERT_EQ(0, std::memcmp(&out[i], &ref[i], 4)) << IsaName(isa) << " g=" << g[i] << " at " << i;
+      ASSERT_EQ(0, std::memcmp(&out[i], &ref[i], 4))
+          << IsaName(isa) << " g=" << g[i] << " at " << i;
     }
   }
 }

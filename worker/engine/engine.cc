@@ -197,7 +197,8 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
       std::fill(s.mass.begin(), s.mass.end(), 0.0);
       in.attention_mass = &s.mass;
       in.mass_window = std::min<int32_t>(bt, static_cast<int32_t>(in.tokens.size()));
-      s.mass_chunks = static_cast<int32_t>((s.cached + static_cast<int64_t>(in.tokens.size()) + bt - 1) / bt);
+      const int64_t end = s.cached + static_cast<int64_t>(in.tokens.size());
+      s.mass_chunks = static_cast<int32_t>((end + bt - 1) / bt);
     }
     inputs.push_back(in);
   }

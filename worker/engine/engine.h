@@ -200,8 +200,9 @@ class Engine {
     std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
     std::vector<int32_t> evicted;  // ascending chunk ids
     std::vector<int32_t> dropped;  // lossy baselines: ascending chunk ids attention skips
-    std::vector<double> mass;      // H2O: accumulated attention mass per chunk; TOVA: the last step's;
-                                   // SnapKV: the last prefill's observation window's
+    // Attention mass per chunk: H2O accumulates it; TOVA keeps the last step's; SnapKV the last
+    // prefill's observation window's.
+    std::vector<double> mass;
     int32_t mass_chunks = 0;       // SnapKV: chunks [0, mass_chunks) were scored
     int32_t scratch = -1;          // rebuild scratch block, while anything is evicted
     int32_t peak_hot = 0;

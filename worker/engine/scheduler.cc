@@ -97,7 +97,8 @@ absl::StatusOr<std::shared_ptr<TurnStream>> Scheduler::Submit(TurnSpec spec) {
     }
     queue_.push_back(Queued{std::move(spec), stream, MonotonicSeconds(), order_++});
     stats_.queue_depth = static_cast<int32_t>(queue_.size());
-    if (!has_work_) last_progress_ = MonotonicSeconds();  // the stall clock starts when work arrives
+    // The stall clock starts when work arrives.
+    if (!has_work_) last_progress_ = MonotonicSeconds();
     has_work_ = true;
   }
   cv_.notify_all();

@@ -1,8 +1,8 @@
 #include "worker/engine/session_manager.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -426,8 +426,8 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
   for (size_t i = 0; i < state.tokens.size(); ++i) {
     if (state.tokens[i] < 0 || state.tokens[i] >= vocab) {
       return absl::InvalidArgumentError(absl::StrCat("session state: token ", i, " of the log is ",
-                                                     state.tokens[i], ", outside the vocabulary of ",
-                                                     vocab));
+                                                     state.tokens[i],
+                                                     ", outside the vocabulary of ", vocab));
     }
   }
   ImportReport report;
@@ -596,8 +596,9 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
 absl::Status SessionManager::ResetToTokens(const SessionId& id, const absl::Status& why) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
-  std::fprintf(stderr, "session %s: a checkpoint failed to load (%s); dropping its checkpoints "
-                       "and rebuilding it from the token log\n",
+  std::fprintf(stderr,
+               "session %s: a checkpoint failed to load (%s); dropping its checkpoints "
+               "and rebuilding it from the token log\n",
                s->name.c_str(), why.ToString().c_str());
   if (s->seq >= 0) {
     engine_->DestroySequence(s->seq);

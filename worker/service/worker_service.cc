@@ -4,11 +4,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/common/clock.h"
-#include "storage/common/status.h"
 #include "storage/common/hash.h"
+#include "storage/common/status.h"
 #include "worker/engine/turn_decoder.h"
-#include "worker/service/state_stream.h"
 #include "worker/model/unicode.h"
+#include "worker/service/state_stream.h"
 
 namespace rsd {
 namespace {
