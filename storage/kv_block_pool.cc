@@ -19,11 +19,9 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(Backend* backen
   const size_t n = std::max<size_t>(1, budget_bytes / bb);
   if (n > (1u << 30)) return absl::InvalidArgumentError("K/V pool budget too large");
   v.n_blocks = static_cast<int32_t>(n);
-  v.base = static_cast<float*>(backend->Alloc(n * bb));
-  if (v.base == nullptr) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate a K/V pool of ", n, " blocks (", n * bb, " bytes)"));
-  }
+  absl::StatusOr<void*> base = backend->Alloc(n * bb, absl::StrCat("a K/V pool of ", n, " blocks"));
+  if (!base.ok()) return base.status();
+  v.base = static_cast<float*>(*base);
   std::unique_ptr<KvBlockPool> pool(new KvBlockPool(backend, v));
   pool->in_use_.assign(n, false);
   for (int32_t b = static_cast<int32_t>(n) - 1; b >= 0; --b) pool->free_.push_back(b);
@@ -50,9 +48,9 @@ void KvBlockPool::Free(int32_t block) {
   free_.push_back(block);
 }
 
-void KvBlockPool::Poison(int32_t block, uint8_t byte) {
+absl::Status KvBlockPool::Poison(int32_t block, uint8_t byte) {
   RSD_CHECK(block >= 0 && block < view_.n_blocks);
-  backend_->Fill(view_.K(block, 0), byte, block_bytes());
+  return backend_->Fill(view_.K(block, 0), byte, block_bytes());
 }
 
 }  // namespace rsd

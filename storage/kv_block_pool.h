@@ -33,7 +33,7 @@ class KvBlockPool {
   int32_t used() const { return view_.n_blocks - static_cast<int32_t>(free_.size()); }
   size_t bytes_used() const { return static_cast<size_t>(used()) * block_bytes(); }
   // Overwrites one block with `byte` (tests poison blocks before a rebuild).
-  void Poison(int32_t block, uint8_t byte);
+  absl::Status Poison(int32_t block, uint8_t byte);
 
  private:
   KvBlockPool(Backend* backend, KvPoolView view) : backend_(backend), view_(view) {}

@@ -2,6 +2,7 @@
 //   rsd-run info|tokenize|generate|bench --model PATH [flags]
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -11,13 +12,13 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "storage/common/flags.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "nlohmann/json.hpp"
 #include "kernels/cpu/isa.h"
+#include "nlohmann/json.hpp"
+#include "storage/common/flags.h"
 #include "storage/common/status.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/session_manager.h"
@@ -33,7 +34,11 @@ ABSL_FLAG(int, top_k, 0, "top-k (0: off)");
 ABSL_FLAG(double, top_p, 1.0, "top-p (1: off)");
 ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "stop strings (comma separated)");
-ABSL_FLAG(int, threads, 1, "compute threads");
+ABSL_FLAG(std::string, device, "cpu",
+          "what computes: cpu, cuda, cuda:N, or cuda-emu (the CUDA backend on the host emulation "
+          "of a GPU); the CPU and CUDA backends give the same bits");
+ABSL_FLAG(int64_t, device_memory, 0, "bytes of device memory the backend may use (0: no cap)");
+ABSL_FLAG(int, threads, 1, "compute threads (CPU backend)");
 ABSL_FLAG(std::string, isa, "", "force a CPU ISA path: scalar, avx2, avx512");
 ABSL_FLAG(int, max_context, 0, "context limit (0: the model's)");
 ABSL_FLAG(int, hot_budget_tokens, 0,
@@ -74,6 +79,8 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
   EngineOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   if (o.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  o.device = absl::GetFlag(FLAGS_device);
+  o.device_memory = static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_device_memory)));
   o.threads = threads;
   o.isa = absl::GetFlag(FLAGS_isa);
   o.max_context = absl::GetFlag(FLAGS_max_context);
@@ -125,6 +132,14 @@ absl::Status Info() {
   j["numerics_fingerprint"] = engine->numerics_fingerprint();
   j["layer_forms"] = engine->PlanDescription();  // per layer: r = residual, k = kv
   j["backend"] = engine->backend().name();
+  const DeviceInfo dev = engine->backend().device_info();
+  j["device"] = {{"kind", dev.kind},
+                 {"name", dev.name},
+                 {"index", dev.index},
+                 {"memory_total", dev.memory_total},
+                 {"memory_limit", dev.memory_limit},
+                 {"memory_used", dev.memory_used},
+                 {"memory_bandwidth", dev.memory_bandwidth}};
   if (absl::GetFlag(FLAGS_json)) {
     std::cout << Dump(j) << "\n";
   } else {

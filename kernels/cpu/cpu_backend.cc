@@ -3,11 +3,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu/ops.h"
 
 namespace rsd::cpu {
 
-CpuBackend::CpuBackend(int threads, Isa isa) : pool_(threads), isa_(isa) {}
+CpuBackend::CpuBackend(int threads, Isa isa, size_t memory_limit)
+    : pool_(threads), isa_(isa), ledger_(memory_limit) {}
 CpuBackend::~CpuBackend() = default;
 
 std::string CpuBackend::name() const { return std::string("cpu/") + IsaName(isa_); }
@@ -16,68 +18,106 @@ std::string CpuBackend::numerics_id() const {
   return "cpu-k" + std::to_string(kCpuKernelVersion);
 }
 
-void* CpuBackend::Alloc(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  return std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+DeviceInfo CpuBackend::device_info() const {
+  DeviceInfo d;
+  d.kind = "cpu";
+  d.name = absl::StrCat(IsaName(isa_), ", ", pool_.size(), " threads");
+  d.memory_limit = ledger_.limit();
+  d.memory_used = ledger_.used();
+  return d;
 }
-void CpuBackend::Free(void* p) { std::free(p); }
-void CpuBackend::CopyToDevice(void* dst, const void* src, size_t n) { std::memcpy(dst, src, n); }
-void CpuBackend::CopyToHost(void* dst, const void* src, size_t n) { std::memcpy(dst, src, n); }
-void CpuBackend::CopyOnDevice(void* dst, const void* src, size_t n) { std::memmove(dst, src, n); }
-void CpuBackend::Fill(void* dst, uint8_t byte, size_t n) { std::memset(dst, byte, n); }
 
-#define RSD_CPU_CTX OpContext ctx{&pool_, isa_, &counters_}
+absl::StatusOr<void*> CpuBackend::Alloc(size_t bytes, std::string_view what) {
+  const size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  if (absl::Status st = ledger_.Admit(rounded, what, "host"); !st.ok()) return st;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of host memory allocating ", std::string(what), " (", bytes, " bytes)"));
+  }
+  ledger_.Add(p, rounded);
+  return p;
+}
+void CpuBackend::Free(void* p) {
+  ledger_.Remove(p);
+  std::free(p);
+}
+absl::StatusOr<void*> CpuBackend::AllocHost(size_t bytes, std::string_view what) {
+  void* p = std::aligned_alloc(64, bytes == 0 ? 64 : (bytes + 63) / 64 * 64);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of host memory allocating ", std::string(what), " (", bytes, " bytes)"));
+  }
+  return p;
+}
+void CpuBackend::FreeHost(void* p) { std::free(p); }
 
-void CpuBackend::Embed(const Tensor& table, const int32_t* ids, Tensor out) {
-  RSD_CPU_CTX;
-  EmbedOp(ctx, table, ids, out);
+absl::Status CpuBackend::CopyToDevice(void* dst, const void* src, size_t n) {
+  std::memcpy(dst, src, n);
+  return absl::OkStatus();
 }
-void CpuBackend::RmsNorm(const Tensor& x, const float* w, float eps, Tensor out) {
-  RSD_CPU_CTX;
-  RmsNormOp(ctx, x, w, eps, out);
+absl::Status CpuBackend::CopyToHost(void* dst, const void* src, size_t n) {
+  std::memcpy(dst, src, n);
+  return absl::OkStatus();
 }
-void CpuBackend::MatMul(const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
-  RSD_CPU_CTX;
-  MatMulOp(ctx, x, w, bias, out);
+absl::Status CpuBackend::CopyOnDevice(void* dst, const void* src, size_t n) {
+  std::memmove(dst, src, n);
+  return absl::OkStatus();
 }
-void CpuBackend::Rope(Tensor x, int n_heads, int head_dim, const int32_t* pos,
-                      const RopeTable& table) {
-  RSD_CPU_CTX;
-  RopeOp(ctx, x, n_heads, head_dim, pos, table);
+absl::Status CpuBackend::Fill(void* dst, uint8_t byte, size_t n) {
+  std::memset(dst, byte, n);
+  return absl::OkStatus();
 }
-void CpuBackend::StoreKv(const Tensor& k, const Tensor& v, int layer, const int32_t* slot_block,
-                         const int32_t* slot_offset, const KvPoolView& pool) {
-  RSD_CPU_CTX;
-  StoreKvOp(ctx, k, v, layer, slot_block, slot_offset, pool);
+
+#define RSD_CPU_OP(call)                     \
+  do {                                       \
+    OpContext ctx{&pool_, isa_, &counters_}; \
+    call;                                    \
+    return absl::OkStatus();                 \
+  } while (0)
+
+absl::Status CpuBackend::Embed(const Tensor& table, const int32_t* ids, Tensor out) {
+  RSD_CPU_OP(EmbedOp(ctx, table, ids, out));
 }
-void CpuBackend::Attention(const Tensor& q, const AttentionRow* rows, int layer,
-                           const AttentionShape& shape, const KvPoolView& pool, Tensor out) {
-  RSD_CPU_CTX;
-  AttentionOp(ctx, q, rows, layer, shape, pool, out);
+absl::Status CpuBackend::RmsNorm(const Tensor& x, const float* w, float eps, Tensor out) {
+  RSD_CPU_OP(RmsNormOp(ctx, x, w, eps, out));
 }
-void CpuBackend::AttentionBegin(const AttentionShape& shape, int64_t n_rows,
-                                AttentionState state) {
-  RSD_CPU_CTX;
-  AttentionBeginOp(ctx, shape, n_rows, state);
+absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
+  RSD_CPU_OP(MatMulOp(ctx, x, w, bias, out));
 }
-void CpuBackend::AttentionChunks(const Tensor& q, const AttentionRow* rows, int layer,
-                                 int chunk_begin, int chunk_end, const AttentionShape& shape,
-                                 const KvPoolView& pool, AttentionState state) {
-  RSD_CPU_CTX;
-  AttentionChunksOp(ctx, q, rows, layer, chunk_begin, chunk_end, shape, pool, state);
+absl::Status CpuBackend::Rope(Tensor x, int n_heads, int head_dim, const int32_t* pos,
+                              const RopeTable& table) {
+  RSD_CPU_OP(RopeOp(ctx, x, n_heads, head_dim, pos, table));
 }
-void CpuBackend::AttentionFinish(const AttentionShape& shape, int64_t n_rows,
-                                 AttentionState state, Tensor out) {
-  RSD_CPU_CTX;
-  AttentionFinishOp(ctx, shape, n_rows, state, out);
+absl::Status CpuBackend::StoreKv(const Tensor& k, const Tensor& v, int layer,
+                                 const int32_t* slot_block, const int32_t* slot_offset,
+                                 const KvPoolView& pool) {
+  RSD_CPU_OP(StoreKvOp(ctx, k, v, layer, slot_block, slot_offset, pool));
 }
-void CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, Tensor out) {
-  RSD_CPU_CTX;
-  SiluMulOp(ctx, gate, up, out);
+absl::Status CpuBackend::Attention(const Tensor& q, const AttentionRow* rows, int layer,
+                                   const AttentionShape& shape, const KvPoolView& pool,
+                                   Tensor out) {
+  RSD_CPU_OP(AttentionOp(ctx, q, rows, layer, shape, pool, out));
 }
-void CpuBackend::Add(Tensor x, const Tensor& y) {
-  RSD_CPU_CTX;
-  AddOp(ctx, x, y);
+absl::Status CpuBackend::AttentionBegin(const AttentionShape& shape, int64_t n_rows,
+                                        AttentionState state) {
+  RSD_CPU_OP(AttentionBeginOp(ctx, shape, n_rows, state));
 }
+absl::Status CpuBackend::AttentionChunks(const Tensor& q, const AttentionRow* rows, int layer,
+                                         int chunk_begin, int chunk_end,
+                                         const AttentionShape& shape, const KvPoolView& pool,
+                                         AttentionState state) {
+  RSD_CPU_OP(AttentionChunksOp(ctx, q, rows, layer, chunk_begin, chunk_end, shape, pool, state));
+}
+absl::Status CpuBackend::AttentionFinish(const AttentionShape& shape, int64_t n_rows,
+                                         AttentionState state, Tensor out) {
+  RSD_CPU_OP(AttentionFinishOp(ctx, shape, n_rows, state, out));
+}
+absl::Status CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, Tensor out) {
+  RSD_CPU_OP(SiluMulOp(ctx, gate, up, out));
+}
+absl::Status CpuBackend::Add(Tensor x, const Tensor& y) { RSD_CPU_OP(AddOp(ctx, x, y)); }
+
+#undef RSD_CPU_OP
 
 }  // namespace rsd::cpu

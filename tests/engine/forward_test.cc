@@ -107,10 +107,14 @@ std::vector<float> SequenceKv(Engine& e, int32_t seq) {
   for (int l = 0; l < v.n_layers; ++l) {
     for (int64_t p = 0; p < n; ++p) {
       const int32_t b = e.SequenceBlocks(seq)[p / v.block_tokens];
-      const float* k = e.pool().view().K(b, l) + (p % v.block_tokens) * v.kv_dim;
-      const float* vv = e.pool().view().V(b, l) + (p % v.block_tokens) * v.kv_dim;
-      out.insert(out.end(), k, k + v.kv_dim);
-      out.insert(out.end(), vv, vv + v.kv_dim);
+      const size_t row = static_cast<size_t>(v.kv_dim) * sizeof(float);
+      std::vector<float> k(v.kv_dim), vv(v.kv_dim);
+      EXPECT_TRUE(
+          e.backend().CopyToHost(k.data(), v.K(b, l) + (p % v.block_tokens) * v.kv_dim, row).ok());
+      EXPECT_TRUE(
+          e.backend().CopyToHost(vv.data(), v.V(b, l) + (p % v.block_tokens) * v.kv_dim, row).ok());
+      out.insert(out.end(), k.begin(), k.end());
+      out.insert(out.end(), vv.begin(), vv.end());
     }
   }
   return out;

@@ -45,8 +45,9 @@ TEST(MatMul, SameBitsForAnyThreadCountAndRowCount) {
     for (int threads : {1, 2, 3}) {
       CpuBackend be(threads, DefaultIsa());
       std::vector<float> out(n * m, NAN);
-      be.MatMul(Tensor{x.data(), DType::kF32, n, k}, w, bias.data(),
-                Tensor{out.data(), DType::kF32, n, m});
+      ASSERT_TRUE(be.MatMul(Tensor{x.data(), DType::kF32, n, k}, w, bias.data(),
+                            Tensor{out.data(), DType::kF32, n, m})
+                      .ok());
       EXPECT_EQ(be.counters().max_threads_used, threads) << "threads really used";
       if (ref.empty()) {
         ref = out;
@@ -57,8 +58,9 @@ TEST(MatMul, SameBitsForAnyThreadCountAndRowCount) {
       // One row at a time gives the same bits as the 9-row GEMM.
       for (int64_t r = 0; r < n; ++r) {
         std::vector<float> one(m);
-        be.MatMul(Tensor{x.data() + r * k, DType::kF32, 1, k}, w, bias.data(),
-                  Tensor{one.data(), DType::kF32, 1, m});
+        ASSERT_TRUE(be.MatMul(Tensor{x.data() + r * k, DType::kF32, 1, k}, w, bias.data(),
+                              Tensor{one.data(), DType::kF32, 1, m})
+                        .ok());
         EXPECT_EQ(0, std::memcmp(one.data(), ref.data() + r * m, m * 4)) << "row " << r;
       }
       EXPECT_EQ(be.counters().matmul_max_rows, static_cast<uint64_t>(n));
@@ -80,14 +82,18 @@ TEST(SiluMul, EveryIsaGivesTheScalarBits) {
   const int64_t rows = 4, cols = 1024;
   std::vector<float> ref(g.size()), out(g.size());
   CpuBackend scalar(1, Isa::kScalar);
-  scalar.SiluMul(Tensor{g.data(), DType::kF32, rows, cols},
-                 Tensor{u.data(), DType::kF32, rows, cols},
-                 Tensor{ref.data(), DType::kF32, rows, cols});
+  ASSERT_TRUE(scalar
+                  .SiluMul(Tensor{g.data(), DType::kF32, rows, cols},
+                           Tensor{u.data(), DType::kF32, rows, cols},
+                           Tensor{ref.data(), DType::kF32, rows, cols})
+                  .ok());
   for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
     if (!IsaSupported(isa)) continue;
     CpuBackend be(1, isa);
-    be.SiluMul(Tensor{g.data(), DType::kF32, rows, cols}, Tensor{u.data(), DType::kF32, rows, cols},
-               Tensor{out.data(), DType::kF32, rows, cols});
+    ASSERT_TRUE(be.SiluMul(Tensor{g.data(), DType::kF32, rows, cols},
+                           Tensor{u.data(), DType::kF32, rows, cols},
+                           Tensor{out.data(), DType::kF32, rows, cols})
+                    .ok());
     for (size_t i = 0; i < g.size(); ++i) {
       ASSERT_EQ(0, std::memcmp(&out[i], &ref[i], 4))
           << IsaName(isa) << " g=" << g[i] << " at " << i;
@@ -110,13 +116,16 @@ TEST(Attention, EveryIsaGivesTheScalarBits) {
   const AttentionShape shape{n_heads, n_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd))};
   std::vector<float> ref(n_rows * n_heads * hd), out(ref.size());
   CpuBackend scalar(1, Isa::kScalar);
-  scalar.Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer, shape, pool,
-                   Tensor{ref.data(), DType::kF32, n_rows, n_heads * hd});
+  ASSERT_TRUE(scalar
+                  .Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer,
+                             shape, pool, Tensor{ref.data(), DType::kF32, n_rows, n_heads * hd})
+                  .ok());
   for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
     if (!IsaSupported(isa)) continue;
     CpuBackend be(2, isa);
-    be.Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer, shape, pool,
-                 Tensor{out.data(), DType::kF32, n_rows, n_heads * hd});
+    ASSERT_TRUE(be.Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer,
+                             shape, pool, Tensor{out.data(), DType::kF32, n_rows, n_heads * hd})
+                    .ok());
     EXPECT_EQ(0, std::memcmp(out.data(), ref.data(), ref.size() * 4)) << IsaName(isa);
   }
 }
@@ -137,9 +146,11 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
   std::vector<float> out(n_heads * hd);
   AttentionRow row{table.data(), n_keys};
   CpuBackend be(2, DefaultIsa());
-  be.Attention(Tensor{q.data(), DType::kF32, 1, n_heads * hd}, &row, layer,
-               AttentionShape{n_heads, n_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd))}, pool,
-               Tensor{out.data(), DType::kF32, 1, n_heads * hd});
+  ASSERT_TRUE(
+      be.Attention(Tensor{q.data(), DType::kF32, 1, n_heads * hd}, &row, layer,
+                   AttentionShape{n_heads, n_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd))},
+                   pool, Tensor{out.data(), DType::kF32, 1, n_heads * hd})
+          .ok());
   EXPECT_EQ(be.counters().attention_chunks, 4u);
   for (int h = 0; h < n_heads; ++h) {
     const int kvh = h / (n_heads / n_kv);
@@ -182,19 +193,23 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
   Tensor qt{q.data(), DType::kF32, static_cast<int64_t>(rows.size()), n_heads * hd};
   CpuBackend be(2, DefaultIsa());
   std::vector<float> ref(q.size(), NAN), got(q.size(), NAN);
-  be.Attention(qt, rows.data(), layer, shape, pool, Tensor{ref.data(), DType::kF32, qt.rows, qt.cols});
+  ASSERT_TRUE(be.Attention(qt, rows.data(), layer, shape, pool,
+                           Tensor{ref.data(), DType::kF32, qt.rows, qt.cols})
+                  .ok());
   const int64_t items = qt.rows * n_heads;
   std::vector<float> m(items), l(items), acc(items * hd);
   AttentionState st{m.data(), l.data(), acc.data()};
-  be.AttentionBegin(shape, qt.rows, st);
-  be.AttentionChunks(qt, rows.data(), layer, 0, 2, shape, pool, st);
+  ASSERT_TRUE(be.AttentionBegin(shape, qt.rows, st).ok());
+  ASSERT_TRUE(be.AttentionChunks(qt, rows.data(), layer, 0, 2, shape, pool, st).ok());
   // Chunk 2 of the first sequence is served from block 7, a copy ("rebuilt" scratch).
   std::copy(pool.K(6, 0), pool.K(6, 0) + pool.block_floats(), pool.K(7, 0));
   table[2] = 7;
-  be.AttentionChunks(qt, rows.data(), layer, 2, 3, shape, pool, st);
+  ASSERT_TRUE(be.AttentionChunks(qt, rows.data(), layer, 2, 3, shape, pool, st).ok());
   table[2] = 6;
-  be.AttentionChunks(qt, rows.data(), layer, 3, 5, shape, pool, st);
-  be.AttentionFinish(shape, qt.rows, st, Tensor{got.data(), DType::kF32, qt.rows, qt.cols});
+  ASSERT_TRUE(be.AttentionChunks(qt, rows.data(), layer, 3, 5, shape, pool, st).ok());
+  ASSERT_TRUE(
+      be.AttentionFinish(shape, qt.rows, st, Tensor{got.data(), DType::kF32, qt.rows, qt.cols})
+          .ok());
   EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4));
 }
 

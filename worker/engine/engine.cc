@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/backend_factory.h"
 #include "storage/common/clock.h"
 #include "storage/common/hash.h"
 #include "storage/common/status.h"
@@ -16,22 +16,12 @@ namespace rsd {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
-  if (options.threads < 1 || options.threads > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 256], got ",
-                                                   options.threads));
-  }
-  cpu::Isa isa = cpu::DefaultIsa();
-  if (!options.isa.empty()) {
-    if (!cpu::ParseIsa(options.isa.c_str(), &isa)) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown ISA path '", options.isa,
-                                                     "' (scalar, avx2, avx512)"));
-    }
-    if (!cpu::IsaSupported(isa)) {
-      return absl::FailedPreconditionError(absl::StrCat("this CPU does not support the ",
-                                                        options.isa, " path"));
-    }
-  }
-  e->backend_ = std::make_unique<cpu::CpuBackend>(options.threads, isa);
+  BackendOptions bo;
+  bo.device = options.device;
+  bo.threads = options.threads;
+  bo.isa = options.isa;
+  bo.memory_limit = options.device_memory;
+  RSD_ASSIGN_OR_RETURN(e->backend_, CreateBackend(bo));
   RSD_ASSIGN_OR_RETURN(std::unique_ptr<ModelFile> file, LoadModel(options.model_path));
   e->model_fingerprint_ = file->fingerprint;
   e->model_format_ = file->format;

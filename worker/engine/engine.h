@@ -23,8 +23,12 @@ namespace rsd {
 
 struct EngineOptions {
   std::string model_path;
-  int threads = 1;
-  std::string isa;                  // "" = best supported; "scalar", "avx2", "avx512" to force
+  // What computes: "cpu", "cuda", "cuda:N" or "cuda-emu" (kernels/backend_factory.h). The CPU
+  // and CUDA backends give the same bits (one numerics fingerprint).
+  std::string device = "cpu";
+  size_t device_memory = 0;         // bytes of device memory the backend may use (0: no cap)
+  int threads = 1;                  // CPU backend
+  std::string isa;                  // CPU backend: "" = best; "scalar", "avx2", "avx512" to force
   int max_context = 0;              // 0: the model's
   int block_tokens = 16;
   size_t kv_budget_bytes = 0;       // 0: room for one full context

@@ -178,14 +178,15 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
     for (int64_t l = 0; l < L; ++l) {
       if (s.layer_kv[l]) {
         ck[l].resize(static_cast<size_t>(2 * bt * kvd));
-        backend_->CopyToHost(ck[l].data(), pool_->view().K(block, static_cast<int>(l)),
-                             ck[l].size() * sizeof(float));
+        RSD_RETURN_IF_ERROR(backend_->CopyToHost(ck[l].data(),
+                                                 pool_->view().K(block, static_cast<int>(l)),
+                                                 ck[l].size() * sizeof(float)));
       } else if (l > 0 && store_ == nullptr) {
         RSD_CHECK(!ck[l].empty());  // captured when its tokens were processed
       }
     }
     RSD_RETURN_IF_ERROR(StoreChunk(s, victim));
-    if (options_.poison_freed_blocks) pool_->Poison(block, 0xFF);
+    if (options_.poison_freed_blocks) RSD_RETURN_IF_ERROR(pool_->Poison(block, 0xFF));
     pool_->Free(block);
     s.blocks[victim] = -1;
     s.evicted.push_back(victim);
@@ -270,8 +271,8 @@ absl::StatusOr<std::vector<float>> Engine::ChunkPayload(int32_t seq, int32_t chu
   }
   if (kv && s.blocks[chunk] >= 0) {
     std::vector<float> out(static_cast<size_t>(2 * bt * kvd));
-    backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer),
-                         out.size() * sizeof(float));
+    RSD_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer),
+                                             out.size() * sizeof(float)));
     return out;
   }
   absl::StatusOr<std::vector<float>> got = absl::NotFoundError("another form");

@@ -93,13 +93,9 @@ absl::Status Transformer::Upload(const ModelFile& file) {
       nbytes = conv.size() * sizeof(float);
       t = Tensor{nullptr, DType::kF32, 1, tv->numel()};
     }
-    void* p = backend_->Alloc(nbytes);
-    if (p == nullptr) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("out of backend memory loading ", name, " (", nbytes, " bytes)"));
-    }
+    RSD_ASSIGN_OR_RETURN(void* p, backend_->Alloc(nbytes, name));
     allocations_.push_back(p);
-    backend_->CopyToDevice(p, src, nbytes);
+    RSD_RETURN_IF_ERROR(backend_->CopyToDevice(p, src, nbytes));
     t.data = p;
     *out = t;
     return absl::OkStatus();
@@ -170,15 +166,15 @@ absl::Status Transformer::BuildRopeTable(const ModelFile& file) {
       sin_t[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle));
     }
   }
-  float* dc = static_cast<float*>(backend_->Alloc(n * sizeof(float)));
-  float* ds = static_cast<float*>(backend_->Alloc(n * sizeof(float)));
-  if (dc == nullptr || ds == nullptr) return absl::ResourceExhaustedError("RoPE table");
+  RSD_ASSIGN_OR_RETURN(void* dc, backend_->Alloc(n * sizeof(float), "RoPE table"));
   allocations_.push_back(dc);
+  RSD_ASSIGN_OR_RETURN(void* ds, backend_->Alloc(n * sizeof(float), "RoPE table"));
   allocations_.push_back(ds);
-  backend_->CopyToDevice(dc, cos_t.data(), n * sizeof(float));
-  backend_->CopyToDevice(ds, sin_t.data(), n * sizeof(float));
-  rope_ = RopeTable{dc, ds, max_context_, half};
-  return absl::OkStatus();
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(dc, cos_t.data(), n * sizeof(float)));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(ds, sin_t.data(), n * sizeof(float)));
+  rope_ = RopeTable{static_cast<float*>(dc), static_cast<float*>(ds), max_context_, half};
+  // The model stays in use only if its bytes really landed on the device.
+  return backend_->Synchronize();
 }
 
 StateBytesPerToken Transformer::state_bytes_per_token() const {

@@ -129,15 +129,19 @@ class Transformer {
   Transformer() = default;
   absl::Status Upload(const ModelFile& file);
   absl::Status BuildRopeTable(const ModelFile& file);
-  void EnsureWorkspace(int64_t rows);
+  // Grows the workspace to `rows` rows; RESOURCE_EXHAUSTED (and an empty workspace) if the
+  // backend's memory cannot hold it.
+  absl::Status EnsureWorkspace(int64_t rows);
+  absl::Status AllocateWorkspace(int64_t rows);
   // xn [n, d] (normed input of `layer`) → K, V [n, kv_dim] in workspace, RoPE applied to K.
-  void ProjectKv(const Layer& layer, const Tensor& xn, const int32_t* pos_dev, Tensor k, Tensor v);
+  absl::Status ProjectKv(const Layer& layer, const Tensor& xn, const int32_t* pos_dev, Tensor k,
+                         Tensor v);
   // Attention of `layer` for the batch, rebuilding evicted chunks into scratch blocks.
   absl::Status AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
                            const KvPoolView& pool, Tensor out);
   // Adds each chunk's softmax share to the sequences that asked for it (H2O).
-  void AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st, int64_t n_rows,
-                      int max_chunks, std::vector<void*>& buffers);
+  absl::Status AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st,
+                              int64_t n_rows, int max_chunks);
   // Rebuilds K/V of `layer` for evicted chunk `chunk` into block `scratch` of the pool.
   absl::Status RebuildChunk(int layer, int32_t chunk, const SeqInput& in, const KvPoolView& pool);
 

@@ -10,72 +10,95 @@
 namespace rsd {
 
 namespace {
-Tensor MakeTensor(Backend* b, std::vector<void*>& owned, int64_t rows, int64_t cols) {
-  void* p = b->Alloc(static_cast<size_t>(rows * cols) * sizeof(float));
-  RSD_CHECK(p != nullptr);
-  owned.push_back(p);
-  return Tensor{p, DType::kF32, rows, cols};
-}
+// Device scratch of one forward call, owned by `owned`.
+class Allocator {
+ public:
+  Allocator(Backend* b, std::vector<void*>& owned) : b_(b), owned_(owned) {}
+  absl::StatusOr<Tensor> F32(int64_t rows, int64_t cols, const char* what) {
+    RSD_ASSIGN_OR_RETURN(void* p, Raw(static_cast<size_t>(rows * cols) * sizeof(float), what));
+    return Tensor{p, DType::kF32, rows, cols};
+  }
+  absl::StatusOr<int32_t*> Ints(int64_t n, const char* what) {
+    RSD_ASSIGN_OR_RETURN(void* p, Raw(static_cast<size_t>(n) * sizeof(int32_t), what));
+    return static_cast<int32_t*>(p);
+  }
+  absl::StatusOr<void*> Raw(size_t bytes, const char* what) {
+    RSD_ASSIGN_OR_RETURN(void* p, b_->Alloc(bytes, what));
+    owned_.push_back(p);
+    return p;
+  }
+
+ private:
+  Backend* b_;
+  std::vector<void*>& owned_;
+};
 }  // namespace
 
-void Transformer::EnsureWorkspace(int64_t rows) {
+absl::Status Transformer::EnsureWorkspace(int64_t rows) {
   Workspace& w = *ws_;
-  if (rows <= w.rows) return;
+  if (rows <= w.rows) return absl::OkStatus();
   for (void* p : w.buffers) backend_->Free(p);
   w.buffers.clear();
-  const ModelConfig& c = config_;
-  const int64_t qd = static_cast<int64_t>(c.n_heads) * c.head_dim;
-  auto& o = w.buffers;
-  w.x = MakeTensor(backend_, o, rows, c.d_model);
-  w.xn = MakeTensor(backend_, o, rows, c.d_model);
-  w.q = MakeTensor(backend_, o, rows, qd);
-  w.k = MakeTensor(backend_, o, rows, kv_dim());
-  w.v = MakeTensor(backend_, o, rows, kv_dim());
-  w.attn = MakeTensor(backend_, o, rows, qd);
-  w.o = MakeTensor(backend_, o, rows, c.d_model);
-  w.gate = MakeTensor(backend_, o, rows, c.d_ff);
-  w.up = MakeTensor(backend_, o, rows, c.d_ff);
-  w.act = MakeTensor(backend_, o, rows, c.d_ff);
-  w.xg = MakeTensor(backend_, o, rows, c.d_model);
-  w.logits = MakeTensor(backend_, o, rows, c.vocab_size);
-  auto ints = [&](int64_t n) {
-    void* p = backend_->Alloc(static_cast<size_t>(n) * sizeof(int32_t));
-    RSD_CHECK(p != nullptr);
-    o.push_back(p);
-    return static_cast<int32_t*>(p);
-  };
-  w.ids = ints(rows);
-  w.pos = ints(rows);
-  w.slot_block = ints(rows);
-  w.slot_offset = ints(rows);
-  void* ar = backend_->Alloc(static_cast<size_t>(rows) * sizeof(AttentionRow));
-  RSD_CHECK(ar != nullptr);
-  o.push_back(ar);
-  w.att_rows = static_cast<AttentionRow*>(ar);
+  w.rows = 0;  // until every buffer below is allocated
   w.tables_cap = 0;
   w.tables = nullptr;
-  const int64_t items = rows * c.n_heads;
-  w.att_state.m = MakeTensor(backend_, o, items, 1).f32();
-  w.att_state.l = MakeTensor(backend_, o, items, 1).f32();
-  w.att_state.acc = MakeTensor(backend_, o, items, c.head_dim).f32();
-  const int64_t bt = block_tokens_;
-  w.rb_x = MakeTensor(backend_, o, bt, c.d_model);
-  w.rb_xn = MakeTensor(backend_, o, bt, c.d_model);
-  w.rb_k = MakeTensor(backend_, o, bt, kv_dim());
-  w.rb_v = MakeTensor(backend_, o, bt, kv_dim());
-  w.rb_pos = ints(bt);
-  w.rb_ids = ints(bt);
-  w.rb_slot_block = ints(bt);
-  w.rb_slot_offset = ints(bt);
-  w.rb_rows = bt;
+  absl::Status st = AllocateWorkspace(rows);
+  if (!st.ok()) {
+    for (void* p : w.buffers) backend_->Free(p);
+    w.buffers.clear();
+    return absl::Status(st.code(), absl::StrCat("workspace for ", rows, " rows: ", st.message()));
+  }
   w.rows = rows;
+  return absl::OkStatus();
 }
 
-void Transformer::ProjectKv(const Layer& L, const Tensor& xn, const int32_t* pos_dev, Tensor k,
-                            Tensor v) {
-  backend_->MatMul(xn, L.wk, static_cast<const float*>(L.bk.data), k);
-  backend_->Rope(k, config_.n_kv_heads, config_.head_dim, pos_dev, rope_);
-  backend_->MatMul(xn, L.wv, static_cast<const float*>(L.bv.data), v);
+absl::Status Transformer::AllocateWorkspace(int64_t rows) {
+  Workspace& w = *ws_;
+  const ModelConfig& c = config_;
+  const int64_t qd = static_cast<int64_t>(c.n_heads) * c.head_dim;
+  Allocator a(backend_, w.buffers);
+  RSD_ASSIGN_OR_RETURN(w.x, a.F32(rows, c.d_model, "activations"));
+  RSD_ASSIGN_OR_RETURN(w.xn, a.F32(rows, c.d_model, "activations"));
+  RSD_ASSIGN_OR_RETURN(w.q, a.F32(rows, qd, "queries"));
+  RSD_ASSIGN_OR_RETURN(w.k, a.F32(rows, kv_dim(), "keys"));
+  RSD_ASSIGN_OR_RETURN(w.v, a.F32(rows, kv_dim(), "values"));
+  RSD_ASSIGN_OR_RETURN(w.attn, a.F32(rows, qd, "attention output"));
+  RSD_ASSIGN_OR_RETURN(w.o, a.F32(rows, c.d_model, "activations"));
+  RSD_ASSIGN_OR_RETURN(w.gate, a.F32(rows, c.d_ff, "feed-forward activations"));
+  RSD_ASSIGN_OR_RETURN(w.up, a.F32(rows, c.d_ff, "feed-forward activations"));
+  RSD_ASSIGN_OR_RETURN(w.act, a.F32(rows, c.d_ff, "feed-forward activations"));
+  RSD_ASSIGN_OR_RETURN(w.xg, a.F32(rows, c.d_model, "activations"));
+  RSD_ASSIGN_OR_RETURN(w.logits, a.F32(rows, c.vocab_size, "logits"));
+  RSD_ASSIGN_OR_RETURN(w.ids, a.Ints(rows, "token ids"));
+  RSD_ASSIGN_OR_RETURN(w.pos, a.Ints(rows, "positions"));
+  RSD_ASSIGN_OR_RETURN(w.slot_block, a.Ints(rows, "K/V slots"));
+  RSD_ASSIGN_OR_RETURN(w.slot_offset, a.Ints(rows, "K/V slots"));
+  RSD_ASSIGN_OR_RETURN(void* ar,
+                       a.Raw(static_cast<size_t>(rows) * sizeof(AttentionRow), "attention rows"));
+  w.att_rows = static_cast<AttentionRow*>(ar);
+  const int64_t items = rows * c.n_heads;
+  RSD_ASSIGN_OR_RETURN(Tensor m, a.F32(items, 1, "attention state"));
+  RSD_ASSIGN_OR_RETURN(Tensor l, a.F32(items, 1, "attention state"));
+  RSD_ASSIGN_OR_RETURN(Tensor acc, a.F32(items, c.head_dim, "attention state"));
+  w.att_state = AttentionState{m.f32(), l.f32(), acc.f32()};
+  const int64_t bt = block_tokens_;
+  RSD_ASSIGN_OR_RETURN(w.rb_x, a.F32(bt, c.d_model, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_xn, a.F32(bt, c.d_model, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_k, a.F32(bt, kv_dim(), "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_v, a.F32(bt, kv_dim(), "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_pos, a.Ints(bt, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_ids, a.Ints(bt, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_slot_block, a.Ints(bt, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_slot_offset, a.Ints(bt, "rebuild scratch"));
+  w.rb_rows = bt;
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::ProjectKv(const Layer& L, const Tensor& xn, const int32_t* pos_dev,
+                                    Tensor k, Tensor v) {
+  RSD_RETURN_IF_ERROR(backend_->MatMul(xn, L.wk, static_cast<const float*>(L.bk.data), k));
+  RSD_RETURN_IF_ERROR(backend_->Rope(k, config_.n_kv_heads, config_.head_dim, pos_dev, rope_));
+  return backend_->MatMul(xn, L.wv, static_cast<const float*>(L.bv.data), v);
 }
 
 absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolView& pool,
@@ -129,13 +152,16 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
     n_logits += in.all_logits ? static_cast<int64_t>(in.tokens.size()) : 1;
   }
   if (n == 0) return absl::InvalidArgumentError("empty batch");
-  EnsureWorkspace(n);
+  RSD_RETURN_IF_ERROR(EnsureWorkspace(n));
   Workspace& w = *ws_;
   if (n_tables > w.tables_cap) {
     if (w.tables != nullptr) backend_->Free(w.tables);
     std::erase(w.buffers, static_cast<void*>(w.tables));
-    w.tables = static_cast<int32_t*>(backend_->Alloc(static_cast<size_t>(n_tables) * 4));
-    RSD_CHECK(w.tables != nullptr);
+    w.tables = nullptr;
+    w.tables_cap = 0;
+    RSD_ASSIGN_OR_RETURN(void* t,
+                         backend_->Alloc(static_cast<size_t>(n_tables) * 4, "block tables"));
+    w.tables = static_cast<int32_t*>(t);
     w.buffers.push_back(w.tables);
     w.tables_cap = n_tables;
   }
@@ -168,12 +194,12 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
       }
     }
   }
-  backend_->CopyToDevice(w.ids, ids.data(), n * 4);
-  backend_->CopyToDevice(w.pos, pos.data(), n * 4);
-  backend_->CopyToDevice(w.slot_block, sblock.data(), n * 4);
-  backend_->CopyToDevice(w.slot_offset, soff.data(), n * 4);
-  backend_->CopyToDevice(w.tables, tables.data(), tables.size() * 4);
-  backend_->CopyToDevice(w.att_rows, arows.data(), n * sizeof(AttentionRow));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.ids, ids.data(), n * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.pos, pos.data(), n * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.slot_block, sblock.data(), n * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.slot_offset, soff.data(), n * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.tables, tables.data(), tables.size() * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.att_rows, arows.data(), n * sizeof(AttentionRow)));
   host_rows_ = arows;
 
   const int64_t d = c.d_model;
@@ -182,77 +208,84 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
          gate = w.gate.Rows(0, n), up = w.up.Rows(0, n), act = w.act.Rows(0, n);
   out->n_rows = n;
   if (capture_residuals) out->residuals.resize(static_cast<size_t>(c.n_layers * n * d));
-  backend_->Embed(token_embd_, w.ids, x);
+  Backend& b = *backend_;
+  RSD_RETURN_IF_ERROR(b.Embed(token_embd_, w.ids, x));
   for (int l = 0; l < c.n_layers; ++l) {
     const Layer& L = layers_[l];
     if (capture_residuals) {
-      backend_->CopyToHost(out->residuals.data() + static_cast<size_t>(l) * n * d, x.data,
-                           x.bytes());
+      RSD_RETURN_IF_ERROR(
+          b.CopyToHost(out->residuals.data() + static_cast<size_t>(l) * n * d, x.data, x.bytes()));
     }
-    backend_->RmsNorm(x, L.attn_norm.f32(), c.rms_eps, xn);
-    backend_->MatMul(xn, L.wq, static_cast<const float*>(L.bq.data), q);
-    backend_->Rope(q, c.n_heads, c.head_dim, w.pos, rope_);
-    ProjectKv(L, xn, w.pos, k, v);
-    backend_->StoreKv(k, v, l, w.slot_block, w.slot_offset, pool);
+    RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.attn_norm.f32(), c.rms_eps, xn));
+    RSD_RETURN_IF_ERROR(b.MatMul(xn, L.wq, static_cast<const float*>(L.bq.data), q));
+    RSD_RETURN_IF_ERROR(b.Rope(q, c.n_heads, c.head_dim, w.pos, rope_));
+    RSD_RETURN_IF_ERROR(ProjectKv(L, xn, w.pos, k, v));
+    RSD_RETURN_IF_ERROR(b.StoreKv(k, v, l, w.slot_block, w.slot_offset, pool));
     RSD_RETURN_IF_ERROR(AttendLayer(l, seqs, q, pool, attn));
-    backend_->MatMul(attn, L.wo, nullptr, o);
-    backend_->Add(x, o);
-    backend_->RmsNorm(x, L.ffn_norm.f32(), c.rms_eps, xn);
-    backend_->MatMul(xn, L.w_gate, nullptr, gate);
-    backend_->MatMul(xn, L.w_up, nullptr, up);
-    backend_->SiluMul(gate, up, act);
-    backend_->MatMul(act, L.w_down, nullptr, o);
-    backend_->Add(x, o);
+    RSD_RETURN_IF_ERROR(b.MatMul(attn, L.wo, nullptr, o));
+    RSD_RETURN_IF_ERROR(b.Add(x, o));
+    RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.ffn_norm.f32(), c.rms_eps, xn));
+    RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_gate, nullptr, gate));
+    RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_up, nullptr, up));
+    RSD_RETURN_IF_ERROR(b.SiluMul(gate, up, act));
+    RSD_RETURN_IF_ERROR(b.MatMul(act, L.w_down, nullptr, o));
+    RSD_RETURN_IF_ERROR(b.Add(x, o));
   }
 
   const int64_t nl = static_cast<int64_t>(logit_rows.size());
   Tensor xg = w.xg.Rows(0, nl), logits = w.logits.Rows(0, nl);
   for (int64_t i = 0; i < nl; ++i) {
-    backend_->CopyOnDevice(xg.Rows(i, 1).data, x.Rows(logit_rows[i], 1).data, d * sizeof(float));
+    RSD_RETURN_IF_ERROR(
+        b.CopyOnDevice(xg.Rows(i, 1).data, x.Rows(logit_rows[i], 1).data, d * sizeof(float)));
   }
-  backend_->RmsNorm(xg, output_norm_.f32(), c.rms_eps, xg);
-  backend_->MatMul(xg, output_, nullptr, logits);
+  RSD_RETURN_IF_ERROR(b.RmsNorm(xg, output_norm_.f32(), c.rms_eps, xg));
+  RSD_RETURN_IF_ERROR(b.MatMul(xg, output_, nullptr, logits));
   out->logits.resize(static_cast<size_t>(nl * c.vocab_size));
-  backend_->CopyToHost(out->logits.data(), logits.data, logits.bytes());
-  backend_->Synchronize();
-  return absl::OkStatus();
+  return b.CopyToHost(out->logits.data(), logits.data, logits.bytes());
 }
 
 absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
                                       const KvPoolView& pool, Tensor out) {
   const ModelConfig& c = config_;
   Workspace& w = *ws_;
-  const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim,
-                             1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim,
+                       1.0f / std::sqrt(static_cast<float>(c.head_dim))};
   int max_chunks = 0;
   bool bounded = false;
   for (const SeqInput& in : seqs) {
     const int64_t end = in.start_pos + static_cast<int64_t>(in.tokens.size());
+    shape.max_keys = std::max<int32_t>(shape.max_keys, static_cast<int32_t>(end));
     max_chunks = std::max<int>(max_chunks, static_cast<int>((end + block_tokens_ - 1) / block_tokens_));
     bounded = bounded || !in.evicted_chunks.empty() || !in.dropped_chunks.empty() ||
               in.attention_mass != nullptr;
   }
-  if (!bounded) {
-    backend_->Attention(q, w.att_rows, layer, shape, pool, out);
-    return absl::OkStatus();
-  }
+  Backend& b = *backend_;
+  if (!bounded) return b.Attention(q, w.att_rows, layer, shape, pool, out);
   // Chunk-major: hot runs in one call; each evicted chunk is rebuilt into its sequence's scratch
   // block, the table entry pointed at it, and merged on its own. One scratch block per sequence.
   AttentionState st = w.att_state;
   bool want_mass = false;
   for (const SeqInput& in : seqs) want_mass = want_mass || in.attention_mass != nullptr;
+  // Per-chunk statistics for the lossy baselines, freed on every path out.
   std::vector<void*> stat_buffers;
+  struct FreeAll {
+    Backend* b;
+    std::vector<void*>* v;
+    ~FreeAll() {
+      for (void* p : *v) b->Free(p);
+    }
+  } free_stats{backend_, &stat_buffers};
   if (want_mass) {
     const size_t n = static_cast<size_t>(q.rows) * c.n_heads * max_chunks;
     for (float** p : {&st.chunk_max, &st.chunk_sum}) {
-      *p = static_cast<float*>(backend_->Alloc(n * sizeof(float)));
-      RSD_CHECK(*p != nullptr);
-      stat_buffers.push_back(*p);
-      backend_->Fill(*p, 0xFF, n * sizeof(float));  // NaN: chunks a row never merged
+      RSD_ASSIGN_OR_RETURN(void* buf, b.Alloc(n * sizeof(float), "attention statistics"));
+      stat_buffers.push_back(buf);
+      *p = static_cast<float*>(buf);
+      RSD_RETURN_IF_ERROR(b.Fill(*p, 0xFF, n * sizeof(float)));  // NaN: chunks never merged
     }
     st.chunk_stride = max_chunks;
   }
-  backend_->AttentionBegin(shape, q.rows, st);
+  RSD_RETURN_IF_ERROR(b.AttentionBegin(shape, q.rows, st));
   std::vector<size_t> cursor(seqs.size(), 0), dcursor(seqs.size(), 0);
   int run = 0;
   for (int ch = 0; ch < max_chunks; ++ch) {
@@ -267,13 +300,14 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
     }
     if (!any_evicted && !any_dropped) continue;
     if (run < ch) {
-      backend_->AttentionChunks(q, w.att_rows, layer, run, ch, shape, pool, st);
+      RSD_RETURN_IF_ERROR(b.AttentionChunks(q, w.att_rows, layer, run, ch, shape, pool, st));
     }
     for (size_t s = 0; s < seqs.size(); ++s) {
       const auto& ev = seqs[s].evicted_chunks;
       if (cursor[s] < ev.size() && ev[cursor[s]] == ch) {
         RSD_RETURN_IF_ERROR(RebuildChunk(layer, ch, seqs[s], pool));
-        backend_->CopyToDevice(w.tables + table_offsets_[s] + ch, &seqs[s].scratch_block, 4);
+        RSD_RETURN_IF_ERROR(
+            b.CopyToDevice(w.tables + table_offsets_[s] + ch, &seqs[s].scratch_block, 4));
         ++cursor[s];
       }
     }
@@ -284,33 +318,33 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
       for (size_t r = 0; r < rows.size(); ++r) {
         if (drops[row_seq_[r]]) rows[r].n_keys = 0;
       }
-      backend_->CopyToDevice(w.att_rows, rows.data(), rows.size() * sizeof(AttentionRow));
+      RSD_RETURN_IF_ERROR(
+          b.CopyToDevice(w.att_rows, rows.data(), rows.size() * sizeof(AttentionRow)));
     }
-    backend_->AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, st);
+    RSD_RETURN_IF_ERROR(b.AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, st));
     if (any_dropped) {
-      backend_->CopyToDevice(w.att_rows, host_rows_.data(),
-                             host_rows_.size() * sizeof(AttentionRow));
+      RSD_RETURN_IF_ERROR(
+          b.CopyToDevice(w.att_rows, host_rows_.data(), host_rows_.size() * sizeof(AttentionRow)));
     }
     run = ch + 1;
   }
   if (run < max_chunks) {
-    backend_->AttentionChunks(q, w.att_rows, layer, run, max_chunks, shape, pool, st);
+    RSD_RETURN_IF_ERROR(b.AttentionChunks(q, w.att_rows, layer, run, max_chunks, shape, pool, st));
   }
-  backend_->AttentionFinish(shape, q.rows, st, out);
-  if (want_mass) AccumulateMass(seqs, st, q.rows, max_chunks, stat_buffers);
+  RSD_RETURN_IF_ERROR(b.AttentionFinish(shape, q.rows, st, out));
+  if (want_mass) return AccumulateMass(seqs, st, q.rows, max_chunks);
   return absl::OkStatus();
 }
 
-void Transformer::AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st,
-                                 int64_t n_rows, int max_chunks, std::vector<void*>& buffers) {
+absl::Status Transformer::AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st,
+                                         int64_t n_rows, int max_chunks) {
   const int nh = config_.n_heads;
   const size_t items = static_cast<size_t>(n_rows) * nh;
   std::vector<float> m(items), l(items), cmax(items * max_chunks), csum(items * max_chunks);
-  backend_->CopyToHost(m.data(), st.m, items * sizeof(float));
-  backend_->CopyToHost(l.data(), st.l, items * sizeof(float));
-  backend_->CopyToHost(cmax.data(), st.chunk_max, cmax.size() * sizeof(float));
-  backend_->CopyToHost(csum.data(), st.chunk_sum, csum.size() * sizeof(float));
-  for (void* p : buffers) backend_->Free(p);
+  RSD_RETURN_IF_ERROR(backend_->CopyToHost(m.data(), st.m, items * sizeof(float)));
+  RSD_RETURN_IF_ERROR(backend_->CopyToHost(l.data(), st.l, items * sizeof(float)));
+  RSD_RETURN_IF_ERROR(backend_->CopyToHost(cmax.data(), st.chunk_max, cmax.size() * sizeof(float)));
+  RSD_RETURN_IF_ERROR(backend_->CopyToHost(csum.data(), st.chunk_sum, csum.size() * sizeof(float)));
   // A sequence's rows are contiguous: the row's index among its sequence's new tokens.
   std::vector<int64_t> first_row(seqs.size(), -1);
   for (int64_t r = 0; r < n_rows; ++r) {
@@ -333,6 +367,7 @@ void Transformer::AccumulateMass(std::span<const SeqInput> seqs, const Attention
       }
     }
   }
+  return absl::OkStatus();
 }
 
 absl::Status Transformer::RebuildChunk(int layer, int32_t chunk, const SeqInput& in,
@@ -344,7 +379,7 @@ absl::Status Transformer::RebuildChunk(int layer, int32_t chunk, const SeqInput&
 
 absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& cs,
                                            int32_t scratch, const KvPoolView& pool) {
-  if (ws_->rows == 0) EnsureWorkspace(1);
+  if (ws_->rows == 0) RSD_RETURN_IF_ERROR(EnsureWorkspace(1));
   Workspace& w = *ws_;
   const int bt = block_tokens_, kvd = kv_dim();
   const int64_t d = config_.d_model;
@@ -352,16 +387,20 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
     return absl::InvalidArgumentError(absl::StrCat("rebuild of layer ", layer, " into block ",
                                                    scratch, " is out of range"));
   }
+  Backend& b = *backend_;
   if (poison_rebuilds_) {
-    backend_->Fill(pool.K(scratch, layer), 0xFF, static_cast<size_t>(2) * bt * kvd * sizeof(float));
+    RSD_RETURN_IF_ERROR(
+        b.Fill(pool.K(scratch, layer), 0xFF, static_cast<size_t>(2) * bt * kvd * sizeof(float)));
   }
   if (cs.kind == ChunkState::Kind::kKv) {
     if (cs.k.size() != static_cast<size_t>(bt) * kvd || cs.v.size() != cs.k.size()) {
       return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,
                                               " has ", cs.k.size(), " values, expected ", bt * kvd));
     }
-    backend_->CopyToDevice(pool.K(scratch, layer), cs.k.data(), cs.k.size() * sizeof(float));
-    backend_->CopyToDevice(pool.V(scratch, layer), cs.v.data(), cs.v.size() * sizeof(float));
+    RSD_RETURN_IF_ERROR(
+        b.CopyToDevice(pool.K(scratch, layer), cs.k.data(), cs.k.size() * sizeof(float)));
+    RSD_RETURN_IF_ERROR(
+        b.CopyToDevice(pool.V(scratch, layer), cs.v.data(), cs.v.size() * sizeof(float)));
     rebuilds_.from_kv++;
     return absl::OkStatus();
   }
@@ -378,8 +417,8 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
                                                 " holds token id ", id));
       }
     }
-    backend_->CopyToDevice(w.rb_ids, cs.tokens.data(), bt * 4);
-    backend_->Embed(token_embd_, w.rb_ids, x);
+    RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_ids, cs.tokens.data(), bt * 4));
+    RSD_RETURN_IF_ERROR(b.Embed(token_embd_, w.rb_ids, x));
     rebuilds_.from_tokens++;
   } else {
     if (cs.h.size() != static_cast<size_t>(bt * d)) {
@@ -387,7 +426,7 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
                                               layer, " has ", cs.h.size(), " values, expected ",
                                               bt * d));
     }
-    backend_->CopyToDevice(x.data, cs.h.data(), x.bytes());
+    RSD_RETURN_IF_ERROR(b.CopyToDevice(x.data, cs.h.data(), x.bytes()));
     rebuilds_.from_residual++;
   }
   std::vector<int32_t> pos(bt), blocks(bt, scratch), offs(bt);
@@ -395,13 +434,12 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
     pos[i] = chunk * bt + i;
     offs[i] = i;
   }
-  backend_->CopyToDevice(w.rb_pos, pos.data(), bt * 4);
-  backend_->CopyToDevice(w.rb_slot_block, blocks.data(), bt * 4);
-  backend_->CopyToDevice(w.rb_slot_offset, offs.data(), bt * 4);
-  backend_->RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn);
-  ProjectKv(layers_[layer], xn, w.rb_pos, k, v);
-  backend_->StoreKv(k, v, layer, w.rb_slot_block, w.rb_slot_offset, pool);
-  return absl::OkStatus();
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_pos, pos.data(), bt * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_slot_block, blocks.data(), bt * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_slot_offset, offs.data(), bt * 4));
+  RSD_RETURN_IF_ERROR(b.RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn));
+  RSD_RETURN_IF_ERROR(ProjectKv(layers_[layer], xn, w.rb_pos, k, v));
+  return b.StoreKv(k, v, layer, w.rb_slot_block, w.rb_slot_offset, pool);
 }
 
 absl::Status Transformer::KvFromResidual(int layer, std::span<const float> h,
@@ -422,17 +460,16 @@ absl::Status Transformer::KvFromResidual(int layer, std::span<const float> h,
     }
   }
   if (n == 0) return absl::OkStatus();
-  EnsureWorkspace(n);
+  RSD_RETURN_IF_ERROR(EnsureWorkspace(n));
   Workspace& w = *ws_;
+  Backend& b = *backend_;
   Tensor x = w.x.Rows(0, n), xn = w.xn.Rows(0, n), k = w.k.Rows(0, n), v = w.v.Rows(0, n);
-  backend_->CopyToDevice(x.data, h.data(), x.bytes());
-  backend_->CopyToDevice(w.pos, pos.data(), n * 4);
-  backend_->RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn);
-  ProjectKv(layers_[layer], xn, w.pos, k, v);
-  backend_->CopyToHost(k_out, k.data, k.bytes());
-  backend_->CopyToHost(v_out, v.data, v.bytes());
-  backend_->Synchronize();
-  return absl::OkStatus();
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(x.data, h.data(), x.bytes()));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.pos, pos.data(), n * 4));
+  RSD_RETURN_IF_ERROR(b.RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn));
+  RSD_RETURN_IF_ERROR(ProjectKv(layers_[layer], xn, w.pos, k, v));
+  RSD_RETURN_IF_ERROR(b.CopyToHost(k_out, k.data, k.bytes()));
+  return b.CopyToHost(v_out, v.data, v.bytes());
 }
 
 }  // namespace rsd

@@ -1,0 +1,32 @@
+// K and V rows into their pool slots (kernels/cpu/elementwise.cc's StoreKvOp): plain copies.
+#include "kernels/cuda/ops.cuh"
+
+namespace rsd::RSD_CUDA_NS {
+namespace {
+
+__global__ void StoreKvKernel(const float* k, int64_t k_cols, const float* v, int64_t v_cols,
+                              int layer, const int32_t* slot_block, const int32_t* slot_offset,
+                              float* base, int n_layers, int kv_dim, int block_tokens) {
+  const int64_t r = blockIdx.x;
+  const int64_t block = slot_block[r];
+  const int64_t off = static_cast<int64_t>(slot_offset[r]) * kv_dim;
+  float* kd = base + (block * n_layers + layer) * 2 * block_tokens * kv_dim + off;
+  float* vd = kd + static_cast<int64_t>(block_tokens) * kv_dim;
+  for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+    kd[i] = k[r * k_cols + i];
+    vd[i] = v[r * v_cols + i];
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchStoreKv(const float* k, int64_t k_cols, const float* v, int64_t v_cols, int64_t n,
+                          int layer, const int32_t* slot_block, const int32_t* slot_offset,
+                          const KvPoolView& pool, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  RSD_LAUNCH(StoreKvKernel, static_cast<unsigned>(n), 128, stream, k, k_cols, v, v_cols, layer,
+             slot_block, slot_offset, pool.base, pool.n_layers, pool.kv_dim, pool.block_tokens);
+  return cudaGetLastError();
+}
+
+}  // namespace rsd::RSD_CUDA_NS

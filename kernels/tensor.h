@@ -1,0 +1,99 @@
+// The plain data types of the compute interface: tensor views, the K/V pool layout, attention
+// arguments. Plain C++ with no dependencies, shared by the CPU kernels, the CUDA kernels (host and
+// device code) and the Backend interface (kernels/backend.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace rsd {
+
+// A 2-D row-major view of backend memory: [rows, cols] of `dtype` (block types: whole blocks).
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  size_t row_bytes() const { return DTypeRowBytes(dtype, cols); }
+  size_t bytes() const { return row_bytes() * static_cast<size_t>(rows); }
+  float* f32() const { return static_cast<float*>(data); }
+  Tensor Rows(int64_t begin, int64_t n) const {
+    return Tensor{static_cast<uint8_t*>(data) + row_bytes() * begin, dtype, n, cols};
+  }
+};
+
+// The hot K/V pool's layout. Block `b` holds, for every layer, `block_tokens` K rows then
+// `block_tokens` V rows of `kv_dim` = n_kv_heads * head_dim values:
+//   K(b, l, t) at base + ((b * n_layers + l) * 2 + 0) * block_tokens * kv_dim + t * kv_dim
+//   V(b, l, t) at base + ((b * n_layers + l) * 2 + 1) * block_tokens * kv_dim + t * kv_dim
+struct KvPoolView {
+  float* base = nullptr;  // f32 K/V (the only hot dtype for now)
+  int32_t n_blocks = 0;
+  int n_layers = 0;
+  int kv_dim = 0;
+  int block_tokens = 0;
+
+  size_t block_floats() const { return static_cast<size_t>(n_layers) * 2 * block_tokens * kv_dim; }
+  float* K(int32_t block, int layer) const {
+    return base + (static_cast<size_t>(block) * n_layers + layer) * 2 * block_tokens * kv_dim;
+  }
+  float* V(int32_t block, int layer) const { return K(block, layer) + block_tokens * kv_dim; }
+};
+
+// One query row of an attention call: the row attends to positions [0, n_keys) of a sequence
+// whose blocks are listed in `block_table` (backend memory, one id per block_tokens positions).
+struct AttentionRow {
+  const int32_t* block_table = nullptr;
+  int32_t n_keys = 0;
+};
+
+// Per-call shape of attention.
+struct AttentionShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 0.0f;  // usually 1/sqrt(head_dim)
+  // An upper bound of the rows' n_keys (0: unknown). A device backend sizes its work by it
+  // instead of reading the rows back; it never changes a result.
+  int32_t max_keys = 0;
+};
+
+// Running online-softmax state of a chunked attention call, per (row, head), in backend memory:
+// m and l [n_rows * n_heads], acc [n_rows * n_heads * head_dim]. Merging chunk after chunk into it
+// gives exactly the bits of one Attention call over the same chunks.
+struct AttentionState {
+  float* m = nullptr;
+  float* l = nullptr;
+  float* acc = nullptr;
+  // Optional (lossy baselines such as H2O): each merged chunk's own max and sum, at
+  // [(row * n_heads + head) * chunk_stride + chunk]. Writing them never changes the result.
+  float* chunk_max = nullptr;
+  float* chunk_sum = nullptr;
+  int chunk_stride = 0;
+};
+
+// RoPE as a precomputed table of cos/sin per (position, pair): [max_pos, head_dim/2] each.
+// Pairing is rotate-half: dimension i rotates with i + head_dim/2.
+struct RopeTable {
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int max_pos = 0;
+  int half_dim = 0;
+};
+
+// What the backend did, for tests that must prove a path ran.
+struct BackendCounters {
+  uint64_t matmul_calls = 0;
+  uint64_t matmul_rows = 0;      // sum over calls of activation rows
+  uint64_t matmul_max_rows = 0;  // most rows in one call
+  uint64_t matmul_min_rows = ~0ull;
+  uint64_t attention_rows = 0;
+  uint64_t attention_chunks = 0;
+  int max_threads_used = 0;      // most distinct threads that did work in one parallel op
+  uint64_t device_launches = 0;  // kernels launched on a device (CUDA; 0 on the CPU)
+};
+
+}  // namespace rsd
