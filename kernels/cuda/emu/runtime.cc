@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/context/fiber.hpp>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -23,10 +22,46 @@
 #define RSD_EMU_ASAN 1
 #endif
 
+// Switches stacks: saves the callee-saved registers on the current stack, stores the stack pointer
+// in *save, loads `next` and restores what was saved there. (MXCSR and the x87 control word are
+// callee-saved too, but nothing here changes them, so all threads share them.) x86-64 System V.
+extern "C" void rsd_emu_switch(void** save, void* next);
+extern "C" void rsd_emu_trampoline();
+asm(R"(
+  .text
+  .p2align 4
+  .globl rsd_emu_switch
+  .type rsd_emu_switch, @function
+rsd_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size rsd_emu_switch, .-rsd_emu_switch
+
+  .p2align 4
+  .globl rsd_emu_trampoline
+  .type rsd_emu_trampoline, @function
+rsd_emu_trampoline:
+  movq %rbx, %rdi
+  callq *%r12
+  ud2
+  .size rsd_emu_trampoline, .-rsd_emu_trampoline
+)");
+
 namespace rsd::emu {
 namespace {
-
-namespace ctx = boost::context;
 
 constexpr size_t kPage = 4096;
 constexpr size_t kMaxShared = 48 * 1024;
@@ -333,17 +368,6 @@ std::vector<FiberStack>& Stacks(size_t n) {
   return stacks;
 }
 
-struct StackAllocator {
-  const FiberStack* stack;
-  ctx::stack_context allocate() {
-    ctx::stack_context sc;
-    sc.size = stack->size;
-    sc.sp = stack->top();
-    return sc;
-  }
-  void deallocate(ctx::stack_context&) noexcept {}
-};
-
 enum class ThreadState { kReady, kBlockBarrier, kWarpBarrier, kExited };
 
 struct ThreadCtx {
@@ -356,13 +380,8 @@ struct ThreadCtx {
   uint64_t offered = 0, result = 0;
   int src = -1;
   uint64_t warp_gen = 0;  // warp barriers this thread has passed
-  ctx::fiber fiber;       // the thread, while it is suspended
-  ctx::fiber sched;       // the scheduler, while the thread runs
+  void* sp = nullptr;     // the thread's saved stack pointer, while it is suspended
   const FiberStack* stack = nullptr;
-#if defined(RSD_EMU_ASAN)
-  const void* sched_bottom = nullptr;
-  size_t sched_size = 0;
-#endif
 };
 
 }  // namespace
@@ -409,20 +428,65 @@ ThreadCtx& Self() {
   return *t_thread;
 }
 
+// The scheduler's side of the switches: its saved stack pointer and (under ASan) its stack.
+thread_local void* t_sched_sp = nullptr;
+#if defined(RSD_EMU_ASAN)
+thread_local const void* t_sched_bottom = nullptr;
+thread_local size_t t_sched_size = 0;
+#endif
+
 // Suspends the calling thread until the scheduler resumes it.
 void Yield() {
   ThreadCtx* t = t_thread;
   BlockRun* b = t_block;
 #if defined(RSD_EMU_ASAN)
   void* fake = nullptr;
-  __sanitizer_start_switch_fiber(&fake, t->sched_bottom, t->sched_size);
+  __sanitizer_start_switch_fiber(&fake, t_sched_bottom, t_sched_size);
 #endif
-  t->sched = std::move(t->sched).resume();
+  rsd_emu_switch(&t->sp, t_sched_sp);
 #if defined(RSD_EMU_ASAN)
-  __sanitizer_finish_switch_fiber(fake, &t->sched_bottom, &t->sched_size);
+  __sanitizer_finish_switch_fiber(fake, &t_sched_bottom, &t_sched_size);
 #endif
   t_thread = t;
   t_block = b;
+}
+
+// Where a thread starts: runs the kernel body, then leaves for good.
+[[noreturn]] void ThreadMain(ThreadCtx* t) {
+#if defined(RSD_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, &t_sched_bottom, &t_sched_size);
+#endif
+  (*t_block->body)();
+  t->state = ThreadState::kExited;
+#if defined(RSD_EMU_ASAN)
+  __sanitizer_start_switch_fiber(nullptr, t_sched_bottom, t_sched_size);
+#endif
+  void* unused = nullptr;
+  rsd_emu_switch(&unused, t_sched_sp);
+  __builtin_unreachable();
+}
+
+// A fresh thread's stack: what rsd_emu_switch pops (six callee-saved registers, then the return
+// address) so that it "returns" into the trampoline, which calls ThreadMain(t).
+void* PrepareStack(const FiberStack& st, ThreadCtx* t) {
+  // Each thread's stack starts at a different offset within its page ("coloring"): the tops of
+  // equally spaced stacks would otherwise all map to the same cache sets and evict each other
+  // at every switch.
+  auto* top = reinterpret_cast<uintptr_t*>(static_cast<uint8_t*>(st.top()) - (t->tid % 64) * 64);
+  // Slots from sp upward: r15, r14, r13, r12, rbx, rbp, return address, then padding. After the
+  // six pops and the ret, rsp = sp + 7 slots = top - 16 bytes, 16-byte aligned, as the ABI wants
+  // at the trampoline's call.
+  uintptr_t* sp = top - 9;
+  sp[0] = 0;                                         // r15
+  sp[1] = 0;                                         // r14
+  sp[2] = 0;                                         // r13
+  sp[3] = reinterpret_cast<uintptr_t>(&ThreadMain);  // r12: the function
+  sp[4] = reinterpret_cast<uintptr_t>(t);            // rbx: its argument
+  sp[5] = 0;                                         // rbp
+  sp[6] = reinterpret_cast<uintptr_t>(&rsd_emu_trampoline);
+  sp[7] = 0;
+  sp[8] = 0;
+  return sp;
 }
 
 // Releases the lanes waiting at a warp barrier whose masks are complete; false if none.
@@ -516,20 +580,7 @@ void RunBlock(BlockRun& b) {
     t.warp = i / 32;
     t.idx = dim3(i % b.bdim.x, (i / b.bdim.x) % b.bdim.y, i / (b.bdim.x * b.bdim.y));
     t.stack = &stacks[i];
-    ThreadCtx* tp = &t;
-    t.fiber = ctx::fiber(
-        std::allocator_arg, StackAllocator{t.stack}, [tp](ctx::fiber&& sched) -> ctx::fiber {
-          tp->sched = std::move(sched);
-#if defined(RSD_EMU_ASAN)
-          __sanitizer_finish_switch_fiber(nullptr, &tp->sched_bottom, &tp->sched_size);
-#endif
-          (*t_block->body)();
-          tp->state = ThreadState::kExited;
-#if defined(RSD_EMU_ASAN)
-          __sanitizer_start_switch_fiber(nullptr, tp->sched_bottom, tp->sched_size);
-#endif
-          return std::move(tp->sched);
-        });
+    t.sp = PrepareStack(*t.stack, &t);
   }
   t_block = &b;
   for (int pass = 0;; ++pass) {
@@ -541,7 +592,7 @@ void RunBlock(BlockRun& b) {
       void* fake = nullptr;
       __sanitizer_start_switch_fiber(&fake, t.stack->bottom(), t.stack->size);
 #endif
-      t.fiber = std::move(t.fiber).resume();
+      rsd_emu_switch(&t_sched_sp, t.sp);
 #if defined(RSD_EMU_ASAN)
       __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
