@@ -19,6 +19,14 @@ v1::WorkerInfo InfoOf(const WorkerSnapshot& w) {
   out.set_model_fingerprint(w.desc.model_fingerprint);
   out.set_numerics_fingerprint(w.desc.numerics_fingerprint);
   out.set_state(WorkerStateName(w.state));
+  v1::DeviceInfo* dev = out.mutable_device();
+  dev->set_kind(w.desc.device_kind);
+  dev->set_name(w.desc.device_name);
+  dev->set_index(w.desc.device_index);
+  dev->set_memory_total(w.desc.device_memory_total);
+  dev->set_memory_limit(w.desc.device_memory_limit);
+  dev->set_memory_used(w.desc.device_memory_used);
+  dev->set_memory_bandwidth(w.desc.device_memory_bandwidth);
   v1::WorkerLoad* l = out.mutable_load();
   l->set_hot_bytes_total(w.desc.load.hot_bytes_total);
   l->set_hot_bytes_free(w.desc.load.hot_bytes_free);

@@ -59,6 +59,11 @@ struct WorkerDescriptor {
   WorkerLoadInfo load;
   WorkerRates rates;
   bool serving = false;
+  // What it computes on (placement only matches numerics fingerprints; this is for operators).
+  std::string device_kind, device_name;
+  int32_t device_index = 0;
+  int64_t device_memory_total = 0, device_memory_limit = 0, device_memory_used = 0;
+  double device_memory_bandwidth = 0;
 };
 
 // kDraining: cordoned by a drain (its sessions are being moved away); placement skips it like a

@@ -43,6 +43,13 @@ WorkerDescriptor DescriptorOf(const v1::WorkerStatus& s, const std::string& peer
   d.rates.residual_tokens_per_s = s.rates().residual_tokens_per_s();
   d.rates.kv_copy_tokens_per_s = s.rates().kv_copy_tokens_per_s();
   d.serving = s.serving();
+  d.device_kind = s.device().kind();
+  d.device_name = s.device().name();
+  d.device_index = s.device().index();
+  d.device_memory_total = s.device().memory_total();
+  d.device_memory_limit = s.device().memory_limit();
+  d.device_memory_used = s.device().memory_used();
+  d.device_memory_bandwidth = s.device().memory_bandwidth();
   return d;
 }
 

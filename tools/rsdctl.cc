@@ -542,6 +542,14 @@ json WorkerJson(const v1::WorkerInfo& w) {
           {"model_fingerprint", w.model_fingerprint()},
           {"numerics_fingerprint", w.numerics_fingerprint()},
           {"state", w.state()},
+          {"device",
+           {{"kind", w.device().kind()},
+            {"name", w.device().name()},
+            {"index", w.device().index()},
+            {"memory_total", w.device().memory_total()},
+            {"memory_limit", w.device().memory_limit()},
+            {"memory_used", w.device().memory_used()},
+            {"memory_bandwidth", w.device().memory_bandwidth()}}},
           {"seconds_since_heartbeat", w.seconds_since_heartbeat()},
           {"sessions", w.sessions()},
           {"load",
@@ -556,9 +564,12 @@ json WorkerJson(const v1::WorkerInfo& w) {
 }
 
 std::vector<std::string> WorkerRow(const v1::WorkerInfo& w) {
+  const std::string device =
+      w.device().kind() == "cuda" ? absl::StrCat("cuda:", w.device().index()) : w.device().kind();
   return {w.id(),
           w.address(),
           w.model(),
+          device,
           w.state(),
           absl::StrCat(w.sessions()),
           absl::StrFormat("%.1f", w.seconds_since_heartbeat()),
@@ -566,9 +577,9 @@ std::vector<std::string> WorkerRow(const v1::WorkerInfo& w) {
           absl::StrCat(Bytes(w.load().warm_bytes_free()), "/", Bytes(w.load().warm_bytes_total())),
           absl::StrCat(w.load().queue_depth(), "+", w.load().running())};
 }
-const std::vector<std::string> kWorkerHeader = {"ID",      "ADDRESS",  "MODEL",     "STATE",
-                                                "SESSIONS", "HB_AGE_S", "HOT_FREE", "WARM_FREE",
-                                                "QUEUED+RUNNING"};
+const std::vector<std::string> kWorkerHeader = {
+    "ID",       "ADDRESS",  "MODEL",    "DEVICE",    "STATE",
+    "SESSIONS", "HB_AGE_S", "HOT_FREE", "WARM_FREE", "QUEUED+RUNNING"};
 
 void PrintWorker(const Cli& cli, const v1::WorkerInfo& w) {
   if (cli.json) return PrintJson(WorkerJson(w));

@@ -2,6 +2,7 @@
 // with the router and heartbeats its load, fingerprints and rebuild rates.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -14,11 +15,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "storage/common/flags.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "rsd/v1/worker.grpc.pb.h"
+#include "storage/common/flags.h"
 #include "worker/service/worker_service.h"
 
 ABSL_FLAG(std::string, model, "", "model: a GGUF file or a Hugging Face folder (required)");
@@ -28,7 +29,12 @@ ABSL_FLAG(std::string, advertise, "", "address the router should use (default: -
 ABSL_FLAG(std::string, router, "", "router address to register with (empty: standalone)");
 ABSL_FLAG(std::string, data_dir, "", "RocksDB data dir for sessions (required)");
 ABSL_FLAG(std::string, id, "", "worker name (default: worker-<port>)");
-ABSL_FLAG(int, threads, 0, "compute threads (0: all cores)");
+ABSL_FLAG(std::string, device, "cpu",
+          "what computes: cpu, cuda, cuda:N, or cuda-emu (the CUDA backend on the host emulation "
+          "of a GPU); CPU and CUDA workers share one numerics fingerprint");
+ABSL_FLAG(int64_t, device_memory, 0,
+          "bytes of device memory the worker may use (0: what the device has; on the CPU, no cap)");
+ABSL_FLAG(int, threads, 0, "compute threads of the CPU backend (0: all cores)");
 ABSL_FLAG(int64_t, hot_bytes, 256ll << 20, "hot K/V pool bytes (all sessions)");
 ABSL_FLAG(int, hot_budget_tokens, 0, "per-session hot budget in tokens (0: unbounded)");
 ABSL_FLAG(int64_t, warm_bytes, 256ll << 20, "warm (host) checkpoint bytes");
@@ -74,6 +80,8 @@ int Main() {
 
   EngineOptions eo;
   eo.model_path = model;
+  eo.device = absl::GetFlag(FLAGS_device);
+  eo.device_memory = static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_device_memory)));
   eo.threads = absl::GetFlag(FLAGS_threads) > 0
                    ? absl::GetFlag(FLAGS_threads)
                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -135,8 +143,8 @@ int Main() {
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
-  std::printf("rsd-worker %s listening on %s (model %s, %d threads, data dir %s)\n",
-              wo.id.c_str(), address.c_str(), wo.model_name.c_str(), eo.threads,
+  std::printf("rsd-worker %s listening on %s (model %s, %s, data dir %s)\n", wo.id.c_str(),
+              address.c_str(), wo.model_name.c_str(), (*engine)->backend().name().c_str(),
               data_dir.c_str());
   std::fflush(stdout);
 

@@ -294,6 +294,75 @@ TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndSlowClientsPauseOnlyThemselves) {
   EXPECT_EQ(o0.tokens, alone_[0][1].tokens);
 }
 
+// On a device whose memory holds the workspace of a few dozen rows but not of a long prompt, a
+// step batching a short turn with a long one runs out of device memory: the scheduler retries the
+// batch turn by turn, so only the turn that cannot fit even alone fails (RESOURCE_EXHAUSTED, rolled
+// back) and the short one completes exactly (cuda-emu, against the CPU run alone).
+TEST_F(SchedulerTest, OutOfDeviceMemoryFailsOnlyTheTurnThatCannotFitAlone) {
+  auto make = [&](size_t device_memory) {
+    EngineOptions o;
+    o.model_path = model_;
+    o.block_tokens = 4;
+    o.keep_residuals = true;
+    o.device = "cuda-emu";
+    o.device_memory = device_memory;
+    auto e = Engine::Create(o);
+    RSD_CHECK(e.ok());
+    return std::move(e).value();
+  };
+  // The device memory after a 48-token prompt: enough for every short turn, not for 200 tokens.
+  size_t cap = 0;
+  {
+    auto probe = make(0);
+    const int32_t seq = probe->CreateSequence();
+    std::vector<int32_t> prompt(48, 5);
+    probe->AppendPending(seq, prompt);
+    ASSERT_TRUE(probe->FlushPending(seq).ok());
+    cap = probe->backend().device_info().memory_used;
+  }
+  auto engine = make(cap);
+  auto sessions = SessionManager::Create(engine.get(), {});
+  ASSERT_TRUE(sessions.ok());
+  Scheduler scheduler(engine.get(), sessions->get(), SchedulerOptions{});
+  const SessionId small = SessionId::Random(), big = SessionId::Random();
+  scheduler.RunSync([&] {
+    ASSERT_TRUE((*sessions)->Create(small, {}).ok());
+    ASSERT_TRUE((*sessions)->Create(big, {}).ok());
+  });
+  std::string long_text;
+  for (int i = 0; i < 50; ++i) long_text += "cats ";
+  // Both turns queued while the compute thread is held, so they are admitted into one step.
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread hold([&] {
+    scheduler.RunSync([&] {
+      entered.set_value();
+      released.wait();
+    });
+  });
+  entered.get_future().wait();
+  auto s1 = scheduler.Submit(TurnSpec{small, "default", 0, Message(0, 0), Params(0, 0)});
+  auto s2 = scheduler.Submit(TurnSpec{big, "default", 0, long_text, Params(1, 0)});
+  release.set_value();
+  hold.join();
+  ASSERT_TRUE(s1.ok() && s2.ok());
+  Outcome o1 = Drain(**s1), o2 = Drain(**s2);
+  ASSERT_TRUE(o1.status.ok()) << o1.status;
+  EXPECT_EQ(o1.tokens, alone_[0][0].tokens);
+  EXPECT_EQ(o1.hashes, alone_[0][0].hashes);
+  EXPECT_THAT(o2.status, testing::StatusIs(absl::StatusCode::kResourceExhausted,
+                                           ::testing::HasSubstr("out of device memory")));
+  int turns = -1;
+  scheduler.RunSync([&] { turns = static_cast<int>((*sessions)->Describe(big)->turns); });
+  EXPECT_EQ(turns, 0) << "the refused turn was rolled back";
+  // The worker goes on: the next short turn of the first session is exact too.
+  Outcome o3 =
+      Drain(**scheduler.Submit(TurnSpec{small, "default", 0, Message(0, 1), Params(0, 1)}));
+  ASSERT_TRUE(o3.status.ok()) << o3.status;
+  EXPECT_EQ(o3.tokens, alone_[0][1].tokens);
+  EXPECT_GE(scheduler.stats().failed, 1);
+}
+
 TEST_F(SchedulerTest, AdmissionErrorsAreClearAndTouchNoOtherSession) {
   auto engine = MakeEngine(0);
   auto sessions = SessionManager::Create(engine.get(), {});

@@ -401,11 +401,31 @@ bool Scheduler::StepOnce() {
   }
   if (work.empty()) return false;
   ForwardResult fr;
-  absl::Status st = engine_->Step(work, false, &fr);
+  const absl::Status st = engine_->Step(work, false, &fr);
+  if (st.code() == absl::StatusCode::kResourceExhausted && work.size() > 1) {
+    // The batch as a whole did not fit the device (a workspace grows with the rows): its turns
+    // run one at a time instead, so only a turn that cannot fit even alone fails. Batching never
+    // changes a turn's bits, so this is exact.
+    for (size_t i = 0; i < work.size(); ++i) {
+      const bool decoding = !owners[i]->decoder->tokens().empty();
+      ForwardResult one;
+      const absl::Status st1 =
+          engine_->Step(std::span<const Engine::Work>(&work[i], 1), false, &one);
+      Advance({owners[i]}, st1, one, decoding ? 0 : work[i].pending_limit, decoding ? 1 : 0);
+    }
+    return true;
+  }
+  Advance(owners, st, fr, prefill, decode_rows);
+  return true;
+}
+
+void Scheduler::Advance(const std::vector<Running*>& owners, const absl::Status& st,
+                        const ForwardResult& fr, int64_t prefill, int32_t decode_rows) {
   if (!st.ok()) {
     // A checkpoint that failed to load (DATA_LOSS): it is not known which turn's it was, so every
     // session of the batch drops its checkpoints and its turn runs again, once, from the token
-    // log. Anything else (admission reserves room, so not expected) fails the batch's turns.
+    // log. Anything else (out of device memory for a turn alone, a device fault) fails the
+    // batch's turns; each rolls back.
     for (Running* r : owners) {
       auto it = std::find_if(running_.begin(), running_.end(),
                              [&](const auto& x) { return x.get() == r; });
@@ -427,7 +447,7 @@ bool Scheduler::StepOnce() {
       }
       Fail(*own, absl::Status(st.code(), absl::StrCat("engine step failed: ", st.message())));
     }
-    return true;
+    return;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -468,7 +488,6 @@ bool Scheduler::StepOnce() {
     SyncRunning();
     Finish(*done);
   }
-  return true;
 }
 
 void Scheduler::Loop() {
@@ -487,9 +506,11 @@ void Scheduler::Loop() {
     }
     const int32_t used = engine_->pool().used();
     const int32_t n_sessions = static_cast<int32_t>(sessions_->session_count());
+    const size_t device_used = engine_->backend().device_info().memory_used;
     std::unique_lock<std::mutex> lock(mu_);
     stats_.running = static_cast<int32_t>(running_.size());
     stats_.hot_blocks_used = used;
+    stats_.device_memory_used = static_cast<int64_t>(device_used);
     stats_.sessions = n_sessions;
     has_work_ = !running_.empty() || !queue_.empty();
     if (!has_work_) last_progress_ = now;

@@ -97,6 +97,7 @@ struct SchedulerStats {
   int32_t queue_depth = 0, running = 0;
   // Published by the compute thread after every step (heartbeats read these, not the engine).
   int32_t hot_blocks_used = 0, sessions = 0;
+  int64_t device_memory_used = 0;  // bytes the backend holds (weights, pool, workspace)
 };
 
 class Scheduler {
@@ -134,6 +135,10 @@ class Scheduler {
   bool Admit();
   // One engine step over the running turns. Returns whether it did anything.
   bool StepOnce();
+  // Applies the outcome of one engine step over `owners`' turns: on success samples each turn's
+  // next token (and finishes turns that are done); on failure fails or requeues them.
+  void Advance(const std::vector<Running*>& owners, const absl::Status& st, const ForwardResult& fr,
+               int64_t prefill, int32_t decode_rows);
   void Finish(Running& r);  // commit and report
   void Fail(Running& r, const absl::Status& status);
   std::vector<SessionId> Busy() const;

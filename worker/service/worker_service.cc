@@ -28,7 +28,15 @@ std::string StateOf(const SessionInfo& info) {
 
 WorkerService::WorkerService(Engine* engine, SessionManager* sessions, Scheduler* scheduler,
                              WorkerServiceOptions options)
-    : engine_(engine), sessions_(sessions), scheduler_(scheduler), options_(std::move(options)) {}
+    : engine_(engine), sessions_(sessions), scheduler_(scheduler), options_(std::move(options)) {
+  const DeviceInfo d = engine_->backend().device_info();
+  device_.set_kind(d.kind);
+  device_.set_name(d.name);
+  device_.set_index(d.index);
+  device_.set_memory_total(static_cast<int64_t>(d.memory_total));
+  device_.set_memory_limit(static_cast<int64_t>(d.memory_limit));
+  device_.set_memory_bandwidth(d.memory_bandwidth);
+}
 
 void WorkerService::MeasureRates() {
   scheduler_->RunSync([&] {
@@ -63,6 +71,8 @@ v1::WorkerStatus WorkerService::Status() {
   st.set_numerics_fingerprint(engine_->numerics_fingerprint());
   st.set_context_length(static_cast<int32_t>(engine_->model().max_context()));
   *st.mutable_rates() = rates_;
+  *st.mutable_device() = device_;
+  st.mutable_device()->set_memory_used(scheduler_->stats().device_memory_used);
   const SchedulerStats s = scheduler_->stats();
   v1::WorkerLoad* load = st.mutable_load();
   const int64_t block_bytes = static_cast<int64_t>(engine_->pool().block_bytes());

@@ -73,6 +73,7 @@ class WorkerService final : public v1::Worker::Service {
   Scheduler* scheduler_;
   const WorkerServiceOptions options_;
   v1::RebuildRates rates_;
+  v1::DeviceInfo device_;  // read once at start: heartbeats must not touch the backend
 
   // Idempotent turn ids: per session, the last committed turns' results; turns in flight.
   std::mutex turns_mu_;
