@@ -20,10 +20,53 @@ ABSL_FLAG(std::string, dtype, "",
           "suffix unless the entry already has that type");
 ABSL_FLAG(std::string, formats, "gguf,hf", "which copies to write: gguf, hf or both");
 ABSL_FLAG(bool, list, false, "print the catalog (name, description) and exit");
+ABSL_FLAG(std::string, shape, "",
+          "instead of the catalog, one model of a real model's shape with random weights, for "
+          "benchmarks where memory bandwidth is the limit: llama-3.2-1b (16 layers, d 2048, 32 "
+          "heads, 8 KV heads, d_ff 8192, vocab 128256; tied embeddings), written as "
+          "<shape>-<dtype>.gguf (GGUF only)");
 
 namespace {
 
 using rsd::testing::SyntheticCatalogEntry;
+
+// A benchmark-sized model of a real shape (not in the test catalog: it is large).
+int WriteShape(const std::string& out) {
+  const std::string shape = absl::GetFlag(FLAGS_shape);
+  if (shape != "llama-3.2-1b") {
+    std::fprintf(stderr, "rsd-mkmodel: unknown --shape '%s' (llama-3.2-1b)\n", shape.c_str());
+    return 2;
+  }
+  const std::string dtype =
+      absl::GetFlag(FLAGS_dtype).empty() ? "q4_0" : absl::GetFlag(FLAGS_dtype);
+  std::optional<rsd::DType> t = rsd::testing::ParseDTypeName(dtype);
+  if (!t) {
+    std::fprintf(stderr, "rsd-mkmodel: unknown --dtype '%s'\n", dtype.c_str());
+    return 2;
+  }
+  rsd::testing::SyntheticModelOptions o;
+  o.name = shape + "-" + dtype;
+  o.architecture = "llama";
+  o.n_layers = 16;
+  o.d_model = 2048;
+  o.n_heads = 32;
+  o.n_kv_heads = 8;
+  o.d_ff = 8192;
+  o.vocab = 128256;
+  o.context_length = 2048;
+  o.tied = true;
+  o.weight_dtype = *t;
+  o.rope_theta = 500000.0f;
+  o.seed = 1;
+  rsd::testing::SyntheticModel model(o);
+  const absl::Status s = model.WriteGguf(out + "/" + o.name + ".gguf");
+  if (!s.ok()) {
+    std::fprintf(stderr, "rsd-mkmodel: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::printf("%s\n", o.name.c_str());
+  return 0;
+}
 
 int Run() {
   const auto& catalog = rsd::testing::SyntheticModelCatalog();
@@ -38,6 +81,7 @@ int Run() {
     std::fprintf(stderr, "rsd-mkmodel: --out is required\n");
     return 2;
   }
+  if (!absl::GetFlag(FLAGS_shape).empty()) return WriteShape(out);
   std::vector<SyntheticCatalogEntry> chosen;
   if (absl::GetFlag(FLAGS_models) == "all") {
     chosen = catalog;

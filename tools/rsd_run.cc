@@ -15,9 +15,11 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "kernels/cpu/isa.h"
 #include "nlohmann/json.hpp"
+#include "storage/common/clock.h"
 #include "storage/common/flags.h"
 #include "storage/common/status.h"
 #include "worker/engine/engine.h"
@@ -65,7 +67,11 @@ ABSL_FLAG(int64_t, warm_budget_bytes, 256ll << 20, "chat: warm (host) checkpoint
 ABSL_FLAG(std::string, restore_from, "warm",
           "chat: after the between-turn spill, leave checkpoints in the warm tier or demote them "
           "to cold (RocksDB) so the next turn restores from there");
-ABSL_FLAG(std::string, threads_list, "1,2", "bench: thread counts to measure");
+ABSL_FLAG(std::string, threads_list, "1,2", "bench: thread counts to measure (CPU backend)");
+ABSL_FLAG(std::string, batch_list, "1", "bench: decode batch sizes (sequences stepping together)");
+ABSL_FLAG(bool, bench_restore, false,
+          "bench: also time restoring a sequence's K/V from host checkpoints (kv: copies, "
+          "residual: rebuilds)");
 ABSL_FLAG(int, bench_prompt_tokens, 128, "bench: prompt length for prefill");
 ABSL_FLAG(int, bench_decode_tokens, 64, "bench: tokens to decode");
 ABSL_FLAG(int, bench_repeats, 3, "bench: repetitions (best is reported)");
@@ -75,8 +81,9 @@ namespace {
 
 using nlohmann::json;
 
-absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
+absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads, size_t kv_budget_bytes = 0) {
   EngineOptions o;
+  o.kv_budget_bytes = kv_budget_bytes;
   o.model_path = absl::GetFlag(FLAGS_model);
   if (o.model_path.empty()) return absl::InvalidArgumentError("--model is required");
   o.device = absl::GetFlag(FLAGS_device);
@@ -92,6 +99,7 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads) {
   o.evict = absl::GetFlag(FLAGS_evict);
   o.planner_bytes_per_second = absl::GetFlag(FLAGS_planner_bytes_per_second);
   o.planner_rebuild_seconds = absl::GetFlag(FLAGS_planner_rebuild_seconds);
+  o.keep_residuals = absl::GetFlag(FLAGS_bench_restore);  // the residual form's checkpoints
   return Engine::Create(o);
 }
 
@@ -340,17 +348,104 @@ absl::Status Chat() {
   return absl::OkStatus();
 }
 
+// Tokens per second of `batch` sequences decoding together after a prompt each: every step feeds
+// one token to each (a fixed id; the sampler is not what is measured).
+absl::StatusOr<double> DecodeBatch(Engine& e, const std::vector<int32_t>& prompt, int batch,
+                                   int steps) {
+  std::vector<int32_t> seqs;
+  for (int b = 0; b < batch; ++b) {
+    seqs.push_back(e.CreateSequence());
+    e.AppendPending(seqs.back(), prompt);
+    RSD_RETURN_IF_ERROR(e.FlushPending(seqs.back()));
+  }
+  const int32_t tok = prompt.back();
+  std::vector<Engine::Work> work;
+  for (int32_t s : seqs) work.push_back(Engine::Work{s, std::span<const int32_t>(&tok, 1), false});
+  ForwardResult fr;
+  RSD_RETURN_IF_ERROR(e.Step(work, false, &fr));  // warm-up (workspace sized once)
+  const double t0 = MonotonicSeconds();
+  for (int i = 0; i < steps; ++i) RSD_RETURN_IF_ERROR(e.Step(work, false, &fr));
+  const double dt = MonotonicSeconds() - t0;
+  for (int32_t s : seqs) e.DestroySequence(s);
+  return batch * steps / dt;
+}
+
+// Tokens per second of restoring a sequence from host checkpoints in `form` ("kv": copies into
+// the pool; "residual": K/V rebuilt from residuals). The checkpoints are taken from a sequence the
+// engine computed, so they are real.
+absl::StatusOr<double> Restore(Engine& e, const std::vector<int32_t>& prompt, bool kv) {
+  const int32_t src = e.CreateSequence();
+  e.AppendPending(src, prompt);
+  RSD_RETURN_IF_ERROR(e.FlushPending(src));
+  const int32_t chunks = e.FullChunks(src);
+  const int layers = e.config().n_layers;
+  std::vector<std::vector<float>> payload(static_cast<size_t>(chunks) * layers);
+  for (int32_t c = 0; c < chunks; ++c) {
+    for (int l = 0; l < layers; ++l) {
+      if (!kv && l == 0) continue;  // layer 0 comes from the tokens
+      RSD_ASSIGN_OR_RETURN(payload[c * layers + l], e.ChunkPayload(src, c, l, kv));
+    }
+  }
+  const std::vector<int32_t> tokens = e.SequenceTokens(src);
+  e.DestroySequence(src);
+  const std::vector<uint8_t> plan(layers, kv ? 1 : 0);
+  auto load = [&](int32_t c, int l) -> absl::StatusOr<std::vector<float>> {
+    return payload[c * layers + l];
+  };
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = MonotonicSeconds();
+    RSD_ASSIGN_OR_RETURN(int32_t seq, e.ImportSequence(tokens, chunks, plan, load));
+    RSD_RETURN_IF_ERROR(e.backend().Synchronize());
+    best = std::min(best, MonotonicSeconds() - t0);
+    e.DestroySequence(seq);
+  }
+  return chunks * e.model().block_tokens() / best;
+}
+
+std::string Limit(double value, double limit) {
+  if (limit <= 0) return "";
+  return absl::StrFormat(" (%.1f%% of the %.0f tok/s memory-bandwidth limit)",
+                         100.0 * value / limit, limit);
+}
+
 absl::Status Bench() {
   json rows = json::array();
-  for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads_list), ',')) {
-    int threads = 0;
-    if (!absl::SimpleAtoi(t, &threads) || threads < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--threads-list: '", t,
-                                                     "' is not a thread count"));
+  std::vector<int> threads_list = {1};
+  if (absl::GetFlag(FLAGS_device) == "cpu") {
+    threads_list.clear();
+    for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads_list), ',')) {
+      int threads = 0;
+      if (!absl::SimpleAtoi(t, &threads) || threads < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--threads-list: '", t, "' is not a thread count"));
+      }
+      threads_list.push_back(threads);
     }
-    RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(threads));
-    const int np = absl::GetFlag(FLAGS_bench_prompt_tokens);
-    const int nd = absl::GetFlag(FLAGS_bench_decode_tokens);
+  }
+  std::vector<int> batches;
+  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batch_list), ',')) {
+    int n = 0;
+    if (!absl::SimpleAtoi(b, &n) || n < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--batch-list: '", b, "' is not a batch size"));
+    }
+    batches.push_back(n);
+  }
+  const int np = absl::GetFlag(FLAGS_bench_prompt_tokens);
+  const int nd = absl::GetFlag(FLAGS_bench_decode_tokens);
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  for (int threads : threads_list) {
+    size_t pool = 0;  // the default: one context
+    if (max_batch > 1) {
+      // Every sequence of the largest batch, plus the bench's own: a block of slack each.
+      RSD_ASSIGN_OR_RETURN(auto probe, MakeEngine(1, 1));
+      const int64_t bt = probe->model().block_tokens();
+      const int64_t per_seq =
+          (np + nd + 2 + bt) / bt * bt * probe->model().state_bytes_per_token().kv;
+      pool = static_cast<size_t>((max_batch + 2) * per_seq);
+    }
+    RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(threads, pool));
     // A fixed pseudo-random prompt of ordinary token ids.
     std::vector<int32_t> prompt(np);
     for (int i = 0; i < np; ++i) prompt[i] = 100 + (i * 7919) % (engine->config().vocab_size - 200);
@@ -365,18 +460,54 @@ absl::Status Bench() {
       best_decode = std::min(best_decode, r.decode_seconds);
       engine->DestroySequence(seq);
     }
+    const DeviceInfo dev = engine->backend().device_info();
+    const double weights = static_cast<double>(engine->model().weight_bytes());
+    // Decode reads every weight once per step: the bandwidth bound for one sequence, and for a
+    // batch (the rows of a step share each read).
+    const double decode_limit = dev.memory_bandwidth > 0 ? dev.memory_bandwidth / weights : 0;
     json row;
     row["threads"] = threads;
     row["backend"] = engine->backend().name();
+    row["device"] = {
+        {"kind", dev.kind}, {"name", dev.name}, {"memory_bandwidth", dev.memory_bandwidth}};
+    row["weight_bytes"] = engine->model().weight_bytes();
     row["prompt_tokens"] = np;
     row["decode_tokens"] = nd;
     row["prefill_tokens_per_second"] = np / best_prefill;
     row["decode_tokens_per_second"] = nd / best_decode;
-    rows.push_back(row);
+    row["decode_limit_tokens_per_second"] = decode_limit;
+    const std::string name = engine->backend().name();
     if (!absl::GetFlag(FLAGS_json)) {
-      std::printf("threads=%d backend=%s prefill %.1f tok/s (%d tokens)  decode %.1f tok/s (%d tokens)\n",
-                  threads, engine->backend().name().c_str(), np / best_prefill, np, nd / best_decode, nd);
+      std::printf(
+          "threads=%d backend=%s prefill %.1f tok/s (%d tokens)  decode %.1f tok/s (%d "
+          "tokens)%s\n",
+          threads, name.c_str(), np / best_prefill, np, nd / best_decode, nd,
+          Limit(nd / best_decode, decode_limit).c_str());
     }
+    json by_batch = json::object();
+    for (int b : batches) {
+      if (b == 1) continue;
+      RSD_ASSIGN_OR_RETURN(double tps, DecodeBatch(*engine, prompt, b, nd));
+      by_batch[std::to_string(b)] = tps;
+      if (!absl::GetFlag(FLAGS_json)) {
+        std::printf("  decode at batch %d: %.1f tok/s%s\n", b, tps,
+                    Limit(tps, decode_limit * b).c_str());
+      }
+    }
+    row["decode_batch_tokens_per_second"] = by_batch;
+    if (absl::GetFlag(FLAGS_bench_restore)) {
+      const StateBytesPerToken bpt = engine->model().state_bytes_per_token();
+      for (bool kv : {true, false}) {
+        RSD_ASSIGN_OR_RETURN(double tps, Restore(*engine, prompt, kv));
+        const char* form = kv ? "kv" : "residual";
+        row["restore_tokens_per_second"][form] = tps;
+        if (!absl::GetFlag(FLAGS_json)) {
+          std::printf("  restore from host checkpoints (%s, %lld B/token): %.1f tok/s\n", form,
+                      static_cast<long long>(kv ? bpt.kv : bpt.residual), tps);
+        }
+      }
+    }
+    rows.push_back(row);
   }
   if (absl::GetFlag(FLAGS_json)) std::cout << Dump(rows) << "\n";
   return absl::OkStatus();

@@ -1,6 +1,7 @@
 #include "tests/cluster/cluster.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -11,7 +12,11 @@
 
 namespace rsd::testing {
 
-std::string BinDir() { return RSD_BIN_DIR; }
+std::string BinDir() {
+  // tools/gpu-check runs these tests from a pack of the binaries on another machine.
+  const char* dir = std::getenv("RSD_BIN_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : RSD_BIN_DIR;
+}
 
 absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(const std::string& model,
                                                         const std::vector<WorkerSpec>& workers,

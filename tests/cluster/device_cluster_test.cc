@@ -5,6 +5,7 @@
 // migrates back in the kv form. A CUDA worker whose device memory cannot hold one request's
 // workspace refuses that request with RESOURCE_EXHAUSTED and keeps serving every other session.
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -89,17 +90,24 @@ class DeviceCluster : public ::testing::Test {
 std::string* DeviceCluster::model_ = nullptr;
 std::vector<std::vector<int32_t>>* DeviceCluster::ref_ = nullptr;
 
-const std::vector<std::string> kEmuFlags = {"--device", "cuda-emu",     "--hot-bytes",
-                                            "4194304",  "--warm-bytes", "4194304"};
+// The CUDA worker's device: cuda-emu here, a real GPU under tools/gpu-check (RSD_TEST_DEVICE=cuda).
+std::string CudaDevice() {
+  const char* d = std::getenv("RSD_TEST_DEVICE");
+  return d != nullptr && *d != '\0' ? d : "cuda-emu";
+}
+
+std::vector<std::string> CudaWorkerFlags() {
+  return {"--device", CudaDevice(), "--hot-bytes", "4194304", "--warm-bytes", "4194304"};
+}
 
 TEST_F(DeviceCluster, SessionMovesBetweenCpuAndCudaWorkersExactly) {
-  auto cluster = Cluster::Start(*model_, {{"cpu", {}}, {"gpu", kEmuFlags}});
+  auto cluster = Cluster::Start(*model_, {{"cpu", {}}, {"gpu", CudaWorkerFlags()}});
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   Cluster& c = **cluster;
   auto cpu = WorkerInfoOf(c, "cpu"), gpu = WorkerInfoOf(c, "gpu");
   ASSERT_TRUE(cpu.ok() && gpu.ok());
   EXPECT_EQ(cpu->device().kind(), "cpu");
-  EXPECT_EQ(gpu->device().kind(), "cuda-emu");
+  EXPECT_EQ(gpu->device().kind(), CudaDevice() == "cuda-emu" ? "cuda-emu" : "cuda");
   EXPECT_GT(gpu->device().memory_total(), 0);
   EXPECT_EQ(cpu->numerics_fingerprint(), gpu->numerics_fingerprint());
 
@@ -134,14 +142,14 @@ TEST_F(DeviceCluster, OutOfDeviceMemoryRefusesThatRequestAndTheWorkerKeepsServin
   // What the worker holds once started, from its heartbeat.
   int64_t used = 0;
   {
-    auto probe = Cluster::Start(*model_, {{"probe", kEmuFlags}});
+    auto probe = Cluster::Start(*model_, {{"probe", CudaWorkerFlags()}});
     ASSERT_TRUE(probe.ok()) << probe.status();
     auto info = WorkerInfoOf(**probe, "probe");
     ASSERT_TRUE(info.ok());
     used = info->device().memory_used();
     ASSERT_GT(used, 0);
   }
-  std::vector<std::string> flags = kEmuFlags;
+  std::vector<std::string> flags = CudaWorkerFlags();
   flags.push_back("--device-memory");
   flags.push_back(std::to_string(used + 32 * 1024));
   auto cluster = Cluster::Start(*model_, {{"gpu", flags}});

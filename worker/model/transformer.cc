@@ -95,6 +95,7 @@ absl::Status Transformer::Upload(const ModelFile& file) {
     }
     RSD_ASSIGN_OR_RETURN(void* p, backend_->Alloc(nbytes, name));
     allocations_.push_back(p);
+    weight_bytes_ += nbytes;
     RSD_RETURN_IF_ERROR(backend_->CopyToDevice(p, src, nbytes));
     t.data = p;
     *out = t;

@@ -96,6 +96,8 @@ class Transformer {
   int kv_dim() const { return config_.n_kv_heads * config_.head_dim; }
   Backend* backend() const { return backend_; }
   StateBytesPerToken state_bytes_per_token() const;
+  // Bytes of the weights as stored on the backend (what one step over all rows must read).
+  size_t weight_bytes() const { return weight_bytes_; }
   // Everything that decides bits besides the weights: backend numerics id, dtypes, block size.
   std::string numerics_fingerprint() const;
 
@@ -150,6 +152,7 @@ class Transformer {
   int max_context_ = 0;
   int block_tokens_ = 16;
   std::vector<void*> allocations_;
+  size_t weight_bytes_ = 0;
   Tensor token_embd_, output_, output_norm_;
   std::vector<Layer> layers_;
   RopeTable rope_;

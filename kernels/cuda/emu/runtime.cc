@@ -18,6 +18,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define RSD_EMU_ASAN 1
 #endif
@@ -469,6 +470,10 @@ void Yield() {
 // A fresh thread's stack: what rsd_emu_switch pops (six callee-saved registers, then the return
 // address) so that it "returns" into the trampoline, which calls ThreadMain(t).
 void* PrepareStack(const FiberStack& st, ThreadCtx* t) {
+#if defined(RSD_EMU_ASAN)
+  // A finished thread leaves its frames' redzones poisoned: the stack is reused from scratch.
+  __asan_unpoison_memory_region(st.bottom(), st.size);
+#endif
   // Each thread's stack starts at a different offset within its page ("coloring"): the tops of
   // equally spaced stacks would otherwise all map to the same cache sets and evict each other
   // at every switch.
