@@ -67,6 +67,18 @@ class Backend {
   // Waits for queued work and reports a fault in it.
   virtual absl::Status Synchronize() = 0;
 
+  // Transfers between host memory from AllocHost (pinned on CUDA) and backend memory on a stream
+  // of their own, so they overlap with compute (the CPU backend copies at once). A transfer to the
+  // host starts after all compute queued before it; a transfer to the device is seen by compute
+  // queued after the next FenceTransfers(). The host memory must stay untouched until
+  // WaitTransfers() returns.
+  virtual absl::Status CopyToHostAsync(void* dst, const void* src, size_t n) = 0;
+  virtual absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t n) = 0;
+  // Compute queued from now on waits for the transfers queued so far (the host does not wait).
+  virtual absl::Status FenceTransfers() = 0;
+  // The host waits for the transfers queued so far.
+  virtual absl::Status WaitTransfers() = 0;
+
   // out[i, :] = dequantized table row ids[i]. table [vocab, d] any dtype; out [n, d] f32.
   virtual absl::Status Embed(const Tensor& table, const int32_t* ids, Tensor out) = 0;
   // out = x / sqrt(mean(x^2) + eps) * w, per row. x, out [n, d] f32; w [d] f32.

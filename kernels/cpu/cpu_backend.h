@@ -38,6 +38,14 @@ class CpuBackend final : public Backend {
   absl::Status CopyOnDevice(void* dst, const void* src, size_t n) override;
   absl::Status Fill(void* dst, uint8_t byte, size_t n) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::Status CopyToHostAsync(void* dst, const void* src, size_t n) override {
+    return CopyToHost(dst, src, n);
+  }
+  absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t n) override {
+    return CopyToDevice(dst, src, n);
+  }
+  absl::Status FenceTransfers() override { return absl::OkStatus(); }
+  absl::Status WaitTransfers() override { return absl::OkStatus(); }
 
   absl::Status Embed(const Tensor& table, const int32_t* ids, Tensor out) override;
   absl::Status RmsNorm(const Tensor& x, const float* w, float eps, Tensor out) override;

@@ -67,6 +67,11 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     for (Scratch* s : {&quant_, &partials_, &state_}) FreeScratch(s);
     if (chunk_count_ != nullptr) cudaFree(chunk_count_);
+    if (transfer_ != nullptr) cudaStreamSynchronize(transfer_);
+    for (cudaEvent_t e : {compute_done_, transfers_done_}) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
+    if (transfer_ != nullptr) cudaStreamDestroy(transfer_);
     cudaStreamDestroy(stream_);
   }
 
@@ -147,6 +152,33 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CopyToHostAsync(void* dst, const void* src, size_t n) override {
+    // After everything computed so far: the transfer stream waits for the compute stream.
+    RSD_CUDA_TRY("record compute", cudaEventRecord(compute_done_, stream_));
+    RSD_CUDA_TRY("order transfer", cudaStreamWaitEvent(transfer_, compute_done_, 0));
+    return Check("transfer to host",
+                 cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, transfer_));
+  }
+  absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t n) override {
+    // Not before compute queued earlier is done with what it may overwrite.
+    RSD_CUDA_TRY("record compute", cudaEventRecord(compute_done_, stream_));
+    RSD_CUDA_TRY("order transfer", cudaStreamWaitEvent(transfer_, compute_done_, 0));
+    return Check("transfer to device",
+                 cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, transfer_));
+  }
+  absl::Status FenceTransfers() override {
+    RSD_CUDA_TRY("record transfers", cudaEventRecord(transfers_done_, transfer_));
+    return Check("fence transfers", cudaStreamWaitEvent(stream_, transfers_done_, 0));
+  }
+  absl::Status WaitTransfers() override {
+    const cudaError_t e = cudaStreamSynchronize(transfer_);
+    if (e != cudaSuccess) {
+      return absl::InternalError(
+          absl::StrCat("CUDA fault in a transfer on ", name(), ": ", CudaText(e)));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Embed(const Tensor& table, const int32_t* ids, Tensor out) override {
     return Launched("embed",
                     LaunchEmbed(table.dtype, static_cast<const uint8_t*>(table.data), table.rows,
@@ -223,6 +255,11 @@ class CudaBackend final : public Backend {
       ledger_ = MemoryLedger(props_.totalGlobalMem);
     }
     RSD_CUDA_TRY("create stream", cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    RSD_CUDA_TRY("create transfer stream",
+                 cudaStreamCreateWithFlags(&transfer_, cudaStreamNonBlocking));
+    RSD_CUDA_TRY("create events", cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming));
+    RSD_CUDA_TRY("create events",
+                 cudaEventCreateWithFlags(&transfers_done_, cudaEventDisableTiming));
     void* p = nullptr;
     RSD_CUDA_TRY("allocate counters", cudaMalloc(&p, sizeof(unsigned long long)));
     chunk_count_ = static_cast<unsigned long long*>(p);
@@ -284,7 +321,9 @@ class CudaBackend final : public Backend {
   cudaDeviceProp props_{};
   double bandwidth_ = 0;
   MemoryLedger ledger_;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;    // compute: every op, and the synchronous copies
+  cudaStream_t transfer_ = nullptr;  // the *Async transfers, ordered with events
+  cudaEvent_t compute_done_ = nullptr, transfers_done_ = nullptr;
   BackendCounters counters_;
   unsigned long long* chunk_count_ = nullptr;
   const char* last_op_ = "nothing";

@@ -40,6 +40,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   RSD_ASSIGN_OR_RETURN(e->pool_, KvBlockPool::Create(e->backend_.get(), m.config().n_layers,
                                                      m.kv_dim(), m.block_tokens(), budget));
+  RSD_ASSIGN_OR_RETURN(
+      e->staging_, TransferStaging::Create(e->backend_.get(),
+                                           std::max<size_t>(8 << 20, 4 * e->pool_->block_bytes())));
   if (options.prefill_chunk < 1) return absl::InvalidArgumentError("prefill_chunk must be >= 1");
   if (options.spill_form != "residual" && options.spill_form != "kv" &&
       options.spill_form != "auto") {
@@ -78,6 +81,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
 Engine::~Engine() {
   // Blocks go back to the pool before the pool and backend go away.
   seqs_.clear();
+  staging_.reset();
   pool_.reset();
   model_.reset();
 }

@@ -246,6 +246,8 @@ class Engine {
   std::unique_ptr<ChatTemplate> template_;
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<KvBlockPool> pool_;
+  // Pinned (on CUDA) host memory through which spills and restores travel on the transfer stream.
+  std::unique_ptr<TransferStaging> staging_;
   std::map<int32_t, Sequence> seqs_;
   CheckpointStore* store_ = nullptr;
   int32_t next_seq_ = 1;

@@ -175,13 +175,31 @@ absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
     const int32_t block = s.blocks[victim];
     std::vector<std::vector<float>>& ck = s.checkpoints[victim];
     ck.resize(static_cast<size_t>(L));
-    for (int64_t l = 0; l < L; ++l) {
-      if (s.layer_kv[l]) {
+    // The block's K/V layers leave through the staging ring on the transfer stream (after the
+    // compute that wrote them), then land in the checkpoints.
+    const size_t layer_bytes = static_cast<size_t>(2 * bt * kvd) * sizeof(float);
+    int64_t kv_layers = 0;
+    for (int64_t l = 0; l < L; ++l) kv_layers += s.layer_kv[l] != 0;
+    if (kv_layers > 0) {
+      RSD_ASSIGN_OR_RETURN(void* ring, staging_->Reserve(kv_layers * layer_bytes));
+      uint8_t* at = static_cast<uint8_t*>(ring);
+      for (int64_t l = 0; l < L; ++l) {
+        if (!s.layer_kv[l]) continue;
+        RSD_RETURN_IF_ERROR(backend_->CopyToHostAsync(
+            at, pool_->view().K(block, static_cast<int>(l)), layer_bytes));
+        at += layer_bytes;
+      }
+      RSD_RETURN_IF_ERROR(backend_->WaitTransfers());
+      at = static_cast<uint8_t*>(ring);
+      for (int64_t l = 0; l < L; ++l) {
+        if (!s.layer_kv[l]) continue;
         ck[l].resize(static_cast<size_t>(2 * bt * kvd));
-        RSD_RETURN_IF_ERROR(backend_->CopyToHost(ck[l].data(),
-                                                 pool_->view().K(block, static_cast<int>(l)),
-                                                 ck[l].size() * sizeof(float)));
-      } else if (l > 0 && store_ == nullptr) {
+        std::memcpy(ck[l].data(), at, layer_bytes);
+        at += layer_bytes;
+      }
+    }
+    for (int64_t l = 1; l < L; ++l) {
+      if (!s.layer_kv[l] && store_ == nullptr) {
         RSD_CHECK(!ck[l].empty());  // captured when its tokens were processed
       }
     }
@@ -290,13 +308,17 @@ absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
   RSD_ASSIGN_OR_RETURN(int32_t block, pool_->Allocate());
   ChunkState cs;
   for (int l = 0; l < config().n_layers; ++l) {
+    // K/V layers travel on the transfer stream while residual layers rebuild on the compute one.
     absl::Status st = s.loader(l, chunk, &cs);
-    if (st.ok()) st = model_->RebuildIntoBlock(l, chunk, cs, block, pool_->view());
+    if (st.ok()) st = model_->RebuildIntoBlock(l, chunk, cs, block, pool_->view(), staging_.get());
     if (!st.ok()) {
+      (void)backend_->WaitTransfers();  // nothing in flight into the block we give back
       pool_->Free(block);
       return st;
     }
   }
+  // Compute from here on (the next forward) sees the transferred layers.
+  RSD_RETURN_IF_ERROR(backend_->FenceTransfers());
   s.blocks[chunk] = block;
   std::erase(s.evicted, chunk);
   return absl::OkStatus();

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/transfer_staging.h"
 #include "worker/model/model_config.h"
 #include "worker/model/model_file.h"
 
@@ -114,9 +115,10 @@ class Transformer {
 
   // Rebuilds K/V of `layer` for the block_tokens positions of `chunk` from `state` into pool block
   // `block` (the same code path attention's rebuilds and the forward use). DATA_LOSS if the state
-  // has the wrong size.
+  // has the wrong size. With `staging`, K/V checkpoints travel on the backend's transfer stream
+  // (overlapping with compute); the caller fences the transfers before compute that reads them.
   absl::Status RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& state, int32_t block,
-                                const KvPoolView& pool);
+                                const KvPoolView& pool, TransferStaging* staging = nullptr);
 
   // Tests: overwrite the target block's layer with NaN bytes before every rebuild, so a rebuild
   // that leaves anything unwritten shows.

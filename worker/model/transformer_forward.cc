@@ -378,7 +378,8 @@ absl::Status Transformer::RebuildChunk(int layer, int32_t chunk, const SeqInput&
 }
 
 absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& cs,
-                                           int32_t scratch, const KvPoolView& pool) {
+                                           int32_t scratch, const KvPoolView& pool,
+                                           TransferStaging* staging) {
   if (ws_->rows == 0) RSD_RETURN_IF_ERROR(EnsureWorkspace(1));
   Workspace& w = *ws_;
   const int bt = block_tokens_, kvd = kv_dim();
@@ -397,10 +398,14 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
       return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,
                                               " has ", cs.k.size(), " values, expected ", bt * kvd));
     }
-    RSD_RETURN_IF_ERROR(
-        b.CopyToDevice(pool.K(scratch, layer), cs.k.data(), cs.k.size() * sizeof(float)));
-    RSD_RETURN_IF_ERROR(
-        b.CopyToDevice(pool.V(scratch, layer), cs.v.data(), cs.v.size() * sizeof(float)));
+    const size_t bytes = cs.k.size() * sizeof(float);
+    if (staging != nullptr) {
+      RSD_RETURN_IF_ERROR(staging->ToDevice(pool.K(scratch, layer), cs.k.data(), bytes));
+      RSD_RETURN_IF_ERROR(staging->ToDevice(pool.V(scratch, layer), cs.v.data(), bytes));
+    } else {
+      RSD_RETURN_IF_ERROR(b.CopyToDevice(pool.K(scratch, layer), cs.k.data(), bytes));
+      RSD_RETURN_IF_ERROR(b.CopyToDevice(pool.V(scratch, layer), cs.v.data(), bytes));
+    }
     rebuilds_.from_kv++;
     return absl::OkStatus();
   }
