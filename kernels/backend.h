@@ -53,17 +53,17 @@ class Backend {
 
   // Backend memory. RESOURCE_EXHAUSTED naming `what` and the bytes when it cannot be had. Zero
   // bytes gives a valid, unique pointer.
-  virtual absl::StatusOr<void*> Alloc(size_t bytes, std::string_view what) = 0;
-  virtual void Free(void* p) = 0;
+  virtual absl::StatusOr<DevicePtr<void>> Alloc(size_t bytes, std::string_view what) = 0;
+  virtual void Free(DevicePtr<void> p) = 0;
   // Host memory the device copies to and from at full speed (pinned on CUDA; plain on the CPU).
   virtual absl::StatusOr<void*> AllocHost(size_t bytes, std::string_view what) = 0;
   virtual void FreeHost(void* p) = 0;
   // Host -> backend; may return before the copy is done (`src` may be reused at once).
-  virtual absl::Status CopyToDevice(void* dst, const void* src, size_t n) = 0;
+  virtual absl::Status CopyToDevice(DevicePtr<void> dst, const void* src, size_t n) = 0;
   // Backend -> host, after all queued work; returns when the bytes are in `dst`.
-  virtual absl::Status CopyToHost(void* dst, const void* src, size_t n) = 0;
-  virtual absl::Status CopyOnDevice(void* dst, const void* src, size_t n) = 0;
-  virtual absl::Status Fill(void* dst, uint8_t byte, size_t n) = 0;
+  virtual absl::Status CopyToHost(void* dst, DevicePtr<const void> src, size_t n) = 0;
+  virtual absl::Status CopyOnDevice(DevicePtr<void> dst, DevicePtr<const void> src, size_t n) = 0;
+  virtual absl::Status Fill(DevicePtr<void> dst, uint8_t byte, size_t n) = 0;
   // Waits for queued work and reports a fault in it.
   virtual absl::Status Synchronize() = 0;
 
@@ -72,8 +72,8 @@ class Backend {
   // host starts after all compute queued before it; a transfer to the device is seen by compute
   // queued after the next FenceTransfers(). The host memory must stay untouched until
   // WaitTransfers() returns.
-  virtual absl::Status CopyToHostAsync(void* dst, const void* src, size_t n) = 0;
-  virtual absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t n) = 0;
+  virtual absl::Status CopyToHostAsync(void* dst, DevicePtr<const void> src, size_t n) = 0;
+  virtual absl::Status CopyToDeviceAsync(DevicePtr<void> dst, const void* src, size_t n) = 0;
   // Compute queued from now on waits for the transfers queued so far (the host does not wait).
   virtual absl::Status FenceTransfers() = 0;
   // The host waits for the transfers queued so far.

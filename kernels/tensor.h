@@ -5,10 +5,37 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/dtype.h"
 
 namespace rsd {
+
+// An address in backend memory (device memory on a GPU). Host code may offset it and hand it to
+// the backend, but cannot read or write through it: only kernels and the backend's copies do,
+// with get(). The Backend's memory calls take these, so the type says which side of a copy is the
+// device's.
+template <class T>
+class DevicePtr {
+ public:
+  constexpr DevicePtr() = default;
+  constexpr explicit DevicePtr(T* p) : p_(p) {}
+  // float -> void, T -> const T, as the raw pointers convert.
+  template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
+  constexpr DevicePtr(DevicePtr<U> other) : p_(other.get()) {}  // NOLINT: as T* converts
+  constexpr DevicePtr operator+(int64_t n) const { return DevicePtr(p_ + n); }
+  constexpr T* get() const { return p_; }
+  constexpr explicit operator bool() const { return p_ != nullptr; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+// Names raw backend memory (a Tensor's data, a workspace buffer) as such.
+template <class T>
+constexpr DevicePtr<T> DeviceMemory(T* p) {
+  return DevicePtr<T>(p);
+}
 
 // A 2-D row-major view of backend memory: [rows, cols] of `dtype` (block types: whole blocks).
 struct Tensor {
@@ -20,6 +47,7 @@ struct Tensor {
   size_t row_bytes() const { return DTypeRowBytes(dtype, cols); }
   size_t bytes() const { return row_bytes() * static_cast<size_t>(rows); }
   float* f32() const { return static_cast<float*>(data); }
+  DevicePtr<void> device() const { return DevicePtr<void>(data); }
   Tensor Rows(int64_t begin, int64_t n) const {
     return Tensor{static_cast<uint8_t*>(data) + row_bytes() * begin, dtype, n, cols};
   }
@@ -30,17 +58,20 @@ struct Tensor {
 //   K(b, l, t) at base + ((b * n_layers + l) * 2 + 0) * block_tokens * kv_dim + t * kv_dim
 //   V(b, l, t) at base + ((b * n_layers + l) * 2 + 1) * block_tokens * kv_dim + t * kv_dim
 struct KvPoolView {
-  float* base = nullptr;  // f32 K/V (the only hot dtype for now)
+  DevicePtr<float> base;  // f32 K/V (the only hot dtype for now)
   int32_t n_blocks = 0;
   int n_layers = 0;
   int kv_dim = 0;
   int block_tokens = 0;
 
   size_t block_floats() const { return static_cast<size_t>(n_layers) * 2 * block_tokens * kv_dim; }
-  float* K(int32_t block, int layer) const {
-    return base + (static_cast<size_t>(block) * n_layers + layer) * 2 * block_tokens * kv_dim;
+  DevicePtr<float> K(int32_t block, int layer) const {
+    return base + static_cast<int64_t>((static_cast<size_t>(block) * n_layers + layer) * 2 *
+                                       block_tokens * kv_dim);
   }
-  float* V(int32_t block, int layer) const { return K(block, layer) + block_tokens * kv_dim; }
+  DevicePtr<float> V(int32_t block, int layer) const {
+    return K(block, layer) + static_cast<int64_t>(block_tokens) * kv_dim;
+  }
 };
 
 // One query row of an attention call: the row attends to positions [0, n_keys) of a sequence

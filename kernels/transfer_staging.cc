@@ -34,7 +34,7 @@ absl::StatusOr<void*> TransferStaging::Reserve(size_t n) {
   return base_ + at;
 }
 
-absl::Status TransferStaging::ToDevice(void* dst, const void* src, size_t n) {
+absl::Status TransferStaging::ToDevice(DevicePtr<void> dst, const void* src, size_t n) {
   absl::StatusOr<void*> slot = Reserve(n);
   if (!slot.ok()) return slot.status();
   std::memcpy(*slot, src, n);

@@ -22,7 +22,7 @@ class TransferStaging {
 
   // Copies `n` host bytes into the ring and queues them to backend memory `dst`. Compute sees them
   // after the backend's next FenceTransfers().
-  absl::Status ToDevice(void* dst, const void* src, size_t n);
+  absl::Status ToDevice(DevicePtr<void> dst, const void* src, size_t n);
   // Ring space for `n` bytes to receive into with CopyToHostAsync; read it after WaitTransfers().
   // INVALID_ARGUMENT if `n` exceeds the ring.
   absl::StatusOr<void*> Reserve(size_t n);

@@ -19,9 +19,10 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(Backend* backen
   const size_t n = std::max<size_t>(1, budget_bytes / bb);
   if (n > (1u << 30)) return absl::InvalidArgumentError("K/V pool budget too large");
   v.n_blocks = static_cast<int32_t>(n);
-  absl::StatusOr<void*> base = backend->Alloc(n * bb, absl::StrCat("a K/V pool of ", n, " blocks"));
+  absl::StatusOr<DevicePtr<void>> base =
+      backend->Alloc(n * bb, absl::StrCat("a K/V pool of ", n, " blocks"));
   if (!base.ok()) return base.status();
-  v.base = static_cast<float*>(*base);
+  v.base = DevicePtr<float>(static_cast<float*>(base->get()));
   std::unique_ptr<KvBlockPool> pool(new KvBlockPool(backend, v));
   pool->in_use_.assign(n, false);
   for (int32_t b = static_cast<int32_t>(n) - 1; b >= 0; --b) pool->free_.push_back(b);

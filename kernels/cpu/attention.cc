@@ -47,8 +47,8 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
   for (int c = c0; c < std::min(c1, n_chunks); ++c) {
     const int n = std::min(bt, row.n_keys - c * bt);
     const int32_t block = row.block_table[c];
-    const float* K = pool.K(block, layer) + static_cast<int64_t>(kv_head) * hd;
-    const float* V = pool.V(block, layer) + static_cast<int64_t>(kv_head) * hd;
+    const float* K = pool.K(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
+    const float* V = pool.V(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
     float mc = -INFINITY;
     for (int j = 0; j < n; ++j) {
       scores[j] = DotF32(ctx.isa, q, K + static_cast<int64_t>(j) * pool.kv_dim, hd) * shape.scale;

@@ -27,7 +27,7 @@ DeviceInfo CpuBackend::device_info() const {
   return d;
 }
 
-absl::StatusOr<void*> CpuBackend::Alloc(size_t bytes, std::string_view what) {
+absl::StatusOr<DevicePtr<void>> CpuBackend::Alloc(size_t bytes, std::string_view what) {
   const size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
   if (absl::Status st = ledger_.Admit(rounded, what, "host"); !st.ok()) return st;
   void* p = std::aligned_alloc(64, rounded);
@@ -36,11 +36,11 @@ absl::StatusOr<void*> CpuBackend::Alloc(size_t bytes, std::string_view what) {
         absl::StrCat("out of host memory allocating ", std::string(what), " (", bytes, " bytes)"));
   }
   ledger_.Add(p, rounded);
-  return p;
+  return DevicePtr<void>(p);
 }
-void CpuBackend::Free(void* p) {
-  ledger_.Remove(p);
-  std::free(p);
+void CpuBackend::Free(DevicePtr<void> p) {
+  ledger_.Remove(p.get());
+  std::free(p.get());
 }
 absl::StatusOr<void*> CpuBackend::AllocHost(size_t bytes, std::string_view what) {
   void* p = std::aligned_alloc(64, bytes == 0 ? 64 : (bytes + 63) / 64 * 64);
@@ -52,20 +52,21 @@ absl::StatusOr<void*> CpuBackend::AllocHost(size_t bytes, std::string_view what)
 }
 void CpuBackend::FreeHost(void* p) { std::free(p); }
 
-absl::Status CpuBackend::CopyToDevice(void* dst, const void* src, size_t n) {
-  std::memcpy(dst, src, n);
+// Host memory is the CPU backend's device memory: its copies are plain memory copies.
+absl::Status CpuBackend::CopyToDevice(DevicePtr<void> dst, const void* src, size_t n) {
+  std::memcpy(dst.get(), src, n);
   return absl::OkStatus();
 }
-absl::Status CpuBackend::CopyToHost(void* dst, const void* src, size_t n) {
-  std::memcpy(dst, src, n);
+absl::Status CpuBackend::CopyToHost(void* dst, DevicePtr<const void> src, size_t n) {
+  std::memcpy(dst, src.get(), n);
   return absl::OkStatus();
 }
-absl::Status CpuBackend::CopyOnDevice(void* dst, const void* src, size_t n) {
-  std::memmove(dst, src, n);
+absl::Status CpuBackend::CopyOnDevice(DevicePtr<void> dst, DevicePtr<const void> src, size_t n) {
+  std::memmove(dst.get(), src.get(), n);
   return absl::OkStatus();
 }
-absl::Status CpuBackend::Fill(void* dst, uint8_t byte, size_t n) {
-  std::memset(dst, byte, n);
+absl::Status CpuBackend::Fill(DevicePtr<void> dst, uint8_t byte, size_t n) {
+  std::memset(dst.get(), byte, n);
   return absl::OkStatus();
 }
 

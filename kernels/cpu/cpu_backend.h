@@ -29,19 +29,19 @@ class CpuBackend final : public Backend {
   DeviceInfo device_info() const override;
   Isa isa() const { return isa_; }
 
-  absl::StatusOr<void*> Alloc(size_t bytes, std::string_view what) override;
-  void Free(void* p) override;
+  absl::StatusOr<DevicePtr<void>> Alloc(size_t bytes, std::string_view what) override;
+  void Free(DevicePtr<void> p) override;
   absl::StatusOr<void*> AllocHost(size_t bytes, std::string_view what) override;
   void FreeHost(void* p) override;
-  absl::Status CopyToDevice(void* dst, const void* src, size_t n) override;
-  absl::Status CopyToHost(void* dst, const void* src, size_t n) override;
-  absl::Status CopyOnDevice(void* dst, const void* src, size_t n) override;
-  absl::Status Fill(void* dst, uint8_t byte, size_t n) override;
+  absl::Status CopyToDevice(DevicePtr<void> dst, const void* src, size_t n) override;
+  absl::Status CopyToHost(void* dst, DevicePtr<const void> src, size_t n) override;
+  absl::Status CopyOnDevice(DevicePtr<void> dst, DevicePtr<const void> src, size_t n) override;
+  absl::Status Fill(DevicePtr<void> dst, uint8_t byte, size_t n) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
-  absl::Status CopyToHostAsync(void* dst, const void* src, size_t n) override {
+  absl::Status CopyToHostAsync(void* dst, DevicePtr<const void> src, size_t n) override {
     return CopyToHost(dst, src, n);
   }
-  absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t n) override {
+  absl::Status CopyToDeviceAsync(DevicePtr<void> dst, const void* src, size_t n) override {
     return CopyToDevice(dst, src, n);
   }
   absl::Status FenceTransfers() override { return absl::OkStatus(); }

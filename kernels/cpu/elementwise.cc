@@ -46,8 +46,8 @@ void StoreKvOp(OpContext& ctx, const Tensor& k, const Tensor& v, int layer,
   const size_t row = static_cast<size_t>(pool.kv_dim) * sizeof(float);
   for (int64_t r = 0; r < k.rows; ++r) {
     const size_t off = static_cast<size_t>(slot_offset[r]) * pool.kv_dim;
-    std::memcpy(pool.K(slot_block[r], layer) + off, k.f32() + r * k.cols, row);
-    std::memcpy(pool.V(slot_block[r], layer) + off, v.f32() + r * v.cols, row);
+    std::memcpy(pool.K(slot_block[r], layer).get() + off, k.f32() + r * k.cols, row);
+    std::memcpy(pool.V(slot_block[r], layer).get() + off, v.f32() + r * v.cols, row);
   }
 }
 

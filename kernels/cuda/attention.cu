@@ -159,8 +159,8 @@ cudaError_t LaunchAttentionPartials(const float* q, int64_t q_cols, const Attent
   const dim3 grid(static_cast<unsigned>(n_rows * shape.n_heads), static_cast<unsigned>(nc));
   RSD_LAUNCH(PartialKernel, grid, 32, stream, q, q_cols, rows, shape.n_heads,
              shape.n_heads / shape.n_kv_heads, shape.head_dim, shape.scale, layer, c0, nc,
-             static_cast<const float*>(pool.base), pool.n_layers, pool.block_tokens, pool.kv_dim,
-             partials);
+             static_cast<const float*>(pool.base.get()), pool.n_layers, pool.block_tokens,
+             pool.kv_dim, partials);
   return cudaGetLastError();
 }
 

@@ -96,7 +96,7 @@ class CudaBackend final : public Backend {
     return d;
   }
 
-  absl::StatusOr<void*> Alloc(size_t bytes, std::string_view what) override {
+  absl::StatusOr<DevicePtr<void>> Alloc(size_t bytes, std::string_view what) override {
     const size_t n = std::max<size_t>(bytes, 256);
     if (absl::Status st = ledger_.Admit(n, what, "device"); !st.ok()) return st;
     void* p = nullptr;
@@ -108,12 +108,12 @@ class CudaBackend final : public Backend {
                                                        bytes, " bytes): ", CudaText(e)));
     }
     ledger_.Add(p, n);
-    return p;
+    return DevicePtr<void>(p);
   }
-  void Free(void* p) override {
-    if (p == nullptr) return;
-    ledger_.Remove(p);
-    cudaFree(p);
+  void Free(DevicePtr<void> p) override {
+    if (!p) return;
+    ledger_.Remove(p.get());
+    cudaFree(p.get());
   }
   absl::StatusOr<void*> AllocHost(size_t bytes, std::string_view what) override {
     void* p = nullptr;
@@ -130,18 +130,21 @@ class CudaBackend final : public Backend {
     if (p != nullptr) cudaFreeHost(p);
   }
 
-  absl::Status CopyToDevice(void* dst, const void* src, size_t n) override {
-    return Check("copy to device", cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
+  absl::Status CopyToDevice(DevicePtr<void> dst, const void* src, size_t n) override {
+    return Check("copy to device",
+                 cudaMemcpyAsync(dst.get(), src, n, cudaMemcpyHostToDevice, stream_));
   }
-  absl::Status CopyToHost(void* dst, const void* src, size_t n) override {
-    RSD_CUDA_TRY("copy to host", cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+  absl::Status CopyToHost(void* dst, DevicePtr<const void> src, size_t n) override {
+    RSD_CUDA_TRY("copy to host",
+                 cudaMemcpyAsync(dst, src.get(), n, cudaMemcpyDeviceToHost, stream_));
     return Synchronize();
   }
-  absl::Status CopyOnDevice(void* dst, const void* src, size_t n) override {
-    return Check("copy on device", cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
+  absl::Status CopyOnDevice(DevicePtr<void> dst, DevicePtr<const void> src, size_t n) override {
+    return Check("copy on device",
+                 cudaMemcpyAsync(dst.get(), src.get(), n, cudaMemcpyDeviceToDevice, stream_));
   }
-  absl::Status Fill(void* dst, uint8_t byte, size_t n) override {
-    return Check("fill", cudaMemsetAsync(dst, byte, n, stream_));
+  absl::Status Fill(DevicePtr<void> dst, uint8_t byte, size_t n) override {
+    return Check("fill", cudaMemsetAsync(dst.get(), byte, n, stream_));
   }
   absl::Status Synchronize() override {
     const cudaError_t e = cudaStreamSynchronize(stream_);
@@ -152,19 +155,19 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status CopyToHostAsync(void* dst, const void* src, size_t n) override {
+  absl::Status CopyToHostAsync(void* dst, DevicePtr<const void> src, size_t n) override {
     // After everything computed so far: the transfer stream waits for the compute stream.
     RSD_CUDA_TRY("record compute", cudaEventRecord(compute_done_, stream_));
     RSD_CUDA_TRY("order transfer", cudaStreamWaitEvent(transfer_, compute_done_, 0));
     return Check("transfer to host",
-                 cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, transfer_));
+                 cudaMemcpyAsync(dst, src.get(), n, cudaMemcpyDeviceToHost, transfer_));
   }
-  absl::Status CopyToDeviceAsync(void* dst, const void* src, size_t n) override {
+  absl::Status CopyToDeviceAsync(DevicePtr<void> dst, const void* src, size_t n) override {
     // Not before compute queued earlier is done with what it may overwrite.
     RSD_CUDA_TRY("record compute", cudaEventRecord(compute_done_, stream_));
     RSD_CUDA_TRY("order transfer", cudaStreamWaitEvent(transfer_, compute_done_, 0));
     return Check("transfer to device",
-                 cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, transfer_));
+                 cudaMemcpyAsync(dst.get(), src, n, cudaMemcpyHostToDevice, transfer_));
   }
   absl::Status FenceTransfers() override {
     RSD_CUDA_TRY("record transfers", cudaEventRecord(transfers_done_, transfer_));
@@ -288,14 +291,14 @@ class CudaBackend final : public Backend {
   absl::Status Grow(Scratch* s, size_t bytes, std::string_view what) {
     if (s->bytes >= bytes) return absl::OkStatus();
     FreeScratch(s);
-    absl::StatusOr<void*> p = Alloc(bytes, what);
+    absl::StatusOr<DevicePtr<void>> p = Alloc(bytes, what);
     if (!p.ok()) return p.status();
-    s->p = *p;
+    s->p = p->get();
     s->bytes = bytes;
     return absl::OkStatus();
   }
   void FreeScratch(Scratch* s) {
-    if (s->p != nullptr) Free(s->p);
+    if (s->p != nullptr) Free(DeviceMemory(s->p));
     *s = Scratch{};
   }
   void NoteMatMul(int64_t rows) {
@@ -311,7 +314,8 @@ class CudaBackend final : public Backend {
     int32_t max_keys = shape.max_keys;
     if (max_keys <= 0) {
       std::vector<AttentionRow> host(static_cast<size_t>(n_rows));
-      RSD_RETURN_IF_ERROR(CopyToHost(host.data(), rows, host.size() * sizeof(AttentionRow)));
+      RSD_RETURN_IF_ERROR(
+          CopyToHost(host.data(), DeviceMemory(rows), host.size() * sizeof(AttentionRow)));
       for (const AttentionRow& r : host) max_keys = std::max(max_keys, r.n_keys);
     }
     return (max_keys + block_tokens - 1) / block_tokens;

@@ -25,7 +25,8 @@ cudaError_t LaunchStoreKv(const float* k, int64_t k_cols, const float* v, int64_
                           const KvPoolView& pool, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   RSD_LAUNCH(StoreKvKernel, static_cast<unsigned>(n), 128, stream, k, k_cols, v, v_cols, layer,
-             slot_block, slot_offset, pool.base, pool.n_layers, pool.kv_dim, pool.block_tokens);
+             slot_block, slot_offset, pool.base.get(), pool.n_layers, pool.kv_dim,
+             pool.block_tokens);
   return cudaGetLastError();
 }
 

@@ -79,35 +79,36 @@ class Device {
  public:
   explicit Device(Backend* b) : b_(b) {}
   ~Device() {
-    for (void* p : owned_) b_->Free(p);
+    for (DevicePtr<void> p : owned_) b_->Free(p);
   }
+  // Raw device pointers: op arguments, never read on the host.
   template <class T>
   T* Put(const std::vector<T>& h) {
     T* p = static_cast<T*>(Alloc(h.size() * sizeof(T)));
-    EXPECT_TRUE(b_->CopyToDevice(p, h.data(), h.size() * sizeof(T)).ok());
+    EXPECT_TRUE(b_->CopyToDevice(DeviceMemory(p), h.data(), h.size() * sizeof(T)).ok());
     return p;
   }
   void* Alloc(size_t bytes) {
-    absl::StatusOr<void*> p = b_->Alloc(bytes, "test buffer");
+    absl::StatusOr<DevicePtr<void>> p = b_->Alloc(bytes, "test buffer");
     EXPECT_TRUE(p.ok()) << p.status();
     owned_.push_back(*p);
-    return *p;
+    return p->get();
   }
   float* Floats(size_t n) {
     float* p = static_cast<float*>(Alloc(n * sizeof(float)));
-    EXPECT_TRUE(b_->Fill(p, 0xFF, n * sizeof(float)).ok());  // NaN: anything unwritten shows
+    EXPECT_TRUE(b_->Fill(DeviceMemory(p), 0xFF, n * sizeof(float)).ok());  // NaN shows gaps
     return p;
   }
   template <class T>
   std::vector<T> Get(const T* p, size_t n) {
     std::vector<T> h(n);
-    EXPECT_TRUE(b_->CopyToHost(h.data(), p, n * sizeof(T)).ok());
+    EXPECT_TRUE(b_->CopyToHost(h.data(), DeviceMemory(p), n * sizeof(T)).ok());
     return h;
   }
 
  private:
   Backend* b_;
-  std::vector<void*> owned_;
+  std::vector<DevicePtr<void>> owned_;
 };
 
 class CudaParity : public ::testing::TestWithParam<std::string> {
@@ -242,9 +243,9 @@ TEST_P(CudaParity, RopeAndStoreKv) {
 
   // StoreKv into a pool: rows land at their (block, offset) slots of the right layer.
   const int layers = 2, kv_dim = 24, bt = 4, n_blocks = 3;
-  KvPoolView host_pool{nullptr, n_blocks, layers, kv_dim, bt};
+  KvPoolView host_pool{{}, n_blocks, layers, kv_dim, bt};
   std::vector<float> pool_ref(host_pool.block_floats() * n_blocks, 0.5f);
-  host_pool.base = pool_ref.data();
+  host_pool.base = DeviceMemory(pool_ref.data());  // the CPU backend computes in host memory
   auto k = RandomFloats(rng, 5 * kv_dim, 1.0f), v = RandomFloats(rng, 5 * kv_dim, 1.0f);
   const std::vector<int32_t> blocks = {2, 2, 0, 1, 2}, offs = {0, 3, 1, 2, 1};
   ASSERT_TRUE(cpu_.StoreKv(Tensor{k.data(), DType::kF32, 5, kv_dim},
@@ -252,12 +253,12 @@ TEST_P(CudaParity, RopeAndStoreKv) {
                            host_pool)
                   .ok());
   std::vector<float> init(pool_ref.size(), 0.5f);
-  KvPoolView dev_pool{d.Put(init), n_blocks, layers, kv_dim, bt};
+  KvPoolView dev_pool{DeviceMemory(d.Put(init)), n_blocks, layers, kv_dim, bt};
   ASSERT_TRUE(dev_->StoreKv(Tensor{d.Put(k), DType::kF32, 5, kv_dim},
                             Tensor{d.Put(v), DType::kF32, 5, kv_dim}, 1, d.Put(blocks), d.Put(offs),
                             dev_pool)
                   .ok());
-  std::vector<float> pool_got = d.Get(dev_pool.base, pool_ref.size());
+  std::vector<float> pool_got = d.Get(dev_pool.base.get(), pool_ref.size());
   EXPECT_TRUE(SameBits(pool_got, pool_ref)) << FirstDiff(pool_got, pool_ref);
 }
 
@@ -285,9 +286,9 @@ TEST_P(CudaParity, AttentionFullChunkedAndStatistics) {
     for (int32_t k : c.n_keys) max_keys = std::max(max_keys, k);
     const int n_chunks = (max_keys + c.bt - 1) / c.bt;
     const int n_blocks = n_chunks + 2;
-    KvPoolView pool{nullptr, n_blocks, layers, kv_dim, c.bt};
+    KvPoolView pool{{}, n_blocks, layers, kv_dim, c.bt};
     std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.5f);
-    pool.base = storage.data();
+    pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
     std::vector<int32_t> table(n_chunks);
     for (int i = 0; i < n_chunks; ++i) table[i] = (i * 5 + 1) % n_blocks;  // scattered blocks
     auto q = RandomFloats(rng, n_rows * c.n_heads * c.hd, 2.0f);
@@ -321,7 +322,7 @@ TEST_P(CudaParity, AttentionFullChunkedAndStatistics) {
     // Device: the same, with the pool, tables and rows in device memory.
     Device d(dev_.get());
     KvPoolView dpool = pool;
-    dpool.base = d.Put(storage);
+    dpool.base = DeviceMemory(d.Put(storage));
     const int32_t* dtable = d.Put(table);
     std::vector<AttentionRow> drows_h;
     for (int32_t k : c.n_keys) drows_h.push_back(AttentionRow{dtable, k});
@@ -403,16 +404,18 @@ TEST_P(CudaParity, OutOfDeviceMemoryIsAStatusAndTheBackendKeepsWorking) {
   auto small = CreateBackend(o);
   ASSERT_TRUE(small.ok()) << small.status();
   Backend& b = **small;
-  absl::StatusOr<void*> big = b.Alloc(2 << 20, "a test tensor");
+  absl::StatusOr<DevicePtr<void>> big = b.Alloc(2 << 20, "a test tensor");
   ASSERT_FALSE(big.ok());
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(big.status().message().find("a test tensor (2097152 bytes)"), std::string::npos)
       << big.status();
-  absl::StatusOr<void*> fits = b.Alloc(4096, "a small tensor");
+  absl::StatusOr<DevicePtr<void>> fits = b.Alloc(4096, "a small tensor");
   ASSERT_TRUE(fits.ok()) << fits.status();
   std::vector<float> x(1024, 1.5f), y(1024);
   ASSERT_TRUE(b.CopyToDevice(*fits, x.data(), 4096).ok());
-  ASSERT_TRUE(b.Add(Tensor{*fits, DType::kF32, 1, 1024}, Tensor{*fits, DType::kF32, 1, 1024}).ok());
+  ASSERT_TRUE(
+      b.Add(Tensor{fits->get(), DType::kF32, 1, 1024}, Tensor{fits->get(), DType::kF32, 1, 1024})
+          .ok());
   ASSERT_TRUE(b.CopyToHost(y.data(), *fits, 4096).ok());
   EXPECT_EQ(y[1023], 3.0f);
   EXPECT_GE(b.device_info().memory_used, 4096u);

@@ -107,9 +107,9 @@ TEST(Attention, EveryIsaGivesTheScalarBits) {
   std::mt19937 rng(12);
   const int n_heads = 6, n_kv = 2, hd = 64, bt = 16, layers = 1, layer = 0, n_rows = 3;
   const int kv_dim = n_kv * hd, n_blocks = 5;
-  KvPoolView pool{nullptr, n_blocks, layers, kv_dim, bt};
+  KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
   std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.5f);
-  pool.base = storage.data();
+  pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
   std::vector<int32_t> table = {4, 1, 3, 0, 2};
   auto q = RandomFloats(rng, n_rows * n_heads * hd, 2.0f);
   const AttentionRow rows[n_rows] = {{table.data(), 77}, {table.data(), 16}, {table.data(), 5}};
@@ -135,9 +135,9 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
   const int n_heads = 4, n_kv = 2, hd = 32, bt = 8, n_keys = 29, layers = 2, layer = 1;
   const int kv_dim = n_kv * hd;
   const int n_blocks = 6;
-  KvPoolView pool{nullptr, n_blocks, layers, kv_dim, bt};
+  KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
   std::vector<float> storage(pool.block_floats() * n_blocks);
-  pool.base = storage.data();
+  pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
   auto fill = RandomFloats(rng, storage.size(), 1.0f);
   storage = fill;
   // Scrambled block table: positions map to blocks 5, 2, 0, 3.
@@ -157,7 +157,7 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
     std::vector<double> s(n_keys);
     double mx = -1e300;
     for (int j = 0; j < n_keys; ++j) {
-      const float* k = pool.K(table[j / bt], layer) + (j % bt) * kv_dim + kvh * hd;
+      const float* k = pool.K(table[j / bt], layer).get() + (j % bt) * kv_dim + kvh * hd;
       double dot = 0;
       for (int i = 0; i < hd; ++i) dot += static_cast<double>(q[h * hd + i]) * k[i];
       s[j] = dot / std::sqrt(static_cast<double>(hd));
@@ -168,7 +168,7 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
     for (int i = 0; i < hd; ++i) {
       double ref = 0;
       for (int j = 0; j < n_keys; ++j) {
-        ref += s[j] / z * pool.V(table[j / bt], layer)[(j % bt) * kv_dim + kvh * hd + i];
+        ref += s[j] / z * pool.V(table[j / bt], layer).get()[(j % bt) * kv_dim + kvh * hd + i];
       }
       EXPECT_NEAR(out[h * hd + i], ref, 1e-5) << "head " << h << " dim " << i;
     }
@@ -181,9 +181,9 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
   std::mt19937 rng(7);
   const int n_heads = 6, n_kv = 3, hd = 16, bt = 4, layers = 3, layer = 2, n_blocks = 8;
   const int kv_dim = n_kv * hd;
-  KvPoolView pool{nullptr, n_blocks, layers, kv_dim, bt};
+  KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
   std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.0f);
-  pool.base = storage.data();
+  pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
   std::vector<int32_t> table = {3, 1, 6, 0, 4};
   // Two query rows of one sequence (positions 13 and 17) and one of another (position 5).
   std::vector<int32_t> table2 = {2, 5};
@@ -202,7 +202,7 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
   ASSERT_TRUE(be.AttentionBegin(shape, qt.rows, st).ok());
   ASSERT_TRUE(be.AttentionChunks(qt, rows.data(), layer, 0, 2, shape, pool, st).ok());
   // Chunk 2 of the first sequence is served from block 7, a copy ("rebuilt" scratch).
-  std::copy(pool.K(6, 0), pool.K(6, 0) + pool.block_floats(), pool.K(7, 0));
+  std::copy(pool.K(6, 0).get(), pool.K(6, 0).get() + pool.block_floats(), pool.K(7, 0).get());
   table[2] = 7;
   ASSERT_TRUE(be.AttentionChunks(qt, rows.data(), layer, 2, 3, shape, pool, st).ok());
   table[2] = 6;

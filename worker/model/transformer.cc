@@ -72,9 +72,9 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(const ModelFile
 
 Transformer::~Transformer() {
   if (ws_) {
-    for (void* p : ws_->buffers) backend_->Free(p);
+    for (DevicePtr<void> p : ws_->buffers) backend_->Free(p);
   }
-  for (void* p : allocations_) backend_->Free(p);
+  for (DevicePtr<void> p : allocations_) backend_->Free(p);
 }
 
 absl::Status Transformer::Upload(const ModelFile& file) {
@@ -93,11 +93,11 @@ absl::Status Transformer::Upload(const ModelFile& file) {
       nbytes = conv.size() * sizeof(float);
       t = Tensor{nullptr, DType::kF32, 1, tv->numel()};
     }
-    RSD_ASSIGN_OR_RETURN(void* p, backend_->Alloc(nbytes, name));
+    RSD_ASSIGN_OR_RETURN(DevicePtr<void> p, backend_->Alloc(nbytes, name));
     allocations_.push_back(p);
     weight_bytes_ += nbytes;
     RSD_RETURN_IF_ERROR(backend_->CopyToDevice(p, src, nbytes));
-    t.data = p;
+    t.data = p.get();
     *out = t;
     return absl::OkStatus();
   };
@@ -167,13 +167,14 @@ absl::Status Transformer::BuildRopeTable(const ModelFile& file) {
       sin_t[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle));
     }
   }
-  RSD_ASSIGN_OR_RETURN(void* dc, backend_->Alloc(n * sizeof(float), "RoPE table"));
+  RSD_ASSIGN_OR_RETURN(DevicePtr<void> dc, backend_->Alloc(n * sizeof(float), "RoPE table"));
   allocations_.push_back(dc);
-  RSD_ASSIGN_OR_RETURN(void* ds, backend_->Alloc(n * sizeof(float), "RoPE table"));
+  RSD_ASSIGN_OR_RETURN(DevicePtr<void> ds, backend_->Alloc(n * sizeof(float), "RoPE table"));
   allocations_.push_back(ds);
   RSD_RETURN_IF_ERROR(backend_->CopyToDevice(dc, cos_t.data(), n * sizeof(float)));
   RSD_RETURN_IF_ERROR(backend_->CopyToDevice(ds, sin_t.data(), n * sizeof(float)));
-  rope_ = RopeTable{static_cast<float*>(dc), static_cast<float*>(ds), max_context_, half};
+  rope_ =
+      RopeTable{static_cast<float*>(dc.get()), static_cast<float*>(ds.get()), max_context_, half};
   // The model stays in use only if its bytes really landed on the device.
   return backend_->Synchronize();
 }

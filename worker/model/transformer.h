@@ -153,7 +153,7 @@ class Transformer {
   ModelConfig config_;
   int max_context_ = 0;
   int block_tokens_ = 16;
-  std::vector<void*> allocations_;
+  std::vector<DevicePtr<void>> allocations_;
   size_t weight_bytes_ = 0;
   Tensor token_embd_, output_, output_norm_;
   std::vector<Layer> layers_;

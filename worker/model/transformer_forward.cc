@@ -13,7 +13,7 @@ namespace {
 // Device scratch of one forward call, owned by `owned`.
 class Allocator {
  public:
-  Allocator(Backend* b, std::vector<void*>& owned) : b_(b), owned_(owned) {}
+  Allocator(Backend* b, std::vector<DevicePtr<void>>& owned) : b_(b), owned_(owned) {}
   absl::StatusOr<Tensor> F32(int64_t rows, int64_t cols, const char* what) {
     RSD_ASSIGN_OR_RETURN(void* p, Raw(static_cast<size_t>(rows * cols) * sizeof(float), what));
     return Tensor{p, DType::kF32, rows, cols};
@@ -23,28 +23,28 @@ class Allocator {
     return static_cast<int32_t*>(p);
   }
   absl::StatusOr<void*> Raw(size_t bytes, const char* what) {
-    RSD_ASSIGN_OR_RETURN(void* p, b_->Alloc(bytes, what));
+    RSD_ASSIGN_OR_RETURN(DevicePtr<void> p, b_->Alloc(bytes, what));
     owned_.push_back(p);
-    return p;
+    return p.get();  // kept raw in the workspace: an op argument, never read on the host
   }
 
  private:
   Backend* b_;
-  std::vector<void*>& owned_;
+  std::vector<DevicePtr<void>>& owned_;
 };
 }  // namespace
 
 absl::Status Transformer::EnsureWorkspace(int64_t rows) {
   Workspace& w = *ws_;
   if (rows <= w.rows) return absl::OkStatus();
-  for (void* p : w.buffers) backend_->Free(p);
+  for (DevicePtr<void> p : w.buffers) backend_->Free(p);
   w.buffers.clear();
   w.rows = 0;  // until every buffer below is allocated
   w.tables_cap = 0;
   w.tables = nullptr;
   absl::Status st = AllocateWorkspace(rows);
   if (!st.ok()) {
-    for (void* p : w.buffers) backend_->Free(p);
+    for (DevicePtr<void> p : w.buffers) backend_->Free(p);
     w.buffers.clear();
     return absl::Status(st.code(), absl::StrCat("workspace for ", rows, " rows: ", st.message()));
   }
@@ -155,14 +155,16 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   RSD_RETURN_IF_ERROR(EnsureWorkspace(n));
   Workspace& w = *ws_;
   if (n_tables > w.tables_cap) {
-    if (w.tables != nullptr) backend_->Free(w.tables);
-    std::erase(w.buffers, static_cast<void*>(w.tables));
+    if (w.tables != nullptr) {
+      backend_->Free(DeviceMemory<void>(w.tables));
+      std::erase_if(w.buffers, [&](DevicePtr<void> p) { return p.get() == w.tables; });
+    }
     w.tables = nullptr;
     w.tables_cap = 0;
-    RSD_ASSIGN_OR_RETURN(void* t,
+    RSD_ASSIGN_OR_RETURN(DevicePtr<void> t,
                          backend_->Alloc(static_cast<size_t>(n_tables) * 4, "block tables"));
-    w.tables = static_cast<int32_t*>(t);
-    w.buffers.push_back(w.tables);
+    w.tables = static_cast<int32_t*>(t.get());
+    w.buffers.push_back(t);
     w.tables_cap = n_tables;
   }
 
@@ -194,12 +196,14 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
       }
     }
   }
-  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.ids, ids.data(), n * 4));
-  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.pos, pos.data(), n * 4));
-  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.slot_block, sblock.data(), n * 4));
-  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.slot_offset, soff.data(), n * 4));
-  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.tables, tables.data(), tables.size() * 4));
-  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(w.att_rows, arows.data(), n * sizeof(AttentionRow)));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(DeviceMemory(w.ids), ids.data(), n * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(DeviceMemory(w.pos), pos.data(), n * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(DeviceMemory(w.slot_block), sblock.data(), n * 4));
+  RSD_RETURN_IF_ERROR(backend_->CopyToDevice(DeviceMemory(w.slot_offset), soff.data(), n * 4));
+  RSD_RETURN_IF_ERROR(
+      backend_->CopyToDevice(DeviceMemory(w.tables), tables.data(), tables.size() * 4));
+  RSD_RETURN_IF_ERROR(
+      backend_->CopyToDevice(DeviceMemory(w.att_rows), arows.data(), n * sizeof(AttentionRow)));
   host_rows_ = arows;
 
   const int64_t d = c.d_model;
@@ -213,8 +217,8 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   for (int l = 0; l < c.n_layers; ++l) {
     const Layer& L = layers_[l];
     if (capture_residuals) {
-      RSD_RETURN_IF_ERROR(
-          b.CopyToHost(out->residuals.data() + static_cast<size_t>(l) * n * d, x.data, x.bytes()));
+      RSD_RETURN_IF_ERROR(b.CopyToHost(out->residuals.data() + static_cast<size_t>(l) * n * d,
+                                       x.device(), x.bytes()));
     }
     RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.attn_norm.f32(), c.rms_eps, xn));
     RSD_RETURN_IF_ERROR(b.MatMul(xn, L.wq, static_cast<const float*>(L.bq.data), q));
@@ -235,13 +239,13 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   const int64_t nl = static_cast<int64_t>(logit_rows.size());
   Tensor xg = w.xg.Rows(0, nl), logits = w.logits.Rows(0, nl);
   for (int64_t i = 0; i < nl; ++i) {
-    RSD_RETURN_IF_ERROR(
-        b.CopyOnDevice(xg.Rows(i, 1).data, x.Rows(logit_rows[i], 1).data, d * sizeof(float)));
+    RSD_RETURN_IF_ERROR(b.CopyOnDevice(xg.Rows(i, 1).device(), x.Rows(logit_rows[i], 1).device(),
+                                       d * sizeof(float)));
   }
   RSD_RETURN_IF_ERROR(b.RmsNorm(xg, output_norm_.f32(), c.rms_eps, xg));
   RSD_RETURN_IF_ERROR(b.MatMul(xg, output_, nullptr, logits));
   out->logits.resize(static_cast<size_t>(nl * c.vocab_size));
-  return b.CopyToHost(out->logits.data(), logits.data, logits.bytes());
+  return b.CopyToHost(out->logits.data(), logits.device(), logits.bytes());
 }
 
 absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
@@ -267,21 +271,21 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
   bool want_mass = false;
   for (const SeqInput& in : seqs) want_mass = want_mass || in.attention_mass != nullptr;
   // Per-chunk statistics for the lossy baselines, freed on every path out.
-  std::vector<void*> stat_buffers;
+  std::vector<DevicePtr<void>> stat_buffers;
   struct FreeAll {
     Backend* b;
-    std::vector<void*>* v;
+    std::vector<DevicePtr<void>>* v;
     ~FreeAll() {
-      for (void* p : *v) b->Free(p);
+      for (DevicePtr<void> p : *v) b->Free(p);
     }
   } free_stats{backend_, &stat_buffers};
   if (want_mass) {
     const size_t n = static_cast<size_t>(q.rows) * c.n_heads * max_chunks;
     for (float** p : {&st.chunk_max, &st.chunk_sum}) {
-      RSD_ASSIGN_OR_RETURN(void* buf, b.Alloc(n * sizeof(float), "attention statistics"));
+      RSD_ASSIGN_OR_RETURN(DevicePtr<void> buf, b.Alloc(n * sizeof(float), "attention statistics"));
       stat_buffers.push_back(buf);
-      *p = static_cast<float*>(buf);
-      RSD_RETURN_IF_ERROR(b.Fill(*p, 0xFF, n * sizeof(float)));  // NaN: chunks never merged
+      *p = static_cast<float*>(buf.get());
+      RSD_RETURN_IF_ERROR(b.Fill(buf, 0xFF, n * sizeof(float)));  // NaN: chunks never merged
     }
     st.chunk_stride = max_chunks;
   }
@@ -306,8 +310,8 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
       const auto& ev = seqs[s].evicted_chunks;
       if (cursor[s] < ev.size() && ev[cursor[s]] == ch) {
         RSD_RETURN_IF_ERROR(RebuildChunk(layer, ch, seqs[s], pool));
-        RSD_RETURN_IF_ERROR(
-            b.CopyToDevice(w.tables + table_offsets_[s] + ch, &seqs[s].scratch_block, 4));
+        RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.tables) + table_offsets_[s] + ch,
+                                           &seqs[s].scratch_block, 4));
         ++cursor[s];
       }
     }
@@ -318,13 +322,13 @@ absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs,
       for (size_t r = 0; r < rows.size(); ++r) {
         if (drops[row_seq_[r]]) rows[r].n_keys = 0;
       }
-      RSD_RETURN_IF_ERROR(
-          b.CopyToDevice(w.att_rows, rows.data(), rows.size() * sizeof(AttentionRow)));
+      RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.att_rows), rows.data(),
+                                         rows.size() * sizeof(AttentionRow)));
     }
     RSD_RETURN_IF_ERROR(b.AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, st));
     if (any_dropped) {
-      RSD_RETURN_IF_ERROR(
-          b.CopyToDevice(w.att_rows, host_rows_.data(), host_rows_.size() * sizeof(AttentionRow)));
+      RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.att_rows), host_rows_.data(),
+                                         host_rows_.size() * sizeof(AttentionRow)));
     }
     run = ch + 1;
   }
@@ -341,10 +345,12 @@ absl::Status Transformer::AccumulateMass(std::span<const SeqInput> seqs, const A
   const int nh = config_.n_heads;
   const size_t items = static_cast<size_t>(n_rows) * nh;
   std::vector<float> m(items), l(items), cmax(items * max_chunks), csum(items * max_chunks);
-  RSD_RETURN_IF_ERROR(backend_->CopyToHost(m.data(), st.m, items * sizeof(float)));
-  RSD_RETURN_IF_ERROR(backend_->CopyToHost(l.data(), st.l, items * sizeof(float)));
-  RSD_RETURN_IF_ERROR(backend_->CopyToHost(cmax.data(), st.chunk_max, cmax.size() * sizeof(float)));
-  RSD_RETURN_IF_ERROR(backend_->CopyToHost(csum.data(), st.chunk_sum, csum.size() * sizeof(float)));
+  RSD_RETURN_IF_ERROR(backend_->CopyToHost(m.data(), DeviceMemory(st.m), items * sizeof(float)));
+  RSD_RETURN_IF_ERROR(backend_->CopyToHost(l.data(), DeviceMemory(st.l), items * sizeof(float)));
+  RSD_RETURN_IF_ERROR(
+      backend_->CopyToHost(cmax.data(), DeviceMemory(st.chunk_max), cmax.size() * sizeof(float)));
+  RSD_RETURN_IF_ERROR(
+      backend_->CopyToHost(csum.data(), DeviceMemory(st.chunk_sum), csum.size() * sizeof(float)));
   // A sequence's rows are contiguous: the row's index among its sequence's new tokens.
   std::vector<int64_t> first_row(seqs.size(), -1);
   for (int64_t r = 0; r < n_rows; ++r) {
@@ -422,7 +428,7 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
                                                 " holds token id ", id));
       }
     }
-    RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_ids, cs.tokens.data(), bt * 4));
+    RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_ids), cs.tokens.data(), bt * 4));
     RSD_RETURN_IF_ERROR(b.Embed(token_embd_, w.rb_ids, x));
     rebuilds_.from_tokens++;
   } else {
@@ -431,7 +437,7 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
                                               layer, " has ", cs.h.size(), " values, expected ",
                                               bt * d));
     }
-    RSD_RETURN_IF_ERROR(b.CopyToDevice(x.data, cs.h.data(), x.bytes()));
+    RSD_RETURN_IF_ERROR(b.CopyToDevice(x.device(), cs.h.data(), x.bytes()));
     rebuilds_.from_residual++;
   }
   std::vector<int32_t> pos(bt), blocks(bt, scratch), offs(bt);
@@ -439,9 +445,9 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
     pos[i] = chunk * bt + i;
     offs[i] = i;
   }
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_pos, pos.data(), bt * 4));
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_slot_block, blocks.data(), bt * 4));
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.rb_slot_offset, offs.data(), bt * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_pos), pos.data(), bt * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_block), blocks.data(), bt * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_offset), offs.data(), bt * 4));
   RSD_RETURN_IF_ERROR(b.RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn));
   RSD_RETURN_IF_ERROR(ProjectKv(layers_[layer], xn, w.rb_pos, k, v));
   return b.StoreKv(k, v, layer, w.rb_slot_block, w.rb_slot_offset, pool);
@@ -469,12 +475,12 @@ absl::Status Transformer::KvFromResidual(int layer, std::span<const float> h,
   Workspace& w = *ws_;
   Backend& b = *backend_;
   Tensor x = w.x.Rows(0, n), xn = w.xn.Rows(0, n), k = w.k.Rows(0, n), v = w.v.Rows(0, n);
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(x.data, h.data(), x.bytes()));
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(w.pos, pos.data(), n * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(x.device(), h.data(), x.bytes()));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.pos), pos.data(), n * 4));
   RSD_RETURN_IF_ERROR(b.RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn));
   RSD_RETURN_IF_ERROR(ProjectKv(layers_[layer], xn, w.pos, k, v));
-  RSD_RETURN_IF_ERROR(b.CopyToHost(k_out, k.data, k.bytes()));
-  return b.CopyToHost(v_out, v.data, v.bytes());
+  RSD_RETURN_IF_ERROR(b.CopyToHost(k_out, k.device(), k.bytes()));
+  return b.CopyToHost(v_out, v.device(), v.bytes());
 }
 
 }  // namespace rsd

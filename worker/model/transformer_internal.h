@@ -33,7 +33,7 @@ struct Transformer::Workspace {
   int32_t* rb_slot_offset = nullptr;
   AttentionState att_state;
   int64_t tables_cap = 0;
-  std::vector<void*> buffers;
+  std::vector<DevicePtr<void>> buffers;
 };
 
 }  // namespace rsd
