@@ -140,6 +140,23 @@ absl::StatusOr<v1::SessionInfo> Cluster::Create(const std::string& model) {
   return info;
 }
 
+absl::StatusOr<v1::MigrateResponse> Cluster::Migrate(const std::string& session,
+                                                     const std::string& to,
+                                                     const std::string& form) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  v1::MigrateRequest req;
+  req.set_session_id(session);
+  req.set_to_worker(to);
+  req.set_form(form);
+  v1::MigrateResponse resp;
+  grpc::Status st = admin_->Migrate(&ctx, req, &resp);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  }
+  return resp;
+}
+
 ChatOutcome Chat(v1::Client::Stub& client, const v1::TurnRequest& request,
                  double timeout_seconds) {
   ChatOutcome o;

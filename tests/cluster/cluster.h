@@ -47,6 +47,9 @@ class Cluster {
   absl::Status RestartWorker(const std::string& id);
   absl::Status Cordon(const std::string& id, bool on);
   absl::StatusOr<v1::SessionInfo> Create(const std::string& model = "");
+  // Admin.Migrate of `session` to worker `to` in `form` (residual, kv, tokens, auto).
+  absl::StatusOr<v1::MigrateResponse> Migrate(const std::string& session, const std::string& to,
+                                              const std::string& form);
 
  private:
   Cluster() = default;

@@ -40,22 +40,6 @@ v1::TurnRequest TurnOf(const std::string& session, int t) {
   return req;
 }
 
-absl::StatusOr<v1::MigrateResponse> Migrate(Cluster& c, const std::string& session,
-                                            const std::string& to, const std::string& form) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-  v1::MigrateRequest req;
-  req.set_session_id(session);
-  req.set_to_worker(to);
-  req.set_form(form);
-  v1::MigrateResponse resp;
-  grpc::Status st = c.admin().Migrate(&ctx, req, &resp);
-  if (!st.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
-  }
-  return resp;
-}
-
 absl::StatusOr<v1::WorkerInfo> WorkerInfoOf(Cluster& c, const std::string& id) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
@@ -124,11 +108,11 @@ TEST_F(DeviceCluster, SessionMovesBetweenCpuAndCudaWorkersExactly) {
     EXPECT_EQ(o.tokens, (*ref_)[t]) << "turn " << t << " on " << where;
   };
   for (int t = 0; t < 3; ++t) turn(t, "cpu");
-  auto to_gpu = Migrate(c, s->session_id(), "gpu", "residual");
+  auto to_gpu = c.Migrate(s->session_id(), "gpu", "residual");
   ASSERT_TRUE(to_gpu.ok()) << to_gpu.status();
   EXPECT_GT(to_gpu->payload_bytes(), 0) << "residual checkpoints travelled, not only tokens";
   for (int t = 3; t < 6; ++t) turn(t, "gpu");
-  auto to_cpu = Migrate(c, s->session_id(), "cpu", "kv");
+  auto to_cpu = c.Migrate(s->session_id(), "cpu", "kv");
   ASSERT_TRUE(to_cpu.ok()) << to_cpu.status();
   EXPECT_GT(to_cpu->payload_bytes(), 0) << "K/V checkpoints travelled, not only tokens";
   for (int t = 6; t < 8; ++t) turn(t, "cpu");

@@ -45,20 +45,6 @@ v1::TurnRequest TurnOf(const std::string& session, int t, uint64_t seed, float t
   return req;
 }
 
-absl::StatusOr<v1::MigrateResponse> Migrate(Cluster& c, const std::string& session,
-                                            const std::string& to, const std::string& form) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-  v1::MigrateRequest req;
-  req.set_session_id(session);
-  req.set_to_worker(to);
-  req.set_form(form);
-  v1::MigrateResponse resp;
-  grpc::Status st = c.admin().Migrate(&ctx, req, &resp);
-  if (!st.ok()) return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
-  return resp;
-}
-
 v1::SessionInfo DescribeAdmin(Cluster& c, const std::string& session) {
   grpc::ClientContext ctx;
   v1::DescribeSessionRequest req;
@@ -129,7 +115,7 @@ TEST_F(MigrationTest, MigratedAfterTurnKInEachFormContinuesBitIdentically) {
     }
     const int64_t history = DescribeAdmin(c, s->session_id()).token_count();
     const std::string from = s->worker(), to = from == "w1" ? "w2" : "w1";
-    auto moved = Migrate(c, s->session_id(), to, form);
+    auto moved = c.Migrate(s->session_id(), to, form);
     ASSERT_TRUE(moved.ok()) << moved.status();
     EXPECT_EQ(moved->from_worker(), from);
     EXPECT_EQ(moved->session().worker(), to);
@@ -364,7 +350,7 @@ TEST_F(MigrationTest, ImportsThatMustNotHappenAreRefusedAndTheSourceKeepsServing
   const std::string other = Stories260KPath();
   if (!other.empty()) {
     ASSERT_TRUE(c.AddWorker(other, {"w3", {"--model-name", "SmolLM2-135M-Instruct.Q4_1"}}).ok());
-    auto moved = Migrate(c, s->session_id(), "w3", "kv");
+    auto moved = c.Migrate(s->session_id(), "w3", "kv");
     ASSERT_FALSE(moved.ok());
     EXPECT_EQ(moved.status().code(), absl::StatusCode::kFailedPrecondition) << moved.status();
     EXPECT_THAT(std::string(moved.status().message()), HasSubstr("fingerprint"));

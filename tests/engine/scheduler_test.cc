@@ -89,6 +89,32 @@ Outcome Drain(TurnStream& stream, const TurnEvent* already = nullptr) {
   }
 }
 
+// Holds the scheduler's compute thread inside a task from construction until Release() (or
+// destruction): what a test submits meanwhile is queued, not yet admitted.
+class ComputeHold {
+ public:
+  explicit ComputeHold(Scheduler& scheduler)
+      : released_(release_.get_future().share()), thread_([this, &scheduler] {
+          scheduler.RunSync([this] {
+            entered_.set_value();
+            released_.wait_for(std::chrono::seconds(30));
+          });
+        }) {
+    entered_.get_future().wait();
+  }
+  ~ComputeHold() { Release(); }
+  void Release() {
+    if (!thread_.joinable()) return;
+    release_.set_value();
+    thread_.join();
+  }
+
+ private:
+  std::promise<void> entered_, release_;
+  std::shared_future<void> released_;
+  std::thread thread_;
+};
+
 class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -264,22 +290,13 @@ TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndSlowClientsPauseOnlyThemselves) {
   ASSERT_TRUE(q1.ok() && q2.ok());
   // "At once" without a clock: the compute thread is held inside a task while we submit, so a
   // refusal that comes back cannot have waited for a step, a slot or the queue to move.
-  std::promise<void> entered, release;
-  std::shared_future<void> released = release.get_future().share();
-  std::thread hold([&] {
-    scheduler.RunSync([&] {
-      entered.set_value();
-      released.wait();
-    });
-  });
-  entered.get_future().wait();
+  ComputeHold hold(scheduler);
   auto refusing = std::async(std::launch::async, [&] {
     return scheduler.Submit(TurnSpec{ids[4], "default", 0, "x", Params(4, 1)});
   });
   const bool answered_while_held =
       refusing.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
-  release.set_value();
-  hold.join();
+  hold.Release();
   EXPECT_TRUE(answered_while_held) << "Submit waited for the compute thread to refuse";
   auto refused = refusing.get();
   EXPECT_THAT(refused.status(), testing::StatusIs(absl::StatusCode::kResourceExhausted,
@@ -332,19 +349,10 @@ TEST_F(SchedulerTest, OutOfDeviceMemoryFailsOnlyTheTurnThatCannotFitAlone) {
   std::string long_text;
   for (int i = 0; i < 50; ++i) long_text += "cats ";
   // Both turns queued while the compute thread is held, so they are admitted into one step.
-  std::promise<void> entered, release;
-  std::shared_future<void> released = release.get_future().share();
-  std::thread hold([&] {
-    scheduler.RunSync([&] {
-      entered.set_value();
-      released.wait();
-    });
-  });
-  entered.get_future().wait();
+  ComputeHold hold(scheduler);
   auto s1 = scheduler.Submit(TurnSpec{small, "default", 0, Message(0, 0), Params(0, 0)});
   auto s2 = scheduler.Submit(TurnSpec{big, "default", 0, long_text, Params(1, 0)});
-  release.set_value();
-  hold.join();
+  hold.Release();
   ASSERT_TRUE(s1.ok() && s2.ok());
   Outcome o1 = Drain(**s1), o2 = Drain(**s2);
   ASSERT_TRUE(o1.status.ok()) << o1.status;
@@ -466,15 +474,7 @@ TEST_F(SchedulerTest, HealthFollowsProgressNotMerelyTheProcess) {
   EXPECT_TRUE(scheduler.Healthy()) << "idle is healthy";
   // The compute thread is held up (a stuck step) while a turn waits; it is released once the
   // test has seen the health flip (or after 30 s, so a broken check fails instead of hanging).
-  std::promise<void> entered, release;
-  std::shared_future<void> released = release.get_future().share();
-  std::thread stuck([&] {
-    scheduler.RunSync([&] {
-      entered.set_value();
-      released.wait_for(std::chrono::seconds(30));
-    });
-  });
-  entered.get_future().wait();
+  ComputeHold stuck(scheduler);
   auto stream = scheduler.Submit(TurnSpec{id, "default", 0, Message(0, 0), Params(0, 0)});
   ASSERT_TRUE(stream.ok());
   bool went_unhealthy = false;
@@ -482,9 +482,8 @@ TEST_F(SchedulerTest, HealthFollowsProgressNotMerelyTheProcess) {
     went_unhealthy = !scheduler.Healthy();
     if (!went_unhealthy) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  release.set_value();
+  stuck.Release();
   EXPECT_TRUE(went_unhealthy) << "a stalled scheduler with work waiting still reported healthy";
-  stuck.join();
   Outcome o = Drain(**stream);
   ASSERT_TRUE(o.status.ok()) << o.status;
   EXPECT_EQ(o.tokens, alone_[0][0].tokens);
