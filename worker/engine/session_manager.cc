@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "storage/cold_tier.h"
 #include "storage/common/clock.h"
 #include "storage/common/status.h"
 #include "storage/state_codec.h"
@@ -43,12 +44,26 @@ const char* SpillFormName(SpillForm f) {
 absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
     Engine* engine, SessionManagerOptions options) {
   std::unique_ptr<SessionManager> m(new SessionManager(engine, std::move(options)));
+  const size_t warm_budget = m->options_.warm_budget_bytes;
+  // The warm tier's values live in memory the device copies from directly (pinned on a GPU).
+  absl::StatusOr<void*> region = engine->backend().AllocHost(warm_budget, "the warm tier");
+  if (region.ok()) {
+    m->warm_region_.backend = &engine->backend();
+    m->warm_region_.base = *region;
+    m->warm_memory_ = std::make_unique<HostArena>(
+        *region, warm_budget, engine->backend().device_info().kind == "cpu" ? "host" : "pinned");
+  }
+  m->tiers_ = std::make_unique<TierChain>();
+  auto warm = std::make_unique<WarmTier>(warm_budget, m->warm_memory_.get());
+  m->warm_ = warm.get();
+  m->tiers_->Add(std::move(warm));
   // With a cold tier, full checkpoint chunks live in the warm tier and overflow to RocksDB, so
   // host memory stays within the warm budget. Without one, overflow would be lost: they stay in
   // engine memory.
-  if (!m->options_.data_dir.empty()) engine->set_checkpoint_store(m.get());
   if (!m->options_.data_dir.empty()) {
     RSD_ASSIGN_OR_RETURN(m->cold_, ColdStore::Open(m->options_.data_dir, m->options_.cold));
+    m->tiers_->Add(std::make_unique<ColdTier>(m->cold_.get()));
+    engine->set_checkpoint_store(m.get());
     RSD_RETURN_IF_ERROR(m->Recover());
   }
   return m;
@@ -59,6 +74,7 @@ SessionManager::~SessionManager() {
     if (s.seq >= 0) engine_->DestroySequence(s.seq);
   }
   engine_->set_checkpoint_store(nullptr);
+  tiers_.reset();  // before the warm region goes
 }
 
 SessionManager::Session* SessionManager::BySeq(int32_t seq) {
@@ -105,17 +121,7 @@ absl::StatusOr<std::vector<float>> SessionManager::Get(int32_t seq, int32_t chun
 absl::Status SessionManager::Truncate(int32_t seq, int32_t from_chunk) {
   Session* s = BySeq(seq);
   if (s == nullptr) return absl::OkStatus();
-  for (const BlockKey& key : warm_.KeysOfSession(s->id)) {
-    if (static_cast<int32_t>(key.block) >= from_chunk) warm_.Erase(key);
-  }
-  if (!cold_) return absl::OkStatus();
-  std::vector<BlockKey> doomed;
-  RSD_RETURN_IF_ERROR(cold_->ForEachBlock(s->id, [&](const BlockKey& key, std::string_view) {
-    if (static_cast<int32_t>(key.block) >= from_chunk) doomed.push_back(key);
-    return absl::OkStatus();
-  }));
-  for (const BlockKey& key : doomed) RSD_RETURN_IF_ERROR(cold_->DeleteBlock(key));
-  return absl::OkStatus();
+  return tiers_->EvictSession(s->id, static_cast<uint32_t>(std::max(0, from_chunk)));
 }
 
 absl::Status SessionManager::Recover() {
@@ -247,8 +253,8 @@ absl::Status SessionManager::Close(const SessionId& id) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
   if (s->seq >= 0) engine_->DestroySequence(s->seq);
-  warm_.EraseSession(id);
-  if (cold_) RSD_RETURN_IF_ERROR(cold_->DeleteSession(id));
+  RSD_RETURN_IF_ERROR(tiers_->EvictSession(id));
+  if (cold_) RSD_RETURN_IF_ERROR(cold_->DeleteSession(id));  // metadata and token log
   sessions_.erase(id);
   return absl::OkStatus();
 }
@@ -280,7 +286,7 @@ int64_t SessionManager::BlocksForTurn(const SessionId& id, int64_t new_tokens) c
 }
 
 size_t SessionManager::WarmBytes(const SessionId& id) const {
-  return warm_.SessionBytes(id);
+  return warm_->SessionBytes(id).value_or(0);
 }
 
 CheckpointHeader SessionManager::Header(SpillForm form, int layer, int32_t chunk) const {
@@ -299,17 +305,15 @@ CheckpointHeader SessionManager::Header(SpillForm form, int layer, int32_t chunk
 }
 
 absl::Status SessionManager::PutCheckpoint(const BlockKey& key, std::string value) {
-  std::vector<WarmStore::Entry> evicted = warm_.Put(key, std::move(value));
-  if (!cold_) return absl::OkStatus();  // without a cold tier, overflow is dropped (tokens remain)
-  for (const WarmStore::Entry& e : evicted) RSD_RETURN_IF_ERROR(cold_->PutBlock(e.key, e.value));
-  return absl::OkStatus();
+  // Without a cold tier, what overflows the warm tier is dropped (the token log remains).
+  return tiers_->Offload(key, std::move(value));
 }
 
 absl::StatusOr<std::string> SessionManager::GetCheckpoint(const BlockKey& key, bool* from_cold) {
-  if (std::optional<std::string> v = warm_.Get(key)) return *std::move(v);
-  if (!cold_) return absl::NotFoundError("checkpoint not in the warm tier and no cold tier");
-  *from_cold = true;
-  return cold_->GetBlock(key);
+  const char* from = "";
+  absl::StatusOr<std::string> v = tiers_->Onboard(key, &from);
+  if (v.ok() && std::string_view(from) == "cold") *from_cold = true;
+  return v;
 }
 
 absl::Status SessionManager::Spill(const SessionId& id, SpillForm form) {
@@ -508,7 +512,7 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
     return SaveMeta(s);
   }();
   if (!st.ok()) {
-    warm_.EraseSession(s.id);
+    tiers_->EvictSession(s.id).IgnoreError();
     if (cold_) cold_->DeleteSession(s.id).IgnoreError();
     return st;
   }
@@ -519,11 +523,7 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
 
 absl::Status SessionManager::DemoteToCold(const SessionId& id) {
   if (!cold_) return absl::FailedPreconditionError("no cold tier (no data dir)");
-  for (const BlockKey& key : warm_.KeysOfSession(id)) {
-    std::optional<std::string> v = warm_.Take(key);
-    if (v) RSD_RETURN_IF_ERROR(cold_->PutBlock(key, *v));
-  }
-  return absl::OkStatus();
+  return tiers_->Demote(id);
 }
 
 absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
@@ -604,15 +604,7 @@ absl::Status SessionManager::ResetToTokens(const SessionId& id, const absl::Stat
     engine_->DestroySequence(s->seq);
     s->seq = -1;
   }
-  warm_.EraseSession(id);
-  if (cold_) {
-    std::vector<BlockKey> keys;
-    RSD_RETURN_IF_ERROR(cold_->ForEachBlock(id, [&](const BlockKey& key, std::string_view) {
-      keys.push_back(key);
-      return absl::OkStatus();
-    }));
-    for (const BlockKey& key : keys) RSD_RETURN_IF_ERROR(cold_->DeleteBlock(key));
-  }
+  RSD_RETURN_IF_ERROR(tiers_->EvictSession(id));
   s->spilled = SpillForm::kTokens;
   s->spilled_chunks = 0;
   return SaveMeta(*s);
@@ -741,7 +733,7 @@ absl::Status SessionManager::Undo(const SessionId& id) {
     // Spilled checkpoints may cover tokens of the removed turn: restore from the token log.
     s.spilled = SpillForm::kTokens;
     s.spilled_chunks = 0;
-    warm_.EraseSession(s.id);
+    RSD_RETURN_IF_ERROR(tiers_->EvictSession(s.id));
   }
   return SaveMeta(s);
 }
@@ -791,12 +783,8 @@ std::vector<SessionId> SessionManager::ExpireIdle(const std::vector<SessionId>& 
 
 absl::StatusOr<int64_t> SessionManager::ColdBytes(const SessionId& id) {
   if (!cold_) return 0;
-  int64_t total = 0;
-  RSD_RETURN_IF_ERROR(cold_->ForEachBlock(id, [&](const BlockKey&, std::string_view v) {
-    total += static_cast<int64_t>(v.size());
-    return absl::OkStatus();
-  }));
-  return total;
+  RSD_ASSIGN_OR_RETURN(size_t bytes, tiers_->SessionBytes(id, 1));
+  return static_cast<int64_t>(bytes);
 }
 
 absl::StatusOr<SessionManager::StoredBytes> SessionManager::Stored(const SessionId& id) {
@@ -811,11 +799,7 @@ absl::StatusOr<SessionManager::StoredBytes> SessionManager::Stored(const Session
     chunk_tokens[key.block] = info.header.n_tokens;
     return absl::OkStatus();
   };
-  for (const BlockKey& key : warm_.KeysOfSession(id)) {
-    std::optional<std::string> v = warm_.Get(key);
-    if (v) RSD_RETURN_IF_ERROR(add(key, *v));
-  }
-  if (cold_) RSD_RETURN_IF_ERROR(cold_->ForEachBlock(id, add));
+  RSD_RETURN_IF_ERROR(tiers_->Export(id, add));  // each stored block once, wherever it is
   for (const auto& [chunk, n] : chunk_tokens) b.tokens_covered += n;
   return b;
 }

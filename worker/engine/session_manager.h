@@ -16,8 +16,10 @@
 #include "storage/block_key.h"
 #include "storage/cold_store.h"
 #include "storage/common/ids.h"
+#include "storage/host_memory.h"
 #include "storage/state_codec.h"
-#include "storage/warm_store.h"
+#include "storage/tier_chain.h"
+#include "storage/warm_tier.h"
 #include "worker/engine/engine.h"
 
 namespace rsd {
@@ -184,7 +186,9 @@ class SessionManager : private CheckpointStore {
   absl::Status DemoteToCold(const SessionId& id);
 
   // Bytes held per tier: warm (all sessions), cold (this session's stored blocks).
-  size_t warm_bytes() const { return warm_.bytes_used(); }
+  size_t warm_bytes() const { return warm_->bytes_used(); }
+  // Bytes of warm values held in pinned (device-copyable) memory.
+  size_t warm_pinned_bytes() const { return warm_->allocator_bytes(); }
   absl::StatusOr<int64_t> ColdBytes(const SessionId& id);
   size_t WarmBytes(const SessionId& id) const;
   size_t warm_budget() const { return options_.warm_budget_bytes; }
@@ -212,7 +216,7 @@ class SessionManager : private CheckpointStore {
     SessionAttrs attrs;
   };
   SessionManager(Engine* engine, SessionManagerOptions options)
-      : engine_(engine), options_(std::move(options)), warm_(options_.warm_budget_bytes) {}
+      : engine_(engine), options_(std::move(options)) {}
   absl::Status Recover();
   absl::Status SaveMeta(const Session& s);
   absl::Status Restore(Session& s, std::string* restored_from);
@@ -232,8 +236,23 @@ class SessionManager : private CheckpointStore {
 
   Engine* engine_;
   SessionManagerOptions options_;
-  WarmStore warm_;
+  // The warm tier's memory: one region from the backend's host allocator (pinned on CUDA), carved
+  // by an arena; declared before the tiers so it outlives them.
+  struct WarmRegion {
+    Backend* backend = nullptr;
+    void* base = nullptr;
+    WarmRegion() = default;
+    WarmRegion(const WarmRegion&) = delete;
+    WarmRegion& operator=(const WarmRegion&) = delete;
+    ~WarmRegion() {
+      if (base != nullptr) backend->FreeHost(base);
+    }
+  } warm_region_;
+  std::unique_ptr<HostArena> warm_memory_;
   std::unique_ptr<ColdStore> cold_;
+  // Warm over cold (when there is a data dir): overflow and demotion happen there.
+  std::unique_ptr<TierChain> tiers_;
+  WarmTier* warm_ = nullptr;  // tiers_'s top
   std::map<SessionId, Session> sessions_;
   uint64_t clock_ = 0;
   Session* restoring_ = nullptr;  // the session whose sequence ImportSequence is building
