@@ -1,12 +1,5 @@
 #include "router/journal.h"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +7,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
 #include "storage/common/status.h"
+#include "storage/rocksdb_status.h"
 
 namespace rsd::router {
 namespace {
@@ -26,67 +20,6 @@ rocksdb::WriteOptions Synced() {
   rocksdb::WriteOptions w;
   w.sync = true;
   return w;
-}
-
-absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return absl::OkStatus();
-  std::string msg = absl::StrCat(what, ": rocksdb: ", s.ToString());
-  if (s.IsNotFound()) return absl::NotFoundError(msg);
-  if (s.IsCorruption()) return absl::DataLossError(msg);
-  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
-  if (s.IsBusy() || s.IsTryAgain() || s.IsShutdownInProgress()) return absl::UnavailableError(msg);
-  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
-  return absl::InternalError(msg);
-}
-
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  if (err == EACCES || err == EPERM || err == EROFS) return absl::PermissionDeniedError(msg);
-  if (err == ENOENT || err == ENOTDIR) return absl::FailedPreconditionError(msg);
-  return absl::InternalError(msg);
-}
-
-// 0: missing; 1: directory; 2: something else; <0: -errno.
-int PathKind(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return errno == ENOENT ? 0 : -errno;
-  return S_ISDIR(st.st_mode) ? 1 : 2;
-}
-
-absl::Status CheckAccess(const std::string& dir) {
-  if (access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("router data dir ", dir, " is not readable and writable"));
-  }
-  return absl::OkStatus();
-}
-
-// Creates the last component of `dir` if needed; checks that it is a usable directory.
-absl::Status PrepareDir(std::string dir) {
-  if (dir.empty()) return absl::InvalidArgumentError("router data dir is empty (--data-dir)");
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  const int kind = PathKind(dir);
-  if (kind < 0) return ErrnoStatus(-kind, absl::StrCat("router data dir ", dir));
-  if (kind == 1) return CheckAccess(dir);
-  if (kind == 2) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("router data dir ", dir, " exists and is not a directory"));
-  }
-  const std::filesystem::path parent_path = std::filesystem::path(dir).parent_path();
-  const std::string parent = parent_path.empty() ? std::string(".") : parent_path.string();
-  const int parent_kind = PathKind(parent);
-  if (parent_kind < 0) {
-    return ErrnoStatus(-parent_kind, absl::StrCat("parent ", parent, " of router data dir ", dir));
-  }
-  if (parent_kind != 1) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("router data dir ", dir, ": parent ", parent,
-                     parent_kind == 0 ? " does not exist (only the last component is created)"
-                                      : " is not a directory"));
-  }
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return ErrnoStatus(errno, absl::StrCat("cannot create router data dir ", dir));
-  }
-  return CheckAccess(dir);
 }
 
 std::string UpperBound(const SessionId& id) {
@@ -114,66 +47,34 @@ std::string Journal::TurnKey(const SessionId& id, uint32_t turn) {
 }
 
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir) {
-  RSD_RETURN_IF_ERROR(PrepareDir(dir));
   std::unique_ptr<Journal> j(new Journal());
   j->dir_ = dir;
-
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = true;
-  db_options.create_missing_column_families = true;
-  db_options.avoid_flush_during_shutdown = true;  // the synced WAL is the durability mechanism
-  db_options.keep_log_file_num = 4;
-
-  std::set<std::string> names = {rocksdb::kDefaultColumnFamilyName, kSessionsCf, kTurnsCf,
-                                   kPendingCf};
-  std::vector<std::string> existing;
-  if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
-    names.insert(existing.begin(), existing.end());
+  RocksDb::Options o;
+  o.what = "router";
+  for (const char* name : {kSessionsCf, kTurnsCf, kPendingCf}) {
+    o.families.push_back({name, rocksdb::ColumnFamilyOptions()});
   }
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const std::string& name : names) {
-    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
-  }
-  rocksdb::DB* db = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, descriptors, &j->handles_, &db);
-  if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "router journal ", dir, " is already open (another rsd-router?): ", s.ToString()));
-    }
-    return FromRocks(s, absl::StrCat("open router journal ", dir));
-  }
-  j->db_.reset(db);
-  for (rocksdb::ColumnFamilyHandle* h : j->handles_) {
-    if (h->GetName() == kSessionsCf) j->sessions_ = h;
-    if (h->GetName() == kTurnsCf) j->turns_ = h;
-    if (h->GetName() == kPendingCf) j->pending_ = h;
-  }
-  RSD_CHECK(j->sessions_ != nullptr && j->turns_ != nullptr && j->pending_ != nullptr);
+  RSD_ASSIGN_OR_RETURN(j->rocks_, RocksDb::Open(dir, std::move(o)));
+  j->db_ = j->rocks_->db();
+  j->sessions_ = j->rocks_->family(kSessionsCf);
+  j->turns_ = j->rocks_->family(kTurnsCf);
+  j->pending_ = j->rocks_->family(kPendingCf);
   return j;
 }
 
-Journal::~Journal() {
-  if (db_ != nullptr) {
-    for (rocksdb::ColumnFamilyHandle* h : handles_) {
-      db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-    }
-    db_->Close().PermitUncheckedError();
-    db_.reset();
-  }
-}
+Journal::~Journal() = default;
 
 absl::Status Journal::PutSession(const SessionRecord& session) {
-  return FromRocks(db_->Put(Synced(), sessions_, SessionKey(session.id),
-                            EncodeSessionRecord(session)),
-                   absl::StrCat("journal session ", session.id.ToHex()));
+  return FromRocksDb(
+      db_->Put(Synced(), sessions_, SessionKey(session.id), EncodeSessionRecord(session)),
+      absl::StrCat("journal session ", session.id.ToHex()));
 }
 
 absl::StatusOr<SessionRecord> Journal::GetSession(const SessionId& id) {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), sessions_, SessionKey(id), &value);
   if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
-  RSD_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("read journal of session ", id.ToHex())));
+  RSD_RETURN_IF_ERROR(FromRocksDb(s, absl::StrCat("read journal of session ", id.ToHex())));
   return DecodeSessionRecord(value, absl::StrCat("journal record of session ", id.ToHex()));
 }
 
@@ -186,19 +87,19 @@ absl::StatusOr<std::vector<SessionRecord>> Journal::ListSessions() {
                                              absl::StrCat("journal ", dir_, " session record")));
     out.push_back(std::move(s));
   }
-  RSD_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("list sessions in journal ", dir_)));
+  RSD_RETURN_IF_ERROR(FromRocksDb(it->status(), absl::StrCat("list sessions in journal ", dir_)));
   return out;
 }
 
 absl::Status Journal::DeleteSession(const SessionId& id) {
   absl::MutexLock lock(&mu_);
   rocksdb::WriteBatch batch;
-  RSD_RETURN_IF_ERROR(FromRocks(batch.Delete(sessions_, SessionKey(id)), "batch delete"));
-  RSD_RETURN_IF_ERROR(FromRocks(
+  RSD_RETURN_IF_ERROR(FromRocksDb(batch.Delete(sessions_, SessionKey(id)), "batch delete"));
+  RSD_RETURN_IF_ERROR(FromRocksDb(
       batch.DeleteRange(turns_, std::string(id.AsStringView()), UpperBound(id)), "batch delete"));
-  RSD_RETURN_IF_ERROR(FromRocks(batch.Delete(pending_, SessionKey(id)), "batch delete"));
-  return FromRocks(db_->Write(Synced(), &batch),
-                   absl::StrCat("delete session ", id.ToHex(), " from the journal"));
+  RSD_RETURN_IF_ERROR(FromRocksDb(batch.Delete(pending_, SessionKey(id)), "batch delete"));
+  return FromRocksDb(db_->Write(Synced(), &batch),
+                     absl::StrCat("delete session ", id.ToHex(), " from the journal"));
 }
 
 absl::Status Journal::CommitTurn(const SessionId& id, const TurnRecord& turn) {
@@ -210,15 +111,15 @@ absl::Status Journal::CommitTurn(const SessionId& id, const TurnRecord& turn) {
   RSD_RETURN_IF_ERROR(GetSession(id).status());
   rocksdb::WriteBatch batch;
   RSD_RETURN_IF_ERROR(
-      FromRocks(batch.Put(turns_, TurnKey(id, turn.turn), EncodeTurnRecord(turn)), "batch put"));
+      FromRocksDb(batch.Put(turns_, TurnKey(id, turn.turn), EncodeTurnRecord(turn)), "batch put"));
   if (!turn.turn_id.empty()) {
     RSD_ASSIGN_OR_RETURN(std::optional<PendingTurn> pending, GetPending(id));
     if (pending.has_value() && pending->turn_id == turn.turn_id) {
-      RSD_RETURN_IF_ERROR(FromRocks(batch.Delete(pending_, SessionKey(id)), "batch delete"));
+      RSD_RETURN_IF_ERROR(FromRocksDb(batch.Delete(pending_, SessionKey(id)), "batch delete"));
     }
   }
-  return FromRocks(db_->Write(Synced(), &batch),
-                   absl::StrCat("journal turn ", turn.turn, " of session ", id.ToHex()));
+  return FromRocksDb(db_->Write(Synced(), &batch),
+                     absl::StrCat("journal turn ", turn.turn, " of session ", id.ToHex()));
 }
 
 absl::StatusOr<SessionRecord> Journal::SetOwner(const SessionId& id, const std::string& worker,
@@ -243,16 +144,16 @@ absl::StatusOr<SessionRecord> Journal::SetOwner(const SessionId& id, const std::
 absl::Status Journal::PutPending(const SessionId& id, const PendingTurn& pending) {
   absl::MutexLock lock(&mu_);
   RSD_RETURN_IF_ERROR(GetSession(id).status());
-  return FromRocks(db_->Put(Synced(), pending_, SessionKey(id), EncodePendingTurn(pending)),
-                   absl::StrCat("journal pending turn '", pending.turn_id, "' of session ",
-                                id.ToHex()));
+  return FromRocksDb(
+      db_->Put(Synced(), pending_, SessionKey(id), EncodePendingTurn(pending)),
+      absl::StrCat("journal pending turn '", pending.turn_id, "' of session ", id.ToHex()));
 }
 
 absl::StatusOr<std::optional<PendingTurn>> Journal::GetPending(const SessionId& id) {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pending_, SessionKey(id), &value);
   if (s.IsNotFound()) return std::optional<PendingTurn>();
-  RSD_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("read pending turn of session ", id.ToHex())));
+  RSD_RETURN_IF_ERROR(FromRocksDb(s, absl::StrCat("read pending turn of session ", id.ToHex())));
   RSD_ASSIGN_OR_RETURN(PendingTurn p,
                        DecodePendingTurn(value, absl::StrCat("journal pending turn of session ",
                                                              id.ToHex())));
@@ -274,7 +175,7 @@ absl::StatusOr<std::vector<TurnRecord>> Journal::ListTurns(const SessionId& id) 
     out.push_back(std::move(t));
   }
   RSD_RETURN_IF_ERROR(
-      FromRocks(it->status(), absl::StrCat("list turns of session ", id.ToHex())));
+      FromRocksDb(it->status(), absl::StrCat("list turns of session ", id.ToHex())));
   return out;
 }
 
@@ -298,7 +199,7 @@ absl::StatusOr<std::optional<TurnRecord>> Journal::LastTurnLocked(const SessionI
   it->SeekForPrev(upper);
   if (!it->Valid()) {
     RSD_RETURN_IF_ERROR(
-        FromRocks(it->status(), absl::StrCat("last turn of session ", id.ToHex())));
+        FromRocksDb(it->status(), absl::StrCat("last turn of session ", id.ToHex())));
     return std::optional<TurnRecord>();
   }
   const std::string what =
@@ -316,9 +217,9 @@ absl::StatusOr<uint32_t> Journal::RemoveLastTurn(const SessionId& id) {
   absl::MutexLock lock(&mu_);
   RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> last, LastTurnLocked(id));
   if (!last.has_value()) return 0u;
-  RSD_RETURN_IF_ERROR(FromRocks(db_->Delete(Synced(), turns_, TurnKey(id, last->turn)),
-                                absl::StrCat("remove turn ", last->turn, " of session ",
-                                             id.ToHex(), " from the journal")));
+  RSD_RETURN_IF_ERROR(FromRocksDb(
+      db_->Delete(Synced(), turns_, TurnKey(id, last->turn)),
+      absl::StrCat("remove turn ", last->turn, " of session ", id.ToHex(), " from the journal")));
   return last->turn;
 }
 

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/common/ids.h"
+#include "storage/rocks_db.h"
 
 namespace rocksdb {
 class ColumnFamilyHandle;
@@ -149,8 +150,8 @@ class Journal {
   absl::StatusOr<std::optional<TurnRecord>> LastTurnLocked(const SessionId& id);
 
   std::string dir_;
-  std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_ closes
+  std::unique_ptr<RocksDb> rocks_;
+  rocksdb::DB* db_ = nullptr;  // rocks_'s
   rocksdb::ColumnFamilyHandle* sessions_ = nullptr;
   rocksdb::ColumnFamilyHandle* turns_ = nullptr;
   rocksdb::ColumnFamilyHandle* pending_ = nullptr;

@@ -44,54 +44,24 @@ rocksdb::ColumnFamilyOptions CfOptions(const std::string& name) {
 
 absl::StatusOr<std::unique_ptr<ColdStore>> ColdStore::Open(const std::string& dir,
                                                            ColdStoreOptions options) {
-  RSD_RETURN_IF_ERROR(cold_internal::PrepareDataDir(dir));
   std::unique_ptr<ColdStore> store(new ColdStore());
   store->dir_ = dir;
   store->sync_ = options.sync;
-
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = true;
-  db_options.create_missing_column_families = true;
-  // The WAL is the durability mechanism; a crash never flushes either, so close behaves the same.
-  db_options.avoid_flush_during_shutdown = true;
-  db_options.keep_log_file_num = 4;
-  db_options.db_write_buffer_size = 24u << 20;  // all memtables together
-  if (options.file_system != nullptr) {
-    store->env_ = rocksdb::NewCompositeEnv(options.file_system);
-    db_options.env = store->env_.get();
-  }
-
-  // Open every column family already there (a newer build may have added some), plus ours.
-  std::set<std::string> names = {rocksdb::kDefaultColumnFamilyName, kMetaCf, kTokensCf, kBlocksCf};
-  std::vector<std::string> existing;
-  if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
-    names.insert(existing.begin(), existing.end());
-  }
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const std::string& name : names) descriptors.emplace_back(name, CfOptions(name));
-
-  rocksdb::DB* db = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, descriptors, &store->handles_, &db);
-  if (!s.ok()) return cold_internal::OpenError(s, dir);
-  store->db_.reset(db);
-  for (rocksdb::ColumnFamilyHandle* h : store->handles_) {
-    if (h->GetName() == kMetaCf) store->meta_ = h;
-    if (h->GetName() == kTokensCf) store->tokens_ = h;
-    if (h->GetName() == kBlocksCf) store->blocks_ = h;
-  }
-  RSD_CHECK(store->meta_ != nullptr && store->tokens_ != nullptr && store->blocks_ != nullptr);
+  RocksDb::Options o;
+  o.what = "cold store";
+  for (const char* name : {kMetaCf, kTokensCf, kBlocksCf})
+    o.families.push_back({name, CfOptions(name)});
+  o.db_write_buffer_size = 24u << 20;  // all memtables together
+  o.file_system = options.file_system;
+  RSD_ASSIGN_OR_RETURN(store->rocks_, RocksDb::Open(dir, std::move(o)));
+  store->db_ = store->rocks_->db();
+  store->meta_ = store->rocks_->family(kMetaCf);
+  store->tokens_ = store->rocks_->family(kTokensCf);
+  store->blocks_ = store->rocks_->family(kBlocksCf);
   return store;
 }
 
-ColdStore::~ColdStore() {
-  if (db_ != nullptr) {
-    for (rocksdb::ColumnFamilyHandle* h : handles_)
-      db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-    db_->Close().PermitUncheckedError();
-    db_.reset();
-  }
-  env_.reset();
-}
+ColdStore::~ColdStore() = default;
 
 rocksdb::ColumnFamilyHandle* ColdStore::Handle(Table table) const {
   switch (table) {

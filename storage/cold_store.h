@@ -32,6 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "storage/block_key.h"
 #include "storage/common/ids.h"
+#include "storage/rocks_db.h"
 
 namespace rocksdb {
 class ColumnFamilyHandle;
@@ -131,9 +132,8 @@ class ColdStore {
 
   std::string dir_;
   bool sync_ = true;
-  std::unique_ptr<rocksdb::Env> env_;  // only with a custom file system; outlives db_
-  std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_ closes
+  std::unique_ptr<RocksDb> rocks_;
+  rocksdb::DB* db_ = nullptr;  // rocks_'s
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* tokens_ = nullptr;
   rocksdb::ColumnFamilyHandle* blocks_ = nullptr;

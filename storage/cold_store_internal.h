@@ -1,4 +1,4 @@
-// Pieces of ColdStore shared by its .cc files: data-dir checks, key and token-record formats.
+// Pieces of ColdStore shared by its .cc files: key and token-record formats.
 // Internal to storage/ (tests may use them).
 #pragma once
 
@@ -14,13 +14,6 @@
 #include "storage/common/ids.h"
 
 namespace rsd::cold_internal {
-
-// Makes sure `dir` is a readable, writable directory, creating it (mode 0755) if only it is
-// missing. FAILED_PRECONDITION / PERMISSION_DENIED naming the path, as ColdStore::Open documents.
-absl::Status PrepareDataDir(const std::string& dir);
-
-// A failed rocksdb::DB::Open as a status naming `dir` (lock held → FAILED_PRECONDITION).
-absl::Status OpenError(const rocksdb::Status& s, const std::string& dir);
 
 // An exclusive upper bound above every key of `session` in every column family: the session's
 // 16 bytes followed by nine 0xff bytes (keys are at most 16 + 8 bytes).
