@@ -30,6 +30,16 @@ absl::Status ColdTier::Export(const SessionId& session, BlockVisitor fn) {
   return store_->ForEachBlock(session, fn);
 }
 
+absl::StatusOr<bool> ColdTier::HoldsSession(const SessionId& session) {
+  bool any = false;
+  absl::Status st = store_->ForEachBlock(session, [&](const BlockKey&, std::string_view) {
+    any = true;
+    return absl::CancelledError("found one");  // the first block answers
+  });
+  if (!st.ok() && !any) return st;
+  return any;
+}
+
 absl::StatusOr<size_t> ColdTier::SessionBytes(const SessionId& session) {
   size_t total = 0;
   RSD_RETURN_IF_ERROR(store_->ForEachBlock(session, [&](const BlockKey&, std::string_view v) {

@@ -19,6 +19,7 @@ class ColdTier final : public StateTier {
   absl::Status Evict(const BlockKey& key) override;
   absl::Status EvictSession(const SessionId& session, uint32_t first_block = 0) override;
   absl::Status Export(const SessionId& session, BlockVisitor fn) override;
+  absl::StatusOr<bool> HoldsSession(const SessionId& session) override;
   // Not tracked across sessions: the bytes of one session are counted on demand.
   size_t bytes_used() const override { return 0; }
   absl::StatusOr<size_t> SessionBytes(const SessionId& session) override;

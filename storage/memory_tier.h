@@ -50,6 +50,11 @@ class MemoryTier final : public StateTier {
     }
     return absl::OkStatus();
   }
+  absl::StatusOr<bool> HoldsSession(const SessionId& session) override {
+    absl::MutexLock lock(&mu_);
+    auto it = map_.lower_bound(BlockKey{session, 0, 0});
+    return it != map_.end() && it->first.session == session;
+  }
   size_t bytes_used() const override {
     absl::MutexLock lock(&mu_);
     size_t n = 0;

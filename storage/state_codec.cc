@@ -127,18 +127,6 @@ absl::StatusOr<BlockInfo> ParseVersion1(std::string_view in) {
 
 }  // namespace
 
-const char* StateFormName(StateForm form) {
-  switch (form) {
-    case StateForm::kKv:
-      return "kv";
-    case StateForm::kResidual:
-      return "residual";
-    case StateForm::kTokens:
-      return "tokens";
-  }
-  return "?";
-}
-
 const char* ElementTypeName(ElementType t) {
   switch (t) {
     case ElementType::kF32:

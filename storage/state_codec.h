@@ -41,17 +41,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "storage/common/state_form.h"
 
 namespace rsd {
 
 inline constexpr uint16_t kCodecVersion = 1;
 
-// The three exact forms of a session's state (DESIGN.md section 1).
-enum class StateForm : uint8_t { kKv = 1, kResidual = 2, kTokens = 3 };
 enum class ElementType : uint8_t { kF32 = 1, kF16 = 2, kBF16 = 3, kI32 = 4 };
 enum class Compression : uint8_t { kNone = 0, kZstd = 1 };
 
-const char* StateFormName(StateForm form);   // "kv", "residual", "tokens"
 const char* ElementTypeName(ElementType t);  // "f32", "f16", "bf16", "i32"
 const char* CompressionName(Compression c);  // "none", "zstd"
 size_t ElementSize(ElementType t);

@@ -46,6 +46,8 @@ class StateTier {
   // Drops the session's blocks with block index >= first_block, every layer.
   virtual absl::Status EvictSession(const SessionId& session, uint32_t first_block = 0) = 0;
   virtual absl::Status Export(const SessionId& session, BlockVisitor fn) = 0;
+  // Whether any block of the session is here (cheap: no value is read where avoidable).
+  virtual absl::StatusOr<bool> HoldsSession(const SessionId& session) = 0;
   // Offloads each entry; returns what was pushed out, oldest first.
   absl::StatusOr<std::vector<Entry>> Import(std::vector<Entry> entries) {
     std::vector<Entry> out;

@@ -73,6 +73,14 @@ absl::Status TierChain::Import(std::vector<StateTier::Entry> entries) {
   return OffloadFrom(0, std::move(entries));
 }
 
+absl::StatusOr<const char*> TierChain::DeepestHolding(const SessionId& session) const {
+  for (size_t l = tiers_.size(); l-- > 0;) {
+    RSD_ASSIGN_OR_RETURN(bool holds, tiers_[l]->HoldsSession(session));
+    if (holds) return tiers_[l]->name();
+  }
+  return static_cast<const char*>(nullptr);
+}
+
 absl::StatusOr<size_t> TierChain::SessionBytes(const SessionId& session, size_t level) const {
   if (level >= tiers_.size()) return size_t{0};
   return tiers_[level]->SessionBytes(session);

@@ -36,6 +36,8 @@ class TierChain {
   absl::Status Export(const SessionId& session, BlockVisitor fn);
   // Offloads a batch (a session received from another worker).
   absl::Status Import(std::vector<StateTier::Entry> entries);
+  // The name of the lowest tier that holds any block of the session; nullptr if none does.
+  absl::StatusOr<const char*> DeepestHolding(const SessionId& session) const;
   // Bytes of the session in tier `level` (values and keys as the tier counts them).
   absl::StatusOr<size_t> SessionBytes(const SessionId& session, size_t level) const;
 

@@ -125,6 +125,12 @@ absl::Status WarmTier::Export(const SessionId& session, BlockVisitor fn) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> WarmTier::HoldsSession(const SessionId& session) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.lower_bound(FirstKeyOf(session));
+  return it != entries_.end() && it->first.session == session;
+}
+
 std::vector<BlockKey> WarmTier::KeysOfSession(const SessionId& session) const {
   absl::MutexLock lock(&mu_);
   std::vector<BlockKey> keys;

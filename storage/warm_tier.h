@@ -44,6 +44,7 @@ class WarmTier final : public StateTier {
   absl::Status Evict(const BlockKey& key) override;
   absl::Status EvictSession(const SessionId& session, uint32_t first_block = 0) override;
   absl::Status Export(const SessionId& session, BlockVisitor fn) override;
+  absl::StatusOr<bool> HoldsSession(const SessionId& session) override;
   size_t bytes_used() const override;
   absl::StatusOr<size_t> SessionBytes(const SessionId& session) override;
 

@@ -181,7 +181,7 @@ absl::Status Generate() {
   p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
   p.sampling.seed = absl::GetFlag(FLAGS_seed);
   p.stop = absl::GetFlag(FLAGS_stop);
-  int32_t seq = engine->CreateSequence();
+  SessionId seq = engine->CreateSequence();
   RSD_ASSIGN_OR_RETURN(GenerateResult r, engine->Generate(seq, ids, p));
   json j;
   j["prompt_tokens"] = ids;
@@ -352,7 +352,7 @@ absl::Status Chat() {
 // one token to each (a fixed id; the sampler is not what is measured).
 absl::StatusOr<double> DecodeBatch(Engine& e, const std::vector<int32_t>& prompt, int batch,
                                    int steps) {
-  std::vector<int32_t> seqs;
+  std::vector<SessionId> seqs;
   for (int b = 0; b < batch; ++b) {
     seqs.push_back(e.CreateSequence());
     e.AppendPending(seqs.back(), prompt);
@@ -360,46 +360,39 @@ absl::StatusOr<double> DecodeBatch(Engine& e, const std::vector<int32_t>& prompt
   }
   const int32_t tok = prompt.back();
   std::vector<Engine::Work> work;
-  for (int32_t s : seqs) work.push_back(Engine::Work{s, std::span<const int32_t>(&tok, 1), false});
+  for (const SessionId& s : seqs)
+    work.push_back(Engine::Work{s, std::span<const int32_t>(&tok, 1), false});
   ForwardResult fr;
   RSD_RETURN_IF_ERROR(e.Step(work, false, &fr));  // warm-up (workspace sized once)
   const double t0 = MonotonicSeconds();
   for (int i = 0; i < steps; ++i) RSD_RETURN_IF_ERROR(e.Step(work, false, &fr));
   const double dt = MonotonicSeconds() - t0;
-  for (int32_t s : seqs) e.DestroySequence(s);
+  for (const SessionId& s : seqs) e.DestroySequence(s);
   return batch * steps / dt;
 }
 
 // Tokens per second of restoring a sequence from host checkpoints in `form` ("kv": copies into
-// the pool; "residual": K/V rebuilt from residuals). The checkpoints are taken from a sequence the
-// engine computed, so they are real.
+// the pool; "residual": K/V rebuilt from residuals). The checkpoints are those of a sequence the
+// engine computed and spilled, so they are real; each repeat spills it again (untimed).
 absl::StatusOr<double> Restore(Engine& e, const std::vector<int32_t>& prompt, bool kv) {
-  const int32_t src = e.CreateSequence();
-  e.AppendPending(src, prompt);
-  RSD_RETURN_IF_ERROR(e.FlushPending(src));
-  const int32_t chunks = e.FullChunks(src);
-  const int layers = e.config().n_layers;
-  std::vector<std::vector<float>> payload(static_cast<size_t>(chunks) * layers);
-  for (int32_t c = 0; c < chunks; ++c) {
-    for (int l = 0; l < layers; ++l) {
-      if (!kv && l == 0) continue;  // layer 0 comes from the tokens
-      RSD_ASSIGN_OR_RETURN(payload[c * layers + l], e.ChunkPayload(src, c, l, kv));
-    }
-  }
-  const std::vector<int32_t> tokens = e.SequenceTokens(src);
-  e.DestroySequence(src);
-  const std::vector<uint8_t> plan(layers, kv ? 1 : 0);
-  auto load = [&](int32_t c, int l) -> absl::StatusOr<std::vector<float>> {
-    return payload[c * layers + l];
-  };
+  const SessionId seq = e.CreateSequence();
+  e.AppendPending(seq, prompt);
+  RSD_RETURN_IF_ERROR(e.FlushPending(seq));
+  const int32_t chunks = e.FullChunks(seq);
+  const LayerPlan plan =
+      LayerPlan::Uniform(e.config().n_layers, kv ? StateForm::kKv : StateForm::kResidual);
   double best = 1e30;
-  for (int rep = 0; rep < 3; ++rep) {
+  absl::Status st;
+  for (int rep = 0; rep < 3 && st.ok(); ++rep) {
+    st = e.Spill(seq, plan);
+    if (!st.ok()) break;
     const double t0 = MonotonicSeconds();
-    RSD_ASSIGN_OR_RETURN(int32_t seq, e.ImportSequence(tokens, chunks, plan, load));
-    RSD_RETURN_IF_ERROR(e.backend().Synchronize());
+    absl::StatusOr<std::string> from = e.Restore(seq);
+    st = from.ok() ? e.backend().Synchronize() : from.status();
     best = std::min(best, MonotonicSeconds() - t0);
-    e.DestroySequence(seq);
   }
+  e.DestroySequence(seq);
+  RSD_RETURN_IF_ERROR(st);
   return chunks * e.model().block_tokens() / best;
 }
 
@@ -451,7 +444,7 @@ absl::Status Bench() {
     for (int i = 0; i < np; ++i) prompt[i] = 100 + (i * 7919) % (engine->config().vocab_size - 200);
     double best_prefill = 1e30, best_decode = 1e30;
     for (int rep = 0; rep < absl::GetFlag(FLAGS_bench_repeats); ++rep) {
-      int32_t seq = engine->CreateSequence();
+      SessionId seq = engine->CreateSequence();
       GenerateParams p;
       p.max_tokens = nd + 1;
       p.stop_at_eos = false;

@@ -37,6 +37,9 @@ class FaultyTier final : public StateTier {
   absl::Status Export(const SessionId& session, BlockVisitor fn) override {
     return inner_->Export(session, fn);
   }
+  absl::StatusOr<bool> HoldsSession(const SessionId& session) override {
+    return inner_->HoldsSession(session);
+  }
   size_t bytes_used() const override { return inner_->bytes_used(); }
   absl::StatusOr<size_t> SessionBytes(const SessionId& session) override {
     return inner_->SessionBytes(session);

@@ -44,7 +44,7 @@ Out Run1000(const std::string& model, int budget, const std::string& form) {
   p.max_tokens = 24;
   p.stop_at_eos = false;
   p.record_logit_hashes = true;
-  int32_t seq = engine.CreateSequence();
+  SessionId seq = engine.CreateSequence();
   auto r = engine.Generate(seq, prompt, p);
   EXPECT_TRUE(r.ok()) << r.status();
   Out out;

@@ -38,7 +38,7 @@ RunResult TwoTurns(const std::string& model, int budget_tokens, const std::strin
   RSD_CHECK(created.ok());
   Engine& e = **created;
   RunResult run;
-  int32_t seq = e.CreateSequence();
+  SessionId seq = e.CreateSequence();
   GenerateParams p;
   p.sampling = sampling;
   p.stop_at_eos = false;

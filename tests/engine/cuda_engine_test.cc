@@ -85,7 +85,7 @@ struct Prefill {
 
 Prefill RunPrefill(Engine& e, const std::vector<int32_t>& tokens) {
   Prefill p;
-  const int32_t seq = e.CreateSequence();
+  const SessionId seq = e.CreateSequence();
   Engine::Work w{seq, tokens, true};
   ForwardResult r;
   EXPECT_TRUE(e.Step(std::span<const Engine::Work>(&w, 1), true, &r).ok());
@@ -132,7 +132,7 @@ TEST(CudaEngine, PrefillEqualsOneTokenAtATimeOnTheDevice) {
     ASSERT_TRUE(dev);
     const std::vector<int32_t> tokens = Prompt(19, dev->config().vocab_size, 3);
     const Prefill whole = RunPrefill(*dev, tokens);
-    const int32_t seq = dev->CreateSequence();
+    const SessionId seq = dev->CreateSequence();
     std::vector<float> logits;
     for (int32_t t : tokens) {
       Engine::Work w{seq, std::span<const int32_t>(&t, 1), false};
@@ -157,7 +157,7 @@ TEST(CudaEngine, BatchOfDifferentLengthsEqualsEachAloneOnTheCpu) {
   for (const auto& p : prompts) rows += static_cast<int64_t>(p.size());
   std::vector<float> alone;
   for (const auto& p : prompts) {
-    const int32_t s = cpu->CreateSequence();
+    const SessionId s = cpu->CreateSequence();
     Engine::Work w{s, p, true};
     ForwardResult r;
     ASSERT_TRUE(cpu->Step(std::span<const Engine::Work>(&w, 1), false, &r).ok());
@@ -184,7 +184,7 @@ GenerateResult Generate(Engine& e, const std::vector<int32_t>& prompt, int n, bo
     p.sampling.top_k = 20;
     p.sampling.seed = 77;
   }
-  const int32_t seq = e.CreateSequence();
+  const SessionId seq = e.CreateSequence();
   auto r = e.Generate(seq, prompt, p);
   EXPECT_TRUE(r.ok()) << r.status();
   e.DestroySequence(seq);

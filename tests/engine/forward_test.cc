@@ -59,7 +59,7 @@ std::vector<int32_t> Prompt(int n, int vocab, int salt = 0) {
 
 // All-position logits of one prompt as a fresh sequence.
 std::vector<float> AllLogits(Engine& e, const std::vector<int32_t>& tokens) {
-  int32_t seq = e.CreateSequence();
+  SessionId seq = e.CreateSequence();
   Engine::Work w{seq, tokens, true};
   ForwardResult r;
   EXPECT_TRUE(e.Step(std::span<const Engine::Work>(&w, 1), false, &r).ok());
@@ -100,7 +100,7 @@ TEST(Forward, F32LogitsMatchFloat64ReferenceAndGgufEqualsSafetensors) {
 }
 
 // K/V of `seq` for every layer and position, copied out of the pool through its block table.
-std::vector<float> SequenceKv(Engine& e, int32_t seq) {
+std::vector<float> SequenceKv(Engine& e, const SessionId& seq) {
   const KvPoolView& v = e.pool().view();
   const int64_t n = static_cast<int64_t>(e.SequenceTokens(seq).size());
   std::vector<float> out;
@@ -129,14 +129,14 @@ TEST(Invariance, PrefillEqualsTokenByTokenForKvResidualsAndLogits) {
     std::vector<int32_t> tokens = Prompt(19, e->config().vocab_size);
     // Whole prompt in one call: GEMMs with 19 rows.
     e->backend().ResetCounters();
-    int32_t a = e->CreateSequence();
+    SessionId a = e->CreateSequence();
     Engine::Work wa{a, tokens, true};
     ForwardResult ra;
     ASSERT_TRUE(e->Step(std::span<const Engine::Work>(&wa, 1), true, &ra).ok());
     EXPECT_EQ(e->backend().counters().matmul_max_rows, tokens.size());
     // One token at a time: GEMMs with 1 row.
     e->backend().ResetCounters();
-    int32_t b = e->CreateSequence();
+    SessionId b = e->CreateSequence();
     std::vector<float> logits_b, residuals_b;
     std::vector<std::vector<float>> res_by_token;
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -205,7 +205,7 @@ TEST(Invariance, BatchedWithOtherSequencesEqualsAlone) {
   std::vector<std::vector<float>> alone;
   for (auto& p : prompts) alone.push_back(AllLogits(*e, p));
   // Now all four in one forward call, then a decode step of all four together.
-  std::vector<int32_t> seqs;
+  std::vector<SessionId> seqs;
   std::vector<Engine::Work> work;
   for (auto& p : prompts) {
     seqs.push_back(e->CreateSequence());
@@ -230,7 +230,7 @@ TEST(Invariance, KvRebuiltFromResidualsIntoPoisonedBufferEqualsCache) {
     auto e = MakeEngine(w.gguf, 2);
     ASSERT_TRUE(e);
     std::vector<int32_t> tokens = Prompt(11, e->config().vocab_size);
-    int32_t s = e->CreateSequence();
+    SessionId s = e->CreateSequence();
     Engine::Work wk{s, tokens, false};
     ForwardResult r;
     ASSERT_TRUE(e->Step(std::span<const Engine::Work>(&wk, 1), true, &r).ok());

@@ -57,7 +57,7 @@ TEST(SyntheticGoldens, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
       GenerateParams g;
       g.max_tokens = static_cast<int>(want.size());
       g.stop_at_eos = false;
-      int32_t seq = e->CreateSequence();
+      SessionId seq = e->CreateSequence();
       auto r = e->Generate(seq, prompt, g);
       ASSERT_TRUE(r.ok()) << r.status();
       e->DestroySequence(seq);
@@ -117,7 +117,7 @@ TEST_F(SmolLM2Goldens, TeacherForcedTop1AgreesWhereLlamaCppIsConfident) {
     // One teacher-forced pass over prompt + continuation (all but its last token).
     std::vector<int32_t> seq_tokens = prompt;
     seq_tokens.insert(seq_tokens.end(), cont.begin(), cont.end() - 1);
-    int32_t seq = e->CreateSequence();
+    SessionId seq = e->CreateSequence();
     Engine::Work w{seq, seq_tokens, true};
     ForwardResult r;
     ASSERT_TRUE(e->Step(std::span<const Engine::Work>(&w, 1), false, &r).ok());
@@ -170,7 +170,7 @@ TEST_F(SmolLM2Goldens, CapitalOfFranceGreedyEqualsLlamaCpp) {
     GenerateParams p;
     p.max_tokens = static_cast<int>(want.size());
     p.stop_at_eos = false;
-    int32_t seq = e->CreateSequence();
+    SessionId seq = e->CreateSequence();
     auto r = e->Generate(seq, prompt, p);
     ASSERT_TRUE(r.ok()) << r.status();
     size_t i = 0;

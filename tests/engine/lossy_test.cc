@@ -26,7 +26,7 @@ std::vector<int32_t> Generate(const std::string& model, int block_tokens, int bu
   GenerateParams p;
   p.max_tokens = n;
   p.stop_at_eos = false;
-  int32_t seq = (*e)->CreateSequence();
+  SessionId seq = (*e)->CreateSequence();
   auto r = (*e)->Generate(seq, prompt, p);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? r->tokens : std::vector<int32_t>{};

@@ -118,7 +118,7 @@ class GenerateStops : public ::testing::Test {
   }
   // Free-running greedy tokens from a fixed prompt.
   GenerateResult Run(GenerateParams p) {
-    int32_t seq = engine_->CreateSequence();
+    SessionId seq = engine_->CreateSequence();
     auto r = engine_->Generate(seq, std::vector<int32_t>{1, 50, 60, 70}, p);
     EXPECT_TRUE(r.ok()) << r.status();
     engine_->DestroySequence(seq);
@@ -171,14 +171,14 @@ TEST_F(GenerateStops, MaxTokensStopStringsAndEos) {
 TEST_F(GenerateStops, RefusesWhatCannotFitWithTheNumbers) {
   GenerateParams p;
   p.max_tokens = engine_->model().max_context();  // prompt + this exceeds the context
-  int32_t seq = engine_->CreateSequence();
+  SessionId seq = engine_->CreateSequence();
   auto r = engine_->Generate(seq, std::vector<int32_t>{1, 2, 3}, p);
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("exceeds the context length")));
   p.max_tokens = -1;
   EXPECT_THAT(engine_->Generate(seq, std::vector<int32_t>{1}, p),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("max_tokens")));
   p.max_tokens = 1;
-  EXPECT_THAT(engine_->Generate(seq + 100, std::vector<int32_t>{1}, p),
+  EXPECT_THAT(engine_->Generate(SessionId::Random(), std::vector<int32_t>{1}, p),
               StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown sequence")));
   // A bad token id is refused by the forward, naming it; nothing is appended.
   EXPECT_THAT(engine_->Generate(seq, std::vector<int32_t>{1, 999999}, p),

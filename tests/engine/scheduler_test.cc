@@ -331,7 +331,7 @@ TEST_F(SchedulerTest, OutOfDeviceMemoryFailsOnlyTheTurnThatCannotFitAlone) {
   size_t cap = 0;
   {
     auto probe = make(0);
-    const int32_t seq = probe->CreateSequence();
+    const SessionId seq = probe->CreateSequence();
     std::vector<int32_t> prompt(48, 5);
     probe->AppendPending(seq, prompt);
     ASSERT_TRUE(probe->FlushPending(seq).ok());

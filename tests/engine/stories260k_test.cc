@@ -40,7 +40,7 @@ TEST(Stories260K, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
       GenerateParams p;
       p.max_tokens = static_cast<int>(want.size());
       p.stop_at_eos = false;
-      int32_t seq = e.CreateSequence();
+      SessionId seq = e.CreateSequence();
       auto r = e.Generate(seq, want_prompt, p);
       ASSERT_TRUE(r.ok()) << r.status();
       e.DestroySequence(seq);

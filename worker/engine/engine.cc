@@ -1,3 +1,5 @@
+// The engine: creation, sequences, batched steps and generation. Budgets, eviction, checkpoints,
+// spills and restores are in engine_state.cc; the per-layer plan in engine_plan.cc.
 #include "worker/engine/engine.h"
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include "storage/common/clock.h"
 #include "storage/common/hash.h"
 #include "storage/common/status.h"
+#include "storage/memory_tier.h"
 #include "worker/engine/turn_decoder.h"
 #include "worker/model/model_file.h"
 
@@ -16,6 +19,7 @@ namespace rsd {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
+  e->own_tiers_.Add(std::make_unique<MemoryTier>("engine memory"));
   BackendOptions bo;
   bo.device = options.device;
   bo.threads = options.threads;
@@ -53,7 +57,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     return absl::InvalidArgumentError(absl::StrCat("hot budget must be >= 0 tokens, got ",
                                                    options.hot_budget_tokens));
   }
-  e->spill_kv_ = options.spill_form == "kv";
   RSD_RETURN_IF_ERROR(e->PlanLayers());
   if (options.evict == "window") {
     e->evict_ = Evict::kWindow;
@@ -80,43 +83,92 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
 
 Engine::~Engine() {
   // Blocks go back to the pool before the pool and backend go away.
+  for (auto& [id, s] : seqs_) FreeBlocks(s);
   seqs_.clear();
   staging_.reset();
   pool_.reset();
   model_.reset();
 }
 
-int32_t Engine::CreateSequence() {
-  const int32_t id = next_seq_++;
+Engine::Sequence& Engine::NewSequence(const SessionId& id) {
   Sequence& s = seqs_[id];
   s.id = id;
-  s.layer_kv = plan_;
+  s.plan = plan_;
   s.loader = [this, id](int layer, int32_t chunk, ChunkState* out) {
-    return LoadChunk(seqs_.at(id), layer, chunk, out);
+    return LoadChunk(Seq(id), layer, chunk, out);
   };
+  return s;
+}
+
+SessionId Engine::CreateSequence() {
+  SessionId id = SessionId::Random();
+  while (seqs_.count(id)) id = SessionId::Random();
+  NewSequence(id);
   return id;
 }
 
-Engine::Sequence& Engine::Seq(int32_t id) {
+absl::Status Engine::CreateSequence(const SessionId& id) {
+  if (seqs_.count(id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", id.ToHex(), " exists"));
+  }
+  NewSequence(id);
+  return absl::OkStatus();
+}
+
+absl::Status Engine::AdoptSequence(const SessionId& id, std::span<const int32_t> tokens,
+                                   int32_t n_chunks, const LayerPlan& plan) {
+  const int64_t bt = model_->block_tokens();
+  if (n_chunks < 0 || static_cast<int64_t>(n_chunks) * bt > static_cast<int64_t>(tokens.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(n_chunks, " checkpointed chunks exceed a ",
+                                                   "history of ", tokens.size(), " tokens"));
+  }
+  if (n_chunks > 0 && plan.size() != config().n_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer plan has ", plan.size(), " layers, the model ", config().n_layers));
+  }
+  RSD_RETURN_IF_ERROR(CreateSequence(id));
+  Sequence& s = Seq(id);
+  s.tokens.assign(tokens.begin(), tokens.end());
+  if (n_chunks > 0) s.plan = plan;
+  s.cached = static_cast<int64_t>(n_chunks) * bt;
+  s.blocks.assign(static_cast<size_t>(n_chunks), kEvicted);
+  for (int32_t c = 0; c < n_chunks; ++c) s.evicted.push_back(c);
+  s.resident = false;
+  return absl::OkStatus();
+}
+
+Engine::Sequence& Engine::Seq(const SessionId& id) {
   auto it = seqs_.find(id);
   RSD_CHECK(it != seqs_.end());
   return it->second;
 }
 
-void Engine::DestroySequence(int32_t seq) {
-  Sequence& s = Seq(seq);
-  for (int32_t b : s.blocks) {
-    if (b >= 0) pool_->Free(b);
-  }
-  if (s.scratch >= 0) pool_->Free(s.scratch);
-  seqs_.erase(seq);
+const Engine::Sequence& Engine::Seq(const SessionId& id) const {
+  auto it = seqs_.find(id);
+  RSD_CHECK(it != seqs_.end());
+  return it->second;
 }
 
-const std::vector<int32_t>& Engine::SequenceTokens(int32_t seq) const {
-  return seqs_.at(seq).tokens;
+void Engine::DestroySequence(const SessionId& id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  FreeBlocks(it->second);
+  tiers_->EvictSession(id).IgnoreError();  // what cannot be evicted is unreachable anyway
+  seqs_.erase(it);
 }
-const std::vector<int32_t>& Engine::SequenceBlocks(int32_t seq) const {
-  return seqs_.at(seq).blocks;
+
+void Engine::ReleaseSequence(const SessionId& id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  FreeBlocks(it->second);
+  seqs_.erase(it);
+}
+
+const std::vector<int32_t>& Engine::SequenceTokens(const SessionId& id) const {
+  return Seq(id).tokens;
+}
+const std::vector<int32_t>& Engine::SequenceBlocks(const SessionId& id) const {
+  return Seq(id).blocks;
 }
 
 absl::Status Engine::EnsureBlocks(Sequence& s, int64_t n_tokens) {
@@ -139,11 +191,15 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
   std::vector<std::vector<int32_t>> feeds(work.size()), tables(work.size());
   inputs.reserve(work.size());
   const int64_t bt = model_->block_tokens();
+  for (const Work& w : work) {
+    auto it = seqs_.find(w.seq);
+    if (it == seqs_.end())
+      return absl::NotFoundError(absl::StrCat("unknown sequence ", w.seq.ToHex()));
+    if (!it->second.resident) RSD_RETURN_IF_ERROR(Restore(w.seq).status());
+  }
   for (size_t i = 0; i < work.size(); ++i) {
     const Work& w = work[i];
-    auto it = seqs_.find(w.seq);
-    if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", w.seq));
-    Sequence& s = it->second;
+    Sequence& s = Seq(w.seq);
     const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
     const int64_t take = w.pending_limit < 0 ? pending : std::min(pending, w.pending_limit);
     if (take < pending && !w.tokens.empty()) {
@@ -160,15 +216,15 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
         (end - 1) / bt - s.cached / bt + 1 > budget_blocks_) {
       return absl::InvalidArgumentError(absl::StrCat(
           "a step of ", feeds[i].size(), " tokens spans more than the hot budget of ",
-          budget_blocks_, " blocks; feed at most ", MaxStepTokens(w.seq) , " new tokens"));
+          budget_blocks_, " blocks; feed at most ", MaxStepTokens(w.seq), " new tokens"));
     }
     RSD_RETURN_IF_ERROR(EnsureBlocks(s, end));
     tables[i] = s.blocks;
     int32_t any_hot = 0;
     for (int32_t b : s.blocks) any_hot = b >= 0 ? b : any_hot;
     for (int32_t& b : tables[i]) {
-      if (b == -1) b = s.scratch;  // evicted: rebuilt into the scratch block when needed
-      if (b == -2) b = any_hot;    // dropped (lossy baselines): skipped by attention
+      if (b == kEvicted) b = s.scratch;  // rebuilt into the scratch block when needed
+      if (b == kDropped) b = any_hot;    // lossy baselines: skipped by attention
     }
     SeqInput in;
     in.tokens = feeds[i];
@@ -187,25 +243,21 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     if (evict_ == Evict::kSnapKv && bounded() && in.tokens.size() > 1) {
       // A prefill step rescores every block from its observation window; decode steps keep the
       // scores (SnapKV selects once per prompt).
-      const int32_t bt = model_->block_tokens();
       std::fill(s.mass.begin(), s.mass.end(), 0.0);
       in.attention_mass = &s.mass;
-      in.mass_window = std::min<int32_t>(bt, static_cast<int32_t>(in.tokens.size()));
-      const int64_t end = s.cached + static_cast<int64_t>(in.tokens.size());
+      in.mass_window =
+          std::min<int32_t>(static_cast<int32_t>(bt), static_cast<int32_t>(in.tokens.size()));
       s.mass_chunks = static_cast<int32_t>((end + bt - 1) / bt);
     }
     inputs.push_back(in);
   }
-  bool keep_any = options_.keep_residuals;
-  for (const Work& w : work) {
-    keep_any = keep_any || (bounded() && evict_ == Evict::kExact && HasResidualLayers(Seq(w.seq)));
-  }
-  const bool capture = capture_residuals || keep_any;
+  bool capture = capture_residuals;
+  for (const Work& w : work) capture = capture || CapturesResiduals(Seq(w.seq));
   RSD_RETURN_IF_ERROR(model_->Forward(inputs, pool_->view(), capture, out));
   int64_t row0 = 0;
   for (size_t i = 0; i < work.size(); ++i) {
-    Sequence& s = seqs_[work[i].seq];
-    if (HasResidualLayers(s) && (options_.keep_residuals || (bounded() && evict_ == Evict::kExact))) {
+    Sequence& s = Seq(work[i].seq);
+    if (CapturesResiduals(s)) {
       RSD_RETURN_IF_ERROR(
           CaptureResiduals(s, s.cached, static_cast<int64_t>(feeds[i].size()), *out, row0));
     }
@@ -216,20 +268,20 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
   return absl::OkStatus();
 }
 
-void Engine::AppendPending(int32_t seq, std::span<const int32_t> tokens) {
-  Sequence& s = Seq(seq);
+void Engine::AppendPending(const SessionId& id, std::span<const int32_t> tokens) {
+  Sequence& s = Seq(id);
   s.tokens.insert(s.tokens.end(), tokens.begin(), tokens.end());
 }
 
-absl::Status Engine::FlushPending(int32_t seq) {
+absl::Status Engine::FlushPending(const SessionId& id) {
   ForwardResult fr;
-  while (Seq(seq).cached < static_cast<int64_t>(Seq(seq).tokens.size())) {
-    const Sequence& s = Seq(seq);
+  while (Seq(id).cached < static_cast<int64_t>(Seq(id).tokens.size())) {
+    const Sequence& s = Seq(id);
     const int64_t bt = model_->block_tokens();
     int64_t limit = std::min<int64_t>(options_.prefill_chunk,
                                       static_cast<int64_t>(s.tokens.size()) - s.cached);
     if (bounded()) limit = std::min<int64_t>(limit, budget_blocks_ * bt - s.cached % bt);
-    Work w{seq, {}, false, limit};
+    Work w{id, {}, false, limit};
     RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
   }
   return absl::OkStatus();
@@ -245,7 +297,8 @@ std::vector<int32_t> Engine::EncodePrompt(const std::string& text) const {
   return ids;
 }
 
-absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int32_t> prompt,
+absl::StatusOr<GenerateResult> Engine::Generate(const SessionId& id,
+                                                std::span<const int32_t> prompt,
                                                 const GenerateParams& params,
                                                 const std::function<void(int32_t)>& on_token) {
   RSD_RETURN_IF_ERROR(ValidateSamplingParams(params.sampling));
@@ -253,17 +306,15 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ",
                                                    params.max_tokens));
   }
-  if (seqs_.find(seq) == seqs_.end()) {
-    return absl::NotFoundError(absl::StrCat("unknown sequence ", seq));
-  }
-  const int64_t history = static_cast<int64_t>(Seq(seq).tokens.size());
+  if (!HasSequence(id)) return absl::NotFoundError(absl::StrCat("unknown sequence ", id.ToHex()));
+  const int64_t history = static_cast<int64_t>(Seq(id).tokens.size());
   const int64_t need = history + static_cast<int64_t>(prompt.size()) + params.max_tokens;
   if (need > model_->max_context()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "history (", history, ") + prompt (", prompt.size(), ") + max_tokens (",
         params.max_tokens, ") = ", need, " exceeds the context length ", model_->max_context()));
   }
-  const Sequence& sq = Seq(seq);
+  const Sequence& sq = Seq(id);
   if (prompt.empty() && sq.cached == static_cast<int64_t>(sq.tokens.size())) {
     return absl::InvalidArgumentError("nothing to feed: empty prompt and no pending tokens");
   }
@@ -274,33 +325,34 @@ absl::StatusOr<GenerateResult> Engine::Generate(int32_t seq, std::span<const int
   ForwardResult fr;
   size_t off = 0;
   do {
-    const int64_t room = MaxStepTokens(seq);
-    const Sequence& cur = Seq(seq);
+    const int64_t room = MaxStepTokens(id);
+    const Sequence& cur = Seq(id);
     const bool pending = cur.cached < static_cast<int64_t>(cur.tokens.size());
     if (room <= 0 && !pending && off < prompt.size()) {
       return absl::InternalError("hot budget leaves no room for a step");
     }
     // room <= 0 with pending tokens: this step feeds only those; the next one has room.
-    const size_t n = std::min<size_t>({static_cast<size_t>(options_.prefill_chunk),
-                                       prompt.size() - off, static_cast<size_t>(std::max<int64_t>(room, 0))});
-    Work w{seq, prompt.subspan(off, n), false};
+    const size_t n =
+        std::min<size_t>({static_cast<size_t>(options_.prefill_chunk), prompt.size() - off,
+                          static_cast<size_t>(std::max<int64_t>(room, 0))});
+    Work w{id, prompt.subspan(off, n), false};
     RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
     off += n;
-  } while (off < prompt.size() || Seq(seq).cached < static_cast<int64_t>(Seq(seq).tokens.size()));
+  } while (off < prompt.size() || Seq(id).cached < static_cast<int64_t>(Seq(id).tokens.size()));
   r.prefill_seconds = MonotonicSeconds() - t0;
   last_logits = fr.logits;
   t0 = MonotonicSeconds();
   TurnDecoder decoder(*tokenizer_, template_->StopTokens(), params);
   while (!decoder.done()) {
-    const int64_t position = static_cast<int64_t>(Seq(seq).tokens.size());
+    const int64_t position = static_cast<int64_t>(Seq(id).tokens.size());
     const bool last = decoder.Next(last_logits, position);
     const int32_t tok = decoder.tokens().back();
     if (on_token) on_token(tok);
     if (last) {
-      Seq(seq).tokens.push_back(tok);  // pending: its K/V is computed when the next turn starts
+      Seq(id).tokens.push_back(tok);  // pending: its state is computed when the next turn starts
       break;
     }
-    Work w{seq, std::span<const int32_t>(&tok, 1), false};
+    Work w{id, std::span<const int32_t>(&tok, 1), false};
     RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
     last_logits = fr.logits;
   }

@@ -1,6 +1,8 @@
 // The engine: one model on one backend, its tokenizer and chat template, the hot K/V pool, and
-// sequences that feed tokens through the transformer in batches. Not thread-safe: one compute
-// thread owns it (the serving layer queues work to that thread).
+// the state of every session, owned once: a sequence per session id holds its token history and
+// where each chunk's state lives (a hot block, a checkpoint in the tier chain below the pool, or
+// nothing: the tokens rebuild it). Sequences feed tokens through the transformer in batches. Not
+// thread-safe: one compute thread owns it (the serving layer queues work to that thread).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +15,12 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/transfer_staging.h"
+#include "storage/common/ids.h"
+#include "storage/common/state_form.h"
 #include "storage/kv_block_pool.h"
+#include "storage/state_codec.h"
+#include "storage/tier_chain.h"
 #include "worker/engine/sampler.h"
 #include "worker/model/chat_template.h"
 #include "worker/model/tokenizer.h"
@@ -86,26 +93,7 @@ struct SequenceMemory {
   int32_t hot_blocks = 0;        // pool blocks held now (scratch included)
   int32_t peak_hot_blocks = 0;   // most ever held at once (scratch included)
   int32_t evicted_blocks = 0;    // blocks living as checkpoints
-  int64_t checkpoint_bytes = 0;  // host bytes of those checkpoints
-};
-
-// Host storage for full checkpoint chunks (DESIGN.md section 4: the warm tier, overflowing to
-// RocksDB), so that host memory per session is bounded. The engine keeps in its own memory only
-// the chunk whose residual rows are still being captured; once a chunk is full, its checkpoints
-// (and the K/V copy of a block leaving the pool) go to the store. Without a store (rsd-run
-// generate, engine tests) they stay in engine memory.
-class CheckpointStore {
- public:
-  virtual ~CheckpointStore() = default;
-  // One layer of one full chunk of sequence `seq`: K/V [2][bt][kv_dim] if `kv`, else residual
-  // [bt][d_model]. The bytes come back exactly.
-  virtual absl::Status Put(int32_t seq, int32_t chunk, int layer, bool kv,
-                           std::span<const float> data) = 0;
-  // NOT_FOUND if absent; DATA_LOSS if it cannot be read back intact.
-  virtual absl::StatusOr<std::vector<float>> Get(int32_t seq, int32_t chunk, int layer,
-                                                 bool kv) = 0;
-  // Chunks >= from_chunk of the sequence are void (a rollback).
-  virtual absl::Status Truncate(int32_t seq, int32_t from_chunk) = 0;
+  int64_t checkpoint_bytes = 0;  // bytes of its checkpoints, in the tiers and in engine memory
 };
 
 class Engine {
@@ -124,36 +112,77 @@ class Engine {
   std::string numerics_fingerprint() const { return model_->numerics_fingerprint(); }
   const std::string& model_path() const { return options_.model_path; }
   const std::string& model_format() const { return model_format_; }
-  // The per-layer form plan (1 = kv) and, for "auto", what it was computed from.
-  const std::vector<uint8_t>& layer_plan() const { return plan_; }
+  // The per-layer form plan and, for "auto", what it was computed from.
+  const LayerPlan& layer_plan() const { return plan_; }
   std::string PlanDescription() const;
   // What the "auto" planner measured (0 if it did not run): host bytes per second and seconds to
   // rebuild one chunk of one layer from residuals.
   double planner_bytes_per_second() const { return plan_bw_; }
   double planner_rebuild_seconds() const { return plan_rebuild_; }
-  // The plan of one sequence.
-  const std::vector<uint8_t>& SequenceLayerPlan(int32_t seq) const { return seqs_.at(seq).layer_kv; }
 
-  // Where full checkpoint chunks go (nullptr: engine memory). Must outlive the sequences.
-  void set_checkpoint_store(CheckpointStore* store) { store_ = store; }
+  // The tiers checkpoints go to (warm over cold, from the session manager). Without one the engine
+  // keeps them in an unbounded tier of its own. Set before any sequence exists; must outlive them.
+  void set_tiers(TierChain* tiers) { tiers_ = tiers != nullptr ? tiers : &own_tiers_; }
+  TierChain& tiers() { return *tiers_; }
+  // The header of the checkpoint block of layer `layer` of `chunk` in `form` (the codec's).
+  CheckpointHeader CheckpointHeaderOf(StateForm form, int layer, int32_t chunk) const;
 
-  // Sequences: token history plus a block table into the hot pool.
-  int32_t CreateSequence();
-  void DestroySequence(int32_t seq);  // frees its blocks
-  const std::vector<int32_t>& SequenceTokens(int32_t seq) const;
-  const std::vector<int32_t>& SequenceBlocks(int32_t seq) const;  // -1: evicted
-  SequenceMemory SequenceMemoryUse(int32_t seq) const;
+  // ---- Sequences: one per session id ----
+  // A new, empty sequence under a fresh random id / under `id` (ALREADY_EXISTS if present).
+  SessionId CreateSequence();
+  absl::Status CreateSequence(const SessionId& id);
+  // A sequence whose first `n_chunks` chunks are checkpoints already in the tiers, each layer in
+  // `plan`'s form (a session recovered after a restart, or received from another worker); the rest
+  // of `tokens` is pending. It is not resident: Restore (or the next Step) brings it in.
+  // INVALID_ARGUMENT if the chunks exceed the tokens or the plan has the wrong size.
+  absl::Status AdoptSequence(const SessionId& id, std::span<const int32_t> tokens, int32_t n_chunks,
+                             const LayerPlan& plan);
+  bool HasSequence(const SessionId& id) const { return seqs_.count(id) != 0; }
+  // Frees its blocks and drops its checkpoints from the tiers.
+  void DestroySequence(const SessionId& id);
+  // Frees its blocks and forgets it, leaving its checkpoints in the tiers (a clean shutdown: a
+  // restarted process adopts them again).
+  void ReleaseSequence(const SessionId& id);
+  const std::vector<int32_t>& SequenceTokens(const SessionId& id) const;
+  const std::vector<int32_t>& SequenceBlocks(const SessionId& id) const;  // -1: evicted
+  SequenceMemory SequenceMemoryUse(const SessionId& id) const;
+  const LayerPlan& SequenceLayerPlan(const SessionId& id) const { return Seq(id).plan; }
+  // Whether the sequence is in the hot pool (it can be computed on without a Restore).
+  bool Resident(const SessionId& id) const { return Seq(id).resident; }
   // Tokens the next Step may feed to `seq` (pending ones included) within its hot budget.
-  int64_t MaxStepTokens(int32_t seq) const;
+  int64_t MaxStepTokens(const SessionId& id) const;
   // Pending tokens the next Step may feed to `seq` within its hot budget and the context.
-  int64_t MaxPendingFeed(int32_t seq) const;
-  // Tokens of the history without K/V yet (the next Step feeds them first).
-  int64_t PendingTokens(int32_t seq) const;
+  int64_t MaxPendingFeed(const SessionId& id) const;
+  // Tokens of the history without state yet (the next Step feeds them first).
+  int64_t PendingTokens(const SessionId& id) const;
   // The per-sequence hot budget in blocks (0: unbounded).
   int32_t hot_budget_blocks() const { return budget_blocks_; }
+  // Number of full chunks whose state is computed (spillable).
+  int32_t FullChunks(const SessionId& id) const;
 
+  // ---- State between the pool and the tiers ----
+  // Moves the sequence out of the hot pool as checkpoints of every full chunk, each layer in
+  // `plan`'s form (written to the tiers where they lack them); the tokens of a partial last chunk
+  // become pending. FAILED_PRECONDITION if a layer's checkpoints in that form cannot be had
+  // (residuals that were not kept; a K/V copy of a chunk that lives only as a residual checkpoint).
+  absl::Status Spill(const SessionId& id, const LayerPlan& plan);
+  // Drops the sequence's state (hot blocks and checkpoints): its tokens rebuild it, all pending.
+  absl::Status DropState(const SessionId& id);
+  // Brings a sequence that is not resident into the pool: its most recent checkpointed chunks that
+  // fit the hot budget (all if unbounded) are rebuilt into hot blocks now, older ones stay
+  // checkpoints rebuilt inside attention. Returns where its state came from: "warm" or "cold" (the
+  // lowest tier read), "tokens" (nothing checkpointed: a re-prefill), "new" (no history), "hot"
+  // (it was resident). DATA_LOSS if a checkpoint cannot be read back intact; RESOURCE_EXHAUSTED if
+  // the pool has no room. Nothing changes on an error.
+  absl::StatusOr<std::string> Restore(const SessionId& id);
+  // A chunk's exact state for one layer, as a spill stores it: kv [2][bt][kv_dim] (from the pool or
+  // its checkpoint) or residual [bt][d] (layer >= 1). Only full, computed chunks.
+  absl::StatusOr<std::vector<float>> ChunkPayload(const SessionId& id, int32_t chunk, int layer,
+                                                  bool kv);
+
+  // ---- Feeding tokens ----
   struct Work {
-    int32_t seq = 0;
+    SessionId seq;
     std::span<const int32_t> tokens;
     bool all_logits = false;
     int64_t pending_limit = -1;  // feed at most this many pending tokens (-1: all); `tokens`
@@ -161,35 +190,21 @@ class Engine {
   };
 
   // Appends tokens to the history without computing them (they are fed by the next Step).
-  void AppendPending(int32_t seq, std::span<const int32_t> tokens);
+  void AppendPending(const SessionId& id, std::span<const int32_t> tokens);
   // Feeds every pending token, in steps that fit the hot budget.
-  absl::Status FlushPending(int32_t seq);
-  // Drops the history from position `n` on (rollback of a failed turn, undo).
-  absl::Status TruncateSequence(int32_t seq, int64_t n);
-
-  // A chunk's exact state for one layer, as a session spills it: kv [2][bt][kv_dim] (from the pool
-  // or its checkpoint) or residual [bt][d] (layer >= 1). Only full, computed chunks.
-  absl::StatusOr<std::vector<float>> ChunkPayload(int32_t seq, int32_t chunk, int layer,
-                                                  bool kv) const;
-  // Number of full chunks whose K/V are computed (spillable).
-  int32_t FullChunks(int32_t seq) const;
-  // Restores a sequence from checkpoints: `tokens` is its history; chunks [0, n_chunks) are
-  // given by `load` (layer 0 of the residual form comes from the tokens); the remaining tokens
-  // stay pending. The most recent chunks that fit the hot budget (all if unbounded) are rebuilt
-  // into hot blocks now; older ones stay evicted and are rebuilt inside attention when needed.
-  // `layer_kv[l]`: layer l's checkpoints are K/V (else residual; layer 0 then from tokens).
-  absl::StatusOr<int32_t> ImportSequence(std::span<const int32_t> tokens, int32_t n_chunks,
-                                         const std::vector<uint8_t>& layer_kv,
-                                         const std::function<absl::StatusOr<std::vector<float>>(
-                                             int32_t chunk, int layer)>& load);
+  absl::Status FlushPending(const SessionId& id);
+  // Drops the history from position `n` on (rollback of a failed turn, undo): blocks,
+  // checkpoints and residual rows past it go; the chunk now holding the end stays exact.
+  absl::Status TruncateSequence(const SessionId& id, int64_t n);
   // Feeds new tokens of several sequences as one batch; logits per ForwardResult. A sequence's
-  // pending tokens (history without K/V yet, e.g. the last sampled token) are fed first, as part
-  // of the same call. Blocks are allocated as needed (RESOURCE_EXHAUSTED if the pool is full).
+  // pending tokens (history without state yet, e.g. the last sampled token) are fed first, as part
+  // of the same call. Blocks are allocated as needed (RESOURCE_EXHAUSTED if the pool is full). A
+  // sequence that is not resident is restored first.
   absl::Status Step(std::span<const Work> work, bool capture_residuals, ForwardResult* out);
 
   // Feeds `prompt` to `seq` (in chunks), then samples up to max_tokens. `on_token` (optional)
   // sees each generated token as it is produced.
-  absl::StatusOr<GenerateResult> Generate(int32_t seq, std::span<const int32_t> prompt,
+  absl::StatusOr<GenerateResult> Generate(const SessionId& id, std::span<const int32_t> prompt,
                                           const GenerateParams& params,
                                           const std::function<void(int32_t)>& on_token = {});
 
@@ -197,46 +212,63 @@ class Engine {
   std::vector<int32_t> EncodePrompt(const std::string& text) const;
 
  private:
+  static constexpr int32_t kEvicted = -1;  // blocks[c]: a checkpoint in the tiers
+  static constexpr int32_t kDropped = -2;  // blocks[c]: gone (lossy baselines only)
   struct Sequence {
-    int32_t id = 0;
+    SessionId id;
     std::vector<int32_t> tokens;  // the whole history
-    int64_t cached = 0;           // tokens[0, cached) have K/V; the rest are pending
-    std::vector<int32_t> blocks;  // per chunk: pool block id, or -1 once evicted
+    int64_t cached = 0;           // tokens[0, cached) have state; the rest are pending
+    bool resident = true;         // in the pool (Spill, DropState and AdoptSequence clear it)
+    std::vector<int32_t> blocks;  // per chunk: pool block id, kEvicted or kDropped
     std::vector<int32_t> evicted;  // ascending chunk ids
     std::vector<int32_t> dropped;  // lossy baselines: ascending chunk ids attention skips
     // Attention mass per chunk: H2O accumulates it; TOVA keeps the last step's; SnapKV the last
     // prefill's observation window's.
     std::vector<double> mass;
-    int32_t mass_chunks = 0;       // SnapKV: chunks [0, mass_chunks) were scored
-    int32_t scratch = -1;          // rebuild scratch block, while anything is evicted
+    int32_t mass_chunks = 0;  // SnapKV: chunks [0, mass_chunks) were scored
+    int32_t scratch = -1;     // rebuild scratch block, while anything is evicted
     int32_t peak_hot = 0;
-    // Checkpoints of evicted and hot chunks, host memory (the warm tier):
-    // residual form: [n_layers - 1][block_tokens][d_model] per chunk (layer 0 = token embedding);
-    // kv form: [n_layers][2][block_tokens][kv_dim] per chunk, written when the block leaves.
-    // Per chunk, per layer: kv [2][bt][kv_dim] or residual [bt][d] (empty: none; layer 0's
-    // residual is the token embedding, never stored).
-    std::map<int32_t, std::vector<std::vector<float>>> checkpoints;
-    std::vector<uint8_t> layer_kv;  // per layer: 1 = K/V checkpoints, 0 = residual
+    LayerPlan plan;  // per layer, the form of its checkpoints
+    // The chunk whose residual rows are being captured, before it is full and goes to the tiers:
+    // per layer [block_tokens][d_model] (empty for kv layers and layer 0).
+    int32_t partial_chunk = -1;
+    std::vector<std::vector<float>> partial;
     ChunkLoader loader;
   };
   Engine() = default;
+  Sequence& Seq(const SessionId& id);
+  const Sequence& Seq(const SessionId& id) const;
+  Sequence& NewSequence(const SessionId& id);
   absl::Status EnsureBlocks(Sequence& s, int64_t n_tokens);
-  Sequence& Seq(int32_t id);
   bool bounded() const { return budget_blocks_ > 0; }
   int32_t HotBlocks(const Sequence& s) const;
-  // Keeps residual rows of newly processed tokens (residual form) from the forward's capture;
-  // chunks that become full go to the checkpoint store.
+  // Whether the forward must capture the sequence's residual rows (its plan keeps some).
+  bool CapturesResiduals(const Sequence& s) const;
+  // Keeps residual rows of newly processed tokens from the forward's capture; a chunk that
+  // becomes full goes to the tiers.
   absl::Status CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
                                 int64_t row0);
-  // Moves a full chunk's checkpoints from engine memory to the store (if there is one).
-  absl::Status StoreChunk(Sequence& s, int32_t chunk);
-  // One layer of a chunk's checkpoint from engine memory or the store; NOT_FOUND if neither.
-  absl::StatusOr<std::vector<float>> CheckpointOf(const Sequence& s, int32_t chunk, int layer) const;
+  absl::Status OffloadPartial(Sequence& s);
+  // Encodes one layer of a chunk in `form` and offloads it to the tiers.
+  absl::Status OffloadCheckpoint(const Sequence& s, int32_t chunk, int layer, StateForm form,
+                                 std::span<const float> data);
+  // One layer of a chunk's checkpoint in the sequence's plan form, from the tiers (decoded, its
+  // header checked); `from` gets the tier's name. NOT_FOUND if absent; DATA_LOSS if unreadable
+  // or not describing that place.
+  absl::StatusOr<std::vector<float>> Checkpoint(const Sequence& s, int32_t chunk, int layer,
+                                                const char** from = nullptr) const;
   absl::Status RestoreChunkToHot(Sequence& s, int32_t chunk);
-  // Evicts the oldest full hot blocks until the sequence's hot blocks plus `incoming` new ones
-  // fit the budget.
+  // Evicts the oldest full hot blocks (or a lossy policy's choice) until the sequence's hot blocks
+  // plus `incoming` new ones fit the budget.
   absl::Status EnforceBudget(Sequence& s, int32_t incoming);
+  // The full hot chunk to evict next (-1: none).
+  int32_t PickVictim(const Sequence& s) const;
+  // Its K/V layers go to the tiers (its residual layers are there already), then its block is free.
+  absl::Status EvictChunk(Sequence& s, int32_t chunk);
   absl::Status LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const;
+  // Frees the sequence's hot blocks and scratch (its tokens and checkpoints stay).
+  void FreeBlocks(Sequence& s);
+  absl::Status PlanLayers();
 
   EngineOptions options_;
   std::string model_fingerprint_;
@@ -248,15 +280,12 @@ class Engine {
   std::unique_ptr<KvBlockPool> pool_;
   // Pinned (on CUDA) host memory through which spills and restores travel on the transfer stream.
   std::unique_ptr<TransferStaging> staging_;
-  std::map<int32_t, Sequence> seqs_;
-  CheckpointStore* store_ = nullptr;
-  int32_t next_seq_ = 1;
+  std::map<SessionId, Sequence> seqs_;
+  TierChain own_tiers_;  // an unbounded tier in engine memory, used when none is set
+  TierChain* tiers_ = &own_tiers_;
   int32_t budget_blocks_ = 0;  // 0: unbounded
-  bool spill_kv_ = false;
-  std::vector<uint8_t> plan_;  // per layer: 1 = kv
+  LayerPlan plan_;
   double plan_bw_ = 0, plan_rebuild_ = 0;
-  absl::Status PlanLayers();
-  bool HasResidualLayers(const Sequence& s) const;
   enum class Evict { kExact, kWindow, kStreaming, kH2O, kTova, kSnapKv } evict_ = Evict::kExact;
 };
 

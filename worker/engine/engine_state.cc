@@ -1,15 +1,28 @@
-// The engine's hot-tier bookkeeping: budgets, eviction to checkpoints, rebuild sources, restore,
-// truncation and the per-layer form plan. Split from engine.cc by concern.
+// The engine's session state between the hot pool and the tiers: budgets, eviction to
+// checkpoints, residual capture, rebuild sources, spills, restores and truncation. Split from
+// engine.cc by concern.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "storage/common/clock.h"
 #include "storage/common/status.h"
 #include "worker/engine/engine.h"
 
 namespace rsd {
+namespace {
+
+std::span<const uint8_t> AsBytes(std::span<const float> v) {
+  return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)};
+}
+
+void InsertSorted(std::vector<int32_t>& v, int32_t x) {
+  v.insert(std::upper_bound(v.begin(), v.end(), x), x);
+}
+
+}  // namespace
+
+// ---- Bookkeeping ----
 
 int32_t Engine::HotBlocks(const Sequence& s) const {
   int32_t n = 0;
@@ -17,71 +30,125 @@ int32_t Engine::HotBlocks(const Sequence& s) const {
   return n;
 }
 
-SequenceMemory Engine::SequenceMemoryUse(int32_t seq) const {
-  const Sequence& s = seqs_.at(seq);
+SequenceMemory Engine::SequenceMemoryUse(const SessionId& id) const {
+  const Sequence& s = Seq(id);
   SequenceMemory m;
   m.hot_blocks = HotBlocks(s) + (s.scratch >= 0 ? 1 : 0);
   m.peak_hot_blocks = s.peak_hot;
   m.evicted_blocks = static_cast<int32_t>(s.evicted.size());
-  for (const auto& [chunk, layers] : s.checkpoints) {
-    for (const auto& data : layers) {
-      m.checkpoint_bytes += static_cast<int64_t>(data.size() * sizeof(float));
-    }
+  for (const auto& rows : s.partial) m.checkpoint_bytes += static_cast<int64_t>(rows.size() * 4);
+  for (size_t l = 0; l < tiers_->depth(); ++l) {
+    m.checkpoint_bytes += static_cast<int64_t>(tiers_->SessionBytes(id, l).value_or(0));
   }
   return m;
 }
 
-int64_t Engine::MaxStepTokens(int32_t seq) const {
-  const Sequence& s = seqs_.at(seq);
+int64_t Engine::MaxStepTokens(const SessionId& id) const {
+  const Sequence& s = Seq(id);
   const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
   if (!bounded()) return model_->max_context() - static_cast<int64_t>(s.tokens.size());
   const int64_t bt = model_->block_tokens();
   return static_cast<int64_t>(budget_blocks_) * bt - s.cached % bt - pending;
 }
 
-int64_t Engine::PendingTokens(int32_t seq) const {
-  const Sequence& s = seqs_.at(seq);
+int64_t Engine::PendingTokens(const SessionId& id) const {
+  const Sequence& s = Seq(id);
   return static_cast<int64_t>(s.tokens.size()) - s.cached;
 }
 
-int64_t Engine::MaxPendingFeed(int32_t seq) const {
-  const Sequence& s = seqs_.at(seq);
+int64_t Engine::MaxPendingFeed(const SessionId& id) const {
+  const Sequence& s = Seq(id);
   const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
   if (!bounded()) return pending;
   const int64_t bt = model_->block_tokens();
   return std::min<int64_t>(pending, static_cast<int64_t>(budget_blocks_) * bt - s.cached % bt);
 }
 
+int32_t Engine::FullChunks(const SessionId& id) const {
+  return static_cast<int32_t>(Seq(id).cached / model_->block_tokens());
+}
+
+void Engine::FreeBlocks(Sequence& s) {
+  for (int32_t b : s.blocks) {
+    if (b >= 0) pool_->Free(b);
+  }
+  s.blocks.clear();
+  if (s.scratch >= 0) pool_->Free(s.scratch);
+  s.scratch = -1;
+}
+
+// ---- Checkpoints in the tiers ----
+
+CheckpointHeader Engine::CheckpointHeaderOf(StateForm form, int layer, int32_t chunk) const {
+  CheckpointHeader h;
+  const int bt = model_->block_tokens();
+  h.form = form;
+  h.dtype = ElementType::kF32;
+  h.layer = static_cast<uint32_t>(layer);
+  h.first_position = static_cast<uint32_t>(chunk * bt);
+  h.n_tokens = static_cast<uint32_t>(bt);
+  h.row_elements =
+      static_cast<uint32_t>(form == StateForm::kKv ? model_->kv_dim() : config().d_model);
+  h.model_fingerprint = model_fingerprint_;
+  h.numerics_fingerprint = numerics_fingerprint();
+  return h;
+}
+
+absl::Status Engine::OffloadCheckpoint(const Sequence& s, int32_t chunk, int layer, StateForm form,
+                                       std::span<const float> data) {
+  RSD_ASSIGN_OR_RETURN(std::string value, EncodeBlock(CheckpointHeaderOf(form, layer, chunk),
+                                                      AsBytes(data), Compression::kNone));
+  return tiers_->Offload(BlockKey{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
+                         std::move(value));
+}
+
+absl::StatusOr<std::vector<float>> Engine::Checkpoint(const Sequence& s, int32_t chunk, int layer,
+                                                      const char** from) const {
+  const StateForm form = s.plan.form(layer);
+  RSD_ASSIGN_OR_RETURN(
+      std::string value,
+      tiers_->Onboard(BlockKey{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
+                      from));
+  RSD_ASSIGN_OR_RETURN(DecodedBlock block, DecodeBlock(value));
+  if (!(block.header == CheckpointHeaderOf(form, layer, chunk))) {
+    return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
+                                            " does not describe that block"));
+  }
+  std::vector<float> out(block.payload.size() / sizeof(float));
+  std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
+  return out;
+}
+
 absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const {
   const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
-  const bool kv = s.layer_kv[layer] != 0;
+  const bool kv = s.plan.kv(layer);
   if (!kv && layer == 0) {
-    out->kind = ChunkState::Kind::kTokens;
+    out->form = StateForm::kTokens;
     out->tokens.assign(s.tokens.begin() + chunk * bt, s.tokens.begin() + (chunk + 1) * bt);
     return absl::OkStatus();
   }
-  absl::StatusOr<std::vector<float>> got = CheckpointOf(s, chunk, layer);
+  absl::StatusOr<std::vector<float>> got = Checkpoint(s, chunk, layer);
   if (!got.ok()) {
     return absl::DataLossError(absl::StrCat("no checkpoint for evicted chunk ", chunk, " layer ",
                                             layer, ": ", got.status().message()));
   }
-  const std::vector<float>& data = *got;
+  std::vector<float>& data = *got;
   if (kv) {
-    out->kind = ChunkState::Kind::kKv;
+    out->form = StateForm::kKv;
     out->k.assign(data.begin(), data.begin() + bt * kvd);
     out->v.assign(data.begin() + bt * kvd, data.end());
   } else {
-    out->kind = ChunkState::Kind::kResidual;
-    out->h = data;
+    out->form = StateForm::kResidual;
+    out->h = std::move(data);
   }
   return absl::OkStatus();
 }
 
-bool Engine::HasResidualLayers(const Sequence& s) const {
-  for (size_t l = 1; l < s.layer_kv.size(); ++l) {
-    if (!s.layer_kv[l]) return true;
-  }
-  return false;
+// ---- Residual capture ----
+
+bool Engine::CapturesResiduals(const Sequence& s) const {
+  return s.plan.HasResidualLayers() &&
+         (options_.keep_residuals || (bounded() && evict_ == Evict::kExact));
 }
 
 absl::Status Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n,
@@ -90,182 +157,171 @@ absl::Status Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n,
   for (int64_t t = 0; t < n; ++t) {
     const int64_t pos = first_pos + t;
     const int32_t chunk = static_cast<int32_t>(pos / bt);
-    std::vector<std::vector<float>>& ck = s.checkpoints[chunk];
-    ck.resize(static_cast<size_t>(L));
-    for (int64_t l = 1; l < L; ++l) {
-      if (s.layer_kv[l]) continue;
-      ck[l].resize(static_cast<size_t>(bt * d));
-      const float* src = r.residuals.data() + (l * r.n_rows + row0 + t) * d;
-      std::copy(src, src + d, ck[l].data() + (pos % bt) * d);
+    if (s.partial_chunk != chunk) {
+      s.partial_chunk = chunk;
+      s.partial.assign(static_cast<size_t>(L), {});
     }
-    if (pos % bt == bt - 1) RSD_RETURN_IF_ERROR(StoreChunk(s, chunk));
+    for (int64_t l = 1; l < L; ++l) {
+      if (s.plan.kv(static_cast<int>(l))) continue;
+      std::vector<float>& rows = s.partial[l];
+      rows.resize(static_cast<size_t>(bt * d));
+      const float* src = r.residuals.data() + (l * r.n_rows + row0 + t) * d;
+      std::copy(src, src + d, rows.data() + (pos % bt) * d);
+    }
+    if (pos % bt == bt - 1) RSD_RETURN_IF_ERROR(OffloadPartial(s));
   }
   return absl::OkStatus();
 }
 
-absl::Status Engine::StoreChunk(Sequence& s, int32_t chunk) {
-  if (store_ == nullptr) return absl::OkStatus();
-  auto it = s.checkpoints.find(chunk);
-  if (it == s.checkpoints.end()) return absl::OkStatus();
-  for (size_t l = 0; l < it->second.size(); ++l) {
-    std::vector<float>& data = it->second[l];
-    if (data.empty()) continue;
-    RSD_RETURN_IF_ERROR(store_->Put(s.id, chunk, static_cast<int>(l), s.layer_kv[l] != 0, data));
-    data.clear();
-    data.shrink_to_fit();
+absl::Status Engine::OffloadPartial(Sequence& s) {
+  for (size_t l = 1; l < s.partial.size(); ++l) {
+    if (s.partial[l].empty()) continue;
+    RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, s.partial_chunk, static_cast<int>(l),
+                                          StateForm::kResidual, s.partial[l]));
   }
-  s.checkpoints.erase(it);
+  s.partial_chunk = -1;
+  s.partial.clear();
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<float>> Engine::CheckpointOf(const Sequence& s, int32_t chunk,
-                                                        int layer) const {
-  auto it = s.checkpoints.find(chunk);
-  if (it != s.checkpoints.end() && static_cast<int>(it->second.size()) > layer &&
-      !it->second[layer].empty()) {
-    return it->second[layer];
+// ---- Within a turn: the hot budget ----
+
+int32_t Engine::PickVictim(const Sequence& s) const {
+  const int64_t bt = model_->block_tokens();
+  auto full_hot = [&](size_t c) {
+    return s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached;
+  };
+  if (evict_ == Evict::kH2O || evict_ == Evict::kTova || evict_ == Evict::kSnapKv) {
+    // The full hot block with the least attention mass (accumulated for H2O, the latest step's
+    // for TOVA, the last prefill's observation window's for SnapKV, where blocks written after
+    // that scoring rank above every scored one), sparing the newest one.
+    int32_t newest = -1;
+    for (size_t c = 0; c < s.blocks.size(); ++c) {
+      if (full_hot(c)) newest = static_cast<int32_t>(c);
+    }
+    auto score = [&](int32_t c) {
+      if (evict_ == Evict::kSnapKv && c >= s.mass_chunks) return HUGE_VAL;
+      return c < static_cast<int32_t>(s.mass.size()) ? s.mass[c] : 0.0;
+    };
+    int32_t victim = -1;
+    for (int32_t c = 0; c < newest; ++c) {
+      if (s.blocks[c] < 0) continue;
+      if (victim < 0 || score(c) < score(victim)) victim = c;
+    }
+    return victim < 0 ? newest : victim;
   }
-  if (store_ == nullptr) return absl::NotFoundError("not in engine memory");
-  return store_->Get(s.id, chunk, layer, s.layer_kv[layer] != 0);
+  for (size_t c = 0; c < s.blocks.size(); ++c) {
+    // StreamingLLM keeps block 0 (the attention sinks) while anything else can go.
+    if (evict_ == Evict::kStreaming && c == 0 && HotBlocks(s) > 1) continue;
+    if (full_hot(c)) return static_cast<int32_t>(c);
+  }
+  return -1;
+}
+
+absl::Status Engine::EvictChunk(Sequence& s, int32_t victim) {
+  const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim(), L = config().n_layers;
+  const int32_t block = s.blocks[victim];
+  // The block's K/V layers leave through the staging ring on the transfer stream (after the
+  // compute that wrote them) into the tiers; its residual layers are there already (captured).
+  const size_t layer_bytes = static_cast<size_t>(2 * bt * kvd) * sizeof(float);
+  int64_t kv_layers = 0;
+  for (int64_t l = 0; l < L; ++l) kv_layers += s.plan.kv(static_cast<int>(l));
+  if (kv_layers > 0) {
+    RSD_ASSIGN_OR_RETURN(void* ring, staging_->Reserve(kv_layers * layer_bytes));
+    uint8_t* at = static_cast<uint8_t*>(ring);
+    for (int l = 0; l < L; ++l) {
+      if (!s.plan.kv(l)) continue;
+      RSD_RETURN_IF_ERROR(backend_->CopyToHostAsync(at, pool_->view().K(block, l), layer_bytes));
+      at += layer_bytes;
+    }
+    RSD_RETURN_IF_ERROR(backend_->WaitTransfers());
+    at = static_cast<uint8_t*>(ring);
+    for (int l = 0; l < L; ++l) {
+      if (!s.plan.kv(l)) continue;
+      RSD_RETURN_IF_ERROR(OffloadCheckpoint(
+          s, victim, l, StateForm::kKv,
+          std::span<const float>(reinterpret_cast<const float*>(at), 2 * bt * kvd)));
+      at += layer_bytes;
+    }
+  }
+  if (options_.poison_freed_blocks) RSD_RETURN_IF_ERROR(pool_->Poison(block, 0xFF));
+  pool_->Free(block);
+  s.blocks[victim] = kEvicted;
+  InsertSorted(s.evicted, victim);
+  if (s.scratch < 0) {
+    RSD_ASSIGN_OR_RETURN(s.scratch, pool_->Allocate());
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
-  const int64_t bt = model_->block_tokens();
-  const int64_t L = config().n_layers, kvd = model_->kv_dim();
   while (HotBlocks(s) + incoming > budget_blocks_) {
-    int32_t victim = -1;
-    for (size_t c = 0; c < s.blocks.size(); ++c) {
-      // StreamingLLM keeps block 0 (the attention sinks) while anything else can go.
-      if (evict_ == Evict::kStreaming && c == 0 && HotBlocks(s) > 1) continue;
-      if (s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached) {
-        victim = static_cast<int32_t>(c);
-        break;
-      }
-    }
-    if (evict_ == Evict::kH2O || evict_ == Evict::kTova || evict_ == Evict::kSnapKv) {
-      // The full hot block with the least attention mass (accumulated for H2O, the latest step's
-      // for TOVA, the last prefill's observation window's for SnapKV, where blocks written after
-      // that scoring rank above every scored one), sparing the newest one.
-      int32_t newest = -1;
-      for (size_t c = 0; c < s.blocks.size(); ++c) {
-        if (s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached) newest = c;
-      }
-      auto score = [&](int32_t c) {
-        if (evict_ == Evict::kSnapKv && c >= s.mass_chunks) return HUGE_VAL;
-        return c < static_cast<int32_t>(s.mass.size()) ? s.mass[c] : 0.0;
-      };
-      victim = -1;
-      for (int32_t c = 0; c < newest; ++c) {
-        if (s.blocks[c] < 0) continue;
-        if (victim < 0 || score(c) < score(victim)) victim = c;
-      }
-      if (victim < 0) victim = newest;
-    }
-    if (victim >= 0 && evict_ != Evict::kExact) {
-      // Lossy baseline: the block is gone; attention skips it from now on.
-      pool_->Free(s.blocks[victim]);
-      s.blocks[victim] = -2;
-      s.dropped.insert(std::upper_bound(s.dropped.begin(), s.dropped.end(), victim), victim);
-      continue;
-    }
+    const int32_t victim = PickVictim(s);
     if (victim < 0) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "hot budget of ", budget_blocks_, " blocks cannot hold this step"));
     }
-    const int32_t block = s.blocks[victim];
-    std::vector<std::vector<float>>& ck = s.checkpoints[victim];
-    ck.resize(static_cast<size_t>(L));
-    // The block's K/V layers leave through the staging ring on the transfer stream (after the
-    // compute that wrote them), then land in the checkpoints.
-    const size_t layer_bytes = static_cast<size_t>(2 * bt * kvd) * sizeof(float);
-    int64_t kv_layers = 0;
-    for (int64_t l = 0; l < L; ++l) kv_layers += s.layer_kv[l] != 0;
-    if (kv_layers > 0) {
-      RSD_ASSIGN_OR_RETURN(void* ring, staging_->Reserve(kv_layers * layer_bytes));
-      uint8_t* at = static_cast<uint8_t*>(ring);
-      for (int64_t l = 0; l < L; ++l) {
-        if (!s.layer_kv[l]) continue;
-        RSD_RETURN_IF_ERROR(backend_->CopyToHostAsync(
-            at, pool_->view().K(block, static_cast<int>(l)), layer_bytes));
-        at += layer_bytes;
-      }
-      RSD_RETURN_IF_ERROR(backend_->WaitTransfers());
-      at = static_cast<uint8_t*>(ring);
-      for (int64_t l = 0; l < L; ++l) {
-        if (!s.layer_kv[l]) continue;
-        ck[l].resize(static_cast<size_t>(2 * bt * kvd));
-        std::memcpy(ck[l].data(), at, layer_bytes);
-        at += layer_bytes;
-      }
+    if (evict_ != Evict::kExact) {
+      // Lossy baseline: the block is gone; attention skips it from now on.
+      pool_->Free(s.blocks[victim]);
+      s.blocks[victim] = kDropped;
+      InsertSorted(s.dropped, victim);
+      continue;
     }
-    for (int64_t l = 1; l < L; ++l) {
-      if (!s.layer_kv[l] && store_ == nullptr) {
-        RSD_CHECK(!ck[l].empty());  // captured when its tokens were processed
-      }
-    }
-    RSD_RETURN_IF_ERROR(StoreChunk(s, victim));
-    if (options_.poison_freed_blocks) RSD_RETURN_IF_ERROR(pool_->Poison(block, 0xFF));
-    pool_->Free(block);
-    s.blocks[victim] = -1;
-    s.evicted.push_back(victim);
-    if (s.scratch < 0) {
-      RSD_ASSIGN_OR_RETURN(s.scratch, pool_->Allocate());
-    }
+    RSD_RETURN_IF_ERROR(EvictChunk(s, victim));
   }
   return absl::OkStatus();
 }
 
-absl::Status Engine::TruncateSequence(int32_t seq, int64_t n) {
-  Sequence& s = Seq(seq);
+// ---- Rollback ----
+
+absl::Status Engine::TruncateSequence(const SessionId& id, int64_t n) {
+  Sequence& s = Seq(id);
   if (n >= static_cast<int64_t>(s.tokens.size())) return absl::OkStatus();
   const int64_t bt = model_->block_tokens();
   const int64_t keep_chunks = (n + bt - 1) / bt;
+  const int32_t tail = static_cast<int32_t>(n / bt);  // the chunk that will hold the end
+  if (n % bt != 0 && tail < static_cast<int32_t>(s.blocks.size()) && s.blocks[tail] == kDropped) {
+    return absl::FailedPreconditionError("cannot roll back into a block a lossy policy dropped");
+  }
   while (static_cast<int64_t>(s.blocks.size()) > keep_chunks) {
     if (s.blocks.back() >= 0) pool_->Free(s.blocks.back());
     s.blocks.pop_back();
   }
   std::erase_if(s.evicted, [&](int32_t c) { return c >= keep_chunks; });
   std::erase_if(s.dropped, [&](int32_t c) { return c >= keep_chunks; });
-  if (n % bt != 0 && n / bt < static_cast<int64_t>(s.blocks.size()) && s.blocks[n / bt] == -2) {
-    return absl::FailedPreconditionError("cannot roll back into a block a lossy policy dropped");
-  }
-  // The chunk now holding the end of the history must be hot to take new tokens.
-  const int32_t tail = static_cast<int32_t>(n / bt);
-  if (n % bt != 0 && tail < static_cast<int32_t>(s.blocks.size()) && s.blocks[tail] < 0) {
+  // The chunk now holding the end of the history must be hot to take new tokens (a resident
+  // sequence; one that is not is restored from its checkpoints later).
+  if (s.resident && n % bt != 0 && tail < static_cast<int32_t>(s.blocks.size()) &&
+      s.blocks[tail] == kEvicted) {
     RSD_RETURN_IF_ERROR(RestoreChunkToHot(s, tail));
   }
-  if (store_ != nullptr) {
-    // A stored chunk the history now ends inside comes back to engine memory (its residual rows
-    // before `n` stay valid; the rest are rewritten when recomputed); stored chunks from there on
-    // are void.
-    const int32_t first_void = static_cast<int32_t>(n / bt);
-    if (n % bt != 0 && s.cached >= (first_void + 1) * bt && !s.checkpoints.count(first_void)) {
-      std::vector<std::vector<float>>& ck = s.checkpoints[first_void];
-      ck.resize(static_cast<size_t>(config().n_layers));
+  if (n % bt != 0 && CapturesResiduals(s)) {
+    // Its residual rows before `n` stay valid (the rest are rewritten when recomputed): a chunk
+    // that was full comes back from the tiers to be captured into again.
+    if (s.partial_chunk != tail && s.cached >= static_cast<int64_t>(tail + 1) * bt) {
+      s.partial_chunk = tail;
+      s.partial.assign(static_cast<size_t>(config().n_layers), {});
       for (int l = 1; l < config().n_layers; ++l) {
-        if (s.layer_kv[l]) continue;
-        absl::StatusOr<std::vector<float>> rows = store_->Get(s.id, first_void, l, false);
-        if (rows.ok()) ck[l] = *std::move(rows);
+        if (s.plan.kv(l)) continue;
+        absl::StatusOr<std::vector<float>> rows = Checkpoint(s, tail, l);
+        if (rows.ok()) s.partial[l] = *std::move(rows);
       }
     }
-    RSD_RETURN_IF_ERROR(store_->Truncate(s.id, first_void));
+  }
+  if (s.partial_chunk >= 0 &&
+      (s.partial_chunk > tail || (n % bt == 0 && s.partial_chunk >= tail))) {
+    s.partial_chunk = -1;  // the captured chunk lies past the end
+    s.partial.clear();
+  }
+  // Checkpoints from the chunk holding the end on are void (K/V of a chunk no longer full too).
+  RSD_RETURN_IF_ERROR(tiers_->EvictSession(id, static_cast<uint32_t>(tail)));
+  if (!s.resident && static_cast<int64_t>(s.blocks.size()) * bt > n) {
+    s.blocks.pop_back();  // a partial checkpointed chunk: its tokens become pending
+    std::erase_if(s.evicted, [&](int32_t c) { return c >= tail; });
   }
   s.tokens.resize(n);
-  s.cached = std::min(s.cached, n);
-  // Checkpoints past the end are void; a K/V checkpoint of a chunk that is no longer full too
-  // (residual rows before `n` stay valid and later rows are rewritten when recomputed).
-  for (auto it = s.checkpoints.begin(); it != s.checkpoints.end();) {
-    if (it->first >= keep_chunks) {
-      it = s.checkpoints.erase(it);
-      continue;
-    }
-    if (it->first >= n / bt) {  // no longer full: its K/V copies are void
-      for (size_t l = 0; l < it->second.size(); ++l) {
-        if (s.layer_kv[l]) it->second[l].clear();
-      }
-    }
-    ++it;
-  }
+  s.cached = std::min(s.cached, std::min<int64_t>(n, static_cast<int64_t>(s.blocks.size()) * bt));
   if (s.evicted.empty() && s.scratch >= 0) {
     pool_->Free(s.scratch);
     s.scratch = -1;
@@ -273,28 +329,26 @@ absl::Status Engine::TruncateSequence(int32_t seq, int64_t n) {
   return absl::OkStatus();
 }
 
-int32_t Engine::FullChunks(int32_t seq) const {
-  const Sequence& s = seqs_.at(seq);
-  return static_cast<int32_t>(s.cached / model_->block_tokens());
-}
+// ---- Between turns: spill and restore ----
 
-absl::StatusOr<std::vector<float>> Engine::ChunkPayload(int32_t seq, int32_t chunk, int layer,
-                                                        bool kv) const {
-  const Sequence& s = seqs_.at(seq);
+absl::StatusOr<std::vector<float>> Engine::ChunkPayload(const SessionId& id, int32_t chunk,
+                                                        int layer, bool kv) {
+  const Sequence& s = Seq(id);
   const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
-  if (chunk < 0 || chunk >= FullChunks(seq) || layer < 0 || layer >= config().n_layers ||
+  if (chunk < 0 || chunk >= FullChunks(id) || layer < 0 || layer >= config().n_layers ||
       (!kv && layer == 0)) {
     return absl::InvalidArgumentError(absl::StrCat("no payload for chunk ", chunk, " layer ",
                                                    layer));
   }
-  if (kv && s.blocks[chunk] >= 0) {
+  if (kv && chunk < static_cast<int32_t>(s.blocks.size()) && s.blocks[chunk] >= 0) {
     std::vector<float> out(static_cast<size_t>(2 * bt * kvd));
     RSD_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer),
                                              out.size() * sizeof(float)));
     return out;
   }
   absl::StatusOr<std::vector<float>> got = absl::NotFoundError("another form");
-  if ((s.layer_kv[layer] != 0) == kv) got = CheckpointOf(s, chunk, layer);
+  const bool captured = kv || CapturesResiduals(s) || !s.resident;
+  if (s.plan.kv(layer) == kv && captured) got = Checkpoint(s, chunk, layer);
   if (!got.ok()) {
     if (got.status().code() == absl::StatusCode::kDataLoss) return got.status();
     return absl::FailedPreconditionError(absl::StrCat(
@@ -304,12 +358,63 @@ absl::StatusOr<std::vector<float>> Engine::ChunkPayload(int32_t seq, int32_t chu
   return got;
 }
 
+absl::Status Engine::Spill(const SessionId& id, const LayerPlan& plan) {
+  Sequence& s = Seq(id);
+  if (plan.size() != config().n_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer plan has ", plan.size(), " layers, the model ", config().n_layers));
+  }
+  if (!s.dropped.empty()) {
+    return absl::FailedPreconditionError("a lossy policy dropped blocks: only tokens can spill");
+  }
+  const int32_t n = FullChunks(id);
+  // Every full chunk's checkpoints in the plan's forms first; nothing changes if one is missing.
+  for (int32_t c = 0; c < n; ++c) {
+    for (int l = 0; l < config().n_layers; ++l) {
+      const bool kv = plan.kv(l);
+      if (!kv && l == 0) continue;  // layer 0's residual is the token embedding
+      const bool hot = s.blocks[c] >= 0;
+      if (kv && s.plan.kv(l) && !hot) continue;  // its K/V checkpoint is in the tiers already
+      if (!kv && !s.plan.kv(l) && (CapturesResiduals(s) || !s.resident)) continue;  // captured
+      RSD_ASSIGN_OR_RETURN(std::vector<float> payload, ChunkPayload(id, c, l, kv));
+      RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, c, l, plan.form(l), payload));
+    }
+  }
+  FreeBlocks(s);
+  s.blocks.assign(static_cast<size_t>(n), kEvicted);
+  s.evicted.clear();
+  for (int32_t c = 0; c < n; ++c) s.evicted.push_back(c);
+  s.plan = plan;
+  s.cached = static_cast<int64_t>(n) * model_->block_tokens();
+  s.partial_chunk = -1;
+  s.partial.clear();
+  // Checkpoints past the full chunks (a partial chunk's) are void.
+  RSD_RETURN_IF_ERROR(tiers_->EvictSession(id, static_cast<uint32_t>(n)));
+  s.resident = false;
+  return absl::OkStatus();
+}
+
+absl::Status Engine::DropState(const SessionId& id) {
+  Sequence& s = Seq(id);
+  FreeBlocks(s);
+  s.evicted.clear();
+  s.dropped.clear();
+  s.mass.clear();
+  s.mass_chunks = 0;
+  s.partial_chunk = -1;
+  s.partial.clear();
+  s.cached = 0;
+  s.plan = plan_;
+  s.resident = false;
+  return tiers_->EvictSession(id);
+}
+
 absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
   RSD_ASSIGN_OR_RETURN(int32_t block, pool_->Allocate());
   ChunkState cs;
   for (int l = 0; l < config().n_layers; ++l) {
     // K/V layers travel on the transfer stream while residual layers rebuild on the compute one.
-    absl::Status st = s.loader(l, chunk, &cs);
+    absl::Status st = LoadChunk(s, l, chunk, &cs);
     if (st.ok()) st = model_->RebuildIntoBlock(l, chunk, cs, block, pool_->view(), staging_.get());
     if (!st.ok()) {
       (void)backend_->WaitTransfers();  // nothing in flight into the block we give back
@@ -324,130 +429,47 @@ absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int32_t> Engine::ImportSequence(
-    std::span<const int32_t> tokens, int32_t n_chunks, const std::vector<uint8_t>& layer_kv,
-    const std::function<absl::StatusOr<std::vector<float>>(int32_t, int)>& load) {
-  const int64_t bt = model_->block_tokens(), d = config().d_model, kvd = model_->kv_dim();
-  const int64_t L = config().n_layers;
-  if (static_cast<int64_t>(n_chunks) * bt > static_cast<int64_t>(tokens.size())) {
-    return absl::InvalidArgumentError("more chunks than the history holds");
+absl::StatusOr<std::string> Engine::Restore(const SessionId& id) {
+  Sequence& s = Seq(id);
+  if (s.resident) return std::string("hot");
+  if (s.evicted.empty()) {
+    s.resident = true;  // nothing checkpointed: its pending tokens rebuild it
+    return std::string(s.tokens.empty() ? "new" : "tokens");
   }
-  if (static_cast<int64_t>(layer_kv.size()) != L) {
-    return absl::InvalidArgumentError(absl::StrCat("layer plan has ", layer_kv.size(),
-                                                   " layers, the model ", L));
-  }
-  const int32_t seq = CreateSequence();
-  Sequence& s = Seq(seq);
-  s.layer_kv = layer_kv;
-  s.tokens.assign(tokens.begin(), tokens.end());
-  s.cached = static_cast<int64_t>(n_chunks) * bt;
-  s.blocks.assign(n_chunks, -1);
-  for (int32_t c = 0; c < n_chunks; ++c) {
-    std::vector<std::vector<float>>& ck = s.checkpoints[c];
-    ck.resize(static_cast<size_t>(L));
-    for (int64_t l = 0; l < L; ++l) {
-      if (!layer_kv[l] && l == 0) continue;  // from the tokens
-      absl::StatusOr<std::vector<float>> p = load(c, static_cast<int>(l));
-      const size_t want = static_cast<size_t>(layer_kv[l] ? 2 * bt * kvd : bt * d);
-      if (p.ok() && p->size() != want) {
-        p = absl::DataLossError(absl::StrCat("chunk ", c, " layer ", l, " has ", p->size(),
-                                             " values, expected ", want));
-      }
-      if (!p.ok()) {
-        DestroySequence(seq);
-        return p.status();
-      }
-      ck[l] = *std::move(p);
-    }
-    absl::Status st = StoreChunk(s, c);
-    if (!st.ok()) {
-      DestroySequence(seq);
-      return st;
-    }
-    s.evicted.push_back(c);
-  }
-  // Bring back the most recent chunks that fit; a bounded sequence keeps older ones evicted.
+  RSD_ASSIGN_OR_RETURN(const char* where, tiers_->DeepestHolding(id));
+  // Bring back the most recent chunks that fit; a bounded sequence keeps older ones evicted (and
+  // a block for the tail). On an error every chunk brought back goes out again.
+  std::vector<int32_t> restored;
+  absl::Status st;
   int32_t hot = 0;
-  for (int32_t c = n_chunks - 1; c >= 0; --c) {
-    if (bounded() && hot + 1 > budget_blocks_ - 1) break;  // keep a block for the tail
-    absl::Status st = RestoreChunkToHot(s, c);
-    if (!st.ok()) {
-      DestroySequence(seq);
-      return st;
+  for (int32_t c = static_cast<int32_t>(s.blocks.size()) - 1; c >= 0 && st.ok(); --c) {
+    if (bounded() && hot + 1 > budget_blocks_ - 1) break;
+    if (s.blocks[c] != kEvicted) continue;
+    st = RestoreChunkToHot(s, c);
+    if (st.ok()) {
+      restored.push_back(c);
+      ++hot;
     }
-    ++hot;
   }
-  if (!s.evicted.empty() && s.scratch < 0) {
+  if (st.ok() && !s.evicted.empty() && s.scratch < 0) {
     absl::StatusOr<int32_t> scratch = pool_->Allocate();
-    if (!scratch.ok()) {
-      DestroySequence(seq);
-      return scratch.status();
+    if (scratch.ok()) {
+      s.scratch = *scratch;
+    } else {
+      st = scratch.status();
     }
-    s.scratch = *scratch;
   }
+  if (!st.ok()) {
+    for (int32_t c : restored) {
+      pool_->Free(s.blocks[c]);
+      s.blocks[c] = kEvicted;
+      InsertSorted(s.evicted, c);
+    }
+    return st;
+  }
+  s.resident = true;
   s.peak_hot = std::max(s.peak_hot, HotBlocks(s) + (s.scratch >= 0 ? 1 : 0));
-  return seq;
-}
-
-absl::Status Engine::PlanLayers() {
-  const int L = config().n_layers;
-  const ModelConfig& c = config();
-  plan_.assign(L, spill_kv_ ? 1 : 0);
-  if (!options_.layer_forms.empty()) {
-    if (static_cast<int>(options_.layer_forms.size()) != L) {
-      return absl::InvalidArgumentError(absl::StrCat("layer_forms has ", options_.layer_forms.size(),
-                                                     " letters for ", L, " layers"));
-    }
-    for (int l = 0; l < L; ++l) {
-      const char f = options_.layer_forms[l];
-      if (f != 'r' && f != 'k') {
-        return absl::InvalidArgumentError(absl::StrCat("layer_forms letter '", std::string(1, f),
-                                                       "' is not r or k"));
-      }
-      plan_[l] = f == 'k';
-    }
-    return absl::OkStatus();
-  }
-  if (options_.spill_form != "auto") return absl::OkStatus();
-  // Calibrate: host bandwidth (a large copy) and the rebuild of one chunk of one layer.
-  const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
-  plan_bw_ = options_.planner_bytes_per_second;
-  if (plan_bw_ <= 0) {
-    std::vector<char> a(64 << 20, 1), b(64 << 20);
-    const double t0 = MonotonicSeconds();
-    std::memcpy(b.data(), a.data(), a.size());
-    plan_bw_ = static_cast<double>(a.size()) / std::max(MonotonicSeconds() - t0, 1e-9);
-  }
-  plan_rebuild_ = options_.planner_rebuild_seconds;
-  if (plan_rebuild_ <= 0) {
-    RSD_ASSIGN_OR_RETURN(int32_t block, pool_->Allocate());
-    ChunkState cs;
-    cs.kind = ChunkState::Kind::kResidual;
-    cs.h.assign(static_cast<size_t>(bt * c.d_model), 0.5f);
-    double best = 1e30;
-    for (int rep = 0; rep < 5; ++rep) {
-      const double t0 = MonotonicSeconds();
-      RSD_RETURN_IF_ERROR(model_->RebuildIntoBlock(L > 1 ? 1 : 0, 0, cs, block, pool_->view()));
-      best = std::min(best, MonotonicSeconds() - t0);
-    }
-    pool_->Free(block);
-    model_->ResetRebuildCounters();
-    plan_rebuild_ = best;
-  }
-  // Restore cost per chunk-layer: bytes through the host tier, plus compute for residuals.
-  const double kv_cost = 2.0 * bt * kvd * sizeof(float) / plan_bw_;
-  const double res_cost = static_cast<double>(bt) * c.d_model * sizeof(float) / plan_bw_ + plan_rebuild_;
-  const double tok_cost = 4.0 * bt / plan_bw_ + plan_rebuild_;  // layer 0: ids -> embedding
-  for (int l = 0; l < L; ++l) plan_[l] = (l == 0 ? tok_cost : res_cost) < kv_cost ? 0 : 1;
-  return absl::OkStatus();
-}
-
-std::string Engine::PlanDescription() const {
-  std::string letters;
-  for (uint8_t k : plan_) letters += k ? 'k' : 'r';
-  if (options_.spill_form != "auto" || !options_.layer_forms.empty()) return letters;
-  return absl::StrCat(letters, " (host ", static_cast<int64_t>(plan_bw_ / 1e6), " MB/s, rebuild ",
-                      static_cast<int64_t>(plan_rebuild_ * 1e6), " us per chunk-layer)");
+  return std::string(where != nullptr ? where : "warm");
 }
 
 }  // namespace rsd

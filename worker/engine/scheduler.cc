@@ -61,6 +61,7 @@ bool TurnStream::full() const {
 struct Scheduler::Running {
   Queued q;
   PendingTurn turn;
+  bool begun = false;  // BeginTurn succeeded: a failure rolls the session back
   std::unique_ptr<TurnDecoder> decoder;
   int64_t reserve_blocks = 0;
   double admitted = 0, first_token = 0;
@@ -160,7 +161,7 @@ void Scheduler::RunTasks() {
 }
 
 void Scheduler::Fail(Running& r, const absl::Status& status) {
-  if (r.turn.seq >= 0) {
+  if (r.begun) {
     absl::Status st = sessions_->AbortTurn(r.turn);
     if (!st.ok()) std::fprintf(stderr, "rollback failed: %s\n", st.ToString().c_str());
   }
@@ -325,13 +326,14 @@ bool Scheduler::Admit() {
       continue;
     }
     r->turn = *std::move(turn);
+    r->begun = true;
     r->reserve_blocks = need_total;
     r->admitted = MonotonicSeconds();
     if (r->turn.restored_from != "hot" && r->turn.restored_from != "new") {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.restores++;
     }
-    engine_->AppendPending(r->turn.seq, r->turn.user_tokens);
+    engine_->AppendPending(r->turn.id, r->turn.user_tokens);
     r->decoder = std::make_unique<TurnDecoder>(engine_->tokenizer(),
                                                engine_->chat_template().StopTokens(), spec.params);
     admitted_any = true;
@@ -382,10 +384,10 @@ bool Scheduler::StepOnce() {
         paused++;
         continue;
       }
-      const int64_t limit = std::min<int64_t>(
-          {engine_->MaxPendingFeed(r->turn.seq), options_.prefill_chunk, budget});
+      const int64_t limit =
+          std::min<int64_t>({engine_->MaxPendingFeed(r->turn.id), options_.prefill_chunk, budget});
       if (limit <= 0) continue;
-      work.push_back(Engine::Work{r->turn.seq, {}, false, limit});
+      work.push_back(Engine::Work{r->turn.id, {}, false, limit});
       owners.push_back(r.get());
       budget -= limit;
       if (decoding) {
@@ -464,12 +466,12 @@ void Scheduler::Advance(const std::vector<Running*>& owners, const absl::Status&
   std::vector<Running*> finished;
   for (size_t row = 0; row < fr.logit_seq.size(); ++row) {
     Running* r = owners[static_cast<size_t>(fr.logit_seq[row])];
-    if (engine_->PendingTokens(r->turn.seq) > 0) continue;  // more of the prompt to feed
+    if (engine_->PendingTokens(r->turn.id) > 0) continue;  // more of the prompt to feed
     std::span<const float> logits(fr.logits.data() + row * vocab, static_cast<size_t>(vocab));
-    const int64_t position = static_cast<int64_t>(engine_->SequenceTokens(r->turn.seq).size());
+    const int64_t position = static_cast<int64_t>(engine_->SequenceTokens(r->turn.id).size());
     const bool done = r->decoder->Next(logits, position);
     const int32_t tok = r->decoder->tokens().back();
-    engine_->AppendPending(r->turn.seq, std::span<const int32_t>(&tok, 1));
+    engine_->AppendPending(r->turn.id, std::span<const int32_t>(&tok, 1));
     if (r->first_token == 0) r->first_token = MonotonicSeconds();
     TurnEvent ev;
     ev.offset = static_cast<int64_t>(r->decoder->tokens().size()) - 1;

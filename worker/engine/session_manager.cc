@@ -9,16 +9,10 @@
 #include "storage/cold_tier.h"
 #include "storage/common/clock.h"
 #include "storage/common/status.h"
+#include "storage/memory_tier.h"
 #include "storage/state_codec.h"
 
 namespace rsd {
-namespace {
-
-std::span<const uint8_t> AsBytes(const std::vector<float>& v) {
-  return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)};
-}
-
-}  // namespace
 
 absl::StatusOr<SpillForm> ParseSpillForm(const std::string& s) {
   if (s == "none") return SpillForm::kNone;
@@ -57,79 +51,41 @@ absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
   auto warm = std::make_unique<WarmTier>(warm_budget, m->warm_memory_.get());
   m->warm_ = warm.get();
   m->tiers_->Add(std::move(warm));
-  // With a cold tier, full checkpoint chunks live in the warm tier and overflow to RocksDB, so
-  // host memory stays within the warm budget. Without one, overflow would be lost: they stay in
-  // engine memory.
+  // Below the warm tier: RocksDB when there is a data dir (full checkpoint chunks overflow there,
+  // so host memory stays within the warm budget), else host memory (nothing is lost).
   if (!m->options_.data_dir.empty()) {
     RSD_ASSIGN_OR_RETURN(m->cold_, ColdStore::Open(m->options_.data_dir, m->options_.cold));
     m->tiers_->Add(std::make_unique<ColdTier>(m->cold_.get()));
-    engine->set_checkpoint_store(m.get());
-    RSD_RETURN_IF_ERROR(m->Recover());
+  } else {
+    m->tiers_->Add(std::make_unique<MemoryTier>("host"));
   }
+  engine->set_tiers(m->tiers_.get());
+  if (m->cold_) RSD_RETURN_IF_ERROR(m->Recover());
   return m;
 }
 
 SessionManager::~SessionManager() {
-  for (auto& [id, s] : sessions_) {
-    if (s.seq >= 0) engine_->DestroySequence(s.seq);
-  }
-  engine_->set_checkpoint_store(nullptr);
+  // The sessions' checkpoints stay in the tiers (a restarted process finds them).
+  for (auto& [id, s] : sessions_) engine_->ReleaseSequence(id);
+  engine_->set_tiers(nullptr);
   tiers_.reset();  // before the warm region goes
 }
 
-SessionManager::Session* SessionManager::BySeq(int32_t seq) {
-  for (auto& [id, s] : sessions_) {
-    if (s.seq == seq) return &s;
-  }
-  // A sequence being imported (Restore) has no session yet: it is the one restoring.
-  return restoring_;
-}
-
-absl::Status SessionManager::Put(int32_t seq, int32_t chunk, int layer, bool kv,
-                                 std::span<const float> data) {
-  Session* s = BySeq(seq);
-  if (s == nullptr) return absl::InternalError(absl::StrCat("no session holds sequence ", seq));
-  RSD_ASSIGN_OR_RETURN(
-      std::string value,
-      EncodeBlock(Header(kv ? SpillForm::kKv : SpillForm::kResidual, layer, chunk),
-                  std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
-                                           data.size() * sizeof(float)),
-                  Compression::kNone));
-  return PutCheckpoint(BlockKey{s->id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
-                       std::move(value));
-}
-
-absl::StatusOr<std::vector<float>> SessionManager::Get(int32_t seq, int32_t chunk, int layer,
-                                                       bool kv) {
-  Session* s = BySeq(seq);
-  if (s == nullptr) return absl::InternalError(absl::StrCat("no session holds sequence ", seq));
-  bool from_cold = false;
-  RSD_ASSIGN_OR_RETURN(std::string value,
-                       GetCheckpoint(BlockKey{s->id, static_cast<uint32_t>(layer),
-                                              static_cast<uint32_t>(chunk)},
-                                     &from_cold));
-  RSD_ASSIGN_OR_RETURN(DecodedBlock block, DecodeBlock(value));
-  if (!(block.header == Header(kv ? SpillForm::kKv : SpillForm::kResidual, layer, chunk))) {
-    return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
-                                            " does not describe that block"));
-  }
-  std::vector<float> out(block.payload.size() / sizeof(float));
-  std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
-  return out;
-}
-
-absl::Status SessionManager::Truncate(int32_t seq, int32_t from_chunk) {
-  Session* s = BySeq(seq);
-  if (s == nullptr) return absl::OkStatus();
-  return tiers_->EvictSession(s->id, static_cast<uint32_t>(std::max(0, from_chunk)));
+std::vector<int32_t> SessionManager::Log(const Session& s) const {
+  const std::vector<int32_t>& all = engine_->SequenceTokens(s.id);
+  return std::vector<int32_t>(all.begin(), all.begin() + s.committed());
 }
 
 absl::Status SessionManager::Recover() {
   RSD_ASSIGN_OR_RETURN(std::vector<SessionId> ids, cold_->ListSessions());
+  const int n_layers = engine_->config().n_layers;
   for (const SessionId& id : ids) {
     Session s;
     s.id = id;
     s.name = id.ToHex();
+    s.spilled = SpillForm::kTokens;
+    int32_t n_chunks = 0;
+    LayerPlan plan;
     absl::StatusOr<std::string> meta = cold_->GetMeta(id);
     if (meta.ok()) {
       nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
@@ -140,13 +96,17 @@ absl::Status SessionManager::Recover() {
         s.attrs.ttl_seconds = j.value("ttl_seconds", 0u);
         s.attrs.pin = j.value("pin", false);
         s.attrs.priority = j.value("priority", 0);
-        const bool same_layout =
-            j.value("model", "") == engine_->model_fingerprint() &&
-            j.value("numerics", "") == engine_->numerics_fingerprint();
+        const bool same_layout = j.value("model", "") == engine_->model_fingerprint() &&
+                                 j.value("numerics", "") == engine_->numerics_fingerprint();
         auto form = ParseSpillForm(j.value("spilled", "tokens"));
-        s.spilled = form.ok() && same_layout ? *form : SpillForm::kTokens;
-        s.spilled_chunks = same_layout ? j.value("spilled_chunks", 0) : 0;
-        for (char ch : j.value("layer_forms", std::string())) s.layer_kv.push_back(ch == 'k');
+        auto layers = LayerPlan::Parse(j.value("layer_forms", std::string()), n_layers);
+        const bool checkpoints =
+            form.ok() && *form != SpillForm::kNone && *form != SpillForm::kTokens && layers.ok();
+        if (same_layout && checkpoints) {
+          s.spilled = *form;
+          n_chunks = j.value("spilled_chunks", 0);
+          plan = *layers;
+        }
         if (!same_layout) {
           std::fprintf(stderr, "session %s: stored with another model or numerics fingerprint; "
                                "it will be rebuilt from its token log\n", s.name.c_str());
@@ -154,11 +114,16 @@ absl::Status SessionManager::Recover() {
       }
     }
     RSD_ASSIGN_OR_RETURN(std::vector<TokenRecord> log, cold_->ReadTokenLog(id));
+    std::vector<int32_t> tokens;
     for (const TokenRecord& r : log) {
-      s.log.insert(s.log.end(), r.tokens.begin(), r.tokens.end());
-      s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
+      tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());
+      s.turn_ends.push_back(static_cast<int64_t>(tokens.size()));
     }
-    if (s.spilled == SpillForm::kNone) s.spilled = SpillForm::kTokens;
+    absl::Status adopted = engine_->AdoptSequence(id, tokens, n_chunks, plan);
+    if (!adopted.ok()) {  // metadata that does not fit the log: rebuild from the log
+      s.spilled = SpillForm::kTokens;
+      RSD_RETURN_IF_ERROR(engine_->AdoptSequence(id, tokens, 0, plan));
+    }
     s.last_active = MonotonicSeconds();
     sessions_[id] = std::move(s);
   }
@@ -176,10 +141,9 @@ absl::Status SessionManager::SaveMeta(const Session& s) {
   j["priority"] = s.attrs.priority;
   j["turns"] = s.turns();
   j["spilled"] = SpillFormName(s.spilled);
-  j["spilled_chunks"] = s.spilled_chunks;
-  std::string plan;
-  for (uint8_t k : s.layer_kv) plan += k ? 'k' : 'r';
-  j["layer_forms"] = plan;
+  const bool checkpoints = s.spilled != SpillForm::kNone && s.spilled != SpillForm::kTokens;
+  j["spilled_chunks"] = checkpoints ? engine_->FullChunks(s.id) : 0;
+  j["layer_forms"] = engine_->SequenceLayerPlan(s.id).ToString();
   j["block_tokens"] = engine_->model().block_tokens();
   j["model"] = engine_->model_fingerprint();
   j["numerics"] = engine_->numerics_fingerprint();
@@ -212,7 +176,14 @@ absl::Status SessionManager::Create(const SessionId& id, const SessionAttrs& att
   s.name = id.ToHex();
   s.attrs = attrs;
   s.last_active = MonotonicSeconds();
-  RSD_RETURN_IF_ERROR(SaveMeta(s));
+  RSD_RETURN_IF_ERROR(engine_->CreateSequence(id));
+  // Not resident until its first turn brings it in ("new").
+  absl::Status saved = engine_->DropState(id);
+  if (saved.ok()) saved = SaveMeta(s);
+  if (!saved.ok()) {
+    engine_->DestroySequence(id);
+    return saved;
+  }
   sessions_[id] = std::move(s);
   return absl::OkStatus();
 }
@@ -234,11 +205,11 @@ absl::StatusOr<SessionInfo> SessionManager::Describe(const SessionId& id) const 
   info.id = s.id;
   info.name = s.name;
   info.turns = s.turns();
-  info.token_count = static_cast<int64_t>(s.log.size());
-  info.resident = s.seq >= 0;
+  info.token_count = s.committed();
+  info.resident = engine_->Resident(id);
   info.spilled = s.spilled;
   info.attrs = s.attrs;
-  info.hot_blocks = s.seq >= 0 ? engine_->SequenceMemoryUse(s.seq).hot_blocks : 0;
+  info.hot_blocks = engine_->SequenceMemoryUse(id).hot_blocks;
   info.idle_seconds = MonotonicSeconds() - s.last_active;
   return info;
 }
@@ -252,17 +223,15 @@ std::vector<SessionInfo> SessionManager::List() const {
 absl::Status SessionManager::Close(const SessionId& id) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
-  if (s->seq >= 0) engine_->DestroySequence(s->seq);
-  RSD_RETURN_IF_ERROR(tiers_->EvictSession(id));
+  engine_->DestroySequence(id);                              // its blocks and checkpoints
   if (cold_) RSD_RETURN_IF_ERROR(cold_->DeleteSession(id));  // metadata and token log
   sessions_.erase(id);
   return absl::OkStatus();
 }
 
 int32_t SessionManager::HotBlocks(const SessionId& id) const {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end() || it->second.seq < 0) return 0;
-  return engine_->SequenceMemoryUse(it->second.seq).hot_blocks;
+  if (!sessions_.count(id)) return 0;
+  return engine_->SequenceMemoryUse(id).hot_blocks;
 }
 
 int32_t SessionManager::Priority(const SessionId& id) const {
@@ -278,7 +247,7 @@ int64_t SessionManager::UserTurnTokens(const SessionId& id, const std::string& u
 
 int64_t SessionManager::BlocksForTurn(const SessionId& id, int64_t new_tokens) const {
   auto it = sessions_.find(id);
-  const int64_t history = it == sessions_.end() ? 0 : static_cast<int64_t>(it->second.log.size());
+  const int64_t history = it == sessions_.end() ? 0 : it->second.committed();
   const int64_t bt = engine_->model().block_tokens();
   const int64_t all = (history + new_tokens + bt - 1) / bt;
   const int64_t budget = engine_->hot_budget_blocks();
@@ -289,116 +258,78 @@ size_t SessionManager::WarmBytes(const SessionId& id) const {
   return warm_->SessionBytes(id).value_or(0);
 }
 
-CheckpointHeader SessionManager::Header(SpillForm form, int layer, int32_t chunk) const {
-  CheckpointHeader h;
-  const int bt = engine_->model().block_tokens();
-  h.form = form == SpillForm::kKv ? StateForm::kKv : StateForm::kResidual;
-  h.dtype = ElementType::kF32;
-  h.layer = static_cast<uint32_t>(layer);
-  h.first_position = static_cast<uint32_t>(chunk * bt);
-  h.n_tokens = static_cast<uint32_t>(bt);
-  h.row_elements = static_cast<uint32_t>(form == SpillForm::kKv ? engine_->model().kv_dim()
-                                                                 : engine_->config().d_model);
-  h.model_fingerprint = engine_->model_fingerprint();
-  h.numerics_fingerprint = engine_->numerics_fingerprint();
-  return h;
-}
-
-absl::Status SessionManager::PutCheckpoint(const BlockKey& key, std::string value) {
-  // Without a cold tier, what overflows the warm tier is dropped (the token log remains).
-  return tiers_->Offload(key, std::move(value));
-}
-
-absl::StatusOr<std::string> SessionManager::GetCheckpoint(const BlockKey& key, bool* from_cold) {
-  const char* from = "";
-  absl::StatusOr<std::string> v = tiers_->Onboard(key, &from);
-  if (v.ok() && std::string_view(from) == "cold") *from_cold = true;
-  return v;
-}
-
 absl::Status SessionManager::Spill(const SessionId& id, SpillForm form) {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
-  Session& s = it->second;
-  if (form == SpillForm::kNone || s.seq < 0) return absl::OkStatus();
-  int32_t n = 0;
-  if (form == SpillForm::kResidual || form == SpillForm::kKv || form == SpillForm::kAuto) {
-    // kAuto: each layer in the sequence's planned form (the engine's per-layer plan).
-    const std::vector<uint8_t>& plan = engine_->SequenceLayerPlan(s.seq);
-    s.layer_kv.assign(plan.size(), form == SpillForm::kKv ? 1 : 0);
-    if (form == SpillForm::kAuto) s.layer_kv = plan;
-    n = engine_->FullChunks(s.seq);
-    for (int32_t c = 0; c < n; ++c) {
-      for (int l = 0; l < engine_->config().n_layers; ++l) {
-        const bool kv = s.layer_kv[l] != 0;
-        if (!kv && l == 0) continue;  // layer 0's residual is the token embedding
-        RSD_ASSIGN_OR_RETURN(std::vector<float> payload, engine_->ChunkPayload(s.seq, c, l, kv));
-        const SpillForm lf = kv ? SpillForm::kKv : SpillForm::kResidual;
-        RSD_ASSIGN_OR_RETURN(std::string value,
-                             EncodeBlock(Header(lf, l, c), AsBytes(payload), Compression::kNone));
-        RSD_RETURN_IF_ERROR(PutCheckpoint(BlockKey{id, static_cast<uint32_t>(l),
-                                                   static_cast<uint32_t>(c)},
-                                          std::move(value)));
-      }
-    }
+  Session* s = Find(id);
+  if (s == nullptr) return NotFound(id);
+  if (form == SpillForm::kNone || !engine_->Resident(id)) return absl::OkStatus();
+  if (form == SpillForm::kTokens) {
+    RSD_RETURN_IF_ERROR(engine_->DropState(id));
+  } else {
+    const int n_layers = engine_->config().n_layers;
+    const LayerPlan plan =
+        form == SpillForm::kAuto
+            ? engine_->SequenceLayerPlan(id)
+            : LayerPlan::Uniform(n_layers,
+                                 form == SpillForm::kKv ? StateForm::kKv : StateForm::kResidual);
+    RSD_RETURN_IF_ERROR(engine_->Spill(id, plan));
   }
-  engine_->DestroySequence(s.seq);
-  s.seq = -1;
-  s.spilled = form;
-  s.spilled_chunks = n;
-  return SaveMeta(s);
+  s->spilled = form;
+  return SaveMeta(*s);
+}
+
+bool SessionManager::HoldsCheckpoints(const Session& s) const {
+  return !engine_->Resident(s.id) && s.spilled != SpillForm::kNone &&
+         s.spilled != SpillForm::kTokens && engine_->FullChunks(s.id) > 0;
 }
 
 absl::StatusOr<SessionState> SessionManager::ExportState(const SessionId& id, SpillForm form) {
   Session* sp = Find(id);
   if (sp == nullptr) return NotFound(id);
+  Session& s = *sp;
   if (form == SpillForm::kNone) form = SpillForm::kAuto;
   const bool wants_blocks = form != SpillForm::kTokens;
-  const bool has_blocks = sp->seq < 0 && (sp->spilled == SpillForm::kResidual ||
-                                          sp->spilled == SpillForm::kKv ||
-                                          sp->spilled == SpillForm::kAuto);
-  if (wants_blocks && sp->seq < 0 && !(has_blocks && sp->spilled == form) && !sp->log.empty()) {
+  if (wants_blocks && !engine_->Resident(id) && !(HoldsCheckpoints(s) && s.spilled == form) &&
+      s.committed() > 0) {
     // Spilled in another form (or as tokens): back to hot, then out in the form asked for.
     std::string from;
-    RSD_RETURN_IF_ERROR(Restore(*sp, &from));
-    RSD_RETURN_IF_ERROR(engine_->FlushPending(sp->seq));
+    RSD_RETURN_IF_ERROR(Restore(s, &from));
   }
-  if (sp->seq >= 0) {
+  if (engine_->Resident(id)) {
     // Pending tokens (the last turn's end) get their K/V first, so the blocks cover them too.
-    if (wants_blocks) RSD_RETURN_IF_ERROR(engine_->FlushPending(sp->seq));
+    if (wants_blocks) RSD_RETURN_IF_ERROR(engine_->FlushPending(id));
     absl::Status st = Spill(id, form);
     if (st.code() == absl::StatusCode::kFailedPrecondition && form == SpillForm::kAuto) {
       st = Spill(id, SpillForm::kTokens);  // the residuals the plan needs were not kept
     }
     RSD_RETURN_IF_ERROR(st);
   }
-  Session& s = *sp;
   SessionState out;
   out.id = id;
   out.attrs = s.attrs;
   out.model_fingerprint = engine_->model_fingerprint();
   out.numerics_fingerprint = engine_->numerics_fingerprint();
   out.block_tokens = engine_->model().block_tokens();
-  out.tokens = s.log;
+  out.tokens = Log(s);
   out.turn_ends = s.turn_ends;
-  const bool blocks = wants_blocks && s.spilled != SpillForm::kTokens && s.spilled_chunks > 0;
+  const bool blocks = wants_blocks && HoldsCheckpoints(s);
   out.form = blocks ? s.spilled : SpillForm::kTokens;
   if (!blocks) return out;
-  out.n_chunks = s.spilled_chunks;
-  for (uint8_t k : s.layer_kv) out.layer_forms += k ? 'k' : 'r';
-  for (int32_t c = 0; c < s.spilled_chunks; ++c) {
-    for (int l = 0; l < engine_->config().n_layers; ++l) {
-      if (!s.layer_kv[l] && l == 0) continue;  // layer 0's residual is the token embedding
+  out.n_chunks = engine_->FullChunks(id);
+  const LayerPlan& plan = engine_->SequenceLayerPlan(id);
+  out.layer_forms = plan.ToString();
+  for (int32_t c = 0; c < out.n_chunks; ++c) {
+    for (int l = 0; l < plan.size(); ++l) {
+      if (!plan.kv(l) && l == 0) continue;  // layer 0's residual is the token embedding
       const BlockKey key{id, static_cast<uint32_t>(l), static_cast<uint32_t>(c)};
-      bool from_cold = false;
-      RSD_ASSIGN_OR_RETURN(std::string value, GetCheckpoint(key, &from_cold));
+      RSD_ASSIGN_OR_RETURN(std::string value, tiers_->Onboard(key));
       out.blocks.push_back({key.layer, key.block, std::move(value)});
     }
   }
   return out;
 }
 
-absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& state) {
+absl::Status SessionManager::CheckImport(const SessionState& state, ImportReport* report,
+                                         LayerPlan* plan, bool* use_blocks) const {
   if (state.version != SessionState::kVersion) {
     return absl::FailedPreconditionError(absl::StrCat("session state version ", state.version,
                                                       " is not ", SessionState::kVersion));
@@ -408,13 +339,11 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
         "session ", state.id.ToHex(), " was built with model ", state.model_fingerprint,
         "; this worker runs ", engine_->model_fingerprint()));
   }
-  if (Session* existing = Find(state.id)) {
-    if (existing->attrs.epoch >= state.attrs.epoch) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "session ", state.id.ToHex(), " is here already at epoch ", existing->attrs.epoch,
-          " (import at epoch ", state.attrs.epoch, ")"));
-    }
-    RSD_RETURN_IF_ERROR(Close(state.id));  // a stale copy from an older ownership
+  auto it = sessions_.find(state.id);
+  if (it != sessions_.end() && it->second.attrs.epoch >= state.attrs.epoch) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session ", state.id.ToHex(), " is here already at epoch ",
+                     it->second.attrs.epoch, " (import at epoch ", state.attrs.epoch, ")"));
   }
   int64_t end = 0;
   for (int64_t e : state.turn_ends) {
@@ -434,65 +363,76 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
                                                      ", outside the vocabulary of ", vocab));
     }
   }
-  ImportReport report;
   const int n_layers = engine_->config().n_layers;
   const int bt = engine_->model().block_tokens();
-  bool use_blocks = state.form != SpillForm::kTokens && state.n_chunks > 0;
-  if (use_blocks && (state.numerics_fingerprint != engine_->numerics_fingerprint() ||
-                     state.block_tokens != bt)) {
-    use_blocks = false;
-    report.note = absl::StrCat("numerics fingerprint ", state.numerics_fingerprint, " / block size ",
-                               state.block_tokens, " differ from this worker's ",
-                               engine_->numerics_fingerprint(), " / ", bt,
-                               ": the session rebuilds from its token log");
+  *plan = engine_->layer_plan();
+  *use_blocks =
+      state.form != SpillForm::kTokens && state.form != SpillForm::kNone && state.n_chunks > 0;
+  if (*use_blocks &&
+      (state.numerics_fingerprint != engine_->numerics_fingerprint() || state.block_tokens != bt)) {
+    *use_blocks = false;
+    report->note = absl::StrCat("numerics fingerprint ", state.numerics_fingerprint,
+                                " / block size ", state.block_tokens, " differ from this worker's ",
+                                engine_->numerics_fingerprint(), " / ", bt,
+                                ": the session rebuilds from its token log");
   }
-  std::vector<uint8_t> layer_kv;
-  if (use_blocks) {
-    if (static_cast<int>(state.layer_forms.size()) != n_layers ||
-        static_cast<int64_t>(state.n_chunks) * bt > static_cast<int64_t>(state.tokens.size())) {
-      return absl::InvalidArgumentError("session state: layer forms or chunk count do not fit the model");
+  if (!*use_blocks) return absl::OkStatus();
+  absl::StatusOr<LayerPlan> forms = LayerPlan::Parse(state.layer_forms, n_layers);
+  if (!forms.ok() ||
+      static_cast<int64_t>(state.n_chunks) * bt > static_cast<int64_t>(state.tokens.size())) {
+    return absl::InvalidArgumentError(
+        "session state: layer forms or chunk count do not fit the model");
+  }
+  *plan = *forms;
+  // Every block present exactly once, checksummed, describing its place.
+  std::map<std::pair<uint32_t, uint32_t>, const SessionState::Block*> seen;
+  for (const SessionState::Block& b : state.blocks) {
+    absl::StatusOr<BlockInfo> info = InspectBlock(b.value);
+    if (!info.ok()) {
+      return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk, ": ",
+                                              info.status().message()));
     }
-    for (char ch : state.layer_forms) layer_kv.push_back(ch == 'k');
-    // Every block present exactly once, checksummed, describing its place.
-    std::map<std::pair<uint32_t, uint32_t>, const SessionState::Block*> seen;
-    for (const SessionState::Block& b : state.blocks) {
-      absl::StatusOr<BlockInfo> info = InspectBlock(b.value);
-      if (!info.ok()) {
-        return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk,
-                                                ": ", info.status().message()));
-      }
-      const CheckpointHeader want = Header(
-          b.layer < layer_kv.size() && layer_kv[b.layer] ? SpillForm::kKv : SpillForm::kResidual,
-          static_cast<int>(b.layer), static_cast<int32_t>(b.chunk));
-      if (!(info->header == want) || !seen.emplace(std::make_pair(b.layer, b.chunk), &b).second) {
-        return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk,
-                                                " does not describe that place (or repeats)"));
-      }
-      report.blocks++;
-      report.payload_bytes += static_cast<int64_t>(info->payload_size);
-      report.framing_bytes += static_cast<int64_t>(b.value.size() - info->payload_size);
+    const bool in_model = b.layer < static_cast<uint32_t>(n_layers);
+    if (!in_model ||
+        !(info->header == engine_->CheckpointHeaderOf(plan->form(static_cast<int>(b.layer)),
+                                                      static_cast<int>(b.layer),
+                                                      static_cast<int32_t>(b.chunk))) ||
+        !seen.emplace(std::make_pair(b.layer, b.chunk), &b).second) {
+      return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk,
+                                              " does not describe that place (or repeats)"));
     }
-    for (int32_t c = 0; c < state.n_chunks; ++c) {
-      for (int l = 0; l < n_layers; ++l) {
-        if (!layer_kv[l] && l == 0) continue;
-        if (!seen.count({static_cast<uint32_t>(l), static_cast<uint32_t>(c)})) {
-          return absl::DataLossError(absl::StrCat("session state lacks the block of layer ", l,
-                                                  " chunk ", c));
-        }
+    report->blocks++;
+    report->payload_bytes += static_cast<int64_t>(info->payload_size);
+    report->framing_bytes += static_cast<int64_t>(b.value.size() - info->payload_size);
+  }
+  for (int32_t c = 0; c < state.n_chunks; ++c) {
+    for (int l = 0; l < n_layers; ++l) {
+      if (!plan->kv(l) && l == 0) continue;
+      if (!seen.count({static_cast<uint32_t>(l), static_cast<uint32_t>(c)})) {
+        return absl::DataLossError(
+            absl::StrCat("session state lacks the block of layer ", l, " chunk ", c));
       }
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& state) {
+  ImportReport report;
+  LayerPlan plan;
+  bool use_blocks = false;
+  RSD_RETURN_IF_ERROR(CheckImport(state, &report, &plan, &use_blocks));
+  // A stale copy from an older ownership goes (only once the new one is known to be sound).
+  if (Find(state.id) != nullptr) RSD_RETURN_IF_ERROR(Close(state.id));
   Session s;
   s.id = state.id;
   s.name = state.id.ToHex();
   s.attrs = state.attrs;
-  s.log = state.tokens;
   s.turn_ends = state.turn_ends;
   s.last_active = MonotonicSeconds();
   s.last_used = ++clock_;
   s.spilled = use_blocks ? state.form : SpillForm::kTokens;
-  s.spilled_chunks = use_blocks ? state.n_chunks : 0;
-  s.layer_kv = layer_kv;
+  bool adopted = false;
   absl::Status st = [&]() -> absl::Status {
     if (cold_) {
       RSD_RETURN_IF_ERROR(cold_->DeleteSession(s.id));
@@ -500,19 +440,26 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
       for (size_t t = 0; t < s.turn_ends.size(); ++t) {
         RSD_RETURN_IF_ERROR(cold_->AppendTokens(
             s.id, static_cast<uint32_t>(t),
-            std::span<const int32_t>(s.log.data() + begin, s.turn_ends[t] - begin)));
+            std::span<const int32_t>(state.tokens.data() + begin, s.turn_ends[t] - begin)));
         begin = s.turn_ends[t];
       }
     }
     if (use_blocks) {
       for (const SessionState::Block& b : state.blocks) {
-        RSD_RETURN_IF_ERROR(PutCheckpoint(BlockKey{s.id, b.layer, b.chunk}, b.value));
+        RSD_RETURN_IF_ERROR(tiers_->Offload(BlockKey{s.id, b.layer, b.chunk}, b.value));
       }
     }
+    RSD_RETURN_IF_ERROR(
+        engine_->AdoptSequence(s.id, state.tokens, use_blocks ? state.n_chunks : 0, plan));
+    adopted = true;
     return SaveMeta(s);
   }();
   if (!st.ok()) {
-    tiers_->EvictSession(s.id).IgnoreError();
+    if (adopted) {
+      engine_->DestroySequence(s.id);  // its checkpoints with it
+    } else {
+      tiers_->EvictSession(s.id).IgnoreError();
+    }
     if (cold_) cold_->DeleteSession(s.id).IgnoreError();
     return st;
   }
@@ -527,41 +474,18 @@ absl::Status SessionManager::DemoteToCold(const SessionId& id) {
 }
 
 absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
-  const bool checkpoints = s.spilled == SpillForm::kResidual || s.spilled == SpillForm::kKv ||
-                           s.spilled == SpillForm::kAuto;
-  if (checkpoints && s.spilled_chunks > 0 &&
-      static_cast<int>(s.layer_kv.size()) == engine_->config().n_layers) {
-    bool from_cold = false;
-    auto load = [&](int32_t chunk, int layer) -> absl::StatusOr<std::vector<float>> {
-      BlockKey key{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)};
-      RSD_ASSIGN_OR_RETURN(std::string value, GetCheckpoint(key, &from_cold));
-      RSD_ASSIGN_OR_RETURN(DecodedBlock block, DecodeBlock(value));
-      const CheckpointHeader want =
-          Header(s.layer_kv[layer] ? SpillForm::kKv : SpillForm::kResidual, layer, chunk);
-      if (!(block.header == want)) {
-        return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
-                                                " does not describe that block"));
-      }
-      std::vector<float> out(block.payload.size() / sizeof(float));
-      std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
-      return out;
-    };
-    restoring_ = &s;
-    absl::StatusOr<int32_t> seq = engine_->ImportSequence(s.log, s.spilled_chunks, s.layer_kv, load);
-    restoring_ = nullptr;
-    if (seq.ok()) {
-      s.seq = *seq;
-      *restored_from = from_cold ? "cold" : "warm";
-      return absl::OkStatus();
-    }
-    if (seq.status().code() == absl::StatusCode::kResourceExhausted) return seq.status();
+  absl::StatusOr<std::string> from = engine_->Restore(s.id);
+  if (!from.ok() && from.status().code() != absl::StatusCode::kResourceExhausted) {
     // A checkpoint that cannot be read is never served: rebuild from the token log instead.
     std::fprintf(stderr, "session %s: %s checkpoints unusable (%s); rebuilding from tokens\n",
-                 s.name.c_str(), SpillFormName(s.spilled), seq.status().ToString().c_str());
+                 s.name.c_str(), SpillFormName(s.spilled), from.status().ToString().c_str());
+    RSD_RETURN_IF_ERROR(engine_->DropState(s.id));
+    s.spilled = SpillForm::kTokens;
+    RSD_RETURN_IF_ERROR(SaveMeta(s));
+    from = engine_->Restore(s.id);
   }
-  s.seq = engine_->CreateSequence();
-  engine_->AppendPending(s.seq, s.log);
-  *restored_from = s.log.empty() ? "new" : "tokens";
+  RSD_RETURN_IF_ERROR(from.status());
+  *restored_from = *from;
   return absl::OkStatus();
 }
 
@@ -572,7 +496,7 @@ absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::
     absl::StatusOr<PendingTurn> turn = BeginTurn(id, user_text, params, /*flush=*/true);
     absl::Status st = turn.status();
     if (turn.ok()) {
-      absl::StatusOr<GenerateResult> g = engine_->Generate(turn->seq, turn->user_tokens, params);
+      absl::StatusOr<GenerateResult> g = engine_->Generate(turn->id, turn->user_tokens, params);
       if (g.ok()) return CommitTurn(*turn, *std::move(g));
       RSD_RETURN_IF_ERROR(AbortTurn(*turn));
       st = g.status();
@@ -600,13 +524,8 @@ absl::Status SessionManager::ResetToTokens(const SessionId& id, const absl::Stat
                "session %s: a checkpoint failed to load (%s); dropping its checkpoints "
                "and rebuilding it from the token log\n",
                s->name.c_str(), why.ToString().c_str());
-  if (s->seq >= 0) {
-    engine_->DestroySequence(s->seq);
-    s->seq = -1;
-  }
-  RSD_RETURN_IF_ERROR(tiers_->EvictSession(id));
+  RSD_RETURN_IF_ERROR(engine_->DropState(id));
   s->spilled = SpillForm::kTokens;
-  s->spilled_chunks = 0;
   return SaveMeta(*s);
 }
 
@@ -621,7 +540,7 @@ absl::Status SessionManager::CheckTurn(const SessionId& id, const std::string& u
                                                    params.max_tokens));
   }
   const int64_t max_context = engine_->model().max_context();
-  const int64_t history = static_cast<int64_t>(s.log.size());
+  const int64_t history = s.committed();
   // No room at all: not even an empty message's template tokens fit (any request would fail).
   const int64_t overhead =
       static_cast<int64_t>(engine_->chat_template().UserTurn("", s.turns() == 0).size());
@@ -653,22 +572,17 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id,
   PendingTurn t;
   t.id = id;
   t.turn = s.turns();
-  t.before = static_cast<int64_t>(s.log.size());
+  t.before = s.committed();
   t.user_tokens = engine_->chat_template().UserTurn(user_text, s.turns() == 0);
   const double t0 = MonotonicSeconds();
-  if (s.seq < 0) {
-    RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
-  } else {
-    t.restored_from = "hot";
-  }
+  RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
   if (flush) {
-    absl::Status st = engine_->FlushPending(s.seq);
+    absl::Status st = engine_->FlushPending(id);
     if (!st.ok()) {
-      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, t.before));
+      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(id, t.before));
       return st;
     }
   }
-  t.seq = s.seq;
   t.restore_seconds = MonotonicSeconds() - t0;
   return t;
 }
@@ -677,8 +591,7 @@ absl::Status SessionManager::AbortTurn(const PendingTurn& turn) {
   Session* s = Find(turn.id);
   if (s == nullptr) return NotFound(turn.id);
   s->last_active = MonotonicSeconds();
-  if (s->seq < 0) return absl::OkStatus();
-  return engine_->TruncateSequence(s->seq, turn.before);
+  return engine_->TruncateSequence(turn.id, turn.before);
 }
 
 absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
@@ -692,25 +605,23 @@ absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
       generated.finish_reason == "eos" && !generated.tokens.empty() &&
       std::find(stops.begin(), stops.end(), generated.tokens.back()) != stops.end();
   const std::vector<int32_t> end = engine_->chat_template().EndOfAssistantTurn(generated_eot);
-  engine_->AppendPending(s.seq, end);
+  engine_->AppendPending(s.id, end);
   TurnResult r;
   r.turn = turn.turn;
   r.restored_from = turn.restored_from;
   r.restore_seconds = turn.restore_seconds;
-  const std::vector<int32_t>& all = engine_->SequenceTokens(s.seq);
+  const std::vector<int32_t>& all = engine_->SequenceTokens(s.id);
   r.turn_tokens.assign(all.begin() + turn.before, all.end());
   if (cold_) {
     absl::Status st = cold_->AppendTokens(s.id, s.turns(), r.turn_tokens);
     if (!st.ok()) {
-      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, turn.before));
+      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.id, turn.before));
       return st;
     }
   }
-  s.log.insert(s.log.end(), r.turn_tokens.begin(), r.turn_tokens.end());
-  s.turn_ends.push_back(static_cast<int64_t>(s.log.size()));
+  s.turn_ends.push_back(static_cast<int64_t>(all.size()));
   s.spilled = SpillForm::kNone;
-  s.spilled_chunks = 0;
-  r.history_tokens = static_cast<int64_t>(s.log.size());
+  r.history_tokens = s.committed();
   RSD_RETURN_IF_ERROR(SaveMeta(s));
   generated.prompt_tokens = static_cast<int64_t>(turn.user_tokens.size());
   r.generation = std::move(generated);
@@ -718,23 +629,19 @@ absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
 }
 
 absl::Status SessionManager::Undo(const SessionId& id) {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("unknown session ", id.ToHex()));
-  Session& s = it->second;
+  Session* sp = Find(id);
+  if (sp == nullptr) return NotFound(id);
+  Session& s = *sp;
   if (s.turns() == 0) {
     return absl::FailedPreconditionError(absl::StrCat("session ", s.name, " has no turn to undo"));
   }
   const int64_t keep = s.turns() >= 2 ? s.turn_ends[s.turns() - 2] : 0;
   if (cold_) RSD_RETURN_IF_ERROR(cold_->TruncateTokenLog(s.id, s.turns() - 1));
-  if (s.seq >= 0) RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.seq, keep));
-  s.log.resize(static_cast<size_t>(keep));
+  // Hot or spilled, the state before `keep` stays (checkpoints of chunks the removed turn reached
+  // go; a partial chunk's tokens become pending).
+  RSD_RETURN_IF_ERROR(engine_->TruncateSequence(id, keep));
   s.turn_ends.pop_back();
-  if (s.seq < 0) {
-    // Spilled checkpoints may cover tokens of the removed turn: restore from the token log.
-    s.spilled = SpillForm::kTokens;
-    s.spilled_chunks = 0;
-    RSD_RETURN_IF_ERROR(tiers_->EvictSession(s.id));
-  }
+  if (s.spilled != SpillForm::kNone && engine_->FullChunks(id) == 0) s.spilled = SpillForm::kTokens;
   return SaveMeta(s);
 }
 
@@ -746,7 +653,7 @@ absl::StatusOr<bool> SessionManager::SpillIdle(const std::vector<SessionId>& bus
     return a.last_used < b.last_used;
   };
   for (auto& [id, s] : sessions_) {
-    if (s.seq < 0 || std::find(busy.begin(), busy.end(), id) != busy.end()) continue;
+    if (!engine_->Resident(id) || std::find(busy.begin(), busy.end(), id) != busy.end()) continue;
     if (victim == nullptr || less_important(s, *victim)) victim = &s;
   }
   if (victim == nullptr) return false;
@@ -768,7 +675,7 @@ std::vector<SessionId> SessionManager::ExpireIdle(const std::vector<SessionId>& 
     const double idle = now - s.last_active;
     if (idle > 2.0 * s.attrs.ttl_seconds) {
       if (Close(id).ok()) deleted.push_back(id);
-    } else if (idle > s.attrs.ttl_seconds && s.seq >= 0) {
+    } else if (idle > s.attrs.ttl_seconds && engine_->Resident(id)) {
       absl::Status st = Spill(id, SpillForm::kAuto);
       if (st.code() == absl::StatusCode::kFailedPrecondition) st = Spill(id, SpillForm::kTokens);
       if (st.ok() && cold_) st = DemoteToCold(id);

@@ -96,10 +96,10 @@ struct ImportReport {
   int64_t blocks = 0, payload_bytes = 0, framing_bytes = 0;
 };
 
-// A turn between BeginTurn and CommitTurn / AbortTurn: the session is resident in `seq`.
+// A turn between BeginTurn and CommitTurn / AbortTurn: the session's engine sequence (keyed by its
+// id) is resident.
 struct PendingTurn {
   SessionId id;
-  int32_t seq = -1;
   uint32_t turn = 0;                 // 0-based index of this turn
   int64_t before = 0;                // the log's size before the turn (rollback point)
   std::vector<int32_t> user_tokens;  // the user message through the chat template
@@ -107,7 +107,7 @@ struct PendingTurn {
   double restore_seconds = 0;
 };
 
-class SessionManager : private CheckpointStore {
+class SessionManager {
  public:
   // Opens the cold tier in options.data_dir (if any) and finds the sessions stored there.
   // FAILED_PRECONDITION / PERMISSION_DENIED naming the path for an unusable data dir.
@@ -201,18 +201,17 @@ class SessionManager : private CheckpointStore {
   absl::StatusOr<StoredBytes> Stored(const SessionId& id);
 
  private:
+  // What the manager keeps of a session besides its state, which the engine owns (its tokens,
+  // hot blocks and checkpoints: the engine sequence with the session's id).
   struct Session {
     SessionId id;
     std::string name;
-    std::vector<int32_t> log;  // the committed token log
-    std::vector<int64_t> turn_ends;  // log size after each committed turn
+    std::vector<int64_t> turn_ends;  // the token log's size after each committed turn
     uint32_t turns() const { return static_cast<uint32_t>(turn_ends.size()); }
-    int32_t seq = -1;          // engine sequence while resident
-    SpillForm spilled = SpillForm::kNone;
-    int32_t spilled_chunks = 0;
-    std::vector<uint8_t> layer_kv;  // per layer form of the spilled checkpoints (1 = kv)
-    uint64_t last_used = 0;         // for choosing whom to spill when the pool is full
-    double last_active = 0;         // steady-clock seconds (TTL)
+    int64_t committed() const { return turn_ends.empty() ? 0 : turn_ends.back(); }
+    SpillForm spilled = SpillForm::kNone;  // how it last left the pool (kNone: resident)
+    uint64_t last_used = 0;                // for choosing whom to spill when the pool is full
+    double last_active = 0;                // steady-clock seconds (TTL)
     SessionAttrs attrs;
   };
   SessionManager(Engine* engine, SessionManagerOptions options)
@@ -222,17 +221,14 @@ class SessionManager : private CheckpointStore {
   absl::Status Restore(Session& s, std::string* restored_from);
   Session* Find(const SessionId& id);
   absl::Status NotFound(const SessionId& id) const;
-  // CheckpointStore: a resident session's full checkpoint chunks live in the warm tier (LRU,
-  // overflowing to RocksDB) under the same keys a spill uses, so host memory stays within the
-  // warm budget however long the session grows.
-  absl::Status Put(int32_t seq, int32_t chunk, int layer, bool kv,
-                   std::span<const float> data) override;
-  absl::StatusOr<std::vector<float>> Get(int32_t seq, int32_t chunk, int layer, bool kv) override;
-  absl::Status Truncate(int32_t seq, int32_t from_chunk) override;
-  Session* BySeq(int32_t seq);
-  absl::Status PutCheckpoint(const BlockKey& key, std::string value);
-  absl::StatusOr<std::string> GetCheckpoint(const BlockKey& key, bool* from_cold);
-  CheckpointHeader Header(SpillForm form, int layer, int32_t chunk) const;
+  // The committed token log (the engine's tokens up to the last committed turn's end).
+  std::vector<int32_t> Log(const Session& s) const;
+  // Whether the session is spilled as checkpoints covering at least one chunk.
+  bool HoldsCheckpoints(const Session& s) const;
+  // Validates an imported state (version, fingerprints, epoch, log, blocks); says whether its
+  // blocks are usable here and, if so, their per-layer forms.
+  absl::Status CheckImport(const SessionState& state, ImportReport* report, LayerPlan* plan,
+                           bool* use_blocks) const;
 
   Engine* engine_;
   SessionManagerOptions options_;
@@ -255,7 +251,6 @@ class SessionManager : private CheckpointStore {
   WarmTier* warm_ = nullptr;  // tiers_'s top
   std::map<SessionId, Session> sessions_;
   uint64_t clock_ = 0;
-  Session* restoring_ = nullptr;  // the session whose sequence ImportSequence is building
 };
 
 }  // namespace rsd

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/transfer_staging.h"
+#include "storage/common/state_form.h"
 #include "worker/model/model_config.h"
 #include "worker/model/model_file.h"
 
@@ -25,8 +26,7 @@ struct TransformerOptions {
 // The state of one evicted chunk (block) for one layer, from which the forward rebuilds its K/V
 // exactly (DESIGN.md sections 1, 4). The loader fills exactly one kind.
 struct ChunkState {
-  enum class Kind { kKv, kResidual, kTokens };
-  Kind kind = Kind::kResidual;
+  StateForm form = StateForm::kResidual;
   std::vector<float> k, v;      // kKv: [n, kv_dim] each, the bytes the pool held
   std::vector<float> h;         // kResidual: [n, d_model], the residual entering the layer
   std::vector<int32_t> tokens;  // kTokens: layer 0 only (its input is the token embedding)

@@ -399,7 +399,7 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
     RSD_RETURN_IF_ERROR(
         b.Fill(pool.K(scratch, layer), 0xFF, static_cast<size_t>(2) * bt * kvd * sizeof(float)));
   }
-  if (cs.kind == ChunkState::Kind::kKv) {
+  if (cs.form == StateForm::kKv) {
     if (cs.k.size() != static_cast<size_t>(bt) * kvd || cs.v.size() != cs.k.size()) {
       return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,
                                               " has ", cs.k.size(), " values, expected ", bt * kvd));
@@ -417,7 +417,7 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
   }
   Tensor x = w.rb_x.Rows(0, bt), xn = w.rb_xn.Rows(0, bt), k = w.rb_k.Rows(0, bt),
          v = w.rb_v.Rows(0, bt);
-  if (cs.kind == ChunkState::Kind::kTokens) {
+  if (cs.form == StateForm::kTokens) {
     if (layer != 0 || cs.tokens.size() != static_cast<size_t>(bt)) {
       return absl::DataLossError(absl::StrCat("token checkpoint of chunk ", chunk,
                                               " cannot rebuild layer ", layer));

@@ -41,7 +41,7 @@ WorkerService::WorkerService(Engine* engine, SessionManager* sessions, Scheduler
 void WorkerService::MeasureRates() {
   scheduler_->RunSync([&] {
     // Re-prefill from tokens: one 64-token prompt through the model.
-    const int32_t seq = engine_->CreateSequence();
+    const SessionId seq = engine_->CreateSequence();
     std::vector<int32_t> toks(64, engine_->tokenizer().spec().bos_id >= 0
                                       ? engine_->tokenizer().spec().bos_id
                                       : 0);
