@@ -15,14 +15,6 @@
 namespace rsd::router {
 namespace {
 
-uint64_t RandomSeed() {
-  // 64 bits from the CSPRNG behind session ids.
-  const SessionId r = SessionId::Random();
-  uint64_t seed = 0;
-  std::memcpy(&seed, r.bytes().data(), sizeof(seed));
-  return seed;
-}
-
 absl::Status Replay(const TurnRecord& t, const v1::TurnRequest& req, const SessionRecord& rec,
                     grpc::ServerWriter<v1::ChatEvent>* writer) {
   if (t.message != req.message()) {

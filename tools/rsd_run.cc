@@ -23,6 +23,7 @@
 #include "storage/common/flags.h"
 #include "storage/common/status.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/scheduler.h"
 #include "worker/engine/session_manager.h"
 
 ABSL_FLAG(std::string, model, "", "model: GGUF file or Hugging Face folder");
@@ -165,6 +166,37 @@ absl::Status Tokenize() {
   return absl::OkStatus();
 }
 
+// The sampling and length flags (generate and chat share them).
+GenerateParams ParamsFromFlags() {
+  GenerateParams p;
+  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  p.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  p.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  p.sampling.seed = absl::GetFlag(FLAGS_seed);
+  p.stop = absl::GetFlag(FLAGS_stop);
+  return p;
+}
+
+// One turn of a chat script through the scheduler, on this thread, as a worker runs it; a turn's
+// seed is the script's seed plus its index.
+absl::StatusOr<TurnResult> ScriptTurn(Scheduler& scheduler, const SessionId& id,
+                                      const std::string& text, const GenerateParams& p,
+                                      size_t index) {
+  TurnSpec spec;
+  spec.id = id;
+  spec.user_text = text;
+  spec.params = p;
+  spec.params.sampling.seed = p.sampling.seed + index;
+  return scheduler.RunTurn(std::move(spec));
+}
+
+SchedulerOptions CallerDriven() {
+  SchedulerOptions o;
+  o.own_thread = false;
+  return o;
+}
+
 absl::Status Generate() {
   RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(absl::GetFlag(FLAGS_threads)));
   const std::string prompt = absl::GetFlag(FLAGS_prompt), message = absl::GetFlag(FLAGS_message);
@@ -174,13 +206,7 @@ absl::Status Generate() {
   std::vector<int32_t> ids = !message.empty()
                                  ? engine->chat_template().UserTurn(message, /*first_turn=*/true)
                                  : engine->EncodePrompt(prompt);
-  GenerateParams p;
-  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  p.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-  p.sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
-  p.sampling.seed = absl::GetFlag(FLAGS_seed);
-  p.stop = absl::GetFlag(FLAGS_stop);
+  GenerateParams p = ParamsFromFlags();
   SessionId seq = engine->CreateSequence();
   RSD_ASSIGN_OR_RETURN(GenerateResult r, engine->Generate(seq, ids, p));
   json j;
@@ -253,11 +279,10 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> UnboundedReference(
   RSD_ASSIGN_OR_RETURN(auto engine, Engine::Create(o));
   RSD_ASSIGN_OR_RETURN(auto sessions, SessionManager::Create(engine.get(), {}));
   RSD_ASSIGN_OR_RETURN(SessionId id, sessions->OpenOrCreate("reference"));
+  Scheduler scheduler(engine.get(), sessions.get(), CallerDriven());
   std::vector<std::vector<int32_t>> out;
   for (size_t t = 0; t < turns.size(); ++t) {
-    GenerateParams pt = p;
-    pt.sampling.seed = p.sampling.seed + t;
-    RSD_ASSIGN_OR_RETURN(TurnResult r, sessions->Chat(id, turns[t], pt));
+    RSD_ASSIGN_OR_RETURN(TurnResult r, ScriptTurn(scheduler, id, turns[t], p, t));
     out.push_back(r.generation.tokens);
   }
   return out;
@@ -290,22 +315,15 @@ absl::Status Chat() {
   so.warm_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_warm_budget_bytes));
   RSD_ASSIGN_OR_RETURN(auto sessions, SessionManager::Create(engine.get(), so));
   RSD_ASSIGN_OR_RETURN(SessionId id, sessions->OpenOrCreate(absl::GetFlag(FLAGS_session)));
-  GenerateParams p;
-  p.max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  p.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-  p.sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  p.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
-  p.sampling.seed = absl::GetFlag(FLAGS_seed);
-  p.stop = absl::GetFlag(FLAGS_stop);
+  GenerateParams p = ParamsFromFlags();
   std::vector<std::vector<int32_t>> reference;
   if (absl::GetFlag(FLAGS_compare_unbounded)) {
     RSD_ASSIGN_OR_RETURN(reference, UnboundedReference(turns, p));
   }
   const size_t block_bytes = engine->pool().block_bytes();
+  Scheduler scheduler(engine.get(), sessions.get(), CallerDriven());
   for (size_t t = 0; t < turns.size(); ++t) {
-    GenerateParams pt = p;
-    pt.sampling.seed = p.sampling.seed + t;  // a turn's seed: the script's seed + turn index
-    RSD_ASSIGN_OR_RETURN(TurnResult r, sessions->Chat(id, turns[t], pt));
+    RSD_ASSIGN_OR_RETURN(TurnResult r, ScriptTurn(scheduler, id, turns[t], p, t));
     RSD_ASSIGN_OR_RETURN(SessionInfo info, sessions->Describe(id));
     json j;
     j["session"] = id.ToHex();

@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <cerrno>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,13 @@ absl::StatusOr<SessionId> ParseSessionId(std::string_view hex) {
     bytes[i / 2] = static_cast<uint8_t>(bytes[i / 2] << 4 | v);
   }
   return SessionId(bytes);
+}
+
+uint64_t RandomSeed() {
+  const SessionId r = SessionId::Random();
+  uint64_t seed = 0;
+  std::memcpy(&seed, r.bytes().data(), sizeof(seed));
+  return seed;
 }
 
 }  // namespace rsd

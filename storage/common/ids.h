@@ -59,4 +59,8 @@ class SessionId {
 // (clipped) and what is wrong with it.
 absl::StatusOr<SessionId> ParseSessionId(std::string_view hex);
 
+// 64 random bits from the same source as SessionId::Random: a sampling seed for a request that
+// named none.
+uint64_t RandomSeed();
+
 }  // namespace rsd

@@ -15,6 +15,7 @@
 #include "storage/common/status.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {
@@ -272,7 +273,7 @@ TEST(CudaEngine, SessionSpillsToWarmAndRocksDbAndComesBackExactly) {
         p.sampling.top_k = 30;
         p.sampling.seed = 500 + t;
       }
-      auto r = (*m)->Chat(*id, script[t], p);
+      auto r = testing::RunTurn(**m, *id, script[t], p);
       EXPECT_TRUE(r.ok()) << r.status();
       if (!r.ok()) break;
       out.emplace_back(r->generation.tokens, r->generation.logit_hashes);

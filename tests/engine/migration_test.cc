@@ -12,6 +12,7 @@
 #include "storage/common/status.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {
@@ -63,7 +64,7 @@ struct TurnOut {
 };
 
 TurnOut RunTurn(SessionManager& m, const SessionId& id, size_t t) {
-  auto r = m.Chat(id, kScript[t], ParamsForTurn(t));
+  auto r = testing::RunTurn(m, id, kScript[t], ParamsForTurn(t));
   EXPECT_TRUE(r.ok()) << r.status();
   if (!r.ok()) return {};
   return {r->generation.tokens, r->generation.logit_hashes};
@@ -209,7 +210,7 @@ TEST_F(Migration, AnotherNumericsFingerprintRebuildsFromTokensAndSaysSo) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->form, SpillForm::kTokens);
   EXPECT_THAT(report->note, HasSubstr("token log"));
-  auto r = target.sessions->Chat(id, kScript[3], ParamsForTurn(3));
+  auto r = testing::RunTurn(*target.sessions, id, kScript[3], ParamsForTurn(3));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->restored_from, "tokens");
 }

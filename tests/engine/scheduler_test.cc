@@ -18,6 +18,7 @@
 #include "storage/common/status.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/turn_decoder.h"
 #include "worker/model/unicode.h"
 
@@ -123,16 +124,16 @@ class SchedulerTest : public ::testing::Test {
     testing::SyntheticModel model(entry->options);
     model_ = testing::MakeTempDir("rsd-sched") + "/gqa.gguf";
     ASSERT_TRUE(model.WriteGguf(model_).ok());
-    // Each session alone, one turn after another, through SessionManager::Chat.
+    // Each session alone, one turn after another, on an engine of its own.
     for (int s = 0; s < kSessions; ++s) {
-      auto engine = MakeEngine(0);
-      auto sessions = SessionManager::Create(engine.get(), {});
-      ASSERT_TRUE(sessions.ok());
-      auto id = (*sessions)->OpenOrCreate("alone");
+      testing::TestWorker alone(EngineOptionsFor(0), {});
+      const absl::Status started = alone.Start();
+      ASSERT_TRUE(started.ok()) << started;
+      auto id = alone.sessions().OpenOrCreate("alone");
       ASSERT_TRUE(id.ok());
       std::vector<Outcome> turns;
       for (int t = 0; t < kTurns; ++t) {
-        auto r = (*sessions)->Chat(*id, Message(s, t), Params(s, t));
+        auto r = alone.Chat(*id, Message(s, t), Params(s, t));
         ASSERT_TRUE(r.ok()) << r.status();
         turns.push_back(Outcome{absl::OkStatus(), r->generation.tokens,
                                 r->generation.logit_hashes, r->generation.text});
@@ -141,7 +142,7 @@ class SchedulerTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<Engine> MakeEngine(size_t pool_bytes) {
+  EngineOptions EngineOptionsFor(size_t pool_bytes) const {
     EngineOptions o;
     o.model_path = model_;
     o.block_tokens = 4;
@@ -149,7 +150,11 @@ class SchedulerTest : public ::testing::Test {
     o.keep_residuals = true;
     o.poison_freed_blocks = true;
     o.threads = 2;
-    auto e = Engine::Create(o);
+    return o;
+  }
+
+  std::unique_ptr<Engine> MakeEngine(size_t pool_bytes) {
+    auto e = Engine::Create(EngineOptionsFor(pool_bytes));
     RSD_CHECK(e.ok());
     return std::move(e).value();
   }
@@ -543,10 +548,10 @@ TEST_F(SchedulerTest, IdleSessionsPastTheirTtlSpillToColdThenGo) {
 }
 
 TEST_F(SchedulerTest, PinnedAndHighPrioritySessionsAreSpilledLast) {
-  auto engine = MakeEngine(0);
-  auto sessions = SessionManager::Create(engine.get(), {});
-  ASSERT_TRUE(sessions.ok());
-  SessionManager& m = **sessions;
+  testing::TestWorker w(EngineOptionsFor(0), {});
+  const absl::Status started = w.Start();
+  ASSERT_TRUE(started.ok()) << started;
+  SessionManager& m = w.sessions();
   std::vector<SessionId> ids(3);
   SessionAttrs pinned, high, plain;
   pinned.pin = true;
@@ -558,7 +563,7 @@ TEST_F(SchedulerTest, PinnedAndHighPrioritySessionsAreSpilledLast) {
   }
   // Used in the order plain, pinned, high: plain is the least recently used, yet the order of
   // spilling is by pin, then priority, then recency.
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(m.Chat(ids[i], "hi", Params(0, 0)).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(w.Chat(ids[i], "hi", Params(0, 0)).ok());
   ASSERT_TRUE(*m.SpillIdle({}));
   EXPECT_FALSE(m.Describe(ids[0])->resident);
   EXPECT_TRUE(m.Describe(ids[1])->resident);

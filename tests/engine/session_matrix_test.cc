@@ -11,6 +11,7 @@
 #include "storage/common/status.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {
@@ -71,7 +72,7 @@ Outcome RunMatrixCase(const std::string& model, int budget, const std::string& f
       p.sampling.temperature = 0.9f;
       p.sampling.seed = 500 + t;
     }
-    auto r = sessions->Chat(*id, script[t], p);
+    auto r = testing::RunTurn(*sessions, *id, script[t], p);
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return out;
     out.tokens.push_back(r->generation.tokens);

@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "storage/common/status.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {
@@ -50,7 +51,7 @@ std::vector<std::vector<uint64_t>> RunTurns(const std::string& model, int budget
       p.sampling.temperature = 0.7f;
       p.sampling.seed = 77 + t;
     }
-    auto r = sessions->Chat(*id, kTurns[t], p);
+    auto r = testing::RunTurn(*sessions, *id, kTurns[t], p);
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) break;
     hashes.push_back(r->generation.logit_hashes);

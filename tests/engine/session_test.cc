@@ -10,6 +10,7 @@
 #include "storage/common/status.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {
@@ -30,12 +31,12 @@ struct Harness {
   std::string engine_form = "residual";
   std::string layer_forms;
   size_t warm_budget_bytes = SessionManagerOptions{}.warm_budget_bytes;
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<SessionManager> sessions;
+  std::unique_ptr<testing::TestWorker> worker;
+  Engine* engine = nullptr;
+  SessionManager* sessions = nullptr;
 
   void Start() {
-    sessions.reset();
-    engine.reset();
+    Stop();
     EngineOptions o;
     o.model_path = model;
     o.block_tokens = 4;
@@ -44,15 +45,24 @@ struct Harness {
     o.layer_forms = layer_forms;
     o.keep_residuals = true;
     o.poison_freed_blocks = true;
-    auto e = Engine::Create(o);
-    RSD_CHECK(e.ok());
-    engine = std::move(e).value();
     SessionManagerOptions so;
     so.data_dir = dir;
     so.warm_budget_bytes = warm_budget_bytes;
-    auto m = SessionManager::Create(engine.get(), so);
-    EXPECT_TRUE(m.ok()) << m.status();
-    sessions = std::move(m).value();
+    worker = std::make_unique<testing::TestWorker>(o, so);
+    const absl::Status st = worker->Start();
+    ASSERT_TRUE(st.ok()) << st;
+    engine = &worker->engine();
+    sessions = &worker->sessions();
+  }
+  void Stop() {
+    worker.reset();
+    engine = nullptr;
+    sessions = nullptr;
+  }
+  // A turn through the scheduler, as a worker runs it.
+  absl::StatusOr<TurnResult> Chat(const SessionId& id, const std::string& text,
+                                  const GenerateParams& p) {
+    return worker->Chat(id, text, p);
   }
 };
 
@@ -75,7 +85,7 @@ std::vector<Turn> RunScript(Harness& h, SpillForm form, const std::string& where
   auto id = h.sessions->OpenOrCreate("s");
   EXPECT_TRUE(id.ok());
   for (size_t t = 0; t < kScript.size(); ++t) {
-    auto r = h.sessions->Chat(*id, kScript[t], ParamsForTurn(t));
+    auto r = h.Chat(*id, kScript[t], ParamsForTurn(t));
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return out;
     out.push_back(Turn{r->generation.tokens, r->generation.logit_hashes, r->restored_from});
@@ -160,7 +170,7 @@ TEST_F(Sessions, StoredPayloadPerTokenEqualsTheByteTable) {
     h.Start();
     auto id = h.sessions->OpenOrCreate("bytes");
     ASSERT_TRUE(id.ok());
-    for (size_t t = 0; t < 3; ++t) ASSERT_TRUE(h.sessions->Chat(*id, kScript[t], ParamsForTurn(t)).ok());
+    for (size_t t = 0; t < 3; ++t) ASSERT_TRUE(h.Chat(*id, kScript[t], ParamsForTurn(t)).ok());
     ASSERT_TRUE(h.sessions->Spill(*id, form).ok());
     auto stored = h.sessions->Stored(*id);
     ASSERT_TRUE(stored.ok()) << stored.status();
@@ -190,12 +200,12 @@ TEST_F(Sessions, CorruptOrLostCheckpointsFallBackToTheTokenLogExactly) {
     h.Start();
     auto id = h.sessions->OpenOrCreate("f");
     ASSERT_TRUE(id.ok());
-    for (size_t t = 0; t < 3; ++t) ASSERT_TRUE(h.sessions->Chat(*id, kScript[t], ParamsForTurn(t)).ok());
+    for (size_t t = 0; t < 3; ++t) ASSERT_TRUE(h.Chat(*id, kScript[t], ParamsForTurn(t)).ok());
     ASSERT_TRUE(h.sessions->Spill(*id, SpillForm::kResidual).ok());
     if (corrupt) {
       ASSERT_TRUE(h.sessions->DemoteToCold(*id).ok());
     }
-    h.sessions.reset();
+    h.Stop();
     if (corrupt) {
       auto cold = ColdStore::Open(h.dir);
       ASSERT_TRUE(cold.ok()) << cold.status();
@@ -210,7 +220,7 @@ TEST_F(Sessions, CorruptOrLostCheckpointsFallBackToTheTokenLogExactly) {
     auto again = h.sessions->OpenOrCreate("f");
     ASSERT_TRUE(again.ok());
     for (size_t t = 3; t < kScript.size(); ++t) {
-      auto r = h.sessions->Chat(*again, kScript[t], ParamsForTurn(t));
+      auto r = h.Chat(*again, kScript[t], ParamsForTurn(t));
       ASSERT_TRUE(r.ok()) << r.status();
       if (t == 3) {
         EXPECT_EQ(r->restored_from, "tokens");
@@ -236,7 +246,7 @@ TEST_F(Sessions, ACheckpointCorruptedMidSessionRebuildsFromTheTokenLogExactly) {
   h.warm_budget_bytes = 1024;
   h.Start();
   ASSERT_NE(h.sessions, nullptr);
-  SessionManager* m = h.sessions.get();
+  SessionManager* m = h.sessions;
   auto id = m->OpenOrCreate("c");
   ASSERT_TRUE(id.ok());
   for (size_t t = 0; t < kScript.size(); ++t) {
@@ -254,7 +264,7 @@ TEST_F(Sessions, ACheckpointCorruptedMidSessionRebuildsFromTheTokenLogExactly) {
       value[value.size() / 2] ^= 0x01;
       ASSERT_TRUE(cold->PutBlock(key, value).ok());
     }
-    auto r = m->Chat(*id, kScript[t], ParamsForTurn(t));
+    auto r = h.Chat(*id, kScript[t], ParamsForTurn(t));
     ASSERT_TRUE(r.ok()) << "turn " << t << ": " << r.status();
     EXPECT_EQ(r->generation.tokens, ref[t].tokens) << "turn " << t;
     EXPECT_EQ(r->generation.logit_hashes, ref[t].hashes) << "turn " << t;
@@ -271,18 +281,19 @@ TEST_F(Sessions, IdleSessionsSpillWhenThePoolIsFull) {
     o.block_tokens = 4;
     o.kv_budget_bytes = pool_bytes;
     o.keep_residuals = true;
-    auto e = Engine::Create(o);
-    RSD_CHECK(e.ok());
     SessionManagerOptions so;
     so.data_dir = testing::MakeTempDir("rsd-sessions-admission");
-    auto m = SessionManager::Create(e->get(), so);
-    RSD_CHECK(m.ok());
+    testing::TestWorker w(o, so);
+    std::vector<std::vector<int32_t>> out;
+    const absl::Status started = w.Start();
+    EXPECT_TRUE(started.ok()) << started;
+    if (!started.ok()) return out;
     std::vector<SessionId> ids;
-    for (const char* n : {"a", "b", "c"}) ids.push_back(*(*m)->OpenOrCreate(n));
-    std::vector<std::vector<int32_t>> out(ids.size());
+    for (const char* n : {"a", "b", "c"}) ids.push_back(*w.sessions().OpenOrCreate(n));
+    out.resize(ids.size());
     for (size_t t = 0; t < kScript.size(); ++t) {
       for (size_t i = 0; i < ids.size(); ++i) {
-        auto r = (*m)->Chat(ids[i], kScript[(t + i) % kScript.size()], ParamsForTurn(t));
+        auto r = w.Chat(ids[i], kScript[(t + i) % kScript.size()], ParamsForTurn(t));
         EXPECT_TRUE(r.ok()) << r.status();
         if (!r.ok()) return out;
         if (r->restored_from != "hot" && r->restored_from != "new") ++*spills_seen;
@@ -310,7 +321,7 @@ TEST_F(Sessions, UndoRegeneratesExactlyAndAFullSessionIsRefused) {
     ASSERT_TRUE(id.ok());
     std::vector<std::vector<int32_t>> first;
     for (size_t t = 0; t < 3; ++t) {
-      auto r = h.sessions->Chat(*id, kScript[t], ParamsForTurn(t));
+      auto r = h.Chat(*id, kScript[t], ParamsForTurn(t));
       ASSERT_TRUE(r.ok());
       first.push_back(r->generation.tokens);
     }
@@ -323,7 +334,7 @@ TEST_F(Sessions, UndoRegeneratesExactlyAndAFullSessionIsRefused) {
     auto info = h.sessions->Describe(*id);
     ASSERT_TRUE(info.ok());
     EXPECT_EQ(info->turns, 2u);
-    auto again = h.sessions->Chat(*id, kScript[2], ParamsForTurn(2));
+    auto again = h.Chat(*id, kScript[2], ParamsForTurn(2));
     ASSERT_TRUE(again.ok()) << again.status();
     EXPECT_EQ(again->generation.tokens, first[2]);
   }
@@ -337,21 +348,21 @@ TEST_F(Sessions, UndoRegeneratesExactlyAndAFullSessionIsRefused) {
   // numbers; once nothing fits at all, FAILED_PRECONDITION.
   GenerateParams big;
   big.max_tokens = 300;
-  EXPECT_THAT(h.sessions->Chat(*id, "hi", big),
+  EXPECT_THAT(h.Chat(*id, "hi", big),
               testing::StatusIs(absl::StatusCode::kInvalidArgument,
                                 ::testing::HasSubstr("exceeds the context length 256")));
   GenerateParams fill;
   fill.max_tokens = 200;
   fill.stop_at_eos = false;
-  auto r = h.sessions->Chat(*id, "hi", fill);
+  auto r = h.Chat(*id, "hi", fill);
   ASSERT_TRUE(r.ok()) << r.status();
   GenerateParams none;
   none.max_tokens = 0;  // appends the message, generates nothing
-  EXPECT_THAT(h.sessions->Chat(*id, std::string(40, 'x'), none),
+  EXPECT_THAT(h.Chat(*id, std::string(40, 'x'), none),
               testing::StatusIs(absl::StatusCode::kInvalidArgument,
                                 ::testing::HasSubstr("exceeds the context length")));
   absl::Status last = absl::OkStatus();
-  for (int i = 0; i < 20 && last.ok(); ++i) last = h.sessions->Chat(*id, "", none).status();
+  for (int i = 0; i < 20 && last.ok(); ++i) last = h.Chat(*id, "", none).status();
   EXPECT_THAT(last, testing::StatusIs(absl::StatusCode::kFailedPrecondition,
                                       ::testing::HasSubstr("no room left")));
 }

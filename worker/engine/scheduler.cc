@@ -71,7 +71,7 @@ struct Scheduler::Running {
 Scheduler::Scheduler(Engine* engine, SessionManager* sessions, SchedulerOptions options)
     : engine_(engine), sessions_(sessions), options_(options) {
   last_progress_ = MonotonicSeconds();
-  thread_ = std::thread([this] { Loop(); });
+  if (options_.own_thread) thread_ = std::thread([this] { Loop(); });
 }
 
 Scheduler::~Scheduler() {
@@ -80,10 +80,18 @@ Scheduler::~Scheduler() {
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    Shutdown();
+  }
 }
 
 absl::StatusOr<std::shared_ptr<TurnStream>> Scheduler::Submit(TurnSpec spec) {
+  if (spec.draw_seed) {
+    spec.params.sampling.seed = RandomSeed();
+    spec.draw_seed = false;
+  }
   auto stream = std::make_shared<TurnStream>(static_cast<size_t>(options_.stream_buffer));
   stream->on_read_ = [this] { cv_.notify_all(); };
   stream->step_clock_ = [this] { return step_count_.load(); };
@@ -107,6 +115,10 @@ absl::StatusOr<std::shared_ptr<TurnStream>> Scheduler::Submit(TurnSpec spec) {
 }
 
 void Scheduler::RunSync(const std::function<void()>& fn) {
+  if (!options_.own_thread) {
+    fn();  // the caller is the compute thread
+    return;
+  }
   std::mutex done_mu;
   std::condition_variable done_cv;
   bool done = false;
@@ -207,6 +219,7 @@ void Scheduler::Finish(Running& r) {
   TurnEvent ev;
   ev.kind = TurnEvent::Kind::kDone;
   ev.result = *std::move(committed);
+  ev.result.seed = r.q.spec.params.sampling.seed;
   ev.queue_seconds = r.admitted - r.q.submitted;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -492,37 +505,47 @@ void Scheduler::Advance(const std::vector<Running*>& owners, const absl::Status&
   }
 }
 
+bool Scheduler::Iterate() {
+  RunTasks();
+  bool progressed = Admit();
+  progressed = StepOnce() || progressed;
+  const double now = MonotonicSeconds();
+  if (now - last_housekeeping_ > options_.housekeeping_seconds) {
+    last_housekeeping_ = now;
+    sessions_->ExpireIdle(Busy());
+  }
+  const int32_t used = engine_->pool().used();
+  const int32_t n_sessions = static_cast<int32_t>(sessions_->session_count());
+  const size_t device_used = engine_->backend().device_info().memory_used;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.running = static_cast<int32_t>(running_.size());
+  stats_.hot_blocks_used = used;
+  stats_.device_memory_used = static_cast<int64_t>(device_used);
+  stats_.sessions = n_sessions;
+  has_work_ = !running_.empty() || !queue_.empty();
+  if (!has_work_) last_progress_ = now;
+  return progressed;
+}
+
 void Scheduler::Loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (stop_) break;
     }
-    RunTasks();
-    bool progressed = Admit();
-    progressed = StepOnce() || progressed;
-    const double now = MonotonicSeconds();
-    if (now - last_housekeeping_ > options_.housekeeping_seconds) {
-      last_housekeeping_ = now;
-      sessions_->ExpireIdle(Busy());
-    }
-    const int32_t used = engine_->pool().used();
-    const int32_t n_sessions = static_cast<int32_t>(sessions_->session_count());
-    const size_t device_used = engine_->backend().device_info().memory_used;
+    const bool progressed = Iterate();
     std::unique_lock<std::mutex> lock(mu_);
-    stats_.running = static_cast<int32_t>(running_.size());
-    stats_.hot_blocks_used = used;
-    stats_.device_memory_used = static_cast<int64_t>(device_used);
-    stats_.sessions = n_sessions;
-    has_work_ = !running_.empty() || !queue_.empty();
-    if (!has_work_) last_progress_ = now;
     if (stop_) break;
     if (!progressed && tasks_.empty()) {
       // Idle, or every running turn is paused on its client: sleep until something changes.
       cv_.wait_for(lock, std::chrono::milliseconds(running_.empty() ? 200 : 5));
     }
   }
-  // Shutdown: nothing half-done stays in the log.
+  Shutdown();
+}
+
+void Scheduler::Shutdown() {
+  // Nothing half-done stays in the log.
   RunTasks();
   for (auto& r : running_) Fail(*r, absl::CancelledError("the worker is shutting down"));
   running_.clear();
@@ -534,6 +557,41 @@ void Scheduler::Loop() {
     q.stream->Push(std::move(ev));
   }
   queue_.clear();
+}
+
+bool Scheduler::Pump() {
+  RSD_CHECK(!options_.own_thread);
+  return Iterate();
+}
+
+absl::StatusOr<TurnResult> Scheduler::RunTurn(
+    TurnSpec spec, const std::function<void(const TurnEvent&)>& on_delta) {
+  RSD_ASSIGN_OR_RETURN(std::shared_ptr<TurnStream> stream, Submit(std::move(spec)));
+  for (;;) {
+    TurnEvent ev;
+    if (options_.own_thread) {
+      if (!stream->Next(&ev, 1.0)) continue;
+    } else if (!stream->Next(&ev, 0)) {
+      const bool progressed = Iterate();
+      if (!stream->Next(&ev, 0)) {
+        if (progressed) continue;
+        // Nothing ran and nothing can: the turn waits for room no running turn will free.
+        stream->Cancel();
+        Iterate();  // drops it from the queue
+        return absl::ResourceExhaustedError(
+            "the turn cannot be admitted: the hot pool has no room and nothing can be spilled");
+      }
+    }
+    switch (ev.kind) {
+      case TurnEvent::Kind::kDelta:
+        if (on_delta) on_delta(ev);
+        continue;
+      case TurnEvent::Kind::kDone:
+        return std::move(ev.result);
+      case TurnEvent::Kind::kError:
+        return ev.status;
+    }
+  }
 }
 
 }  // namespace rsd

@@ -35,6 +35,10 @@ struct SchedulerOptions {
   // How often idle sessions are checked against their TTL (spilled past it, deleted past twice
   // it). A session is seen in its spilled window [TTL, 2 TTL) when this is well under the TTL.
   double housekeeping_seconds = 1.0;
+  // Whether the scheduler runs its own compute thread (a worker). Without one, the caller's thread
+  // is the compute thread and drives it through RunTurn or Pump (rsd-run, tests): the engine and
+  // session manager may then be used directly between those calls.
+  bool own_thread = true;
 };
 
 // One event of a running turn, in order: deltas, then exactly one of done or error.
@@ -83,7 +87,10 @@ struct TurnSpec {
   std::string tenant = "default";
   uint64_t epoch = 0;
   std::string user_text;
-  GenerateParams params;  // the seed is set (the caller draws one when the request has none)
+  GenerateParams params;
+  // The request named no seed: Submit draws one into params.sampling.seed (the one place a worker
+  // draws seeds; TurnResult::seed reports it).
+  bool draw_seed = false;
 };
 
 struct SchedulerStats {
@@ -108,6 +115,14 @@ class Scheduler {
   // Queues a turn. RESOURCE_EXHAUSTED at once (with a retry hint) when the queue is full.
   // Everything else (unknown session, limits, ...) arrives as the stream's error event.
   absl::StatusOr<std::shared_ptr<TurnStream>> Submit(TurnSpec spec);
+  // Submits a turn and waits for its end, handing each delta to `on_delta`: the committed turn or
+  // its error (the stream's, or Submit's). Without an own thread the caller's thread computes
+  // meanwhile; RESOURCE_EXHAUSTED if the turn can never be admitted.
+  absl::StatusOr<TurnResult> RunTurn(TurnSpec spec,
+                                     const std::function<void(const TurnEvent&)>& on_delta = {});
+  // Without an own thread: one round of the loop (queued tasks, admission, one engine step,
+  // housekeeping). Returns whether anything progressed.
+  bool Pump();
   // Runs `fn` on the compute thread between steps (the session manager and engine are not
   // thread-safe) and waits for it.
   void RunSync(const std::function<void()>& fn);
@@ -131,6 +146,8 @@ class Scheduler {
   };
   struct Running;
   void Loop();
+  bool Iterate();   // one round of the loop; whether anything progressed
+  void Shutdown();  // fails what is running or queued
   // Admits queued turns while the batch and the pool have room. Returns whether any was.
   bool Admit();
   // One engine step over the running turns. Returns whether it did anything.

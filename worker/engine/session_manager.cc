@@ -489,34 +489,6 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TurnResult> SessionManager::Chat(const SessionId& id, const std::string& user_text,
-                                                const GenerateParams& params) {
-  bool reset = false;
-  for (;;) {
-    absl::StatusOr<PendingTurn> turn = BeginTurn(id, user_text, params, /*flush=*/true);
-    absl::Status st = turn.status();
-    if (turn.ok()) {
-      absl::StatusOr<GenerateResult> g = engine_->Generate(turn->id, turn->user_tokens, params);
-      if (g.ok()) return CommitTurn(*turn, *std::move(g));
-      RSD_RETURN_IF_ERROR(AbortTurn(*turn));
-      st = g.status();
-    }
-    if (st.code() == absl::StatusCode::kDataLoss && !reset) {
-      // A checkpoint could not be read back intact: never served stale, never fatal. The turn
-      // runs again on the session rebuilt from its token log (deterministic, so it produces
-      // what it would have).
-      RSD_RETURN_IF_ERROR(ResetToTokens(id, st));
-      reset = true;
-      continue;
-    }
-    if (st.code() != absl::StatusCode::kResourceExhausted) return st;
-    // The pool is full: make room by spilling an idle session, then run the turn again (it is
-    // deterministic, so the retry produces what the first attempt would have).
-    RSD_ASSIGN_OR_RETURN(bool spilled, SpillIdle({id}));
-    if (!spilled) return st;
-  }
-}
-
 absl::Status SessionManager::ResetToTokens(const SessionId& id, const absl::Status& why) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
@@ -571,7 +543,7 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id,
   RSD_RETURN_IF_ERROR(CheckTurn(id, user_text, params));
   PendingTurn t;
   t.id = id;
-  t.turn = s.turns();
+  t.turn = s.turns() + 1;
   t.before = s.committed();
   t.user_tokens = engine_->chat_template().UserTurn(user_text, s.turns() == 0);
   const double t0 = MonotonicSeconds();

@@ -37,12 +37,13 @@ struct SessionManagerOptions {
 };
 
 struct TurnResult {
-  uint32_t turn = 0;
+  uint32_t turn = 0;                 // its number: 1 for a session's first turn (as on the wire)
   std::vector<int32_t> turn_tokens;  // everything this turn appended to the log
   GenerateResult generation;
   std::string restored_from;         // "hot", "warm", "cold", "tokens" (re-prefill), "new"
   double restore_seconds = 0;
   int64_t history_tokens = 0;        // the token log's size after the turn
+  uint64_t seed = 0;                 // the sampling seed it ran with
 };
 
 // What a serving layer attaches to a session; persisted with its metadata.
@@ -100,7 +101,7 @@ struct ImportReport {
 // id) is resident.
 struct PendingTurn {
   SessionId id;
-  uint32_t turn = 0;                 // 0-based index of this turn
+  uint32_t turn = 0;                 // its number: 1 for the session's first turn
   int64_t before = 0;                // the log's size before the turn (rollback point)
   std::vector<int32_t> user_tokens;  // the user message through the chat template
   std::string restored_from;         // "hot", "warm", "cold", "tokens", "new"
@@ -117,6 +118,7 @@ class SessionManager {
 
   // The session named `name`, created (random id) if there is none.
   absl::StatusOr<SessionId> OpenOrCreate(const std::string& name);
+  Engine& engine() { return *engine_; }
   // A session with a given id (a router mints ids); for an existing id, updates its attributes
   // (same tenant required: PERMISSION_DENIED otherwise).
   absl::Status Create(const SessionId& id, const SessionAttrs& attrs);
@@ -154,12 +156,6 @@ class SessionManager {
   // the ids deleted.
   std::vector<SessionId> ExpireIdle(const std::vector<SessionId>& busy);
 
-  // One turn: the user message through the chat template, generation, the end-of-turn tokens,
-  // then the turn is committed (synced to RocksDB when there is a data dir). A failed turn rolls
-  // back to the previous turn's end. When the hot pool is full, idle sessions (least recently
-  // used first) spill whole to make room. NOT_FOUND for an unknown session.
-  absl::StatusOr<TurnResult> Chat(const SessionId& id, const std::string& user_text,
-                                  const GenerateParams& params);
   // Removes the last committed turn (regenerate): from the token log (synced) and the engine.
   // FAILED_PRECONDITION if the session has no turn.
   absl::Status Undo(const SessionId& id);

@@ -13,11 +13,6 @@
 namespace rsd {
 namespace {
 
-uint64_t RandomSeed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
 std::string StateOf(const SessionInfo& info) {
   if (info.resident) return "hot";
   if (info.spilled == SpillForm::kNone) return info.turns == 0 ? "new" : "hot";
@@ -211,7 +206,7 @@ grpc::Status WorkerService::ValidateTurn(const v1::TurnRequest& turn,
   params->sampling.temperature = sp.temperature();
   params->sampling.top_k = sp.top_k();
   params->sampling.top_p = sp.has_top_p() ? sp.top_p() : 1.0f;
-  params->sampling.seed = sp.has_seed() ? sp.seed() : RandomSeed();
+  params->sampling.seed = sp.seed();  // without one, the scheduler draws it
   absl::Status st = ValidateSamplingParams(params->sampling);
   if (!st.ok()) return ToGrpc(st);
   return grpc::Status::OK;
@@ -265,6 +260,7 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   spec.epoch = req->ref().epoch();
   spec.user_text = turn.message();
   spec.params = params;
+  spec.draw_seed = !turn.sampling().has_seed();
   absl::StatusOr<std::shared_ptr<TurnStream>> stream = scheduler_->Submit(std::move(spec));
   if (!stream.ok()) return ToGrpc(stream.status());
   bool cancelled = false;
@@ -294,14 +290,14 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
     // Committed (synced to RocksDB): the final message.
     const TurnResult& r = ev.result;
     v1::TurnDone* done = out.mutable_done();
-    done->set_turn(r.turn + 1);
+    done->set_turn(r.turn);
     done->set_finish_reason(r.generation.finish_reason);
     done->mutable_usage()->set_prompt_tokens(r.generation.prompt_tokens);
     done->mutable_usage()->set_completion_tokens(static_cast<int64_t>(r.generation.tokens.size()));
     for (int32_t t : r.generation.tokens) done->add_tokens(t);
     for (int32_t t : r.turn_tokens) done->add_log_tokens(t);
     done->set_text(Utf8Stream().Finish(r.generation.text));
-    done->set_seed(params.sampling.seed);
+    done->set_seed(r.seed);
     done->set_worker(options_.id);
     done->set_restored_from(r.restored_from);
     done->set_queue_seconds(ev.queue_seconds);

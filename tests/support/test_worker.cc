@@ -1,0 +1,66 @@
+#include "tests/support/test_worker.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace rsd::testing {
+
+TestWorker::TestWorker(EngineOptions engine, SessionManagerOptions sessions,
+                       SchedulerOptions scheduler)
+    : engine_options_(std::move(engine)),
+      session_options_(std::move(sessions)),
+      scheduler_options_(scheduler) {
+  scheduler_options_.own_thread = false;
+}
+
+TestWorker::~TestWorker() { Stop(); }
+
+void TestWorker::Stop() {
+  scheduler_.reset();
+  sessions_.reset();  // before the engine it uses; closes the cold tier
+  engine_.reset();
+}
+
+absl::Status TestWorker::Start() {
+  Stop();
+  absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(engine_options_);
+  if (!e.ok())
+    return absl::Status(e.status().code(), absl::StrCat("engine: ", e.status().message()));
+  engine_ = *std::move(e);
+  absl::StatusOr<std::unique_ptr<SessionManager>> m =
+      SessionManager::Create(engine_.get(), session_options_);
+  if (!m.ok()) {
+    return absl::Status(m.status().code(), absl::StrCat("sessions: ", m.status().message()));
+  }
+  sessions_ = *std::move(m);
+  scheduler_ = std::make_unique<Scheduler>(engine_.get(), sessions_.get(), scheduler_options_);
+  return absl::OkStatus();
+}
+
+namespace {
+
+TurnSpec Spec(const SessionId& id, const std::string& user_text, const GenerateParams& params) {
+  TurnSpec spec;
+  spec.id = id;
+  spec.user_text = user_text;
+  spec.params = params;
+  return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<TurnResult> TestWorker::Chat(const SessionId& id, const std::string& user_text,
+                                            const GenerateParams& params) {
+  return scheduler_->RunTurn(Spec(id, user_text, params));
+}
+
+absl::StatusOr<TurnResult> RunTurn(SessionManager& sessions, const SessionId& id,
+                                   const std::string& user_text, const GenerateParams& params) {
+  SchedulerOptions o;
+  o.own_thread = false;
+  Scheduler scheduler(&sessions.engine(), &sessions, o);
+  return scheduler.RunTurn(Spec(id, user_text, params));
+}
+
+}  // namespace rsd::testing
