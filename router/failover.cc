@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "proto/state_stream.h"
 #include "router/router_service.h"
 #include "storage/common/status.h"
-#include "worker/service/state_stream.h"
 
 namespace rsd::router {
 namespace {
@@ -27,22 +27,14 @@ absl::StatusOr<std::vector<v1::StateChunk>> TokenStateStream(const SessionRecord
                                                              const std::vector<TurnRecord>& turns,
                                                              uint64_t new_epoch,
                                                              const std::string& model_fingerprint) {
-  v1::StateChunk head;
-  v1::StateHeader* h = head.mutable_header();
-  h->set_version(1);
-  h->mutable_ref()->set_session_id(session.id.ToHex());
-  h->mutable_ref()->set_tenant(session.tenant);
-  h->mutable_ref()->set_epoch(new_epoch);
-  h->mutable_options()->set_ttl_seconds(session.ttl_seconds);
-  h->mutable_options()->set_pin(session.pin);
-  h->mutable_options()->set_priority(session.priority);
-  h->set_model_fingerprint(model_fingerprint);
-  h->set_numerics_fingerprint("");
-  h->set_form("tokens");
-  h->set_layer_forms("");
-  h->set_block_tokens(0);
-  h->set_n_chunks(0);
-  int64_t end = 0;
+  SessionState state;
+  state.id = session.id;
+  state.attrs.tenant = session.tenant;
+  state.attrs.ttl_seconds = session.ttl_seconds;
+  state.attrs.pin = session.pin;
+  state.attrs.priority = session.priority;
+  state.model_fingerprint = model_fingerprint;
+  state.form = SpillForm::kTokens;
   for (const TurnRecord& t : turns) {
     if (t.log_tokens.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -50,24 +42,21 @@ absl::StatusOr<std::vector<v1::StateChunk>> TokenStateStream(const SessionRecord
           " has no log tokens in the router's journal (journaled before migration support), so "
           "the session cannot be rebuilt from the journal"));
     }
-    h->mutable_tokens()->Add(t.log_tokens.begin(), t.log_tokens.end());
-    end += static_cast<int64_t>(t.log_tokens.size());
+    state.tokens.insert(state.tokens.end(), t.log_tokens.begin(), t.log_tokens.end());
+    const int64_t end = static_cast<int64_t>(state.tokens.size());
     if (t.history_tokens != 0 && t.history_tokens != end) {
       return absl::FailedPreconditionError(absl::StrCat(
           "session ", session.id.ToHex(), ": the log tokens of turns 1..", t.turn, " add up to ",
           end, " tokens but worker '", t.worker, "' reported a history of ", t.history_tokens,
           " after turn ", t.turn, "; the session cannot be rebuilt from the journal"));
     }
-    h->add_turn_ends(end);
+    state.turn_ends.push_back(end);
   }
-  StateDigest digest;
-  digest.AddHeader(*h);
-  v1::StateChunk tail;
-  tail.mutable_trailer()->set_blocks(0);
-  tail.mutable_trailer()->set_digest(digest.value());
   std::vector<v1::StateChunk> out;
-  out.push_back(std::move(head));
-  out.push_back(std::move(tail));
+  RSD_RETURN_IF_ERROR(WriteStateStream(std::move(state), new_epoch, [&](const v1::StateChunk& c) {
+    out.push_back(c);
+    return true;
+  }));
   return out;
 }
 

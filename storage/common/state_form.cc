@@ -67,4 +67,29 @@ std::string LayerPlan::ToString() const {
   return s;
 }
 
+absl::StatusOr<SpillForm> ParseSpillForm(std::string_view name) {
+  for (SpillForm f : {SpillForm::kNone, SpillForm::kResidual, SpillForm::kKv, SpillForm::kTokens,
+                      SpillForm::kAuto}) {
+    if (name == SpillFormName(f)) return f;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "spill form '", std::string(name), "' is not one of none, residual, kv, tokens, auto"));
+}
+
+const char* SpillFormName(SpillForm form) {
+  switch (form) {
+    case SpillForm::kNone:
+      return "none";
+    case SpillForm::kResidual:
+      return "residual";
+    case SpillForm::kKv:
+      return "kv";
+    case SpillForm::kTokens:
+      return "tokens";
+    case SpillForm::kAuto:
+      return "auto";
+  }
+  return "?";
+}
+
 }  // namespace rsd

@@ -45,4 +45,12 @@ class LayerPlan {
   std::vector<StateForm> forms_;
 };
 
+// How a whole session leaves the hot pool between turns, as requested: every layer in one form
+// (kResidual, kKv), each layer in the engine's planned form (kAuto), nothing but its token log
+// (kTokens), or not at all (kNone). The per-layer forms it results in are a LayerPlan.
+enum class SpillForm { kNone, kResidual, kKv, kTokens, kAuto };
+// INVALID_ARGUMENT naming the text unless it is one of none, residual, kv, tokens, auto.
+absl::StatusOr<SpillForm> ParseSpillForm(std::string_view name);
+const char* SpillFormName(SpillForm form);
+
 }  // namespace rsd

@@ -19,8 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/state_stream.h"
 #include "rsd/v1/worker.grpc.pb.h"
-#include "worker/service/state_stream.h"
 
 namespace rsd::router::testing {
 
@@ -148,7 +148,7 @@ class FakeWorker final : public v1::Worker::Service {
 
   grpc::Status ExportSession(grpc::ServerContext*, const v1::ExportSessionRequest* req,
                              grpc::ServerWriter<v1::StateChunk>* writer) override {
-    v1::StateChunk head;
+    SessionState state;
     {
       absl::MutexLock l(&mu_);
       exports.push_back(*req);
@@ -156,34 +156,29 @@ class FakeWorker final : public v1::Worker::Service {
       grpc::Status s = CheckLocked(req->ref());
       if (!s.ok()) return s;
       const Session& session = sessions_[req->ref().session_id()];
-      v1::StateHeader* h = head.mutable_header();
-      h->set_version(1);
-      *h->mutable_ref() = req->ref();
-      h->mutable_ref()->set_epoch(req->target_epoch());
-      h->set_model_fingerprint(model_fingerprint);
-      h->set_numerics_fingerprint("fake-numerics");
-      h->set_form(req->form());
-      h->mutable_tokens()->Assign(session.log.begin(), session.log.end());
-      h->mutable_turn_ends()->Assign(session.turn_ends.begin(), session.turn_ends.end());
+      state.id = *ParseSessionId(req->ref().session_id());
+      state.attrs.tenant = req->ref().tenant();
+      state.model_fingerprint = model_fingerprint;
+      state.numerics_fingerprint = "fake-numerics";
+      state.form = *ParseSpillForm(req->form().empty() ? "auto" : req->form());
+      state.tokens = session.log;
+      state.turn_ends = session.turn_ends;
+      for (int i = 0; i < export_blocks; ++i) {
+        state.blocks.push_back(
+            {static_cast<uint32_t>(i), 0, std::string(1000, static_cast<char>('a' + i))});
+      }
     }
     if (export_delay_ms > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(export_delay_ms));
     }
-    StateDigest digest;
-    digest.AddHeader(head.header());
-    writer->Write(head);
-    for (int i = 0; i < export_blocks; ++i) {
-      v1::StateChunk c;
-      c.mutable_block()->set_layer(i);
-      c.mutable_block()->set_value(std::string(1000, static_cast<char>('a' + i)));
-      digest.AddBlock(c.block());
-      writer->Write(c);
-    }
-    if (truncate_export) return grpc::Status::OK;
-    v1::StateChunk tail;
-    tail.mutable_trailer()->set_blocks(digest.blocks());
-    tail.mutable_trailer()->set_digest(digest.value() + (corrupt_export ? 1 : 0));
-    writer->Write(tail);
+    // The real codec, with the trailer damaged or dropped on request.
+    (void)WriteStateStream(std::move(state), req->target_epoch(), [&](const v1::StateChunk& c) {
+      if (!c.has_trailer()) return writer->Write(c);
+      if (truncate_export) return false;
+      v1::StateChunk tail = c;
+      tail.mutable_trailer()->set_digest(c.trailer().digest() + (corrupt_export ? 1 : 0));
+      return writer->Write(tail);
+    });
     return grpc::Status::OK;
   }
 
@@ -191,57 +186,48 @@ class FakeWorker final : public v1::Worker::Service {
                              v1::ImportSessionResponse* resp) override {
     std::vector<v1::StateChunk> chunks;
     v1::StateChunk c;
-    int64_t wire = 0;
+    StateStreamReader stream;
+    absl::Status read = absl::OkStatus();
     while (reader->Read(&c)) {
-      wire += static_cast<int64_t>(c.ByteSizeLong());
       chunks.push_back(c);
+      if (read.ok()) read = stream.Add(c);
     }
     absl::MutexLock l(&mu_);
     imports.push_back(chunks);
     if (!import_fail.ok()) return import_fail;
-    if (chunks.empty() || !chunks[0].has_header()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "fake worker: no header");
+    absl::StatusOr<SessionState> state = read.ok() ? stream.Finish() : read;
+    if (!state.ok()) {
+      return grpc::Status(static_cast<grpc::StatusCode>(state.status().code()),
+                          absl::StrCat("fake worker: ", state.status().message()));
     }
-    const v1::StateHeader& h = chunks[0].header();
-    if (h.model_fingerprint() != model_fingerprint) {
+    if (state->model_fingerprint != model_fingerprint) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          absl::StrCat("fake worker: model fingerprint ", h.model_fingerprint(),
+                          absl::StrCat("fake worker: model fingerprint ", state->model_fingerprint,
                                        " is not ", model_fingerprint));
     }
-    auto existing = sessions_.find(h.ref().session_id());
-    if (existing != sessions_.end() && existing->second.epoch >= h.ref().epoch()) {
+    const std::string hex = state->id.ToHex();
+    auto existing = sessions_.find(hex);
+    if (existing != sessions_.end() && existing->second.epoch >= state->attrs.epoch) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "fake worker: have a copy");
     }
-    StateDigest digest;
-    digest.AddHeader(h);
     int64_t payload = 0;
-    for (size_t i = 1; i < chunks.size(); ++i) {
-      if (chunks[i].has_block()) {
-        digest.AddBlock(chunks[i].block());
-        payload += static_cast<int64_t>(chunks[i].block().value().size());
-        continue;
-      }
-      if (!chunks[i].has_trailer() || i + 1 != chunks.size()) break;
-      if (chunks[i].trailer().digest() != digest.value()) {
-        return grpc::Status(grpc::StatusCode::DATA_LOSS, "fake worker: digest mismatch");
-      }
-      Session& s = sessions_[h.ref().session_id()];
-      s.epoch = h.ref().epoch();
-      s.tenant = h.ref().tenant();
-      s.log.assign(h.tokens().begin(), h.tokens().end());
-      s.turn_ends.assign(h.turn_ends().begin(), h.turn_ends().end());
-      resp->mutable_session()->set_session_id(h.ref().session_id());
-      resp->mutable_session()->set_turns(s.turns());
-      resp->mutable_session()->set_token_count(static_cast<int64_t>(s.log.size()));
-      resp->set_form(h.form());
-      resp->set_blocks(digest.blocks());
-      resp->set_payload_bytes(payload);
-      resp->set_framing_bytes(16 * digest.blocks());
-      resp->set_token_bytes(4 * h.tokens_size());
-      resp->set_wire_bytes(wire);
-      return grpc::Status::OK;
-    }
-    return grpc::Status(grpc::StatusCode::DATA_LOSS, "fake worker: stream ended without trailer");
+    for (const SessionState::Block& b : state->blocks)
+      payload += static_cast<int64_t>(b.value.size());
+    Session& s = sessions_[hex];
+    s.epoch = state->attrs.epoch;
+    s.tenant = state->attrs.tenant;
+    s.log = state->tokens;
+    s.turn_ends = state->turn_ends;
+    resp->mutable_session()->set_session_id(hex);
+    resp->mutable_session()->set_turns(s.turns());
+    resp->mutable_session()->set_token_count(static_cast<int64_t>(s.log.size()));
+    resp->set_form(SpillFormName(state->form));
+    resp->set_blocks(static_cast<int64_t>(state->blocks.size()));
+    resp->set_payload_bytes(payload);
+    resp->set_framing_bytes(16 * static_cast<int64_t>(state->blocks.size()));
+    resp->set_token_bytes(4 * static_cast<int64_t>(state->tokens.size()));
+    resp->set_wire_bytes(stream.wire_bytes());
+    return grpc::Status::OK;
   }
 
   // The worker loses the session (a restart on an empty data dir).

@@ -19,6 +19,7 @@
 #include "storage/common/ids.h"
 #include "storage/common/state_form.h"
 #include "storage/kv_block_pool.h"
+#include "storage/session_state.h"
 #include "storage/state_codec.h"
 #include "storage/tier_chain.h"
 #include "worker/engine/sampler.h"
@@ -124,8 +125,8 @@ class Engine {
   // keeps them in an unbounded tier of its own. Set before any sequence exists; must outlive them.
   void set_tiers(TierChain* tiers) { tiers_ = tiers != nullptr ? tiers : &own_tiers_; }
   TierChain& tiers() { return *tiers_; }
-  // The header of the checkpoint block of layer `layer` of `chunk` in `form` (the codec's).
-  CheckpointHeader CheckpointHeaderOf(StateForm form, int layer, int32_t chunk) const;
+  // What this engine is to a session's state (fingerprints, block size, row sizes, plan).
+  const StateLayout& state_layout() const { return layout_; }
 
   // ---- Sequences: one per session id ----
   // A new, empty sequence under a fresh random id / under `id` (ALREADY_EXISTS if present).
@@ -268,7 +269,9 @@ class Engine {
   absl::Status LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const;
   // Frees the sequence's hot blocks and scratch (its tokens and checkpoints stay).
   void FreeBlocks(Sequence& s);
+  // Chooses the per-layer plan (ChoosePlan), then fixes the state layout it is part of.
   absl::Status PlanLayers();
+  absl::Status ChoosePlan();
 
   EngineOptions options_;
   std::string model_fingerprint_;
@@ -285,6 +288,7 @@ class Engine {
   TierChain* tiers_ = &own_tiers_;
   int32_t budget_blocks_ = 0;  // 0: unbounded
   LayerPlan plan_;
+  StateLayout layout_;
   double plan_bw_ = 0, plan_rebuild_ = 0;
   enum class Evict { kExact, kWindow, kStreaming, kH2O, kTova, kSnapKv } evict_ = Evict::kExact;
 };

@@ -12,7 +12,7 @@
 
 namespace rsd {
 
-absl::Status Engine::PlanLayers() {
+absl::Status Engine::ChoosePlan() {
   const int L = config().n_layers;
   const ModelConfig& c = config();
   plan_ =
@@ -63,6 +63,19 @@ std::string Engine::PlanDescription() const {
   if (options_.spill_form != "auto" || !options_.layer_forms.empty()) return letters;
   return absl::StrCat(letters, " (host ", static_cast<int64_t>(plan_bw_ / 1e6), " MB/s, rebuild ",
                       static_cast<int64_t>(plan_rebuild_ * 1e6), " us per chunk-layer)");
+}
+
+absl::Status Engine::PlanLayers() {
+  RSD_RETURN_IF_ERROR(ChoosePlan());
+  layout_.model_fingerprint = model_fingerprint_;
+  layout_.numerics_fingerprint = numerics_fingerprint();
+  layout_.block_tokens = model_->block_tokens();
+  layout_.n_layers = config().n_layers;
+  layout_.vocab_size = tokenizer_->vocab_size();
+  layout_.kv_dim = model_->kv_dim();
+  layout_.d_model = config().d_model;
+  layout_.plan = plan_;
+  return absl::OkStatus();
 }
 
 }  // namespace rsd

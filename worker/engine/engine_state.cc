@@ -79,25 +79,11 @@ void Engine::FreeBlocks(Sequence& s) {
 
 // ---- Checkpoints in the tiers ----
 
-CheckpointHeader Engine::CheckpointHeaderOf(StateForm form, int layer, int32_t chunk) const {
-  CheckpointHeader h;
-  const int bt = model_->block_tokens();
-  h.form = form;
-  h.dtype = ElementType::kF32;
-  h.layer = static_cast<uint32_t>(layer);
-  h.first_position = static_cast<uint32_t>(chunk * bt);
-  h.n_tokens = static_cast<uint32_t>(bt);
-  h.row_elements =
-      static_cast<uint32_t>(form == StateForm::kKv ? model_->kv_dim() : config().d_model);
-  h.model_fingerprint = model_fingerprint_;
-  h.numerics_fingerprint = numerics_fingerprint();
-  return h;
-}
-
 absl::Status Engine::OffloadCheckpoint(const Sequence& s, int32_t chunk, int layer, StateForm form,
                                        std::span<const float> data) {
-  RSD_ASSIGN_OR_RETURN(std::string value, EncodeBlock(CheckpointHeaderOf(form, layer, chunk),
-                                                      AsBytes(data), Compression::kNone));
+  RSD_ASSIGN_OR_RETURN(std::string value,
+                       EncodeBlock(CheckpointHeaderFor(layout_, form, layer, chunk), AsBytes(data),
+                                   Compression::kNone));
   return tiers_->Offload(BlockKey{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
                          std::move(value));
 }
@@ -110,7 +96,7 @@ absl::StatusOr<std::vector<float>> Engine::Checkpoint(const Sequence& s, int32_t
       tiers_->Onboard(BlockKey{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
                       from));
   RSD_ASSIGN_OR_RETURN(DecodedBlock block, DecodeBlock(value));
-  if (!(block.header == CheckpointHeaderOf(form, layer, chunk))) {
+  if (!(block.header == CheckpointHeaderFor(layout_, form, layer, chunk))) {
     return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
                                             " does not describe that block"));
   }

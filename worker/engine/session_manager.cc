@@ -14,27 +14,6 @@
 
 namespace rsd {
 
-absl::StatusOr<SpillForm> ParseSpillForm(const std::string& s) {
-  if (s == "none") return SpillForm::kNone;
-  if (s == "residual") return SpillForm::kResidual;
-  if (s == "kv") return SpillForm::kKv;
-  if (s == "tokens") return SpillForm::kTokens;
-  if (s == "auto") return SpillForm::kAuto;
-  return absl::InvalidArgumentError(absl::StrCat("spill form '", s,
-                                                 "' is not one of none, residual, kv, tokens, auto"));
-}
-
-const char* SpillFormName(SpillForm f) {
-  switch (f) {
-    case SpillForm::kNone: return "none";
-    case SpillForm::kResidual: return "residual";
-    case SpillForm::kKv: return "kv";
-    case SpillForm::kTokens: return "tokens";
-    case SpillForm::kAuto: return "auto";
-  }
-  return "?";
-}
-
 absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
     Engine* engine, SessionManagerOptions options) {
   std::unique_ptr<SessionManager> m(new SessionManager(engine, std::move(options)));
@@ -316,7 +295,7 @@ absl::StatusOr<SessionState> SessionManager::ExportState(const SessionId& id, Sp
   if (!blocks) return out;
   out.n_chunks = engine_->FullChunks(id);
   const LayerPlan& plan = engine_->SequenceLayerPlan(id);
-  out.layer_forms = plan.ToString();
+  out.plan = plan;
   for (int32_t c = 0; c < out.n_chunks; ++c) {
     for (int l = 0; l < plan.size(); ++l) {
       if (!plan.kv(l) && l == 0) continue;  // layer 0's residual is the token embedding
@@ -328,100 +307,17 @@ absl::StatusOr<SessionState> SessionManager::ExportState(const SessionId& id, Sp
   return out;
 }
 
-absl::Status SessionManager::CheckImport(const SessionState& state, ImportReport* report,
-                                         LayerPlan* plan, bool* use_blocks) const {
-  if (state.version != SessionState::kVersion) {
-    return absl::FailedPreconditionError(absl::StrCat("session state version ", state.version,
-                                                      " is not ", SessionState::kVersion));
-  }
-  if (state.model_fingerprint != engine_->model_fingerprint()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session ", state.id.ToHex(), " was built with model ", state.model_fingerprint,
-        "; this worker runs ", engine_->model_fingerprint()));
-  }
-  auto it = sessions_.find(state.id);
-  if (it != sessions_.end() && it->second.attrs.epoch >= state.attrs.epoch) {
+absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& state) {
+  RSD_ASSIGN_OR_RETURN(CheckedState checked, CheckSessionState(state, engine_->state_layout()));
+  if (const Session* existing = Find(state.id);
+      existing != nullptr && existing->attrs.epoch >= state.attrs.epoch) {
     return absl::FailedPreconditionError(
         absl::StrCat("session ", state.id.ToHex(), " is here already at epoch ",
-                     it->second.attrs.epoch, " (import at epoch ", state.attrs.epoch, ")"));
+                     existing->attrs.epoch, " (import at epoch ", state.attrs.epoch, ")"));
   }
-  int64_t end = 0;
-  for (int64_t e : state.turn_ends) {
-    if (e < end || e > static_cast<int64_t>(state.tokens.size())) {
-      return absl::InvalidArgumentError("session state: turn ends are not ascending within the log");
-    }
-    end = e;
-  }
-  if (end != static_cast<int64_t>(state.tokens.size())) {
-    return absl::InvalidArgumentError("session state: the token log does not end at a turn end");
-  }
-  const int32_t vocab = engine_->tokenizer().vocab_size();
-  for (size_t i = 0; i < state.tokens.size(); ++i) {
-    if (state.tokens[i] < 0 || state.tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("session state: token ", i, " of the log is ",
-                                                     state.tokens[i],
-                                                     ", outside the vocabulary of ", vocab));
-    }
-  }
-  const int n_layers = engine_->config().n_layers;
-  const int bt = engine_->model().block_tokens();
-  *plan = engine_->layer_plan();
-  *use_blocks =
-      state.form != SpillForm::kTokens && state.form != SpillForm::kNone && state.n_chunks > 0;
-  if (*use_blocks &&
-      (state.numerics_fingerprint != engine_->numerics_fingerprint() || state.block_tokens != bt)) {
-    *use_blocks = false;
-    report->note = absl::StrCat("numerics fingerprint ", state.numerics_fingerprint,
-                                " / block size ", state.block_tokens, " differ from this worker's ",
-                                engine_->numerics_fingerprint(), " / ", bt,
-                                ": the session rebuilds from its token log");
-  }
-  if (!*use_blocks) return absl::OkStatus();
-  absl::StatusOr<LayerPlan> forms = LayerPlan::Parse(state.layer_forms, n_layers);
-  if (!forms.ok() ||
-      static_cast<int64_t>(state.n_chunks) * bt > static_cast<int64_t>(state.tokens.size())) {
-    return absl::InvalidArgumentError(
-        "session state: layer forms or chunk count do not fit the model");
-  }
-  *plan = *forms;
-  // Every block present exactly once, checksummed, describing its place.
-  std::map<std::pair<uint32_t, uint32_t>, const SessionState::Block*> seen;
-  for (const SessionState::Block& b : state.blocks) {
-    absl::StatusOr<BlockInfo> info = InspectBlock(b.value);
-    if (!info.ok()) {
-      return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk, ": ",
-                                              info.status().message()));
-    }
-    const bool in_model = b.layer < static_cast<uint32_t>(n_layers);
-    if (!in_model ||
-        !(info->header == engine_->CheckpointHeaderOf(plan->form(static_cast<int>(b.layer)),
-                                                      static_cast<int>(b.layer),
-                                                      static_cast<int32_t>(b.chunk))) ||
-        !seen.emplace(std::make_pair(b.layer, b.chunk), &b).second) {
-      return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk,
-                                              " does not describe that place (or repeats)"));
-    }
-    report->blocks++;
-    report->payload_bytes += static_cast<int64_t>(info->payload_size);
-    report->framing_bytes += static_cast<int64_t>(b.value.size() - info->payload_size);
-  }
-  for (int32_t c = 0; c < state.n_chunks; ++c) {
-    for (int l = 0; l < n_layers; ++l) {
-      if (!plan->kv(l) && l == 0) continue;
-      if (!seen.count({static_cast<uint32_t>(l), static_cast<uint32_t>(c)})) {
-        return absl::DataLossError(
-            absl::StrCat("session state lacks the block of layer ", l, " chunk ", c));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& state) {
-  ImportReport report;
-  LayerPlan plan;
-  bool use_blocks = false;
-  RSD_RETURN_IF_ERROR(CheckImport(state, &report, &plan, &use_blocks));
+  const bool use_blocks = checked.use_blocks;
+  const LayerPlan& plan = checked.plan;
+  ImportReport report = checked.report;
   // A stale copy from an older ownership goes (only once the new one is known to be sound).
   if (Find(state.id) != nullptr) RSD_RETURN_IF_ERROR(Close(state.id));
   Session s;

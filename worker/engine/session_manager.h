@@ -17,18 +17,13 @@
 #include "storage/cold_store.h"
 #include "storage/common/ids.h"
 #include "storage/host_memory.h"
+#include "storage/session_state.h"
 #include "storage/state_codec.h"
 #include "storage/tier_chain.h"
 #include "storage/warm_tier.h"
 #include "worker/engine/engine.h"
 
 namespace rsd {
-
-// The form a session leaves the hot pool in between turns.
-// kAuto: each layer in the engine's planned form (EngineOptions::spill_form "auto").
-enum class SpillForm { kNone, kResidual, kKv, kTokens, kAuto };
-absl::StatusOr<SpillForm> ParseSpillForm(const std::string& s);
-const char* SpillFormName(SpillForm f);
 
 struct SessionManagerOptions {
   std::string data_dir;                     // "" : no cold tier (nothing persists)
@@ -46,15 +41,6 @@ struct TurnResult {
   uint64_t seed = 0;                 // the sampling seed it ran with
 };
 
-// What a serving layer attaches to a session; persisted with its metadata.
-struct SessionAttrs {
-  std::string tenant = "default";
-  uint64_t epoch = 0;         // ownership epoch (fencing between workers)
-  uint32_t ttl_seconds = 0;   // idle this long: spilled to cold; twice this long: deleted (0: never)
-  bool pin = false;           // spilled only when no unpinned idle session can make room
-  int32_t priority = 0;       // higher: spilled later
-};
-
 struct SessionInfo {
   SessionId id;
   std::string name;
@@ -65,36 +51,6 @@ struct SessionInfo {
   SessionAttrs attrs;
   int32_t hot_blocks = 0;      // pool blocks held now
   double idle_seconds = 0;     // since its last turn began or ended
-};
-
-// A session's exact state in transit between workers (migration, drain, failover): its token log
-// with turn boundaries and, unless the form is `tokens`, its checkpoint blocks as the state codec
-// encodes them (each self-describing and checksummed). Transport-neutral: worker/service streams
-// it over gRPC; another transport only has to carry these fields.
-struct SessionState {
-  static constexpr uint32_t kVersion = 1;
-  uint32_t version = kVersion;
-  SessionId id;
-  SessionAttrs attrs;
-  std::string model_fingerprint, numerics_fingerprint;
-  SpillForm form = SpillForm::kTokens;  // what the blocks hold (kTokens: none)
-  std::string layer_forms;              // per layer 'r' or 'k' (checkpoint forms)
-  int32_t block_tokens = 0;
-  int32_t n_chunks = 0;                 // chunks covered by the blocks
-  std::vector<int32_t> tokens;          // the committed token log
-  std::vector<int64_t> turn_ends;
-  struct Block {
-    uint32_t layer = 0, chunk = 0;
-    std::string value;  // EncodeBlock output
-  };
-  std::vector<Block> blocks;
-};
-
-// What an import did.
-struct ImportReport {
-  SpillForm form = SpillForm::kTokens;  // the form the session will restore from
-  std::string note;                     // e.g. why the blocks were not used
-  int64_t blocks = 0, payload_bytes = 0, framing_bytes = 0;
 };
 
 // A turn between BeginTurn and CommitTurn / AbortTurn: the session's engine sequence (keyed by its
@@ -221,10 +177,6 @@ class SessionManager {
   std::vector<int32_t> Log(const Session& s) const;
   // Whether the session is spilled as checkpoints covering at least one chunk.
   bool HoldsCheckpoints(const Session& s) const;
-  // Validates an imported state (version, fingerprints, epoch, log, blocks); says whether its
-  // blocks are usable here and, if so, their per-layer forms.
-  absl::Status CheckImport(const SessionState& state, ImportReport* report, LayerPlan* plan,
-                           bool* use_blocks) const;
 
   Engine* engine_;
   SessionManagerOptions options_;

@@ -3,12 +3,12 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "proto/state_stream.h"
 #include "storage/common/clock.h"
 #include "storage/common/hash.h"
 #include "storage/common/status.h"
 #include "worker/engine/turn_decoder.h"
 #include "worker/model/unicode.h"
-#include "worker/service/state_stream.h"
 
 namespace rsd {
 namespace {
@@ -418,102 +418,26 @@ grpc::Status WorkerService::ExportSession(grpc::ServerContext* ctx,
     return absl::OkStatus();
   });
   if (!st.ok()) return st;
-  v1::StateChunk chunk;
-  v1::StateHeader* h = chunk.mutable_header();
-  h->set_version(state.version);
-  h->mutable_ref()->set_session_id(state.id.ToHex());
-  h->mutable_ref()->set_tenant(state.attrs.tenant);
-  h->mutable_ref()->set_epoch(req->target_epoch() ? req->target_epoch() : state.attrs.epoch);
-  h->mutable_options()->set_ttl_seconds(state.attrs.ttl_seconds);
-  h->mutable_options()->set_pin(state.attrs.pin);
-  h->mutable_options()->set_priority(state.attrs.priority);
-  h->set_model_fingerprint(state.model_fingerprint);
-  h->set_numerics_fingerprint(state.numerics_fingerprint);
-  h->set_form(SpillFormName(state.form));
-  h->set_layer_forms(state.layer_forms);
-  h->set_block_tokens(state.block_tokens);
-  h->set_n_chunks(state.n_chunks);
-  for (int32_t t : state.tokens) h->add_tokens(t);
-  for (int64_t e : state.turn_ends) h->add_turn_ends(e);
-  StateDigest digest;
-  digest.AddHeader(*h);
-  if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "the importer left");
-  for (SessionState::Block& b : state.blocks) {
-    v1::StateChunk bc;
-    bc.mutable_block()->set_layer(b.layer);
-    bc.mutable_block()->set_chunk(b.chunk);
-    bc.mutable_block()->set_value(std::move(b.value));
-    digest.AddBlock(bc.block());
-    if (ctx->IsCancelled() || !writer->Write(bc)) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "the importer left");
-    }
-  }
-  v1::StateChunk tc;
-  tc.mutable_trailer()->set_blocks(digest.blocks());
-  tc.mutable_trailer()->set_digest(digest.value());
-  writer->Write(tc);
-  return grpc::Status::OK;
+  const uint64_t epoch = req->target_epoch() ? req->target_epoch() : state.attrs.epoch;
+  return ToGrpc(WriteStateStream(std::move(state), epoch, [&](const v1::StateChunk& chunk) {
+    return !ctx->IsCancelled() && writer->Write(chunk);
+  }));
 }
 
 grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
                                           grpc::ServerReader<v1::StateChunk>* reader,
                                           v1::ImportSessionResponse* out) {
-  auto fail = [](grpc::StatusCode code, std::string msg) { return grpc::Status(code, msg); };
+  StateStreamReader stream;
   v1::StateChunk chunk;
-  int64_t wire = 0;
-  if (!reader->Read(&chunk) || !chunk.has_header()) {
-    return fail(grpc::StatusCode::INVALID_ARGUMENT, "a state stream starts with its header");
-  }
-  wire += static_cast<int64_t>(chunk.ByteSizeLong());
-  const v1::StateHeader header = chunk.header();
-  StateDigest digest;
-  digest.AddHeader(header);
-  SessionState state;
-  absl::StatusOr<SessionId> id = ParseSessionId(header.ref().session_id());
-  if (!id.ok()) return ToGrpc(id.status());
-  absl::StatusOr<SpillForm> form = ParseSpillForm(header.form());
-  if (!form.ok()) return ToGrpc(form.status());
-  state.version = header.version();
-  state.id = *id;
-  state.attrs.tenant = header.ref().tenant().empty() ? "default" : header.ref().tenant();
-  state.attrs.epoch = header.ref().epoch();
-  state.attrs.ttl_seconds = header.options().ttl_seconds();
-  state.attrs.pin = header.options().pin();
-  state.attrs.priority = header.options().priority();
-  state.model_fingerprint = header.model_fingerprint();
-  state.numerics_fingerprint = header.numerics_fingerprint();
-  state.form = *form;
-  state.layer_forms = header.layer_forms();
-  state.block_tokens = header.block_tokens();
-  state.n_chunks = header.n_chunks();
-  state.tokens.assign(header.tokens().begin(), header.tokens().end());
-  state.turn_ends.assign(header.turn_ends().begin(), header.turn_ends().end());
-  bool trailer = false;
   while (reader->Read(&chunk)) {
-    wire += static_cast<int64_t>(chunk.ByteSizeLong());
-    if (trailer) return fail(grpc::StatusCode::INVALID_ARGUMENT, "messages after the trailer");
-    if (chunk.has_block()) {
-      digest.AddBlock(chunk.block());
-      state.blocks.push_back({chunk.block().layer(), chunk.block().chunk(),
-                              std::move(*chunk.mutable_block()->mutable_value())});
-    } else if (chunk.has_trailer()) {
-      trailer = true;
-      if (chunk.trailer().blocks() != digest.blocks() ||
-          chunk.trailer().digest() != digest.value()) {
-        return fail(grpc::StatusCode::DATA_LOSS,
-                    absl::StrCat("the state stream of session ", id->ToHex(),
-                                 " fails its digest (", digest.blocks(), " blocks received, ",
-                                 chunk.trailer().blocks(), " sent)"));
-      }
-    } else {
-      return fail(grpc::StatusCode::INVALID_ARGUMENT, "a second header in the state stream");
-    }
+    absl::Status added = stream.Add(std::move(chunk));
+    if (!added.ok()) return ToGrpc(added);
   }
-  if (!trailer) {
-    return fail(grpc::StatusCode::DATA_LOSS,
-                absl::StrCat("the state stream of session ", id->ToHex(), " ended after ",
-                             state.blocks.size(), " blocks without its trailer (truncated)"));
-  }
+  absl::StatusOr<SessionState> received = stream.Finish();
+  if (!received.ok()) return ToGrpc(received.status());
+  const SessionState& state = *received;
+  const int64_t wire = stream.wire_bytes();
+  const SessionId* id = &state.id;
   absl::Status st;
   scheduler_->RunSync([&] {
     if (scheduler_->HasTurn(state.id)) {

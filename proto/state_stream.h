@@ -1,0 +1,56 @@
+// One codec for a session's state on the wire (proto rsd.v1.StateChunk), used by the worker
+// (export, import, sending to another worker) and the router (token-only streams for failover,
+// piping): SessionState (storage/session_state.h) ⇄ a header message, one message per checkpoint
+// block, and a trailer carrying a digest chained over the header and every block in stream order,
+// so that a truncated, reordered or altered stream is refused.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "rsd/v1/worker.pb.h"
+#include "storage/session_state.h"
+
+namespace rsd {
+
+class StateDigest {
+ public:
+  void AddHeader(const v1::StateHeader& header);
+  void AddBlock(const v1::StateBlock& block);
+  uint64_t value() const { return h_; }
+  int64_t blocks() const { return blocks_; }
+
+ private:
+  uint64_t h_ = 0x5253445354415445ull;  // "RSDSTATE"
+  int64_t blocks_ = 0;
+};
+
+// The header message of `state`'s stream; `epoch` is the new owner's (the router sets it).
+v1::StateHeader StateHeaderOf(const SessionState& state, uint64_t epoch);
+
+// Hands `state`'s stream to `write` message by message: the header (with `epoch`), each block
+// (moved out of `state`), the trailer. CANCELLED "the importer left" once `write` returns false.
+absl::Status WriteStateStream(SessionState state, uint64_t epoch,
+                              const std::function<bool(const v1::StateChunk&)>& write);
+
+// Rebuilds a state from its stream, message by message.
+class StateStreamReader {
+ public:
+  // INVALID_ARGUMENT for a stream that does not start with its header, a second header, a message
+  // after the trailer, or a header that does not parse (session id, form, layer forms); DATA_LOSS
+  // naming the session when the trailer's count or digest does not match what arrived.
+  absl::Status Add(v1::StateChunk chunk);
+  // The state once the trailer has arrived; DATA_LOSS naming the session if it has not.
+  absl::StatusOr<SessionState> Finish();
+  // Every message as serialized, so far.
+  int64_t wire_bytes() const { return wire_; }
+
+ private:
+  bool header_ = false, trailer_ = false;
+  SessionState state_;
+  StateDigest digest_;
+  int64_t wire_ = 0;
+};
+
+}  // namespace rsd
