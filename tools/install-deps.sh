@@ -20,3 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# Python packages the tests use: lizard finds C++ function extents for tools/check_sizes.py.
+PY_PKGS=(lizard==1.24.3)
+if ! python3 -c 'import lizard' 2>/dev/null; then
+  python3 -m pip install --quiet "${PY_PKGS[@]}"
+fi

@@ -65,19 +65,17 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
-int Main() {
-  const std::string model = absl::GetFlag(FLAGS_model);
-  if (model.empty()) return Fail("--model is required");
-  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
-  if (data_dir.empty()) return Fail("--data-dir is required");
-
-  // Signals are taken by one thread (sigwait), so block them before any thread starts.
+// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts later); returns them.
+sigset_t BlockStopSignals() {
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  return sigs;
+}
 
+EngineOptions EngineOptionsFromFlags(const std::string& model) {
   EngineOptions eo;
   eo.model_path = model;
   eo.device = absl::GetFlag(FLAGS_device);
@@ -91,15 +89,10 @@ int Main() {
   eo.max_context = absl::GetFlag(FLAGS_max_context);
   eo.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   eo.keep_residuals = true;  // idle sessions may spill in the residual form
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
-  if (!engine.ok()) return Fail(engine.status().ToString());
-  SessionManagerOptions so;
-  so.data_dir = data_dir;
-  so.warm_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_warm_bytes));
-  absl::StatusOr<std::unique_ptr<SessionManager>> sessions =
-      SessionManager::Create(engine->get(), so);
-  if (!sessions.ok()) return Fail(sessions.status().ToString());
+  return eo;
+}
 
+SchedulerOptions SchedulerOptionsFromFlags() {
   SchedulerOptions sched;
   sched.max_queue = absl::GetFlag(FLAGS_max_queue);
   sched.max_running = absl::GetFlag(FLAGS_max_running);
@@ -107,33 +100,122 @@ int Main() {
   sched.step_tokens = absl::GetFlag(FLAGS_step_tokens);
   sched.stream_buffer = absl::GetFlag(FLAGS_stream_buffer);
   sched.stall_seconds = absl::GetFlag(FLAGS_stall_seconds);
-  Scheduler scheduler(engine->get(), sessions->get(), sched);
+  return sched;
+}
 
-  const std::string listen = absl::GetFlag(FLAGS_listen);
+WorkerServiceOptions ServiceOptionsFromFlags(const std::string& model, const std::string& listen) {
   WorkerServiceOptions wo;
   wo.model_name = absl::GetFlag(FLAGS_model_name).empty() ? Stem(model)
                                                            : absl::GetFlag(FLAGS_model_name);
   wo.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   wo.max_message_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_message_bytes));
+  wo.address = absl::GetFlag(FLAGS_advertise);
+  if (wo.address.empty()) wo.address = listen;
+  wo.id = absl::GetFlag(FLAGS_id).empty()
+              ? absl::StrCat("worker-", listen.substr(listen.rfind(':') + 1))
+              : absl::GetFlag(FLAGS_id);
+  return wo;
+}
 
+// The worker's side of the router: registers (again whenever the router asks), then heartbeats.
+struct RouterLink {
+  std::string router;
+  std::unique_ptr<v1::Registry::Stub> stub;  // null: standalone
+  bool registered = false;
+  double interval = 1.0;  // seconds between calls, as the router asks
+  std::string last_error;
+
+  // One Register or Heartbeat call; an error is printed when it differs from the last one.
+  void Beat(WorkerService& service, const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::Status st;
+    if (!registered) {
+      v1::RegisterRequest req;
+      *req.mutable_status() = service.Status();
+      for (const v1::SessionRef& r : service.SessionRefs()) *req.add_sessions() = r;
+      v1::RegisterResponse resp;
+      st = stub->Register(&ctx, req, &resp);
+      if (st.ok()) {
+        registered = true;
+        service.Drop(resp.drop());
+        if (resp.heartbeat_interval_seconds() > 0) interval = resp.heartbeat_interval_seconds();
+        std::fprintf(stderr, "rsd-worker %s: registered with router %s\n", id.c_str(),
+                     router.c_str());
+      }
+    } else {
+      v1::HeartbeatRequest req;
+      *req.mutable_status() = service.Status();
+      v1::HeartbeatResponse resp;
+      st = stub->Heartbeat(&ctx, req, &resp);
+      if (st.ok() && resp.reregister()) registered = false;
+    }
+    if (!st.ok() && st.error_message() != last_error) {
+      std::fprintf(stderr, "rsd-worker %s: router %s: %s\n", id.c_str(), router.c_str(),
+                   st.error_message().c_str());
+    }
+    last_error = st.ok() ? "" : st.error_message();
+  }
+};
+
+// Until `stop`: health follows the scheduler's progress; heartbeats go to the router.
+void HeartbeatLoop(const std::atomic<bool>& stop, Scheduler& scheduler, WorkerService& service,
+                   grpc::HealthCheckServiceInterface* health, const std::string& id) {
+  RouterLink link;
+  link.router = absl::GetFlag(FLAGS_router);
+  if (!link.router.empty()) {
+    link.stub =
+        v1::Registry::NewStub(grpc::CreateChannel(link.router, grpc::InsecureChannelCredentials()));
+  }
+  bool last_healthy = true;
+  while (!stop.load()) {
+    const bool healthy = scheduler.Healthy();
+    if (healthy != last_healthy) {
+      health->SetServingStatus(healthy);
+      std::fprintf(stderr, "rsd-worker %s: health %s\n", id.c_str(),
+                   healthy ? "SERVING" : "NOT_SERVING (the scheduler makes no progress)");
+      last_healthy = healthy;
+    }
+    if (link.stub) link.Beat(service, id);
+    for (int i = 0; i < 10 && !stop.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(link.interval / 10));
+    }
+  }
+}
+
+int Main() {
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) return Fail("--model is required");
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) return Fail("--data-dir is required");
+
+  // Signals are taken by one thread (sigwait), so block them before any thread starts.
+  const sigset_t sigs = BlockStopSignals();
+
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(EngineOptionsFromFlags(model));
+  if (!engine.ok()) return Fail(engine.status().ToString());
+  SessionManagerOptions so;
+  so.data_dir = data_dir;
+  so.warm_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_warm_bytes));
+  absl::StatusOr<std::unique_ptr<SessionManager>> sessions =
+      SessionManager::Create(engine->get(), so);
+  if (!sessions.ok()) return Fail(sessions.status().ToString());
+  Scheduler scheduler(engine->get(), sessions->get(), SchedulerOptionsFromFlags());
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  // The router is told this address and id before the port is bound, so the port is explicit.
+  if (listen.size() >= 2 && listen.substr(listen.size() - 2) == ":0") {
+    return Fail("--listen needs an explicit port");
+  }
+  const WorkerServiceOptions wo = ServiceOptionsFromFlags(model, listen);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   // Room for the largest message plus framing; a larger one is refused by gRPC itself.
-  const int max_msg = static_cast<int>(wo.max_message_bytes) + (1 << 20);
-  builder.SetMaxReceiveMessageSize(max_msg);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(wo.max_message_bytes) + (1 << 20));
   builder.SetMaxSendMessageSize(16 << 20);
-  // The router is told this address and id before the port is bound, so the port is explicit.
-  if (listen.size() >= 2 && listen.substr(listen.size() - 2) == ":0") {
-    return Fail("--listen needs an explicit port");
-  }
-  std::string address = absl::GetFlag(FLAGS_advertise);
-  if (address.empty()) address = listen;
-  wo.address = address;
-  wo.id = absl::GetFlag(FLAGS_id).empty() ? absl::StrCat("worker-", listen.substr(listen.rfind(':') + 1))
-                                          : absl::GetFlag(FLAGS_id);
   WorkerService service(engine->get(), sessions->get(), &scheduler, wo);
   service.MeasureRates();
   builder.RegisterService(&service);
@@ -144,66 +226,12 @@ int Main() {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
   std::printf("rsd-worker %s listening on %s (model %s, %s, data dir %s)\n", wo.id.c_str(),
-              address.c_str(), wo.model_name.c_str(), (*engine)->backend().name().c_str(),
+              wo.address.c_str(), wo.model_name.c_str(), (*engine)->backend().name().c_str(),
               data_dir.c_str());
   std::fflush(stdout);
 
-  // Health follows the scheduler's progress; heartbeats go to the router.
   std::atomic<bool> stop{false};
-  std::thread beat([&] {
-    const std::string router = absl::GetFlag(FLAGS_router);
-    std::unique_ptr<v1::Registry::Stub> stub;
-    if (!router.empty()) {
-      stub = v1::Registry::NewStub(grpc::CreateChannel(router, grpc::InsecureChannelCredentials()));
-    }
-    bool registered = false;
-    double interval = 1.0;
-    bool last_healthy = true;
-    std::string last_error;
-    while (!stop.load()) {
-      const bool healthy = scheduler.Healthy();
-      if (healthy != last_healthy) {
-        health->SetServingStatus(healthy);
-        std::fprintf(stderr, "rsd-worker %s: health %s\n", wo.id.c_str(),
-                     healthy ? "SERVING" : "NOT_SERVING (the scheduler makes no progress)");
-        last_healthy = healthy;
-      }
-      if (stub) {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-        grpc::Status st;
-        if (!registered) {
-          v1::RegisterRequest req;
-          *req.mutable_status() = service.Status();
-          for (const v1::SessionRef& r : service.SessionRefs()) *req.add_sessions() = r;
-          v1::RegisterResponse resp;
-          st = stub->Register(&ctx, req, &resp);
-          if (st.ok()) {
-            registered = true;
-            service.Drop(resp.drop());
-            if (resp.heartbeat_interval_seconds() > 0) interval = resp.heartbeat_interval_seconds();
-            std::fprintf(stderr, "rsd-worker %s: registered with router %s\n", wo.id.c_str(),
-                         router.c_str());
-          }
-        } else {
-          v1::HeartbeatRequest req;
-          *req.mutable_status() = service.Status();
-          v1::HeartbeatResponse resp;
-          st = stub->Heartbeat(&ctx, req, &resp);
-          if (st.ok() && resp.reregister()) registered = false;
-        }
-        if (!st.ok() && st.error_message() != last_error) {
-          std::fprintf(stderr, "rsd-worker %s: router %s: %s\n", wo.id.c_str(), router.c_str(),
-                       st.error_message().c_str());
-        }
-        last_error = st.ok() ? "" : st.error_message();
-      }
-      for (int i = 0; i < 10 && !stop.load(); ++i) {
-        std::this_thread::sleep_for(std::chrono::duration<double>(interval / 10));
-      }
-    }
-  });
-
+  std::thread beat([&] { HeartbeatLoop(stop, scheduler, service, health, wo.id); });
   int sig = 0;
   sigwait(&sigs, &sig);
   std::fprintf(stderr, "rsd-worker %s: signal %d, shutting down\n", wo.id.c_str(), sig);

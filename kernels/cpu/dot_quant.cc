@@ -248,6 +248,21 @@ __attribute__((target("avx2,f16c"))) void PackRowAvx2(const uint8_t* w, int64_t 
   }
 }
 
+// Q4_1's offset term of one activation row: (off0 + off1) + (off2 + off3), block b added to
+// off[b % 4], as QuantDotScalar sums it.
+__attribute__((target("avx2,f16c"))) inline float OffsetSumAvx2(const PackedRow& p, const Q8Row& a,
+                                                                int64_t nb) {
+  __m128 off = _mm_setzero_ps();
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    off = _mm_add_ps(off, _mm_mul_ps(_mm_loadu_ps(p.mw.data() + b), _mm_loadu_ps(a.s + b)));
+  }
+  alignas(16) float offl[4];
+  _mm_store_ps(offl, off);
+  for (; b < nb; ++b) offl[b & 3] = offl[b & 3] + p.mw[b] * a.s[b];
+  return (offl[0] + offl[1]) + (offl[2] + offl[3]);
+}
+
 // R rows (R <= 4) of the packed weight row. The integer lanes are exact whatever the method
 // (|w| * sign(q, w) = w * q, and no int16 sum can saturate: |w| <= 128, |q| <= 127), so they equal
 // BlockLanes'; the float operations per row are QuantDotScalar's, in its order.
@@ -295,17 +310,7 @@ __attribute__((target("avx2,f16c"))) void PackedRowsAvx2(PackedRow& p, const Q8R
   }
   for (int r = 0; r < R; ++r) {
     float offsum = 0.0f;
-    if constexpr (T == DType::kQ4_1) {
-      __m128 off = _mm_setzero_ps();
-      int64_t b = 0;
-      for (; b + 4 <= nb; b += 4) {
-        off = _mm_add_ps(off, _mm_mul_ps(_mm_loadu_ps(p.mw.data() + b), _mm_loadu_ps(a[r].s + b)));
-      }
-      alignas(16) float offl[4];
-      _mm_store_ps(offl, off);
-      for (; b < nb; ++b) offl[b & 3] = offl[b & 3] + p.mw[b] * a[r].s[b];
-      offsum = (offl[0] + offl[1]) + (offl[2] + offl[3]);
-    }
+    if constexpr (T == DType::kQ4_1) offsum = OffsetSumAvx2(p, a[r], nb);
     const __m256 sum = _mm256_add_ps(pair[0][r], pair[1][r]);
     __m128 v = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
     v = _mm_add_ps(v, _mm_movehl_ps(v, v));

@@ -137,6 +137,36 @@ class RsdClient : public ChatClient {
   std::string session_;
 };
 
+// What one streamed llama-server turn has said so far, fed one server-sent-events line at a time.
+struct LlamaStream {
+  TurnTrace trace;
+  std::string reply;           // the assistant's text
+  int64_t content_events = 0;  // chunks that carried text
+
+  void OnLine(const std::string& line) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") return;
+    nlohmann::json j = nlohmann::json::parse(line.substr(6), nullptr, false);
+    if (j.is_discarded()) return;
+    if (j.contains("usage") && j["usage"].is_object()) {
+      trace.tokens = j["usage"].value("completion_tokens", int64_t{0});
+    }
+    if (!j.contains("choices") || j["choices"].empty()) return;
+    const auto& c = j["choices"][0];
+    if (c.contains("finish_reason") && c["finish_reason"].is_string()) {
+      trace.finish = c["finish_reason"].get<std::string>();
+    }
+    if (c.contains("delta") && c["delta"].contains("content") &&
+        c["delta"]["content"].is_string()) {
+      std::string piece = c["delta"]["content"].get<std::string>();
+      if (!piece.empty()) {
+        trace.events.emplace_back(Clock::now(), 1);
+        content_events++;
+        reply += piece;
+      }
+    }
+  }
+};
+
 class LlamaClient : public ChatClient {
  public:
   LlamaClient(const std::string& target, double timeout) : http_(target) {
@@ -156,31 +186,9 @@ class LlamaClient : public ChatClient {
                            {"top_k", 1},             {"ignore_eos", true},
                            {"cache_prompt", true},   {"seed", 1},
                            {"stream_options", {{"include_usage", true}}}};
-    TurnTrace t;
-    std::string buffer, reply;
-    int64_t events_tokens = 0;
-    auto on_line = [&](const std::string& line) {
-      if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") return;
-      nlohmann::json j = nlohmann::json::parse(line.substr(6), nullptr, false);
-      if (j.is_discarded()) return;
-      if (j.contains("usage") && j["usage"].is_object()) {
-        t.tokens = j["usage"].value("completion_tokens", int64_t{0});
-      }
-      if (!j.contains("choices") || j["choices"].empty()) return;
-      const auto& c = j["choices"][0];
-      if (c.contains("finish_reason") && c["finish_reason"].is_string()) {
-        t.finish = c["finish_reason"].get<std::string>();
-      }
-      if (c.contains("delta") && c["delta"].contains("content") &&
-          c["delta"]["content"].is_string()) {
-        std::string piece = c["delta"]["content"].get<std::string>();
-        if (!piece.empty()) {
-          t.events.emplace_back(Clock::now(), 1);
-          events_tokens++;
-          reply += piece;
-        }
-      }
-    };
+    LlamaStream stream;
+    TurnTrace& t = stream.trace;
+    std::string buffer;
     httplib::Request req;
     req.method = "POST";
     req.path = "/v1/chat/completions";
@@ -198,7 +206,7 @@ class LlamaClient : public ChatClient {
         std::string line = buffer.substr(0, eol);
         if (!line.empty() && line.back() == '\r') line.pop_back();
         buffer.erase(0, eol + 1);
-        on_line(line);
+        stream.OnLine(line);
       }
       return true;
     };
@@ -212,8 +220,8 @@ class LlamaClient : public ChatClient {
     }
     // A chunk may carry more than one token (an incomplete UTF-8 character is held back);
     // usage says how many were generated.
-    if (t.tokens == 0) t.tokens = events_tokens;
-    history_.push_back({{"role", "assistant"}, {"content", reply}});
+    if (t.tokens == 0) t.tokens = stream.content_events;
+    history_.push_back({{"role", "assistant"}, {"content", stream.reply}});
     return t;
   }
 

@@ -86,8 +86,9 @@ class SpmTokenizer final : public TokenizerBase {
     return std::isnan(s) ? -std::numeric_limits<float>::infinity() : s;
   }
 
-  void EncodeText(std::string_view raw, bool after_special,
-                  std::vector<int32_t>* out) const override {
+  // The text the merges run on: spaces as U+2581, one more in front after a special token when
+  // the model adds a space prefix.
+  std::string Escape(std::string_view raw, bool after_special) const {
     std::string text;
     text.reserve(raw.size() + raw.size() / 4 + 3);
     if (spec().add_space_prefix && after_special) text.append(kSpace);
@@ -98,6 +99,30 @@ class SpmTokenizer final : public TokenizerBase {
         text.push_back(c);
       }
     }
+    return text;
+  }
+
+  // One symbol left after the merges: its token, or else its bytes as byte tokens (a byte without
+  // one becomes the unknown token, or nothing).
+  void AppendPiece(std::string_view piece, std::vector<int32_t>* out) const {
+    const int32_t id = PieceId(piece);
+    if (id >= 0) {
+      out->push_back(id);
+      return;
+    }
+    for (char c : piece) {
+      const int32_t b = byte_token_[static_cast<uint8_t>(c)];
+      if (b >= 0) {
+        out->push_back(b);
+      } else if (spec().unk_id >= 0) {
+        out->push_back(spec().unk_id);
+      }
+    }
+  }
+
+  void EncodeText(std::string_view raw, bool after_special,
+                  std::vector<int32_t>* out) const override {
+    const std::string text = Escape(raw, after_special);
     struct Symbol {
       uint32_t begin;
       uint32_t len;  // 0: merged away
@@ -146,20 +171,7 @@ class SpmTokenizer final : public TokenizerBase {
       consider(c.left);
     }
     for (int32_t i = syms.empty() ? -1 : 0; i >= 0; i = syms[i].next) {
-      const std::string_view piece = std::string_view(text).substr(syms[i].begin, syms[i].len);
-      const int32_t id = PieceId(piece);
-      if (id >= 0) {
-        out->push_back(id);
-        continue;
-      }
-      for (char c : piece) {
-        const int32_t b = byte_token_[static_cast<uint8_t>(c)];
-        if (b >= 0) {
-          out->push_back(b);
-        } else if (spec().unk_id >= 0) {
-          out->push_back(spec().unk_id);
-        }
-      }
+      AppendPiece(std::string_view(text).substr(syms[i].begin, syms[i].len), out);
     }
   }
 

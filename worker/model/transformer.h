@@ -137,17 +137,39 @@ class Transformer {
   // backend's memory cannot hold it.
   absl::Status EnsureWorkspace(int64_t rows);
   absl::Status AllocateWorkspace(int64_t rows);
+  // Checks sequence `s` of a forward call against the context, the pool and the vocabulary;
+  // INVALID_ARGUMENT names the sequence and the value.
+  absl::Status CheckSeq(size_t s, const SeqInput& in, const KvPoolView& pool) const;
+  // Grows the workspace's block tables to `n_tables` entries (the batch's sequences' together).
+  absl::Status EnsureTables(int64_t n_tables);
+  // Copies the batch's n rows of metadata (token ids, positions, K/V slots, block tables,
+  // attention rows) to the workspace and sets table_offsets_, row_seq_, host_rows_ and
+  // out->logit_seq. Returns the rows whose logits are wanted, in order.
+  absl::StatusOr<std::vector<int64_t>> UploadRows(std::span<const SeqInput> seqs, int64_t n,
+                                                  ForwardResult* out);
+  // One decoder layer over the batch's n rows: the residual stream ws_->x [n, d_model] in place,
+  // the layer's K/V stored into `pool`.
+  absl::Status ForwardLayer(int l, std::span<const SeqInput> seqs, const KvPoolView& pool,
+                            int64_t n);
   // xn [n, d] (normed input of `layer`) → K, V [n, kv_dim] in workspace, RoPE applied to K.
   absl::Status ProjectKv(const Layer& layer, const Tensor& xn, const int32_t* pos_dev, Tensor k,
                          Tensor v);
   // Attention of `layer` for the batch, rebuilding evicted chunks into scratch blocks.
   absl::Status AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
                            const KvPoolView& pool, Tensor out);
+  // The chunk-major part of AttendLayer: hot runs of chunks in one call each, evicted chunks
+  // rebuilt and dropped chunks skipped one chunk at a time, merged into `st`.
+  absl::Status AttendChunks(int layer, std::span<const SeqInput> seqs, const Tensor& q,
+                            const KvPoolView& pool, const AttentionShape& shape, int max_chunks,
+                            const AttentionState& st);
   // Adds each chunk's softmax share to the sequences that asked for it (H2O).
   absl::Status AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st,
                               int64_t n_rows, int max_chunks);
   // Rebuilds K/V of `layer` for evicted chunk `chunk` into block `scratch` of the pool.
   absl::Status RebuildChunk(int layer, int32_t chunk, const SeqInput& in, const KvPoolView& pool);
+  // RebuildIntoBlock from a K/V checkpoint: a copy into the block (on `staging` if given).
+  absl::Status CopyKvCheckpoint(int layer, int32_t chunk, const ChunkState& cs, int32_t scratch,
+                                const KvPoolView& pool, TransferStaging* staging);
 
   Backend* backend_ = nullptr;
   ModelConfig config_;

@@ -1,4 +1,6 @@
-// Transformer::Forward and the K/V path shared by the forward and by rebuilds from residuals.
+// Transformer::Forward, its workspace, and the K/V path shared by the forward and by rebuilds from
+// residuals. Attention over evicted or dropped chunks and the rebuilds are in
+// transformer_attention.cc.
 #include <algorithm>
 #include <cmath>
 
@@ -101,73 +103,73 @@ absl::Status Transformer::ProjectKv(const Layer& L, const Tensor& xn, const int3
   return backend_->MatMul(xn, L.wv, static_cast<const float*>(L.bv.data), v);
 }
 
-absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolView& pool,
-                                  bool capture_residuals, ForwardResult* out) {
-  const ModelConfig& c = config_;
-  int64_t n = 0, n_tables = 0, n_logits = 0;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    const SeqInput& in = seqs[s];
-    const int64_t end = static_cast<int64_t>(in.start_pos) + static_cast<int64_t>(in.tokens.size());
-    if (in.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": no tokens"));
-    if (in.start_pos < 0 || end > max_context_) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": positions ", in.start_pos,
-                                                     "..", end - 1, " exceed the context of ",
-                                                     max_context_));
-    }
-    const int64_t need_blocks = (end + block_tokens_ - 1) / block_tokens_;
-    if (static_cast<int64_t>(in.block_table.size()) < need_blocks) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": block table has ",
-                                                     in.block_table.size(), " blocks, needs ",
-                                                     need_blocks));
-    }
-    for (int64_t b = 0; b < need_blocks; ++b) {
-      if (in.block_table[b] < 0 || in.block_table[b] >= pool.n_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": block id ",
-                                                       in.block_table[b], " out of range"));
-      }
-    }
-    if (!in.evicted_chunks.empty()) {
-      if (in.loader == nullptr || in.scratch_block < 0 || in.scratch_block >= pool.n_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "sequence ", s, ": evicted chunks need a loader and a scratch block"));
-      }
-      int32_t prev = -1;
-      for (int32_t ch : in.evicted_chunks) {
-        if (ch <= prev || (static_cast<int64_t>(ch) + 1) * block_tokens_ > in.start_pos) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "sequence ", s, ": evicted chunk ", ch, " is out of order, partial, or holds new "
-              "tokens (start position ", in.start_pos, ")"));
-        }
-        prev = ch;
-      }
-    }
-    for (int32_t id : in.tokens) {
-      if (id < 0 || id >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside [0, ",
-                                                       c.vocab_size, ")"));
-      }
-    }
-    n += static_cast<int64_t>(in.tokens.size());
-    n_tables += need_blocks;
-    n_logits += in.all_logits ? static_cast<int64_t>(in.tokens.size()) : 1;
+absl::Status Transformer::CheckSeq(size_t s, const SeqInput& in, const KvPoolView& pool) const {
+  const int64_t end = static_cast<int64_t>(in.start_pos) + static_cast<int64_t>(in.tokens.size());
+  if (in.tokens.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": no tokens"));
   }
-  if (n == 0) return absl::InvalidArgumentError("empty batch");
-  RSD_RETURN_IF_ERROR(EnsureWorkspace(n));
-  Workspace& w = *ws_;
-  if (n_tables > w.tables_cap) {
-    if (w.tables != nullptr) {
-      backend_->Free(DeviceMemory<void>(w.tables));
-      std::erase_if(w.buffers, [&](DevicePtr<void> p) { return p.get() == w.tables; });
-    }
-    w.tables = nullptr;
-    w.tables_cap = 0;
-    RSD_ASSIGN_OR_RETURN(DevicePtr<void> t,
-                         backend_->Alloc(static_cast<size_t>(n_tables) * 4, "block tables"));
-    w.tables = static_cast<int32_t*>(t.get());
-    w.buffers.push_back(t);
-    w.tables_cap = n_tables;
+  if (in.start_pos < 0 || end > max_context_) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": positions ", in.start_pos,
+                                                   "..", end - 1, " exceed the context of ",
+                                                   max_context_));
   }
+  const int64_t need_blocks = (end + block_tokens_ - 1) / block_tokens_;
+  if (static_cast<int64_t>(in.block_table.size()) < need_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": block table has ",
+                                                   in.block_table.size(), " blocks, needs ",
+                                                   need_blocks));
+  }
+  for (int64_t b = 0; b < need_blocks; ++b) {
+    if (in.block_table[b] < 0 || in.block_table[b] >= pool.n_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s, ": block id ", in.block_table[b], " out of range"));
+    }
+  }
+  if (!in.evicted_chunks.empty()) {
+    if (in.loader == nullptr || in.scratch_block < 0 || in.scratch_block >= pool.n_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s, ": evicted chunks need a loader and a scratch block"));
+    }
+    int32_t prev = -1;
+    for (int32_t ch : in.evicted_chunks) {
+      if (ch <= prev || (static_cast<int64_t>(ch) + 1) * block_tokens_ > in.start_pos) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": evicted chunk ", ch,
+                                                       " is out of order, partial, or holds new "
+                                                       "tokens (start position ",
+                                                       in.start_pos, ")"));
+      }
+      prev = ch;
+    }
+  }
+  for (int32_t id : in.tokens) {
+    if (id < 0 || id >= config_.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " outside [0, ", config_.vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
 
+absl::Status Transformer::EnsureTables(int64_t n_tables) {
+  Workspace& w = *ws_;
+  if (n_tables <= w.tables_cap) return absl::OkStatus();
+  if (w.tables != nullptr) {
+    backend_->Free(DeviceMemory<void>(w.tables));
+    std::erase_if(w.buffers, [&](DevicePtr<void> p) { return p.get() == w.tables; });
+  }
+  w.tables = nullptr;
+  w.tables_cap = 0;
+  RSD_ASSIGN_OR_RETURN(DevicePtr<void> t,
+                       backend_->Alloc(static_cast<size_t>(n_tables) * 4, "block tables"));
+  w.tables = static_cast<int32_t*>(t.get());
+  w.buffers.push_back(t);
+  w.tables_cap = n_tables;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> Transformer::UploadRows(std::span<const SeqInput> seqs,
+                                                             int64_t n, ForwardResult* out) {
+  Workspace& w = *ws_;
   // Host-side row metadata, then one copy of each array to the device.
   std::vector<int32_t> ids, pos, sblock, soff, tables;
   std::vector<AttentionRow> arows;
@@ -205,35 +207,38 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   RSD_RETURN_IF_ERROR(
       backend_->CopyToDevice(DeviceMemory(w.att_rows), arows.data(), n * sizeof(AttentionRow)));
   host_rows_ = arows;
+  return logit_rows;
+}
 
+absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolView& pool,
+                                  bool capture_residuals, ForwardResult* out) {
+  const ModelConfig& c = config_;
+  int64_t n = 0, n_tables = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const SeqInput& in = seqs[s];
+    RSD_RETURN_IF_ERROR(CheckSeq(s, in, pool));
+    const int64_t end = static_cast<int64_t>(in.start_pos) + static_cast<int64_t>(in.tokens.size());
+    n += static_cast<int64_t>(in.tokens.size());
+    n_tables += (end + block_tokens_ - 1) / block_tokens_;
+  }
+  if (n == 0) return absl::InvalidArgumentError("empty batch");
+  RSD_RETURN_IF_ERROR(EnsureWorkspace(n));
+  RSD_RETURN_IF_ERROR(EnsureTables(n_tables));
+  RSD_ASSIGN_OR_RETURN(const std::vector<int64_t> logit_rows, UploadRows(seqs, n, out));
+
+  Workspace& w = *ws_;
   const int64_t d = c.d_model;
-  Tensor x = w.x.Rows(0, n), xn = w.xn.Rows(0, n), q = w.q.Rows(0, n), k = w.k.Rows(0, n),
-         v = w.v.Rows(0, n), attn = w.attn.Rows(0, n), o = w.o.Rows(0, n),
-         gate = w.gate.Rows(0, n), up = w.up.Rows(0, n), act = w.act.Rows(0, n);
+  Tensor x = w.x.Rows(0, n);
   out->n_rows = n;
   if (capture_residuals) out->residuals.resize(static_cast<size_t>(c.n_layers * n * d));
   Backend& b = *backend_;
   RSD_RETURN_IF_ERROR(b.Embed(token_embd_, w.ids, x));
   for (int l = 0; l < c.n_layers; ++l) {
-    const Layer& L = layers_[l];
     if (capture_residuals) {
       RSD_RETURN_IF_ERROR(b.CopyToHost(out->residuals.data() + static_cast<size_t>(l) * n * d,
                                        x.device(), x.bytes()));
     }
-    RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.attn_norm.f32(), c.rms_eps, xn));
-    RSD_RETURN_IF_ERROR(b.MatMul(xn, L.wq, static_cast<const float*>(L.bq.data), q));
-    RSD_RETURN_IF_ERROR(b.Rope(q, c.n_heads, c.head_dim, w.pos, rope_));
-    RSD_RETURN_IF_ERROR(ProjectKv(L, xn, w.pos, k, v));
-    RSD_RETURN_IF_ERROR(b.StoreKv(k, v, l, w.slot_block, w.slot_offset, pool));
-    RSD_RETURN_IF_ERROR(AttendLayer(l, seqs, q, pool, attn));
-    RSD_RETURN_IF_ERROR(b.MatMul(attn, L.wo, nullptr, o));
-    RSD_RETURN_IF_ERROR(b.Add(x, o));
-    RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.ffn_norm.f32(), c.rms_eps, xn));
-    RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_gate, nullptr, gate));
-    RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_up, nullptr, up));
-    RSD_RETURN_IF_ERROR(b.SiluMul(gate, up, act));
-    RSD_RETURN_IF_ERROR(b.MatMul(act, L.w_down, nullptr, o));
-    RSD_RETURN_IF_ERROR(b.Add(x, o));
+    RSD_RETURN_IF_ERROR(ForwardLayer(l, seqs, pool, n));
   }
 
   const int64_t nl = static_cast<int64_t>(logit_rows.size());
@@ -248,209 +253,29 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   return b.CopyToHost(out->logits.data(), logits.device(), logits.bytes());
 }
 
-absl::Status Transformer::AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
-                                      const KvPoolView& pool, Tensor out) {
+absl::Status Transformer::ForwardLayer(int l, std::span<const SeqInput> seqs,
+                                       const KvPoolView& pool, int64_t n) {
   const ModelConfig& c = config_;
   Workspace& w = *ws_;
-  AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim,
-                       1.0f / std::sqrt(static_cast<float>(c.head_dim))};
-  int max_chunks = 0;
-  bool bounded = false;
-  for (const SeqInput& in : seqs) {
-    const int64_t end = in.start_pos + static_cast<int64_t>(in.tokens.size());
-    shape.max_keys = std::max<int32_t>(shape.max_keys, static_cast<int32_t>(end));
-    max_chunks = std::max<int>(max_chunks, static_cast<int>((end + block_tokens_ - 1) / block_tokens_));
-    bounded = bounded || !in.evicted_chunks.empty() || !in.dropped_chunks.empty() ||
-              in.attention_mass != nullptr;
-  }
+  Tensor x = w.x.Rows(0, n), xn = w.xn.Rows(0, n), q = w.q.Rows(0, n), k = w.k.Rows(0, n),
+         v = w.v.Rows(0, n), attn = w.attn.Rows(0, n), o = w.o.Rows(0, n), gate = w.gate.Rows(0, n),
+         up = w.up.Rows(0, n), act = w.act.Rows(0, n);
   Backend& b = *backend_;
-  if (!bounded) return b.Attention(q, w.att_rows, layer, shape, pool, out);
-  // Chunk-major: hot runs in one call; each evicted chunk is rebuilt into its sequence's scratch
-  // block, the table entry pointed at it, and merged on its own. One scratch block per sequence.
-  AttentionState st = w.att_state;
-  bool want_mass = false;
-  for (const SeqInput& in : seqs) want_mass = want_mass || in.attention_mass != nullptr;
-  // Per-chunk statistics for the lossy baselines, freed on every path out.
-  std::vector<DevicePtr<void>> stat_buffers;
-  struct FreeAll {
-    Backend* b;
-    std::vector<DevicePtr<void>>* v;
-    ~FreeAll() {
-      for (DevicePtr<void> p : *v) b->Free(p);
-    }
-  } free_stats{backend_, &stat_buffers};
-  if (want_mass) {
-    const size_t n = static_cast<size_t>(q.rows) * c.n_heads * max_chunks;
-    for (float** p : {&st.chunk_max, &st.chunk_sum}) {
-      RSD_ASSIGN_OR_RETURN(DevicePtr<void> buf, b.Alloc(n * sizeof(float), "attention statistics"));
-      stat_buffers.push_back(buf);
-      *p = static_cast<float*>(buf.get());
-      RSD_RETURN_IF_ERROR(b.Fill(buf, 0xFF, n * sizeof(float)));  // NaN: chunks never merged
-    }
-    st.chunk_stride = max_chunks;
-  }
-  RSD_RETURN_IF_ERROR(b.AttentionBegin(shape, q.rows, st));
-  std::vector<size_t> cursor(seqs.size(), 0), dcursor(seqs.size(), 0);
-  int run = 0;
-  for (int ch = 0; ch < max_chunks; ++ch) {
-    bool any_evicted = false, any_dropped = false;
-    std::vector<bool> drops(seqs.size(), false);
-    for (size_t s = 0; s < seqs.size(); ++s) {
-      const auto& ev = seqs[s].evicted_chunks;
-      if (cursor[s] < ev.size() && ev[cursor[s]] == ch) any_evicted = true;
-      const auto& dr = seqs[s].dropped_chunks;
-      while (dcursor[s] < dr.size() && dr[dcursor[s]] < ch) ++dcursor[s];
-      if (dcursor[s] < dr.size() && dr[dcursor[s]] == ch) drops[s] = any_dropped = true;
-    }
-    if (!any_evicted && !any_dropped) continue;
-    if (run < ch) {
-      RSD_RETURN_IF_ERROR(b.AttentionChunks(q, w.att_rows, layer, run, ch, shape, pool, st));
-    }
-    for (size_t s = 0; s < seqs.size(); ++s) {
-      const auto& ev = seqs[s].evicted_chunks;
-      if (cursor[s] < ev.size() && ev[cursor[s]] == ch) {
-        RSD_RETURN_IF_ERROR(RebuildChunk(layer, ch, seqs[s], pool));
-        RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.tables) + table_offsets_[s] + ch,
-                                           &seqs[s].scratch_block, 4));
-        ++cursor[s];
-      }
-    }
-    if (any_dropped) {
-      // Rows of a sequence that dropped this chunk end before it for this one call (the kernel
-      // skips chunks past a row's keys); the others merge it as usual.
-      std::vector<AttentionRow> rows = host_rows_;
-      for (size_t r = 0; r < rows.size(); ++r) {
-        if (drops[row_seq_[r]]) rows[r].n_keys = 0;
-      }
-      RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.att_rows), rows.data(),
-                                         rows.size() * sizeof(AttentionRow)));
-    }
-    RSD_RETURN_IF_ERROR(b.AttentionChunks(q, w.att_rows, layer, ch, ch + 1, shape, pool, st));
-    if (any_dropped) {
-      RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.att_rows), host_rows_.data(),
-                                         host_rows_.size() * sizeof(AttentionRow)));
-    }
-    run = ch + 1;
-  }
-  if (run < max_chunks) {
-    RSD_RETURN_IF_ERROR(b.AttentionChunks(q, w.att_rows, layer, run, max_chunks, shape, pool, st));
-  }
-  RSD_RETURN_IF_ERROR(b.AttentionFinish(shape, q.rows, st, out));
-  if (want_mass) return AccumulateMass(seqs, st, q.rows, max_chunks);
-  return absl::OkStatus();
-}
-
-absl::Status Transformer::AccumulateMass(std::span<const SeqInput> seqs, const AttentionState& st,
-                                         int64_t n_rows, int max_chunks) {
-  const int nh = config_.n_heads;
-  const size_t items = static_cast<size_t>(n_rows) * nh;
-  std::vector<float> m(items), l(items), cmax(items * max_chunks), csum(items * max_chunks);
-  RSD_RETURN_IF_ERROR(backend_->CopyToHost(m.data(), DeviceMemory(st.m), items * sizeof(float)));
-  RSD_RETURN_IF_ERROR(backend_->CopyToHost(l.data(), DeviceMemory(st.l), items * sizeof(float)));
-  RSD_RETURN_IF_ERROR(
-      backend_->CopyToHost(cmax.data(), DeviceMemory(st.chunk_max), cmax.size() * sizeof(float)));
-  RSD_RETURN_IF_ERROR(
-      backend_->CopyToHost(csum.data(), DeviceMemory(st.chunk_sum), csum.size() * sizeof(float)));
-  // A sequence's rows are contiguous: the row's index among its sequence's new tokens.
-  std::vector<int64_t> first_row(seqs.size(), -1);
-  for (int64_t r = 0; r < n_rows; ++r) {
-    if (first_row[row_seq_[r]] < 0) first_row[row_seq_[r]] = r;
-  }
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const SeqInput& in = seqs[row_seq_[r]];
-    std::vector<double>* mass = in.attention_mass;
-    if (mass == nullptr) continue;
-    const int64_t new_tokens = static_cast<int64_t>(in.tokens.size());
-    if (in.mass_window > 0 && r - first_row[row_seq_[r]] < new_tokens - in.mass_window) continue;
-    if (static_cast<int>(mass->size()) < max_chunks) mass->resize(max_chunks, 0.0);
-    for (int h = 0; h < nh; ++h) {
-      const size_t it = static_cast<size_t>(r) * nh + h;
-      for (int ch = 0; ch < max_chunks; ++ch) {
-        const float mc = cmax[it * max_chunks + ch];
-        if (mc != mc) continue;  // not merged (past the row's keys, or dropped)
-        (*mass)[ch] += static_cast<double>(csum[it * max_chunks + ch]) *
-                       std::exp(static_cast<double>(mc) - m[it]) / l[it];
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Transformer::RebuildChunk(int layer, int32_t chunk, const SeqInput& in,
-                                       const KvPoolView& pool) {
-  ChunkState cs;
-  RSD_RETURN_IF_ERROR((*in.loader)(layer, chunk, &cs));
-  return RebuildIntoBlock(layer, chunk, cs, in.scratch_block, pool);
-}
-
-absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& cs,
-                                           int32_t scratch, const KvPoolView& pool,
-                                           TransferStaging* staging) {
-  if (ws_->rows == 0) RSD_RETURN_IF_ERROR(EnsureWorkspace(1));
-  Workspace& w = *ws_;
-  const int bt = block_tokens_, kvd = kv_dim();
-  const int64_t d = config_.d_model;
-  if (layer < 0 || layer >= config_.n_layers || scratch < 0 || scratch >= pool.n_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat("rebuild of layer ", layer, " into block ",
-                                                   scratch, " is out of range"));
-  }
-  Backend& b = *backend_;
-  if (poison_rebuilds_) {
-    RSD_RETURN_IF_ERROR(
-        b.Fill(pool.K(scratch, layer), 0xFF, static_cast<size_t>(2) * bt * kvd * sizeof(float)));
-  }
-  if (cs.form == StateForm::kKv) {
-    if (cs.k.size() != static_cast<size_t>(bt) * kvd || cs.v.size() != cs.k.size()) {
-      return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,
-                                              " has ", cs.k.size(), " values, expected ", bt * kvd));
-    }
-    const size_t bytes = cs.k.size() * sizeof(float);
-    if (staging != nullptr) {
-      RSD_RETURN_IF_ERROR(staging->ToDevice(pool.K(scratch, layer), cs.k.data(), bytes));
-      RSD_RETURN_IF_ERROR(staging->ToDevice(pool.V(scratch, layer), cs.v.data(), bytes));
-    } else {
-      RSD_RETURN_IF_ERROR(b.CopyToDevice(pool.K(scratch, layer), cs.k.data(), bytes));
-      RSD_RETURN_IF_ERROR(b.CopyToDevice(pool.V(scratch, layer), cs.v.data(), bytes));
-    }
-    rebuilds_.from_kv++;
-    return absl::OkStatus();
-  }
-  Tensor x = w.rb_x.Rows(0, bt), xn = w.rb_xn.Rows(0, bt), k = w.rb_k.Rows(0, bt),
-         v = w.rb_v.Rows(0, bt);
-  if (cs.form == StateForm::kTokens) {
-    if (layer != 0 || cs.tokens.size() != static_cast<size_t>(bt)) {
-      return absl::DataLossError(absl::StrCat("token checkpoint of chunk ", chunk,
-                                              " cannot rebuild layer ", layer));
-    }
-    for (int32_t id : cs.tokens) {
-      if (id < 0 || id >= config_.vocab_size) {
-        return absl::DataLossError(absl::StrCat("token checkpoint of chunk ", chunk,
-                                                " holds token id ", id));
-      }
-    }
-    RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_ids), cs.tokens.data(), bt * 4));
-    RSD_RETURN_IF_ERROR(b.Embed(token_embd_, w.rb_ids, x));
-    rebuilds_.from_tokens++;
-  } else {
-    if (cs.h.size() != static_cast<size_t>(bt * d)) {
-      return absl::DataLossError(absl::StrCat("residual checkpoint of chunk ", chunk, " layer ",
-                                              layer, " has ", cs.h.size(), " values, expected ",
-                                              bt * d));
-    }
-    RSD_RETURN_IF_ERROR(b.CopyToDevice(x.device(), cs.h.data(), x.bytes()));
-    rebuilds_.from_residual++;
-  }
-  std::vector<int32_t> pos(bt), blocks(bt, scratch), offs(bt);
-  for (int i = 0; i < bt; ++i) {
-    pos[i] = chunk * bt + i;
-    offs[i] = i;
-  }
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_pos), pos.data(), bt * 4));
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_block), blocks.data(), bt * 4));
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_offset), offs.data(), bt * 4));
-  RSD_RETURN_IF_ERROR(b.RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn));
-  RSD_RETURN_IF_ERROR(ProjectKv(layers_[layer], xn, w.rb_pos, k, v));
-  return b.StoreKv(k, v, layer, w.rb_slot_block, w.rb_slot_offset, pool);
+  const Layer& L = layers_[l];
+  RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.attn_norm.f32(), c.rms_eps, xn));
+  RSD_RETURN_IF_ERROR(b.MatMul(xn, L.wq, static_cast<const float*>(L.bq.data), q));
+  RSD_RETURN_IF_ERROR(b.Rope(q, c.n_heads, c.head_dim, w.pos, rope_));
+  RSD_RETURN_IF_ERROR(ProjectKv(L, xn, w.pos, k, v));
+  RSD_RETURN_IF_ERROR(b.StoreKv(k, v, l, w.slot_block, w.slot_offset, pool));
+  RSD_RETURN_IF_ERROR(AttendLayer(l, seqs, q, pool, attn));
+  RSD_RETURN_IF_ERROR(b.MatMul(attn, L.wo, nullptr, o));
+  RSD_RETURN_IF_ERROR(b.Add(x, o));
+  RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.ffn_norm.f32(), c.rms_eps, xn));
+  RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_gate, nullptr, gate));
+  RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_up, nullptr, up));
+  RSD_RETURN_IF_ERROR(b.SiluMul(gate, up, act));
+  RSD_RETURN_IF_ERROR(b.MatMul(act, L.w_down, nullptr, o));
+  return b.Add(x, o);
 }
 
 absl::Status Transformer::KvFromResidual(int layer, std::span<const float> h,

@@ -1,4 +1,4 @@
-// Private parts of Transformer shared by its two source files.
+// Private parts of Transformer shared by its source files.
 #pragma once
 
 #include <vector>

@@ -1,0 +1,65 @@
+// rsdctl: the admin and client CLI of a Residuum cluster (DESIGN.md section 7).
+//
+//   rsdctl [--router ADDR] [-o json|table] [--tenant T] [--timeout S] <command> [flags]
+//
+// Flags may come before or after the command. Exit status: 0 on success, 1 on an RPC error
+// (stderr: "rsdctl: <CODE>: <message>"), 2 on a usage error.
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tools/rsdctl/args.h"
+#include "tools/rsdctl/cli.h"
+#include "tools/rsdctl/commands.h"
+
+using rsd::ctl::Args;
+using rsd::ctl::Chat;
+using rsd::ctl::Cli;
+using rsd::ctl::Create;
+using rsd::ctl::Migrate;
+using rsd::ctl::Models;
+using rsd::ctl::NumberFlag;
+using rsd::ctl::ParseArgs;
+using rsd::ctl::SessionCall;
+using rsd::ctl::Sessions;
+using rsd::ctl::Usage;
+using rsd::ctl::WorkerCommand;
+using rsd::ctl::Workers;
+namespace v1 = rsd::v1;
+
+int main(int argc, char** argv) {
+  const Args a = ParseArgs(argc, argv);
+  Cli cli;
+  const char* env = std::getenv("RSD_ROUTER");
+  cli.router = a.Get("router", env != nullptr && *env != '\0' ? env : "127.0.0.1:50051");
+  std::string output = a.Get("o", a.Get("output", "table"));
+  if (a.Get("json") == "true") output = "json";
+  if (output != "json" && output != "table") {
+    Usage(absl::StrCat("-o: '", output, "' is not json or table"));
+  }
+  cli.json = output == "json";
+  cli.tenant = a.Get("tenant");
+  if (auto t = NumberFlag<double>(a, "timeout")) {
+    if (!(*t > 0)) Usage("--timeout must be > 0 seconds");
+    cli.timeout_s = *t;
+    cli.timeout_s_set = true;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  cli.channel = grpc::CreateCustomChannel(cli.router, grpc::InsecureChannelCredentials(), args);
+  cli.client = v1::Client::NewStub(cli.channel);
+  cli.admin = v1::Admin::NewStub(cli.channel);
+
+  const std::string& c = a.command;
+  if (c == "create") return Create(cli, a);
+  if (c == "chat") return Chat(cli, a);
+  if (c == "close" || c == "undo" || c == "describe") return SessionCall(cli, a);
+  if (c == "workers") return Workers(cli, a);
+  if (c == "sessions") {
+    if (!a.positional.empty()) Usage("'sessions' takes no arguments (use --worker W)");
+    return Sessions(cli, a);
+  }
+  if (c == "models") return Models(cli, a);
+  if (c == "migrate") return Migrate(cli, a);
+  return WorkerCommand(cli, a);
+}
