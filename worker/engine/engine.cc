@@ -58,21 +58,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                                    options.hot_budget_tokens));
   }
   RSD_RETURN_IF_ERROR(e->PlanLayers());
-  if (options.evict == "window") {
-    e->evict_ = Evict::kWindow;
-  } else if (options.evict == "streaming") {
-    e->evict_ = Evict::kStreaming;
-  } else if (options.evict == "h2o") {
-    e->evict_ = Evict::kH2O;
-  } else if (options.evict == "tova") {
-    e->evict_ = Evict::kTova;
-  } else if (options.evict == "snapkv") {
-    e->evict_ = Evict::kSnapKv;
-  } else if (options.evict != "exact") {
-    return absl::InvalidArgumentError(absl::StrCat("eviction policy '", options.evict,
-                                                   "' is not one of exact, window, streaming, "
-                                                   "h2o, tova, snapkv"));
-  }
+  RSD_ASSIGN_OR_RETURN(e->eviction_, MakeEvictionPolicy(options.evict));
   if (options.hot_budget_tokens > 0) {
     // A budget below one block rounds up to one block.
     e->budget_blocks_ = std::max(1, (options.hot_budget_tokens + m.block_tokens() - 1) /
@@ -235,19 +221,12 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     in.scratch_block = s.scratch;
     in.loader = &s.loader;
     in.dropped_chunks = s.dropped;
-    if ((evict_ == Evict::kH2O || evict_ == Evict::kTova) && bounded()) {
-      // H2O accumulates over the whole history; TOVA scores with this step's queries only.
-      if (evict_ == Evict::kTova) std::fill(s.mass.begin(), s.mass.end(), 0.0);
-      in.attention_mass = &s.mass;
-    }
-    if (evict_ == Evict::kSnapKv && bounded() && in.tokens.size() > 1) {
-      // A prefill step rescores every block from its observation window; decode steps keep the
-      // scores (SnapKV selects once per prompt).
-      std::fill(s.mass.begin(), s.mass.end(), 0.0);
-      in.attention_mass = &s.mass;
-      in.mass_window =
-          std::min<int32_t>(static_cast<int32_t>(bt), static_cast<int32_t>(in.tokens.size()));
-      s.mass_chunks = static_cast<int32_t>((end + bt - 1) / bt);
+    if (bounded()) {
+      const AttentionProbe probe = eviction_->Observe(
+          s.eviction,
+          EvictionStep{s.cached, static_cast<int64_t>(in.tokens.size()), static_cast<int32_t>(bt)});
+      in.attention_mass = probe.mass;
+      in.mass_window = probe.window;
     }
     inputs.push_back(in);
   }

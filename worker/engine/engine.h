@@ -22,6 +22,7 @@
 #include "storage/session_state.h"
 #include "storage/state_codec.h"
 #include "storage/tier_chain.h"
+#include "worker/engine/eviction.h"
 #include "worker/engine/sampler.h"
 #include "worker/model/chat_template.h"
 #include "worker/model/tokenizer.h"
@@ -66,7 +67,7 @@ struct EngineOptions {
   // attended to least, its mass summed over layers and heads, sparing the most recent block) or
   // "snapkv" (by block: each prefill step scores the blocks by the attention of its last block's
   // worth of tokens, the observation window; the lowest-scored go first, blocks written after the
-  // scoring last, the most recent block never).
+  // scoring last, the most recent block never). The policies live in worker/engine/eviction.h.
   std::string evict = "exact";
 };
 
@@ -223,10 +224,7 @@ class Engine {
     std::vector<int32_t> blocks;  // per chunk: pool block id, kEvicted or kDropped
     std::vector<int32_t> evicted;  // ascending chunk ids
     std::vector<int32_t> dropped;  // lossy baselines: ascending chunk ids attention skips
-    // Attention mass per chunk: H2O accumulates it; TOVA keeps the last step's; SnapKV the last
-    // prefill's observation window's.
-    std::vector<double> mass;
-    int32_t mass_chunks = 0;  // SnapKV: chunks [0, mass_chunks) were scored
+    EvictionState eviction;        // the eviction policy's statistics (lossy baselines)
     int32_t scratch = -1;     // rebuild scratch block, while anything is evicted
     int32_t peak_hot = 0;
     LayerPlan plan;  // per layer, the form of its checkpoints
@@ -259,11 +257,9 @@ class Engine {
   absl::StatusOr<std::vector<float>> Checkpoint(const Sequence& s, int32_t chunk, int layer,
                                                 const char** from = nullptr) const;
   absl::Status RestoreChunkToHot(Sequence& s, int32_t chunk);
-  // Evicts the oldest full hot blocks (or a lossy policy's choice) until the sequence's hot blocks
-  // plus `incoming` new ones fit the budget.
+  // Evicts the eviction policy's victims (checkpointed if it is exact, else dropped) until the
+  // sequence's hot blocks plus `incoming` new ones fit the budget.
   absl::Status EnforceBudget(Sequence& s, int32_t incoming);
-  // The full hot chunk to evict next (-1: none).
-  int32_t PickVictim(const Sequence& s) const;
   // Its K/V layers go to the tiers (its residual layers are there already), then its block is free.
   absl::Status EvictChunk(Sequence& s, int32_t chunk);
   absl::Status LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const;
@@ -290,7 +286,7 @@ class Engine {
   LayerPlan plan_;
   StateLayout layout_;
   double plan_bw_ = 0, plan_rebuild_ = 0;
-  enum class Evict { kExact, kWindow, kStreaming, kH2O, kTova, kSnapKv } evict_ = Evict::kExact;
+  std::unique_ptr<EvictionPolicy> eviction_;  // what leaves the pool over the hot budget
 };
 
 }  // namespace rsd

@@ -2,7 +2,6 @@
 // checkpoints, residual capture, rebuild sources, spills, restores and truncation. Split from
 // engine.cc by concern.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -134,7 +133,7 @@ absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, Chun
 
 bool Engine::CapturesResiduals(const Sequence& s) const {
   return s.plan.HasResidualLayers() &&
-         (options_.keep_residuals || (bounded() && evict_ == Evict::kExact));
+         (options_.keep_residuals || (bounded() && eviction_->exact()));
 }
 
 absl::Status Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n,
@@ -171,38 +170,6 @@ absl::Status Engine::OffloadPartial(Sequence& s) {
 }
 
 // ---- Within a turn: the hot budget ----
-
-int32_t Engine::PickVictim(const Sequence& s) const {
-  const int64_t bt = model_->block_tokens();
-  auto full_hot = [&](size_t c) {
-    return s.blocks[c] >= 0 && static_cast<int64_t>(c + 1) * bt <= s.cached;
-  };
-  if (evict_ == Evict::kH2O || evict_ == Evict::kTova || evict_ == Evict::kSnapKv) {
-    // The full hot block with the least attention mass (accumulated for H2O, the latest step's
-    // for TOVA, the last prefill's observation window's for SnapKV, where blocks written after
-    // that scoring rank above every scored one), sparing the newest one.
-    int32_t newest = -1;
-    for (size_t c = 0; c < s.blocks.size(); ++c) {
-      if (full_hot(c)) newest = static_cast<int32_t>(c);
-    }
-    auto score = [&](int32_t c) {
-      if (evict_ == Evict::kSnapKv && c >= s.mass_chunks) return HUGE_VAL;
-      return c < static_cast<int32_t>(s.mass.size()) ? s.mass[c] : 0.0;
-    };
-    int32_t victim = -1;
-    for (int32_t c = 0; c < newest; ++c) {
-      if (s.blocks[c] < 0) continue;
-      if (victim < 0 || score(c) < score(victim)) victim = c;
-    }
-    return victim < 0 ? newest : victim;
-  }
-  for (size_t c = 0; c < s.blocks.size(); ++c) {
-    // StreamingLLM keeps block 0 (the attention sinks) while anything else can go.
-    if (evict_ == Evict::kStreaming && c == 0 && HotBlocks(s) > 1) continue;
-    if (full_hot(c)) return static_cast<int32_t>(c);
-  }
-  return -1;
-}
 
 absl::Status Engine::EvictChunk(Sequence& s, int32_t victim) {
   const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim(), L = config().n_layers;
@@ -242,12 +209,13 @@ absl::Status Engine::EvictChunk(Sequence& s, int32_t victim) {
 
 absl::Status Engine::EnforceBudget(Sequence& s, int32_t incoming) {
   while (HotBlocks(s) + incoming > budget_blocks_) {
-    const int32_t victim = PickVictim(s);
+    const ChunkView chunks{s.blocks, static_cast<int32_t>(s.cached / model_->block_tokens())};
+    const int32_t victim = eviction_->PickVictim(s.eviction, chunks);
     if (victim < 0) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "hot budget of ", budget_blocks_, " blocks cannot hold this step"));
     }
-    if (evict_ != Evict::kExact) {
+    if (!eviction_->exact()) {
       // Lossy baseline: the block is gone; attention skips it from now on.
       pool_->Free(s.blocks[victim]);
       s.blocks[victim] = kDropped;
@@ -276,6 +244,7 @@ absl::Status Engine::TruncateSequence(const SessionId& id, int64_t n) {
   }
   std::erase_if(s.evicted, [&](int32_t c) { return c >= keep_chunks; });
   std::erase_if(s.dropped, [&](int32_t c) { return c >= keep_chunks; });
+  eviction_->Truncate(s.eviction, static_cast<int32_t>(keep_chunks));
   // The chunk now holding the end of the history must be hot to take new tokens (a resident
   // sequence; one that is not is restored from its checkpoints later).
   if (s.resident && n % bt != 0 && tail < static_cast<int32_t>(s.blocks.size()) &&
@@ -385,8 +354,7 @@ absl::Status Engine::DropState(const SessionId& id) {
   FreeBlocks(s);
   s.evicted.clear();
   s.dropped.clear();
-  s.mass.clear();
-  s.mass_chunks = 0;
+  s.eviction = EvictionState{};
   s.partial_chunk = -1;
   s.partial.clear();
   s.cached = 0;
