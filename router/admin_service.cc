@@ -71,7 +71,7 @@ grpc::Status AdminService::DescribeSession(grpc::ServerContext* ctx,
                                            v1::SessionInfo* resp) {
   absl::StatusOr<SessionRecord> rec = core_.LoadSession(req->session_id(), nullptr);
   if (!rec.ok()) return ToGrpc(rec.status());
-  absl::StatusOr<v1::SessionInfo> info = core_.Describe(*rec, *ctx);
+  absl::StatusOr<v1::SessionInfo> info = core_.Describe(*rec, DeadlineOf(*ctx));
   if (!info.ok()) return ToGrpc(info.status());
   *resp = std::move(*info);
   return grpc::Status::OK;

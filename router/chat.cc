@@ -9,14 +9,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "router/router_service.h"
+#include "router/router_core.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
 namespace {
 
+using Write = std::function<bool(const v1::ChatEvent&)>;
+
 absl::Status Replay(const TurnRecord& t, const v1::TurnRequest& req, const SessionRecord& rec,
-                    grpc::ServerWriter<v1::ChatEvent>* writer) {
+                    const Write& write) {
   if (t.message != req.message()) {
     return absl::AlreadyExistsError(absl::StrCat("turn id '", req.turn_id(), "' of session ",
                                                  rec.id.ToHex(), " was committed as turn ", t.turn,
@@ -40,7 +42,7 @@ absl::Status Replay(const TurnRecord& t, const v1::TurnRequest& req, const Sessi
   td->set_seed(t.seed);
   td->set_worker(t.worker);
   td->set_replayed(true);
-  if (!writer->Write(delta) || !writer->Write(done)) {
+  if (!write(delta) || !write(done)) {
     return absl::CancelledError(
         absl::StrCat("client went away during the replay of turn ", t.turn, " of session ",
                      rec.id.ToHex()));
@@ -100,16 +102,15 @@ struct Attempt {
   bool retry = false;
 };
 
-Attempt Forward(RouterCore& core, grpc::ServerContext* ctx, const SessionRecord& rec,
+Attempt Forward(RouterCore& core, const Caller& caller, const SessionRecord& rec,
                 const WorkerSnapshot& owner, const v1::WorkerChatRequest& wreq,
-                grpc::ServerWriter<v1::ChatEvent>* writer) {
+                const Write& write) {
   // Deadline and cancellation propagate from the client's call to the worker's.
-  std::unique_ptr<grpc::ClientContext> cctx = grpc::ClientContext::FromServerContext(*ctx);
+  std::unique_ptr<ReadStream<v1::ChatEvent>> reader =
+      core.Worker(owner)->Chat(wreq, CallScope{caller.deadline, caller.cancelled});
   RouterCore::InflightTurn inflight;
-  inflight.context = cctx.get();
+  inflight.call = reader.get();
   core.TrackTurn(owner.desc.id, &inflight);
-  std::unique_ptr<grpc::ClientReader<v1::ChatEvent>> reader =
-      core.WorkerStub(owner.desc.address)->Chat(cctx.get(), wreq);
 
   std::vector<int32_t> streamed_tokens;
   std::string streamed_text;
@@ -124,9 +125,9 @@ Attempt Forward(RouterCore& core, grpc::ServerContext* ctx, const SessionRecord&
                              ev.delta().tokens().end());
       streamed_text += ev.delta().text();
       relayed = true;
-      if (!client_gone && !writer->Write(ev)) {
+      if (!client_gone && !write(ev)) {
         client_gone = true;
-        cctx->TryCancel();
+        reader->Cancel();
       }
     } else if (ev.has_done() && !done_sent && journal_error.ok()) {
       v1::TurnDone* done = ev.mutable_done();
@@ -134,10 +135,10 @@ Attempt Forward(RouterCore& core, grpc::ServerContext* ctx, const SessionRecord&
       journal_error = core.journal().CommitTurn(
           rec.id, RecordOf(wreq.turn(), *done, streamed_tokens, streamed_text, owner.desc.id));
       relayed = true;
-      if (journal_error.ok() && !client_gone) done_sent = writer->Write(ev);
+      if (journal_error.ok() && !client_gone) done_sent = write(ev);
     }
   }
-  grpc::Status s = reader->Finish();
+  const absl::Status s = reader->Finish();
   core.UntrackTurn(owner.desc.id, &inflight);
   const std::string session = rec.id.ToHex();
   if (!journal_error.ok()) {
@@ -147,7 +148,7 @@ Attempt Forward(RouterCore& core, grpc::ServerContext* ctx, const SessionRecord&
                                       journal_error.message()))};
   }
   if (done_sent) return {absl::OkStatus()};
-  if (client_gone || ctx->IsCancelled()) {
+  if (client_gone || caller.IsCancelled()) {
     return {absl::CancelledError(absl::StrCat("session ", session, ": the client cancelled the turn"))};
   }
   if (inflight.worker_died) {
@@ -158,7 +159,7 @@ Attempt Forward(RouterCore& core, grpc::ServerContext* ctx, const SessionRecord&
             !relayed};
   }
   if (!s.ok()) {
-    const bool unreachable = s.error_code() == grpc::StatusCode::UNAVAILABLE;
+    const bool unreachable = absl::IsUnavailable(s);
     absl::Status err = RouterCore::WorkerError(s, owner.desc.id, owner.desc.address);
     if (unreachable && relayed) {
       err = absl::UnavailableError(absl::StrCat(
@@ -172,34 +173,35 @@ Attempt Forward(RouterCore& core, grpc::ServerContext* ctx, const SessionRecord&
                                            " without a TurnDone"))};
 }
 
-// Sleeps `d` or until the client goes away.
-void Pause(grpc::ServerContext* ctx, absl::Duration d) {
+// Sleeps `d` or until the caller goes away.
+void Pause(const Caller& caller, absl::Duration d) {
   const absl::Time until = absl::Now() + d;
-  while (absl::Now() < until && !ctx->IsCancelled()) absl::SleepFor(absl::Milliseconds(10));
+  while (absl::Now() < until && !caller.IsCancelled()) absl::SleepFor(absl::Milliseconds(10));
 }
 
 }  // namespace
 
-absl::Status RunChat(RouterCore& core, grpc::ServerContext* ctx, const v1::TurnRequest& req,
-                     grpc::ServerWriter<v1::ChatEvent>* writer) {
-  const std::string tenant = TenantOf(*ctx);
+absl::Status RouterCore::Chat(const Caller& caller, const v1::TurnRequest& req,
+                              const std::function<bool(const v1::ChatEvent&)>& write) {
+  RouterCore& core = *this;
+  const std::string& tenant = caller.tenant;
   RSD_ASSIGN_OR_RETURN(SessionRecord rec, core.LoadSession(req.session_id(), &tenant));
-  const absl::Time deadline = absl::FromChrono(ctx->deadline());
+  const absl::Time deadline = caller.deadline;
   const absl::Time owner_deadline = std::min(deadline, absl::Now() + core.options().owner_wait);
   // A turn without an id gets one, so that the router's own retries of it stay idempotent.
   const std::string turn_id =
       req.turn_id().empty() ? absl::StrCat("router:", SessionId::Random().ToHex()) : req.turn_id();
   const std::string what = absl::StrCat("turn '", turn_id, "'");
   for (;;) {
-    RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate,
-                         core.gates().Acquire(rec.id, what, deadline,
-                                              [ctx] { return ctx->IsCancelled(); }));
+    RSD_ASSIGN_OR_RETURN(
+        SessionGates::Lock gate,
+        core.gates().Acquire(rec.id, what, deadline, [&caller] { return caller.IsCancelled(); }));
     // Under the gate: the owner the journal names now (a migration or failover may have run).
     RSD_ASSIGN_OR_RETURN(rec, core.LoadSession(req.session_id(), &tenant));
     if (!req.turn_id().empty()) {
       RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> committed,
                            core.journal().FindTurn(rec.id, req.turn_id()));
-      if (committed.has_value()) return Replay(*committed, req, rec, writer);
+      if (committed.has_value()) return Replay(*committed, req, rec, write);
     }
     absl::StatusOr<WorkerSnapshot> owner = core.Owner(rec);
     Attempt attempt;
@@ -223,15 +225,15 @@ absl::Status RunChat(RouterCore& core, grpc::ServerContext* ctx, const v1::TurnR
           pending->seed != next.seed) {
         RSD_RETURN_IF_ERROR(core.journal().PutPending(rec.id, next));
       }
-      attempt = Forward(core, ctx, rec, *owner, wreq, writer);
+      attempt = Forward(core, caller, rec, *owner, wreq, write);
     }
-    if (!attempt.retry || absl::Now() >= owner_deadline || ctx->IsCancelled()) {
+    if (!attempt.retry || absl::Now() >= owner_deadline || caller.IsCancelled()) {
       return attempt.status;
     }
     // The owner is dead, unregistered or unreachable and nothing was relayed: let failover (or
     // the worker's return) happen, then try again on whoever owns the session then.
     gate.Release();
-    Pause(ctx, core.options().retry_interval);
+    Pause(caller, core.options().retry_interval);
   }
 }
 

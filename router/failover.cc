@@ -1,9 +1,8 @@
-// Failover (DESIGN.md section 5, "Failover"): the sessions of a dead (or manually failed) worker are
-// rebuilt on another ready worker of their model from the router's journal alone: the router
+// Failover (DESIGN.md section 5, "Failover"): the sessions of a dead (or manually failed) worker
+// are rebuilt on another ready worker of their model from the router's journal alone: the router
 // writes a token-only state stream (the committed turns' log tokens) into the target's
 // ImportSession, then switches the owner with epoch + 1. A monitor thread does it for workers that
 // miss heartbeats; a worker that comes back registers again and is told to drop what it lost.
-#include <chrono>
 #include <cstdio>
 #include <utility>
 
@@ -11,7 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "proto/state_stream.h"
-#include "router/router_service.h"
+#include "router/router_core.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
@@ -211,7 +210,7 @@ void RouterCore::CancelTurnsOn(const std::string& worker) {
   auto [begin, end] = inflight_.equal_range(worker);
   for (auto it = begin; it != end; ++it) {
     it->second->worker_died = true;
-    it->second->context->TryCancel();
+    it->second->call->Cancel();
   }
 }
 

@@ -17,6 +17,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "router/grpc_worker_client.h"
 #include "router/journal.h"
 #include "router/registry.h"
 #include "router/router_service.h"
@@ -73,8 +74,8 @@ int main(int argc, char** argv) {
   rsd::router::Registry registry(&clock, absl::Seconds(hb_timeout));
   rsd::router::RouterOptions options;
   options.heartbeat_interval_seconds = hb_interval;
-  options.max_message_bytes = std::max(max_bytes, 16 << 20);
-  rsd::router::RouterCore core(journal->get(), &registry, options);
+  rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20));
+  rsd::router::RouterCore core(journal->get(), &registry, &workers, options);
   if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
   core.StartFailoverMonitor();
   rsd::router::ClientService client_service(&core);

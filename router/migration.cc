@@ -2,7 +2,6 @@
 // a turn boundary (its gate held), the target imports it at epoch + 1, the journal switches the
 // owner (synced), and only then is the source's copy dropped. Any failure before the switch leaves
 // the journal as it was, so the source keeps serving the session.
-#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <set>
@@ -11,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "router/router_service.h"
+#include "router/router_core.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
@@ -31,12 +30,6 @@ absl::Time Sooner(absl::Time a, absl::Time b) { return a < b ? a : b; }
 
 }  // namespace
 
-std::unique_ptr<grpc::ClientContext> RouterCore::ContextUntil(absl::Time deadline) {
-  auto out = std::make_unique<grpc::ClientContext>();
-  if (deadline != absl::InfiniteFuture()) out->set_deadline(absl::ToChronoTime(deadline));
-  return out;
-}
-
 void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
                            absl::Time deadline) {
   absl::StatusOr<WorkerSnapshot> w = registry_->Get(worker);
@@ -44,42 +37,37 @@ void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
     // It drops the copy when it registers again (RegisterResponse.drop).
     return;
   }
-  auto ctx = ContextUntil(Sooner(deadline, absl::Now() + absl::Seconds(5)));
-  v1::SessionInfo ignored;
-  grpc::Status s = WorkerStub(w->desc.address)->CloseSession(ctx.get(), ref, &ignored);
-  if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
+  const absl::Status s =
+      Worker(*w)->CloseSession(ref, Sooner(deadline, absl::Now() + absl::Seconds(5))).status();
+  if (!s.ok() && !absl::IsNotFound(s)) {
     std::fprintf(stderr,
                  "rsd-router: could not drop session %s (epoch %llu) on worker '%s': %s: %s "
                  "(it is dropped when the worker registers again)\n",
                  ref.session_id().c_str(), static_cast<unsigned long long>(ref.epoch()),
-                 worker.c_str(), absl::StatusCodeToString(FromGrpc(s).code()).c_str(),
-                 s.error_message().c_str());
+                 worker.c_str(), absl::StatusCodeToString(s.code()).c_str(),
+                 std::string(s.message()).c_str());
   }
 }
 
 absl::StatusOr<v1::ImportSessionResponse> RouterCore::Import(
     const WorkerSnapshot& target, absl::Time deadline,
     const std::function<absl::StatusOr<bool>(v1::StateChunk*)>& next) {
-  auto ctx = ContextUntil(deadline);
-  v1::ImportSessionResponse resp;
-  std::unique_ptr<grpc::ClientWriter<v1::StateChunk>> writer =
-      WorkerStub(target.desc.address)->ImportSession(ctx.get(), &resp);
+  std::unique_ptr<ImportStream> writer = Worker(target)->ImportSession(deadline);
   v1::StateChunk chunk;
   for (;;) {
     absl::StatusOr<bool> more = next(&chunk);
     if (!more.ok()) {
       // The target sees a cancelled stream and keeps nothing.
-      ctx->TryCancel();
+      writer->Cancel();
       (void)writer->Finish();
       return more.status();
     }
     if (!*more) break;
     if (!writer->Write(chunk)) break;  // the target stopped reading: Finish says why
   }
-  writer->WritesDone();
-  grpc::Status s = writer->Finish();
-  if (!s.ok()) {
-    return Prefixed(WorkerError(s, target.desc.id, target.desc.address),
+  absl::StatusOr<v1::ImportSessionResponse> resp = writer->Finish();
+  if (!resp.ok()) {
+    return Prefixed(WorkerError(resp.status(), target.desc.id, target.desc.address),
                     absl::StrCat("import into worker '", target.desc.id, "'"));
   }
   return resp;
@@ -150,14 +138,13 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& 
   *req.mutable_ref() = RefOf(session);
   req.set_form(form);
   req.set_target_epoch(session.epoch + 1);
-  auto export_ctx = ContextUntil(deadline);
-  std::unique_ptr<grpc::ClientReader<v1::StateChunk>> reader =
-      WorkerStub(source->desc.address)->ExportSession(export_ctx.get(), req);
+  std::unique_ptr<ReadStream<v1::StateChunk>> reader =
+      Worker(*source)->ExportSession(req, deadline);
   bool export_finished = false;
   auto next = [&](v1::StateChunk* chunk) -> absl::StatusOr<bool> {
     if (reader->Read(chunk)) return true;
     export_finished = true;
-    grpc::Status s = reader->Finish();
+    const absl::Status s = reader->Finish();
     if (!s.ok()) {
       return Prefixed(WorkerError(s, source->desc.id, source->desc.address),
                       absl::StrCat("export from worker '", source->desc.id, "'"));
@@ -167,7 +154,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& 
   absl::StatusOr<v1::ImportSessionResponse> imported = Import(target, deadline, next);
   if (!export_finished) {
     // The target refused before the end: stop the source's stream.
-    export_ctx->TryCancel();
+    reader->Cancel();
     v1::StateChunk drained;
     while (reader->Read(&drained)) {
     }

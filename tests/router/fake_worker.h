@@ -6,11 +6,15 @@
 // `fail_after_first_delta` (UNAVAILABLE after one delta: a worker dying mid-turn),
 // `export_delay_ms`, `corrupt_export` (bad digest), `truncate_export` (no trailer),
 // `export_fail` / `import_fail`, `model_fingerprint`.
+// FakeWorker has no transport (absl::Status results, callbacks for streams): FakeWorkerService
+// (fake_worker_service.h) serves it over gRPC, and MemoryWorkers (memory_workers.h) hands it to
+// the router core directly.
 // Thread-safe (mu_ guards the recorded requests, the sessions and the non-atomic knobs).
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -18,15 +22,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "grpcpp/grpcpp.h"
 #include "proto/state_stream.h"
-#include "rsd/v1/worker.grpc.pb.h"
+#include "rsd/v1/worker.pb.h"
 
 namespace rsd::router::testing {
 
 namespace v1 = ::rsd::v1;
 
-class FakeWorker final : public v1::Worker::Service {
+class FakeWorker {
  public:
   struct Session {
     uint64_t epoch = 0;
@@ -38,8 +41,11 @@ class FakeWorker final : public v1::Worker::Service {
 
   explicit FakeWorker(std::string id) : id_(std::move(id)) {}
 
-  grpc::Status OpenSession(grpc::ServerContext*, const v1::OpenSessionRequest* req,
-                           v1::SessionInfo* resp) override {
+  using Cancelled = std::function<bool()>;
+  template <typename T>
+  using Write = std::function<bool(const T&)>;
+
+  absl::Status OpenSession(const v1::OpenSessionRequest* req, v1::SessionInfo* resp) {
     absl::MutexLock l(&mu_);
     opened.push_back(*req);
     Session& s = sessions_[req->ref().session_id()];
@@ -48,22 +54,22 @@ class FakeWorker final : public v1::Worker::Service {
     s.tenant = req->ref().tenant();
     resp->set_session_id(req->ref().session_id());
     resp->set_state("new");
-    return grpc::Status::OK;
+    return absl::OkStatus();
   }
 
-  grpc::Status Chat(grpc::ServerContext* ctx, const v1::WorkerChatRequest* req,
-                    grpc::ServerWriter<v1::ChatEvent>* writer) override {
+  absl::Status Chat(const v1::WorkerChatRequest* req, const Cancelled& cancelled,
+                    const Write<v1::ChatEvent>& write) {
     {
       absl::MutexLock l(&mu_);
       chats.push_back(*req);
       if (!fail.ok()) return fail;
-      grpc::Status s = CheckLocked(req->ref());
+      absl::Status s = CheckLocked(req->ref());
       if (!s.ok()) return s;
     }
     if (block_until_cancelled) {
-      while (!ctx->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      while (!cancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       saw_cancel = true;
-      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      return absl::CancelledError("cancelled");
     }
     if (turn_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(turn_delay_ms));
     const std::string& msg = req->turn().message();
@@ -74,10 +80,8 @@ class FakeWorker final : public v1::Worker::Service {
       ev.mutable_delta()->add_tokens(static_cast<uint8_t>(msg[i]));
       ev.mutable_delta()->set_text_offset(i);
       ev.mutable_delta()->set_text(msg.substr(i, 1));
-      writer->Write(ev);
-      if (fail_after_first_delta) {
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake worker: connection reset");
-      }
+      write(ev);
+      if (fail_after_first_delta) return absl::UnavailableError("fake worker: connection reset");
       done.add_tokens(static_cast<uint8_t>(msg[i]));
     }
     std::vector<int32_t> appended;
@@ -104,56 +108,49 @@ class FakeWorker final : public v1::Worker::Service {
     done.mutable_log_tokens()->Assign(appended.begin(), appended.end());
     v1::ChatEvent ev;
     *ev.mutable_done() = done;
-    writer->Write(ev);
-    return grpc::Status::OK;
+    write(ev);
+    return absl::OkStatus();
   }
 
-  grpc::Status DescribeSession(grpc::ServerContext*, const v1::SessionRef* ref,
-                               v1::SessionInfo* resp) override {
+  absl::Status DescribeSession(const v1::SessionRef* ref, v1::SessionInfo* resp) {
     absl::MutexLock l(&mu_);
     auto it = sessions_.find(ref->session_id());
-    if (it == sessions_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "fake worker: unknown session");
-    }
+    if (it == sessions_.end()) return absl::NotFoundError("fake worker: unknown session");
     resp->set_session_id(ref->session_id());
     resp->set_turns(it->second.turns());
     resp->set_token_count(static_cast<int64_t>(it->second.log.size()));
     resp->mutable_bytes()->set_hot(4096);
     resp->set_state("hot");
-    return grpc::Status::OK;
+    return absl::OkStatus();
   }
 
-  grpc::Status CloseSession(grpc::ServerContext*, const v1::SessionRef* ref,
-                            v1::SessionInfo* resp) override {
+  absl::Status CloseSession(const v1::SessionRef* ref, v1::SessionInfo* resp) {
     absl::MutexLock l(&mu_);
     closed.push_back(ref->session_id());
     closed_refs.push_back(*ref);
     sessions_.erase(ref->session_id());
-    return grpc::Status::OK;
+    return absl::OkStatus();
   }
 
-  grpc::Status UndoTurn(grpc::ServerContext*, const v1::SessionRef* ref,
-                        v1::SessionInfo* resp) override {
+  absl::Status UndoTurn(const v1::SessionRef* ref, v1::SessionInfo* resp) {
     absl::MutexLock l(&mu_);
     Session& s = sessions_[ref->session_id()];
-    if (s.turns() == 0) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "fake: no turn to undo");
-    }
+    if (s.turns() == 0) return absl::FailedPreconditionError("fake: no turn to undo");
     s.turn_ends.pop_back();
     s.log.resize(s.turn_ends.empty() ? 0 : s.turn_ends.back());
     resp->set_session_id(ref->session_id());
     resp->set_turns(s.turns());
-    return grpc::Status::OK;
+    return absl::OkStatus();
   }
 
-  grpc::Status ExportSession(grpc::ServerContext*, const v1::ExportSessionRequest* req,
-                             grpc::ServerWriter<v1::StateChunk>* writer) override {
+  absl::Status ExportSession(const v1::ExportSessionRequest* req,
+                             const Write<v1::StateChunk>& write) {
     SessionState state;
     {
       absl::MutexLock l(&mu_);
       exports.push_back(*req);
       if (!export_fail.ok()) return export_fail;
-      grpc::Status s = CheckLocked(req->ref());
+      absl::Status s = CheckLocked(req->ref());
       if (!s.ok()) return s;
       const Session& session = sessions_[req->ref().session_id()];
       state.id = *ParseSessionId(req->ref().session_id());
@@ -173,22 +170,23 @@ class FakeWorker final : public v1::Worker::Service {
     }
     // The real codec, with the trailer damaged or dropped on request.
     (void)WriteStateStream(std::move(state), req->target_epoch(), [&](const v1::StateChunk& c) {
-      if (!c.has_trailer()) return writer->Write(c);
+      if (!c.has_trailer()) return write(c);
       if (truncate_export) return false;
       v1::StateChunk tail = c;
       tail.mutable_trailer()->set_digest(c.trailer().digest() + (corrupt_export ? 1 : 0));
-      return writer->Write(tail);
+      return write(tail);
     });
-    return grpc::Status::OK;
+    return absl::OkStatus();
   }
 
-  grpc::Status ImportSession(grpc::ServerContext*, grpc::ServerReader<v1::StateChunk>* reader,
-                             v1::ImportSessionResponse* resp) override {
+  // `read` yields the stream's chunks (false at its end).
+  absl::Status ImportSession(const std::function<bool(v1::StateChunk*)>& read_chunk,
+                             v1::ImportSessionResponse* resp) {
     std::vector<v1::StateChunk> chunks;
     v1::StateChunk c;
     StateStreamReader stream;
     absl::Status read = absl::OkStatus();
-    while (reader->Read(&c)) {
+    while (read_chunk(&c)) {
       chunks.push_back(c);
       if (read.ok()) read = stream.Add(c);
     }
@@ -197,18 +195,18 @@ class FakeWorker final : public v1::Worker::Service {
     if (!import_fail.ok()) return import_fail;
     absl::StatusOr<SessionState> state = read.ok() ? stream.Finish() : read;
     if (!state.ok()) {
-      return grpc::Status(static_cast<grpc::StatusCode>(state.status().code()),
+      return absl::Status(state.status().code(),
                           absl::StrCat("fake worker: ", state.status().message()));
     }
     if (state->model_fingerprint != model_fingerprint) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          absl::StrCat("fake worker: model fingerprint ", state->model_fingerprint,
-                                       " is not ", model_fingerprint));
+      return absl::FailedPreconditionError(absl::StrCat("fake worker: model fingerprint ",
+                                                        state->model_fingerprint, " is not ",
+                                                        model_fingerprint));
     }
     const std::string hex = state->id.ToHex();
     auto existing = sessions_.find(hex);
     if (existing != sessions_.end() && existing->second.epoch >= state->attrs.epoch) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "fake worker: have a copy");
+      return absl::FailedPreconditionError("fake worker: have a copy");
     }
     int64_t payload = 0;
     for (const SessionState::Block& b : state->blocks)
@@ -227,7 +225,7 @@ class FakeWorker final : public v1::Worker::Service {
     resp->set_framing_bytes(16 * static_cast<int64_t>(state->blocks.size()));
     resp->set_token_bytes(4 * static_cast<int64_t>(state->tokens.size()));
     resp->set_wire_bytes(stream.wire_bytes());
-    return grpc::Status::OK;
+    return absl::OkStatus();
   }
 
   // The worker loses the session (a restart on an empty data dir).
@@ -258,9 +256,9 @@ class FakeWorker final : public v1::Worker::Service {
   std::vector<v1::SessionRef> closed_refs;
   std::vector<v1::ExportSessionRequest> exports;
   std::vector<std::vector<v1::StateChunk>> imports;
-  grpc::Status fail = grpc::Status::OK;
-  grpc::Status export_fail = grpc::Status::OK;
-  grpc::Status import_fail = grpc::Status::OK;
+  absl::Status fail = absl::OkStatus();
+  absl::Status export_fail = absl::OkStatus();
+  absl::Status import_fail = absl::OkStatus();
   std::string model_fingerprint = "fp-smol";
   int export_blocks = 2;
   std::atomic<bool> block_until_cancelled{false};
@@ -273,17 +271,14 @@ class FakeWorker final : public v1::Worker::Service {
 
  private:
   // NOT_FOUND for an unknown session; FAILED_PRECONDITION for another epoch (a stale owner).
-  grpc::Status CheckLocked(const v1::SessionRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status CheckLocked(const v1::SessionRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = sessions_.find(ref.session_id());
-    if (it == sessions_.end()) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "fake worker: unknown session");
-    }
+    if (it == sessions_.end()) return absl::NotFoundError("fake worker: unknown session");
     if (it->second.epoch != ref.epoch()) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                          absl::StrCat("fake worker: stale owner (epoch ", ref.epoch(), ", have ",
-                                       it->second.epoch, ")"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "fake worker: stale owner (epoch ", ref.epoch(), ", have ", it->second.epoch, ")"));
     }
-    return grpc::Status::OK;
+    return absl::OkStatus();
   }
 
   std::string id_;

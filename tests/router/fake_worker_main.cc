@@ -8,7 +8,7 @@
 
 #include "grpcpp/grpcpp.h"
 #include "rsd/v1/worker.grpc.pb.h"
-#include "tests/router/fake_worker.h"
+#include "tests/router/fake_worker_service.h"
 
 namespace v1 = rsd::v1;
 
@@ -29,8 +29,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  rsd::router::testing::FakeWorker service(id);
-  service.model_fingerprint = "fake-fingerprint";
+  rsd::router::testing::FakeWorker worker(id);
+  worker.model_fingerprint = "fake-fingerprint";
+  rsd::router::testing::FakeWorkerService service(&worker);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

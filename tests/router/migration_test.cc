@@ -141,14 +141,14 @@ TEST_F(MigrationTest, FailedStreamLeavesTheSourceServing) {
 
   {
     absl::MutexLock l(&w1.mu_);
-    w1.export_fail = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "turn running");
+    w1.export_fail = absl::FailedPreconditionError("turn running");
   }
   st = Migrate(s, "w2", &m);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(st.error_message(), HasSubstr("export from worker 'w1': turn running"));
   {
     absl::MutexLock l(&w1.mu_);
-    w1.export_fail = grpc::Status::OK;
+    w1.export_fail = absl::OkStatus();
   }
 
   EXPECT_FALSE(w2.Has(s));

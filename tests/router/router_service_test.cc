@@ -108,7 +108,7 @@ TEST_F(RouterServiceTest, WorkerErrorsPassThroughUnchanged) {
   ASSERT_TRUE(Create(&info).ok());
   {
     absl::MutexLock l(&w.mu_);
-    w.fail = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue full (8 turns waiting)");
+    w.fail = absl::ResourceExhaustedError("queue full (8 turns waiting)");
   }
   Turn t = Chat(info.session_id(), "x");
   EXPECT_EQ(t.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);

@@ -17,8 +17,9 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "router/grpc_worker_client.h"
 #include "router/router_service.h"
-#include "tests/router/fake_worker.h"
+#include "tests/router/fake_worker_service.h"
 #include "tests/support/test_util.h"
 
 namespace rsd::router::testing {
@@ -41,6 +42,7 @@ class FakeClock final : public Clock {
 
 struct WorkerServer {
   std::unique_ptr<FakeWorker> service;
+  std::unique_ptr<FakeWorkerService> grpc_service;
   std::unique_ptr<grpc::Server> server;
   std::string address;
   std::string model;
@@ -76,7 +78,8 @@ class RouterServiceTest : public ::testing::Test {
     ASSERT_TRUE(j.ok()) << j.status();
     journal_ = std::move(*j);
     registry_ = std::make_unique<Registry>(&clock_, absl::Seconds(5));
-    core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), TestOptions());
+    core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &worker_clients_,
+                                         TestOptions());
     ASSERT_TRUE(core_->LoadJournal().ok());
     client_service_ = std::make_unique<ClientService>(core_.get());
     admin_service_ = std::make_unique<AdminService>(core_.get());
@@ -108,10 +111,11 @@ class RouterServiceTest : public ::testing::Test {
                         int64_t hot_free = 1000, const std::string& fingerprint = "fp-smol") {
     WorkerServer w;
     w.service = std::make_unique<FakeWorker>(id);
+    w.grpc_service = std::make_unique<FakeWorkerService>(w.service.get());
     grpc::ServerBuilder b;
     int port = 0;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(w.service.get());
+    b.RegisterService(w.grpc_service.get());
     w.server = b.BuildAndStart();
     w.address = "127.0.0.1:" + std::to_string(port);
     w.service->model_fingerprint = fingerprint;
@@ -232,6 +236,7 @@ class RouterServiceTest : public ::testing::Test {
   FakeClock clock_;
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<Registry> registry_;
+  GrpcWorkerClients worker_clients_{16 << 20};
   std::unique_ptr<RouterCore> core_;
   std::unique_ptr<ClientService> client_service_;
   std::unique_ptr<AdminService> admin_service_;

@@ -1,7 +1,6 @@
-#include "router/router_service.h"
+#include "router/router_core.h"
 
 #include <algorithm>
-#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -10,15 +9,9 @@
 
 namespace rsd::router {
 
-std::string TenantOf(const grpc::ServerContext& ctx) {
-  const auto& md = ctx.client_metadata();
-  auto it = md.find("x-rsd-tenant");
-  if (it == md.end() || it->second.empty()) return "default";
-  return std::string(it->second.data(), it->second.size());
-}
-
-RouterCore::RouterCore(Journal* journal, Registry* registry, RouterOptions options)
-    : journal_(journal), registry_(registry), options_(std::move(options)) {}
+RouterCore::RouterCore(Journal* journal, Registry* registry, WorkerClients* workers,
+                       RouterOptions options)
+    : journal_(journal), registry_(registry), workers_(workers), options_(std::move(options)) {}
 
 absl::Status RouterCore::LoadJournal() {
   RSD_ASSIGN_OR_RETURN(std::vector<SessionRecord> sessions, journal_->ListSessions());
@@ -26,26 +19,8 @@ absl::Status RouterCore::LoadJournal() {
   return absl::OkStatus();
 }
 
-std::shared_ptr<v1::Worker::Stub> RouterCore::WorkerStub(const std::string& address) {
-  absl::MutexLock lock(&mu_);
-  auto it = stubs_.find(address);
-  if (it != stubs_.end()) return it->second;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(options_.max_message_bytes);
-  args.SetMaxSendMessageSize(options_.max_message_bytes);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  std::shared_ptr<v1::Worker::Stub> stub(v1::Worker::NewStub(channel));
-  stubs_.emplace(address, stub);
-  return stub;
-}
-
-std::unique_ptr<grpc::ClientContext> RouterCore::WorkerContext(const grpc::ServerContext& ctx) {
-  auto out = std::make_unique<grpc::ClientContext>();
-  const auto cap = std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.worker_call_timeout));
-  out->set_deadline(std::min(ctx.deadline(), cap));
-  return out;
+absl::Time RouterCore::UnaryDeadline(absl::Time caller_deadline) const {
+  return std::min(caller_deadline, absl::Now() + options_.worker_call_timeout);
 }
 
 absl::StatusOr<SessionRecord> RouterCore::LoadSession(const std::string& hex,
@@ -73,14 +48,13 @@ absl::StatusOr<WorkerSnapshot> RouterCore::Owner(const SessionRecord& session) {
   return w;
 }
 
-absl::Status RouterCore::WorkerError(const grpc::Status& s, const std::string& worker,
+absl::Status RouterCore::WorkerError(const absl::Status& s, const std::string& worker,
                                      const std::string& address) {
-  if (s.ok()) return absl::OkStatus();
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    return absl::UnavailableError(absl::StrCat("worker '", worker, "' at ", address,
-                                               " is unavailable: ", s.error_message()));
+  if (absl::IsUnavailable(s)) {
+    return absl::UnavailableError(
+        absl::StrCat("worker '", worker, "' at ", address, " is unavailable: ", s.message()));
   }
-  return FromGrpc(s);
+  return s;
 }
 
 v1::SessionRef RouterCore::RefOf(const SessionRecord& session) {
@@ -115,25 +89,23 @@ absl::StatusOr<v1::SessionInfo> RouterCore::FromJournal(const SessionRecord& ses
 }
 
 absl::StatusOr<v1::SessionInfo> RouterCore::Describe(const SessionRecord& session,
-                                                     const grpc::ServerContext& ctx) {
+                                                     absl::Time deadline) {
   absl::StatusOr<WorkerSnapshot> owner = Owner(session);
   if (owner.ok()) {
-    std::unique_ptr<grpc::ClientContext> cctx = WorkerContext(ctx);
-    v1::SessionInfo info;
-    grpc::Status s = WorkerStub(owner->desc.address)->DescribeSession(cctx.get(), RefOf(session),
-                                                                      &info);
-    if (s.ok()) {
-      FillOwnership(session, &info);
+    absl::StatusOr<v1::SessionInfo> info =
+        Worker(*owner)->DescribeSession(RefOf(session), UnaryDeadline(deadline));
+    if (info.ok()) {
+      FillOwnership(session, &*info);
       return info;
     }
-    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+    const absl::Status& s = info.status();
+    if (absl::IsNotFound(s)) {
       // The owner lost it (e.g. restarted on an empty data dir): the journal still knows it.
       RSD_ASSIGN_OR_RETURN(v1::SessionInfo info, FromJournal(session));
       info.set_state("missing");
       return info;
     }
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
-        s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    if (!absl::IsUnavailable(s) && !absl::IsDeadlineExceeded(s)) {
       return WorkerError(s, owner->desc.id, owner->desc.address);
     }
   }

@@ -1,0 +1,29 @@
+// WorkerClients over gRPC: one channel per worker address, cached. Streams poll their
+// CallScope::cancelled every 20 ms while they wait, so a client that goes away cancels the worker's
+// call too.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "router/worker_client.h"
+#include "rsd/v1/worker.grpc.pb.h"
+
+namespace rsd::router {
+
+class GrpcWorkerClients final : public WorkerClients {
+ public:
+  // `max_message_bytes` bounds messages both ways on every channel.
+  explicit GrpcWorkerClients(int max_message_bytes) : max_message_bytes_(max_message_bytes) {}
+  std::shared_ptr<WorkerClient> At(const std::string& address) override;
+
+ private:
+  const int max_message_bytes_;
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<WorkerClient>> clients_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rsd::router

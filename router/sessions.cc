@@ -1,0 +1,88 @@
+// The client's session calls in the core: create, get, close and undo. Chat is in chat.cc.
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "router/router_core.h"
+#include "storage/common/status.h"
+
+namespace rsd::router {
+
+absl::StatusOr<v1::SessionInfo> RouterCore::CreateSession(const Caller& caller,
+                                                          const v1::CreateSessionRequest& req) {
+  RSD_ASSIGN_OR_RETURN(WorkerSnapshot worker, registry_->Place(req.model()));
+  SessionRecord rec;
+  rec.id = SessionId::Random();
+  rec.tenant = caller.tenant;
+  rec.model = worker.desc.model;
+  rec.worker = worker.desc.id;
+  rec.model_fingerprint = worker.desc.model_fingerprint;
+  rec.epoch = 1;
+  rec.ttl_seconds = req.options().ttl_seconds();
+  rec.pin = req.options().pin();
+  rec.priority = req.options().priority();
+  rec.created_unix_ms = absl::ToUnixMillis(absl::Now());
+
+  v1::OpenSessionRequest open;
+  *open.mutable_ref() = RefOf(rec);
+  open.set_model(rec.model);
+  *open.mutable_options() = req.options();
+  std::shared_ptr<WorkerClient> client = Worker(worker);
+  absl::StatusOr<v1::SessionInfo> info = client->OpenSession(open, UnaryDeadline(caller.deadline));
+  if (!info.ok()) {
+    registry_->AddPlaced(worker.desc.id, -1);
+    return WorkerError(info.status(), worker.desc.id, worker.desc.address);
+  }
+  absl::Status journaled = journal_->PutSession(rec);
+  if (!journaled.ok()) {
+    // Best effort: do not leave a session on the worker that the router does not know.
+    (void)client->CloseSession(RefOf(rec), UnaryDeadline(caller.deadline));
+    registry_->AddPlaced(worker.desc.id, -1);
+    return journaled;
+  }
+  FillOwnership(rec, &*info);
+  return info;
+}
+
+absl::StatusOr<v1::SessionInfo> RouterCore::GetSession(const Caller& caller,
+                                                       const std::string& hex) {
+  RSD_ASSIGN_OR_RETURN(SessionRecord rec, LoadSession(hex, &caller.tenant));
+  return Describe(rec, caller.deadline);
+}
+
+absl::Status RouterCore::CloseSession(const Caller& caller, const std::string& hex) {
+  RSD_ASSIGN_OR_RETURN(SessionRecord rec, LoadSession(hex, &caller.tenant));
+  // Not in the middle of a turn or a move; the owner as the journal has it then.
+  RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate, gates_.Acquire(rec.id, "close", caller.deadline));
+  RSD_ASSIGN_OR_RETURN(rec, LoadSession(hex, &caller.tenant));
+  absl::StatusOr<WorkerSnapshot> owner = Owner(rec);
+  if (owner.ok()) {
+    absl::Status s =
+        Worker(*owner)->CloseSession(RefOf(rec), UnaryDeadline(caller.deadline)).status();
+    // A worker that cannot be reached, or no longer has the session, does not keep the session
+    // alive in the journal; any other refusal (e.g. a running turn) is the caller's to see.
+    if (!s.ok() && !absl::IsUnavailable(s) && !absl::IsDeadlineExceeded(s) &&
+        !absl::IsNotFound(s)) {
+      return WorkerError(s, owner->desc.id, owner->desc.address);
+    }
+  }
+  RSD_RETURN_IF_ERROR(journal_->DeleteSession(rec.id));
+  registry_->AddPlaced(rec.worker, -1);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::SessionInfo> RouterCore::UndoTurn(const Caller& caller, const std::string& hex) {
+  RSD_ASSIGN_OR_RETURN(SessionRecord rec, LoadSession(hex, &caller.tenant));
+  RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate, gates_.Acquire(rec.id, "undo", caller.deadline));
+  RSD_ASSIGN_OR_RETURN(rec, LoadSession(hex, &caller.tenant));
+  RSD_ASSIGN_OR_RETURN(WorkerSnapshot owner, Owner(rec));
+  absl::StatusOr<v1::SessionInfo> info =
+      Worker(owner)->UndoTurn(RefOf(rec), UnaryDeadline(caller.deadline));
+  if (!info.ok()) return WorkerError(info.status(), owner.desc.id, owner.desc.address);
+  RSD_RETURN_IF_ERROR(journal_->RemoveLastTurn(rec.id).status());
+  FillOwnership(rec, &*info);
+  return info;
+}
+
+}  // namespace rsd::router

@@ -1,0 +1,224 @@
+// RouterCore with no transport at all: in-memory fake workers (memory_workers.h) and a caller that
+// is a tenant, a deadline and a cancel flag. The same behaviours the gRPC tests check end to end
+// (router_service_test.cc, migration_test.cc) hold on the core alone: tenancy, turn journaling
+// before TurnDone, replay of a committed turn id, an unreachable owner named, the caller's
+// cancellation and deadline reaching the worker, migration and failover moving the session with
+// epoch + 1.
+#include "router/router_core.h"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/router/memory_workers.h"
+#include "tests/support/test_util.h"
+
+namespace rsd::router {
+namespace {
+
+using ::rsd::router::testing::FakeWorker;
+using ::rsd::router::testing::MemoryWorkers;
+using ::rsd::testing::StatusIs;
+using ::testing::HasSubstr;
+
+class RouterCoreTest : public ::testing::Test {
+ public:
+  void SetUp() override {
+    dir_ = rsd::testing::MakeTempDir("router_core_test");
+    absl::StatusOr<std::unique_ptr<Journal>> j = Journal::Open(dir_ + "/journal");
+    ASSERT_TRUE(j.ok()) << j.status();
+    journal_ = std::move(*j);
+    registry_ = std::make_unique<Registry>(&clock_, absl::Seconds(5));
+    RouterOptions o;
+    o.owner_wait = absl::Milliseconds(300);
+    o.retry_interval = absl::Milliseconds(20);
+    o.move_timeout = absl::Seconds(10);
+    core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &workers_, o);
+  }
+  void TearDown() override {
+    core_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  FakeWorker& AddWorker(const std::string& id) {
+    fakes_.push_back(std::make_unique<FakeWorker>(id));
+    FakeWorker& w = *fakes_.back();
+    w.model_fingerprint = "fp-smol";
+    workers_.Add("mem://" + id, &w);
+    WorkerDescriptor d;
+    d.id = id;
+    d.address = "mem://" + id;
+    d.model = "smol";
+    d.model_fingerprint = "fp-smol";
+    d.context_length = 2048;
+    d.load.hot_bytes_free = 1000;
+    EXPECT_TRUE(registry_->Register(d).ok());
+    return w;
+  }
+
+  static Caller CallerFor(const std::string& tenant) {
+    Caller c;
+    c.tenant = tenant;
+    c.deadline = absl::Now() + absl::Seconds(10);
+    return c;
+  }
+
+  std::string Create(const std::string& tenant = "default") {
+    absl::StatusOr<v1::SessionInfo> info =
+        core_->CreateSession(CallerFor(tenant), v1::CreateSessionRequest());
+    EXPECT_TRUE(info.ok()) << info.status();
+    return info.ok() ? info->session_id() : "";
+  }
+
+  struct Turn {
+    absl::Status status;
+    std::vector<v1::ChatEvent> events;
+    bool journaled_before_done = false;
+  };
+  Turn Chat(const std::string& session, const std::string& message, const std::string& turn_id,
+            const Caller& caller) {
+    v1::TurnRequest req;
+    req.set_session_id(session);
+    req.set_message(message);
+    req.set_turn_id(turn_id);
+    Turn t;
+    t.status = core_->Chat(caller, req, [&](const v1::ChatEvent& ev) {
+      if (ev.has_done() && !ev.done().replayed()) {
+        absl::StatusOr<std::optional<TurnRecord>> last =
+            journal_->LastTurn(*ParseSessionId(session));
+        t.journaled_before_done =
+            last.ok() && last->has_value() && (*last)->turn == ev.done().turn();
+      }
+      t.events.push_back(ev);
+      return true;
+    });
+    return t;
+  }
+  Turn Chat(const std::string& session, const std::string& message,
+            const std::string& turn_id = "") {
+    return Chat(session, message, turn_id, CallerFor("default"));
+  }
+
+  std::string dir_;
+  SystemClock clock_;
+  MemoryWorkers workers_;
+  std::vector<std::unique_ptr<FakeWorker>> fakes_;
+  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<RouterCore> core_;
+};
+
+TEST_F(RouterCoreTest, TurnIsJournaledBeforeDoneAndACommittedTurnIdReplays) {
+  FakeWorker& w = AddWorker("w1");
+  const std::string s = Create();
+  Turn first = Chat(s, "hello", "t-1");
+  ASSERT_TRUE(first.status.ok()) << first.status;
+  ASSERT_EQ(first.events.size(), 6u);  // five one-byte deltas, then TurnDone
+  EXPECT_TRUE(first.journaled_before_done);
+  EXPECT_EQ(first.events.back().done().turn(), 1u);
+  EXPECT_EQ(first.events.back().done().worker(), "w1");
+  Turn again = Chat(s, "hello", "t-1");
+  ASSERT_TRUE(again.status.ok()) << again.status;
+  ASSERT_EQ(again.events.size(), 2u);
+  EXPECT_TRUE(again.events.back().done().replayed());
+  EXPECT_EQ(again.events.back().done().text(), "hello");
+  EXPECT_EQ(w.chat_count(), 1u);  // the replay never reached the worker
+  EXPECT_THAT(Chat(s, "other", "t-1").status,
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("different message")));
+}
+
+TEST_F(RouterCoreTest, AnotherTenantsSessionIsUnknown) {
+  AddWorker("w1");
+  const std::string s = Create("acme");
+  EXPECT_TRUE(core_->GetSession(CallerFor("acme"), s).ok());
+  EXPECT_THAT(core_->GetSession(CallerFor("other"), s),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown session " + s)));
+  EXPECT_THAT(Chat(s, "x", "", CallerFor("other")).status,
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(core_->CloseSession(CallerFor("other"), s),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_TRUE(core_->CloseSession(CallerFor("acme"), s).ok());
+  EXPECT_THAT(core_->GetSession(CallerFor("acme"), s),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+}
+
+TEST_F(RouterCoreTest, UnreachableOwnerIsUnavailableNamingIt) {
+  AddWorker("w1");
+  const std::string s = Create();
+  workers_.SetDown("mem://w1", true);
+  EXPECT_THAT(Chat(s, "x").status,
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("worker 'w1' at mem://w1")));
+  // Describe falls back to the journal.
+  absl::StatusOr<v1::SessionInfo> info = core_->GetSession(CallerFor("default"), s);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->state(), "unreachable");
+}
+
+TEST_F(RouterCoreTest, CallerCancellationAndDeadlineReachTheWorker) {
+  FakeWorker& w = AddWorker("w1");
+  const std::string s = Create();
+  w.block_until_cancelled = true;
+  std::atomic<bool> gone{false};
+  Caller caller = CallerFor("default");
+  caller.cancelled = [&] { return gone.load(); };
+  std::thread leave([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gone = true;
+  });
+  EXPECT_THAT(Chat(s, "x", "", caller).status,
+              StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  leave.join();
+  EXPECT_TRUE(w.saw_cancel);
+
+  w.saw_cancel = false;
+  Caller hurried = CallerFor("default");
+  hurried.deadline = absl::Now() + absl::Milliseconds(100);
+  EXPECT_THAT(Chat(s, "x", "", hurried).status,
+              StatusIs(absl::StatusCode::kDeadlineExceeded, ::testing::_));
+  EXPECT_TRUE(w.saw_cancel);
+}
+
+TEST_F(RouterCoreTest, MigrationAndFailoverMoveTheSessionWithTheNextEpoch) {
+  FakeWorker& w1 = AddWorker("w1");
+  FakeWorker& w2 = AddWorker("w2");
+  registry_->SetCordoned("w2", true).IgnoreError();
+  const std::string s = Create();
+  registry_->SetCordoned("w2", false).IgnoreError();
+  ASSERT_TRUE(Chat(s, "one").status.ok());
+
+  absl::StatusOr<v1::MigrateResponse> moved =
+      core_->Migrate(s, "w2", "", absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->from_worker(), "w1");
+  EXPECT_EQ(moved->session().epoch(), 2u);
+  EXPECT_FALSE(w1.Has(s));
+  EXPECT_EQ(w2.Get(s).log.size(), 100u);
+  Turn second = Chat(s, "two");
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  EXPECT_EQ(second.events.back().done().worker(), "w2");
+  EXPECT_EQ(second.events.back().done().usage().history_tokens(), 200);
+
+  // w2 goes away; failover rebuilds the session on w1 from the journal's token log.
+  workers_.SetDown("mem://w2", true);
+  absl::StatusOr<std::vector<v1::MigrateResponse>> failed_over =
+      core_->Failover("w2", absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(failed_over.ok()) << failed_over.status();
+  ASSERT_EQ(failed_over->size(), 1u);
+  EXPECT_EQ((*failed_over)[0].session().epoch(), 3u);
+  EXPECT_EQ(w1.Get(s).log.size(), 200u);
+  EXPECT_EQ(w1.Get(s).turn_ends, (std::vector<int64_t>{100, 200}));
+  Turn third = Chat(s, "three");
+  ASSERT_TRUE(third.status.ok()) << third.status;
+  EXPECT_EQ(third.events.back().done().worker(), "w1");
+  EXPECT_EQ(third.events.back().done().turn(), 3u);
+}
+
+}  // namespace
+}  // namespace rsd::router
