@@ -84,7 +84,8 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::RebuildLocked(const SessionRecor
   };
   absl::StatusOr<v1::ImportSessionResponse> imported = Import(target, deadline, next);
   if (!imported.ok()) return Prefixed(imported.status(), what);
-  absl::StatusOr<v1::MigrateResponse> out = Switch(session, target, *imported, deadline, started);
+  absl::StatusOr<v1::MigrateResponse> out =
+      Switch(session, target, *imported, "journal", deadline, started);
   if (!out.ok()) return Prefixed(out.status(), what);
   return out;
 }

@@ -144,6 +144,15 @@ class GrpcWorkerClient final : public WorkerClient {
   std::unique_ptr<ImportStream> ImportSession(absl::Time deadline) override {
     return std::make_unique<GrpcImportStream>(*stub_, deadline);
   }
+  absl::StatusOr<v1::ImportSessionResponse> SendSession(const v1::SendSessionRequest& req,
+                                                        absl::Time deadline) override {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, deadline);
+    v1::ImportSessionResponse out;
+    grpc::Status s = stub_->SendSession(&ctx, req, &out);
+    if (!s.ok()) return FromGrpc(s);
+    return out;
+  }
 
  private:
   template <typename Req>

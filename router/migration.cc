@@ -76,6 +76,7 @@ absl::StatusOr<v1::ImportSessionResponse> RouterCore::Import(
 absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& session,
                                                        const WorkerSnapshot& target,
                                                        const v1::ImportSessionResponse& imported,
+                                                       const std::string& route,
                                                        absl::Time deadline, absl::Time started) {
   const uint64_t new_epoch = session.epoch + 1;
   absl::StatusOr<SessionRecord> moved =
@@ -105,6 +106,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& sess
   out.set_framing_bytes(imported.framing_bytes());
   out.set_token_bytes(imported.token_bytes());
   out.set_wire_bytes(imported.wire_bytes());
+  out.set_route(route);
   out.set_seconds(absl::ToDoubleSeconds(absl::Now() - started));
   std::fprintf(stderr,
                "rsd-router: session %s moved from worker '%s' (epoch %llu) to '%s' (epoch %llu): "
@@ -138,16 +140,52 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& 
   *req.mutable_ref() = RefOf(session);
   req.set_form(form);
   req.set_target_epoch(session.epoch + 1);
-  std::unique_ptr<ReadStream<v1::StateChunk>> reader =
-      Worker(*source)->ExportSession(req, deadline);
+  // Worker to worker first; through the router if the source cannot reach the target (or does
+  // not speak SendSession). Any other refusal is final: the piped stream would meet it too.
+  v1::SendSessionRequest send;
+  *send.mutable_source() = req;
+  send.set_target_address(target.desc.address);
+  send.set_target_worker(target.desc.id);
+  absl::StatusOr<v1::ImportSessionResponse> direct = Worker(*source)->SendSession(send, deadline);
+  if (direct.ok()) {
+    absl::StatusOr<v1::MigrateResponse> out =
+        Switch(session, target, *direct, "direct", deadline, started);
+    if (!out.ok()) return Prefixed(out.status(), what);
+    return out;
+  }
+  if (!absl::IsUnimplemented(direct.status())) {
+    // Should the target have taken the session after all (an answer lost on the way back), its
+    // copy must neither outlive a failed migration nor block the piped import.
+    v1::SessionRef new_ref = RefOf(session);
+    new_ref.set_epoch(session.epoch + 1);
+    CloseCopy(target.desc.id, new_ref, deadline);
+  }
+  if (!absl::IsUnavailable(direct.status()) && !absl::IsUnimplemented(direct.status())) {
+    return Prefixed(WorkerError(direct.status(), source->desc.id, source->desc.address), what);
+  }
+  if (absl::IsUnavailable(direct.status())) {
+    std::fprintf(stderr,
+                 "rsd-router: %s: worker to worker failed (%s); piping through the router\n",
+                 what.c_str(), std::string(direct.status().message()).c_str());
+  }
+  return PipeLocked(session, *source, target, req, deadline, started);
+}
+
+absl::StatusOr<v1::MigrateResponse> RouterCore::PipeLocked(
+    const SessionRecord& session, const WorkerSnapshot& source, const WorkerSnapshot& target,
+    const v1::ExportSessionRequest& req, absl::Time deadline, absl::Time started) {
+  const std::string what =
+      absl::StrCat("migrate session ", session.id.ToHex(), " from worker '", session.worker,
+                   "' (epoch ", session.epoch, ") to worker '", target.desc.id, "'");
+  std::unique_ptr<ReadStream<v1::StateChunk>> reader = Worker(source)->ExportSession(req, deadline);
   bool export_finished = false;
   auto next = [&](v1::StateChunk* chunk) -> absl::StatusOr<bool> {
     if (reader->Read(chunk)) return true;
     export_finished = true;
     const absl::Status s = reader->Finish();
     if (!s.ok()) {
-      return Prefixed(WorkerError(s, source->desc.id, source->desc.address),
-                      absl::StrCat("export from worker '", source->desc.id, "'"));
+      return Prefixed(WorkerError(s, source.desc.id, source.desc.address),
+                      absl::StrCat("export from worker '", source.desc.id, "'"));
     }
     return false;
   };
@@ -161,7 +199,8 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& 
     (void)reader->Finish();
   }
   if (!imported.ok()) return Prefixed(imported.status(), what);
-  absl::StatusOr<v1::MigrateResponse> out = Switch(session, target, *imported, deadline, started);
+  absl::StatusOr<v1::MigrateResponse> out =
+      Switch(session, target, *imported, "router", deadline, started);
   if (!out.ok()) return Prefixed(out.status(), what);
   return out;
 }

@@ -187,11 +187,19 @@ class RouterCore {
   void CancelTurnsOn(const std::string& worker);
 
  private:
-  // Gate held for the session. The state stream from the owner's export into `target`.
+  // Gate held for the session. The owner sends its state to `target` directly (SendSession), or
+  // PipeLocked pipes it.
   absl::StatusOr<v1::MigrateResponse> MoveLocked(const SessionRecord& session,
                                                  const WorkerSnapshot& target,
                                                  const std::string& form, absl::Time deadline,
                                                  absl::Time started);
+  // Gate held, after MoveLocked's SendSession could not reach the target: the owner's export
+  // piped through the router into `target`.
+  absl::StatusOr<v1::MigrateResponse> PipeLocked(const SessionRecord& session,
+                                                 const WorkerSnapshot& source,
+                                                 const WorkerSnapshot& target,
+                                                 const v1::ExportSessionRequest& req,
+                                                 absl::Time deadline, absl::Time started);
   // Gate held. The token-only stream from the journal into `target`.
   absl::StatusOr<v1::MigrateResponse> RebuildLocked(const SessionRecord& session,
                                                     const WorkerSnapshot& target,
@@ -204,7 +212,8 @@ class RouterCore {
   absl::StatusOr<v1::MigrateResponse> Switch(const SessionRecord& session,
                                              const WorkerSnapshot& target,
                                              const v1::ImportSessionResponse& imported,
-                                             absl::Time deadline, absl::Time started);
+                                             const std::string& route, absl::Time deadline,
+                                             absl::Time started);
   // Takes the gate and fails over one session of `from` (nullopt: it is no longer there).
   absl::StatusOr<std::optional<v1::MigrateResponse>> FailoverOne(const SessionId& id,
                                                                  const std::string& from,

@@ -68,6 +68,9 @@ class WorkerClient {
   virtual std::unique_ptr<ReadStream<v1::StateChunk>> ExportSession(
       const v1::ExportSessionRequest& req, absl::Time deadline) = 0;
   virtual std::unique_ptr<ImportStream> ImportSession(absl::Time deadline) = 0;
+  // The worker exports and streams the state to the target itself; the target's answer.
+  virtual absl::StatusOr<v1::ImportSessionResponse> SendSession(const v1::SendSessionRequest& req,
+                                                                absl::Time deadline) = 0;
 };
 
 // The client for the worker at an address (what workers register with). Implementations cache one

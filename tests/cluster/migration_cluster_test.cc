@@ -120,6 +120,8 @@ TEST_F(MigrationTest, MigratedAfterTurnKInEachFormContinuesBitIdentically) {
     EXPECT_EQ(moved->from_worker(), from);
     EXPECT_EQ(moved->session().worker(), to);
     EXPECT_EQ(moved->session().epoch(), 2u);
+    // Real workers reach each other: the state went worker to worker, not through the router.
+    EXPECT_EQ(moved->route(), "direct");
     EXPECT_EQ(moved->token_bytes(), 4 * history);
     const int64_t bpt = std::string(form) == "kv" ? kv_bpt_ : residual_bpt_;
     if (std::string(form) == "tokens") {

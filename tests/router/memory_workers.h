@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "router/worker_client.h"
+#include "storage/common/status.h"
 #include "tests/router/fake_worker.h"
 
 namespace rsd::router::testing {
@@ -170,6 +171,12 @@ class MemoryWorkers final : public WorkerClients {
     absl::MutexLock l(&mu_);
     down_[address] = down;
   }
+  // While fenced, other workers cannot reach `address` (SendSession to it is UNAVAILABLE); the
+  // router still can.
+  void SetFencedFromWorkers(const std::string& address, bool fenced) {
+    absl::MutexLock l(&mu_);
+    fenced_[address] = fenced;
+  }
   std::shared_ptr<WorkerClient> At(const std::string& address) override {
     return std::make_shared<Client>(this, address);
   }
@@ -213,6 +220,20 @@ class MemoryWorkers final : public WorkerClients {
     std::unique_ptr<ImportStream> ImportSession(absl::Time) override {
       return std::make_unique<MemoryImportStream>(all_->Find(address_));
     }
+    // The fake exports and imports into the target fake directly, as a real worker streams.
+    absl::StatusOr<v1::ImportSessionResponse> SendSession(const v1::SendSessionRequest& req,
+                                                          absl::Time deadline) override {
+      RSD_ASSIGN_OR_RETURN(FakeWorker * source, all_->Find(address_));
+      absl::StatusOr<FakeWorker*> target = all_->Find(req.target_address());
+      if (!target.ok() || all_->Fenced(req.target_address())) {
+        return absl::UnavailableError(
+            absl::StrCat("memory worker at ", address_, " cannot reach ", req.target_address()));
+      }
+      std::unique_ptr<ImportStream> import = std::make_unique<MemoryImportStream>(*target);
+      RSD_RETURN_IF_ERROR(source->ExportSession(
+          &req.source(), [&](const v1::StateChunk& c) { return import->Write(c); }));
+      return import->Finish();
+    }
 
    private:
     template <typename Call>
@@ -237,9 +258,15 @@ class MemoryWorkers final : public WorkerClients {
     return it->second;
   }
 
+  bool Fenced(const std::string& address) {
+    absl::MutexLock l(&mu_);
+    return fenced_[address];
+  }
+
   absl::Mutex mu_;
   std::map<std::string, FakeWorker*> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> down_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, bool> fenced_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rsd::router::testing

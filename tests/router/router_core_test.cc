@@ -196,6 +196,8 @@ TEST_F(RouterCoreTest, MigrationAndFailoverMoveTheSessionWithTheNextEpoch) {
   absl::StatusOr<v1::MigrateResponse> moved =
       core_->Migrate(s, "w2", "", absl::Now() + absl::Seconds(10));
   ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->route(), "direct");  // worker to worker: the router only orchestrated
+  EXPECT_EQ(w1.imports.size() + w2.imports.size(), 1u);
   EXPECT_EQ(moved->from_worker(), "w1");
   EXPECT_EQ(moved->session().epoch(), 2u);
   EXPECT_FALSE(w1.Has(s));
@@ -218,6 +220,31 @@ TEST_F(RouterCoreTest, MigrationAndFailoverMoveTheSessionWithTheNextEpoch) {
   ASSERT_TRUE(third.status.ok()) << third.status;
   EXPECT_EQ(third.events.back().done().worker(), "w1");
   EXPECT_EQ(third.events.back().done().turn(), 3u);
+  EXPECT_EQ((*failed_over)[0].route(), "journal");
+}
+
+TEST_F(RouterCoreTest, ATargetTheSourceCannotReachGetsTheStateThroughTheRouter) {
+  AddWorker("w1");
+  FakeWorker& w2 = AddWorker("w2");
+  registry_->SetCordoned("w2", true).IgnoreError();
+  const std::string s = Create();
+  registry_->SetCordoned("w2", false).IgnoreError();
+  ASSERT_TRUE(Chat(s, "one").status.ok());
+  workers_.SetFencedFromWorkers("mem://w2", true);
+  absl::StatusOr<v1::MigrateResponse> moved =
+      core_->Migrate(s, "w2", "", absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->route(), "router");
+  EXPECT_EQ(moved->session().epoch(), 2u);
+  EXPECT_EQ(w2.Get(s).log.size(), 100u);
+
+  // A refusal by the target is final: no second try through the router.
+  FakeWorker& w3 = AddWorker("w3");
+  w3.model_fingerprint = "fp-other";
+  const size_t before = w3.imports.size();
+  EXPECT_THAT(core_->Migrate(s, "w3", "", absl::Now() + absl::Seconds(10)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("fingerprint")));
+  EXPECT_EQ(w3.imports.size(), before + 1);
 }
 
 }  // namespace

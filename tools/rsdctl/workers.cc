@@ -77,12 +77,13 @@ json MoveJson(const v1::MigrateResponse& m) {
             {"framing", m.framing_bytes()},
             {"tokens", m.token_bytes()},
             {"wire", m.wire_bytes()}}},
+          {"route", m.route()},
           {"seconds", m.seconds()}};
 }
 
-const std::vector<std::string> kMoveHeader = {"SESSION", "FROM",    "TO",      "EPOCH",
-                                              "FORM",    "PAYLOAD", "FRAMING", "TOKENS",
-                                              "WIRE",    "SECONDS", "NOTE"};
+const std::vector<std::string> kMoveHeader = {"SESSION", "FROM",  "TO",      "EPOCH",
+                                              "FORM",    "ROUTE", "PAYLOAD", "FRAMING",
+                                              "TOKENS",  "WIRE",  "SECONDS", "NOTE"};
 
 std::vector<std::string> MoveRow(const v1::MigrateResponse& m) {
   return {m.session().session_id(),
@@ -90,6 +91,7 @@ std::vector<std::string> MoveRow(const v1::MigrateResponse& m) {
           m.session().worker(),
           absl::StrCat(m.from_epoch(), "->", m.session().epoch()),
           m.form(),
+          m.route(),
           Bytes(m.payload_bytes()),
           Bytes(m.framing_bytes()),
           Bytes(m.token_bytes()),

@@ -50,6 +50,8 @@ class WorkerService final : public v1::Worker::Service {
                              grpc::ServerWriter<v1::StateChunk>* writer) override;
   grpc::Status ImportSession(grpc::ServerContext* ctx, grpc::ServerReader<v1::StateChunk>* reader,
                              v1::ImportSessionResponse* out) override;
+  grpc::Status SendSession(grpc::ServerContext* ctx, const v1::SendSessionRequest* req,
+                           v1::ImportSessionResponse* out) override;
 
   // Registration: the sessions this worker holds, with their epochs; and dropping those the
   // router says are no longer ours (failed over or migrated while we were away).
@@ -66,6 +68,8 @@ class WorkerService final : public v1::Worker::Service {
   grpc::Status WithSession(const v1::SessionRef& ref, bool check_epoch,
                            const std::function<absl::Status(const SessionId&)>& fn);
   absl::Status FillInfo(const SessionId& id, v1::SessionInfo* out);  // compute thread
+  // The session's state for `req` (at its target epoch) once no turn of it is running.
+  grpc::Status ExportFor(const v1::ExportSessionRequest& req, SessionState* state);
   grpc::Status ValidateTurn(const v1::TurnRequest& turn, GenerateParams* params) const;
 
   Engine* engine_;

@@ -1,0 +1,120 @@
+// The worker's side of migration: exporting a session's state as a stream, importing one, and
+// sending one straight to another worker (SendSession). Split from worker_service.cc by concern.
+#include <cstdio>
+#include <memory>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/state_stream.h"
+#include "storage/common/status.h"
+#include "worker/service/worker_service.h"
+
+namespace rsd {
+
+grpc::Status WorkerService::ExportFor(const v1::ExportSessionRequest& req, SessionState* state) {
+  absl::StatusOr<SpillForm> form = ParseSpillForm(req.form().empty() ? "auto" : req.form());
+  if (!form.ok()) return ToGrpc(form.status());
+  return WithSession(req.ref(), true, [&](const SessionId& id) -> absl::Status {
+    if (scheduler_->HasTurn(id)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("session ", id.ToHex(), " has a turn running on worker ", options_.id,
+                       "; export at a turn boundary"));
+    }
+    RSD_ASSIGN_OR_RETURN(*state, sessions_->ExportState(id, *form));
+    if (req.target_epoch() != 0) state->attrs.epoch = req.target_epoch();
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status WorkerService::ExportSession(grpc::ServerContext* ctx,
+                                          const v1::ExportSessionRequest* req,
+                                          grpc::ServerWriter<v1::StateChunk>* writer) {
+  SessionState state;
+  grpc::Status st = ExportFor(*req, &state);
+  if (!st.ok()) return st;
+  const uint64_t epoch = state.attrs.epoch;
+  return ToGrpc(WriteStateStream(std::move(state), epoch, [&](const v1::StateChunk& chunk) {
+    return !ctx->IsCancelled() && writer->Write(chunk);
+  }));
+}
+
+grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::SendSessionRequest* req,
+                                        v1::ImportSessionResponse* out) {
+  SessionState state;
+  grpc::Status st = ExportFor(req->source(), &state);
+  if (!st.ok()) return st;
+  const std::string target =
+      absl::StrCat("target worker '", req->target_worker(), "' at ", req->target_address());
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(16 << 20);
+  auto stub = v1::Worker::NewStub(
+      grpc::CreateCustomChannel(req->target_address(), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext cctx;
+  cctx.set_deadline(ctx->deadline());
+  std::unique_ptr<grpc::ClientWriter<v1::StateChunk>> writer = stub->ImportSession(&cctx, out);
+  const uint64_t epoch = state.attrs.epoch;
+  // A write the target refuses ends the stream early; its Finish says why.
+  (void)WriteStateStream(std::move(state), epoch, [&](const v1::StateChunk& chunk) {
+    return !ctx->IsCancelled() && writer->Write(chunk);
+  });
+  if (ctx->IsCancelled()) cctx.TryCancel();
+  writer->WritesDone();
+  const grpc::Status s = writer->Finish();
+  if (s.ok()) return s;
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("worker '", options_.id, "' cannot reach ", target, ": ", s.error_message()));
+  }
+  return grpc::Status(s.error_code(), absl::StrCat(target, ": ", s.error_message()));
+}
+
+grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
+                                          grpc::ServerReader<v1::StateChunk>* reader,
+                                          v1::ImportSessionResponse* out) {
+  StateStreamReader stream;
+  v1::StateChunk chunk;
+  while (reader->Read(&chunk)) {
+    absl::Status added = stream.Add(std::move(chunk));
+    if (!added.ok()) return ToGrpc(added);
+  }
+  absl::StatusOr<SessionState> received = stream.Finish();
+  if (!received.ok()) return ToGrpc(received.status());
+  const SessionState& state = *received;
+  const int64_t wire = stream.wire_bytes();
+  const SessionId* id = &state.id;
+  absl::Status st;
+  scheduler_->RunSync([&] {
+    if (scheduler_->HasTurn(state.id)) {
+      st = absl::FailedPreconditionError(
+          absl::StrCat("session ", state.id.ToHex(), " has a turn running here"));
+      return;
+    }
+    absl::StatusOr<ImportReport> report = sessions_->ImportState(state);
+    if (!report.ok()) {
+      st = report.status();
+      return;
+    }
+    out->set_form(SpillFormName(report->form));
+    out->set_note(report->note);
+    out->set_blocks(report->blocks);
+    out->set_payload_bytes(report->payload_bytes);
+    out->set_framing_bytes(report->framing_bytes);
+    out->set_token_bytes(static_cast<int64_t>(state.tokens.size()) * 4);
+    st = FillInfo(state.id, out->mutable_session());
+  });
+  if (!st.ok()) return ToGrpc(st);
+  {
+    std::lock_guard<std::mutex> lock(turns_mu_);
+    committed_.erase(id->ToHex());  // turn ids are answered by the router's journal after a move
+  }
+  out->set_wire_bytes(wire);
+  if (!out->note().empty()) {
+    std::fprintf(stderr, "rsd-worker %s: session %s imported: %s\n", options_.id.c_str(),
+                 id->ToHex().c_str(), out->note().c_str());
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace rsd
