@@ -85,7 +85,7 @@ class SessionManager {
   // Deletes the session everywhere: hot pool, warm and cold tiers, token log.
   absl::Status Close(const SessionId& id);
 
-  // The phases of Chat, for a scheduler that batches many turns. BeginTurn checks the limits
+  // The phases of a turn, for the scheduler that batches many turns. BeginTurn checks the limits
   // (FAILED_PRECONDITION: no room left at all; INVALID_ARGUMENT with the numbers: history +
   // prompt + max_tokens over the context), restores the session to the hot pool if it was
   // spilled (RESOURCE_EXHAUSTED if the pool has no room: spill idle sessions and retry) and, with

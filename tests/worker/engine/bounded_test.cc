@@ -24,8 +24,8 @@ struct RunResult {
 
 // Two turns on one sequence: prompt, generate, then more user tokens and generate again.
 RunResult TwoTurns(const std::string& model, int budget_tokens, const std::string& form,
-             const SamplingParams& sampling, int block_tokens, int gen1, int gen2,
-             const std::string& layer_forms = "") {
+                   const SamplingParams& sampling, int block_tokens, int gen1, int gen2,
+                   const std::string& layer_forms = "") {
   EngineOptions o;
   o.layer_forms = layer_forms;
   o.model_path = model;
@@ -94,12 +94,13 @@ void ExpectBoundedEqualsUnbounded(const std::string& path, int block_tokens, int
           EXPECT_GT(got.rebuilds.from_tokens, 0u);  // layer 0 from the token embedding
           EXPECT_EQ(got.rebuilds.from_kv, 0u);
         }
-        std::printf("[ bounded ] %s budget %d: peak %d blocks, %d evicted, rebuilt kv %llu "
-                    "residual %llu tokens %llu\n",
-                    form, budget, got.memory.peak_hot_blocks, got.memory.evicted_blocks,
-                    static_cast<unsigned long long>(got.rebuilds.from_kv),
-                    static_cast<unsigned long long>(got.rebuilds.from_residual),
-                    static_cast<unsigned long long>(got.rebuilds.from_tokens));
+        std::printf(
+            "[ bounded ] %s budget %d: peak %d blocks, %d evicted, rebuilt kv %llu "
+            "residual %llu tokens %llu\n",
+            form, budget, got.memory.peak_hot_blocks, got.memory.evicted_blocks,
+            static_cast<unsigned long long>(got.rebuilds.from_kv),
+            static_cast<unsigned long long>(got.rebuilds.from_residual),
+            static_cast<unsigned long long>(got.rebuilds.from_tokens));
       }
     }
   }

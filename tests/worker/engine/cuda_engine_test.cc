@@ -153,7 +153,8 @@ TEST(CudaEngine, BatchOfDifferentLengthsEqualsEachAloneOnTheCpu) {
   ASSERT_TRUE(cpu && dev);
   const int vocab = cpu->config().vocab_size;
   std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < (Large() ? 16 : 4); ++i) prompts.push_back(Prompt(1 + (i * 11) % 17, vocab, i));
+  for (int i = 0; i < (Large() ? 16 : 4); ++i)
+    prompts.push_back(Prompt(1 + (i * 11) % 17, vocab, i));
   int64_t rows = 0;
   for (const auto& p : prompts) rows += static_cast<int64_t>(p.size());
   std::vector<float> alone;

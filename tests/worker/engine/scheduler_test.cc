@@ -135,8 +135,8 @@ class SchedulerTest : public ::testing::Test {
       for (int t = 0; t < kTurns; ++t) {
         auto r = alone.Chat(*id, Message(s, t), Params(s, t));
         ASSERT_TRUE(r.ok()) << r.status();
-        turns.push_back(Outcome{absl::OkStatus(), r->generation.tokens,
-                                r->generation.logit_hashes, r->generation.text});
+        turns.push_back(Outcome{absl::OkStatus(), r->generation.tokens, r->generation.logit_hashes,
+                                r->generation.text});
       }
       alone_.push_back(turns);
     }
@@ -312,7 +312,8 @@ TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndSlowClientsPauseOnlyThemselves) {
     Outcome o = Drain(**s);
     EXPECT_TRUE(o.status.ok()) << o.status;
   }
-  Outcome o0 = Drain(**scheduler.Submit(TurnSpec{ids[0], "default", 0, Message(0, 1), Params(0, 1)}));
+  Outcome o0 =
+      Drain(**scheduler.Submit(TurnSpec{ids[0], "default", 0, Message(0, 1), Params(0, 1)}));
   EXPECT_EQ(o0.tokens, alone_[0][1].tokens);
 }
 
@@ -389,16 +390,20 @@ TEST_F(SchedulerTest, AdmissionErrorsAreClearAndTouchNoOtherSession) {
     ASSERT_TRUE((*sessions)->Create(id, a).ok());
   });
   auto run = [&](TurnSpec spec) { return Drain(**scheduler.Submit(std::move(spec))); };
-  EXPECT_THAT(run(TurnSpec{SessionId::Random(), "acme", 3, "hi", Params(0, 0)}).status,
-              testing::StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown session")));
-  EXPECT_THAT(run(TurnSpec{id, "other", 3, "hi", Params(0, 0)}).status,
-              testing::StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown session")));
-  EXPECT_THAT(run(TurnSpec{id, "acme", 2, "hi", Params(0, 0)}).status,
-              testing::StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("epoch")));
+  EXPECT_THAT(
+      run(TurnSpec{SessionId::Random(), "acme", 3, "hi", Params(0, 0)}).status,
+      testing::StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown session")));
+  EXPECT_THAT(
+      run(TurnSpec{id, "other", 3, "hi", Params(0, 0)}).status,
+      testing::StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("unknown session")));
+  EXPECT_THAT(
+      run(TurnSpec{id, "acme", 2, "hi", Params(0, 0)}).status,
+      testing::StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("epoch")));
   GenerateParams huge = Params(0, 0);
   huge.max_tokens = 100000;
   EXPECT_THAT(run(TurnSpec{id, "acme", 3, "hi", huge}).status,
-              testing::StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("exceeds the context length")));
+              testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                ::testing::HasSubstr("exceeds the context length")));
   GenerateParams bad = Params(0, 0);
   bad.sampling.top_p = 0;
   EXPECT_THAT(run(TurnSpec{id, "acme", 3, "hi", bad}).status,

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <string>
 
-#include "tests/model/model_test_helpers.h"
+#include "tests/worker/model/model_test_helpers.h"
 
 namespace rsd {
 namespace {

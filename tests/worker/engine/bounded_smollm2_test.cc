@@ -71,15 +71,16 @@ TEST(SmolLM2Bounded, OneBlockOverAThousandTokensIsBoundedAndExact) {
     EXPECT_LE(got.memory.peak_hot_blocks, 2) << "budget (1 block) + one scratch block";
     EXPECT_GE(got.memory.evicted_blocks, 60);
     EXPECT_GT(got.rebuilds.from_kv + got.rebuilds.from_residual, 0u);
-    std::printf("[ SmolLM2 bounded ] %s: peak %d blocks = %zu bytes (unbounded: %d blocks = %zu "
-                "bytes); %d blocks evicted, %lld checkpoint bytes; rebuilt kv %llu residual "
-                "%llu tokens %llu\n",
-                form, got.memory.peak_hot_blocks, got.memory.peak_hot_blocks * got.block_bytes,
-                ref.memory.peak_hot_blocks, ref.memory.peak_hot_blocks * ref.block_bytes,
-                got.memory.evicted_blocks, static_cast<long long>(got.memory.checkpoint_bytes),
-                static_cast<unsigned long long>(got.rebuilds.from_kv),
-                static_cast<unsigned long long>(got.rebuilds.from_residual),
-                static_cast<unsigned long long>(got.rebuilds.from_tokens));
+    std::printf(
+        "[ SmolLM2 bounded ] %s: peak %d blocks = %zu bytes (unbounded: %d blocks = %zu "
+        "bytes); %d blocks evicted, %lld checkpoint bytes; rebuilt kv %llu residual "
+        "%llu tokens %llu\n",
+        form, got.memory.peak_hot_blocks, got.memory.peak_hot_blocks * got.block_bytes,
+        ref.memory.peak_hot_blocks, ref.memory.peak_hot_blocks * ref.block_bytes,
+        got.memory.evicted_blocks, static_cast<long long>(got.memory.checkpoint_bytes),
+        static_cast<unsigned long long>(got.rebuilds.from_kv),
+        static_cast<unsigned long long>(got.rebuilds.from_residual),
+        static_cast<unsigned long long>(got.rebuilds.from_tokens));
   }
 }
 

@@ -135,8 +135,9 @@ TEST_F(Sessions, SpilledAndRestoredTurnsAreBitIdentical) {
           EXPECT_EQ(got[t].hashes, ref[t].hashes) << "turn " << t;
         }
         // Where turn 2 onwards was restored from.
-        const std::string want = form == SpillForm::kTokens ? "tokens"
-                                 : std::string(where) == "warm" ? "warm" : "cold";
+        const std::string want = form == SpillForm::kTokens     ? "tokens"
+                                 : std::string(where) == "warm" ? "warm"
+                                                                : "cold";
         for (size_t t = 1; t < got.size(); ++t) EXPECT_EQ(got[t].restored_from, want) << t;
       }
     }
@@ -179,13 +180,14 @@ TEST_F(Sessions, StoredPayloadPerTokenEqualsTheByteTable) {
     const int64_t want = form == SpillForm::kKv ? table.kv : table.residual;
     EXPECT_EQ(stored->payload / stored->tokens_covered, want);
     EXPECT_EQ(stored->payload % stored->tokens_covered, 0);
-    std::printf("[ bytes ] %s: %lld payload bytes for %lld tokens (%lld/token, table %lld), "
-                "framing %lld, keys %lld, %lld blocks\n",
-                SpillFormName(form), static_cast<long long>(stored->payload),
-                static_cast<long long>(stored->tokens_covered),
-                static_cast<long long>(stored->payload / stored->tokens_covered),
-                static_cast<long long>(want), static_cast<long long>(stored->framing),
-                static_cast<long long>(stored->keys), static_cast<long long>(stored->blocks));
+    std::printf(
+        "[ bytes ] %s: %lld payload bytes for %lld tokens (%lld/token, table %lld), "
+        "framing %lld, keys %lld, %lld blocks\n",
+        SpillFormName(form), static_cast<long long>(stored->payload),
+        static_cast<long long>(stored->tokens_covered),
+        static_cast<long long>(stored->payload / stored->tokens_covered),
+        static_cast<long long>(want), static_cast<long long>(stored->framing),
+        static_cast<long long>(stored->keys), static_cast<long long>(stored->blocks));
   }
 }
 

@@ -19,8 +19,8 @@ namespace {
 
 std::vector<std::string> Script() {
   std::vector<std::string> turns;
-  const char* words[] = {"hello", "tell me more", "why?", "a story", "and then", "ok",
-                         "go on", "how so", "explain", "thanks"};
+  const char* words[] = {"hello", "tell me more", "why?",   "a story", "and then",
+                         "ok",    "go on",        "how so", "explain", "thanks"};
   for (int t = 0; t < 20; ++t) turns.push_back(words[t % 10]);
   return turns;
 }
@@ -101,8 +101,9 @@ void RunMatrix(const std::string& path, int max_tokens, const std::vector<int>& 
           ASSERT_EQ(got.tokens[t], ref.tokens[t]) << "turn " << t;
           ASSERT_EQ(got.hashes[t], ref.hashes[t]) << "turn " << t;
         }
-        const std::string want = std::string(form) == "tokens" ? "tokens"
-                                 : std::string(where) == "warm" ? "warm" : "cold";
+        const std::string want = std::string(form) == "tokens"  ? "tokens"
+                                 : std::string(where) == "warm" ? "warm"
+                                                                : "cold";
         for (size_t t = 1; t < got.restored.size(); ++t) ASSERT_EQ(got.restored[t], want) << t;
         ++cases;
       }

@@ -19,7 +19,8 @@ TEST(Stories260K, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
   if (model.empty()) {
     GTEST_SKIP() << "stories260K.gguf not found (set RSD_STORIES260K or place ../shared/models)";
   }
-  auto ref_text = ReadFileToString(model.substr(0, model.rfind('/')) + "/stories260K.llamacpp.json");
+  auto ref_text =
+      ReadFileToString(model.substr(0, model.rfind('/')) + "/stories260K.llamacpp.json");
   ASSERT_TRUE(ref_text.ok()) << ref_text.status();
   const nlohmann::json ref = nlohmann::json::parse(*ref_text);
   for (int threads : {1, 2}) {
@@ -53,8 +54,8 @@ TEST(Stories260K, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
       // Past a close call the sequences may diverge; report how far they still agree.
       size_t agree = 0;
       while (agree < want.size() && r->tokens[agree] == want[agree]) ++agree;
-      std::printf("[ stories260K ] '%s': %zu/%zu equal, compared up to %zu\n", prompt.c_str(), agree,
-                  want.size(), i);
+      std::printf("[ stories260K ] '%s': %zu/%zu equal, compared up to %zu\n", prompt.c_str(),
+                  agree, want.size(), i);
     }
     EXPECT_GT(compared, total / 2) << "too few positions were above the margin to mean anything";
   }
@@ -63,7 +64,8 @@ TEST(Stories260K, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
 TEST(Stories260K, TokenizationEqualsLlamaCpp) {
   const std::string model = testing::Stories260KPath();
   if (model.empty()) GTEST_SKIP() << "stories260K.gguf not found";
-  auto ref_text = ReadFileToString(model.substr(0, model.rfind('/')) + "/stories260K.llamacpp.json");
+  auto ref_text =
+      ReadFileToString(model.substr(0, model.rfind('/')) + "/stories260K.llamacpp.json");
   ASSERT_TRUE(ref_text.ok());
   const nlohmann::json ref = nlohmann::json::parse(*ref_text);
   EngineOptions o;

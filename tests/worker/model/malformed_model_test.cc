@@ -7,7 +7,7 @@
 #include <string>
 
 #include "nlohmann/json.hpp"
-#include "tests/model/model_test_helpers.h"
+#include "tests/worker/model/model_test_helpers.h"
 
 namespace rsd {
 namespace {

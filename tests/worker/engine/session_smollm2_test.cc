@@ -16,7 +16,7 @@ const std::vector<std::string> kTurns = {"What is the capital of France?", "And 
                                          "Write one sentence about the sea.", "Thanks!"};
 
 std::vector<std::vector<uint64_t>> RunTurns(const std::string& model, int budget, SpillForm form,
-                                       bool restart, std::vector<std::string>* restored) {
+                                            bool restart, std::vector<std::string>* restored) {
   const std::string dir = testing::MakeTempDir("rsd-smol-sessions");
   std::unique_ptr<Engine> engine;
   std::unique_ptr<SessionManager> sessions;
@@ -78,12 +78,10 @@ TEST(SmolLM2Sessions, PairwiseBudgetsFormsAndRestoresMatchUnbounded) {
   };
   // Pairwise over budget {one block, unbounded} x form {residual, kv, tokens} x restore
   // {warm, cold after restart}: every pair of values appears in some case.
-  const std::vector<Case> cases = {{16, SpillForm::kResidual, true},
-                                   {16, SpillForm::kKv, false},
-                                   {16, SpillForm::kTokens, true},
-                                   {0, SpillForm::kResidual, false},
-                                   {0, SpillForm::kKv, true},
-                                   {0, SpillForm::kTokens, false}};
+  const std::vector<Case> cases = {
+      {16, SpillForm::kResidual, true}, {16, SpillForm::kKv, false},
+      {16, SpillForm::kTokens, true},   {0, SpillForm::kResidual, false},
+      {0, SpillForm::kKv, true},        {0, SpillForm::kTokens, false}};
   for (const Case& c : cases) {
     SCOPED_TRACE(std::string(SpillFormName(c.form)) + " budget " + std::to_string(c.budget) +
                  (c.restart ? " restart" : " warm"));

@@ -1,5 +1,7 @@
 // Sampling: greedy ties, counter-based randomness, top-k / top-p cuts, the sampled distribution,
 // parameter validation; and generation's stop conditions (EOS, stop strings, max tokens).
+#include "worker/engine/sampler.h"
+
 #include <cmath>
 #include <map>
 #include <vector>
@@ -9,7 +11,6 @@
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
 #include "worker/engine/engine.h"
-#include "worker/engine/sampler.h"
 
 namespace rsd {
 namespace {
@@ -86,12 +87,12 @@ TEST(Sampler, TopKAndTopPCutTheTail) {
 TEST(Sampler, ValidationNamesTheField) {
   SamplingParams p;
   p.temperature = -1;
-  EXPECT_THAT(ValidateSamplingParams(p), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                  ::testing::HasSubstr("temperature")));
+  EXPECT_THAT(ValidateSamplingParams(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("temperature")));
   p = SamplingParams{};
   p.temperature = NAN;
-  EXPECT_THAT(ValidateSamplingParams(p), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                  ::testing::HasSubstr("temperature")));
+  EXPECT_THAT(ValidateSamplingParams(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("temperature")));
   p = SamplingParams{};
   p.top_p = 0.0f;
   EXPECT_THAT(ValidateSamplingParams(p),
@@ -137,8 +138,10 @@ TEST_F(GenerateStops, MaxTokensStopStringsAndEos) {
   EXPECT_EQ(full.finish_reason, "length");
   // A stop string made of the text of tokens 3..4 ends generation right after token 4 appears
   // (the tokens up to and including the match stay).
-  std::string prefix = engine_->tokenizer().Decode(std::span<const int32_t>(full.tokens.data(), 3), false);
-  std::string stop = engine_->tokenizer().Decode(std::span<const int32_t>(full.tokens.data() + 3, 2), false);
+  std::string prefix =
+      engine_->tokenizer().Decode(std::span<const int32_t>(full.tokens.data(), 3), false);
+  std::string stop =
+      engine_->tokenizer().Decode(std::span<const int32_t>(full.tokens.data() + 3, 2), false);
   if (!stop.empty() && prefix.find(stop) == std::string::npos) {
     p.stop = {stop};
     GenerateResult s = Run(p);
@@ -173,7 +176,8 @@ TEST_F(GenerateStops, RefusesWhatCannotFitWithTheNumbers) {
   p.max_tokens = engine_->model().max_context();  // prompt + this exceeds the context
   SessionId seq = engine_->CreateSequence();
   auto r = engine_->Generate(seq, std::vector<int32_t>{1, 2, 3}, p);
-  EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("exceeds the context length")));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument,
+                          ::testing::HasSubstr("exceeds the context length")));
   p.max_tokens = -1;
   EXPECT_THAT(engine_->Generate(seq, std::vector<int32_t>{1}, p),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("max_tokens")));

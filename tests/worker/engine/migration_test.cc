@@ -91,7 +91,8 @@ class Migration : public ::testing::Test {
 };
 
 TEST_F(Migration, EveryFormContinuesBitIdenticallyOnTheTarget) {
-  for (SpillForm form : {SpillForm::kResidual, SpillForm::kKv, SpillForm::kAuto, SpillForm::kTokens}) {
+  for (SpillForm form :
+       {SpillForm::kResidual, SpillForm::kKv, SpillForm::kAuto, SpillForm::kTokens}) {
     SCOPED_TRACE(SpillFormName(form));
     Worker source = MakeWorker(models_["gqa"]), target = MakeWorker(models_["gqa"]);
     const SessionId id = SessionId::Random();
@@ -130,11 +131,11 @@ TEST_F(Migration, EveryFormContinuesBitIdenticallyOnTheTarget) {
       if (form == SpillForm::kResidual) {
         EXPECT_EQ(per_token, table.residual);
       }
-      std::printf("%s: %lld blocks, payload %lld B (%lld B/token over %lld tokens), framing %lld B\n",
-                  SpillFormName(form), static_cast<long long>(report->blocks),
-                  static_cast<long long>(report->payload_bytes),
-                  static_cast<long long>(per_token), static_cast<long long>(covered),
-                  static_cast<long long>(report->framing_bytes));
+      std::printf(
+          "%s: %lld blocks, payload %lld B (%lld B/token over %lld tokens), framing %lld B\n",
+          SpillFormName(form), static_cast<long long>(report->blocks),
+          static_cast<long long>(report->payload_bytes), static_cast<long long>(per_token),
+          static_cast<long long>(covered), static_cast<long long>(report->framing_bytes));
     }
     for (size_t t = kMoveAfter; t < kScript.size(); ++t) {
       TurnOut o = RunTurn(*target.sessions, id, t);

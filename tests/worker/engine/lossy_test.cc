@@ -14,8 +14,7 @@ namespace rsd {
 namespace {
 
 std::vector<int32_t> Generate(const std::string& model, int block_tokens, int budget,
-                              const std::string& evict, const std::vector<int32_t>& prompt,
-                              int n) {
+                              const std::string& evict, const std::vector<int32_t>& prompt, int n) {
   EngineOptions o;
   o.model_path = model;
   o.block_tokens = block_tokens;

@@ -4,8 +4,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/model/tokenizer_test_util.h"
 #include "tests/support/test_util.h"
+#include "tests/worker/model/tokenizer_test_util.h"
 
 namespace rsd {
 namespace {

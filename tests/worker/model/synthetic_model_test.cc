@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
-#include "tests/model/model_test_helpers.h"
+#include "tests/worker/model/model_test_helpers.h"
 
 namespace rsd {
 namespace {

@@ -133,9 +133,10 @@ TEST_F(SmolLM2Goldens, TeacherForcedTop1AgreesWhereLlamaCppIsConfident) {
         ++confident;
         confident_agree += mine == top1[i];
         if (mine != top1[i]) {
-          std::printf("[ SmolLM2 ] prompt %d position %zu: llama.cpp margin %.3f, ours prefers %d "
-                      "by %.3f\n", prompts, i, margin[i], mine,
-                      row_logits[mine] - row_logits[top1[i]]);
+          std::printf(
+              "[ SmolLM2 ] prompt %d position %zu: llama.cpp margin %.3f, ours prefers %d "
+              "by %.3f\n",
+              prompts, i, margin[i], mine, row_logits[mine] - row_logits[top1[i]]);
         }
       }
       if (margin[i] > max_self_flip) {
@@ -145,11 +146,12 @@ TEST_F(SmolLM2Goldens, TeacherForcedTop1AgreesWhereLlamaCppIsConfident) {
     }
     ++prompts;
   }
-  std::printf("[ SmolLM2 ] %d prompts; top-1 agreement %d/%d (%.1f%%) overall; at margin >= 0.1: "
-              "%d/%d agree (llama.cpp against itself, batched vs one token at a time: %d "
-              "disagree, flips up to margin %.3f)\n",
-              prompts, all_agree, all, 100.0 * all_agree / all, confident_agree, confident,
-              self_confident_flips, max_self_flip);
+  std::printf(
+      "[ SmolLM2 ] %d prompts; top-1 agreement %d/%d (%.1f%%) overall; at margin >= 0.1: "
+      "%d/%d agree (llama.cpp against itself, batched vs one token at a time: %d "
+      "disagree, flips up to margin %.3f)\n",
+      prompts, all_agree, all, 100.0 * all_agree / all, confident_agree, confident,
+      self_confident_flips, max_self_flip);
   EXPECT_GE(prompts, 10);
 }
 
@@ -163,7 +165,8 @@ TEST_F(SmolLM2Goldens, CapitalOfFranceGreedyEqualsLlamaCpp) {
       continue;
     }
     found = true;
-    std::vector<int32_t> prompt = e->chat_template().UserTurn("What is the capital of France?", true);
+    std::vector<int32_t> prompt =
+        e->chat_template().UserTurn("What is the capital of France?", true);
     ASSERT_EQ(prompt, g["prompt_tokens"].get<std::vector<int32_t>>());
     std::vector<int32_t> want = g["tokens"].get<std::vector<int32_t>>();
     std::vector<double> margin = g["top1_margin"].get<std::vector<double>>();
@@ -175,8 +178,10 @@ TEST_F(SmolLM2Goldens, CapitalOfFranceGreedyEqualsLlamaCpp) {
     ASSERT_TRUE(r.ok()) << r.status();
     size_t i = 0;
     for (; i < want.size() && margin[i] >= 0.1; ++i) ASSERT_EQ(r->tokens[i], want[i]) << i;
-    std::printf("[ SmolLM2 ] capital of France: %zu tokens equal before the first margin < 0.1; "
-                "text: %s\n", i, r->text.c_str());
+    std::printf(
+        "[ SmolLM2 ] capital of France: %zu tokens equal before the first margin < 0.1; "
+        "text: %s\n",
+        i, r->text.c_str());
   }
   EXPECT_TRUE(found) << "golden lacks the capital-of-France chat prompt";
 }

@@ -1,0 +1,252 @@
+// The worker's gRPC layer on its own: two workers in this process (engine, session manager,
+// scheduler on its own thread, WorkerService, a real gRPC server on localhost) over a synthetic
+// model, called through the generated stub as the router calls them. Session calls and their
+// fencing (epoch, tenant), the turn's stream, validation errors that name the problem, and
+// SendSession: a session sent worker to worker continues with exactly the tokens it would have
+// produced where it was, and a target that cannot be reached is UNAVAILABLE naming it while the
+// source keeps serving.
+#include "worker/service/worker_service.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "storage/common/ids.h"
+#include "tests/support/synthetic_model.h"
+#include "tests/support/test_util.h"
+
+namespace rsd {
+namespace {
+
+using ::testing::HasSubstr;
+
+// One worker in process, served on 127.0.0.1 (port chosen by the system).
+class InProcessWorker {
+ public:
+  absl::Status Start(const std::string& id, const std::string& model_path) {
+    EngineOptions eo;
+    eo.model_path = model_path;
+    eo.block_tokens = 4;
+    eo.keep_residuals = true;
+    eo.threads = 1;
+    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(eo);
+    if (!engine.ok()) return engine.status();
+    engine_ = std::move(*engine);
+    SessionManagerOptions so;
+    so.data_dir = testing::MakeTempDir("rsd-service-" + id);
+    absl::StatusOr<std::unique_ptr<SessionManager>> sessions =
+        SessionManager::Create(engine_.get(), so);
+    if (!sessions.ok()) return sessions.status();
+    sessions_ = std::move(*sessions);
+    scheduler_ = std::make_unique<Scheduler>(engine_.get(), sessions_.get(), SchedulerOptions{});
+    WorkerServiceOptions wo;
+    wo.id = id;
+    wo.model_name = "synthetic";
+    service_ =
+        std::make_unique<WorkerService>(engine_.get(), sessions_.get(), scheduler_.get(), wo);
+    grpc::ServerBuilder b;
+    int port = 0;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(service_.get());
+    server_ = b.BuildAndStart();
+    if (server_ == nullptr || port == 0) return absl::InternalError("cannot listen");
+    address_ = "127.0.0.1:" + std::to_string(port);
+    stub_ = v1::Worker::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+    return absl::OkStatus();
+  }
+  ~InProcessWorker() {
+    if (server_) server_->Shutdown();
+  }
+  v1::Worker::Stub& stub() { return *stub_; }
+  const std::string& address() const { return address_; }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<SessionManager> sessions_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<WorkerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::Worker::Stub> stub_;
+  std::string address_;
+};
+
+std::unique_ptr<grpc::ClientContext> Ctx() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  return ctx;
+}
+
+v1::SessionRef Ref(const std::string& id, uint64_t epoch, const std::string& tenant = "t") {
+  v1::SessionRef ref;
+  ref.set_session_id(id);
+  ref.set_epoch(epoch);
+  ref.set_tenant(tenant);
+  return ref;
+}
+
+struct Turn {
+  grpc::Status status;
+  std::vector<int32_t> streamed;
+  v1::TurnDone done;
+};
+
+Turn RunTurn(v1::Worker::Stub& stub, const v1::SessionRef& ref, const std::string& message) {
+  v1::WorkerChatRequest req;
+  *req.mutable_ref() = ref;
+  req.mutable_turn()->set_session_id(ref.session_id());
+  req.mutable_turn()->set_message(message);
+  req.mutable_turn()->set_max_tokens(8);
+  Turn t;
+  auto ctx = Ctx();
+  auto reader = stub.Chat(ctx.get(), req);
+  v1::ChatEvent ev;
+  while (reader->Read(&ev)) {
+    if (ev.has_delta()) {
+      EXPECT_EQ(ev.delta().offset(), static_cast<int64_t>(t.streamed.size()));
+      t.streamed.insert(t.streamed.end(), ev.delta().tokens().begin(), ev.delta().tokens().end());
+    }
+    if (ev.has_done()) t.done = ev.done();
+  }
+  t.status = reader->Finish();
+  return t;
+}
+
+class WorkerServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* entry = testing::FindSyntheticModel("gqa");
+    ASSERT_NE(entry, nullptr);
+    testing::SyntheticModel model(entry->options);
+    model_ = testing::MakeTempDir("rsd-service-model") + "/gqa.gguf";
+    ASSERT_TRUE(model.WriteGguf(model_).ok());
+    for (auto* w : {&w1_, &w2_}) {
+      const absl::Status s = w->Start(w == &w1_ ? "w1" : "w2", model_);
+      ASSERT_TRUE(s.ok()) << s;
+    }
+  }
+
+  grpc::Status Open(InProcessWorker& w, const v1::SessionRef& ref) {
+    v1::OpenSessionRequest req;
+    *req.mutable_ref() = ref;
+    req.set_model("synthetic");
+    v1::SessionInfo info;
+    return w.stub().OpenSession(Ctx().get(), req, &info);
+  }
+
+  std::string model_;
+  InProcessWorker w1_, w2_;
+};
+
+TEST_F(WorkerServiceTest, SessionCallsTurnStreamAndFencing) {
+  const std::string id = SessionId::Random().ToHex();
+  ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok());
+  ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok()) << "opening again at the same epoch is idempotent";
+  Turn t = RunTurn(w1_.stub(), Ref(id, 1), "hello there");
+  ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+  EXPECT_EQ(t.done.turn(), 1u);
+  EXPECT_EQ(t.done.worker(), "w1");
+  EXPECT_EQ(std::vector<int32_t>(t.done.tokens().begin(), t.done.tokens().end()), t.streamed);
+  EXPECT_FALSE(t.done.log_tokens().empty());
+
+  v1::SessionInfo info;
+  ASSERT_TRUE(w1_.stub().DescribeSession(Ctx().get(), Ref(id, 1), &info).ok());
+  EXPECT_EQ(info.turns(), 1u);
+  EXPECT_EQ(info.token_count(), t.done.usage().history_tokens());
+
+  // Another epoch is a stale owner; another tenant does not see the session at all.
+  Turn stale = RunTurn(w1_.stub(), Ref(id, 2), "x");
+  EXPECT_EQ(stale.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(stale.status.error_message(), HasSubstr("stale owner"));
+  Turn other = RunTurn(w1_.stub(), Ref(id, 1, "someone-else"), "x");
+  EXPECT_EQ(other.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(other.status.error_message(), HasSubstr("unknown session " + id));
+
+  // Bad turns are refused naming the problem, and change nothing.
+  EXPECT_THAT(RunTurn(w1_.stub(), Ref(id, 1), "").status.error_message(), HasSubstr("empty"));
+  EXPECT_THAT(RunTurn(w1_.stub(), Ref(id, 1), std::string("\xff\xfe", 2)).status.error_message(),
+              HasSubstr("not valid UTF-8"));
+  ASSERT_TRUE(w1_.stub().DescribeSession(Ctx().get(), Ref(id, 1), &info).ok());
+  EXPECT_EQ(info.turns(), 1u);
+
+  ASSERT_TRUE(w1_.stub().UndoTurn(Ctx().get(), Ref(id, 1), &info).ok());
+  EXPECT_EQ(info.turns(), 0u);
+  ASSERT_TRUE(w1_.stub().CloseSession(Ctx().get(), Ref(id, 1), &info).ok());
+  EXPECT_EQ(w1_.stub().DescribeSession(Ctx().get(), Ref(id, 1), &info).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(WorkerServiceTest, SendSessionMovesTheSessionWorkerToWorkerExactly) {
+  const std::vector<std::string> script = {"one", "two more", "and three"};
+  for (const char* form : {"residual", "kv", "tokens"}) {
+    SCOPED_TRACE(form);
+    // The reference: the same script on w1, never moved.
+    const std::string stay = SessionId::Random().ToHex();
+    ASSERT_TRUE(Open(w1_, Ref(stay, 1)).ok());
+    std::vector<std::vector<int32_t>> ref;
+    for (const std::string& m : script) {
+      Turn t = RunTurn(w1_.stub(), Ref(stay, 1), m);
+      ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+      ref.push_back(t.streamed);
+    }
+
+    const std::string id = SessionId::Random().ToHex();
+    ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok());
+    for (size_t i = 0; i < 2; ++i)
+      ASSERT_TRUE(RunTurn(w1_.stub(), Ref(id, 1), script[i]).status.ok());
+    v1::SendSessionRequest send;
+    *send.mutable_source()->mutable_ref() = Ref(id, 1);
+    send.mutable_source()->set_form(form);
+    send.mutable_source()->set_target_epoch(2);
+    send.set_target_address(w2_.address());
+    send.set_target_worker("w2");
+    v1::ImportSessionResponse imported;
+    grpc::Status s = w1_.stub().SendSession(Ctx().get(), send, &imported);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(imported.session().turns(), 2u);
+    EXPECT_EQ(imported.form(), form);
+    EXPECT_GT(imported.wire_bytes(), 0);
+
+    Turn third = RunTurn(w2_.stub(), Ref(id, 2), script[2]);
+    ASSERT_TRUE(third.status.ok()) << third.status.error_message();
+    EXPECT_EQ(third.done.worker(), "w2");
+    EXPECT_EQ(third.done.turn(), 3u);
+    EXPECT_EQ(third.streamed, ref[2]) << "the moved session diverged from the one that stayed";
+  }
+}
+
+TEST_F(WorkerServiceTest, SendSessionToAnUnreachableTargetIsUnavailableAndTheSourceKeepsServing) {
+  const std::string id = SessionId::Random().ToHex();
+  ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok());
+  ASSERT_TRUE(RunTurn(w1_.stub(), Ref(id, 1), "one").status.ok());
+  v1::SendSessionRequest send;
+  *send.mutable_source()->mutable_ref() = Ref(id, 1);
+  send.mutable_source()->set_target_epoch(2);
+  send.set_target_address("127.0.0.1:1");  // nothing listens there
+  send.set_target_worker("w9");
+  v1::ImportSessionResponse imported;
+  grpc::Status s = w1_.stub().SendSession(Ctx().get(), send, &imported);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr("worker 'w1' cannot reach target worker 'w9' at 127.0.0.1:1"));
+  Turn next = RunTurn(w1_.stub(), Ref(id, 1), "two");
+  ASSERT_TRUE(next.status.ok()) << next.status.error_message();
+  EXPECT_EQ(next.done.turn(), 2u);
+
+  // A target that refuses (a stale epoch: not newer than its own copy) is that refusal, named.
+  const std::string copy = SessionId::Random().ToHex();
+  ASSERT_TRUE(Open(w1_, Ref(copy, 1)).ok());
+  ASSERT_TRUE(Open(w2_, Ref(copy, 5)).ok());
+  *send.mutable_source()->mutable_ref() = Ref(copy, 1);
+  send.set_target_address(w2_.address());
+  send.set_target_worker("w2");
+  s = w1_.stub().SendSession(Ctx().get(), send, &imported);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("target worker 'w2' at " + w2_.address()));
+}
+
+}  // namespace
+}  // namespace rsd
