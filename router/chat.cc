@@ -102,6 +102,45 @@ struct Attempt {
   bool retry = false;
 };
 
+// What a relayed turn came to: whether anything reached the client, whether the TurnDone did,
+// and why it ended otherwise.
+struct Relayed {
+  bool relayed = false;
+  bool done_sent = false;
+  bool client_gone = false;
+  absl::Status journal_error;
+};
+
+// Relays the worker's events to the client; the TurnDone is journaled before it is relayed.
+Relayed Relay(RouterCore& core, const SessionRecord& rec, const WorkerSnapshot& owner,
+              const v1::WorkerChatRequest& wreq, ReadStream<v1::ChatEvent>& reader,
+              const Write& write) {
+  Relayed out;
+  std::vector<int32_t> streamed_tokens;
+  std::string streamed_text;
+  v1::ChatEvent ev;
+  while (reader.Read(&ev)) {
+    if (ev.has_delta()) {
+      streamed_tokens.insert(streamed_tokens.end(), ev.delta().tokens().begin(),
+                             ev.delta().tokens().end());
+      streamed_text += ev.delta().text();
+      out.relayed = true;
+      if (!out.client_gone && !write(ev)) {
+        out.client_gone = true;
+        reader.Cancel();
+      }
+    } else if (ev.has_done() && !out.done_sent && out.journal_error.ok()) {
+      v1::TurnDone* done = ev.mutable_done();
+      if (done->worker().empty()) done->set_worker(owner.desc.id);
+      out.journal_error = core.journal().CommitTurn(
+          rec.id, RecordOf(wreq.turn(), *done, streamed_tokens, streamed_text, owner.desc.id));
+      out.relayed = true;
+      if (out.journal_error.ok() && !out.client_gone) out.done_sent = write(ev);
+    }
+  }
+  return out;
+}
+
 Attempt Forward(RouterCore& core, const Caller& caller, const SessionRecord& rec,
                 const WorkerSnapshot& owner, const v1::WorkerChatRequest& wreq,
                 const Write& write) {
@@ -111,62 +150,36 @@ Attempt Forward(RouterCore& core, const Caller& caller, const SessionRecord& rec
   RouterCore::InflightTurn inflight;
   inflight.call = reader.get();
   core.TrackTurn(owner.desc.id, &inflight);
-
-  std::vector<int32_t> streamed_tokens;
-  std::string streamed_text;
-  bool relayed = false;
-  bool done_sent = false;
-  bool client_gone = false;
-  absl::Status journal_error;
-  v1::ChatEvent ev;
-  while (reader->Read(&ev)) {
-    if (ev.has_delta()) {
-      streamed_tokens.insert(streamed_tokens.end(), ev.delta().tokens().begin(),
-                             ev.delta().tokens().end());
-      streamed_text += ev.delta().text();
-      relayed = true;
-      if (!client_gone && !write(ev)) {
-        client_gone = true;
-        reader->Cancel();
-      }
-    } else if (ev.has_done() && !done_sent && journal_error.ok()) {
-      v1::TurnDone* done = ev.mutable_done();
-      if (done->worker().empty()) done->set_worker(owner.desc.id);
-      journal_error = core.journal().CommitTurn(
-          rec.id, RecordOf(wreq.turn(), *done, streamed_tokens, streamed_text, owner.desc.id));
-      relayed = true;
-      if (journal_error.ok() && !client_gone) done_sent = write(ev);
-    }
-  }
+  const Relayed r = Relay(core, rec, owner, wreq, *reader, write);
   const absl::Status s = reader->Finish();
   core.UntrackTurn(owner.desc.id, &inflight);
   const std::string session = rec.id.ToHex();
-  if (!journal_error.ok()) {
-    return {absl::Status(journal_error.code(),
+  if (!r.journal_error.ok()) {
+    return {absl::Status(r.journal_error.code(),
                          absl::StrCat("session ", session, ": worker '", owner.desc.id,
                                       "' committed the turn but the router's journal did not: ",
-                                      journal_error.message()))};
+                                      r.journal_error.message()))};
   }
-  if (done_sent) return {absl::OkStatus()};
-  if (client_gone || caller.IsCancelled()) {
+  if (r.done_sent) return {absl::OkStatus()};
+  if (r.client_gone || caller.IsCancelled()) {
     return {absl::CancelledError(absl::StrCat("session ", session, ": the client cancelled the turn"))};
   }
   if (inflight.worker_died) {
-    return {absl::UnavailableError(absl::StrCat(
-                "session ", session, ": worker '", owner.desc.id,
-                "' was declared dead during turn '", wreq.turn().turn_id(),
-                "'; nothing of it was committed: retry the turn id")),
-            !relayed};
+    return {
+        absl::UnavailableError(absl::StrCat(
+            "session ", session, ": worker '", owner.desc.id, "' was declared dead during turn '",
+            wreq.turn().turn_id(), "'; nothing of it was committed: retry the turn id")),
+        !r.relayed};
   }
   if (!s.ok()) {
     const bool unreachable = absl::IsUnavailable(s);
     absl::Status err = RouterCore::WorkerError(s, owner.desc.id, owner.desc.address);
-    if (unreachable && relayed) {
+    if (unreachable && r.relayed) {
       err = absl::UnavailableError(absl::StrCat(
           "session ", session, ": ", err.message(), " during turn '", wreq.turn().turn_id(),
           "'; nothing of it was committed: retry the turn id"));
     }
-    return {err, unreachable && !relayed};
+    return {err, unreachable && !r.relayed};
   }
   return {absl::InternalError(absl::StrCat("worker '", owner.desc.id,
                                            "' ended the turn on session ", session,

@@ -45,43 +45,24 @@ std::string WithPort(const std::string& listen, int port) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "rsd-router --listen ADDR --data-dir DIR [--heartbeat-timeout S] [--heartbeat-interval S]");
-  std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);
-  if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");
-  const std::string listen = absl::GetFlag(FLAGS_listen);
-  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
-  const double hb_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
-  const double hb_interval = absl::GetFlag(FLAGS_heartbeat_interval);
-  const int max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  if (data_dir.empty()) return Fail("--data-dir is required");
-  if (!(hb_timeout > 0)) return Fail("--heartbeat-timeout must be > 0 seconds");
-  if (!(hb_interval > 0)) return Fail("--heartbeat-interval must be > 0 seconds");
-  if (max_bytes <= 0) return Fail("--max-message-bytes must be > 0");
+namespace {
 
-  // SIGINT/SIGTERM are taken by sigwait below; block them before gRPC starts its threads.
+// SIGINT/SIGTERM, blocked so that sigwait takes them; before gRPC starts its threads.
+sigset_t BlockStopSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
 
-  absl::StatusOr<std::unique_ptr<rsd::router::Journal>> journal =
-      rsd::router::Journal::Open(data_dir);
-  if (!journal.ok()) return Fail(std::string(journal.status().ToString()));
-  rsd::router::SystemClock clock;
-  rsd::router::Registry registry(&clock, absl::Seconds(hb_timeout));
-  rsd::router::RouterOptions options;
-  options.heartbeat_interval_seconds = hb_interval;
-  rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20));
-  rsd::router::RouterCore core(journal->get(), &registry, &workers, options);
-  if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
-  core.StartFailoverMonitor();
+// Serves the router's services on `listen` until SIGINT or SIGTERM.
+int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::string& data_dir,
+          int max_bytes, sigset_t signals) {
   rsd::router::ClientService client_service(&core);
   rsd::router::AdminService admin_service(&core);
   rsd::router::RegistryService registry_service(&core);
-
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -107,4 +88,36 @@ int main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "rsd-router --listen ADDR --data-dir DIR [--heartbeat-timeout S] [--heartbeat-interval S]");
+  std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);
+  if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  const double hb_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
+  const double hb_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  const int max_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (data_dir.empty()) return Fail("--data-dir is required");
+  if (!(hb_timeout > 0)) return Fail("--heartbeat-timeout must be > 0 seconds");
+  if (!(hb_interval > 0)) return Fail("--heartbeat-interval must be > 0 seconds");
+  if (max_bytes <= 0) return Fail("--max-message-bytes must be > 0");
+  const sigset_t signals = BlockStopSignals();
+
+  absl::StatusOr<std::unique_ptr<rsd::router::Journal>> journal =
+      rsd::router::Journal::Open(data_dir);
+  if (!journal.ok()) return Fail(std::string(journal.status().ToString()));
+  rsd::router::SystemClock clock;
+  rsd::router::Registry registry(&clock, absl::Seconds(hb_timeout));
+  rsd::router::RouterOptions options;
+  options.heartbeat_interval_seconds = hb_interval;
+  rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20));
+  rsd::router::RouterCore core(journal->get(), &registry, &workers, options);
+  if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
+  core.StartFailoverMonitor();
+  return Serve(core, listen, data_dir, max_bytes, signals);
 }

@@ -1,5 +1,7 @@
 // rsd-run: the engine in one process, no network (DESIGN.md section 7).
 //   rsd-run info|tokenize|generate|bench --model PATH [flags]
+#include "tools/rsd_run.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,11 +80,8 @@ ABSL_FLAG(int, bench_decode_tokens, 64, "bench: tokens to decode");
 ABSL_FLAG(int, bench_repeats, 3, "bench: repetitions (best is reported)");
 
 namespace rsd {
-namespace {
 
-using nlohmann::json;
-
-absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads, size_t kv_budget_bytes = 0) {
+absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads, size_t kv_budget_bytes) {
   EngineOptions o;
   o.kv_budget_bytes = kv_budget_bytes;
   o.model_path = absl::GetFlag(FLAGS_model);
@@ -104,11 +103,11 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(int threads, size_t kv_budget
   return Engine::Create(o);
 }
 
-// JSON text out. Model output is bytes and may be invalid UTF-8 (a token can split a character):
-// nlohmann's replace handler turns each invalid sequence into U+FFFD instead of throwing.
-std::string Dump(const json& j, int indent = -1) {
+std::string Dump(const json& j, int indent) {
   return j.dump(indent, ' ', false, json::error_handler_t::replace);
 }
+
+namespace {
 
 absl::Status Info() {
   RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(absl::GetFlag(FLAGS_threads)));
@@ -288,14 +287,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> UnboundedReference(
   return out;
 }
 
-absl::Status Chat() {
-  RSD_ASSIGN_OR_RETURN(std::vector<std::string> turns, ReadScript(absl::GetFlag(FLAGS_script)));
-  RSD_ASSIGN_OR_RETURN(SpillForm between, ParseSpillForm(absl::GetFlag(FLAGS_spill_form)));
-  const std::string restore_from = absl::GetFlag(FLAGS_restore_from);
-  if (restore_from != "warm" && restore_from != "cold") {
-    return absl::InvalidArgumentError(absl::StrCat("--restore-from '", restore_from,
-                                                   "' is not warm or cold"));
-  }
+absl::StatusOr<EngineOptions> ChatEngineOptions(SpillForm between) {
   EngineOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   if (o.model_path.empty()) return absl::InvalidArgumentError("--model is required");
@@ -309,6 +301,44 @@ absl::Status Chat() {
                                                : "residual";
   o.keep_residuals = between == SpillForm::kResidual || between == SpillForm::kAuto;
   o.evict = absl::GetFlag(FLAGS_evict);
+  return o;
+}
+
+// The share of positions where `got` equals `ref` (over the longer of the two).
+double TokenMatch(const std::vector<int32_t>& ref, const std::vector<int32_t>& got) {
+  size_t same = 0;
+  for (size_t i = 0; i < std::min(ref.size(), got.size()); ++i) same += ref[i] == got[i];
+  const size_t n = std::max(ref.size(), got.size());
+  return n == 0 ? 1.0 : static_cast<double>(same) / static_cast<double>(n);
+}
+
+// A turn's line before the between-turn spill: tokens, text, timings, hot bytes.
+json TurnJson(const SessionId& id, const TurnResult& r, const SessionInfo& info, Engine& engine) {
+  json j;
+  j["session"] = id.ToHex();
+  j["turn"] = r.turn;
+  j["tokens"] = r.generation.tokens;
+  j["text"] = r.generation.text;
+  j["finish_reason"] = r.generation.finish_reason;
+  j["token_count"] = info.token_count;
+  j["restored_from"] = r.restored_from;
+  j["restore_seconds"] = r.restore_seconds;
+  j["prefill_seconds"] = r.generation.prefill_seconds;
+  j["decode_seconds"] = r.generation.decode_seconds;
+  j["hot_bytes"] = static_cast<int64_t>(engine.pool().used()) *
+                   static_cast<int64_t>(engine.pool().block_bytes());
+  return j;
+}
+
+absl::Status Chat() {
+  RSD_ASSIGN_OR_RETURN(std::vector<std::string> turns, ReadScript(absl::GetFlag(FLAGS_script)));
+  RSD_ASSIGN_OR_RETURN(SpillForm between, ParseSpillForm(absl::GetFlag(FLAGS_spill_form)));
+  const std::string restore_from = absl::GetFlag(FLAGS_restore_from);
+  if (restore_from != "warm" && restore_from != "cold") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--restore-from '", restore_from, "' is not warm or cold"));
+  }
+  RSD_ASSIGN_OR_RETURN(EngineOptions o, ChatEngineOptions(between));
   RSD_ASSIGN_OR_RETURN(auto engine, Engine::Create(o));
   SessionManagerOptions so;
   so.data_dir = absl::GetFlag(FLAGS_data_dir);
@@ -320,207 +350,28 @@ absl::Status Chat() {
   if (absl::GetFlag(FLAGS_compare_unbounded)) {
     RSD_ASSIGN_OR_RETURN(reference, UnboundedReference(turns, p));
   }
-  const size_t block_bytes = engine->pool().block_bytes();
+  const bool spill = absl::GetFlag(FLAGS_spill_between_turns);
   Scheduler scheduler(engine.get(), sessions.get(), CallerDriven());
   for (size_t t = 0; t < turns.size(); ++t) {
     RSD_ASSIGN_OR_RETURN(TurnResult r, ScriptTurn(scheduler, id, turns[t], p, t));
     RSD_ASSIGN_OR_RETURN(SessionInfo info, sessions->Describe(id));
-    json j;
-    j["session"] = id.ToHex();
-    j["turn"] = r.turn;
-    j["tokens"] = r.generation.tokens;
-    j["text"] = r.generation.text;
-    j["finish_reason"] = r.generation.finish_reason;
-    j["token_count"] = info.token_count;
-    j["restored_from"] = r.restored_from;
-    j["restore_seconds"] = r.restore_seconds;
-    j["prefill_seconds"] = r.generation.prefill_seconds;
-    j["decode_seconds"] = r.generation.decode_seconds;
     // Memory at the end of the turn, before the between-turn spill.
-    j["hot_bytes"] = static_cast<int64_t>(engine->pool().used()) * static_cast<int64_t>(block_bytes);
-    if (absl::GetFlag(FLAGS_spill_between_turns)) {
+    json j = TurnJson(id, r, info, *engine);
+    if (spill) {
       RSD_RETURN_IF_ERROR(sessions->Spill(id, between));
-      if (restore_from == "cold") {
-        RSD_RETURN_IF_ERROR(sessions->DemoteToCold(id));
-      }
+      if (restore_from == "cold") RSD_RETURN_IF_ERROR(sessions->DemoteToCold(id));
     }
-    j["spilled"] = absl::GetFlag(FLAGS_spill_between_turns) ? SpillFormName(between) : "none";
+    j["spilled"] = spill ? SpillFormName(between) : "none";
     j["warm_bytes"] = static_cast<int64_t>(sessions->warm_bytes());
     RSD_ASSIGN_OR_RETURN(int64_t cold, sessions->ColdBytes(id));
     j["cold_bytes"] = cold;
     j["rss_bytes"] = ProcessRssBytes();
-    if (!reference.empty()) {
-      const auto& ref = reference[t];
-      size_t same = 0;
-      for (size_t i = 0; i < std::min(ref.size(), r.generation.tokens.size()); ++i) {
-        same += ref[i] == r.generation.tokens[i];
-      }
-      const size_t n = std::max(ref.size(), r.generation.tokens.size());
-      j["token_match"] = n == 0 ? 1.0 : static_cast<double>(same) / static_cast<double>(n);
-    }
+    if (!reference.empty()) j["token_match"] = TokenMatch(reference[t], r.generation.tokens);
     std::cout << Dump(j) << std::endl;
   }
   // On a clean exit the warm tier (process memory) goes to RocksDB, so the next `chat` with this
   // data dir restores from checkpoints; after a crash it rebuilds from the token log.
   if (!so.data_dir.empty()) RSD_RETURN_IF_ERROR(sessions->DemoteToCold(id));
-  return absl::OkStatus();
-}
-
-// Tokens per second of `batch` sequences decoding together after a prompt each: every step feeds
-// one token to each (a fixed id; the sampler is not what is measured).
-absl::StatusOr<double> DecodeBatch(Engine& e, const std::vector<int32_t>& prompt, int batch,
-                                   int steps) {
-  std::vector<SessionId> seqs;
-  for (int b = 0; b < batch; ++b) {
-    seqs.push_back(e.CreateSequence());
-    e.AppendPending(seqs.back(), prompt);
-    RSD_RETURN_IF_ERROR(e.FlushPending(seqs.back()));
-  }
-  const int32_t tok = prompt.back();
-  std::vector<Engine::Work> work;
-  for (const SessionId& s : seqs)
-    work.push_back(Engine::Work{s, std::span<const int32_t>(&tok, 1), false});
-  ForwardResult fr;
-  RSD_RETURN_IF_ERROR(e.Step(work, false, &fr));  // warm-up (workspace sized once)
-  const double t0 = MonotonicSeconds();
-  for (int i = 0; i < steps; ++i) RSD_RETURN_IF_ERROR(e.Step(work, false, &fr));
-  const double dt = MonotonicSeconds() - t0;
-  for (const SessionId& s : seqs) e.DestroySequence(s);
-  return batch * steps / dt;
-}
-
-// Tokens per second of restoring a sequence from host checkpoints in `form` ("kv": copies into
-// the pool; "residual": K/V rebuilt from residuals). The checkpoints are those of a sequence the
-// engine computed and spilled, so they are real; each repeat spills it again (untimed).
-absl::StatusOr<double> Restore(Engine& e, const std::vector<int32_t>& prompt, bool kv) {
-  const SessionId seq = e.CreateSequence();
-  e.AppendPending(seq, prompt);
-  RSD_RETURN_IF_ERROR(e.FlushPending(seq));
-  const int32_t chunks = e.FullChunks(seq);
-  const LayerPlan plan =
-      LayerPlan::Uniform(e.config().n_layers, kv ? StateForm::kKv : StateForm::kResidual);
-  double best = 1e30;
-  absl::Status st;
-  for (int rep = 0; rep < 3 && st.ok(); ++rep) {
-    st = e.Spill(seq, plan);
-    if (!st.ok()) break;
-    const double t0 = MonotonicSeconds();
-    absl::StatusOr<std::string> from = e.Restore(seq);
-    st = from.ok() ? e.backend().Synchronize() : from.status();
-    best = std::min(best, MonotonicSeconds() - t0);
-  }
-  e.DestroySequence(seq);
-  RSD_RETURN_IF_ERROR(st);
-  return chunks * e.model().block_tokens() / best;
-}
-
-std::string Limit(double value, double limit) {
-  if (limit <= 0) return "";
-  return absl::StrFormat(" (%.1f%% of the %.0f tok/s memory-bandwidth limit)",
-                         100.0 * value / limit, limit);
-}
-
-absl::Status Bench() {
-  json rows = json::array();
-  std::vector<int> threads_list = {1};
-  if (absl::GetFlag(FLAGS_device) == "cpu") {
-    threads_list.clear();
-    for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_threads_list), ',')) {
-      int threads = 0;
-      if (!absl::SimpleAtoi(t, &threads) || threads < 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--threads-list: '", t, "' is not a thread count"));
-      }
-      threads_list.push_back(threads);
-    }
-  }
-  std::vector<int> batches;
-  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batch_list), ',')) {
-    int n = 0;
-    if (!absl::SimpleAtoi(b, &n) || n < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--batch-list: '", b, "' is not a batch size"));
-    }
-    batches.push_back(n);
-  }
-  const int np = absl::GetFlag(FLAGS_bench_prompt_tokens);
-  const int nd = absl::GetFlag(FLAGS_bench_decode_tokens);
-  const int max_batch = *std::max_element(batches.begin(), batches.end());
-  for (int threads : threads_list) {
-    size_t pool = 0;  // the default: one context
-    if (max_batch > 1) {
-      // Every sequence of the largest batch, plus the bench's own: a block of slack each.
-      RSD_ASSIGN_OR_RETURN(auto probe, MakeEngine(1, 1));
-      const int64_t bt = probe->model().block_tokens();
-      const int64_t per_seq =
-          (np + nd + 2 + bt) / bt * bt * probe->model().state_bytes_per_token().kv;
-      pool = static_cast<size_t>((max_batch + 2) * per_seq);
-    }
-    RSD_ASSIGN_OR_RETURN(auto engine, MakeEngine(threads, pool));
-    // A fixed pseudo-random prompt of ordinary token ids.
-    std::vector<int32_t> prompt(np);
-    for (int i = 0; i < np; ++i) prompt[i] = 100 + (i * 7919) % (engine->config().vocab_size - 200);
-    double best_prefill = 1e30, best_decode = 1e30;
-    for (int rep = 0; rep < absl::GetFlag(FLAGS_bench_repeats); ++rep) {
-      SessionId seq = engine->CreateSequence();
-      GenerateParams p;
-      p.max_tokens = nd + 1;
-      p.stop_at_eos = false;
-      RSD_ASSIGN_OR_RETURN(GenerateResult r, engine->Generate(seq, prompt, p));
-      best_prefill = std::min(best_prefill, r.prefill_seconds);
-      best_decode = std::min(best_decode, r.decode_seconds);
-      engine->DestroySequence(seq);
-    }
-    const DeviceInfo dev = engine->backend().device_info();
-    const double weights = static_cast<double>(engine->model().weight_bytes());
-    // Decode reads every weight once per step: the bandwidth bound for one sequence, and for a
-    // batch (the rows of a step share each read).
-    const double decode_limit = dev.memory_bandwidth > 0 ? dev.memory_bandwidth / weights : 0;
-    json row;
-    row["threads"] = threads;
-    row["backend"] = engine->backend().name();
-    row["device"] = {
-        {"kind", dev.kind}, {"name", dev.name}, {"memory_bandwidth", dev.memory_bandwidth}};
-    row["weight_bytes"] = engine->model().weight_bytes();
-    row["prompt_tokens"] = np;
-    row["decode_tokens"] = nd;
-    row["prefill_tokens_per_second"] = np / best_prefill;
-    row["decode_tokens_per_second"] = nd / best_decode;
-    row["decode_limit_tokens_per_second"] = decode_limit;
-    const std::string name = engine->backend().name();
-    if (!absl::GetFlag(FLAGS_json)) {
-      std::printf(
-          "threads=%d backend=%s prefill %.1f tok/s (%d tokens)  decode %.1f tok/s (%d "
-          "tokens)%s\n",
-          threads, name.c_str(), np / best_prefill, np, nd / best_decode, nd,
-          Limit(nd / best_decode, decode_limit).c_str());
-    }
-    json by_batch = json::object();
-    for (int b : batches) {
-      if (b == 1) continue;
-      RSD_ASSIGN_OR_RETURN(double tps, DecodeBatch(*engine, prompt, b, nd));
-      by_batch[std::to_string(b)] = tps;
-      if (!absl::GetFlag(FLAGS_json)) {
-        std::printf("  decode at batch %d: %.1f tok/s%s\n", b, tps,
-                    Limit(tps, decode_limit * b).c_str());
-      }
-    }
-    row["decode_batch_tokens_per_second"] = by_batch;
-    if (absl::GetFlag(FLAGS_bench_restore)) {
-      const StateBytesPerToken bpt = engine->model().state_bytes_per_token();
-      for (bool kv : {true, false}) {
-        RSD_ASSIGN_OR_RETURN(double tps, Restore(*engine, prompt, kv));
-        const char* form = kv ? "kv" : "residual";
-        row["restore_tokens_per_second"][form] = tps;
-        if (!absl::GetFlag(FLAGS_json)) {
-          std::printf("  restore from host checkpoints (%s, %lld B/token): %.1f tok/s\n", form,
-                      static_cast<long long>(kv ? bpt.kv : bpt.residual), tps);
-        }
-      }
-    }
-    rows.push_back(row);
-  }
-  if (absl::GetFlag(FLAGS_json)) std::cout << Dump(rows) << "\n";
   return absl::OkStatus();
 }
 

@@ -176,7 +176,6 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
   std::vector<SeqInput> inputs;
   std::vector<std::vector<int32_t>> feeds(work.size()), tables(work.size());
   inputs.reserve(work.size());
-  const int64_t bt = model_->block_tokens();
   for (const Work& w : work) {
     auto it = seqs_.find(w.seq);
     if (it == seqs_.end())
@@ -184,51 +183,10 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     if (!it->second.resident) RSD_RETURN_IF_ERROR(Restore(w.seq).status());
   }
   for (size_t i = 0; i < work.size(); ++i) {
-    const Work& w = work[i];
-    Sequence& s = Seq(w.seq);
-    const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
-    const int64_t take = w.pending_limit < 0 ? pending : std::min(pending, w.pending_limit);
-    if (take < pending && !w.tokens.empty()) {
-      return absl::InvalidArgumentError("new tokens cannot follow a partial feed of pending ones");
-    }
-    feeds[i].assign(s.tokens.begin() + s.cached, s.tokens.begin() + s.cached + take);
-    feeds[i].insert(feeds[i].end(), w.tokens.begin(), w.tokens.end());
-    const int64_t end = s.cached + static_cast<int64_t>(feeds[i].size());
-    if (end > model_->max_context()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence would hold ", end, " tokens; the context is ", model_->max_context()));
-    }
-    if (bounded() && !feeds[i].empty() &&
-        (end - 1) / bt - s.cached / bt + 1 > budget_blocks_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a step of ", feeds[i].size(), " tokens spans more than the hot budget of ",
-          budget_blocks_, " blocks; feed at most ", MaxStepTokens(w.seq), " new tokens"));
-    }
-    RSD_RETURN_IF_ERROR(EnsureBlocks(s, end));
-    tables[i] = s.blocks;
-    int32_t any_hot = 0;
-    for (int32_t b : s.blocks) any_hot = b >= 0 ? b : any_hot;
-    for (int32_t& b : tables[i]) {
-      if (b == kEvicted) b = s.scratch;  // rebuilt into the scratch block when needed
-      if (b == kDropped) b = any_hot;    // lossy baselines: skipped by attention
-    }
-    SeqInput in;
-    in.tokens = feeds[i];
-    in.start_pos = static_cast<int32_t>(s.cached);
-    in.block_table = tables[i];
-    in.all_logits = w.all_logits;
-    in.evicted_chunks = s.evicted;
-    in.scratch_block = s.scratch;
-    in.loader = &s.loader;
-    in.dropped_chunks = s.dropped;
-    if (bounded()) {
-      const AttentionProbe probe = eviction_->Observe(
-          s.eviction,
-          EvictionStep{s.cached, static_cast<int64_t>(in.tokens.size()), static_cast<int32_t>(bt)});
-      in.attention_mass = probe.mass;
-      in.mass_window = probe.window;
-    }
-    inputs.push_back(in);
+    Sequence& s = Seq(work[i].seq);
+    RSD_ASSIGN_OR_RETURN(feeds[i], FeedOf(s, work[i]));
+    RSD_RETURN_IF_ERROR(EnsureBlocks(s, s.cached + static_cast<int64_t>(feeds[i].size())));
+    inputs.push_back(InputOf(s, feeds[i], work[i].all_logits, &tables[i]));
   }
   bool capture = capture_residuals;
   for (const Work& w : work) capture = capture || CapturesResiduals(Seq(w.seq));
@@ -245,6 +203,57 @@ absl::Status Engine::Step(std::span<const Work> work, bool capture_residuals, Fo
     s.cached += static_cast<int64_t>(feeds[i].size());
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> Engine::FeedOf(const Sequence& s, const Work& w) const {
+  const int64_t bt = model_->block_tokens();
+  const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
+  const int64_t take = w.pending_limit < 0 ? pending : std::min(pending, w.pending_limit);
+  if (take < pending && !w.tokens.empty()) {
+    return absl::InvalidArgumentError("new tokens cannot follow a partial feed of pending ones");
+  }
+  std::vector<int32_t> feed(s.tokens.begin() + s.cached, s.tokens.begin() + s.cached + take);
+  feed.insert(feed.end(), w.tokens.begin(), w.tokens.end());
+  const int64_t end = s.cached + static_cast<int64_t>(feed.size());
+  if (end > model_->max_context()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence would hold ", end, " tokens; the context is ", model_->max_context()));
+  }
+  if (bounded() && !feed.empty() && (end - 1) / bt - s.cached / bt + 1 > budget_blocks_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a step of ", feed.size(), " tokens spans more than the hot budget of ", budget_blocks_,
+        " blocks; feed at most ", MaxStepTokens(w.seq), " new tokens"));
+  }
+  return feed;
+}
+
+SeqInput Engine::InputOf(Sequence& s, const std::vector<int32_t>& feed, bool all_logits,
+                         std::vector<int32_t>* table) {
+  const int64_t bt = model_->block_tokens();
+  *table = s.blocks;
+  int32_t any_hot = 0;
+  for (int32_t b : s.blocks) any_hot = b >= 0 ? b : any_hot;
+  for (int32_t& b : *table) {
+    if (b == kEvicted) b = s.scratch;  // rebuilt into the scratch block when needed
+    if (b == kDropped) b = any_hot;    // lossy baselines: skipped by attention
+  }
+  SeqInput in;
+  in.tokens = feed;
+  in.start_pos = static_cast<int32_t>(s.cached);
+  in.block_table = *table;
+  in.all_logits = all_logits;
+  in.evicted_chunks = s.evicted;
+  in.scratch_block = s.scratch;
+  in.loader = &s.loader;
+  in.dropped_chunks = s.dropped;
+  if (bounded()) {
+    const AttentionProbe probe = eviction_->Observe(
+        s.eviction,
+        EvictionStep{s.cached, static_cast<int64_t>(in.tokens.size()), static_cast<int32_t>(bt)});
+    in.attention_mass = probe.mass;
+    in.mass_window = probe.window;
+  }
+  return in;
 }
 
 void Engine::AppendPending(const SessionId& id, std::span<const int32_t> tokens) {
@@ -280,46 +289,14 @@ absl::StatusOr<GenerateResult> Engine::Generate(const SessionId& id,
                                                 std::span<const int32_t> prompt,
                                                 const GenerateParams& params,
                                                 const std::function<void(int32_t)>& on_token) {
-  RSD_RETURN_IF_ERROR(ValidateSamplingParams(params.sampling));
-  if (params.max_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ",
-                                                   params.max_tokens));
-  }
-  if (!HasSequence(id)) return absl::NotFoundError(absl::StrCat("unknown sequence ", id.ToHex()));
-  const int64_t history = static_cast<int64_t>(Seq(id).tokens.size());
-  const int64_t need = history + static_cast<int64_t>(prompt.size()) + params.max_tokens;
-  if (need > model_->max_context()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "history (", history, ") + prompt (", prompt.size(), ") + max_tokens (",
-        params.max_tokens, ") = ", need, " exceeds the context length ", model_->max_context()));
-  }
-  const Sequence& sq = Seq(id);
-  if (prompt.empty() && sq.cached == static_cast<int64_t>(sq.tokens.size())) {
-    return absl::InvalidArgumentError("nothing to feed: empty prompt and no pending tokens");
-  }
+  RSD_RETURN_IF_ERROR(CheckGenerate(id, prompt, params));
   GenerateResult r;
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
-  std::vector<float> last_logits;
   double t0 = MonotonicSeconds();
   ForwardResult fr;
-  size_t off = 0;
-  do {
-    const int64_t room = MaxStepTokens(id);
-    const Sequence& cur = Seq(id);
-    const bool pending = cur.cached < static_cast<int64_t>(cur.tokens.size());
-    if (room <= 0 && !pending && off < prompt.size()) {
-      return absl::InternalError("hot budget leaves no room for a step");
-    }
-    // room <= 0 with pending tokens: this step feeds only those; the next one has room.
-    const size_t n =
-        std::min<size_t>({static_cast<size_t>(options_.prefill_chunk), prompt.size() - off,
-                          static_cast<size_t>(std::max<int64_t>(room, 0))});
-    Work w{id, prompt.subspan(off, n), false};
-    RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, &fr));
-    off += n;
-  } while (off < prompt.size() || Seq(id).cached < static_cast<int64_t>(Seq(id).tokens.size()));
+  RSD_RETURN_IF_ERROR(Prefill(id, prompt, &fr));
   r.prefill_seconds = MonotonicSeconds() - t0;
-  last_logits = fr.logits;
+  std::vector<float> last_logits = fr.logits;
   t0 = MonotonicSeconds();
   TurnDecoder decoder(*tokenizer_, template_->StopTokens(), params);
   while (!decoder.done()) {
@@ -341,6 +318,49 @@ absl::StatusOr<GenerateResult> Engine::Generate(const SessionId& id,
   r.decode_seconds = MonotonicSeconds() - t0;
   r.text = tokenizer_->Decode(r.tokens, false);
   return r;
+}
+
+absl::Status Engine::CheckGenerate(const SessionId& id, std::span<const int32_t> prompt,
+                                   const GenerateParams& params) const {
+  RSD_RETURN_IF_ERROR(ValidateSamplingParams(params.sampling));
+  if (params.max_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ",
+                                                   params.max_tokens));
+  }
+  if (!HasSequence(id)) return absl::NotFoundError(absl::StrCat("unknown sequence ", id.ToHex()));
+  const Sequence& sq = seqs_.at(id);
+  const int64_t history = static_cast<int64_t>(sq.tokens.size());
+  const int64_t need = history + static_cast<int64_t>(prompt.size()) + params.max_tokens;
+  if (need > model_->max_context()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "history (", history, ") + prompt (", prompt.size(), ") + max_tokens (",
+        params.max_tokens, ") = ", need, " exceeds the context length ", model_->max_context()));
+  }
+  if (prompt.empty() && sq.cached == static_cast<int64_t>(sq.tokens.size())) {
+    return absl::InvalidArgumentError("nothing to feed: empty prompt and no pending tokens");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Prefill(const SessionId& id, std::span<const int32_t> prompt,
+                             ForwardResult* fr) {
+  size_t off = 0;
+  do {
+    const int64_t room = MaxStepTokens(id);
+    const Sequence& cur = Seq(id);
+    const bool pending = cur.cached < static_cast<int64_t>(cur.tokens.size());
+    if (room <= 0 && !pending && off < prompt.size()) {
+      return absl::InternalError("hot budget leaves no room for a step");
+    }
+    // room <= 0 with pending tokens: this step feeds only those; the next one has room.
+    const size_t n =
+        std::min<size_t>({static_cast<size_t>(options_.prefill_chunk), prompt.size() - off,
+                          static_cast<size_t>(std::max<int64_t>(room, 0))});
+    Work w{id, prompt.subspan(off, n), false};
+    RSD_RETURN_IF_ERROR(Step(std::span<const Work>(&w, 1), false, fr));
+    off += n;
+  } while (off < prompt.size() || Seq(id).cached < static_cast<int64_t>(Seq(id).tokens.size()));
+  return absl::OkStatus();
 }
 
 }  // namespace rsd

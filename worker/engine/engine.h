@@ -260,6 +260,17 @@ class Engine {
   // Evicts the eviction policy's victims (checkpointed if it is exact, else dropped) until the
   // sequence's hot blocks plus `incoming` new ones fit the budget.
   absl::Status EnforceBudget(Sequence& s, int32_t incoming);
+  // Step's pieces: the tokens a work item feeds now (its checks: a partial feed, the context, the
+  // hot budget), and the forward's input for it (block table with evicted and dropped chunks
+  // mapped, the eviction policy's probe). `table` keeps the block table alive for the forward.
+  absl::StatusOr<std::vector<int32_t>> FeedOf(const Sequence& s, const Work& w) const;
+  // Generate's pieces: its argument checks, and feeding the prompt (and pending tokens) in steps
+  // that fit the hot budget; `fr` holds the last step's logits.
+  absl::Status CheckGenerate(const SessionId& id, std::span<const int32_t> prompt,
+                             const GenerateParams& params) const;
+  absl::Status Prefill(const SessionId& id, std::span<const int32_t> prompt, ForwardResult* fr);
+  SeqInput InputOf(Sequence& s, const std::vector<int32_t>& feed, bool all_logits,
+                   std::vector<int32_t>* table);
   // Its K/V layers go to the tiers (its residual layers are there already), then its block is free.
   absl::Status EvictChunk(Sequence& s, int32_t chunk);
   absl::Status LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const;

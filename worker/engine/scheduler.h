@@ -16,6 +16,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -148,14 +150,39 @@ class Scheduler {
   void Loop();
   bool Iterate();   // one round of the loop; whether anything progressed
   void Shutdown();  // fails what is running or queued
-  // Admits queued turns while the batch and the pool have room. Returns whether any was.
+  // Admission (scheduler_admit.cc). Admits queued turns while the batch and the pool have room;
+  // returns whether any was.
   bool Admit();
-  // One engine step over the running turns. Returns whether it did anything.
+  // Drops cancelled queued turns and takes the most important one whose session is idle.
+  std::optional<Queued> TakeNext();
+  // Whether the session here may run the turn: known, the caller's tenant, this epoch, limits.
+  absl::Status CheckTurnHere(const TurnSpec& spec);
+  // Whether the pool can hold what the turn may need, spilling idle sessions to make room (false:
+  // wait for running turns). RESOURCE_EXHAUSTED if it can never fit. Sets r.reserve_blocks.
+  absl::StatusOr<bool> MakeRoom(Running& r);
+  // BeginTurn (restoring the session if it was spilled) and the turn's decoder.
+  absl::Status Begin(Running& r);
+
+  // Stepping (scheduler_step.cc). One engine step over the running turns; whether it did
+  // anything.
   bool StepOnce();
+  struct Batch {
+    std::vector<Engine::Work> work;
+    std::vector<Running*> owners;  // per work item
+    int64_t prefill = 0;
+    int32_t decode_rows = 0;
+  };
+  void DropCancelled();  // cancelled running turns leave and roll back
+  Batch PlanBatch();     // decode rows first, then prompt chunks, within step_tokens
   // Applies the outcome of one engine step over `owners`' turns: on success samples each turn's
-  // next token (and finishes turns that are done); on failure fails or requeues them.
+  // next token (and finishes turns that are done); on failure FailStep.
   void Advance(const std::vector<Running*>& owners, const absl::Status& st, const ForwardResult& fr,
                int64_t prefill, int32_t decode_rows);
+  // The turn's next token from its logits, streamed; whether the turn is done.
+  bool Sample(Running& r, std::span<const float> logits);
+  // A failed step: DATA_LOSS requeues each turn once from its token log; else each turn fails.
+  void FailStep(const std::vector<Running*>& owners, const absl::Status& st);
+  std::unique_ptr<Running> TakeRunning(Running* r);  // out of running_
   void Finish(Running& r);  // commit and report
   void Fail(Running& r, const absl::Status& status);
   std::vector<SessionId> Busy() const;

@@ -224,19 +224,7 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   const std::string key = absl::StrCat(id->ToHex(), "/", turn.turn_id());
   if (!turn.turn_id().empty()) {
     std::lock_guard<std::mutex> lock(turns_mu_);
-    for (const auto& [tid, done] : committed_[id->ToHex()]) {
-      if (tid != turn.turn_id()) continue;
-      // A retried turn id: the committed answer again, nothing appended.
-      v1::ChatEvent ev;
-      ev.mutable_delta()->mutable_tokens()->CopyFrom(done.tokens());
-      ev.mutable_delta()->set_text(done.text());
-      writer->Write(ev);
-      v1::ChatEvent fin;
-      *fin.mutable_done() = done;
-      fin.mutable_done()->set_replayed(true);
-      writer->Write(fin);
-      return grpc::Status::OK;
-    }
+    if (ReplayLocked(*id, turn.turn_id(), writer)) return grpc::Status::OK;
     if (!in_flight_.insert(key).second) {
       return grpc::Status(grpc::StatusCode::ABORTED,
                           absl::StrCat("turn ", turn.turn_id(), " of session ", id->ToHex(),
@@ -263,12 +251,36 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   spec.draw_seed = !turn.sampling().has_seed();
   absl::StatusOr<std::shared_ptr<TurnStream>> stream = scheduler_->Submit(std::move(spec));
   if (!stream.ok()) return ToGrpc(stream.status());
+  return Relay(ctx, **stream, *id, turn.turn_id(), writer);
+}
+
+bool WorkerService::ReplayLocked(const SessionId& id, const std::string& turn_id,
+                                 grpc::ServerWriter<v1::ChatEvent>* writer) {
+  for (const auto& [tid, done] : committed_[id.ToHex()]) {
+    if (tid != turn_id) continue;
+    // A retried turn id: the committed answer again, nothing appended.
+    v1::ChatEvent ev;
+    ev.mutable_delta()->mutable_tokens()->CopyFrom(done.tokens());
+    ev.mutable_delta()->set_text(done.text());
+    writer->Write(ev);
+    v1::ChatEvent fin;
+    *fin.mutable_done() = done;
+    fin.mutable_done()->set_replayed(true);
+    writer->Write(fin);
+    return true;
+  }
+  return false;
+}
+
+grpc::Status WorkerService::Relay(grpc::ServerContext* ctx, TurnStream& stream, const SessionId& id,
+                                  const std::string& turn_id,
+                                  grpc::ServerWriter<v1::ChatEvent>* writer) {
   bool cancelled = false;
   for (;;) {
     TurnEvent ev;
-    if (!(*stream)->Next(&ev, 0.005)) {
+    if (!stream.Next(&ev, 0.005)) {
       if (!cancelled && ctx->IsCancelled()) {  // client gone or deadline passed
-        (*stream)->Cancel();
+        stream.Cancel();
         cancelled = true;
       }
       continue;
@@ -282,37 +294,42 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
       d->set_text_offset(ev.text_offset);
       d->set_text(ev.text);
       if (!cancelled && !writer->Write(out)) {
-        (*stream)->Cancel();
+        stream.Cancel();
         cancelled = true;
       }
       continue;
     }
     // Committed (synced to RocksDB): the final message.
-    const TurnResult& r = ev.result;
-    v1::TurnDone* done = out.mutable_done();
-    done->set_turn(r.turn);
-    done->set_finish_reason(r.generation.finish_reason);
-    done->mutable_usage()->set_prompt_tokens(r.generation.prompt_tokens);
-    done->mutable_usage()->set_completion_tokens(static_cast<int64_t>(r.generation.tokens.size()));
-    for (int32_t t : r.generation.tokens) done->add_tokens(t);
-    for (int32_t t : r.turn_tokens) done->add_log_tokens(t);
-    done->set_text(Utf8Stream().Finish(r.generation.text));
-    done->set_seed(r.seed);
-    done->set_worker(options_.id);
-    done->set_restored_from(r.restored_from);
-    done->set_queue_seconds(ev.queue_seconds);
-    done->set_prefill_seconds(r.generation.prefill_seconds);
-    done->set_decode_seconds(r.generation.decode_seconds);
-    done->mutable_usage()->set_history_tokens(r.history_tokens);
-    if (!turn.turn_id().empty()) {
+    *out.mutable_done() = DoneOf(ev);
+    if (!turn_id.empty()) {
       std::lock_guard<std::mutex> lock(turns_mu_);
-      auto& q = committed_[id->ToHex()];
-      q.emplace_back(turn.turn_id(), *done);
+      auto& q = committed_[id.ToHex()];
+      q.emplace_back(turn_id, out.done());
       while (static_cast<int>(q.size()) > options_.replay_turns) q.pop_front();
     }
     writer->Write(out);
     return grpc::Status::OK;
   }
+}
+
+v1::TurnDone WorkerService::DoneOf(const TurnEvent& ev) const {
+  const TurnResult& r = ev.result;
+  v1::TurnDone done;
+  done.set_turn(r.turn);
+  done.set_finish_reason(r.generation.finish_reason);
+  done.mutable_usage()->set_prompt_tokens(r.generation.prompt_tokens);
+  done.mutable_usage()->set_completion_tokens(static_cast<int64_t>(r.generation.tokens.size()));
+  for (int32_t t : r.generation.tokens) done.add_tokens(t);
+  for (int32_t t : r.turn_tokens) done.add_log_tokens(t);
+  done.set_text(Utf8Stream().Finish(r.generation.text));
+  done.set_seed(r.seed);
+  done.set_worker(options_.id);
+  done.set_restored_from(r.restored_from);
+  done.set_queue_seconds(ev.queue_seconds);
+  done.set_prefill_seconds(r.generation.prefill_seconds);
+  done.set_decode_seconds(r.generation.decode_seconds);
+  done.mutable_usage()->set_history_tokens(r.history_tokens);
+  return done;
 }
 
 grpc::Status WorkerService::DescribeSession(grpc::ServerContext*, const v1::SessionRef* req,

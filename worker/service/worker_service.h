@@ -71,6 +71,13 @@ class WorkerService final : public v1::Worker::Service {
   // The session's state for `req` (at its target epoch) once no turn of it is running.
   grpc::Status ExportFor(const v1::ExportSessionRequest& req, SessionState* state);
   grpc::Status ValidateTurn(const v1::TurnRequest& turn, GenerateParams* params) const;
+  // A retried turn id committed here: its answer written again (nothing appended). turns_mu_ held.
+  bool ReplayLocked(const SessionId& id, const std::string& turn_id,
+                    grpc::ServerWriter<v1::ChatEvent>* writer);
+  // The turn's events to the client until its end; a client that goes away cancels the turn.
+  grpc::Status Relay(grpc::ServerContext* ctx, TurnStream& stream, const SessionId& id,
+                     const std::string& turn_id, grpc::ServerWriter<v1::ChatEvent>* writer);
+  v1::TurnDone DoneOf(const TurnEvent& ev) const;  // a committed turn's final message
 
   Engine* engine_;
   SessionManager* sessions_;

@@ -1,0 +1,164 @@
+// Admission: which queued turn goes next, whether its session may run it here, room in the hot
+// pool (spilling idle sessions to make it), and the start of the turn. Split from scheduler.cc.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "storage/common/clock.h"
+#include "storage/common/status.h"
+#include "worker/engine/scheduler.h"
+#include "worker/engine/scheduler_internal.h"
+
+namespace rsd {
+
+bool Scheduler::Admit() {
+  bool admitted_any = false;
+  for (;;) {
+    if (static_cast<int>(running_.size()) >= options_.max_running) return admitted_any;
+    std::optional<Queued> q = TakeNext();
+    if (!q.has_value()) return admitted_any;
+    auto r = std::make_unique<Running>();
+    r->q = *std::move(q);
+    const TurnSpec& spec = r->q.spec;
+    if (absl::Status check = CheckTurnHere(spec); !check.ok()) {
+      Fail(*r, check);
+      continue;
+    }
+    absl::StatusOr<bool> room = MakeRoom(*r);
+    if (!room.ok()) {
+      Fail(*r, room.status());
+      continue;
+    }
+    if (!*room) {
+      // Wait for running turns to finish; keep this turn first in line.
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_front(std::move(r->q));
+      stats_.queue_depth = static_cast<int32_t>(queue_.size());
+      return admitted_any;
+    }
+    if (absl::Status begun = Begin(*r); !begun.ok()) {
+      Fail(*r, begun);
+      continue;
+    }
+    admitted_any = true;
+    if (r->decoder->done()) {  // max_tokens 0: the message is appended, nothing generated
+      Finish(*r);
+      continue;
+    }
+    running_.push_back(std::move(r));
+    SyncRunning();
+  }
+}
+
+std::optional<Scheduler::Queued> Scheduler::TakeNext() {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Drop cancelled ones first.
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (it->stream->cancelled()) {
+      TurnEvent ev;
+      ev.kind = TurnEvent::Kind::kError;
+      ev.status = absl::CancelledError("the turn was cancelled before it started");
+      it->stream->Push(std::move(ev));
+      stats_.cancelled++;
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // The most important waiting turn whose session has no turn running.
+  std::vector<SessionId> busy = Busy();
+  auto best = queue_.end();
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (std::find(busy.begin(), busy.end(), it->spec.id) != busy.end()) continue;
+    // FIFO per session: an earlier turn of the same session goes first.
+    bool earlier = false;
+    for (auto jt = queue_.begin(); jt != it; ++jt) earlier = earlier || jt->spec.id == it->spec.id;
+    if (earlier) continue;
+    // Higher session priority first, then arrival order.
+    if (best == queue_.end() ||
+        sessions_->Priority(it->spec.id) > sessions_->Priority(best->spec.id)) {
+      best = it;
+    }
+  }
+  std::optional<Queued> out;
+  if (best != queue_.end()) {
+    out = *best;
+    queue_.erase(best);
+  }
+  stats_.queue_depth = static_cast<int32_t>(queue_.size());
+  return out;
+}
+
+absl::Status Scheduler::CheckTurnHere(const TurnSpec& spec) {
+  // Ownership, tenancy and limits.
+  absl::StatusOr<SessionInfo> info = sessions_->Describe(spec.id);
+  absl::Status check = info.status();
+  if (check.ok() && info->attrs.tenant == spec.tenant) {
+    check = sessions_->CheckTurn(spec.id, spec.user_text, spec.params);
+  }
+  if (check.ok() && info->attrs.tenant != spec.tenant) {
+    check = absl::NotFoundError(absl::StrCat("unknown session ", spec.id.ToHex()));
+  } else if (check.ok() && spec.epoch != 0 && info->attrs.epoch != spec.epoch) {
+    check = absl::FailedPreconditionError(absl::StrCat("session ", spec.id.ToHex(), " is at epoch ",
+                                                       info->attrs.epoch, " here, not ", spec.epoch,
+                                                       " (stale owner)"));
+  }
+  return check;
+}
+
+absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
+  const TurnSpec& spec = r.q.spec;
+  // Room in the hot pool: what running turns may still grow into, what idle resident sessions
+  // hold (they can be spilled), and what this turn needs at most.
+  const int64_t max_new =
+      sessions_->UserTurnTokens(spec.id, spec.user_text) + std::max(spec.params.max_tokens, 0);
+  const int64_t need_total = sessions_->BlocksForTurn(spec.id, max_new);
+  const int64_t capacity = engine_->pool().capacity();
+  if (need_total > capacity) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this turn may need ", need_total, " K/V blocks but the worker's hot pool holds ", capacity,
+        "; start the worker with a larger --hot-bytes or a per-session "
+        "--hot-budget-tokens so it runs bounded"));
+  }
+  auto free_blocks = [&] {
+    int64_t reserved = 0, running_held = 0;
+    for (const auto& x : running_) {
+      reserved += x->reserve_blocks;
+      running_held += sessions_->HotBlocks(x->turn.id);
+    }
+    const int64_t idle_held = engine_->pool().used() - running_held - sessions_->HotBlocks(spec.id);
+    return capacity - reserved - idle_held - need_total;
+  };
+  bool room = free_blocks() >= 0;
+  std::vector<SessionId> busy = Busy();
+  busy.push_back(spec.id);
+  while (!room) {
+    absl::StatusOr<bool> spilled = sessions_->SpillIdle(busy);
+    if (!spilled.ok() || !*spilled) break;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.spills++;
+    }
+    room = free_blocks() >= 0;
+  }
+  r.reserve_blocks = need_total;
+  return room;
+}
+
+absl::Status Scheduler::Begin(Running& r) {
+  const TurnSpec& spec = r.q.spec;
+  RSD_ASSIGN_OR_RETURN(r.turn,
+                       sessions_->BeginTurn(spec.id, spec.user_text, spec.params, /*flush=*/false));
+  r.begun = true;
+  r.admitted = MonotonicSeconds();
+  if (r.turn.restored_from != "hot" && r.turn.restored_from != "new") {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.restores++;
+  }
+  engine_->AppendPending(r.turn.id, r.turn.user_tokens);
+  r.decoder = std::make_unique<TurnDecoder>(engine_->tokenizer(),
+                                            engine_->chat_template().StopTokens(), spec.params);
+  return absl::OkStatus();
+}
+
+}  // namespace rsd
