@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-pip unzip curl
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libspdlog-dev libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev
+  nlohmann-json3-dev libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev
   libbz2-dev zlib1g-dev libssl-dev libcpp-httplib-dev
 )
 missing=()

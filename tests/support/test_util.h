@@ -1,11 +1,14 @@
 // Shared test helpers: status matchers, temp dirs, where the models are.
 #pragma once
 
+#include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "gmock/gmock.h"
+#include "gtest/gtest.h"
 
 namespace rsd::testing {
 
@@ -24,6 +27,24 @@ MATCHER_P2(StatusIs, code, msg_matcher, "") {
     return false;
   }
   return ::testing::ExplainMatchResult(msg_matcher, std::string(s.message()), result_listener);
+}
+
+// For set-up a test cannot go on without, in helpers where ASSERT_* cannot return: the failure is
+// recorded with `what` and the status, then TestAbandoned is thrown, which gtest reports as this
+// test's failure and goes on with the next test (an RSD_CHECK would abort the whole binary).
+// Only on the test's own thread: thrown elsewhere (a scheduler's compute thread) it terminates.
+struct TestAbandoned : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+inline void OkOrFail(const absl::Status& s, std::string_view what) {
+  if (s.ok()) return;
+  ADD_FAILURE() << what << ": " << s;
+  throw TestAbandoned(std::string(what));
+}
+inline void TrueOrFail(bool condition, std::string_view what) {
+  if (condition) return;
+  ADD_FAILURE() << "expected " << what;
+  throw TestAbandoned(std::string(what));
 }
 
 // A fresh directory under the test temp dir, removed by the OS/test runner later.

@@ -29,7 +29,7 @@ Out Run1000(const std::string& model, int budget, const std::string& form) {
   o.spill_form = form;
   o.poison_freed_blocks = true;
   auto e = Engine::Create(o);
-  RSD_CHECK(e.ok());
+  testing::OkOrFail(e.status(), "Engine::Create");
   Engine& engine = **e;
   std::string text;
   for (int i = 0; text.size() < 8000; ++i) {
@@ -38,7 +38,7 @@ Out Run1000(const std::string& model, int budget, const std::string& form) {
             "and every morning the baker opens the shop at seven. ";
   }
   std::vector<int32_t> prompt = engine.EncodePrompt(text);
-  RSD_CHECK(prompt.size() >= 1000);
+  testing::TrueOrFail(prompt.size() >= 1000, "prompt.size() >= 1000");
   prompt.resize(1000);
   GenerateParams p;
   p.max_tokens = 24;

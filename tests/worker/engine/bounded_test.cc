@@ -35,7 +35,7 @@ RunResult TwoTurns(const std::string& model, int budget_tokens, const std::strin
   o.spill_form = form;
   o.poison_freed_blocks = true;
   auto created = Engine::Create(o);
-  RSD_CHECK(created.ok());
+  testing::OkOrFail(created.status(), "Engine::Create");
   Engine& e = **created;
   RunResult run;
   SessionId seq = e.CreateSequence();

@@ -58,13 +58,13 @@ std::unique_ptr<Engine> MakeEngine(const std::string& path, const EngineSpec& s)
 
 std::string WriteModel(const std::string& name, DType dtype, int context_length = 0) {
   const auto* entry = testing::FindSyntheticModel(name);
-  RSD_CHECK(entry != nullptr);
+  testing::TrueOrFail(entry != nullptr, "entry != nullptr");
   testing::SyntheticModelOptions o = entry->options;
   o.weight_dtype = dtype;
   if (context_length > 0) o.context_length = context_length;
   testing::SyntheticModel model(o);
   const std::string path = testing::MakeTempDir("rsd-cuda-engine") + "/" + name + ".gguf";
-  RSD_CHECK(model.WriteGguf(path).ok());
+  testing::OkOrFail(model.WriteGguf(path), "model.WriteGguf(path)");
   return path;
 }
 
@@ -255,14 +255,14 @@ TEST(CudaEngine, SessionSpillsToWarmAndRocksDbAndComesBackExactly) {
     EngineSpec s{device, budget, form == SpillForm::kKv ? "kv" : "residual", budget > 0};
     s.keep_residuals = true;
     auto e = MakeEngine(path, s);
-    RSD_CHECK(e != nullptr);
+    testing::TrueOrFail(e != nullptr, "e != nullptr");
     SessionManagerOptions so;
     so.data_dir = testing::MakeTempDir("rsd-cuda-session");
     so.warm_budget_bytes = warm_bytes;
     auto m = SessionManager::Create(e.get(), so);
-    RSD_CHECK(m.ok());
+    testing::OkOrFail(m.status(), "SessionManager::Create");
     auto id = (*m)->OpenOrCreate("s");
-    RSD_CHECK(id.ok());
+    testing::OkOrFail(id.status(), "SessionManager::OpenOrCreate");
     std::vector<std::pair<std::vector<int32_t>, std::vector<uint64_t>>> out;
     std::vector<std::string> from;
     for (size_t t = 0; t < script.size(); ++t) {

@@ -28,14 +28,14 @@ struct Written {
 
 Written WriteCatalogModel(const std::string& name) {
   const auto* entry = testing::FindSyntheticModel(name);
-  RSD_CHECK(entry != nullptr);
+  testing::TrueOrFail(entry != nullptr, "entry != nullptr");
   Written w;
   w.model = std::make_unique<SyntheticModel>(entry->options);
   const std::string dir = testing::MakeTempDir("rsd-forward-" + name);
   w.gguf = dir + "/" + name + ".gguf";
   w.hf = dir + "/" + name + "-hf";
-  RSD_CHECK(w.model->WriteGguf(w.gguf).ok());
-  RSD_CHECK(w.model->WriteHfFolder(w.hf).ok());
+  testing::OkOrFail(w.model->WriteGguf(w.gguf), "w.model->WriteGguf(w.gguf)");
+  testing::OkOrFail(w.model->WriteHfFolder(w.hf), "w.model->WriteHfFolder(w.hf)");
   return w;
 }
 

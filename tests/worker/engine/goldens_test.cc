@@ -23,7 +23,7 @@ namespace {
 
 nlohmann::json LoadGolden(const std::string& name) {
   auto text = ReadFileToString(testing::SourceDir() + "/tests/goldens/" + name);
-  RSD_CHECK(text.ok());
+  testing::OkOrFail(text.status(), "reading the golden file");
   return nlohmann::json::parse(*text);
 }
 

@@ -21,7 +21,7 @@ std::vector<int32_t> Generate(const std::string& model, int block_tokens, int bu
   o.hot_budget_tokens = budget;
   o.evict = evict;
   auto e = Engine::Create(o);
-  RSD_CHECK(e.ok());
+  testing::OkOrFail(e.status(), "Engine::Create");
   GenerateParams p;
   p.max_tokens = n;
   p.stop_at_eos = false;

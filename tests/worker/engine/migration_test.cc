@@ -47,13 +47,13 @@ Worker MakeWorker(const std::string& model, int block_tokens = 4) {
   o.poison_freed_blocks = true;
   o.spill_form = "residual";  // residuals captured: every form can be exported
   auto e = Engine::Create(o);
-  RSD_CHECK(e.ok());
+  testing::OkOrFail(e.status(), "Engine::Create");
   Worker w;
   w.engine = std::move(e).value();
   SessionManagerOptions so;
   so.data_dir = testing::MakeTempDir("rsd-migrate");
   auto m = SessionManager::Create(w.engine.get(), so);
-  RSD_CHECK(m.ok());
+  testing::OkOrFail(m.status(), "SessionManager::Create");
   w.sessions = std::move(m).value();
   return w;
 }

@@ -155,7 +155,7 @@ class SchedulerTest : public ::testing::Test {
 
   std::unique_ptr<Engine> MakeEngine(size_t pool_bytes) {
     auto e = Engine::Create(EngineOptionsFor(pool_bytes));
-    RSD_CHECK(e.ok());
+    testing::OkOrFail(e.status(), "Engine::Create");
     return std::move(e).value();
   }
 
@@ -166,12 +166,14 @@ class SchedulerTest : public ::testing::Test {
     mo.data_dir = testing::MakeTempDir("rsd-sched-data");
     mo.warm_budget_bytes = 64 << 10;  // small: spilled checkpoints overflow to RocksDB too
     auto sessions = SessionManager::Create(engine.get(), mo);
-    RSD_CHECK(sessions.ok());
+    testing::OkOrFail(sessions.status(), "SessionManager::Create");
     Scheduler scheduler(engine.get(), sessions->get(), so);
     std::vector<SessionId> ids;
     for (int s = 0; s < kSessions; ++s) {
       ids.push_back(SessionId::Random());
-      scheduler.RunSync([&] { RSD_CHECK((*sessions)->Create(ids.back(), {}).ok()); });
+      absl::Status created;
+      scheduler.RunSync([&] { created = (*sessions)->Create(ids.back(), {}); });
+      testing::OkOrFail(created, "SessionManager::Create");
     }
     for (int t = 0; t < kTurns; ++t) {
       std::vector<std::shared_ptr<TurnStream>> streams;
@@ -330,7 +332,7 @@ TEST_F(SchedulerTest, OutOfDeviceMemoryFailsOnlyTheTurnThatCannotFitAlone) {
     o.device = "cuda-emu";
     o.device_memory = device_memory;
     auto e = Engine::Create(o);
-    RSD_CHECK(e.ok());
+    testing::OkOrFail(e.status(), "Engine::Create");
     return std::move(e).value();
   };
   // The device memory after a 48-token prompt: enough for every short turn, not for 200 tokens.

@@ -49,22 +49,22 @@ Outcome RunMatrixCase(const std::string& model, int budget, const std::string& f
     o.keep_residuals = true;
     o.poison_freed_blocks = true;
     auto e = Engine::Create(o);
-    RSD_CHECK(e.ok());
+    testing::OkOrFail(e.status(), "Engine::Create");
     engine = std::move(e).value();
     SessionManagerOptions so;
     so.data_dir = dir;
     auto m = SessionManager::Create(engine.get(), so);
-    RSD_CHECK(m.ok());
+    testing::OkOrFail(m.status(), "SessionManager::Create");
     sessions = std::move(m).value();
   };
   start();
   auto spill = ParseSpillForm(form);
-  RSD_CHECK(spill.ok());
+  testing::OkOrFail(spill.status(), "ParseSpillForm");
   Outcome out;
   const auto script = Script();
   for (size_t t = 0; t < script.size(); ++t) {
     auto id = sessions->OpenOrCreate("m");
-    RSD_CHECK(id.ok());
+    testing::OkOrFail(id.status(), "SessionManager::OpenOrCreate");
     GenerateParams p;
     p.max_tokens = max_tokens;
     p.record_logit_hashes = true;
@@ -114,12 +114,12 @@ void RunMatrix(const std::string& path, int max_tokens, const std::vector<int>& 
 
 std::string LongContextSynthetic(const std::string& name) {
   const auto* entry = testing::FindSyntheticModel(name);
-  RSD_CHECK(entry != nullptr);
+  testing::TrueOrFail(entry != nullptr, "entry != nullptr");
   testing::SyntheticModelOptions opt = entry->options;
   opt.context_length = 2048;
   testing::SyntheticModel model(opt);
   const std::string path = testing::MakeTempDir("rsd-matrix-model") + "/" + name + "-2k.gguf";
-  RSD_CHECK(model.WriteGguf(path).ok());
+  testing::OkOrFail(model.WriteGguf(path), "model.WriteGguf(path)");
   return path;
 }
 

@@ -31,12 +31,12 @@ std::vector<std::vector<uint64_t>> RunTurns(const std::string& model, int budget
     o.keep_residuals = form == SpillForm::kResidual;
     o.poison_freed_blocks = true;
     auto e = Engine::Create(o);
-    RSD_CHECK(e.ok());
+    testing::OkOrFail(e.status(), "Engine::Create");
     engine = std::move(e).value();
     SessionManagerOptions so;
     so.data_dir = dir;
     auto m = SessionManager::Create(engine.get(), so);
-    RSD_CHECK(m.ok());
+    testing::OkOrFail(m.status(), "SessionManager::Create");
     sessions = std::move(m).value();
   };
   start();
