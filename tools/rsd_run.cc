@@ -24,6 +24,7 @@
 #include "storage/common/clock.h"
 #include "storage/common/flags.h"
 #include "storage/common/status.h"
+#include "tools/chat_script.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/session_manager.h"
@@ -247,25 +248,6 @@ int64_t ProcessRssBytes() {
   return 0;
 }
 
-absl::StatusOr<std::vector<std::string>> ReadScript(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the chat script"));
-  std::vector<std::string> turns;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("content") || !j["content"].is_string() ||
-        j.value("role", "user") != "user") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ":", n, ": expected {\"role\": \"user\", \"content\": \"...\"}"));
-    }
-    turns.push_back(j["content"].get<std::string>());
-  }
-  if (turns.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no turns"));
-  return turns;
-}
-
 // The script run unbounded and never spilled, in a throwaway engine: the reference for
 // --compare-unbounded.
 absl::StatusOr<std::vector<std::vector<int32_t>>> UnboundedReference(
@@ -331,7 +313,7 @@ json TurnJson(const SessionId& id, const TurnResult& r, const SessionInfo& info,
 }
 
 absl::Status Chat() {
-  RSD_ASSIGN_OR_RETURN(std::vector<std::string> turns, ReadScript(absl::GetFlag(FLAGS_script)));
+  RSD_ASSIGN_OR_RETURN(std::vector<std::string> turns, ReadChatScript(absl::GetFlag(FLAGS_script)));
   RSD_ASSIGN_OR_RETURN(SpillForm between, ParseSpillForm(absl::GetFlag(FLAGS_spill_form)));
   const std::string restore_from = absl::GetFlag(FLAGS_restore_from);
   if (restore_from != "warm" && restore_from != "cold") {

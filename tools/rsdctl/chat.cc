@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tools/chat_script.h"
 #include "tools/rsdctl/commands.h"
 
 namespace rsd::ctl {
@@ -98,23 +99,12 @@ v1::TurnRequest TurnTemplate(const Args& a, const std::string& session) {
   return req;
 }
 
-// The user turns of a JSON Lines script ({"role": "user", "content": "..."}).
+// The user turns of a JSON Lines script ({"role": "user", "content": "..."}); a usage error if
+// it cannot be read.
 std::vector<std::string> ReadScript(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) Usage(absl::StrCat("--script ", path, ": cannot open"));
-  std::vector<std::string> turns;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("content") || !j["content"].is_string() ||
-        j.value("role", "user") != "user") {
-      Usage(absl::StrCat(path, ":", n, ": expected {\"role\": \"user\", \"content\": \"...\"}"));
-    }
-    turns.push_back(j["content"].get<std::string>());
-  }
-  if (turns.empty()) Usage(absl::StrCat("--script ", path, ": no turns"));
-  return turns;
+  absl::StatusOr<std::vector<std::string>> turns = ReadChatScript(path);
+  if (!turns.ok()) Usage(absl::StrCat("--script ", turns.status().message()));
+  return *std::move(turns);
 }
 
 }  // namespace

@@ -34,36 +34,24 @@ struct Outcome {
 
 Outcome RunMatrixCase(const std::string& model, int budget, const std::string& form,
                       const std::string& where, int max_tokens) {
-  const std::string dir = testing::MakeTempDir("rsd-matrix");
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<SessionManager> sessions;
   const bool tokens = form == "tokens";
-  auto start = [&] {
-    sessions.reset();
-    engine.reset();
-    EngineOptions o;
-    o.model_path = model;
-    o.block_tokens = 8;
-    o.hot_budget_tokens = budget;
-    o.spill_form = tokens || form == "none" ? "residual" : form;
-    o.keep_residuals = true;
-    o.poison_freed_blocks = true;
-    auto e = Engine::Create(o);
-    testing::OkOrFail(e.status(), "Engine::Create");
-    engine = std::move(e).value();
-    SessionManagerOptions so;
-    so.data_dir = dir;
-    auto m = SessionManager::Create(engine.get(), so);
-    testing::OkOrFail(m.status(), "SessionManager::Create");
-    sessions = std::move(m).value();
-  };
-  start();
+  EngineOptions o;
+  o.model_path = model;
+  o.block_tokens = 8;
+  o.hot_budget_tokens = budget;
+  o.spill_form = tokens || form == "none" ? "residual" : form;
+  o.keep_residuals = true;
+  o.poison_freed_blocks = true;
+  SessionManagerOptions so;
+  so.data_dir = testing::MakeTempDir("rsd-matrix");
+  testing::TestWorker w(o, so);
+  testing::OkOrFail(w.Start(), "starting the worker");
   auto spill = ParseSpillForm(form);
   testing::OkOrFail(spill.status(), "ParseSpillForm");
   Outcome out;
   const auto script = Script();
   for (size_t t = 0; t < script.size(); ++t) {
-    auto id = sessions->OpenOrCreate("m");
+    auto id = w.sessions().OpenOrCreate("m");
     testing::OkOrFail(id.status(), "SessionManager::OpenOrCreate");
     GenerateParams p;
     p.max_tokens = max_tokens;
@@ -72,17 +60,17 @@ Outcome RunMatrixCase(const std::string& model, int budget, const std::string& f
       p.sampling.temperature = 0.9f;
       p.sampling.seed = 500 + t;
     }
-    auto r = testing::RunTurn(*sessions, *id, script[t], p);
+    auto r = w.Chat(*id, script[t], p);
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return out;
     out.tokens.push_back(r->generation.tokens);
     out.hashes.push_back(r->generation.logit_hashes);
     out.restored.push_back(r->restored_from);
-    EXPECT_TRUE(sessions->Spill(*id, *spill).ok());
+    EXPECT_TRUE(w.sessions().Spill(*id, *spill).ok());
     if (where != "warm" && *spill != SpillForm::kNone) {
-      EXPECT_TRUE(sessions->DemoteToCold(*id).ok());
+      EXPECT_TRUE(w.sessions().DemoteToCold(*id).ok());
     }
-    if (where == "restart") start();
+    if (where == "restart") testing::OkOrFail(w.Restart(), "restarting the worker");
   }
   return out;
 }

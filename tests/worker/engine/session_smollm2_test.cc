@@ -17,32 +17,20 @@ const std::vector<std::string> kTurns = {"What is the capital of France?", "And 
 
 std::vector<std::vector<uint64_t>> RunTurns(const std::string& model, int budget, SpillForm form,
                                             bool restart, std::vector<std::string>* restored) {
-  const std::string dir = testing::MakeTempDir("rsd-smol-sessions");
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<SessionManager> sessions;
-  auto start = [&] {
-    sessions.reset();
-    engine.reset();
-    EngineOptions o;
-    o.model_path = model;
-    o.threads = 2;
-    o.hot_budget_tokens = budget;
-    o.spill_form = form == SpillForm::kKv ? "kv" : "residual";
-    o.keep_residuals = form == SpillForm::kResidual;
-    o.poison_freed_blocks = true;
-    auto e = Engine::Create(o);
-    testing::OkOrFail(e.status(), "Engine::Create");
-    engine = std::move(e).value();
-    SessionManagerOptions so;
-    so.data_dir = dir;
-    auto m = SessionManager::Create(engine.get(), so);
-    testing::OkOrFail(m.status(), "SessionManager::Create");
-    sessions = std::move(m).value();
-  };
-  start();
+  EngineOptions o;
+  o.model_path = model;
+  o.threads = 2;
+  o.hot_budget_tokens = budget;
+  o.spill_form = form == SpillForm::kKv ? "kv" : "residual";
+  o.keep_residuals = form == SpillForm::kResidual;
+  o.poison_freed_blocks = true;
+  SessionManagerOptions so;
+  so.data_dir = testing::MakeTempDir("rsd-smol-sessions");
+  testing::TestWorker w(o, so);
+  testing::OkOrFail(w.Start(), "starting the worker");
   std::vector<std::vector<uint64_t>> hashes;
   for (size_t t = 0; t < kTurns.size(); ++t) {
-    auto id = sessions->OpenOrCreate("smol");
+    auto id = w.sessions().OpenOrCreate("smol");
     EXPECT_TRUE(id.ok());
     GenerateParams p;
     p.max_tokens = 12;
@@ -51,15 +39,15 @@ std::vector<std::vector<uint64_t>> RunTurns(const std::string& model, int budget
       p.sampling.temperature = 0.7f;
       p.sampling.seed = 77 + t;
     }
-    auto r = testing::RunTurn(*sessions, *id, kTurns[t], p);
+    auto r = w.Chat(*id, kTurns[t], p);
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) break;
     hashes.push_back(r->generation.logit_hashes);
     restored->push_back(r->restored_from);
-    EXPECT_TRUE(sessions->Spill(*id, form).ok());
+    EXPECT_TRUE(w.sessions().Spill(*id, form).ok());
     if (restart) {
-      EXPECT_TRUE(sessions->DemoteToCold(*id).ok());
-      start();
+      EXPECT_TRUE(w.sessions().DemoteToCold(*id).ok());
+      testing::OkOrFail(w.Restart(), "restarting the worker");
     }
   }
   return hashes;
