@@ -81,8 +81,8 @@ TurnRecord RecordOf(const v1::TurnRequest& req, const v1::TurnDone& done,
   return t;
 }
 
-PendingTurn PendingOf(const v1::TurnRequest& turn) {
-  PendingTurn p;
+PendingRecord PendingOf(const v1::TurnRequest& turn) {
+  PendingRecord p;
   p.turn_id = turn.turn_id();
   p.message = turn.message();
   p.seed = turn.sampling().seed();
@@ -226,14 +226,14 @@ absl::Status RouterCore::Chat(const Caller& caller, const v1::TurnRequest& req,
       *wreq.mutable_turn() = req;
       wreq.mutable_turn()->set_session_id(rec.id.ToHex());
       wreq.mutable_turn()->set_turn_id(turn_id);
-      RSD_ASSIGN_OR_RETURN(std::optional<PendingTurn> pending, core.journal().GetPending(rec.id));
+      RSD_ASSIGN_OR_RETURN(std::optional<PendingRecord> pending, core.journal().GetPending(rec.id));
       if (!req.sampling().has_seed()) {
         // The pending turn's seed if this turn id was forwarded before (its worker died), so a
         // sampled turn reproduces wherever it runs; else a fresh one.
         const bool same = pending.has_value() && pending->turn_id == turn_id;
         wreq.mutable_turn()->mutable_sampling()->set_seed(same ? pending->seed : RandomSeed());
       }
-      PendingTurn next = PendingOf(wreq.turn());
+      PendingRecord next = PendingOf(wreq.turn());
       if (!pending.has_value() || pending->turn_id != next.turn_id ||
           pending->seed != next.seed) {
         RSD_RETURN_IF_ERROR(core.journal().PutPending(rec.id, next));

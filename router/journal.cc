@@ -113,7 +113,7 @@ absl::Status Journal::CommitTurn(const SessionId& id, const TurnRecord& turn) {
   RSD_RETURN_IF_ERROR(
       FromRocksDb(batch.Put(turns_, TurnKey(id, turn.turn), EncodeTurnRecord(turn)), "batch put"));
   if (!turn.turn_id.empty()) {
-    RSD_ASSIGN_OR_RETURN(std::optional<PendingTurn> pending, GetPending(id));
+    RSD_ASSIGN_OR_RETURN(std::optional<PendingRecord> pending, GetPending(id));
     if (pending.has_value() && pending->turn_id == turn.turn_id) {
       RSD_RETURN_IF_ERROR(FromRocksDb(batch.Delete(pending_, SessionKey(id)), "batch delete"));
     }
@@ -141,7 +141,7 @@ absl::StatusOr<SessionRecord> Journal::SetOwner(const SessionId& id, const std::
   return rec;
 }
 
-absl::Status Journal::PutPending(const SessionId& id, const PendingTurn& pending) {
+absl::Status Journal::PutPending(const SessionId& id, const PendingRecord& pending) {
   absl::MutexLock lock(&mu_);
   RSD_RETURN_IF_ERROR(GetSession(id).status());
   return FromRocksDb(
@@ -149,15 +149,15 @@ absl::Status Journal::PutPending(const SessionId& id, const PendingTurn& pending
       absl::StrCat("journal pending turn '", pending.turn_id, "' of session ", id.ToHex()));
 }
 
-absl::StatusOr<std::optional<PendingTurn>> Journal::GetPending(const SessionId& id) {
+absl::StatusOr<std::optional<PendingRecord>> Journal::GetPending(const SessionId& id) {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pending_, SessionKey(id), &value);
-  if (s.IsNotFound()) return std::optional<PendingTurn>();
+  if (s.IsNotFound()) return std::optional<PendingRecord>();
   RSD_RETURN_IF_ERROR(FromRocksDb(s, absl::StrCat("read pending turn of session ", id.ToHex())));
-  RSD_ASSIGN_OR_RETURN(PendingTurn p,
-                       DecodePendingTurn(value, absl::StrCat("journal pending turn of session ",
-                                                             id.ToHex())));
-  return std::optional<PendingTurn>(std::move(p));
+  RSD_ASSIGN_OR_RETURN(
+      PendingRecord p,
+      DecodePendingTurn(value, absl::StrCat("journal pending turn of session ", id.ToHex())));
+  return std::optional<PendingRecord>(std::move(p));
 }
 
 absl::StatusOr<std::vector<TurnRecord>> Journal::ListTurns(const SessionId& id) {

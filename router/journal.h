@@ -6,7 +6,7 @@
 // order):
 //   sessions  session(16)             → SessionRecord (CBOR)
 //   turns     session(16) | turn(4)   → TurnRecord (CBOR); turn is 1-based
-//   pending   session(16)             → PendingTurn (CBOR): the turn being forwarded, if any
+//   pending   session(16)             → PendingRecord (CBOR): the turn being forwarded, if any
 //
 // Durability: every write (PutSession, SetOwner, PutPending, CommitTurn, RemoveLastTurn,
 // DeleteSession) returns after the WAL is fsynced, so a turn the client was told is committed, a
@@ -79,7 +79,7 @@ struct TurnRecord {
 
 // The turn being forwarded to the owner, journaled (synced) before it is: if the owner dies
 // mid-turn, the retried turn id runs elsewhere with the same seed and parameters.
-struct PendingTurn {
+struct PendingRecord {
   std::string turn_id;
   std::string message;
   uint64_t seed = 0;
@@ -89,7 +89,7 @@ struct PendingTurn {
   std::optional<int32_t> max_tokens;
   std::vector<std::string> stop;
   int64_t started_unix_ms = 0;
-  friend bool operator==(const PendingTurn&, const PendingTurn&) = default;
+  friend bool operator==(const PendingRecord&, const PendingRecord&) = default;
 };
 
 class Journal {
@@ -120,9 +120,9 @@ class Journal {
 
   // Records the session's pending turn (synced), replacing any other. NOT_FOUND if the session is
   // unknown.
-  absl::Status PutPending(const SessionId& id, const PendingTurn& pending);
+  absl::Status PutPending(const SessionId& id, const PendingRecord& pending);
   // The session's pending turn, if any.
-  absl::StatusOr<std::optional<PendingTurn>> GetPending(const SessionId& id);
+  absl::StatusOr<std::optional<PendingRecord>> GetPending(const SessionId& id);
 
   // Records a committed turn under its index (synced), and clears the pending turn if it has the
   // same turn id (one atomic write). NOT_FOUND if the session is unknown; INVALID_ARGUMENT if
@@ -163,7 +163,7 @@ std::string EncodeSessionRecord(const SessionRecord& s);
 absl::StatusOr<SessionRecord> DecodeSessionRecord(const std::string& bytes, const std::string& what);
 std::string EncodeTurnRecord(const TurnRecord& t);
 absl::StatusOr<TurnRecord> DecodeTurnRecord(const std::string& bytes, const std::string& what);
-std::string EncodePendingTurn(const PendingTurn& p);
-absl::StatusOr<PendingTurn> DecodePendingTurn(const std::string& bytes, const std::string& what);
+std::string EncodePendingTurn(const PendingRecord& p);
+absl::StatusOr<PendingRecord> DecodePendingTurn(const std::string& bytes, const std::string& what);
 
 }  // namespace rsd::router

@@ -131,7 +131,7 @@ absl::StatusOr<TurnRecord> DecodeTurnRecord(const std::string& bytes, const std:
   }
 }
 
-std::string EncodePendingTurn(const PendingTurn& p) {
+std::string EncodePendingTurn(const PendingRecord& p) {
   json stop = json::array();
   for (const std::string& s : p.stop) stop.push_back(Bytes(s));
   json j = {{"v", kPendingVersion},
@@ -148,14 +148,14 @@ std::string EncodePendingTurn(const PendingTurn& p) {
   return std::string(out.begin(), out.end());
 }
 
-absl::StatusOr<PendingTurn> DecodePendingTurn(const std::string& bytes, const std::string& what) {
+absl::StatusOr<PendingRecord> DecodePendingTurn(const std::string& bytes, const std::string& what) {
   try {
     json j = json::from_cbor(bytes);
     if (j.at("v").get<int>() != kPendingVersion) {
       return absl::DataLossError(absl::StrCat(what, ": record version ", j.at("v").get<int>(),
                                               ", want ", kPendingVersion));
     }
-    PendingTurn p;
+    PendingRecord p;
     p.turn_id = FromBytes(j.at("turn_id"));
     p.message = FromBytes(j.at("message"));
     p.seed = j.at("seed").get<uint64_t>();

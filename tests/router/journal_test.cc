@@ -257,7 +257,7 @@ TEST_F(JournalTest, ModelFingerprintAndLogTokensRoundTrip) {
 TEST_F(JournalTest, PendingTurnIsClearedByTheCommitOfItsTurnIdOnly) {
   Open();
   const SessionId id = IdWithLastByte(1);
-  PendingTurn p;
+  PendingRecord p;
   p.turn_id = "t2";
   p.message = std::string("hi ÿ", 4);
   p.seed = 0x1234567890abcdefull;

@@ -258,7 +258,7 @@ TEST_F(MigrationTest, WorkerDyingMidTurnRetriedTurnIdReusesTheJournaledSeed) {
   EXPECT_THAT(cut.status.error_message(), HasSubstr("retry the turn id"));
   EXPECT_EQ(journal_->ListTurns(*ParseSessionId(s))->size(), 1u);  // nothing half-committed
   const uint64_t seed = w1.chats.back().turn().sampling().seed();
-  std::optional<PendingTurn> pending = *journal_->GetPending(*ParseSessionId(s));
+  std::optional<PendingRecord> pending = *journal_->GetPending(*ParseSessionId(s));
   ASSERT_TRUE(pending.has_value());
   EXPECT_EQ(pending->turn_id, "turn-2");
   EXPECT_EQ(pending->seed, seed);
