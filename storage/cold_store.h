@@ -32,14 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "storage/block_key.h"
 #include "storage/common/ids.h"
-#include "storage/rocks_db.h"
-
-namespace rocksdb {
-class ColumnFamilyHandle;
-class DB;
-class Env;
-class FileSystem;
-}  // namespace rocksdb
+#include "storage/rocks_db.h"  // also declares the rocksdb types used here
 
 namespace rsd {
 

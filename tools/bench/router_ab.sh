@@ -22,29 +22,19 @@ threads="${RSD_BENCH_THREADS:-2}"
 port="${RSD_BENCH_PORT:-19080}"
 bench="$build/tools/rsd-serving-bench"
 work="$(mktemp -d "${TMPDIR:-/tmp}/rsd-router-ab.XXXXXX")"
-pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+# shellcheck source=processes.sh
+source "$root/tools/bench/processes.sh"
 declare -A rates=([A]="" [B]="")
 for rep in $(seq "$reps"); do
   for which in A B; do
     router="$a_router"
     [ "$which" = B ] && router="$b_router"
-    setsid "$router" --listen "127.0.0.1:$((port + 1))" --data-dir "$work/router-$which-$rep" \
-      >"$work/router.log" 2>&1 </dev/null &
-    pids+=($!)
-    setsid "$build/worker/rsd-worker" --model "$model" --id worker \
+    start "router-$which-$rep" "$router" --listen "127.0.0.1:$((port + 1))" \
+      --data-dir "$work/router-$which-$rep"
+    start "worker-$which-$rep" "$build/worker/rsd-worker" --model "$model" --id worker \
       --listen "127.0.0.1:$((port + 2))" --router "127.0.0.1:$((port + 1))" \
       --data-dir "$work/worker-$which-$rep" --threads "$threads" --hot-bytes $((512 << 20)) \
-      --max-running 64 --max-queue 256 >"$work/worker.log" 2>&1 </dev/null &
-    pids+=($!)
+      --max-running 64 --max-queue 256
     "$bench" --system rsd --target "127.0.0.1:$((port + 1))" --concurrency "$n" --turns 3 \
       --max_tokens 32 --threads "$threads" --csv "$work/ab.csv" >"$work/out.txt" 2>&1
     rate="$(tail -n 1 "$work/out.txt" | cut -d, -f11)"

@@ -43,22 +43,8 @@ cmake --build "$build" --target rsd-router rsd-worker rsd-serving-bench -j "${RS
 bench="$build/tools/rsd-serving-bench"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/rsd-serving-bench.XXXXXX")"
-pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
-start() {  # log name, then the command
-  local name="$1"
-  shift
-  setsid "$@" >"$work/$name.log" 2>&1 </dev/null &
-  pids+=($!)
-}
+# shellcheck source=processes.sh
+source "$root/tools/bench/processes.sh"
 run_bench() {  # system, target, N, turns, log name
   if ! "$bench" --system "$1" --target "$2" --concurrency "$3" --turns "$4" \
     --max_tokens "$max_tokens" --threads "$threads" --csv "$csv" >"$work/$5.out" 2>&1; then

@@ -41,6 +41,15 @@ grpc::Status WorkerService::ExportSession(grpc::ServerContext* ctx,
 
 grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::SendSessionRequest* req,
                                         v1::ImportSessionResponse* out) {
+  if (req->target_address().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "SendSession needs the target worker's address");
+  }
+  if (req->target_worker() == options_.id ||
+      (!options_.address.empty() && req->target_address() == options_.address)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("worker '", options_.id, "' cannot send a session to itself"));
+  }
   SessionState state;
   grpc::Status st = ExportFor(req->source(), &state);
   if (!st.ok()) return st;

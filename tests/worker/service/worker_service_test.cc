@@ -236,6 +236,18 @@ TEST_F(WorkerServiceTest, SendSessionToAnUnreachableTargetIsUnavailableAndTheSou
   ASSERT_TRUE(next.status.ok()) << next.status.error_message();
   EXPECT_EQ(next.done.turn(), 2u);
 
+  // No target, or this worker itself: refused before anything is exported.
+  send.set_target_address("");
+  s = w1_.stub().SendSession(Ctx().get(), send, &imported);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("target worker's address"));
+  send.set_target_address(w1_.address());
+  send.set_target_worker("w1");
+  s = w1_.stub().SendSession(Ctx().get(), send, &imported);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("cannot send a session to itself"));
+  EXPECT_TRUE(RunTurn(w1_.stub(), Ref(id, 1), "three").status.ok());
+
   // A target that refuses (a stale epoch: not newer than its own copy) is that refusal, named.
   const std::string copy = SessionId::Random().ToHex();
   ASSERT_TRUE(Open(w1_, Ref(copy, 1)).ok());
