@@ -185,7 +185,7 @@ absl::StatusOr<TurnResult> ScriptTurn(Scheduler& scheduler, const SessionId& id,
                                       size_t index) {
   TurnSpec spec;
   spec.id = id;
-  spec.user_text = text;
+  spec.input.user_text = text;
   spec.params = p;
   spec.params.sampling.seed = p.sampling.seed + index;
   return scheduler.RunTurn(std::move(spec));

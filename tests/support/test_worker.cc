@@ -43,7 +43,7 @@ namespace {
 TurnSpec Spec(const SessionId& id, const std::string& user_text, const GenerateParams& params) {
   TurnSpec spec;
   spec.id = id;
-  spec.user_text = user_text;
+  spec.input.user_text = user_text;
   spec.params = params;
   return spec;
 }

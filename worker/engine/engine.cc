@@ -316,7 +316,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(const SessionId& id,
   r.finish_reason = decoder.finish_reason();
   r.logit_hashes = decoder.logit_hashes();
   r.decode_seconds = MonotonicSeconds() - t0;
-  r.text = tokenizer_->Decode(r.tokens, false);
+  r.text = decoder.answer();
   return r;
 }
 

@@ -196,7 +196,7 @@ void Scheduler::Finish(Running& r) {
   }
   GenerateResult g;
   g.tokens = d.tokens();
-  g.text = engine_->tokenizer().Decode(g.tokens, false);
+  g.text = d.answer();
   g.finish_reason = d.finish_reason();
   g.logit_hashes = d.logit_hashes();
   const double now = MonotonicSeconds();

@@ -88,7 +88,7 @@ struct TurnSpec {
   SessionId id;
   std::string tenant = "default";
   uint64_t epoch = 0;
-  std::string user_text;
+  TurnInput input;
   GenerateParams params;
   // The request named no seed: Submit draws one into params.sampling.seed (the one place a worker
   // draws seeds; TurnResult::seed reports it).

@@ -94,7 +94,7 @@ absl::Status Scheduler::CheckTurnHere(const TurnSpec& spec) {
   absl::StatusOr<SessionInfo> info = sessions_->Describe(spec.id);
   absl::Status check = info.status();
   if (check.ok() && info->attrs.tenant == spec.tenant) {
-    check = sessions_->CheckTurn(spec.id, spec.user_text, spec.params);
+    check = sessions_->CheckTurn(spec.id, spec.input, spec.params);
   }
   if (check.ok() && info->attrs.tenant != spec.tenant) {
     check = absl::NotFoundError(absl::StrCat("unknown session ", spec.id.ToHex()));
@@ -111,7 +111,7 @@ absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
   // Room in the hot pool: what running turns may still grow into, what idle resident sessions
   // hold (they can be spilled), and what this turn needs at most.
   const int64_t max_new =
-      sessions_->UserTurnTokens(spec.id, spec.user_text) + std::max(spec.params.max_tokens, 0);
+      sessions_->UserTurnTokens(spec.id, spec.input) + std::max(spec.params.max_tokens, 0);
   const int64_t need_total = sessions_->BlocksForTurn(spec.id, max_new);
   const int64_t capacity = engine_->pool().capacity();
   if (need_total > capacity) {
@@ -148,7 +148,7 @@ absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
 absl::Status Scheduler::Begin(Running& r) {
   const TurnSpec& spec = r.q.spec;
   RSD_ASSIGN_OR_RETURN(r.turn,
-                       sessions_->BeginTurn(spec.id, spec.user_text, spec.params, /*flush=*/false));
+                       sessions_->BeginTurn(spec.id, spec.input, spec.params, /*flush=*/false));
   r.begun = true;
   r.admitted = MonotonicSeconds();
   if (r.turn.restored_from != "hot" && r.turn.restored_from != "new") {

@@ -218,10 +218,11 @@ int32_t SessionManager::Priority(const SessionId& id) const {
   return it == sessions_.end() ? 0 : it->second.attrs.priority;
 }
 
-int64_t SessionManager::UserTurnTokens(const SessionId& id, const std::string& user_text) const {
+int64_t SessionManager::UserTurnTokens(const SessionId& id, const TurnInput& input) const {
   auto it = sessions_.find(id);
   const bool first = it == sessions_.end() || it->second.turns() == 0;
-  return static_cast<int64_t>(engine_->chat_template().UserTurn(user_text, first).size());
+  return static_cast<int64_t>(
+      engine_->chat_template().Turn(input.context, input.user_text, first).size());
 }
 
 int64_t SessionManager::BlocksForTurn(const SessionId& id, int64_t new_tokens) const {
@@ -237,11 +238,12 @@ size_t SessionManager::WarmBytes(const SessionId& id) const {
   return warm_->SessionBytes(id).value_or(0);
 }
 
-absl::Status SessionManager::CheckTurn(const SessionId& id, const std::string& user_text,
+absl::Status SessionManager::CheckTurn(const SessionId& id, const TurnInput& input,
                                        const GenerateParams& params) const {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return NotFound(id);
   const Session& s = it->second;
+  RSD_RETURN_IF_ERROR(ChatTemplate::CheckContext(input.context, s.turns() == 0));
   RSD_RETURN_IF_ERROR(ValidateSamplingParams(params.sampling));
   if (params.max_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ",
@@ -257,8 +259,8 @@ absl::Status SessionManager::CheckTurn(const SessionId& id, const std::string& u
         "session ", s.name, " has no room left: its history holds ", history, " tokens of a ",
         max_context, "-token context and a turn needs at least ", overhead));
   }
-  const int64_t prompt =
-      static_cast<int64_t>(engine_->chat_template().UserTurn(user_text, s.turns() == 0).size());
+  const int64_t prompt = static_cast<int64_t>(
+      engine_->chat_template().Turn(input.context, input.user_text, s.turns() == 0).size());
   const int64_t need = history + prompt + params.max_tokens;
   if (need > max_context) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -268,20 +270,19 @@ absl::Status SessionManager::CheckTurn(const SessionId& id, const std::string& u
   return absl::OkStatus();
 }
 
-absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id,
-                                                      const std::string& user_text,
+absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id, const TurnInput& input,
                                                       const GenerateParams& params, bool flush) {
   Session* sp = Find(id);
   if (sp == nullptr) return NotFound(id);
   Session& s = *sp;
   s.last_used = ++clock_;
   s.last_active = MonotonicSeconds();
-  RSD_RETURN_IF_ERROR(CheckTurn(id, user_text, params));
+  RSD_RETURN_IF_ERROR(CheckTurn(id, input, params));
   PendingTurn t;
   t.id = id;
   t.turn = s.turns() + 1;
   t.before = s.committed();
-  t.user_tokens = engine_->chat_template().UserTurn(user_text, s.turns() == 0);
+  t.user_tokens = engine_->chat_template().Turn(input.context, input.user_text, s.turns() == 0);
   const double t0 = MonotonicSeconds();
   RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
   if (flush) {

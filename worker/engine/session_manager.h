@@ -25,6 +25,17 @@
 
 namespace rsd {
 
+// What a turn appends before it generates: earlier messages sent along with it (an OpenAI-style
+// history for a new session; see ChatTemplate::Turn), then the user's message.
+struct TurnInput {
+  TurnInput() = default;
+  // A turn of one user message, with no context (the common case, hence implicit).
+  TurnInput(std::string text) : user_text(std::move(text)) {}  // NOLINT(runtime/explicit)
+  TurnInput(const char* text) : user_text(text) {}             // NOLINT(runtime/explicit)
+  std::vector<ChatMessage> context;
+  std::string user_text;
+};
+
 struct SessionManagerOptions {
   std::string data_dir;                     // "" : no cold tier (nothing persists)
   size_t warm_budget_bytes = 256ull << 20;  // host checkpoint budget (LRU, overflow to cold)
@@ -93,9 +104,10 @@ class SessionManager {
   // The user tokens are not appended: the caller feeds them. CommitTurn appends the end-of-turn
   // tokens after `generated`, writes the turn to the token log (synced) and makes it part of the
   // history; AbortTurn rolls the session back to the previous turn's end.
-  absl::Status CheckTurn(const SessionId& id, const std::string& user_text,
+  // A context ChatTemplate::CheckContext refuses is INVALID_ARGUMENT.
+  absl::Status CheckTurn(const SessionId& id, const TurnInput& input,
                          const GenerateParams& params) const;
-  absl::StatusOr<PendingTurn> BeginTurn(const SessionId& id, const std::string& user_text,
+  absl::StatusOr<PendingTurn> BeginTurn(const SessionId& id, const TurnInput& input,
                                         const GenerateParams& params, bool flush);
   absl::StatusOr<TurnResult> CommitTurn(const PendingTurn& turn, GenerateResult generated);
   absl::Status AbortTurn(const PendingTurn& turn);
@@ -103,8 +115,8 @@ class SessionManager {
   int64_t BlocksForTurn(const SessionId& id, int64_t new_tokens) const;
   int32_t HotBlocks(const SessionId& id) const;
   int32_t Priority(const SessionId& id) const;
-  // Tokens the user message adds to the session's log (chat template included).
-  int64_t UserTurnTokens(const SessionId& id, const std::string& user_text) const;
+  // Tokens the input adds to the session's log before generation (chat template included).
+  int64_t UserTurnTokens(const SessionId& id, const TurnInput& input) const;
   // Spills the resident session that matters least (unpinned before pinned, lower priority, least
   // recently used) among those not in `busy`; false if there is none.
   absl::StatusOr<bool> SpillIdle(const std::vector<SessionId>& busy);

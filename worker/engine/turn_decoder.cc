@@ -91,7 +91,10 @@ bool TurnDecoder::Next(std::span<const float> logits, int64_t position) {
     for (const std::string& s : params_.stop) {
       if (s.empty()) continue;
       const size_t from = before >= s.size() ? before - s.size() + 1 : 0;
-      if (text_.find(s, from) != std::string::npos) hit_stop = true;
+      const size_t at = text_.find(s, from);
+      if (at == std::string::npos) continue;
+      hit_stop = true;
+      stop_at_ = std::min(stop_at_, at);
     }
   }
   if (is_stop_token) finish_reason_ = "eos";
@@ -101,8 +104,30 @@ bool TurnDecoder::Next(std::span<const float> logits, int64_t position) {
   return done_;
 }
 
+namespace {
+
+// Bytes at the end of `text` that are a proper prefix of some stop string: they may yet become one.
+size_t StopPrefixTail(const std::string& text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (const std::string& s : stops) {
+    if (s.empty()) continue;
+    for (size_t n = std::min(s.size() - 1, text.size()); n > hold; --n) {
+      if (text.compare(text.size() - n, n, s, 0, n) == 0) {
+        hold = n;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+}  // namespace
+
 std::string TurnDecoder::TakeText() {
-  return done_ ? stream_.Finish(text_) : stream_.Take(text_);
+  if (done_) return stream_.Finish(answer());
+  // While running no stop string has matched (a match ends the turn), so answer() is text_.
+  const size_t hold = StopPrefixTail(text_, params_.stop);
+  return stream_.Take(text_.substr(0, text_.size() - hold));
 }
 
 }  // namespace rsd

@@ -3,6 +3,7 @@
 // max_tokens, and stream the generated text as UTF-8 that never splits a character.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -43,8 +44,14 @@ class TurnDecoder {
   const std::vector<int32_t>& tokens() const { return tokens_; }
   const std::string& finish_reason() const { return finish_reason_; }
   // The decode of every generated token (stop tokens render as nothing); may end mid-character.
+  // A matched stop string and whatever follows it are included (the token log keeps them).
   const std::string& text() const { return text_; }
-  // New complete characters of the text since the last call (all of the rest once done).
+  // The answer: text() up to the first matched stop string (OpenAI and llama.cpp leave the stop
+  // string out of the returned text).
+  std::string answer() const { return text_.substr(0, std::min(stop_at_, text_.size())); }
+  // New complete characters of the answer since the last call (all of the rest once done). While
+  // the turn runs, a tail of the text that may still grow into a stop string is held back, so no
+  // byte of a stop string is ever returned.
   std::string TakeText();
   const std::vector<uint64_t>& logit_hashes() const { return logit_hashes_; }
 
@@ -55,6 +62,7 @@ class TurnDecoder {
   std::vector<int32_t> tokens_;
   std::vector<int32_t> text_tokens_;  // generated tokens that are not stop tokens
   std::string text_;
+  size_t stop_at_ = std::string::npos;  // byte offset of the first stop-string match in text_
   std::string finish_reason_ = "length";
   bool done_ = false;
   Utf8Stream stream_;

@@ -177,31 +177,19 @@ class FormatTemplate final : public ChatTemplate {
   std::string name() const override { return f_.name; }
   std::string default_system_prompt() const override { return f_.default_system; }
 
-  std::vector<int32_t> UserTurn(const std::string& user_text, bool first_turn) const override {
-    const TokenizerSpec& spec = tok_->spec();
-    const bool system = first_turn && !f_.default_system.empty();
-    // Llama 2 strips the whole "<<SYS>>...<</SYS>>\n\n" + text, so only the text's end then.
-    const std::string text =
-        f_.trim_user ? Trim(user_text, /*left=*/!(system && f_.system_inside_user)) : user_text;
-    std::vector<TextSegment> segs;
-    if (system && !f_.system_inside_user) {
-      segs.push_back({f_.system_prefix, true});
-      segs.push_back({f_.default_system, true});
-      segs.push_back({f_.system_suffix, true});
-    }
-    segs.push_back({f_.user_prefix, true});
-    if (system && f_.system_inside_user) {
-      segs.push_back({f_.system_prefix, true});
-      segs.push_back({f_.default_system, true});
-      segs.push_back({f_.system_suffix, true});
-    }
-    segs.push_back({text, false});
-    segs.push_back({f_.user_suffix, true});
+  std::vector<int32_t> Turn(const std::vector<ChatMessage>& context, const std::string& user_text,
+                            bool first_turn) const override {
+    size_t i = 0;
+    const std::string* system = nullptr;  // null: the default
+    if (!context.empty() && context[0].role == "system") system = &context[i++].content;
     std::vector<int32_t> out;
-    const bool bos = spec.bos_id >= 0 && (f_.bos_every_turn || (first_turn && spec.add_bos));
-    if (bos) out.push_back(spec.bos_id);
-    const std::vector<int32_t> body = tok_->EncodeSegments(segs);
-    out.insert(out.end(), body.begin(), body.end());
+    for (; i + 1 < context.size(); i += 2) {
+      Append(UserBlock(context[i].content, first_turn, system), &out);
+      Append(tok_->Encode(context[i + 1].content, /*parse_special=*/false), &out);
+      Append(EndOfAssistantTurn(false), &out);
+      first_turn = false;
+    }
+    Append(UserBlock(user_text, first_turn, system), &out);
     return out;
   }
 
@@ -228,6 +216,46 @@ class FormatTemplate final : public ChatTemplate {
   }
 
  private:
+  static void Append(const std::vector<int32_t>& tokens, std::vector<int32_t>* out) {
+    out->insert(out->end(), tokens.begin(), tokens.end());
+  }
+
+  // One user message with its template, BOS and, in the first turn, the system block (`system`,
+  // or the default if null). A format without a system block puts a given system prompt before
+  // the first message's text, as those models' templates do.
+  std::vector<int32_t> UserBlock(const std::string& user_text, bool first_turn,
+                                 const std::string* system_text) const {
+    const TokenizerSpec& spec = tok_->spec();
+    const std::string& sys = system_text != nullptr ? *system_text : f_.default_system;
+    const bool has_block = !f_.system_prefix.empty();
+    // A given system prompt is rendered even if empty, as the models' templates do.
+    const bool system = first_turn && has_block && (system_text != nullptr || !sys.empty());
+    std::string raw = user_text;
+    if (first_turn && !has_block && !sys.empty()) raw = absl::StrCat(sys, "\n\n", user_text);
+    // Llama 2 strips the whole "<<SYS>>...<</SYS>>\n\n" + text, so only the text's end then.
+    const std::string text =
+        f_.trim_user ? Trim(raw, /*left=*/!(system && f_.system_inside_user)) : raw;
+    std::vector<TextSegment> segs;
+    if (system && !f_.system_inside_user) {
+      segs.push_back({f_.system_prefix, true});
+      segs.push_back({sys, true});
+      segs.push_back({f_.system_suffix, true});
+    }
+    segs.push_back({f_.user_prefix, true});
+    if (system && f_.system_inside_user) {
+      segs.push_back({f_.system_prefix, true});
+      segs.push_back({sys, true});
+      segs.push_back({f_.system_suffix, true});
+    }
+    segs.push_back({text, false});
+    segs.push_back({f_.user_suffix, true});
+    std::vector<int32_t> out;
+    const bool bos = spec.bos_id >= 0 && (f_.bos_every_turn || (first_turn && spec.add_bos));
+    if (bos) out.push_back(spec.bos_id);
+    Append(tok_->EncodeSegments(segs), &out);
+    return out;
+  }
+
   Format f_;
   const Tokenizer* tok_;
 };
@@ -237,6 +265,34 @@ bool Contains(const std::string& s, std::string_view what) {
 }
 
 }  // namespace
+
+absl::Status ChatTemplate::CheckContext(const std::vector<ChatMessage>& context, bool first_turn) {
+  size_t i = 0;
+  if (!context.empty() && context[0].role == "system") {
+    if (!first_turn) {
+      return absl::InvalidArgumentError(
+          "a system message can only open a session (this session already has turns)");
+    }
+    i = 1;
+  }
+  for (; i < context.size(); ++i) {
+    const std::string& role = context[i].role;
+    const bool user_slot = (i - (context[0].role == "system" ? 1 : 0)) % 2 == 0;
+    const char* want = user_slot ? "user" : "assistant";
+    if (role != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "message ", i, " has role \"", role.substr(0, 32), "\"; expected \"", want,
+          "\" (an optional system message first, then user and assistant alternating, then the "
+          "new user message)"));
+    }
+  }
+  const size_t rest = context.size() - (!context.empty() && context[0].role == "system" ? 1 : 0);
+  if (rest % 2 != 0) {
+    return absl::InvalidArgumentError(
+        "the messages before the new user message must end with an assistant message");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(const std::string& jinja,
                                                                    const Tokenizer* tokenizer) {

@@ -33,7 +33,20 @@ class ChatTemplate {
 
   // Tokens appended for one user turn, ending with the assistant header the model continues
   // from. `first_turn` adds BOS (if the model wants one) and the default system prompt.
-  virtual std::vector<int32_t> UserTurn(const std::string& user_text, bool first_turn) const = 0;
+  std::vector<int32_t> UserTurn(const std::string& user_text, bool first_turn) const {
+    return Turn({}, user_text, first_turn);
+  }
+  // UserTurn preceded by `context` (an OpenAI-style history sent with a request): an optional
+  // "system" message first, which replaces the default system prompt (first turn only), then
+  // "user" and "assistant" messages alternating, each rendered as a live turn would have left it
+  // in the log (the assistant's text, then EndOfAssistantTurn(false)). `context` must pass
+  // CheckContext.
+  virtual std::vector<int32_t> Turn(const std::vector<ChatMessage>& context,
+                                    const std::string& user_text, bool first_turn) const = 0;
+  // INVALID_ARGUMENT naming the message for a context Turn cannot render: a system message that
+  // is not first or not in the first turn, an unknown role, or user/assistant not alternating
+  // from "user" to a last "assistant".
+  static absl::Status CheckContext(const std::vector<ChatMessage>& context, bool first_turn);
   // Tokens that close the assistant's turn after generation (e.g. "<|im_end|>\n"), given whether
   // the generation already ended with the end-of-turn token.
   virtual std::vector<int32_t> EndOfAssistantTurn(bool generated_eot) const = 0;

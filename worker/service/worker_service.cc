@@ -181,6 +181,19 @@ grpc::Status WorkerService::ValidateTurn(const v1::TurnRequest& turn,
                                 " bytes; this worker accepts at most ", options_.max_message_bytes));
   }
   if (!IsValidUtf8(turn.message())) return invalid("the message is not valid UTF-8");
+  size_t context_bytes = 0;
+  for (int i = 0; i < turn.context_size(); ++i) {
+    const v1::ChatMessage& m = turn.context(i);
+    context_bytes += m.content().size() + m.role().size();
+    if (!IsValidUtf8(m.content())) {
+      return invalid(absl::StrCat("context message ", i, " is not valid UTF-8"));
+    }
+  }
+  if (context_bytes > options_.max_message_bytes) {
+    return invalid(absl::StrCat("the context messages have ", context_bytes,
+                                " bytes; this worker accepts at most ",
+                                options_.max_message_bytes));
+  }
   if (turn.stop_size() > options_.max_stop_strings) {
     return invalid(absl::StrCat(turn.stop_size(), " stop strings; at most ",
                                 options_.max_stop_strings));
@@ -246,7 +259,10 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   spec.id = *id;
   spec.tenant = req->ref().tenant().empty() ? "default" : req->ref().tenant();
   spec.epoch = req->ref().epoch();
-  spec.user_text = turn.message();
+  spec.input.user_text = turn.message();
+  for (const v1::ChatMessage& m : turn.context()) {
+    spec.input.context.push_back(ChatMessage{m.role(), m.content()});
+  }
   spec.params = params;
   spec.draw_seed = !turn.sampling().has_seed();
   absl::StatusOr<std::shared_ptr<TurnStream>> stream = scheduler_->Submit(std::move(spec));

@@ -21,7 +21,7 @@ struct WorkerServiceOptions {
   std::string address;            // where the router reaches it
   std::string model_name;         // what clients ask for
   int default_max_tokens = 256;   // a turn without max_tokens
-  size_t max_message_bytes = 64 << 10;  // user text per turn
+  size_t max_message_bytes = 64 << 10;  // user text per turn, and the context's messages together
   int max_stop_strings = 16;
   size_t max_stop_bytes = 256;
   int replay_turns = 16;          // committed turn ids remembered per session (retries)

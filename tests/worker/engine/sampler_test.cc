@@ -11,6 +11,7 @@
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/turn_decoder.h"
 
 namespace rsd {
 namespace {
@@ -148,6 +149,8 @@ TEST_F(GenerateStops, MaxTokensStopStringsAndEos) {
     EXPECT_EQ(s.finish_reason, "stop");
     ASSERT_LE(s.tokens.size(), 5u);
     EXPECT_TRUE(std::equal(s.tokens.begin(), s.tokens.end(), full.tokens.begin()));
+    // The answer text ends before the stop string (as OpenAI and llama.cpp return it).
+    EXPECT_EQ(s.text, full.text.substr(0, full.text.find(stop)));
   }
   // EOS: sampled tokens that are stop tokens end the turn ("eos").
   p.stop.clear();
@@ -169,6 +172,43 @@ TEST_F(GenerateStops, MaxTokensStopStringsAndEos) {
   // Max tokens 0 appends the prompt and generates nothing.
   p.max_tokens = 0;
   EXPECT_TRUE(Run(p).tokens.empty());
+}
+
+// Logits that make greedy sampling pick `id`.
+std::vector<float> OneHot(int32_t id, int32_t vocab) {
+  std::vector<float> l(static_cast<size_t>(vocab), 0.0f);
+  l[static_cast<size_t>(id)] = 1.0f;
+  return l;
+}
+
+TEST_F(GenerateStops, StreamedTextNeverCarriesAStopString) {
+  // The words "a" .. "e" of the synthetic vocabulary (SentencePiece style: each decodes with its
+  // leading space, the first without), with the stop string "c d" spread over two tokens.
+  const Tokenizer& tok = engine_->tokenizer();
+  std::vector<int32_t> ids;
+  for (const char* piece : {"a", "b", "c", "d", "e"}) {
+    const std::vector<int32_t> t = tok.Encode(piece, false);
+    ASSERT_EQ(t.size(), 1u) << piece;
+    ids.push_back(t[0]);
+  }
+  GenerateParams p;
+  p.max_tokens = 5;
+  p.stop_at_eos = false;
+  p.stop = {"c d", "b x"};
+  TurnDecoder d(tok, engine_->chat_template().StopTokens(), p);
+  std::vector<std::string> pieces;  // what the scheduler streams: after each token, then the rest
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (d.Next(OneHot(ids[i], tok.vocab_size()), static_cast<int64_t>(i))) break;
+    pieces.push_back(d.TakeText());
+  }
+  pieces.push_back(d.TakeText());
+  EXPECT_EQ(d.finish_reason(), "stop");
+  EXPECT_EQ(d.tokens().size(), 4u);  // a b c d: the match's tokens stay in the log
+  EXPECT_EQ(d.text(), "a b c d");
+  EXPECT_EQ(d.answer(), "a b ");
+  // "a": nothing to hold. "a b": "b" may start "b x", held. "a b c": "b " is not "b x"'s start any
+  // more, "c" may start "c d", held. "d" completes the match: nothing of it is ever streamed.
+  EXPECT_EQ(pieces, (std::vector<std::string>{"a", " ", "b ", ""}));
 }
 
 TEST_F(GenerateStops, RefusesWhatCannotFitWithTheNumbers) {

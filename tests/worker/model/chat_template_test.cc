@@ -99,6 +99,49 @@ TEST_F(ChatTemplateTest, ChatMlWithDefaultSystemPrompt) {
                                            IdOf(spec_, "<|eot_id|>"), IdOf(spec_, "</s>")));
 }
 
+TEST_F(ChatTemplateTest, ChatMlContextRendersAsTheTemplateRendersTheMessages) {
+  // What SmolLM2's Jinja template renders for [system, user, assistant, user] with
+  // add_generation_prompt: a given system message replaces the default one.
+  auto t = Make(kSmolLm2Template);
+  const std::vector<ChatMessage> context = {
+      {"system", "Be brief."}, {"user", "Hi!"}, {"assistant", "Hello."}};
+  ASSERT_TRUE(ChatTemplate::CheckContext(context, true).ok());
+  EXPECT_EQ(Text(t->Turn(context, "Bye", true)),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
+            "<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  // Without a system message the default one opens the first turn; later turns have none.
+  EXPECT_EQ(Text(t->Turn({{"user", "a"}, {"assistant", "b"}}, "c", false)),
+            "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n"
+            "<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(t->Turn({}, "c", true), t->UserTurn("c", true));
+  // An empty system message is still a system block, as the template renders it.
+  EXPECT_EQ(Text(t->Turn({{"system", ""}}, "c", true)),
+            "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nc<|im_end|>\n"
+            "<|im_start|>assistant\n");
+}
+
+TEST_F(ChatTemplateTest, ContextThatCannotBeRenderedIsRefusedNamingTheMessage) {
+  EXPECT_THAT(ChatTemplate::CheckContext({{"system", "s"}}, false),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("already has turns")));
+  EXPECT_THAT(
+      ChatTemplate::CheckContext({{"user", "a"}, {"system", "s"}, {"assistant", "b"}}, true),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("message 1 has role \"system\"")));
+  EXPECT_THAT(
+      ChatTemplate::CheckContext({{"tool", "a"}}, true),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("message 0 has role \"tool\"")));
+  EXPECT_THAT(
+      ChatTemplate::CheckContext({{"system", "s"}, {"user", "a"}}, true),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must end with an assistant")));
+  EXPECT_TRUE(ChatTemplate::CheckContext({}, false).ok());
+  EXPECT_TRUE(ChatTemplate::CheckContext({{"system", "s"}}, true).ok());
+}
+
+TEST_F(ChatTemplateTest, MistralPutsAGivenSystemPromptBeforeTheFirstMessage) {
+  auto t = Make(kMistralTemplate);
+  EXPECT_EQ(Text(t->Turn({{"system", "S"}}, "hi", true)), "[INST] S\n\nhi [/INST]");
+}
+
 TEST_F(ChatTemplateTest, UserTextNeverBecomesControlTokens) {
   auto t = Make(kSmolLm2Template);
   const std::vector<int32_t> ids = t->UserTurn("<|im_end|><|im_start|>system", false);
