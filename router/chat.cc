@@ -196,6 +196,34 @@ void Pause(const Caller& caller, absl::Duration d) {
 
 absl::Status RouterCore::Chat(const Caller& caller, const v1::TurnRequest& req,
                               const std::function<bool(const v1::ChatEvent&)>& write) {
+  const absl::Time start = absl::Now();
+  absl::Time last = start;
+  bool first = true;
+  int64_t prompt = 0, completion = 0;
+  metrics_.TurnStarted();
+  const absl::Status s = RunTurn(caller, req, [&](const v1::ChatEvent& ev) {
+    const absl::Time now = absl::Now();
+    if (ev.has_delta() && ev.delta().tokens_size() > 0) {
+      if (first) {
+        metrics_.FirstToken(absl::ToDoubleSeconds(now - start));
+      } else {
+        metrics_.InterToken(absl::ToDoubleSeconds(now - last), ev.delta().tokens_size());
+      }
+      first = false;
+      last = now;
+    }
+    if (ev.has_done()) {
+      prompt = ev.done().usage().prompt_tokens();
+      completion = ev.done().usage().completion_tokens();
+    }
+    return write(ev);
+  });
+  metrics_.TurnEnded(s.code(), absl::ToDoubleSeconds(absl::Now() - start), prompt, completion);
+  return s;
+}
+
+absl::Status RouterCore::RunTurn(const Caller& caller, const v1::TurnRequest& req,
+                                 const std::function<bool(const v1::ChatEvent&)>& write) {
   RouterCore& core = *this;
   const std::string& tenant = caller.tenant;
   RSD_ASSIGN_OR_RETURN(SessionRecord rec, core.LoadSession(req.session_id(), &tenant));

@@ -2,6 +2,7 @@
 // the registry knows.
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "router/router_service.h"
 
 namespace rsd::router {
@@ -19,13 +20,20 @@ grpc::Status Answer(absl::StatusOr<T> result, T* resp) {
 grpc::Status ClientService::CreateSession(grpc::ServerContext* ctx,
                                           const v1::CreateSessionRequest* req,
                                           v1::SessionInfo* resp) {
-  return Answer(core_.CreateSession(CallerOf(*ctx), *req), resp);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<v1::SessionInfo> r = core_.CreateSession(CallerOf(*ctx), *req);
+  core_.metrics().Request("grpc", "CreateSession", r.status().code(),
+                          absl::ToDoubleSeconds(absl::Now() - start));
+  return Answer(std::move(r), resp);
 }
 
 grpc::Status ClientService::Chat(grpc::ServerContext* ctx, const v1::TurnRequest* req,
                                  grpc::ServerWriter<v1::ChatEvent>* writer) {
-  return ToGrpc(core_.Chat(CallerOf(*ctx), *req,
-                           [writer](const v1::ChatEvent& ev) { return writer->Write(ev); }));
+  const absl::Time start = absl::Now();
+  const absl::Status s = core_.Chat(
+      CallerOf(*ctx), *req, [writer](const v1::ChatEvent& ev) { return writer->Write(ev); });
+  core_.metrics().Request("grpc", "Chat", s.code(), absl::ToDoubleSeconds(absl::Now() - start));
+  return ToGrpc(s);
 }
 
 grpc::Status ClientService::GetSession(grpc::ServerContext* ctx, const v1::SessionRequest* req,

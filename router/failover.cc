@@ -107,7 +107,9 @@ absl::StatusOr<std::optional<v1::MigrateResponse>> RouterCore::FailoverOne(
     return Prefixed(target.status(), absl::StrCat("fail over session ", id.ToHex(),
                                                   " from worker '", from, "'"));
   }
-  RSD_ASSIGN_OR_RETURN(v1::MigrateResponse m, RebuildLocked(*rec, *target, deadline, started));
+  RSD_ASSIGN_OR_RETURN(
+      v1::MigrateResponse m,
+      Recorded("failover", RebuildLocked(*rec, *target, deadline, started), started));
   return Moved(std::move(m));
 }
 

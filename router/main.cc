@@ -18,13 +18,17 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "router/grpc_worker_client.h"
+#include "router/http_service.h"
 #include "router/journal.h"
 #include "router/registry.h"
 #include "router/router_service.h"
 #include "storage/common/flags.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve on (port 0: any free port)");
-ABSL_FLAG(std::string, data_dir, "", "the session journal's directory (required)");
+ABSL_FLAG(std::string, data_dir, "",
+          "the session journal's directory (required; created if missing)");
+ABSL_FLAG(std::string, http_listen, "",
+          "address of the HTTP port: OpenAI-compatible /v1/*, /health, /metrics (empty: none)");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
 ABSL_FLAG(double, heartbeat_interval, 1.0, "seconds between heartbeats, told to workers");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router sends or accepts");
@@ -59,7 +63,7 @@ sigset_t BlockStopSignals() {
 
 // Serves the router's services on `listen` until SIGINT or SIGTERM.
 int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::string& data_dir,
-          int max_bytes, sigset_t signals) {
+          const std::string& http_listen, int max_bytes, sigset_t signals) {
   rsd::router::ClientService client_service(&core);
   rsd::router::AdminService admin_service(&core);
   rsd::router::RegistryService registry_service(&core);
@@ -78,6 +82,15 @@ int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::s
     return Fail("cannot listen on " + listen + " (address in use or invalid?)");
   }
   server->GetHealthCheckService()->SetServingStatus(true);
+  rsd::HttpServer http;
+  if (!http_listen.empty()) {
+    rsd::router::AddOpenAiRoutes(http, core);
+    http.ServeMetrics({core.metrics().registry()}, [&core] { core.RefreshMetrics(); });
+    http.ServeHealth([] { return std::string(); });
+    absl::StatusOr<int> http_port = http.Start(http_listen);
+    if (!http_port.ok()) return Fail(std::string(http_port.status().message()));
+    std::printf("rsd-router serving HTTP on %s\n", WithPort(http_listen, *http_port).c_str());
+  }
   std::printf("rsd-router listening on %s (data dir %s)\n", WithPort(listen, port).c_str(),
               data_dir.c_str());
   std::fflush(stdout);
@@ -85,6 +98,7 @@ int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::s
   int sig = 0;
   sigwait(&signals, &sig);
   std::fprintf(stderr, "rsd-router: signal %d, shutting down\n", sig);
+  http.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   return 0;
@@ -93,6 +107,7 @@ int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::s
 }  // namespace
 
 int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);  // a client that goes away is a failed write, not a dead router
   absl::SetProgramUsageMessage(
       "rsd-router --listen ADDR --data-dir DIR [--heartbeat-timeout S] [--heartbeat-interval S]");
   std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);
@@ -119,5 +134,5 @@ int main(int argc, char** argv) {
   rsd::router::RouterCore core(journal->get(), &registry, &workers, options);
   if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
   core.StartFailoverMonitor();
-  return Serve(core, listen, data_dir, max_bytes, signals);
+  return Serve(core, listen, data_dir, absl::GetFlag(FLAGS_http_listen), max_bytes, signals);
 }

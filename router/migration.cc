@@ -205,6 +205,18 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::PipeLocked(
   return out;
 }
 
+absl::StatusOr<v1::MigrateResponse> RouterCore::Recorded(const std::string& kind,
+                                                         absl::StatusOr<v1::MigrateResponse> moved,
+                                                         absl::Time started) {
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - started);
+  if (moved.ok()) {
+    metrics_.Move(kind, moved->route(), true, moved->wire_bytes(), seconds);
+  } else {
+    metrics_.Move(kind, "", false, 0, seconds);
+  }
+  return moved;
+}
+
 absl::StatusOr<v1::MigrateResponse> RouterCore::Migrate(const std::string& hex,
                                                         const std::string& to,
                                                         const std::string& form_in,
@@ -244,7 +256,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Migrate(const std::string& hex,
         what, ": the session's model fingerprint is '", rec.model_fingerprint,
         "', the worker's is '", target.desc.model_fingerprint, "'"));
   }
-  return MoveLocked(rec, target, form, deadline, started);
+  return Recorded("migrate", MoveLocked(rec, target, form, deadline, started), started);
 }
 
 std::vector<SessionId> RouterCore::SessionsOwnedBy(const std::string& worker) {
@@ -287,8 +299,9 @@ absl::StatusOr<std::vector<v1::MigrateResponse>> RouterCore::Drain(const std::st
         if (!target.ok()) {
           return Prefixed(target.status(), absl::StrCat("drain session ", id.ToHex()));
         }
-        RSD_ASSIGN_OR_RETURN(v1::MigrateResponse m,
-                             MoveLocked(*rec, *target, "auto", until, started));
+        RSD_ASSIGN_OR_RETURN(
+            v1::MigrateResponse m,
+            Recorded("drain", MoveLocked(*rec, *target, "auto", until, started), started));
         return Moved(std::move(m));
       }();
       if (!one.ok()) {

@@ -114,4 +114,19 @@ absl::StatusOr<v1::SessionInfo> RouterCore::Describe(const SessionRecord& sessio
   return info;
 }
 
+void RouterCore::RefreshMetrics() {
+  std::map<std::string, int64_t> workers, sessions;
+  for (WorkerState st :
+       {WorkerState::kReady, WorkerState::kCordoned, WorkerState::kDraining, WorkerState::kDead}) {
+    workers[WorkerStateName(st)] = 0;
+    sessions[WorkerStateName(st)] = 0;
+  }
+  for (const WorkerSnapshot& w : registry_->List()) {
+    workers[WorkerStateName(w.state)] += 1;
+    sessions[WorkerStateName(w.state)] += w.sessions_placed;
+  }
+  for (const auto& [state, n] : workers) metrics_.SetWorkers(state, static_cast<double>(n));
+  for (const auto& [state, n] : sessions) metrics_.SetSessions(state, static_cast<double>(n));
+}
+
 }  // namespace rsd::router

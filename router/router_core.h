@@ -43,6 +43,7 @@
 #include "absl/time/time.h"
 #include "router/journal.h"
 #include "router/registry.h"
+#include "router/router_metrics.h"
 #include "router/session_gate.h"
 #include "router/worker_client.h"
 #include "rsd/v1/admin.pb.h"
@@ -96,6 +97,9 @@ class RouterCore {
   Registry& registry() { return *registry_; }
   SessionGates& gates() { return gates_; }
   const RouterOptions& options() const { return options_; }
+  RouterMetrics& metrics() { return metrics_; }
+  // Sets the metrics' gauges of workers and sessions by state from the registry (at scrape time).
+  void RefreshMetrics();
 
   // The client for the worker `w`.
   std::shared_ptr<WorkerClient> Worker(const WorkerSnapshot& w) {
@@ -119,6 +123,7 @@ class RouterCore {
   absl::StatusOr<v1::SessionInfo> UndoTurn(const Caller& caller, const std::string& hex);
   // One turn: replayed from the journal if its turn id was committed, else relayed from the owner
   // (see the header comment). Events go to `write`; false from it means the caller went away.
+  // Records the turn's time to first token, inter-token gaps and outcome in metrics().
   absl::Status Chat(const Caller& caller, const v1::TurnRequest& req,
                     const std::function<bool(const v1::ChatEvent&)>& write);
 
@@ -187,6 +192,13 @@ class RouterCore {
   void CancelTurnsOn(const std::string& worker);
 
  private:
+  // Chat without the metrics.
+  absl::Status RunTurn(const Caller& caller, const v1::TurnRequest& req,
+                       const std::function<bool(const v1::ChatEvent&)>& write);
+  // Counts a finished move of `kind` ("migrate", "drain", "failover") in metrics().
+  absl::StatusOr<v1::MigrateResponse> Recorded(const std::string& kind,
+                                               absl::StatusOr<v1::MigrateResponse> moved,
+                                               absl::Time started);
   // Gate held for the session. The owner sends its state to `target` directly (SendSession), or
   // PipeLocked pipes it.
   absl::StatusOr<v1::MigrateResponse> MoveLocked(const SessionRecord& session,
@@ -233,6 +245,7 @@ class RouterCore {
   // The monitor's last failure per session, so that a failure repeated every scan is logged once.
   std::map<SessionId, std::string> failover_errors_ ABSL_GUARDED_BY(mu_);
   SessionGates gates_;
+  RouterMetrics metrics_;
   absl::Mutex monitor_mu_;
   bool stop_monitor_ ABSL_GUARDED_BY(monitor_mu_) = false;
   std::thread monitor_;

@@ -61,11 +61,16 @@ absl::Status PrepareDataDir(const std::string& dir_in, const std::string& what) 
     return ErrnoStatus(-parent_kind,
                        absl::StrCat("parent ", parent, " of ", what, " data dir ", dir));
   }
-  if (parent_kind != 1) {
+  if (parent_kind == 0) {  // missing parents are created, as `mkdir -p` would
+    std::error_code ec;
+    std::filesystem::create_directories(parent_path, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot create ", what, " data dir ", dir,
+                                                        ": parent ", parent, ": ", ec.message()));
+    }
+  } else if (parent_kind != 1) {
     return absl::FailedPreconditionError(
-        absl::StrCat(what, " data dir ", dir, ": parent ", parent,
-                     parent_kind == 0 ? " does not exist (only the last component is created)"
-                                      : " is not a directory"));
+        absl::StrCat(what, " data dir ", dir, ": parent ", parent, " is not a directory"));
   }
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoStatus(errno, absl::StrCat("cannot create ", what, " data dir ", dir));

@@ -9,7 +9,7 @@ PKGS=(
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev
-  libbz2-dev zlib1g-dev libssl-dev libcpp-httplib-dev
+  libbz2-dev zlib1g-dev libssl-dev libcpp-httplib-dev prometheus-cpp-dev libspdlog-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

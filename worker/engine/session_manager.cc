@@ -221,8 +221,17 @@ int32_t SessionManager::Priority(const SessionId& id) const {
 int64_t SessionManager::UserTurnTokens(const SessionId& id, const TurnInput& input) const {
   auto it = sessions_.find(id);
   const bool first = it == sessions_.end() || it->second.turns() == 0;
-  return static_cast<int64_t>(
-      engine_->chat_template().Turn(input.context, input.user_text, first).size());
+  return static_cast<int64_t>(PromptTokens(input, first).size());
+}
+
+std::vector<int32_t> SessionManager::PromptTokens(const TurnInput& input, bool first_turn) const {
+  if (!input.raw) return engine_->chat_template().Turn(input.context, input.user_text, first_turn);
+  const TokenizerSpec& spec = engine_->tokenizer().spec();
+  std::vector<int32_t> out;
+  if (first_turn && spec.add_bos && spec.bos_id >= 0) out.push_back(spec.bos_id);
+  const std::vector<int32_t> body = engine_->tokenizer().Encode(input.user_text, false);
+  out.insert(out.end(), body.begin(), body.end());
+  return out;
 }
 
 int64_t SessionManager::BlocksForTurn(const SessionId& id, int64_t new_tokens) const {
@@ -244,6 +253,9 @@ absl::Status SessionManager::CheckTurn(const SessionId& id, const TurnInput& inp
   if (it == sessions_.end()) return NotFound(id);
   const Session& s = it->second;
   RSD_RETURN_IF_ERROR(ChatTemplate::CheckContext(input.context, s.turns() == 0));
+  if (input.raw && !input.context.empty()) {
+    return absl::InvalidArgumentError("a raw-text turn takes no context messages");
+  }
   RSD_RETURN_IF_ERROR(ValidateSamplingParams(params.sampling));
   if (params.max_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ",
@@ -259,8 +271,7 @@ absl::Status SessionManager::CheckTurn(const SessionId& id, const TurnInput& inp
         "session ", s.name, " has no room left: its history holds ", history, " tokens of a ",
         max_context, "-token context and a turn needs at least ", overhead));
   }
-  const int64_t prompt = static_cast<int64_t>(
-      engine_->chat_template().Turn(input.context, input.user_text, s.turns() == 0).size());
+  const int64_t prompt = static_cast<int64_t>(PromptTokens(input, s.turns() == 0).size());
   const int64_t need = history + prompt + params.max_tokens;
   if (need > max_context) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -282,7 +293,8 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id, const
   t.id = id;
   t.turn = s.turns() + 1;
   t.before = s.committed();
-  t.user_tokens = engine_->chat_template().Turn(input.context, input.user_text, s.turns() == 0);
+  t.user_tokens = PromptTokens(input, s.turns() == 0);
+  t.raw = input.raw;
   const double t0 = MonotonicSeconds();
   RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
   if (flush) {
@@ -313,8 +325,9 @@ absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
   const bool generated_eot =
       generated.finish_reason == "eos" && !generated.tokens.empty() &&
       std::find(stops.begin(), stops.end(), generated.tokens.back()) != stops.end();
-  const std::vector<int32_t> end = engine_->chat_template().EndOfAssistantTurn(generated_eot);
-  engine_->AppendPending(s.id, end);
+  if (!turn.raw) {
+    engine_->AppendPending(s.id, engine_->chat_template().EndOfAssistantTurn(generated_eot));
+  }
   TurnResult r;
   r.turn = turn.turn;
   r.restored_from = turn.restored_from;

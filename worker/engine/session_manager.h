@@ -34,6 +34,10 @@ struct TurnInput {
   TurnInput(const char* text) : user_text(text) {}             // NOLINT(runtime/explicit)
   std::vector<ChatMessage> context;
   std::string user_text;
+  // Raw text (an OpenAI /v1/completions prompt): no chat template, special tokens not parsed,
+  // BOS only at the session's start if the model wants one, nothing appended after the
+  // generation. No context then.
+  bool raw = false;
 };
 
 struct SessionManagerOptions {
@@ -71,6 +75,7 @@ struct PendingTurn {
   uint32_t turn = 0;                 // its number: 1 for the session's first turn
   int64_t before = 0;                // the log's size before the turn (rollback point)
   std::vector<int32_t> user_tokens;  // the user message through the chat template
+  bool raw = false;                  // TurnInput::raw: no end-of-turn tokens at commit
   std::string restored_from;         // "hot", "warm", "cold", "tokens", "new"
   double restore_seconds = 0;
 };
@@ -117,6 +122,8 @@ class SessionManager {
   int32_t Priority(const SessionId& id) const;
   // Tokens the input adds to the session's log before generation (chat template included).
   int64_t UserTurnTokens(const SessionId& id, const TurnInput& input) const;
+  // Those tokens, for a session with `first_turn` (no turns yet).
+  std::vector<int32_t> PromptTokens(const TurnInput& input, bool first_turn) const;
   // Spills the resident session that matters least (unpinned before pinned, lower priority, least
   // recently used) among those not in `busy`; false if there is none.
   absl::StatusOr<bool> SpillIdle(const std::vector<SessionId>& busy);

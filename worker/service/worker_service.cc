@@ -260,6 +260,7 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   spec.tenant = req->ref().tenant().empty() ? "default" : req->ref().tenant();
   spec.epoch = req->ref().epoch();
   spec.input.user_text = turn.message();
+  spec.input.raw = turn.raw();
   for (const v1::ChatMessage& m : turn.context()) {
     spec.input.context.push_back(ChatMessage{m.role(), m.content()});
   }

@@ -1,0 +1,119 @@
+#include "router/router_metrics.h"
+
+namespace rsd::router {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+}
+
+RouterMetrics::RouterMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(BuildCounter()
+                    .Name("rsd_router_requests_total")
+                    .Help("Client requests by API, method and status code")
+                    .Register(*registry_)),
+      request_seconds_(BuildHistogram()
+                           .Name("rsd_router_request_duration_seconds")
+                           .Help("Client request duration by API and method")
+                           .Register(*registry_)),
+      ttft_(BuildHistogram()
+                .Name("rsd_router_time_to_first_token_seconds")
+                .Help("Time from a turn's arrival to its first generated token")
+                .Register(*registry_)
+                .Add({}, LatencyBuckets())),
+      itl_(BuildHistogram()
+               .Name("rsd_router_inter_token_latency_seconds")
+               .Help("Time between a turn's consecutive generated tokens")
+               .Register(*registry_)
+               .Add({}, LatencyBuckets())),
+      e2e_(BuildHistogram()
+               .Name("rsd_router_turn_duration_seconds")
+               .Help("End-to-end time of a turn, arrival to commit")
+               .Register(*registry_)
+               .Add({}, LatencyBuckets())),
+      turns_(BuildCounter()
+                 .Name("rsd_router_turns_total")
+                 .Help("Turns by outcome (status code)")
+                 .Register(*registry_)),
+      running_(BuildGauge()
+                   .Name("rsd_router_turns_running")
+                   .Help("Turns in progress through the router")
+                   .Register(*registry_)
+                   .Add({})),
+      prompt_tokens_(BuildCounter()
+                         .Name("rsd_router_prompt_tokens_total")
+                         .Help("Tokens committed turns appended before generation")
+                         .Register(*registry_)
+                         .Add({})),
+      generation_tokens_(BuildCounter()
+                             .Name("rsd_router_generation_tokens_total")
+                             .Help("Tokens committed turns generated")
+                             .Register(*registry_)
+                             .Add({})),
+      moves_(BuildCounter()
+                 .Name("rsd_router_session_moves_total")
+                 .Help("Session migrations, drains and failovers by kind, route and outcome")
+                 .Register(*registry_)),
+      move_bytes_(BuildCounter()
+                      .Name("rsd_router_session_move_bytes_total")
+                      .Help("State bytes that moved sessions carried, by kind and route")
+                      .Register(*registry_)),
+      move_seconds_(BuildHistogram()
+                        .Name("rsd_router_session_move_duration_seconds")
+                        .Help("Duration of a session's migration or failover, by kind")
+                        .Register(*registry_)),
+      workers_(BuildGauge()
+                   .Name("rsd_router_workers")
+                   .Help("Registered workers by state")
+                   .Register(*registry_)),
+      sessions_(BuildGauge()
+                    .Name("rsd_router_sessions")
+                    .Help("Sessions in the journal by their owner's state")
+                    .Register(*registry_)) {}
+
+void RouterMetrics::Request(const std::string& api, const std::string& method,
+                            absl::StatusCode code, double seconds) {
+  requests_.Add({{"api", api}, {"method", method}, {"code", absl::StatusCodeToString(code)}})
+      .Increment();
+  request_seconds_.Add({{"api", api}, {"method", method}}, LatencyBuckets()).Observe(seconds);
+}
+
+void RouterMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
+
+void RouterMetrics::InterToken(double seconds, int tokens) {
+  for (int i = 0; i < tokens; ++i) itl_.Observe(seconds / tokens);
+}
+
+void RouterMetrics::TurnStarted() { running_.Increment(); }
+
+void RouterMetrics::TurnEnded(absl::StatusCode code, double seconds, int64_t prompt_tokens,
+                              int64_t completion_tokens) {
+  running_.Decrement();
+  turns_.Add({{"code", absl::StatusCodeToString(code)}}).Increment();
+  if (code != absl::StatusCode::kOk) return;
+  e2e_.Observe(seconds);
+  prompt_tokens_.Increment(static_cast<double>(prompt_tokens));
+  generation_tokens_.Increment(static_cast<double>(completion_tokens));
+}
+
+void RouterMetrics::Move(const std::string& kind, const std::string& route, bool ok, int64_t bytes,
+                         double seconds) {
+  moves_.Add({{"kind", kind}, {"route", route}, {"outcome", ok ? "ok" : "failed"}}).Increment();
+  if (!ok) return;
+  move_bytes_.Add({{"kind", kind}, {"route", route}}).Increment(static_cast<double>(bytes));
+  move_seconds_.Add({{"kind", kind}}, LatencyBuckets()).Observe(seconds);
+}
+
+void RouterMetrics::SetWorkers(const std::string& state, double n) {
+  workers_.Add({{"state", state}}).Set(n);
+}
+
+void RouterMetrics::SetSessions(const std::string& state, double n) {
+  sessions_.Add({{"state", state}}).Set(n);
+}
+
+}  // namespace rsd::router
