@@ -5,6 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/tools/install-deps.sh"
+RSD_PYENV="$root/build/pyenv" "$root/tools/pyenv.sh"
 "$root/tools/fetch-model.sh" >/dev/null
 export RSD_SMOLLM2="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -20,6 +20,8 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "rsd/v1/worker.grpc.pb.h"
 #include "storage/common/flags.h"
+#include "storage/common/http_server.h"
+#include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
 
 ABSL_FLAG(std::string, model, "", "model: a GGUF file or a Hugging Face folder (required)");
@@ -27,7 +29,10 @@ ABSL_FLAG(std::string, model_name, "", "the name clients ask for (default: the f
 ABSL_FLAG(std::string, listen, "127.0.0.1:50061", "address to serve rsd.v1.Worker on");
 ABSL_FLAG(std::string, advertise, "", "address the router should use (default: --listen)");
 ABSL_FLAG(std::string, router, "", "router address to register with (empty: standalone)");
-ABSL_FLAG(std::string, data_dir, "", "RocksDB data dir for sessions (required)");
+ABSL_FLAG(std::string, data_dir, "",
+          "RocksDB data dir for sessions (required; created if missing)");
+ABSL_FLAG(std::string, http_listen, "",
+          "address of the HTTP port: /metrics, /health (empty: none)");
 ABSL_FLAG(std::string, id, "", "worker name (default: worker-<port>)");
 ABSL_FLAG(std::string, device, "cpu",
           "what computes: cpu, cuda, cuda:N, or cuda-emu (the CUDA backend on the host emulation "
@@ -225,6 +230,19 @@ int Main() {
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
+  WorkerMetrics metrics;
+  service.set_metrics(&metrics);
+  HttpServer http;
+  const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!http_listen.empty()) {
+    http.ServeMetrics({metrics.registry()}, [&] { metrics.Refresh(service.Status()); });
+    http.ServeHealth([&scheduler] {
+      return scheduler.Healthy() ? std::string() : std::string("the scheduler makes no progress");
+    });
+    absl::StatusOr<int> http_port = http.Start(http_listen);
+    if (!http_port.ok()) return Fail(std::string(http_port.status().message()));
+    std::printf("rsd-worker %s serving HTTP on port %d\n", wo.id.c_str(), *http_port);
+  }
   std::printf("rsd-worker %s listening on %s (model %s, %s, data dir %s)\n", wo.id.c_str(),
               wo.address.c_str(), wo.model_name.c_str(), (*engine)->backend().name().c_str(),
               data_dir.c_str());
@@ -237,6 +255,7 @@ int Main() {
   std::fprintf(stderr, "rsd-worker %s: signal %d, shutting down\n", wo.id.c_str(), sig);
   stop.store(true);
   beat.join();
+  http.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }
@@ -245,6 +264,7 @@ int Main() {
 }  // namespace rsd
 
 int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
   absl::SetProgramUsageMessage(
       "rsd-worker --model PATH --listen ADDR --router ADDR --data-dir DIR --id NAME [...]");
   std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);

@@ -318,6 +318,7 @@ grpc::Status WorkerService::Relay(grpc::ServerContext* ctx, TurnStream& stream, 
     }
     // Committed (synced to RocksDB): the final message.
     *out.mutable_done() = DoneOf(ev);
+    if (metrics_ != nullptr) metrics_->Turn(out.done());
     if (!turn_id.empty()) {
       std::lock_guard<std::mutex> lock(turns_mu_);
       auto& q = committed_[id.ToHex()];

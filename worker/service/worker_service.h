@@ -13,6 +13,7 @@
 #include "proto/grpc_status.h"
 #include "rsd/v1/worker.grpc.pb.h"
 #include "worker/engine/scheduler.h"
+#include "worker/service/worker_metrics.h"
 
 namespace rsd {
 
@@ -62,6 +63,8 @@ class WorkerService final : public v1::Worker::Service {
   v1::WorkerStatus Status();
   // Measures the rebuild rates once (at start, before serving).
   void MeasureRates();
+  // Where committed turns are recorded (before serving; may stay null). Must outlive the service.
+  void set_metrics(WorkerMetrics* metrics) { metrics_ = metrics; }
 
  private:
   // Checks the ref (id format, tenant, epoch) on the compute thread and runs `fn` there.
@@ -90,6 +93,7 @@ class WorkerService final : public v1::Worker::Service {
   std::mutex turns_mu_;
   std::map<std::string, std::deque<std::pair<std::string, v1::TurnDone>>> committed_;
   std::set<std::string> in_flight_;  // "session/turn_id"
+  WorkerMetrics* metrics_ = nullptr;
 };
 
 }  // namespace rsd

@@ -1,0 +1,108 @@
+#include "worker/service/worker_metrics.h"
+
+namespace rsd {
+namespace {
+
+prometheus::Histogram::BucketBoundaries Buckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+}
+
+}  // namespace
+
+WorkerMetrics::WorkerMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      queue_(prometheus::BuildHistogram()
+                 .Name("rsd_worker_queue_seconds")
+                 .Help("Time a turn waited for admission")
+                 .Register(*registry_)
+                 .Add({}, Buckets())),
+      ttft_(prometheus::BuildHistogram()
+                .Name("rsd_worker_time_to_first_token_seconds")
+                .Help("Admission to first generated token (restore and prefill included)")
+                .Register(*registry_)
+                .Add({}, Buckets())),
+      tpot_(prometheus::BuildHistogram()
+                .Name("rsd_worker_time_per_output_token_seconds")
+                .Help("A turn's decode time per generated token after the first")
+                .Register(*registry_)
+                .Add({}, Buckets())),
+      restored_(prometheus::BuildCounter()
+                    .Name("rsd_worker_turn_restores_total")
+                    .Help("Committed turns by where their session's state came from")
+                    .Register(*registry_)),
+      prompt_tokens_(prometheus::BuildCounter()
+                         .Name("rsd_worker_prompt_tokens_total")
+                         .Help("Tokens committed turns appended before generation")
+                         .Register(*registry_)
+                         .Add({})),
+      generation_tokens_(prometheus::BuildCounter()
+                             .Name("rsd_worker_generation_tokens_total")
+                             .Help("Tokens committed turns generated")
+                             .Register(*registry_)
+                             .Add({})) {}
+
+void WorkerMetrics::Turn(const v1::TurnDone& done) {
+  queue_.Observe(done.queue_seconds());
+  ttft_.Observe(done.prefill_seconds());
+  const int64_t n = done.usage().completion_tokens();
+  if (n > 1) tpot_.Observe(done.decode_seconds() / static_cast<double>(n - 1));
+  restored_.Add({{"source", done.restored_from().empty() ? "new" : done.restored_from()}})
+      .Increment();
+  prompt_tokens_.Increment(static_cast<double>(done.usage().prompt_tokens()));
+  generation_tokens_.Increment(static_cast<double>(n));
+}
+
+void WorkerMetrics::CounterTo(const std::string& name, const std::string& help, double value) {
+  prometheus::Counter*& c = counters_[name];
+  if (c == nullptr) {
+    c = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
+  }
+  if (value > c->Value()) c->Increment(value - c->Value());
+}
+
+void WorkerMetrics::GaugeTo(const std::string& name, const std::string& help,
+                            const std::map<std::string, std::string>& labels, double value) {
+  prometheus::Family<prometheus::Gauge>*& f = gauges_[name];
+  if (f == nullptr) f = &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_);
+  f->Add(labels).Set(value);
+}
+
+void WorkerMetrics::Refresh(const v1::WorkerStatus& st) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const v1::WorkerLoad& l = st.load();
+  const v1::SchedulerCounters& c = st.counters();
+  GaugeTo("rsd_worker_turns", "Turns waiting for admission and running in the batch",
+          {{"state", "waiting"}}, l.queue_depth());
+  GaugeTo("rsd_worker_turns", "", {{"state", "running"}}, l.running());
+  GaugeTo("rsd_worker_queue_limit", "Turns that may wait before new ones are refused", {},
+          l.queue_limit());
+  GaugeTo("rsd_worker_sessions", "Sessions on this worker", {}, l.sessions());
+  GaugeTo("rsd_worker_state_bytes", "State bytes by tier: used and capacity",
+          {{"tier", "hot"}, {"kind", "used"}}, l.hot_bytes_total() - l.hot_bytes_free());
+  GaugeTo("rsd_worker_state_bytes", "", {{"tier", "hot"}, {"kind", "capacity"}},
+          l.hot_bytes_total());
+  GaugeTo("rsd_worker_state_bytes", "", {{"tier", "warm"}, {"kind", "used"}},
+          l.warm_bytes_total() - l.warm_bytes_free());
+  GaugeTo("rsd_worker_state_bytes", "", {{"tier", "warm"}, {"kind", "capacity"}},
+          l.warm_bytes_total());
+  GaugeTo("rsd_worker_device_memory_used_bytes", "Bytes the backend holds on its device", {},
+          st.device().memory_used());
+  CounterTo("rsd_worker_steps_total", "Engine steps run", c.steps());
+  CounterTo("rsd_worker_decode_rows_total",
+            "Decode rows over all steps (rows per step: divide "
+            "by rsd_worker_decode_steps_total)",
+            c.decode_rows());
+  CounterTo("rsd_worker_decode_steps_total", "Steps with at least one decode row",
+            c.decode_steps());
+  CounterTo("rsd_worker_prefill_tokens_total", "Prompt tokens computed", c.prefill_tokens());
+  CounterTo("rsd_worker_turns_committed_total", "Turns committed", c.turns_committed());
+  CounterTo("rsd_worker_turns_cancelled_total", "Turns cancelled", c.turns_cancelled());
+  CounterTo("rsd_worker_turns_failed_total", "Turns failed", c.turns_failed());
+  CounterTo("rsd_worker_turns_refused_total", "Turns refused (queue full)", c.turns_refused());
+  CounterTo("rsd_worker_spills_total", "Idle sessions spilled to make room", c.spills());
+  CounterTo("rsd_worker_restores_total", "Sessions restored to the hot pool", c.restores());
+  CounterTo("rsd_worker_paused_steps_total",
+            "Session-steps skipped because a client's stream was full", c.paused_steps());
+}
+
+}  // namespace rsd
