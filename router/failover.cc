@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "proto/state_stream.h"
 #include "router/router_core.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
@@ -160,8 +161,8 @@ void RouterCore::FailoverDeadWorkers() {
       std::string& last = failover_errors_[id];
       if (last != one.status().message()) {
         last = std::string(one.status().message());
-        std::fprintf(stderr, "rsd-router: automatic failover: %s (retrying)\n",
-                     one.status().ToString().c_str());
+        log::Warn("automatic failover failed, retrying",
+                  {{"session", id.ToHex()}, {"error", one.status().ToString()}});
       }
     }
   }
@@ -234,8 +235,9 @@ std::vector<v1::SessionRef> RouterCore::SessionsToDrop(const std::string& worker
     if (absl::IsNotFound(rec.status())) {
       drop.push_back(ref);
     } else if (!rec.ok()) {
-      std::fprintf(stderr, "rsd-router: registration of worker '%s': %s (session kept)\n",
-                   worker.c_str(), rec.status().ToString().c_str());
+      log::Warn(
+          "registration: journal lookup failed, session kept",
+          {{"worker", worker}, {"session", ref.session_id()}, {"error", rec.status().ToString()}});
     } else if (rec->worker != worker || ref.epoch() < rec->epoch) {
       drop.push_back(ref);
     }

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "router/openai.h"
 #include "storage/common/ids.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
@@ -39,7 +40,10 @@ Caller CallerOf(const httplib::Request& req) {
 }
 
 // The events of one turn run on its own thread, so that the HTTP status can wait for the first
-// of them (an error before any output is an HTTP error) while the rest streams.
+// of them (an error before any output is an HTTP error) while the rest streams. At most
+// kPipeEvents wait for a slow client: then the turn's writes block, the worker's bounded stream
+// fills and only that session pauses, as on gRPC.
+constexpr size_t kPipeEvents = 64;
 struct TurnPipe {
   std::mutex mu;
   std::condition_variable cv;
@@ -87,9 +91,10 @@ absl::StatusOr<SessionUse> OpenFor(RouterCore& core, const Caller& caller,
 void CloseIfStateless(RouterCore& core, const Caller& caller, const SessionUse& use) {
   if (!use.close_after) return;
   absl::Status s = core.CloseSession(caller, use.id);
-  if (!s.ok())
-    std::fprintf(stderr, "rsd-router: closing session %s: %s\n", use.id.c_str(),
-                 s.ToString().c_str());
+  if (!s.ok()) {
+    log::Warn("closing a stateless request's session failed",
+              {{"session", use.id}, {"error", s.ToString()}});
+  }
 }
 
 openai::Answer AnswerFor(const openai::Request& r, const SessionUse& use) {
@@ -119,15 +124,14 @@ absl::Status Whole(RouterCore& core, const Caller& caller, const openai::Request
 
 std::string Event(const json& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
 
-// The turn as Server-Sent Events. An error before the first event, or OK once streaming began.
-absl::Status Streamed(RouterCore& core, const Caller& base, const openai::Request& r,
-                      const SessionUse& use, httplib::Response& res) {
-  auto pipe = std::make_shared<TurnPipe>();
-  Caller caller = base;
-  caller.cancelled = [pipe] { return pipe->client_gone.load(); };
-  pipe->runner = std::thread([&core, caller, turn = r.turn, pipe] {
+// Runs the turn on its own thread, its events into `pipe` (blocking while kPipeEvents wait).
+void StartTurn(RouterCore& core, const Caller& caller, const v1::TurnRequest& turn,
+               const std::shared_ptr<TurnPipe>& pipe) {
+  pipe->runner = std::thread([&core, caller, turn, pipe] {
     absl::Status s = core.Chat(caller, turn, [&pipe](const v1::ChatEvent& ev) {
-      std::lock_guard<std::mutex> lock(pipe->mu);
+      std::unique_lock<std::mutex> lock(pipe->mu);
+      pipe->cv.wait(lock,
+                    [&] { return pipe->events.size() < kPipeEvents || pipe->client_gone.load(); });
       pipe->events.push_back(ev);
       pipe->cv.notify_all();
       return !pipe->client_gone.load();
@@ -137,6 +141,47 @@ absl::Status Streamed(RouterCore& core, const Caller& base, const openai::Reques
     pipe->status = s;
     pipe->cv.notify_all();
   });
+}
+
+// Writes the pipe's events to `sink` as SSE until the turn ends ([DONE], or an error event);
+// false if the client went away (the turn is then cancelled).
+bool WriteEvents(TurnPipe& pipe, const openai::Answer& answer, bool usage, bool& first,
+                 httplib::DataSink& sink) {
+  for (;;) {
+    std::unique_lock<std::mutex> lock(pipe.mu);
+    pipe.cv.wait(lock, [&] { return pipe.finished || !pipe.events.empty(); });
+    if (pipe.events.empty()) break;
+    v1::ChatEvent ev = std::move(pipe.events.front());
+    pipe.events.pop_front();
+    pipe.cv.notify_all();  // room for the turn's next event
+    lock.unlock();
+    std::string out;
+    if (ev.has_delta() && !ev.delta().text().empty()) {
+      out = Event(openai::TextChunk(answer, ev.delta().text(), first));
+      first = false;
+    } else if (ev.has_done()) {
+      out = Event(openai::FinishChunk(answer, ev.done()));
+      if (usage) out += Event(openai::UsageChunk(answer, ev.done()));
+    }
+    if (!out.empty() && !sink.write(out.data(), out.size())) {
+      pipe.client_gone = true;
+      return false;
+    }
+  }
+  const std::string tail =
+      pipe.status.ok() ? "data: [DONE]\n\n" : Event(openai::ErrorOf(pipe.status).body);
+  sink.write(tail.data(), tail.size());
+  sink.done();
+  return true;
+}
+
+// The turn as Server-Sent Events. An error before the first event, or OK once streaming began.
+absl::Status Streamed(RouterCore& core, const Caller& base, const openai::Request& r,
+                      const SessionUse& use, httplib::Response& res) {
+  auto pipe = std::make_shared<TurnPipe>();
+  Caller caller = base;
+  caller.cancelled = [pipe] { return pipe->client_gone.load(); };
+  StartTurn(core, caller, r.turn, pipe);
   {
     std::unique_lock<std::mutex> lock(pipe->mu);
     pipe->cv.wait(lock, [&] { return pipe->finished || !pipe->events.empty(); });
@@ -149,39 +194,18 @@ absl::Status Streamed(RouterCore& core, const Caller& base, const openai::Reques
   }
   if (!use.close_after) res.set_header("x-rsd-session", use.id);
   res.set_header("Cache-Control", "no-cache");
-  const openai::Answer answer = AnswerFor(r, use);
-  const bool usage = r.include_usage;
   res.set_chunked_content_provider(
       "text/event-stream",
-      [pipe, answer, usage, first = true](size_t, httplib::DataSink& sink) mutable {
-        for (;;) {
-          std::unique_lock<std::mutex> lock(pipe->mu);
-          pipe->cv.wait(lock, [&] { return pipe->finished || !pipe->events.empty(); });
-          if (pipe->events.empty()) break;
-          v1::ChatEvent ev = std::move(pipe->events.front());
-          pipe->events.pop_front();
-          lock.unlock();
-          std::string out;
-          if (ev.has_delta() && !ev.delta().text().empty()) {
-            out = Event(openai::TextChunk(answer, ev.delta().text(), first));
-            first = false;
-          } else if (ev.has_done()) {
-            out = Event(openai::FinishChunk(answer, ev.done()));
-            if (usage) out += Event(openai::UsageChunk(answer, ev.done()));
-          }
-          if (!out.empty() && !sink.write(out.data(), out.size())) {
-            pipe->client_gone = true;  // the turn is cancelled and rolls back
-            return false;
-          }
-        }
-        const std::string tail =
-            pipe->status.ok() ? "data: [DONE]\n\n" : Event(openai::ErrorOf(pipe->status).body);
-        sink.write(tail.data(), tail.size());
-        sink.done();
-        return true;
+      [pipe, answer = AnswerFor(r, use), usage = r.include_usage, first = true](
+          size_t, httplib::DataSink& sink) mutable {
+        return WriteEvents(*pipe, answer, usage, first, sink);
       },
       [pipe, &core, caller, use](bool) {
-        pipe->client_gone = true;  // a no-op if the turn has finished
+        {
+          std::lock_guard<std::mutex> lock(pipe->mu);
+          pipe->client_gone = true;  // a no-op if the turn has finished
+          pipe->cv.notify_all();     // a turn blocked on a full pipe goes on and sees it
+        }
         if (pipe->runner.joinable()) pipe->runner.join();
         CloseIfStateless(core, caller, use);
       });

@@ -23,10 +23,14 @@
 #include "router/registry.h"
 #include "router/router_service.h"
 #include "storage/common/flags.h"
+#include "storage/common/log.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve on (port 0: any free port)");
 ABSL_FLAG(std::string, data_dir, "",
           "the session journal's directory (required; created if missing)");
+ABSL_FLAG(std::string, log_format, "text", "log lines as text or json (one object per line)");
+ABSL_FLAG(std::string, log_level, "info",
+          "the least severe log lines kept: debug, info, warn, error");
 ABSL_FLAG(std::string, http_listen, "",
           "address of the HTTP port: OpenAI-compatible /v1/*, /health, /metrics (empty: none)");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
@@ -36,7 +40,7 @@ ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router 
 namespace {
 
 int Fail(const std::string& msg) {
-  std::fprintf(stderr, "rsd-router: %s\n", msg.c_str());
+  rsd::log::Error(msg);
   return 1;
 }
 
@@ -97,7 +101,7 @@ int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::s
 
   int sig = 0;
   sigwait(&signals, &sig);
-  std::fprintf(stderr, "rsd-router: signal %d, shutting down\n", sig);
+  rsd::log::Info("shutting down", {{"signal", std::to_string(sig)}});
   http.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
@@ -109,9 +113,16 @@ int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::s
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // a client that goes away is a failed write, not a dead router
   absl::SetProgramUsageMessage(
-      "rsd-router --listen ADDR --data-dir DIR [--heartbeat-timeout S] [--heartbeat-interval S]");
+      "rsd-router --listen ADDR --data-dir DIR [--http-listen ADDR] [flags]: the session journal,\n"
+      "worker registry and placement, the client and admin gRPC services, and with --http-listen\n"
+      "the OpenAI-compatible HTTP API, /health and /metrics");
   std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");
+  if (absl::Status s = rsd::log::Init("rsd-router", absl::GetFlag(FLAGS_log_format),
+                                      absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
   const std::string listen = absl::GetFlag(FLAGS_listen);
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   const double hb_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);

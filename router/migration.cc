@@ -8,9 +8,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "router/router_core.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
@@ -40,12 +42,11 @@ void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
   const absl::Status s =
       Worker(*w)->CloseSession(ref, Sooner(deadline, absl::Now() + absl::Seconds(5))).status();
   if (!s.ok() && !absl::IsNotFound(s)) {
-    std::fprintf(stderr,
-                 "rsd-router: could not drop session %s (epoch %llu) on worker '%s': %s: %s "
-                 "(it is dropped when the worker registers again)\n",
-                 ref.session_id().c_str(), static_cast<unsigned long long>(ref.epoch()),
-                 worker.c_str(), absl::StatusCodeToString(s.code()).c_str(),
-                 std::string(s.message()).c_str());
+    log::Warn("could not drop the old copy (dropped when the worker registers again)",
+              {{"session", ref.session_id()},
+               {"epoch", std::to_string(ref.epoch())},
+               {"worker", worker},
+               {"error", s.ToString()}});
   }
 }
 
@@ -108,19 +109,20 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& sess
   out.set_wire_bytes(imported.wire_bytes());
   out.set_route(route);
   out.set_seconds(absl::ToDoubleSeconds(absl::Now() - started));
-  std::fprintf(stderr,
-               "rsd-router: session %s moved from worker '%s' (epoch %llu) to '%s' (epoch %llu): "
-               "form %s, %lld blocks, payload %lld B, framing %lld B, tokens %lld B, wire %lld B, "
-               "%.3f s%s%s\n",
-               session.id.ToHex().c_str(), session.worker.c_str(),
-               static_cast<unsigned long long>(session.epoch), target.desc.id.c_str(),
-               static_cast<unsigned long long>(new_epoch), imported.form().c_str(),
-               static_cast<long long>(imported.blocks()),
-               static_cast<long long>(imported.payload_bytes()),
-               static_cast<long long>(imported.framing_bytes()),
-               static_cast<long long>(imported.token_bytes()),
-               static_cast<long long>(imported.wire_bytes()), out.seconds(),
-               imported.note().empty() ? "" : "; ", imported.note().c_str());
+  log::Info("session moved", {{"session", session.id.ToHex()},
+                              {"from", session.worker},
+                              {"from_epoch", std::to_string(session.epoch)},
+                              {"to", target.desc.id},
+                              {"epoch", std::to_string(new_epoch)},
+                              {"route", route},
+                              {"form", imported.form()},
+                              {"blocks", std::to_string(imported.blocks())},
+                              {"payload_bytes", std::to_string(imported.payload_bytes())},
+                              {"framing_bytes", std::to_string(imported.framing_bytes())},
+                              {"token_bytes", std::to_string(imported.token_bytes())},
+                              {"wire_bytes", std::to_string(imported.wire_bytes())},
+                              {"seconds", absl::StrFormat("%.3f", out.seconds())},
+                              {"note", imported.note()}});
   return out;
 }
 
@@ -164,9 +166,8 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& 
     return Prefixed(WorkerError(direct.status(), source->desc.id, source->desc.address), what);
   }
   if (absl::IsUnavailable(direct.status())) {
-    std::fprintf(stderr,
-                 "rsd-router: %s: worker to worker failed (%s); piping through the router\n",
-                 what.c_str(), std::string(direct.status().message()).c_str());
+    log::Warn("worker to worker transfer failed; piping through the router",
+              {{"what", what}, {"error", std::string(direct.status().message())}});
   }
   return PipeLocked(session, *source, target, req, deadline, started);
 }
@@ -263,8 +264,8 @@ std::vector<SessionId> RouterCore::SessionsOwnedBy(const std::string& worker) {
   std::vector<SessionId> out;
   absl::StatusOr<std::vector<SessionRecord>> all = journal_->ListSessions();
   if (!all.ok()) {
-    std::fprintf(stderr, "rsd-router: cannot list sessions of worker '%s': %s\n", worker.c_str(),
-                 all.status().ToString().c_str());
+    log::Error("cannot list the worker's sessions",
+               {{"worker", worker}, {"error", all.status().ToString()}});
     return out;
   }
   for (const SessionRecord& s : *all) {

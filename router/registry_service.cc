@@ -4,6 +4,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "router/router_service.h"
+#include "storage/common/log.h"
 
 namespace rsd::router {
 namespace {
@@ -63,10 +64,11 @@ grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::Regis
   const std::vector<v1::SessionRef> reported(req->sessions().begin(), req->sessions().end());
   const std::vector<v1::SessionRef> drop = core_.SessionsToDrop(d.id, reported);
   for (const v1::SessionRef& ref : drop) *resp->add_drop() = ref;
-  std::fprintf(stderr,
-               "rsd-router: worker '%s' registered at %s (model '%s', %d sessions, %zu to drop)\n",
-               d.id.c_str(), d.address.c_str(), d.model.c_str(), req->sessions_size(),
-               drop.size());
+  log::Info("worker registered", {{"worker", d.id},
+                                  {"address", d.address},
+                                  {"model", d.model},
+                                  {"sessions", std::to_string(req->sessions_size())},
+                                  {"to_drop", std::to_string(drop.size())}});
   resp->set_heartbeat_interval_seconds(core_.options().heartbeat_interval_seconds);
   return grpc::Status::OK;
 }

@@ -10,70 +10,57 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 }
 
+namespace {
+
+prometheus::Family<prometheus::Counter>& Counters(prometheus::Registry& r, const char* name,
+                                                  const char* help) {
+  return BuildCounter().Name(name).Help(help).Register(r);
+}
+prometheus::Family<prometheus::Histogram>& Histograms(prometheus::Registry& r, const char* name,
+                                                      const char* help) {
+  return BuildHistogram().Name(name).Help(help).Register(r);
+}
+prometheus::Family<prometheus::Gauge>& Gauges(prometheus::Registry& r, const char* name,
+                                              const char* help) {
+  return BuildGauge().Name(name).Help(help).Register(r);
+}
+
+}  // namespace
+
 RouterMetrics::RouterMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
-      requests_(BuildCounter()
-                    .Name("rsd_router_requests_total")
-                    .Help("Client requests by API, method and status code")
-                    .Register(*registry_)),
-      request_seconds_(BuildHistogram()
-                           .Name("rsd_router_request_duration_seconds")
-                           .Help("Client request duration by API and method")
-                           .Register(*registry_)),
-      ttft_(BuildHistogram()
-                .Name("rsd_router_time_to_first_token_seconds")
-                .Help("Time from a turn's arrival to its first generated token")
-                .Register(*registry_)
+      requests_(Counters(*registry_, "rsd_router_requests_total",
+                         "Client requests by API, method and status code")),
+      request_seconds_(Histograms(*registry_, "rsd_router_request_duration_seconds",
+                                  "Client request duration by API and method")),
+      ttft_(Histograms(*registry_, "rsd_router_time_to_first_token_seconds",
+                       "Time from a turn's arrival to its first generated token")
                 .Add({}, LatencyBuckets())),
-      itl_(BuildHistogram()
-               .Name("rsd_router_inter_token_latency_seconds")
-               .Help("Time between a turn's consecutive generated tokens")
-               .Register(*registry_)
+      itl_(Histograms(*registry_, "rsd_router_inter_token_latency_seconds",
+                      "Time between a turn's consecutive generated tokens")
                .Add({}, LatencyBuckets())),
-      e2e_(BuildHistogram()
-               .Name("rsd_router_turn_duration_seconds")
-               .Help("End-to-end time of a turn, arrival to commit")
-               .Register(*registry_)
+      e2e_(Histograms(*registry_, "rsd_router_turn_duration_seconds",
+                      "End-to-end time of a turn, arrival to commit")
                .Add({}, LatencyBuckets())),
-      turns_(BuildCounter()
-                 .Name("rsd_router_turns_total")
-                 .Help("Turns by outcome (status code)")
-                 .Register(*registry_)),
-      running_(BuildGauge()
-                   .Name("rsd_router_turns_running")
-                   .Help("Turns in progress through the router")
-                   .Register(*registry_)
-                   .Add({})),
-      prompt_tokens_(BuildCounter()
-                         .Name("rsd_router_prompt_tokens_total")
-                         .Help("Tokens committed turns appended before generation")
-                         .Register(*registry_)
+      turns_(Counters(*registry_, "rsd_router_turns_total", "Turns by outcome (status code)")),
+      running_(
+          Gauges(*registry_, "rsd_router_turns_running", "Turns in progress through the router")
+              .Add({})),
+      prompt_tokens_(Counters(*registry_, "rsd_router_prompt_tokens_total",
+                              "Tokens committed turns appended before generation")
                          .Add({})),
-      generation_tokens_(BuildCounter()
-                             .Name("rsd_router_generation_tokens_total")
-                             .Help("Tokens committed turns generated")
-                             .Register(*registry_)
+      generation_tokens_(Counters(*registry_, "rsd_router_generation_tokens_total",
+                                  "Tokens committed turns generated")
                              .Add({})),
-      moves_(BuildCounter()
-                 .Name("rsd_router_session_moves_total")
-                 .Help("Session migrations, drains and failovers by kind, route and outcome")
-                 .Register(*registry_)),
-      move_bytes_(BuildCounter()
-                      .Name("rsd_router_session_move_bytes_total")
-                      .Help("State bytes that moved sessions carried, by kind and route")
-                      .Register(*registry_)),
-      move_seconds_(BuildHistogram()
-                        .Name("rsd_router_session_move_duration_seconds")
-                        .Help("Duration of a session's migration or failover, by kind")
-                        .Register(*registry_)),
-      workers_(BuildGauge()
-                   .Name("rsd_router_workers")
-                   .Help("Registered workers by state")
-                   .Register(*registry_)),
-      sessions_(BuildGauge()
-                    .Name("rsd_router_sessions")
-                    .Help("Sessions in the journal by their owner's state")
-                    .Register(*registry_)) {}
+      moves_(Counters(*registry_, "rsd_router_session_moves_total",
+                      "Session migrations, drains and failovers by kind, route and outcome")),
+      move_bytes_(Counters(*registry_, "rsd_router_session_move_bytes_total",
+                           "State bytes that moved sessions carried, by kind and route")),
+      move_seconds_(Histograms(*registry_, "rsd_router_session_move_duration_seconds",
+                               "Duration of a session's migration or failover, by kind")),
+      workers_(Gauges(*registry_, "rsd_router_workers", "Registered workers by state")),
+      sessions_(Gauges(*registry_, "rsd_router_sessions",
+                       "Sessions in the journal by their owner's state")) {}
 
 void RouterMetrics::Request(const std::string& api, const std::string& method,
                             absl::StatusCode code, double seconds) {

@@ -9,7 +9,8 @@
 #   tools/main.sh stop     stop a cluster this script started
 #
 # Environment: RSD_CLUSTER_DIR (data dirs, logs, pids; default .cluster/), RSD_PORT_BASE (router
-# port; workers use the next two; default 50051), RSD_BUILD_DIR, RSD_SKIP_SETUP=1 (no install or
+# port; workers use the next two; the router's HTTP port is base + 29, the workers' metrics ports
+# base + 41 and base + 42; default 50051, so HTTP on 50080), RSD_BUILD_DIR, RSD_SKIP_SETUP=1 (no install or
 # build: use the binaries already in RSD_BUILD_DIR).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,6 +18,7 @@ build="${RSD_BUILD_DIR:-$root/build}"
 dir="${RSD_CLUSTER_DIR:-$root/.cluster}"
 base="${RSD_PORT_BASE:-50051}"
 router="127.0.0.1:$base"
+http="127.0.0.1:$((base + 29))"
 
 stop_cluster() {
   if [ -f "$dir/pids" ]; then
@@ -56,10 +58,12 @@ start() {  # name, then the command; output to $dir/name.log, pid to $dir/pids
   setsid "$@" >"$dir/$name.log" 2>&1 < /dev/null &
   echo $! >> "$dir/pids"
 }
-start router "$build/router/rsd-router" --listen "$router" --data-dir "$dir/router"
+start router "$build/router/rsd-router" --listen "$router" --http-listen "$http" \
+  --data-dir "$dir/router"
 for i in 1 2; do
   start "worker$i" "$build/worker/rsd-worker" --model "$model" --id "worker$i" \
-    --listen "127.0.0.1:$((base + i))" --router "$router" --data-dir "$dir/worker$i" --threads 1
+    --listen "127.0.0.1:$((base + i))" --http-listen "127.0.0.1:$((base + 40 + i))" \
+    --router "$router" --data-dir "$dir/worker$i" --threads 1
 done
 trap '[ "$once" = 1 ] && stop_cluster' EXIT
 
@@ -86,6 +90,11 @@ for message in "Hi! What is your name?" "What is the capital of France?" "Thanks
 done
 "${ctl[@]}" describe "$session"
 
+echo "== the OpenAI-compatible HTTP API =="
+curl -sS "http://$http/v1/chat/completions" -H 'Content-Type: application/json' \
+  -d '{"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 16}'
+echo
+
 cat <<MSG
 
 == the cluster is running ==
@@ -93,5 +102,8 @@ router   $router   (logs, data and pids in $dir)
 workers  127.0.0.1:$((base + 1)) and 127.0.0.1:$((base + 2)), model $(basename "$model")
 talk     $build/tools/rsdctl --router $router chat --session $session --message "Tell me more."
          $build/tools/rsdctl --router $router create | workers | sessions | describe ID
+openai   curl http://$http/v1/chat/completions -H 'x-rsd-session: $session' \\
+           -d '{"messages": [{"role": "user", "content": "Tell me more."}]}'
+metrics  http://$http/metrics (router), http://127.0.0.1:$((base + 41))/metrics (worker1)
 stop     $( [ "$dir" = "$root/.cluster" ] || printf 'RSD_CLUSTER_DIR=%s ' "$dir")tools/main.sh stop
 MSG

@@ -28,6 +28,7 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/session_manager.h"
+#include "worker/engine/turn_decoder.h"
 
 ABSL_FLAG(std::string, model, "", "model: GGUF file or Hugging Face folder");
 ABSL_FLAG(bool, json, false, "print JSON");
@@ -208,7 +209,20 @@ absl::Status Generate() {
                                  : engine->EncodePrompt(prompt);
   GenerateParams p = ParamsFromFlags();
   SessionId seq = engine->CreateSequence();
-  RSD_ASSIGN_OR_RETURN(GenerateResult r, engine->Generate(seq, ids, p));
+  // On a terminal the text streams as it is generated (never splitting a character). With stop
+  // strings it is printed whole at the end, since a stop string must not be shown.
+  const bool stream = !absl::GetFlag(FLAGS_json) && isatty(STDOUT_FILENO) && p.stop.empty();
+  const std::vector<int32_t> stop_ids = engine->chat_template().StopTokens();
+  std::vector<int32_t> shown;
+  Utf8Stream text_stream;
+  auto on_token = [&](int32_t tok) {
+    if (!stream || std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end()) return;
+    shown.push_back(tok);
+    const std::string piece = text_stream.Take(engine->tokenizer().Decode(shown, false));
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  };
+  RSD_ASSIGN_OR_RETURN(GenerateResult r, engine->Generate(seq, ids, p, on_token));
   json j;
   j["prompt_tokens"] = ids;
   j["tokens"] = r.tokens;
@@ -230,6 +244,8 @@ absl::Status Generate() {
                                      {"tokens", rb.from_tokens}}}};
   if (absl::GetFlag(FLAGS_json)) {
     std::cout << Dump(j) << "\n";
+  } else if (stream) {
+    std::cout << text_stream.Finish(engine->tokenizer().Decode(shown, false)) << "\n";
   } else {
     std::cout << Dump(json(r.text)) << "\n";
     std::fprintf(stderr, "[%zu prompt tokens, %zu generated, finish: %s, %.1f tok/s decode]\n",

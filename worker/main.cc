@@ -21,6 +21,8 @@
 #include "rsd/v1/worker.grpc.pb.h"
 #include "storage/common/flags.h"
 #include "storage/common/http_server.h"
+#include "storage/common/log.h"
+#include "storage/common/status.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
 
@@ -31,6 +33,9 @@ ABSL_FLAG(std::string, advertise, "", "address the router should use (default: -
 ABSL_FLAG(std::string, router, "", "router address to register with (empty: standalone)");
 ABSL_FLAG(std::string, data_dir, "",
           "RocksDB data dir for sessions (required; created if missing)");
+ABSL_FLAG(std::string, log_format, "text", "log lines as text or json (one object per line)");
+ABSL_FLAG(std::string, log_level, "info",
+          "the least severe log lines kept: debug, info, warn, error");
 ABSL_FLAG(std::string, http_listen, "",
           "address of the HTTP port: /metrics, /health (empty: none)");
 ABSL_FLAG(std::string, id, "", "worker name (default: worker-<port>)");
@@ -66,7 +71,7 @@ std::string Stem(const std::string& path) {
 }
 
 int Fail(const std::string& msg) {
-  std::fprintf(stderr, "rsd-worker: %s\n", msg.c_str());
+  log::Error(msg);
   return 1;
 }
 
@@ -145,8 +150,7 @@ struct RouterLink {
         registered = true;
         service.Drop(resp.drop());
         if (resp.heartbeat_interval_seconds() > 0) interval = resp.heartbeat_interval_seconds();
-        std::fprintf(stderr, "rsd-worker %s: registered with router %s\n", id.c_str(),
-                     router.c_str());
+        log::Info("registered with the router", {{"worker", id}, {"router", router}});
       }
     } else {
       v1::HeartbeatRequest req;
@@ -156,8 +160,8 @@ struct RouterLink {
       if (st.ok() && resp.reregister()) registered = false;
     }
     if (!st.ok() && st.error_message() != last_error) {
-      std::fprintf(stderr, "rsd-worker %s: router %s: %s\n", id.c_str(), router.c_str(),
-                   st.error_message().c_str());
+      log::Warn("router call failed",
+                {{"worker", id}, {"router", router}, {"error", st.error_message()}});
     }
     last_error = st.ok() ? "" : st.error_message();
   }
@@ -177,8 +181,10 @@ void HeartbeatLoop(const std::atomic<bool>& stop, Scheduler& scheduler, WorkerSe
     const bool healthy = scheduler.Healthy();
     if (healthy != last_healthy) {
       health->SetServingStatus(healthy);
-      std::fprintf(stderr, "rsd-worker %s: health %s\n", id.c_str(),
-                   healthy ? "SERVING" : "NOT_SERVING (the scheduler makes no progress)");
+      log::Write(
+          healthy ? log::Level::kInfo : log::Level::kError, "health changed",
+          {{"worker", id},
+           {"health", healthy ? "SERVING" : "NOT_SERVING (the scheduler makes no progress)"}});
       last_healthy = healthy;
     }
     if (link.stub) link.Beat(service, id);
@@ -186,6 +192,35 @@ void HeartbeatLoop(const std::atomic<bool>& stop, Scheduler& scheduler, WorkerSe
       std::this_thread::sleep_for(std::chrono::duration<double>(link.interval / 10));
     }
   }
+}
+
+// Heartbeats and health until SIGINT or SIGTERM, then a clean shutdown.
+void ServeUntilSignal(Scheduler& scheduler, WorkerService& service, grpc::Server& server,
+                      HttpServer& http, const std::string& id, sigset_t sigs) {
+  std::atomic<bool> stop{false};
+  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
+  std::thread beat([&] { HeartbeatLoop(stop, scheduler, service, health, id); });
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  log::Info("shutting down", {{"worker", id}, {"signal", std::to_string(sig)}});
+  stop.store(true);
+  beat.join();
+  http.Stop();
+  server.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+// /metrics and /health on --http-listen, if given.
+absl::Status ServeHttp(HttpServer& http, WorkerMetrics& metrics, WorkerService& service,
+                       Scheduler& scheduler, const std::string& id) {
+  const std::string listen = absl::GetFlag(FLAGS_http_listen);
+  if (listen.empty()) return absl::OkStatus();
+  http.ServeMetrics({metrics.registry()}, [&] { metrics.Refresh(service.Status()); });
+  http.ServeHealth([&scheduler] {
+    return scheduler.Healthy() ? std::string() : std::string("the scheduler makes no progress");
+  });
+  RSD_ASSIGN_OR_RETURN(int port, http.Start(listen));
+  std::printf("rsd-worker %s serving HTTP on port %d\n", id.c_str(), port);
+  return absl::OkStatus();
 }
 
 int Main() {
@@ -228,35 +263,18 @@ int Main() {
   if (server == nullptr || port == 0) {
     return Fail(absl::StrCat("cannot listen on ", listen, " (address in use or invalid)"));
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus(true);
+  server->GetHealthCheckService()->SetServingStatus(true);
   WorkerMetrics metrics;
   service.set_metrics(&metrics);
   HttpServer http;
-  const std::string http_listen = absl::GetFlag(FLAGS_http_listen);
-  if (!http_listen.empty()) {
-    http.ServeMetrics({metrics.registry()}, [&] { metrics.Refresh(service.Status()); });
-    http.ServeHealth([&scheduler] {
-      return scheduler.Healthy() ? std::string() : std::string("the scheduler makes no progress");
-    });
-    absl::StatusOr<int> http_port = http.Start(http_listen);
-    if (!http_port.ok()) return Fail(std::string(http_port.status().message()));
-    std::printf("rsd-worker %s serving HTTP on port %d\n", wo.id.c_str(), *http_port);
+  if (absl::Status s = ServeHttp(http, metrics, service, scheduler, wo.id); !s.ok()) {
+    return Fail(std::string(s.message()));
   }
   std::printf("rsd-worker %s listening on %s (model %s, %s, data dir %s)\n", wo.id.c_str(),
               wo.address.c_str(), wo.model_name.c_str(), (*engine)->backend().name().c_str(),
               data_dir.c_str());
   std::fflush(stdout);
-
-  std::atomic<bool> stop{false};
-  std::thread beat([&] { HeartbeatLoop(stop, scheduler, service, health, wo.id); });
-  int sig = 0;
-  sigwait(&sigs, &sig);
-  std::fprintf(stderr, "rsd-worker %s: signal %d, shutting down\n", wo.id.c_str(), sig);
-  stop.store(true);
-  beat.join();
-  http.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  ServeUntilSignal(scheduler, service, *server, http, wo.id, sigs);
   return 0;
 }
 
@@ -266,10 +284,19 @@ int Main() {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   absl::SetProgramUsageMessage(
-      "rsd-worker --model PATH --listen ADDR --router ADDR --data-dir DIR --id NAME [...]");
+      "rsd-worker --model PATH --listen ADDR --router ADDR --data-dir DIR --id NAME [flags]: runs "
+      "the\n"
+      "model, keeps sessions hot, warm (host memory) and cold (RocksDB), serves rsd.v1.Worker and\n"
+      "with --http-listen /health and /metrics");
   std::vector<char*> rest = rsd::ParseDashedCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::fprintf(stderr, "rsd-worker: unexpected argument '%s'\n", rest[1]);
+    return 2;
+  }
+  if (absl::Status s = rsd::log::Init("rsd-worker", absl::GetFlag(FLAGS_log_format),
+                                      absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    std::fprintf(stderr, "rsd-worker: %s\n", std::string(s.message()).c_str());
     return 2;
   }
   return rsd::Main();

@@ -20,6 +20,9 @@ grep -q "turns         3" "$out" || fail "describe does not show 3 turns"
 grep -q "== the cluster is running ==" "$out" || fail "no cluster summary"
 grep -q "rsdctl --router 127.0.0.1:$base chat --session [0-9a-f]\{32\}" "$out" || fail "no how-to-talk line"
 grep -q "main.sh stop" "$out" || fail "no how-to-stop line"
+grep -q '"object":"chat.completion"' "$out" || fail "no OpenAI-style answer over HTTP"
+grep -q "curl http://127.0.0.1:$((base + 29))/v1/chat/completions -H 'x-rsd-session: [0-9a-f]\{32\}'" \
+  "$out" || fail "no how-to-use-HTTP line"
 [ ! -f "$dir/cluster/pids" ] || fail "the cluster was not stopped"
 if pgrep -f "$dir/cluster" > /dev/null; then fail "processes of the cluster are still running"; fi
 echo "main job OK"

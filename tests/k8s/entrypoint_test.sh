@@ -2,9 +2,10 @@
 # The container's entrypoint (k8s/entrypoint.sh) with the flags the manifests give it, run here
 # without Docker: router and worker start from RSD_* variables as the ConfigMap sets them, the
 # worker registers and serves, the preStop drain succeeds, and a wrong role is refused.
-# Usage: entrypoint_test.sh SOURCE_DIR BUILD_DIR MODEL
+# Also: rsdctl -o yaml is YAML a parser reads.
+# Usage: entrypoint_test.sh SOURCE_DIR BUILD_DIR MODEL PYENV_DIR
 set -euo pipefail
-src="$1"; build="$2"; model="$3"
+src="$1"; build="$2"; model="$3"; pyenv="$4"
 export PATH="$build/router:$build/worker:$build/tools:$PATH"
 dir="$(mktemp -d)"
 pids=()
@@ -38,6 +39,13 @@ grep -q '^rsd_worker_sessions' <<< "$metrics"
 POD_NAME=rsd-worker-0 "$src/k8s/entrypoint.sh" drain
 workers="$(rsdctl --router "127.0.0.1:$grpc" -o json workers)"
 [[ "$workers" == *'"draining"'* ]]
+rsdctl --router "127.0.0.1:$grpc" -o yaml workers > "$dir/workers.yaml"
+"$pyenv/bin/python" - "$dir/workers.yaml" <<'PY'
+import json, sys, yaml
+w = yaml.safe_load(open(sys.argv[1]))["workers"][0]
+assert w["id"] == "rsd-worker-0" and w["state"] == "draining", w
+assert isinstance(w["load"]["hot_bytes_total"], int), w
+PY
 # Without POD_NAME a worker refuses to start; an unknown role is a usage error.
 rc=0; env -u POD_NAME "$src/k8s/entrypoint.sh" worker 2>/dev/null || rc=$?
 [ "$rc" -ne 0 ]

@@ -305,10 +305,16 @@ TEST_F(JournalTest, SetOwnerIsACompareAndSetOnTheEpoch) {
   EXPECT_EQ(journal_->GetSession(s.id)->worker, "w2");
 }
 
-TEST_F(JournalTest, MissingParentIsFailedPreconditionNamingThePath) {
+TEST_F(JournalTest, MissingParentsAreCreated) {
   const std::string dir = root_ + "/no/such/parent";
-  EXPECT_THAT(Journal::Open(dir),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(root_ + "/no/such")));
+  auto j = Journal::Open(dir);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_TRUE(std::filesystem::is_directory(dir));
+}
+
+TEST_F(JournalTest, UnusableParentIsFailedPreconditionNamingThePath) {
+  EXPECT_THAT(Journal::Open("/dev/null/journal"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("/dev/null")));
 }
 
 TEST_F(JournalTest, FileInsteadOfDirIsFailedPrecondition) {

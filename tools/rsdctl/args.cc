@@ -6,11 +6,14 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/str_split.h"
+
 namespace rsd::ctl {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: rsdctl [--router ADDR] [-o json|table] [--tenant T] [--timeout S] <command> ...\n"
+    "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S] <command>\n"
+    "  (rsdctl COMMAND --help: that command alone)\n"
     "  create [--model NAME] [--ttl SECONDS] [--pin] [--priority N]\n"
     "  chat --session ID [--message T | --script FILE] [--max-tokens N] [--temperature X]\n"
     "       [--top-k N] [--top-p X] [--seed N] [--stop S]... [--turn-id ID]\n"
@@ -21,6 +24,7 @@ constexpr char kUsage[] =
     "  cordon W | uncordon W | drain W | failover W | migrate ID --to W [--form F]\n"
     "  (migrate prints the bytes moved: payload, framing, tokens, wire, and the time; drain and\n"
     "  failover print the worker and every session they moved)\n"
+    "  version\n"
     "The router defaults to $RSD_ROUTER or 127.0.0.1:50051; --timeout defaults to 600 s for chat,\n"
     "drain and failover, 300 s for migrate, 30 s otherwise.\n";
 
@@ -41,7 +45,29 @@ const std::map<std::string, std::set<std::string>> kCommandFlags = {
     {"drain", {"worker"}},
     {"failover", {"worker"}},
     {"migrate", {"session", "to", "form"}},
+    {"version", {}},
 };
+
+// The lines of kUsage about `command`: those naming it as a word, with their continuation lines
+// (indented further, or starting with '(').
+std::string CommandUsage(const std::string& command) {
+  std::string out =
+      "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S]\n";
+  bool in = false;
+  for (const absl::string_view line : absl::StrSplit(kUsage, '\n')) {
+    if (line.empty() || line.rfind("usage:", 0) == 0) continue;
+    const bool continuation = line.rfind("   ", 0) == 0 || line.rfind("  (", 0) == 0;
+    if (!continuation) {
+      in = false;
+      for (absl::string_view word : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
+        in = in || word == command;
+      }
+    }
+    if (in) absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
 const std::set<std::string> kGlobalFlags = {"router", "o",       "output", "json",
                                             "tenant", "timeout", "help"};
 
@@ -115,7 +141,7 @@ Args ParseArgs(int argc, char** argv) {
     a.flags[name].push_back(value);
   }
   if (a.Has("help")) {
-    std::fputs(kUsage, stdout);
+    std::fputs(CommandUsage(a.command).c_str(), stdout);
     std::exit(0);
   }
   return a;

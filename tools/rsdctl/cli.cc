@@ -66,10 +66,50 @@ int Report(const grpc::Status& s, const std::string& router) {
   return 1;
 }
 
+namespace {
+bool yaml_output = false;
+}  // namespace
+
+void SetYaml(bool yaml) { yaml_output = yaml; }
+
+std::string Yaml(const json& v, int indent) {
+  const std::string pad(static_cast<size_t>(indent), ' ');
+  std::string out;
+  if (v.is_object() && !v.empty()) {
+    for (const auto& [k, item] : v.items()) {
+      const bool block = (item.is_object() || item.is_array()) && !item.empty();
+      absl::StrAppend(&out, pad, Dump(json(k)), ":", block ? "\n" : " ",
+                      block ? Yaml(item, indent + 2) : Yaml(item, 0));
+    }
+    return out;
+  }
+  if (v.is_array() && !v.empty()) {
+    for (const auto& item : v) {
+      const bool block = (item.is_object() || item.is_array()) && !item.empty();
+      std::string body = Yaml(item, block ? indent + 2 : 0);
+      // The first line of a block item goes on the dash's line.
+      if (block) body = body.substr(static_cast<size_t>(indent + 2));
+      absl::StrAppend(&out, pad, "- ", body);
+    }
+    return out;
+  }
+  return absl::StrCat(pad, Dump(v), "\n");  // scalars, {} and []
+}
+
 void PrintJson(const json& j) {
-  std::fputs(Dump(j).c_str(), stdout);
-  std::fputc('\n', stdout);
+  const std::string text = yaml_output ? absl::StrCat("---\n", Yaml(j)) : Dump(j) + "\n";
+  std::fputs(text.c_str(), stdout);
   std::fflush(stdout);
+}
+
+int Version(const Cli& cli) {
+  const json v = {{"rsdctl", RSD_VERSION}, {"protocol", "rsd.v1"}, {"router", cli.router}};
+  if (cli.json) {
+    PrintJson(v);
+  } else {
+    std::printf("rsdctl %s (protocol rsd.v1)\n", RSD_VERSION);
+  }
+  return 0;
 }
 
 void PrintTable(const std::vector<std::vector<std::string>>& rows) {

@@ -20,7 +20,8 @@ using json = nlohmann::ordered_json;
 
 struct Cli {
   std::string router;
-  bool json = false;
+  bool json = false;  // structured output (-o json or -o yaml)
+  bool wide = false;  // -o wide: tables with more columns
   std::string tenant;
   double timeout_s = 30;
   bool timeout_s_set = false;  // --timeout given (chat's default is longer)
@@ -40,8 +41,14 @@ struct Cli {
 // Prints the RPC error; returns the exit status (0 if OK).
 int Report(const grpc::Status& s, const std::string& router);
 
-// One JSON value on one line of stdout (invalid UTF-8 replaced), flushed.
+// One JSON value on one line of stdout (invalid UTF-8 replaced), flushed; with SetYaml(true),
+// the same value as a YAML document instead.
 void PrintJson(const json& j);
+void SetYaml(bool yaml);
+// `value` as YAML (block style; strings in JSON quoting, which YAML reads), each line indented.
+std::string Yaml(const json& value, int indent = 0);
+// `rsdctl version`: this build's version and protocol.
+int Version(const Cli& cli);
 // Rows of columns, aligned.
 void PrintTable(const std::vector<std::vector<std::string>>& rows);
 // A byte count for people: "512", "1.5K", "3.2M", "1.0G".

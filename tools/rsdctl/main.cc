@@ -34,10 +34,13 @@ int main(int argc, char** argv) {
   cli.router = a.Get("router", env != nullptr && *env != '\0' ? env : "127.0.0.1:50051");
   std::string output = a.Get("o", a.Get("output", "table"));
   if (a.Get("json") == "true") output = "json";
-  if (output != "json" && output != "table") {
-    Usage(absl::StrCat("-o: '", output, "' is not json or table"));
+  if (output != "json" && output != "yaml" && output != "table" && output != "wide") {
+    Usage(absl::StrCat("-o: '", output, "' is not table, wide, json or yaml"));
   }
-  cli.json = output == "json";
+  cli.json = output == "json" || output == "yaml";  // structured output
+  cli.wide = output == "wide";
+  rsd::ctl::SetYaml(output == "yaml");
+  if (a.command == "version") return rsd::ctl::Version(cli);
   cli.tenant = a.Get("tenant");
   if (auto t = NumberFlag<double>(a, "timeout")) {
     if (!(*t > 0)) Usage("--timeout must be > 0 seconds");

@@ -131,7 +131,17 @@ int Workers(Cli& cli, const Args& a) {
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {kWorkerHeader};
-  for (const v1::WorkerInfo& w : resp.workers()) rows.push_back(WorkerRow(w));
+  if (cli.wide) {
+    for (const char* extra : {"DEVICE_NAME", "NUMERICS_FP", "MODEL_FP"}) rows[0].push_back(extra);
+  }
+  for (const v1::WorkerInfo& w : resp.workers()) {
+    rows.push_back(WorkerRow(w));
+    if (cli.wide) {
+      rows.back().push_back(w.device().name().empty() ? "-" : w.device().name());
+      rows.back().push_back(w.numerics_fingerprint());
+      rows.back().push_back(w.model_fingerprint());
+    }
+  }
   PrintTable(rows);
   return 0;
 }

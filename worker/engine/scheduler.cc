@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/common/clock.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "worker/engine/scheduler_internal.h"
 #include "worker/engine/turn_decoder.h"
@@ -166,7 +167,11 @@ void Scheduler::RunTasks() {
 void Scheduler::Fail(Running& r, const absl::Status& status) {
   if (r.begun) {
     absl::Status st = sessions_->AbortTurn(r.turn);
-    if (!st.ok()) std::fprintf(stderr, "rollback failed: %s\n", st.ToString().c_str());
+    if (!st.ok()) {
+      log::Error("rollback failed", {{"session", r.turn.id.ToHex()},
+                                     {"turn", std::to_string(r.turn.turn)},
+                                     {"error", st.ToString()}});
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);  // counters first: a reader of the event sees them

@@ -8,6 +8,7 @@
 #include "nlohmann/json.hpp"
 #include "storage/cold_tier.h"
 #include "storage/common/clock.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "storage/memory_tier.h"
 #include "storage/state_codec.h"
@@ -87,8 +88,10 @@ absl::Status SessionManager::Recover() {
           plan = *layers;
         }
         if (!same_layout) {
-          std::fprintf(stderr, "session %s: stored with another model or numerics fingerprint; "
-                               "it will be rebuilt from its token log\n", s.name.c_str());
+          log::Warn(
+              "session stored with another model or numerics fingerprint: it will be "
+              "rebuilt from its token log",
+              {{"session", s.name}});
         }
       }
     }

@@ -8,6 +8,7 @@
 #include "nlohmann/json.hpp"
 #include "storage/cold_tier.h"
 #include "storage/common/clock.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "storage/memory_tier.h"
 #include "storage/state_codec.h"
@@ -151,8 +152,10 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
   absl::StatusOr<std::string> from = engine_->Restore(s.id);
   if (!from.ok() && from.status().code() != absl::StatusCode::kResourceExhausted) {
     // A checkpoint that cannot be read is never served: rebuild from the token log instead.
-    std::fprintf(stderr, "session %s: %s checkpoints unusable (%s); rebuilding from tokens\n",
-                 s.name.c_str(), SpillFormName(s.spilled), from.status().ToString().c_str());
+    log::Warn("checkpoints unusable: rebuilding from the token log",
+              {{"session", s.name},
+               {"form", SpillFormName(s.spilled)},
+               {"error", from.status().ToString()}});
     RSD_RETURN_IF_ERROR(engine_->DropState(s.id));
     s.spilled = SpillForm::kTokens;
     RSD_RETURN_IF_ERROR(SaveMeta(s));
@@ -166,10 +169,10 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
 absl::Status SessionManager::ResetToTokens(const SessionId& id, const absl::Status& why) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
-  std::fprintf(stderr,
-               "session %s: a checkpoint failed to load (%s); dropping its checkpoints "
-               "and rebuilding it from the token log\n",
-               s->name.c_str(), why.ToString().c_str());
+  log::Warn(
+      "a checkpoint failed to load: dropping the session's checkpoints and rebuilding it "
+      "from the token log",
+      {{"session", s->name}, {"error", why.ToString()}});
   RSD_RETURN_IF_ERROR(engine_->DropState(id));
   s->spilled = SpillForm::kTokens;
   return SaveMeta(*s);
@@ -211,8 +214,7 @@ std::vector<SessionId> SessionManager::ExpireIdle(const std::vector<SessionId>& 
       if (st.code() == absl::StatusCode::kFailedPrecondition) st = Spill(id, SpillForm::kTokens);
       if (st.ok() && cold_) st = DemoteToCold(id);
       if (!st.ok()) {
-        std::fprintf(stderr, "session %s: idle spill failed: %s\n", s.name.c_str(),
-                     st.ToString().c_str());
+        log::Warn("idle spill failed", {{"session", s.name}, {"error", st.ToString()}});
       }
     }
   }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/state_stream.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "worker/service/worker_service.h"
 
@@ -120,8 +121,8 @@ grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
   }
   out->set_wire_bytes(wire);
   if (!out->note().empty()) {
-    std::fprintf(stderr, "rsd-worker %s: session %s imported: %s\n", options_.id.c_str(),
-                 id->ToHex().c_str(), out->note().c_str());
+    log::Info("session imported",
+              {{"worker", options_.id}, {"session", id->ToHex()}, {"note", out->note()}});
   }
   return grpc::Status::OK;
 }

@@ -6,6 +6,7 @@
 #include "proto/state_stream.h"
 #include "storage/common/clock.h"
 #include "storage/common/hash.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "worker/engine/turn_decoder.h"
 #include "worker/model/unicode.h"
@@ -430,10 +431,11 @@ void WorkerService::Drop(const google::protobuf::RepeatedPtrField<v1::SessionRef
       if (!info.ok() || info->attrs.epoch > ref.epoch() || scheduler_->HasTurn(*id)) return;
       st = sessions_->Close(*id);
     });
-    std::fprintf(stderr, "rsd-worker %s: dropped session %s (epoch %llu): %s\n",
-                 options_.id.c_str(), ref.session_id().c_str(),
-                 static_cast<unsigned long long>(ref.epoch()),
-                 st.ok() ? "no longer ours" : st.ToString().c_str());
+    log::Info("dropped a session the router says is no longer ours",
+              {{"worker", options_.id},
+               {"session", ref.session_id()},
+               {"epoch", std::to_string(ref.epoch())},
+               {"result", st.ok() ? "dropped" : st.ToString()}});
   }
 }
 
