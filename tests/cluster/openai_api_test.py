@@ -279,6 +279,8 @@ class OpenAiApiTest(unittest.TestCase):
         self.assertEqual(moved(before_w, after_w, "rsd_worker_turns_committed_total"), 3)
         self.assertEqual(moved(before_w, after_w, "rsd_worker_turn_restores_total", source="new"), 3)
         self.assertGreater(sample(after_w, "rsd_worker_state_bytes", tier="hot", kind="capacity"), 0)
+        self.assertGreater(sample(after_w, "rsd_worker_rebuild_tokens_per_second", form="tokens"),
+                           0)
         self.assertEqual(sample(after_r, "rsd_router_workers", state="ready"), 1)
         health = urllib.request.urlopen(f"http://127.0.0.1:{self.c.worker_http}/health")
         self.assertEqual(health.status, 200)

@@ -87,6 +87,15 @@ void WorkerMetrics::Refresh(const v1::WorkerStatus& st) {
           l.warm_bytes_total());
   GaugeTo("rsd_worker_device_memory_used_bytes", "Bytes the backend holds on its device", {},
           st.device().memory_used());
+  // Only the rates the worker knows (0 in the status: not measured or configured).
+  const char* rate_help = "Restore rate of each source form the worker measured, tokens per second";
+  for (const auto& [form, rate] :
+       {std::pair<const char*, double>{"tokens", st.rates().prefill_tokens_per_s()},
+        {"residual", st.rates().residual_tokens_per_s()},
+        {"kv", st.rates().kv_copy_tokens_per_s()}}) {
+    if (rate > 0)
+      GaugeTo("rsd_worker_rebuild_tokens_per_second", rate_help, {{"form", form}}, rate);
+  }
   CounterTo("rsd_worker_steps_total", "Engine steps run", c.steps());
   CounterTo("rsd_worker_decode_rows_total",
             "Decode rows over all steps (rows per step: divide "
