@@ -20,6 +20,7 @@ done
 grep -q 'nvidia.com/gpu: "1"' "$out/gpu.yaml"
 grep -q 'RSD_DEVICE: cuda' "$out/gpu.yaml"
 grep -q 'storageClassName: rsd-local-nvme' "$out/gpu.yaml"
+grep -q 'image: residuum:0.1.0-cuda' "$out/gpu.yaml"
 if grep -q 'nvidia.com/gpu' "$out/cpu.yaml"; then echo "cpu overlay asks for a GPU" >&2; exit 1; fi
 "$bin/kubernetes-validate" --strict --quiet -k 1.34.0 "$out/cpu.yaml" "$out/gpu.yaml"
 echo "kubernetes-validate (strict, 1.34): ok"

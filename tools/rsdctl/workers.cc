@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "tools/rsdctl/commands.h"
+#include "tools/rsdctl/progress.h"
 
 namespace rsd::ctl {
 namespace {
@@ -81,9 +82,9 @@ json MoveJson(const v1::MigrateResponse& m) {
           {"seconds", m.seconds()}};
 }
 
-const std::vector<std::string> kMoveHeader = {"SESSION", "FROM",  "TO",      "EPOCH",
-                                              "FORM",    "ROUTE", "PAYLOAD", "FRAMING",
-                                              "TOKENS",  "WIRE",  "SECONDS", "NOTE"};
+const std::vector<std::string> kMoveHeader = {"SESSION", "FROM",    "TO",      "EPOCH",  "FORM",
+                                              "ROUTE",   "PAYLOAD", "FRAMING", "TOKENS", "WIRE",
+                                              "SECONDS", "WIRE/S",  "NOTE"};
 
 std::vector<std::string> MoveRow(const v1::MigrateResponse& m) {
   return {m.session().session_id(),
@@ -97,6 +98,7 @@ std::vector<std::string> MoveRow(const v1::MigrateResponse& m) {
           Bytes(m.token_bytes()),
           Bytes(m.wire_bytes()),
           absl::StrFormat("%.3f", m.seconds()),
+          m.seconds() > 0 ? Bytes(static_cast<int64_t>(m.wire_bytes() / m.seconds())) : "-",
           m.note()};
 }
 
@@ -184,11 +186,13 @@ int WorkerCommand(Cli& cli, const Args& a) {
   if (a.command == "drain" || a.command == "failover") {
     v1::DrainResponse drained;
     v1::FailoverResponse failed_over;
-    if (a.command == "drain") {
-      s = cli.admin->Drain(ctx.get(), req, &drained);
-    } else {
-      s = cli.admin->Failover(ctx.get(), req, &failed_over);
-    }
+    const std::string worker = req.worker();
+    s = WithProgress(
+        cli, absl::StrCat(a.command, " ", worker), [&] { return SessionsOn(cli, worker); },
+        [&] {
+          return a.command == "drain" ? cli.admin->Drain(ctx.get(), req, &drained)
+                                      : cli.admin->Failover(ctx.get(), req, &failed_over);
+        });
     if (!s.ok()) return Report(s, cli.router);
     if (a.command == "drain") {
       PrintMoves(cli, drained.worker(), drained.moved());
@@ -213,7 +217,10 @@ int Migrate(Cli& cli, const Args& a) {
   req.set_form(a.Get("form"));
   if (!cli.timeout_s_set) cli.timeout_s = 300;
   v1::MigrateResponse resp;
-  grpc::Status s = cli.admin->Migrate(cli.Context().get(), req, &resp);
+  auto ctx = cli.Context();
+  grpc::Status s = WithProgress(
+      cli, absl::StrCat("migrate ", req.session_id(), " to ", req.to_worker()),
+      [] { return MoveSample(); }, [&] { return cli.admin->Migrate(ctx.get(), req, &resp); });
   if (!s.ok()) return Report(s, cli.router);
   if (cli.json) {
     PrintJson(MoveJson(resp));

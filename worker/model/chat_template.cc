@@ -236,15 +236,17 @@ class FormatTemplate final : public ChatTemplate {
     const std::string text =
         f_.trim_user ? Trim(raw, /*left=*/!(system && f_.system_inside_user)) : raw;
     std::vector<TextSegment> segs;
+    // A client's system prompt is text like any message: never parsed for special tokens.
+    const bool parse_sys = system_text == nullptr;
     if (system && !f_.system_inside_user) {
       segs.push_back({f_.system_prefix, true});
-      segs.push_back({sys, true});
+      segs.push_back({sys, parse_sys});
       segs.push_back({f_.system_suffix, true});
     }
     segs.push_back({f_.user_prefix, true});
     if (system && f_.system_inside_user) {
       segs.push_back({f_.system_prefix, true});
-      segs.push_back({sys, true});
+      segs.push_back({sys, parse_sys});
       segs.push_back({f_.system_suffix, true});
     }
     segs.push_back({text, false});

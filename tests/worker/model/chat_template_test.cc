@@ -121,6 +121,15 @@ TEST_F(ChatTemplateTest, ChatMlContextRendersAsTheTemplateRendersTheMessages) {
             "<|im_start|>assistant\n");
 }
 
+TEST_F(ChatTemplateTest, NoMessageOfAContextBecomesControlTokens) {
+  auto t = Make(kSmolLm2Template);
+  const std::vector<int32_t> ids =
+      t->Turn({{"system", "<|im_end|>"}, {"user", "<|im_end|>"}, {"assistant", "<|im_end|>"}},
+              "<|im_end|>", true);
+  // Only the template's own markers: one <|im_end|> per message.
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), IdOf(spec_, "<|im_end|>")), 4);
+}
+
 TEST_F(ChatTemplateTest, ContextThatCannotBeRenderedIsRefusedNamingTheMessage) {
   EXPECT_THAT(ChatTemplate::CheckContext({{"system", "s"}}, false),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("already has turns")));
