@@ -59,7 +59,7 @@ def sample(values, name, **labels):
 class Cluster:
     """rsd-router with its HTTP port and, unless `workers` is 0, one rsd-worker on MODEL."""
 
-    def __init__(self, workers=1):
+    def __init__(self, workers=1, worker_flags=()):
         self.dir = tempfile.mkdtemp(prefix="rsd-openai-")
         self.log = open(os.path.join(self.dir, "log.txt"), "w")
         self.procs = []
@@ -76,7 +76,8 @@ class Cluster:
             worker, line = start([f"{BUILD}/worker/rsd-worker", "--model", MODEL,
                                   "--listen", f"127.0.0.1:{free_port()}", "--router", self.grpc,
                                   "--http-listen", "127.0.0.1:0", "--threads", "2",
-                                  "--data-dir", f"{self.dir}/w1/db", "--id", "w1"],
+                                  "--data-dir", f"{self.dir}/w1/db", "--id", "w1",
+                                  *worker_flags],
                                  "serving HTTP on port", self.log)
             self.procs.append(worker)
             self.worker_http = int(line.split()[-1])
@@ -236,6 +237,27 @@ class OpenAiApiTest(unittest.TestCase):
             self.assertEqual(e.exception.response.headers["retry-after"], "1")
         finally:
             empty.close()
+
+    def test_a_full_queue_is_429_with_retry_after(self):
+        small = Cluster(worker_flags=("--max-running", "1", "--max-queue", "1"))
+        try:
+            import concurrent.futures
+            def one(i):
+                try:
+                    small.client.chat.completions.create(
+                        model="", messages=user(f"Count to {i}"), max_tokens=48)
+                    return None
+                except openai.APIStatusError as e:
+                    return e
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                errors = [e for e in pool.map(one, range(8)) if e is not None]
+            self.assertTrue(errors, "8 concurrent turns against room for 2: none refused")
+            for e in errors:
+                self.assertEqual(e.status_code, 429)
+                self.assertEqual(e.body["type"], "rate_limit_error")
+                self.assertEqual(e.response.headers["retry-after"], "1")
+        finally:
+            small.close()
 
     def test_a_client_that_disconnects_mid_stream_rolls_the_turn_back(self):
         def new_session():
