@@ -60,8 +60,17 @@ absl::Status ParseCommon(const json& body, const std::string& header_session, Re
     if (*p == 0) return Invalid("top_p", "must be greater than 0");
     r->turn.mutable_sampling()->set_top_p(static_cast<float>(*p));
   }
-  RSD_ASSIGN_OR_RETURN(std::optional<double> seed, Number(body, "seed", 0, 1.8e19));
-  if (seed) r->turn.mutable_sampling()->set_seed(static_cast<uint64_t>(*seed));
+  if (body.contains("seed") && !body["seed"].is_null()) {
+    // Any 64-bit integer (OpenAI's seed is signed): the same value always draws the same tokens.
+    const json& seed = body["seed"];
+    if (seed.is_number_unsigned()) {
+      r->turn.mutable_sampling()->set_seed(seed.get<uint64_t>());
+    } else if (seed.is_number_integer()) {
+      r->turn.mutable_sampling()->set_seed(static_cast<uint64_t>(seed.get<int64_t>()));
+    } else {
+      return Invalid("seed", "must be an integer");
+    }
+  }
   for (const char* key : {"max_completion_tokens", "max_tokens"}) {
     RSD_ASSIGN_OR_RETURN(std::optional<double> m, Number(body, key, 0, 1 << 30));
     if (m && std::floor(*m) != *m) return Invalid(key, "must be an integer");

@@ -199,6 +199,17 @@ class OpenAiApiTest(unittest.TestCase):
         self.assertEqual("".join(c.choices[0].delta.content or "" for c in chunks),
                          ref[:ref.find(stop)])
 
+    def test_a_seed_reproduces_a_sampled_answer(self):
+        def sampled(seed):
+            return self.client.chat.completions.create(
+                model=self.model, messages=user(self.turns[0]), temperature=1.0, top_p=0.95,
+                seed=seed, max_tokens=16).choices[0].message.content
+        big = 2**63 + 12345  # a 64-bit seed is taken as an integer
+        self.assertEqual(sampled(big), sampled(big))
+        self.assertEqual(sampled(-7), sampled(-7))
+        with self.assertRaises(openai.BadRequestError):
+            sampled(1.5)
+
     def test_completions_take_a_raw_prompt(self):
         r = self.client.completions.create(model=self.model, prompt="The capital of France is",
                                            max_tokens=8, temperature=0)
