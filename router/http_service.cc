@@ -27,8 +27,9 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 void SendError(httplib::Response& res, const absl::Status& s) {
   const openai::Error e = openai::ErrorOf(s);
   res.status = e.http_status;
-  if (e.retry_after_seconds > 0)
+  if (e.retry_after_seconds > 0) {
     res.set_header("Retry-After", std::to_string(e.retry_after_seconds));
+  }
   res.set_content(Dump(e.body), "application/json");
 }
 
@@ -66,9 +67,10 @@ absl::StatusOr<SessionUse> OpenFor(RouterCore& core, const Caller& caller,
                                    const openai::Request& r) {
   SessionUse use;
   if (!r.session.empty() && r.session != "new") {
-    RSD_ASSIGN_OR_RETURN(v1::SessionInfo info, core.GetSession(caller, r.session));
-    use.id = info.session_id();
-    use.model = info.model();
+    // From the journal alone (the turn itself reaches the owner): no extra worker call.
+    RSD_ASSIGN_OR_RETURN(SessionRecord rec, core.LoadSession(r.session, &caller.tenant));
+    use.id = rec.id.ToHex();
+    use.model = rec.model;
     return use;
   }
   if (!r.model.empty()) {

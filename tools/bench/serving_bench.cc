@@ -42,7 +42,9 @@
 #include "rsd/v1/admin.grpc.pb.h"
 #include "rsd/v1/client.grpc.pb.h"
 
-ABSL_FLAG(std::string, system, "rsd", "rsd (our router) or llama (llama-server)");
+ABSL_FLAG(std::string, system, "rsd",
+          "rsd (our router over gRPC), rsd-http (our router's OpenAI HTTP API with server-side "
+          "sessions) or llama (llama-server)");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
           "router host:port (rsd) or llama-server host:port (llama)");
 ABSL_FLAG(int, concurrency, 1, "concurrent sessions N (one client thread each)");
@@ -167,9 +169,13 @@ struct LlamaStream {
   }
 };
 
+// OpenAI-style chat over HTTP: llama-server (the client keeps the history and resends it;
+// llama-server reuses its slot's cache), or our router's HTTP front door with a server-side
+// session (`server_session`: only the new message travels, x-rsd-session names the session).
 class LlamaClient : public ChatClient {
  public:
-  LlamaClient(const std::string& target, double timeout) : http_(target) {
+  LlamaClient(const std::string& target, double timeout, bool server_session = false)
+      : http_(target), server_session_(server_session) {
     // A fresh loopback connection per turn (~0.1 ms inside TTFT): llama-server's HTTP layer drops
     // kept-alive connections that sat through a long turn, and a retry could submit twice.
     http_.set_keep_alive(false);
@@ -181,11 +187,12 @@ class LlamaClient : public ChatClient {
 
   TurnTrace Turn(const std::string& message, int max_tokens) override {
     history_.push_back({{"role", "user"}, {"content", message}});
-    nlohmann::json body = {{"messages", history_},   {"stream", true},
-                           {"max_tokens", max_tokens}, {"temperature", 0},
-                           {"top_k", 1},             {"ignore_eos", true},
-                           {"cache_prompt", true},   {"seed", 1},
-                           {"stream_options", {{"include_usage", true}}}};
+    const nlohmann::json sent =
+        server_session_ ? nlohmann::json::array({history_.back()}) : history_;
+    nlohmann::json body = {
+        {"messages", sent},     {"stream", true}, {"max_tokens", max_tokens},
+        {"temperature", 0},     {"top_k", 1},     {"ignore_eos", true},
+        {"cache_prompt", true}, {"seed", 1},      {"stream_options", {{"include_usage", true}}}};
     LlamaStream stream;
     TurnTrace& t = stream.trace;
     std::string buffer;
@@ -193,10 +200,14 @@ class LlamaClient : public ChatClient {
     req.method = "POST";
     req.path = "/v1/chat/completions";
     req.set_header("Content-Type", "application/json");
+    if (server_session_) req.set_header("x-rsd-session", session_.empty() ? "new" : session_);
     req.body = body.dump();
     int http_status = 0;
     req.response_handler = [&](const httplib::Response& r) {
       http_status = r.status;
+      if (server_session_ && r.has_header("x-rsd-session")) {
+        session_ = r.get_header_value("x-rsd-session");
+      }
       return true;
     };
     req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
@@ -227,6 +238,8 @@ class LlamaClient : public ChatClient {
 
  private:
   httplib::Client http_;
+  const bool server_session_;
+  std::string session_;  // server_session_: the router's session id after the first turn
   nlohmann::json history_ = nlohmann::json::array();
 };
 
@@ -297,6 +310,7 @@ Row Summarize(const std::vector<std::vector<TurnTrace>>& traces, double wall_s) 
 std::unique_ptr<ChatClient> MakeClient(const std::string& system, const std::string& target,
                                        double timeout) {
   if (system == "llama") return std::make_unique<LlamaClient>(target, timeout);
+  if (system == "rsd-http") return std::make_unique<LlamaClient>(target, timeout, true);
   // One channel per session, as separate clients would have (no shared HTTP/2 connection).
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -310,6 +324,12 @@ bool Ready(const std::string& system, const std::string& target) {
     http.set_connection_timeout(1, 0);
     auto res = http.Get("/health");
     return res && res->status == 200;
+  }
+  if (system == "rsd-http") {  // a worker has registered: the router lists its model
+    httplib::Client http(target);
+    http.set_connection_timeout(1, 0);
+    auto res = http.Get("/v1/models");
+    return res && res->status == 200 && res->body.find("\"id\"") != std::string::npos;
   }
   auto admin = rsd::v1::Admin::NewStub(
       grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
@@ -351,8 +371,10 @@ int RunBench() {
   const int turns = absl::GetFlag(FLAGS_turns);
   const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
   const double timeout = absl::GetFlag(FLAGS_turn_timeout);
-  if ((system != "rsd" && system != "llama") || n < 1 || turns < 1 || max_tokens < 1) {
-    std::cerr << "need --system rsd|llama, --concurrency >= 1, --turns >= 1, --max_tokens >= 1\n";
+  if ((system != "rsd" && system != "rsd-http" && system != "llama") || n < 1 || turns < 1 ||
+      max_tokens < 1) {
+    std::cerr << "need --system rsd|rsd-http|llama, --concurrency >= 1, --turns >= 1, "
+                 "--max_tokens >= 1\n";
     return 2;
   }
   if (!WaitReady(system, target, absl::GetFlag(FLAGS_wait_ready))) {
@@ -383,7 +405,7 @@ int RunBench() {
   for (auto& t : threads) t.join();
   const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   Row r = Summarize(traces, wall_s);
-  r.system = system == "rsd" ? "residuum" : "llama-server";
+  r.system = system == "rsd" ? "residuum" : system == "rsd-http" ? "residuum-http" : "llama-server";
   r.n = n;
   r.turns = turns;
   r.max_tokens = max_tokens;
@@ -420,15 +442,19 @@ int Report(const std::string& path) {
               "N", "turns", "max", "tokens", "err", "tok/s", "wall_s", "ttft_p50", "ttft_p95",
               "ttft_p99", "itl_p50", "itl_p95", "itl_p99", "ratio");
   for (const auto& [n, by_system] : rows) {
-    double tok_s[2] = {0, 0};
+    std::map<std::string, double> tok_s;
     for (const auto& [system, f] : by_system) {
       double v = 0;
-      if (absl::SimpleAtod(f[10], &v)) tok_s[system == "residuum" ? 0 : 1] = v;
+      if (absl::SimpleAtod(f[10], &v)) tok_s[system] = v;
     }
     for (const auto& [system, f] : by_system) {
       std::string ratio = "";
-      if (system == "residuum" && tok_s[1] > 0) {
-        ratio = absl::StrFormat("%.2fx", tok_s[0] / tok_s[1]);
+      // residuum against llama-server; residuum-http against residuum over gRPC.
+      const char* peer = system == "residuum"        ? "llama-server"
+                         : system == "residuum-http" ? "residuum"
+                                                     : "";
+      if (*peer != '\0' && tok_s[peer] > 0) {
+        ratio = absl::StrFormat("%.2fx", tok_s[system] / tok_s[peer]);
       }
       std::printf("%-13s %3s %5s %4s %6s %4s %9s %7s | %8s %8s %8s | %7s %7s %7s | %6s\n",
                   f[0].c_str(), f[1].c_str(), f[2].c_str(), f[3].c_str(), f[8].c_str(),
@@ -436,8 +462,10 @@ int Report(const std::string& path) {
                   f[13].c_str(), f[14].c_str(), f[15].c_str(), f[16].c_str(), ratio.c_str());
     }
   }
-  std::printf("latencies in ms; tok/s = generated tokens / wall time of the N-session run; "
-              "ratio = residuum tok/s / llama-server tok/s at the same N\n");
+  std::printf(
+      "latencies in ms; tok/s = generated tokens / wall time of the N-session run; "
+      "ratio = residuum tok/s / llama-server tok/s at the same N (residuum-http: / "
+      "residuum over gRPC)\n");
   return 0;
 }
 
