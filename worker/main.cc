@@ -211,10 +211,12 @@ void ServeUntilSignal(Scheduler& scheduler, WorkerService& service, grpc::Server
 
 // /metrics and /health on --http-listen, if given.
 absl::Status ServeHttp(HttpServer& http, WorkerMetrics& metrics, WorkerService& service,
-                       Scheduler& scheduler, const std::string& id) {
+                       Scheduler& scheduler, const SessionManager& sessions,
+                       const std::string& id) {
   const std::string listen = absl::GetFlag(FLAGS_http_listen);
   if (listen.empty()) return absl::OkStatus();
-  http.ServeMetrics({metrics.registry()}, [&] { metrics.Refresh(service.Status()); });
+  http.ServeMetrics({metrics.registry()},
+                    [&] { metrics.Refresh(service.Status(), sessions.StateMoves()); });
   http.ServeHealth([&scheduler] {
     return scheduler.Healthy() ? std::string() : std::string("the scheduler makes no progress");
   });
@@ -267,7 +269,7 @@ int Main() {
   WorkerMetrics metrics;
   service.set_metrics(&metrics);
   HttpServer http;
-  if (absl::Status s = ServeHttp(http, metrics, service, scheduler, wo.id); !s.ok()) {
+  if (absl::Status s = ServeHttp(http, metrics, service, scheduler, **sessions, wo.id); !s.ok()) {
     return Fail(std::string(s.message()));
   }
   std::printf("rsd-worker %s listening on %s (model %s, %s, data dir %s)\n", wo.id.c_str(),

@@ -270,6 +270,42 @@ class OpenAiApiTest(unittest.TestCase):
         finally:
             small.close()
 
+    def test_spills_and_restores_are_counted_by_form_and_source(self):
+        # A 10-block hot pool (SmolLM2: 46,080 B of K/V a token, 16 tokens a block) holds about
+        # two of these sessions: the third turn spills one, the second round restores them.
+        small = Cluster(worker_flags=("--hot-bytes", str(10 * 16 * 46080)))
+        try:
+            before = scrape(small.worker_http)
+            sessions = []
+            for i in range(3):
+                raw = small.client.chat.completions.with_raw_response.create(
+                    model="", messages=user(f"Tell me about the number {i}."), max_tokens=24,
+                    extra_headers={"x-rsd-session": "new"})
+                sessions.append(raw.headers["x-rsd-session"])
+            for sid in sessions:
+                small.client.chat.completions.create(
+                    model="", messages=user("And then?"), max_tokens=8,
+                    extra_headers={"x-rsd-session": sid})
+            after = scrape(small.worker_http)
+        finally:
+            small.close()
+
+        def moved(name, **labels):
+            return sample(after, name, **labels) - sample(before, name, **labels)
+
+        spills = sum(moved("rsd_worker_state_moves_total", op="spill", form=f)
+                     for f in ("auto", "kv", "residual", "tokens"))
+        restores = sum(moved("rsd_worker_state_moves_total", op="restore", form=f)
+                       for f in ("warm", "cold", "tokens"))
+        self.assertGreater(spills, 0)
+        self.assertGreater(restores, 0)
+        self.assertGreater(moved("rsd_worker_state_move_bytes_total", op="spill", form="auto"), 0)
+        self.assertGreater(moved("rsd_worker_state_move_bytes_total", op="restore", form="warm"), 0)
+        # Each restore is also a turn whose state came from that tier.
+        self.assertEqual(moved("rsd_worker_state_moves_total", op="restore", form="warm"),
+                         moved("rsd_worker_turn_restores_total", source="warm"))
+        self.assertEqual(moved("rsd_worker_spills_total"), spills)
+
     def test_a_client_that_disconnects_mid_stream_rolls_the_turn_back(self):
         def new_session():
             raw = self.client.chat.completions.with_raw_response.create(

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -171,6 +172,15 @@ class SessionManager {
   };
   absl::StatusOr<StoredBytes> Stored(const SessionId& id);
 
+  // Between-turn state moves of every session so far, for metrics, keyed "spill/<form>" (kv,
+  // residual, auto, tokens) and "restore/<source>" (warm, cold, tokens): how many, the checkpoint
+  // bytes written or read (4 a token for the token log), and the time. Any thread.
+  struct MoveTotals {
+    int64_t count = 0, bytes = 0;
+    double seconds = 0;
+  };
+  std::map<std::string, MoveTotals> StateMoves() const;
+
  private:
   // What the manager keeps of a session besides its state, which the engine owns (its tokens,
   // hot blocks and checkpoints: the engine sequence with the session's id).
@@ -217,6 +227,9 @@ class SessionManager {
   std::unique_ptr<TierChain> tiers_;
   WarmTier* warm_ = nullptr;  // tiers_'s top
   std::map<SessionId, Session> sessions_;
+  void NoteMove(const std::string& key, int64_t bytes, double seconds);
+  mutable std::mutex moves_mu_;
+  std::map<std::string, MoveTotals> moves_;  // guarded by moves_mu_
   uint64_t clock_ = 0;
 };
 

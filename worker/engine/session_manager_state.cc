@@ -20,6 +20,7 @@ absl::Status SessionManager::Spill(const SessionId& id, SpillForm form) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
   if (form == SpillForm::kNone || !engine_->Resident(id)) return absl::OkStatus();
+  const double t0 = MonotonicSeconds();
   if (form == SpillForm::kTokens) {
     RSD_RETURN_IF_ERROR(engine_->DropState(id));
   } else {
@@ -32,7 +33,22 @@ absl::Status SessionManager::Spill(const SessionId& id, SpillForm form) {
     RSD_RETURN_IF_ERROR(engine_->Spill(id, plan));
   }
   s->spilled = form;
+  NoteMove(absl::StrCat("spill/", SpillFormName(form)),
+           engine_->SequenceMemoryUse(id).checkpoint_bytes, MonotonicSeconds() - t0);
   return SaveMeta(*s);
+}
+
+void SessionManager::NoteMove(const std::string& key, int64_t bytes, double seconds) {
+  std::lock_guard<std::mutex> lock(moves_mu_);
+  MoveTotals& m = moves_[key];
+  m.count++;
+  m.bytes += bytes;
+  m.seconds += seconds;
+}
+
+std::map<std::string, SessionManager::MoveTotals> SessionManager::StateMoves() const {
+  std::lock_guard<std::mutex> lock(moves_mu_);
+  return moves_;
 }
 
 bool SessionManager::HoldsCheckpoints(const Session& s) const {
@@ -149,6 +165,11 @@ absl::Status SessionManager::DemoteToCold(const SessionId& id) {
 }
 
 absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
+  const double t0 = MonotonicSeconds();
+  const int64_t stored = engine_->Resident(s.id) ? 0
+                         : s.spilled == SpillForm::kTokens
+                             ? 4 * s.committed()
+                             : engine_->SequenceMemoryUse(s.id).checkpoint_bytes;
   absl::StatusOr<std::string> from = engine_->Restore(s.id);
   if (!from.ok() && from.status().code() != absl::StatusCode::kResourceExhausted) {
     // A checkpoint that cannot be read is never served: rebuild from the token log instead.
@@ -163,6 +184,10 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
   }
   RSD_RETURN_IF_ERROR(from.status());
   *restored_from = *from;
+  if (*from != "hot" && *from != "new") {
+    NoteMove(absl::StrCat("restore/", *from), *from == "tokens" ? 4 * s.committed() : stored,
+             MonotonicSeconds() - t0);
+  }
   return absl::OkStatus();
 }
 

@@ -60,6 +60,15 @@ void WorkerMetrics::CounterTo(const std::string& name, const std::string& help, 
   if (value > c->Value()) c->Increment(value - c->Value());
 }
 
+void WorkerMetrics::LabelledCounterTo(const std::string& name, const std::string& help,
+                                      const std::map<std::string, std::string>& labels,
+                                      double value) {
+  prometheus::Family<prometheus::Counter>*& f = counter_families_[name];
+  if (f == nullptr) f = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_);
+  prometheus::Counter& c = f->Add(labels);
+  if (value > c.Value()) c.Increment(value - c.Value());
+}
+
 void WorkerMetrics::GaugeTo(const std::string& name, const std::string& help,
                             const std::map<std::string, std::string>& labels, double value) {
   prometheus::Family<prometheus::Gauge>*& f = gauges_[name];
@@ -67,8 +76,23 @@ void WorkerMetrics::GaugeTo(const std::string& name, const std::string& help,
   f->Add(labels).Set(value);
 }
 
-void WorkerMetrics::Refresh(const v1::WorkerStatus& st) {
+void WorkerMetrics::Refresh(const v1::WorkerStatus& st,
+                            const std::map<std::string, SessionManager::MoveTotals>& moves) {
   std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [key, m] : moves) {
+    const size_t slash = key.find('/');
+    const std::map<std::string, std::string> labels = {
+        {"op", key.substr(0, slash)},
+        {"form", slash == std::string::npos ? "" : key.substr(slash + 1)}};
+    LabelledCounterTo("rsd_worker_state_moves_total",
+                      "Between-turn spills (by the form spilled to) and restores (by source)",
+                      labels, static_cast<double>(m.count));
+    LabelledCounterTo("rsd_worker_state_move_bytes_total",
+                      "Checkpoint bytes spills wrote and restores read (4 a token from the log)",
+                      labels, static_cast<double>(m.bytes));
+    LabelledCounterTo("rsd_worker_state_move_seconds_total", "Time spills and restores took",
+                      labels, m.seconds);
+  }
   const v1::WorkerLoad& l = st.load();
   const v1::SchedulerCounters& c = st.counters();
   GaugeTo("rsd_worker_turns", "Turns waiting for admission and running in the batch",

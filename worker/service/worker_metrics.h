@@ -17,6 +17,7 @@
 #include "prometheus/registry.h"
 #include "rsd/v1/common.pb.h"
 #include "rsd/v1/worker.pb.h"
+#include "worker/engine/session_manager.h"
 
 namespace rsd {
 
@@ -28,12 +29,18 @@ class WorkerMetrics {
   // A committed turn: queue wait, time to first token, time per output token, where its state
   // came from, tokens.
   void Turn(const v1::TurnDone& done);
-  // Gauges and counters from the worker's status (WorkerService::Status).
-  void Refresh(const v1::WorkerStatus& status);
+  // Gauges and counters from the worker's status (WorkerService::Status) and its sessions' state
+  // moves (SessionManager::StateMoves: "spill/<form>" or "restore/<source>" -> count, bytes,
+  // seconds).
+  void Refresh(const v1::WorkerStatus& status,
+               const std::map<std::string, SessionManager::MoveTotals>& moves);
 
  private:
   // Raises the counter `name` to `value` (counters only go up; the scheduler's totals do too).
   void CounterTo(const std::string& name, const std::string& help, double value);
+  // The same for a labelled counter.
+  void LabelledCounterTo(const std::string& name, const std::string& help,
+                         const std::map<std::string, std::string>& labels, double value);
   void GaugeTo(const std::string& name, const std::string& help,
                const std::map<std::string, std::string>& labels, double value);
 
@@ -47,6 +54,7 @@ class WorkerMetrics {
   std::mutex mu_;  // guards the maps below (families are created on first use)
   std::map<std::string, prometheus::Counter*> counters_;
   std::map<std::string, prometheus::Family<prometheus::Gauge>*> gauges_;
+  std::map<std::string, prometheus::Family<prometheus::Counter>*> counter_families_;
 };
 
 }  // namespace rsd
