@@ -76,9 +76,7 @@ void WorkerMetrics::GaugeTo(const std::string& name, const std::string& help,
   f->Add(labels).Set(value);
 }
 
-void WorkerMetrics::Refresh(const v1::WorkerStatus& st,
-                            const std::map<std::string, SessionManager::MoveTotals>& moves) {
-  std::lock_guard<std::mutex> lock(mu_);
+void WorkerMetrics::RefreshMoves(const std::map<std::string, SessionManager::MoveTotals>& moves) {
   for (const auto& [key, m] : moves) {
     const size_t slash = key.find('/');
     const std::map<std::string, std::string> labels = {
@@ -93,6 +91,12 @@ void WorkerMetrics::Refresh(const v1::WorkerStatus& st,
     LabelledCounterTo("rsd_worker_state_move_seconds_total", "Time spills and restores took",
                       labels, m.seconds);
   }
+}
+
+void WorkerMetrics::Refresh(const v1::WorkerStatus& st,
+                            const std::map<std::string, SessionManager::MoveTotals>& moves) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RefreshMoves(moves);
   const v1::WorkerLoad& l = st.load();
   const v1::SchedulerCounters& c = st.counters();
   GaugeTo("rsd_worker_turns", "Turns waiting for admission and running in the batch",

@@ -38,6 +38,7 @@ class WorkerMetrics {
  private:
   // Raises the counter `name` to `value` (counters only go up; the scheduler's totals do too).
   void CounterTo(const std::string& name, const std::string& help, double value);
+  void RefreshMoves(const std::map<std::string, SessionManager::MoveTotals>& moves);  // mu_ held
   // The same for a labelled counter.
   void LabelledCounterTo(const std::string& name, const std::string& help,
                          const std::map<std::string, std::string>& labels, double value);
