@@ -50,18 +50,16 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
     const float* K = pool.K(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
     const float* V = pool.V(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
     float mc = -INFINITY;
+    DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, scores.data());
     for (int j = 0; j < n; ++j) {
-      scores[j] = DotF32(ctx.isa, q, K + static_cast<int64_t>(j) * pool.kv_dim, hd) * shape.scale;
+      scores[j] = scores[j] * shape.scale;
       mc = std::max(mc, scores[j]);
     }
     float lc = 0.0f;
     std::fill(chunk_acc.begin(), chunk_acc.end(), 0.0f);
     ExpShifted(ctx.isa, scores.data(), mc, probs, n);
-    for (int j = 0; j < n; ++j) {
-      const float p = probs[j];
-      lc = lc + p;
-      AxpyF32(ctx.isa, chunk_acc.data(), p, V + static_cast<int64_t>(j) * pool.kv_dim, hd);
-    }
+    for (int j = 0; j < n; ++j) lc = lc + probs[j];
+    WeightedSumF32(ctx.isa, chunk_acc.data(), probs, V, pool.kv_dim, n, hd);
     if (stat_max != nullptr) {
       stat_max[c] = mc;
       stat_sum[c] = lc;

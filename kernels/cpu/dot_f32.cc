@@ -1,5 +1,7 @@
 #include <immintrin.h>
 
+#include <array>
+
 #include "kernels/cpu/dot.h"
 
 namespace rsd::cpu {
@@ -76,6 +78,43 @@ __attribute__((target("avx2"))) void AxpyF32Avx2(float* y, float a, const float*
   AxpyF32Scalar(y + i, a, x + i, n - i);
 }
 
+void WeightedSumF32Scalar(float* y, const float* w, const float* x, int64_t stride, int n,
+                          int64_t d) {
+  for (int j = 0; j < n; ++j) AxpyF32Scalar(y, w[j], x + j * stride, d);
+}
+
+// Slabs of 32 elements in four registers, then of 8, then the scalar tail; within each, the rows
+// in order: every y[i] sees y[i] + w[j] * x[j][i] for j = 0, 1, ... as AxpyF32 gives it.
+__attribute__((target("avx2"))) void WeightedSumF32Avx2(float* y, const float* w, const float* x,
+                                                        int64_t stride, int n, int64_t d) {
+  int64_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    __m256 a0 = _mm256_loadu_ps(y + i), a1 = _mm256_loadu_ps(y + i + 8);
+    __m256 a2 = _mm256_loadu_ps(y + i + 16), a3 = _mm256_loadu_ps(y + i + 24);
+    for (int j = 0; j < n; ++j) {
+      const __m256 wj = _mm256_set1_ps(w[j]);
+      const float* xr = x + j * stride + i;
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(wj, _mm256_loadu_ps(xr)));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(wj, _mm256_loadu_ps(xr + 8)));
+      a2 = _mm256_add_ps(a2, _mm256_mul_ps(wj, _mm256_loadu_ps(xr + 16)));
+      a3 = _mm256_add_ps(a3, _mm256_mul_ps(wj, _mm256_loadu_ps(xr + 24)));
+    }
+    _mm256_storeu_ps(y + i, a0);
+    _mm256_storeu_ps(y + i + 8, a1);
+    _mm256_storeu_ps(y + i + 16, a2);
+    _mm256_storeu_ps(y + i + 24, a3);
+  }
+  for (; i + 8 <= d; i += 8) {
+    __m256 a = _mm256_loadu_ps(y + i);
+    for (int j = 0; j < n; ++j) {
+      a = _mm256_add_ps(a,
+                        _mm256_mul_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(x + j * stride + i)));
+    }
+    _mm256_storeu_ps(y + i, a);
+  }
+  if (i < d) WeightedSumF32Scalar(y + i, w, x + i, stride, n, d - i);
+}
+
 __attribute__((target("avx2"))) void ScaleAddF32Avx2(float* y, float a, const float* x, float b,
                                                      int64_t n) {
   const __m256 av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b);
@@ -87,13 +126,85 @@ __attribute__((target("avx2"))) void ScaleAddF32Avx2(float* y, float a, const fl
   ScaleAddF32Scalar(y + i, a, x + i, b, n - i);
 }
 
+// FoldLanes of 16 accumulators at once. Each step adds, for every key, its lanes l and l + w
+// (w = 8, 4, 2, 1) as FoldLanes does, with two keys' vectors combined per addition; the sums end
+// in lane kLaneOfKey[j] of the result. Keys beyond n hold zeros and are ignored.
+__attribute__((target("avx512f"))) __m512 FoldSixteen(__m512 v[16]) {
+  __m512 s8[8], s4[4], s2[2];
+  for (int i = 0; i < 8; ++i) {  // w = 8: [a0..7 | b0..7] + [a8..15 | b8..15]
+    const __m512 a = v[2 * i], b = v[2 * i + 1];
+    s8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int i = 0; i < 4; ++i) {  // w = 4: 128-bit lanes 0 and 2 against 1 and 3 of each key
+    const __m512 c = s8[2 * i], d = s8[2 * i + 1];
+    s4[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  for (int i = 0; i < 2; ++i) {  // w = 2: elements 0, 1 against 2, 3 within each 128-bit lane
+    const __m512 e = s4[2 * i], f = s4[2 * i + 1];
+    s2[i] = _mm512_add_ps(_mm512_shuffle_ps(e, f, _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_ps(e, f, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // w = 1: element 0 against 1 and 2 against 3.
+  return _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Where FoldSixteen leaves key j's sum: a fold of "every lane of key j is (j + 1) / 16" puts the
+// exact value j + 1 there.
+__attribute__((target("avx512f"))) std::array<int, 16> LaneOfKey() {
+  __m512 probe[16];
+  for (int j = 0; j < 16; ++j) probe[j] = _mm512_set1_ps(static_cast<float>(j + 1) / 16.0f);
+  alignas(64) float r[16];
+  _mm512_store_ps(r, FoldSixteen(probe));
+  std::array<int, 16> out{};
+  for (int l = 0; l < 16; ++l) out[static_cast<int>(r[l]) - 1] = l;
+  return out;
+}
+
+__attribute__((target("avx512f"))) void DotF32ManyAvx512(const float* a, const float* b,
+                                                         int64_t stride, int n, int64_t d,
+                                                         float* out) {
+  __m512 v[16];
+  for (int j = 0; j < 16; ++j) v[j] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < d; i += 16) {
+    const __m512 av = _mm512_loadu_ps(a + i);
+    for (int j = 0; j < n; ++j) {
+      v[j] = _mm512_add_ps(v[j], _mm512_mul_ps(av, _mm512_loadu_ps(b + j * stride + i)));
+    }
+  }
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, FoldSixteen(v));
+  static const std::array<int, 16> lane = LaneOfKey();
+  for (int j = 0; j < n; ++j) out[j] = sums[lane[j]];
+}
+
 }  // namespace
+
+void DotF32Many(Isa isa, const float* a, const float* b, int64_t stride, int n, int64_t d,
+                float* out) {
+  if (isa == Isa::kAvx512 && d % 16 == 0 && n <= 16) {
+    DotF32ManyAvx512(a, b, stride, n, d, out);
+    return;
+  }
+  for (int j = 0; j < n; ++j) out[j] = DotF32(isa, a, b + j * stride, d);
+}
 
 void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n) {
   if (isa == Isa::kScalar) {
     AxpyF32Scalar(y, a, x, n);
   } else {
     AxpyF32Avx2(y, a, x, n);  // AVX-512 machines take the AVX2 path: same bits, n is small
+  }
+}
+
+void WeightedSumF32(Isa isa, float* y, const float* w, const float* x, int64_t stride, int n,
+                    int64_t d) {
+  if (isa == Isa::kScalar) {
+    WeightedSumF32Scalar(y, w, x, stride, n, d);
+  } else {
+    WeightedSumF32Avx2(y, w, x, stride, n, d);  // AVX-512 machines too: same bits
   }
 }
 
