@@ -14,6 +14,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "storage/common/metrics.h"
 
 namespace rsd::router {
 
@@ -58,8 +59,5 @@ class RouterMetrics {
   prometheus::Family<prometheus::Gauge>& workers_;
   prometheus::Family<prometheus::Gauge>& sessions_;
 };
-
-// Latency buckets in seconds (1 ms to 60 s), shared by the router's and the worker's histograms.
-prometheus::Histogram::BucketBoundaries LatencyBuckets();
 
 }  // namespace rsd::router

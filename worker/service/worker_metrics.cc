@@ -1,31 +1,25 @@
 #include "worker/service/worker_metrics.h"
 
+#include "storage/common/metrics.h"
+
 namespace rsd {
-namespace {
-
-prometheus::Histogram::BucketBoundaries Buckets() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
-}
-
-}  // namespace
-
 WorkerMetrics::WorkerMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       queue_(prometheus::BuildHistogram()
                  .Name("rsd_worker_queue_seconds")
                  .Help("Time a turn waited for admission")
                  .Register(*registry_)
-                 .Add({}, Buckets())),
+                 .Add({}, LatencyBuckets())),
       ttft_(prometheus::BuildHistogram()
                 .Name("rsd_worker_time_to_first_token_seconds")
                 .Help("Admission to first generated token (restore and prefill included)")
                 .Register(*registry_)
-                .Add({}, Buckets())),
+                .Add({}, LatencyBuckets())),
       tpot_(prometheus::BuildHistogram()
                 .Name("rsd_worker_time_per_output_token_seconds")
                 .Help("A turn's decode time per generated token after the first")
                 .Register(*registry_)
-                .Add({}, Buckets())),
+                .Add({}, LatencyBuckets())),
       restored_(prometheus::BuildCounter()
                     .Name("rsd_worker_turn_restores_total")
                     .Help("Committed turns by where their session's state came from")
@@ -53,17 +47,13 @@ void WorkerMetrics::Turn(const v1::TurnDone& done) {
 }
 
 void WorkerMetrics::CounterTo(const std::string& name, const std::string& help, double value) {
-  prometheus::Counter*& c = counters_[name];
-  if (c == nullptr) {
-    c = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
-  }
-  if (value > c->Value()) c->Increment(value - c->Value());
+  LabelledCounterTo(name, help, {}, value);
 }
 
 void WorkerMetrics::LabelledCounterTo(const std::string& name, const std::string& help,
                                       const std::map<std::string, std::string>& labels,
                                       double value) {
-  prometheus::Family<prometheus::Counter>*& f = counter_families_[name];
+  prometheus::Family<prometheus::Counter>*& f = counters_[name];
   if (f == nullptr) f = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_);
   prometheus::Counter& c = f->Add(labels);
   if (value > c.Value()) c.Increment(value - c.Value());

@@ -53,9 +53,8 @@ class WorkerMetrics {
   prometheus::Counter& prompt_tokens_;
   prometheus::Counter& generation_tokens_;
   std::mutex mu_;  // guards the maps below (families are created on first use)
-  std::map<std::string, prometheus::Counter*> counters_;
   std::map<std::string, prometheus::Family<prometheus::Gauge>*> gauges_;
-  std::map<std::string, prometheus::Family<prometheus::Counter>*> counter_families_;
+  std::map<std::string, prometheus::Family<prometheus::Counter>*> counters_;
 };
 
 }  // namespace rsd
