@@ -1,3 +1,8 @@
+// GCC 12's AVX-512 headers pass an uninitialized `_mm512_undefined_*` value as the unused
+// pass-through operand of some unmasked intrinsics, which -Wuninitialized reports at every use
+// (GCC bug 105593); the operand is never read.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <array>
@@ -184,7 +189,7 @@ __attribute__((target("avx512f"))) void DotF32ManyAvx512(const float* a, const f
 
 void DotF32Many(Isa isa, const float* a, const float* b, int64_t stride, int n, int64_t d,
                 float* out) {
-  if (isa == Isa::kAvx512 && d % 16 == 0 && n <= 16) {
+  if (isa >= Isa::kAvx512 && d % 16 == 0 && n <= 16) {
     DotF32ManyAvx512(a, b, stride, n, d, out);
     return;
   }
@@ -218,7 +223,9 @@ void ScaleAddF32(Isa isa, float* y, float a, const float* x, float b, int64_t n)
 
 float DotF32(Isa isa, const float* a, const float* b, int64_t n) {
   switch (isa) {
-    case Isa::kAvx512: return DotF32Avx512(a, b, n);
+    case Isa::kAvx512:
+    case Isa::kAvx512Vnni:
+      return DotF32Avx512(a, b, n);
     case Isa::kAvx2: return DotF32Avx2(a, b, n);
     case Isa::kScalar: return DotF32Scalar(a, b, n);
   }

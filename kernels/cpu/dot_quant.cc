@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/dot.h"
+#include "kernels/cpu/dot_quant_vnni.h"
 
 namespace rsd::cpu {
 namespace {
@@ -445,9 +446,13 @@ float QuantDot(Isa isa, DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
 
 void QuantDotRows(Isa isa, DType t, const uint8_t* w, const Q8Row* a, int64_t n_rows,
                   int64_t nb, float* out) {
-  // AVX-512 shares the AVX2 quantized path: one 32-value block is the unit of work here.
+  // AVX-512 without VNNI shares the AVX2 quantized path.
   if (isa == Isa::kScalar) {
     for (int64_t r = 0; r < n_rows; ++r) out[r] = QuantDotScalar(t, w, a[r], nb);
+    return;
+  }
+  if (isa == Isa::kAvx512Vnni) {
+    QuantDotRowsVnni(t, w, a, n_rows, nb, out);
     return;
   }
   if (t == DType::kQ4_1) {

@@ -11,6 +11,8 @@ const char* IsaName(Isa isa) {
     case Isa::kScalar: return "scalar";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
+    case Isa::kAvx512Vnni:
+      return "avx512vnni";
   }
   return "?";
 }
@@ -25,12 +27,14 @@ bool IsaSupported(Isa isa) {
     case Isa::kAvx512:
       return IsaSupported(Isa::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    case Isa::kAvx512Vnni:
+      return IsaSupported(Isa::kAvx512) && __builtin_cpu_supports("avx512vnni");
   }
   return false;
 }
 
 bool ParseIsa(const char* name, Isa* out) {
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     if (std::strcmp(name, IsaName(isa)) == 0) {
       *out = isa;
       return true;
@@ -44,6 +48,7 @@ Isa DefaultIsa() {
     Isa isa;
     if (ParseIsa(forced, &isa) && IsaSupported(isa)) return isa;
   }
+  if (IsaSupported(Isa::kAvx512Vnni)) return Isa::kAvx512Vnni;
   if (IsaSupported(Isa::kAvx512)) return Isa::kAvx512;
   if (IsaSupported(Isa::kAvx2)) return Isa::kAvx2;
   return Isa::kScalar;

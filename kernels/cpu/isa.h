@@ -4,13 +4,15 @@
 
 namespace rsd::cpu {
 
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// Ordered: each path has every instruction set of the ones before it. kAvx512Vnni is kAvx512 plus
+// VNNI (vpdpbusd), used by the quantized dot; every other kernel treats it as kAvx512.
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3 };
 
 const char* IsaName(Isa isa);
 bool IsaSupported(Isa isa);
-// The best path this CPU supports, unless RSD_CPU_ISA=scalar|avx2|avx512 forces one.
+// The best path this CPU supports, unless RSD_CPU_ISA=scalar|avx2|avx512|avx512vnni forces one.
 Isa DefaultIsa();
-// Parses "scalar", "avx2", "avx512"; returns false on anything else.
+// Parses "scalar", "avx2", "avx512", "avx512vnni"; returns false on anything else.
 bool ParseIsa(const char* name, Isa* out);
 
 }  // namespace rsd::cpu

@@ -24,7 +24,7 @@ __attribute__((target("f16c"))) uint16_t HwF32ToF16(float f) {
 
 std::vector<Isa> SupportedIsas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     if (IsaSupported(isa)) {
       out.push_back(isa);
     } else {
@@ -163,7 +163,7 @@ TEST(QuantDot, ManyRowsEqualEachRowAloneOnEveryPath) {
     for (int64_t k : {32, 96, 160, 576, 1536}) {
       const int64_t nb = k / 32;
       auto w = RandomQuantRow(rng, t, k);
-      const int max_rows = 11;
+      const int max_rows = 19;
       std::vector<int8_t> q(max_rows * k);
       std::vector<float> d(max_rows * nb), sd(max_rows * nb);
       std::vector<int32_t> s(max_rows * nb);

@@ -87,7 +87,7 @@ TEST(SiluMul, EveryIsaGivesTheScalarBits) {
                            Tensor{u.data(), DType::kF32, rows, cols},
                            Tensor{ref.data(), DType::kF32, rows, cols})
                   .ok());
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     if (!IsaSupported(isa)) continue;
     CpuBackend be(1, isa);
     ASSERT_TRUE(be.SiluMul(Tensor{g.data(), DType::kF32, rows, cols},
@@ -120,7 +120,7 @@ TEST(Attention, EveryIsaGivesTheScalarBits) {
                   .Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer,
                              shape, pool, Tensor{ref.data(), DType::kF32, n_rows, n_heads * hd})
                   .ok());
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     if (!IsaSupported(isa)) continue;
     CpuBackend be(2, isa);
     ASSERT_TRUE(be.Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer,

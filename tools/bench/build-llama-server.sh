@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's own server (llama-server), the peer of tools/bench/serving_bench.sh, from the
-# llama.cpp sources vendored in the PyPI llama-cpp-python sdist. Prints the binary's path on the
-# last line of stdout; idempotent (a binary already built is reused, nothing is rebuilt).
+# Builds llama.cpp's own server (llama-server) and benchmark (llama-bench), the peers of
+# tools/bench/serving_bench.sh and tools/bench/engine_bench.py, from the llama.cpp sources vendored
+# in the PyPI llama-cpp-python sdist. Prints the server's path on the last line of stdout (the
+# bench sits beside it); idempotent (binaries already built are reused, nothing is rebuilt).
 #
 # Everything lives outside the repository, in RSD_LLAMA_CACHE (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/residuum/llama-server). RSD_LLAMA_CPP_PYTHON_VERSION picks the
 # sdist (default 0.3.36), RSD_LLAMA_JOBS the build parallelism (default 2).
 #
-# ISA: GGML_NATIVE=OFF so the build does not depend on the build machine's -march=native, with
-# the x86 features our CPU kernels use switched on explicitly: AVX, AVX2, FMA, F16C (and BMI2);
-# AVX-512 and AVX-VNNI off. That is the same instruction set rsd-worker's kernels run with.
+# ISA: by default GGML_NATIVE=ON, what llama.cpp's users run (every instruction set of this
+# machine: AVX-512, VNNI, BF16 where present). RSD_LLAMA_NATIVE=0 builds the older comparison
+# instead: AVX, AVX2, FMA, F16C and BMI2 only (into a separate build directory).
 set -euo pipefail
 version="${RSD_LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 cache="${RSD_LLAMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/residuum/llama-server}"
 jobs="${RSD_LLAMA_JOBS:-2}"
+native="${RSD_LLAMA_NATIVE:-1}"
 src="$cache/llama-cpp-python-$version"
-build="$cache/build-$version"
+if [ "$native" = 1 ]; then
+  build="$cache/build-$version-native"
+  isa=(-DGGML_NATIVE=ON)
+else
+  build="$cache/build-$version-avx2"
+  isa=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+    -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF)
+fi
 
 find_binary() {
   for b in "$build/bin/llama-server" "$build/tools/server/llama-server" \
     "$build/examples/server/llama-server"; do
-    if [ -x "$b" ]; then
+    if [ -x "$b" ] && [ -x "$(dirname "$b")/llama-bench" ]; then
       echo "$b"
       return 0
     fi
@@ -56,8 +65,7 @@ cmake -S "$llama" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-  -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-  -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_OPENMP=ON >&2
-echo "== building llama-server (-j$jobs) ==" >&2
-cmake --build "$build" --target llama-server -j "$jobs" >&2
+  "${isa[@]}" -DGGML_OPENMP=ON >&2
+echo "== building llama-server and llama-bench (-j$jobs) ==" >&2
+cmake --build "$build" --target llama-server llama-bench -j "$jobs" >&2
 find_binary || { echo "llama-server was not built under $build" >&2; exit 1; }
