@@ -13,7 +13,9 @@ namespace rsd::cpu {
 
 // Bumped whenever a kernel's arithmetic changes; part of the numerics fingerprint. The CUDA
 // backend performs the same arithmetic and shares it (kernels/cuda/cuda_backend.h).
-constexpr int kCpuKernelVersion = 1;
+// 2: one exact integer sum per quantized block, one float multiply-add per block and row (1 had
+// eight four-product lanes per block, each scaled and accumulated in float).
+constexpr int kCpuKernelVersion = 2;
 
 class CpuBackend final : public Backend {
  public:

@@ -75,44 +75,37 @@ __attribute__((target("avx2"))) void BlockIntDotsAvx2(DType t, const uint8_t* w,
 }
 
 // The arithmetic every path follows (so every path gives the same bits):
-//   for each block b, for each lane j in 0..7: p_j = sum of the four products w_i * q_i with
-//   i in [4j, 4j+4) (exact int; Q4_0 uses w_i = nibble - 8), and acc[b % 4][j] += (dw * da) * p_j;
-//   Q4_1 also adds mw * s_b into offset lane b % 4;
-//   result = Fold8((acc0 + acc1) + (acc2 + acc3)) + ((off0 + off1) + (off2 + off3)),
-//   Fold8 = tree j += j+4, j+2, j+1.
-// Eight lanes are the AVX2 register layout of maddubs + madd (no horizontal sum per block), and
-// four accumulators keep the adds of consecutive blocks independent.
+//   for each block b: P_b = the sum of its 32 products w_i * q_i (an exact int32; Q4_0 uses
+//   w_i = nibble - 8), and acc[b % 4] += (dw * da) * float(P_b) (float(P_b) is exact: |P_b| <
+//   2^20); Q4_1 also adds mw * s_b into off[b % 4];
+//   result = ((acc0 + acc1) + (acc2 + acc3)) + ((off0 + off1) + (off2 + off3)).
+// One float multiply-add per block and row, as llama.cpp's own arithmetic has; the integer work,
+// exact on every path, is where the ISA paths differ. Four accumulators keep consecutive blocks'
+// adds independent, and on the vector paths a group of four blocks updates them as one register.
 inline int32_t WeightInt(DType t, const uint8_t* qs, int i) {
   if (t == DType::kQ8_0) return static_cast<int8_t>(qs[i]);
   const int nib = i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4);
   return t == DType::kQ4_0 ? nib - 8 : nib;
 }
 
-inline float FoldEight(float* lane) {
-  for (int w = 4; w >= 1; w /= 2) {
-    for (int j = 0; j < w; ++j) lane[j] = lane[j] + lane[j + w];
-  }
-  return lane[0];
+inline float Combine(const float* acc, const float* off) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((off[0] + off[1]) + (off[2] + off[3]));
 }
 
 float QuantDotScalar(DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
-  float acc[4][8] = {}, off[4] = {0};
+  float acc[4] = {0}, off[4] = {0};
   const size_t bb = DTypeBlockBytes(t);
   const int qo = QsOffset(t);
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = w + b * bb;
     const int8_t* q = a.q + b * kQBlock;
+    int32_t p = 0;
+    for (int i = 0; i < kQBlock; ++i) p += WeightInt(t, blk + qo, i) * q[i];
     const float scale = F16ToF32(LoadU16(blk)) * a.d[b];
-    for (int j = 0; j < 8; ++j) {
-      int32_t p = 0;
-      for (int i = 4 * j; i < 4 * j + 4; ++i) p += WeightInt(t, blk + qo, i) * q[i];
-      acc[b & 3][j] = acc[b & 3][j] + scale * static_cast<float>(p);
-    }
+    acc[b & 3] = acc[b & 3] + scale * static_cast<float>(p);
     if (t == DType::kQ4_1) off[b & 3] = off[b & 3] + F16ToF32(LoadU16(blk + 2)) * a.s[b];
   }
-  float lane[8];
-  for (int j = 0; j < 8; ++j) lane[j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
-  return FoldEight(lane) + ((off[0] + off[1]) + (off[2] + off[3]));
+  return Combine(acc, off);
 }
 
 // Four F16 values at p, p + stride, p + 2 stride, p + 3 stride, as floats.
@@ -121,225 +114,104 @@ __attribute__((target("avx2,f16c"))) inline __m128 Load4F16(const uint8_t* p, si
                                      LoadU16(p + 3 * stride), 0, 0, 0, 0));
 }
 
-// One block's eight int partial sums for activation `act` against the unpacked weight block.
-template <DType T>
-__attribute__((target("avx2"))) inline __m256i BlockLanes(__m256i wv, __m256i wraw, __m256i act) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (T == DType::kQ8_0) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(act, wraw)), ones);
-  }
-  __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, act), ones);
-  if constexpr (T == DType::kQ4_0) {
-    p = _mm256_sub_epi32(
-        p, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), act), ones));
-  }
-  return p;
-}
-
-template <DType T>
-__attribute__((target("avx2"))) inline void UnpackBlock(const uint8_t* qs, __m256i* wv,
-                                                        __m256i* wraw) {
-  if constexpr (T == DType::kQ8_0) {
-    *wraw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
-    *wv = _mm256_sign_epi8(*wraw, *wraw);
+// A block's weights as maddubs takes them: unsigned magnitudes, and for Q8_0 the signed bytes
+// whose signs move onto the activation (Q4_0 keeps its raw nibbles; 8 * sum(q) comes off later).
+template <DType t>
+__attribute__((target("avx2"))) inline void UnpackAvx2(const uint8_t* qs, __m256i* mag,
+                                                       __m256i* sign) {
+  if constexpr (t == DType::kQ8_0) {
+    *sign = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
+    *mag = _mm256_sign_epi8(*sign, *sign);
   } else {
-    const __m128i m4 = _mm_set1_epi8(0x0F);
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    *wv = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
-    *wraw = *wv;
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    *mag = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+    *sign = *mag;
   }
 }
 
-// One activation row (the decode case): the weight row is read straight from the GGUF blocks.
-// Blocks go in groups of four, block b of the group into accumulator b % 4, as the scalar path.
-template <DType T>
-__attribute__((target("avx2,f16c"))) float QuantDotRowAvx2(const uint8_t* w, const Q8Row& a,
-                                                           int64_t nb) {
-  constexpr size_t bb = DTypeBlockBytes(T);
-  constexpr int qo = QsOffset(T);
-  __m256 acc[4];
-#pragma GCC unroll 4
-  for (int k = 0; k < 4; ++k) acc[k] = _mm256_setzero_ps();
-  __m128 off = _mm_setzero_ps();
+// Eight exact int32 lanes whose sum is the block's sum(w * q) (raw nibbles for Q4_0).
+template <DType t>
+__attribute__((target("avx2"))) inline __m256i LanesAvx2(__m256i mag, __m256i sign,
+                                                         const int8_t* q) {
+  __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  if constexpr (t == DType::kQ8_0) act = _mm256_sign_epi8(act, sign);
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(mag, act), _mm256_set1_epi16(1));
+}
+
+// R rows (R <= 4) against one weight row. A group of four blocks is unpacked once for all rows;
+// per row its P_b .. P_b+3 (exact) update acc[0..3] as the lanes of one register. The blocks after
+// the last full group go one by one into acc[b % 4], as the scalar path.
+template <DType t, int R>
+__attribute__((target("avx2,f16c"))) void RowsAvx2(const uint8_t* w, const Q8Row* a, int64_t nb,
+                                                   float* out) {
+  constexpr size_t bb = DTypeBlockBytes(t);
+  constexpr int qo = QsOffset(t);
+  __m128 acc[R], off[R];
+  for (int r = 0; r < R; ++r) acc[r] = off[r] = _mm_setzero_ps();
   int64_t b = 0;
   for (; b + 4 <= nb; b += 4) {
     const uint8_t* blk = w + b * bb;
-    alignas(16) float sc[4];
-    _mm_store_ps(sc, _mm_mul_ps(Load4F16(blk, bb), _mm_loadu_ps(a.d + b)));
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      __m256i wv, wraw;
-      UnpackBlock<T>(blk + k * bb + qo, &wv, &wraw);
-      const __m256i act =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + (b + k) * kQBlock));
-      acc[k] =
-          _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_broadcast_ss(&sc[k]),
-                                              _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
-    }
-    if constexpr (T == DType::kQ4_1) {
-      off = _mm_add_ps(off, _mm_mul_ps(Load4F16(blk + 2, bb), _mm_loadu_ps(a.s + b)));
-    }
-  }
-  alignas(16) float offl[4];
-  _mm_store_ps(offl, off);
-  for (int64_t c = b; c < nb; ++c) {
-    const uint8_t* blk = w + c * bb;
-    __m256i wv, wraw;
-    UnpackBlock<T>(blk + qo, &wv, &wraw);
-    const __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + c * kQBlock));
-    const float scale = _cvtsh_ss(LoadU16(blk)) * a.d[c];
-    acc[c & 3] = _mm256_add_ps(
-        acc[c & 3],
-        _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(BlockLanes<T>(wv, wraw, act))));
-    if constexpr (T == DType::kQ4_1) {
-      offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a.s[c];
-    }
-  }
-  const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-  // Fold8 in registers: j += j+4, then j += j+2, then j += j+1.
-  __m128 v = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-  v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
-  return _mm_cvtss_f32(v) + ((offl[0] + offl[1]) + (offl[2] + offl[3]));
-}
-
-// Many activation rows against one weight row. The weight row is unpacked once into a
-// thread-local buffer (unsigned magnitudes, plus signs for the signed types, and F32 scales), then
-// rows go in tiles of up to four. Within a tile the blocks are walked one accumulator class at a
-// time (blocks b = k, k+4, k+8, ... for class k), which is exactly the sequence of additions
-// acc[b % 4] receives in QuantDotRowAvx2 and the scalar path, so the bits are the same; only the
-// register pressure differs (one accumulator per row instead of four), which lets four rows share
-// each unpacked block without spilling.
-struct PackedRow {
-  std::vector<uint8_t> mag;   // [nb * 32] |w| (the 4-bit types: nibble or |nibble - 8|)
-  std::vector<int8_t> sign;   // [nb * 32] w itself, for the signed types (Q8_0, Q4_0)
-  std::vector<float> dw, mw;  // [nb] block scale and (Q4_1) block minimum, as F32
-  std::vector<float> scale;   // [4 * nb] dw[b] * a[r].d[b] for the rows of one tile
-};
-
-template <DType T>
-__attribute__((target("avx2,f16c"))) void PackRowAvx2(const uint8_t* w, int64_t nb, PackedRow* p) {
-  constexpr size_t bb = DTypeBlockBytes(T);
-  constexpr int qo = QsOffset(T);
-  p->mag.resize(static_cast<size_t>(nb * kQBlock));
-  p->dw.resize(static_cast<size_t>(nb));
-  p->mw.resize(static_cast<size_t>(nb));
-  p->scale.resize(static_cast<size_t>(4 * nb));
-  if constexpr (T != DType::kQ4_1) p->sign.resize(static_cast<size_t>(nb * kQBlock));
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = w + b * bb;
-    p->dw[b] = _cvtsh_ss(LoadU16(blk));
-    if constexpr (T == DType::kQ4_1) p->mw[b] = _cvtsh_ss(LoadU16(blk + 2));
-    __m256i v;
-    if constexpr (T == DType::kQ8_0) {
-      v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + qo));
-    } else {
-      const __m128i m4 = _mm_set1_epi8(0x0F);
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + qo));
-      v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
-      if constexpr (T == DType::kQ4_0) v = _mm256_sub_epi8(v, _mm256_set1_epi8(8));
-    }
-    if constexpr (T == DType::kQ4_1) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p->mag.data() + b * kQBlock), v);
-    } else {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p->mag.data() + b * kQBlock),
-                          _mm256_sign_epi8(v, v));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p->sign.data() + b * kQBlock), v);
-    }
-  }
-}
-
-// Q4_1's offset term of one activation row: (off0 + off1) + (off2 + off3), block b added to
-// off[b % 4], as QuantDotScalar sums it.
-__attribute__((target("avx2,f16c"))) inline float OffsetSumAvx2(const PackedRow& p, const Q8Row& a,
-                                                                int64_t nb) {
-  __m128 off = _mm_setzero_ps();
-  int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) {
-    off = _mm_add_ps(off, _mm_mul_ps(_mm_loadu_ps(p.mw.data() + b), _mm_loadu_ps(a.s + b)));
-  }
-  alignas(16) float offl[4];
-  _mm_store_ps(offl, off);
-  for (; b < nb; ++b) offl[b & 3] = offl[b & 3] + p.mw[b] * a.s[b];
-  return (offl[0] + offl[1]) + (offl[2] + offl[3]);
-}
-
-// R rows (R <= 4) of the packed weight row. The integer lanes are exact whatever the method
-// (|w| * sign(q, w) = w * q, and no int16 sum can saturate: |w| <= 128, |q| <= 127), so they equal
-// BlockLanes'; the float operations per row are QuantDotScalar's, in its order.
-template <DType T, int R>
-__attribute__((target("avx2,f16c"))) void PackedRowsAvx2(PackedRow& p, const Q8Row* a, int64_t nb,
-                                                         float* out) {
-  constexpr bool kSigned = T != DType::kQ4_1;
-  float* sc = p.scale.data();
-  for (int r = 0; r < R; ++r) {
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) {
-      _mm256_storeu_ps(sc + r * nb + b, _mm256_mul_ps(_mm256_loadu_ps(p.dw.data() + b),
-                                                      _mm256_loadu_ps(a[r].d + b)));
-    }
-    for (; b < nb; ++b) sc[r * nb + b] = p.dw[b] * a[r].d[b];
-  }
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 pair[2][R];  // (acc0 + acc1) and (acc2 + acc3)
-  for (int k = 0; k < 4; ++k) {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t b = k; b < nb; b += 4) {
-      const __m256i wv =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.mag.data() + b * kQBlock));
-      __m256i ws = _mm256_setzero_si256();
-      if constexpr (kSigned) {
-        ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.sign.data() + b * kQBlock));
-      }
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].q + b * kQBlock));
-        if constexpr (kSigned) act = _mm256_sign_epi8(act, ws);
-        const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, act), ones);
-        acc[r] = _mm256_add_ps(
-            acc[r], _mm256_mul_ps(_mm256_broadcast_ss(sc + r * nb + b), _mm256_cvtepi32_ps(lanes)));
-      }
-    }
+    const __m128 dw = Load4F16(blk, bb);
+    __m128 mw = _mm_setzero_ps();
+    if constexpr (t == DType::kQ4_1) mw = Load4F16(blk + 2, bb);
+    __m256i mag[4], sign[4];
+    for (int k = 0; k < 4; ++k) UnpackAvx2<t>(blk + k * bb + qo, &mag[k], &sign[k]);
     for (int r = 0; r < R; ++r) {
-      if (k % 2 == 0) {
-        pair[k / 2][r] = acc[r];
-      } else {
-        pair[k / 2][r] = _mm256_add_ps(pair[k / 2][r], acc[r]);
+      const int8_t* q = a[r].q + b * kQBlock;
+      __m256i l[4];
+      for (int k = 0; k < 4; ++k) l[k] = LanesAvx2<t>(mag[k], sign[k], q + k * kQBlock);
+      const __m256i h =
+          _mm256_hadd_epi32(_mm256_hadd_epi32(l[0], l[1]), _mm256_hadd_epi32(l[2], l[3]));
+      __m128i p = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+      if constexpr (t == DType::kQ4_0) {
+        p = _mm_sub_epi32(
+            p, _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[r].sum + b)), 3));
+      }
+      const __m128 scale = _mm_mul_ps(dw, _mm_loadu_ps(a[r].d + b));
+      acc[r] = _mm_add_ps(acc[r], _mm_mul_ps(scale, _mm_cvtepi32_ps(p)));
+      if constexpr (t == DType::kQ4_1) {
+        off[r] = _mm_add_ps(off[r], _mm_mul_ps(mw, _mm_loadu_ps(a[r].s + b)));
       }
     }
   }
   for (int r = 0; r < R; ++r) {
-    float offsum = 0.0f;
-    if constexpr (T == DType::kQ4_1) offsum = OffsetSumAvx2(p, a[r], nb);
-    const __m256 sum = _mm256_add_ps(pair[0][r], pair[1][r]);
-    __m128 v = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-    v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
-    out[r] = _mm_cvtss_f32(v) + offsum;
+    alignas(16) float accl[4], offl[4];
+    _mm_store_ps(accl, acc[r]);
+    _mm_store_ps(offl, off[r]);
+    for (int64_t c = b; c < nb; ++c) {
+      const uint8_t* blk = w + c * bb;
+      __m256i mag, sign;
+      UnpackAvx2<t>(blk + qo, &mag, &sign);
+      const __m256i lanes = LanesAvx2<t>(mag, sign, a[r].q + c * kQBlock);
+      __m128i h = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+      h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+      h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+      int32_t p = _mm_cvtsi128_si32(h);
+      if constexpr (t == DType::kQ4_0) p -= 8 * a[r].sum[c];
+      const float scale = _cvtsh_ss(LoadU16(blk)) * a[r].d[c];
+      accl[c & 3] = accl[c & 3] + scale * static_cast<float>(p);
+      if constexpr (t == DType::kQ4_1) {
+        offl[c & 3] = offl[c & 3] + _cvtsh_ss(LoadU16(blk + 2)) * a[r].s[c];
+      }
+    }
+    out[r] = Combine(accl, offl);
   }
 }
 
-template <DType T>
-void QuantDotRowsAvx2Dispatch(const uint8_t* w, const Q8Row* a, int64_t n_rows, int64_t nb,
-                              float* out) {
-  if (n_rows == 1) {
-    out[0] = QuantDotRowAvx2<T>(w, a[0], nb);
-    return;
-  }
-  thread_local PackedRow packed;
-  PackRowAvx2<T>(w, nb, &packed);
+template <DType t>
+void RowsAvx2Dispatch(const uint8_t* w, const Q8Row* a, int64_t n_rows, int64_t nb, float* out) {
   int64_t r = 0;
-  for (; r + 4 <= n_rows; r += 4) PackedRowsAvx2<T, 4>(packed, a + r, nb, out + r);
+  for (; r + 4 <= n_rows; r += 4) RowsAvx2<t, 4>(w, a + r, nb, out + r);
   switch (n_rows - r) {
     case 3:
-      PackedRowsAvx2<T, 3>(packed, a + r, nb, out + r);
+      RowsAvx2<t, 3>(w, a + r, nb, out + r);
       break;
     case 2:
-      PackedRowsAvx2<T, 2>(packed, a + r, nb, out + r);
+      RowsAvx2<t, 2>(w, a + r, nb, out + r);
       break;
     case 1:
-      PackedRowsAvx2<T, 1>(packed, a + r, nb, out + r);
+      RowsAvx2<t, 1>(w, a + r, nb, out + r);
       break;
     default:
       break;
@@ -444,23 +316,23 @@ float QuantDot(Isa isa, DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
   return out;
 }
 
-void QuantDotRows(Isa isa, DType t, const uint8_t* w, const Q8Row* a, int64_t n_rows,
-                  int64_t nb, float* out) {
+void QuantDotRows(Isa isa, DType t, const uint8_t* w, const Q8Row* a, int64_t n_rows, int64_t nb,
+                  float* out, const Q8Prepared* prepared) {
   // AVX-512 without VNNI shares the AVX2 quantized path.
   if (isa == Isa::kScalar) {
     for (int64_t r = 0; r < n_rows; ++r) out[r] = QuantDotScalar(t, w, a[r], nb);
     return;
   }
   if (isa == Isa::kAvx512Vnni) {
-    QuantDotRowsVnni(t, w, a, n_rows, nb, out);
+    QuantDotRowsVnni(t, w, a, n_rows, nb, out, prepared);
     return;
   }
   if (t == DType::kQ4_1) {
-    QuantDotRowsAvx2Dispatch<DType::kQ4_1>(w, a, n_rows, nb, out);
+    RowsAvx2Dispatch<DType::kQ4_1>(w, a, n_rows, nb, out);
   } else if (t == DType::kQ4_0) {
-    QuantDotRowsAvx2Dispatch<DType::kQ4_0>(w, a, n_rows, nb, out);
+    RowsAvx2Dispatch<DType::kQ4_0>(w, a, n_rows, nb, out);
   } else {
-    QuantDotRowsAvx2Dispatch<DType::kQ8_0>(w, a, n_rows, nb, out);
+    RowsAvx2Dispatch<DType::kQ8_0>(w, a, n_rows, nb, out);
   }
 }
 

@@ -1,10 +1,10 @@
 // out = x . w^T (+ bias) for Q8_0, Q4_0 and Q4_1 weights against Q8 activation rows: the order of
-// kernels/cpu/dot_quant.cc's QuantDot, one warp per output. Thread t = 8k + j owns accumulator
-// class k (blocks b = k, k+4, ...) and lane j (the four products 4j..4j+3 of each block): the
-// CPU's acc[b % 4][j]. The classes then pair as (acc0 + acc1) + (acc2 + acc3) and the eight lanes
-// fold as the tree j += j+4, +2, +1, through shuffles; Q4_1's offset terms follow the same
-// pairing; the offset sum is added last for every type, as on the CPU (where it is +0.0 unless
-// Q4_1).
+// kernels/cpu/dot_quant.cc's QuantDot, one warp per output. Thread t = 8k + j takes, for each
+// block b = 4g + k of accumulator class k, the four products 4j..4j+3; the eight threads of a
+// class sum them exactly (integer shuffles) into the block's P_b, and thread 8k adds
+// (dw * da) * P_b into the CPU's acc[k] (and for Q4_1 mw * s_b into off[k]). The classes then pair
+// as (acc0 + acc1) + (acc2 + acc3), the offsets the same way, and the offset sum is added last
+// for every type, as on the CPU (where it is +0.0 unless Q4_1).
 #include "kernels/cuda/ops.cuh"
 #include "kernels/half.h"
 
@@ -35,31 +35,34 @@ __global__ void MatMulQuantKernel(DType t, const int8_t* q, const float* d, cons
   const size_t bb = DTypeBlockBytes(t);
   const int qo = t == DType::kQ4_1 ? 4 : 2;
   float acc = 0.0f, off = 0.0f;
-  if (valid) {
-    const uint8_t* wr = w + w_row_bytes * o;
-    const int8_t* qr = q + r * k;
-    const float* dr = d + r * nb;
-    const float* sr = s + r * nb;
-    for (int64_t b = cls; b < nb; b += 4) {
-      const uint8_t* blk = wr + b * bb;
-      const float scale = __fmul_rn(half::F16ToF32(LoadU16(blk)), dr[b]);
-      int p = 0;
+  const uint8_t* wr = w + w_row_bytes * o;
+  const int8_t* qr = q + r * k;
+  const float* dr = d + r * nb;
+  const float* sr = s + r * nb;
+  // Every thread runs every group so that the shuffles see the whole warp.
+  for (int64_t g = 0; g < (nb + 3) / 4; ++g) {
+    const int64_t b = 4 * g + cls;
+    const bool live = valid && b < nb;
+    const uint8_t* blk = wr + b * bb;
+    int p = 0;
+    if (live) {
       for (int i = 4 * j; i < 4 * j + 4; ++i) p += WeightInt(t, blk + qo, i) * qr[b * 32 + i];
+    }
+    for (int width = 4; width >= 1; width /= 2) p += __shfl_xor_sync(0xFFFFFFFFu, p, width);
+    if (live && j == 0) {
+      const float scale = __fmul_rn(half::F16ToF32(LoadU16(blk)), dr[b]);
       acc = __fadd_rn(acc, __fmul_rn(scale, static_cast<float>(p)));
-      if (t == DType::kQ4_1 && j == 0) {
+      if (t == DType::kQ4_1) {
         off = __fadd_rn(off, __fmul_rn(half::F16ToF32(LoadU16(blk + 2)), sr[b]));
       }
     }
   }
-  // (acc0 + acc1) and (acc2 + acc3), then their sum, for lane j in thread j; the same for the
-  // offsets of threads 0, 8, 16, 24.
+  // (acc0 + acc1) and (acc2 + acc3) in threads 0 and 16, then their sum in thread 0; the same
+  // for the offsets.
   acc = __fadd_rn(acc, __shfl_down_sync(0xFFFFFFFFu, acc, 8));
   off = __fadd_rn(off, __shfl_down_sync(0xFFFFFFFFu, off, 8));
   acc = __fadd_rn(acc, __shfl_down_sync(0xFFFFFFFFu, acc, 16));
   off = __fadd_rn(off, __shfl_down_sync(0xFFFFFFFFu, off, 16));
-  for (int width = 4; width >= 1; width /= 2) {
-    acc = __fadd_rn(acc, __shfl_down_sync(0xFFFFFFFFu, acc, width));
-  }
   if (valid && t32 == 0) {
     float v = __fadd_rn(acc, off);
     if (bias != nullptr) v = __fadd_rn(v, bias[o]);

@@ -154,9 +154,9 @@ TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
   }
 }
 
-// Many activation rows against one weight row (the GEMM path: a packed weight row, rows in tiles
-// of four, blocks walked one accumulator class at a time) gives each row the bits of the scalar
-// single-row dot, for every row count (full tiles and every remainder) and block count.
+// Many activation rows against one weight row (the GEMM path: on VNNI, rows in tiles of four, up to
+// sixteen per pass, with and without rows prepared in advance) gives each row the bits of the
+// scalar single-row dot, for every row count (full tiles and every remainder) and block count.
 TEST(QuantDot, ManyRowsEqualEachRowAloneOnEveryPath) {
   std::mt19937 rng(7);
   for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
@@ -185,6 +185,12 @@ TEST(QuantDot, ManyRowsEqualEachRowAloneOnEveryPath) {
           QuantDotRows(isa, t, w.data(), rows.data(), n, nb, got.data());
           EXPECT_EQ(0, std::memcmp(got.data(), alone.data(), n * 4))
               << IsaName(isa) << " " << DTypeName(t) << " k=" << k << " rows=" << n;
+          Q8Prepared prepared;  // as a matmul passes them: rearranged once for every weight row
+          PrepareQ8Rows(rows.data(), n, nb, &prepared);
+          std::fill(got.begin(), got.end(), NAN);
+          QuantDotRows(isa, t, w.data(), rows.data(), n, nb, got.data(), &prepared);
+          EXPECT_EQ(0, std::memcmp(got.data(), alone.data(), n * 4))
+              << IsaName(isa) << " prepared " << DTypeName(t) << " k=" << k << " rows=" << n;
         }
       }
     }

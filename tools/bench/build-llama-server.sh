@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's own server (llama-server) and benchmark (llama-bench), the peers of
-# tools/bench/serving_bench.sh and tools/bench/engine_bench.py, from the llama.cpp sources vendored
-# in the PyPI llama-cpp-python sdist. Prints the server's path on the last line of stdout (the
-# bench sits beside it); idempotent (binaries already built are reused, nothing is rebuilt).
+# Builds llama.cpp's own server (llama-server) and benchmarks (llama-bench, llama-batched-bench),
+# the peers of tools/bench/serving_bench.sh and tools/bench/engine_bench.py, from the llama.cpp
+# sources vendored in the PyPI llama-cpp-python sdist. Prints the server's path on the last line
+# of stdout (the benchmarks sit beside it); idempotent (what is built is reused).
 #
 # Everything lives outside the repository, in RSD_LLAMA_CACHE (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/residuum/llama-server). RSD_LLAMA_CPP_PYTHON_VERSION picks the
@@ -29,7 +29,8 @@ fi
 find_binary() {
   for b in "$build/bin/llama-server" "$build/tools/server/llama-server" \
     "$build/examples/server/llama-server"; do
-    if [ -x "$b" ] && [ -x "$(dirname "$b")/llama-bench" ]; then
+    if [ -x "$b" ] && [ -x "$(dirname "$b")/llama-bench" ] &&
+      [ -x "$(dirname "$b")/llama-batched-bench" ]; then
       echo "$b"
       return 0
     fi
@@ -66,6 +67,6 @@ cmake -S "$llama" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   "${isa[@]}" -DGGML_OPENMP=ON >&2
-echo "== building llama-server and llama-bench (-j$jobs) ==" >&2
-cmake --build "$build" --target llama-server llama-bench -j "$jobs" >&2
+echo "== building llama-server, llama-bench and llama-batched-bench (-j$jobs) ==" >&2
+cmake --build "$build" --target llama-server llama-bench llama-batched-bench -j "$jobs" >&2
 find_binary || { echo "llama-server was not built under $build" >&2; exit 1; }

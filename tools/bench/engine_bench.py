@@ -1,54 +1,67 @@
 #!/usr/bin/env python3
-"""Engine benchmark: prefill and decode tokens/s of rsd-run against llama.cpp, side by side.
+"""Engine benchmark: rsd-run against llama.cpp built natively, side by side, with ratios.
 
-Both engines run the same GGUF file with the same thread counts, prompt length and number of
-decoded tokens, interleaved in one run (build machines are shared and noisy), and the ratios are
-printed. llama.cpp comes from the PyPI package llama-cpp-python (it builds llama.cpp from source):
+Both engines run the same GGUF with the same thread counts, interleaved in one run (build
+machines are shared and noisy: ours, the peer, ours again, keeping our better run). Figures:
+prefill of each --prompts length, decode of one sequence after the first prompt, and batched
+decode (tokens/s of B sequences stepping together, and the time of one step) for each --batches,
+and restoring a --restore-tokens sequence from host checkpoints against re-prefilling it (both
+ours: there the llama_cpp column holds our re-prefill rate).
 
-    python3 -m venv /tmp/llref && /tmp/llref/bin/pip install llama-cpp-python numpy
-    /tmp/llref/bin/python tools/bench/engine_bench.py --rsd-run build/tools/rsd-run
+The peer is llama.cpp's own llama-bench and llama-batched-bench, built natively (GGML_NATIVE=ON,
+what its users run) from the llama-cpp-python sdist's sources by build-llama-server.sh:
 
-Without llama-cpp-python it prints our figures alone and says so.
+    python3 tools/bench/engine_bench.py --out tools/bench/results/engine
+
+writes engine.csv (one row per figure) and, where matplotlib is importable, engine.png (step time
+against rows for both engines). --no-peer prints ours alone.
 """
 import argparse
+import csv
 import json
 import os
 import subprocess
 import sys
-import time
 
 
-def bench_ours(rsd_run, model, threads, n_prompt, n_decode, repeats):
-    out = subprocess.run(
-        [rsd_run, "bench", "--model", model, "--threads-list", str(threads),
-         "--bench-prompt-tokens", str(n_prompt), "--bench-decode-tokens", str(n_decode),
-         "--bench-repeats", str(repeats), "--json"],
-        check=True, capture_output=True, text=True).stdout
-    row = json.loads(out)[0]
-    return row["prefill_tokens_per_second"], row["decode_tokens_per_second"]
+def run_json(cmd):
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
-def bench_llama(llama_cpp, model, threads, n_prompt, n_decode, repeats):
-    llm = llama_cpp.Llama(model_path=model, n_ctx=max(512, n_prompt + n_decode + 8),
-                          n_threads=threads, n_threads_batch=threads, n_batch=512,
-                          verbose=False)
-    vocab = llm.n_vocab()
-    prompt = [100 + (i * 7919) % (vocab - 200) for i in range(n_prompt)]
-    best_p, best_d = 1e30, 1e30
-    for _ in range(repeats):
-        llm.reset()
-        t0 = time.perf_counter()
-        llm.eval(prompt)
-        t1 = time.perf_counter()
-        tok = int(llm.scores[llm.n_tokens - 1].argmax())
-        t2 = time.perf_counter()
-        for _ in range(n_decode):
-            llm.eval([tok])
-            tok = int(llm.scores[llm.n_tokens - 1].argmax())
-        t3 = time.perf_counter()
-        best_p = min(best_p, t1 - t0)
-        best_d = min(best_d, t3 - t2)
-    return n_prompt / best_p, n_decode / best_d
+def ours(rsd_run, model, threads, prompt, decode, batches, repeats, restore=False):
+    row = run_json([rsd_run, "bench", "--model", model, "--threads-list", str(threads),
+                    "--bench-prompt-tokens", str(prompt), "--bench-decode-tokens", str(decode),
+                    "--batch-list", ",".join(str(b) for b in batches),
+                    "--bench-repeats", str(repeats), "--json"]
+                   + (["--bench-restore"] if restore else []))[0]
+    if restore:
+        return row["prefill_tokens_per_second"], row["restore_tokens_per_second"]
+    by_batch = {int(b): v for b, v in row.get("decode_batch_tokens_per_second", {}).items()}
+    by_batch[1] = row["decode_tokens_per_second"]
+    return row["prefill_tokens_per_second"], by_batch
+
+
+def peer_single(bindir, model, threads, prompt, decode, repeats):
+    rows = run_json([os.path.join(bindir, "llama-bench"), "-m", model, "-t", str(threads),
+                     "-p", str(prompt), "-n", str(decode), "-r", str(repeats), "-o", "json"])
+    prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] == prompt and r["n_gen"] == 0)
+    dec = next(r["avg_ts"] for r in rows if r["n_gen"] == decode and r["n_prompt"] == 0)
+    return prefill, dec
+
+
+def peer_batched(bindir, model, threads, prompt, decode, batches):
+    ctx = max(batches) * (prompt + decode) + 256
+    out = subprocess.run([os.path.join(bindir, "llama-batched-bench"), "-m", model,
+                          "-t", str(threads), "-tb", str(threads), "-c", str(ctx),
+                          "-b", "2048", "-ub", "512", "-npp", str(prompt), "-ntg", str(decode),
+                          "-npl", ",".join(str(b) for b in batches), "--output-format", "jsonl"],
+                         check=True, capture_output=True, text=True).stdout
+    res = {}
+    for line in out.splitlines():
+        if line.startswith("{") and '"speed_tg"' in line:
+            r = json.loads(line)
+            res[int(r["pl"])] = r["speed_tg"]
+    return res
 
 
 def main():
@@ -58,36 +71,100 @@ def main():
     ap.add_argument("--model", default=os.path.join(root, "models",
                                                     "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--prompts", default="128,512", help="prefill lengths (the first also "
+                    "precedes decode)")
     ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--batches", default="1,2,4,8,16,32")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--restore-tokens", type=int, default=2000,
+                    help="also restore a sequence this long from host checkpoints (kv: copied, "
+                    "residual: K/V rebuilt) and compare with re-prefilling it; 0: skip")
+    ap.add_argument("--out", default="", help="path prefix for .csv and .png")
+    ap.add_argument("--no-peer", action="store_true")
     args = ap.parse_args()
-    try:
-        import llama_cpp  # noqa: PLC0415
-        version = getattr(llama_cpp, "__version__", "?")
-    except ImportError:
-        llama_cpp, version = None, None
-        print("note: llama-cpp-python is not installed; printing rsd-run alone", file=sys.stderr)
-    print(f"model {os.path.basename(args.model)}  prompt {args.prompt_tokens} tokens, "
-          f"decode {args.decode_tokens} tokens, best of {args.repeats}; "
-          f"peer: llama.cpp via llama-cpp-python {version}")
-    print(f"{'threads':>7} {'rsd prefill':>12} {'llama prefill':>14} {'ratio':>6} "
-          f"{'rsd decode':>11} {'llama decode':>13} {'ratio':>6}")
+    prompts = [int(x) for x in args.prompts.split(",")]
+    batches = [int(x) for x in args.batches.split(",")]
+    bindir = None
+    if not args.no_peer:
+        server = subprocess.run([os.path.join(root, "tools", "bench", "build-llama-server.sh")],
+                                check=True, capture_output=True, text=True).stdout.split()[-1]
+        bindir = os.path.dirname(server)
+    print(f"model {os.path.basename(args.model)}; decode {args.decode_tokens} tokens after "
+          f"{prompts[0]}; best of {args.repeats}; peer: "
+          f"{'llama.cpp (native build) ' + bindir if bindir else 'none'}")
+    rows = []
+
+    def emit(threads, figure, x, ours_v, peer_v, unit="tok/s"):
+        ratio = ours_v / peer_v if peer_v else None
+        rows.append({"threads": threads, "figure": figure, "x": x, "unit": unit,
+                     "rsd": round(ours_v, 2), "llama_cpp": round(peer_v, 2) if peer_v else "",
+                     "ratio": round(ratio, 3) if ratio else ""})
+        print(f"  t={threads} {figure:<16} {x:>6}  rsd {ours_v:>9.1f}  llama.cpp "
+              f"{peer_v if peer_v else float('nan'):>9.1f}  ratio "
+              f"{ratio if ratio else float('nan'):.2f}")
+
     for t in [int(x) for x in args.threads.split(",")]:
-        # Interleave: ours, peer, ours again; keep our best, so neither side gets the quiet moment.
-        p1, d1 = bench_ours(args.rsd_run, args.model, t, args.prompt_tokens, args.decode_tokens,
-                            args.repeats)
-        if llama_cpp is not None:
-            lp, ld = bench_llama(llama_cpp, args.model, t, args.prompt_tokens,
-                                 args.decode_tokens, args.repeats)
-        p2, d2 = bench_ours(args.rsd_run, args.model, t, args.prompt_tokens, args.decode_tokens,
-                            args.repeats)
-        p, d = max(p1, p2), max(d1, d2)
-        if llama_cpp is None:
-            print(f"{t:>7} {p:>12.1f} {'-':>14} {'-':>6} {d:>11.1f} {'-':>13} {'-':>6}")
-        else:
-            print(f"{t:>7} {p:>12.1f} {lp:>14.1f} {p / lp:>6.2f} {d:>11.1f} {ld:>13.1f} "
-                  f"{d / ld:>6.2f}")
+        for i, p in enumerate(prompts):
+            bl = batches if i == 0 else [1]
+            p1, b1 = ours(args.rsd_run, args.model, t, p, args.decode_tokens, bl, args.repeats)
+            lp = ld = None
+            lb = {}
+            if bindir:
+                lp, ld = peer_single(bindir, args.model, t, p, args.decode_tokens, args.repeats)
+                if i == 0 and len(bl) > 1:
+                    lb = peer_batched(bindir, args.model, t, p, args.decode_tokens, bl)
+            p2, b2 = ours(args.rsd_run, args.model, t, p, args.decode_tokens, bl, args.repeats)
+            emit(t, "prefill", p, max(p1, p2), lp)
+            if i != 0:
+                continue
+            best = {b: max(b1[b], b2[b]) for b in bl}
+            emit(t, "decode", 1, best[1], ld)
+            for b in bl:
+                if b == 1:
+                    continue
+                emit(t, "batched_decode", b, best[b], lb.get(b))
+            for b in bl:  # one step's time in ms: rows / (tokens/s)
+                peer_ms = 1000.0 * b / lb[b] if b in lb else (1000.0 / ld if b == 1 and ld
+                                                              else None)
+                emit(t, "step_ms", b, 1000.0 * b / best[b], peer_ms, "ms")
+        if args.restore_tokens:
+            n = args.restore_tokens
+            prefill, restore = ours(args.rsd_run, args.model, t, n, 1, [1], 1, restore=True)
+            for form in ("kv", "residual"):
+                # Both sides are ours: the peer column holds re-prefilling the same tokens.
+                emit(t, f"restore_{form}", n, restore[form], prefill)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out + ".csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+        plot(rows, args.out + ".png")
+
+
+def plot(rows, path):
+    try:
+        import matplotlib  # noqa: PLC0415
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        print("(matplotlib not importable: no plot)", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for t in sorted({r["threads"] for r in rows}):
+        pts = [r for r in rows if r["threads"] == t and r["figure"] == "step_ms"]
+        ax.plot([r["x"] for r in pts], [r["rsd"] for r in pts], "o-", label=f"rsd, {t} threads")
+        peer = [r for r in pts if r["llama_cpp"] != ""]
+        if peer:
+            ax.plot([r["x"] for r in peer], [r["llama_cpp"] for r in peer], "s--",
+                    label=f"llama.cpp, {t} threads")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("rows in one decode step (sequences)")
+    ax.set_ylabel("step time, ms")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
