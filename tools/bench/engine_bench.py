@@ -42,10 +42,11 @@ def ours(rsd_run, model, threads, prompt, decode, batches, repeats, restore=Fals
 
 
 def peer_single(bindir, model, threads, prompt, decode, repeats):
-    rows = run_json([os.path.join(bindir, "llama-bench"), "-m", model, "-t", str(threads),
-                     "-p", str(prompt), "-n", str(decode), "-r", str(repeats), "-o", "json"])
-    prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] == prompt and r["n_gen"] == 0)
-    dec = next(r["avg_ts"] for r in rows if r["n_gen"] == decode and r["n_prompt"] == 0)
+    bench = [os.path.join(bindir, "llama-bench"), "-m", model, "-t", str(threads),
+             "-r", str(repeats), "-o", "json"]
+    prefill = run_json(bench + ["-p", str(prompt), "-n", "0"])[0]["avg_ts"]
+    # Decode after the prompt: llama-bench's generation test at a depth of `prompt` tokens.
+    dec = run_json(bench + ["-p", "0", "-n", str(decode), "-d", str(prompt)])[0]["avg_ts"]
     return prefill, dec
 
 
@@ -80,6 +81,7 @@ def main():
                     help="also restore a sequence this long from host checkpoints (kv: copied, "
                     "residual: K/V rebuilt) and compare with re-prefilling it; 0: skip")
     ap.add_argument("--out", default="", help="path prefix for .csv and .png")
+    ap.add_argument("--append", action="store_true", help="add to an existing CSV")
     ap.add_argument("--no-peer", action="store_true")
     args = ap.parse_args()
     prompts = [int(x) for x in args.prompts.split(",")]
@@ -93,12 +95,21 @@ def main():
           f"{prompts[0]}; best of {args.repeats}; peer: "
           f"{'llama.cpp (native build) ' + bindir if bindir else 'none'}")
     rows = []
+    fields = ["threads", "figure", "x", "context", "unit", "rsd", "llama_cpp", "ratio"]
+    if args.out and not (args.append and os.path.exists(args.out + ".csv")):
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out + ".csv", "w", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writeheader()
 
-    def emit(threads, figure, x, ours_v, peer_v, unit="tok/s"):
+    def emit(threads, figure, x, ours_v, peer_v, unit="tok/s", context=0):
         ratio = ours_v / peer_v if peer_v else None
-        rows.append({"threads": threads, "figure": figure, "x": x, "unit": unit,
-                     "rsd": round(ours_v, 2), "llama_cpp": round(peer_v, 2) if peer_v else "",
+        rows.append({"threads": threads, "figure": figure, "x": x, "context": context,
+                     "unit": unit, "rsd": round(ours_v, 2),
+                     "llama_cpp": round(peer_v, 2) if peer_v else "",
                      "ratio": round(ratio, 3) if ratio else ""})
+        if args.out:  # row by row, so an interrupted run keeps what it measured
+            with open(args.out + ".csv", "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=fields).writerow(rows[-1])
         print(f"  t={threads} {figure:<16} {x:>6}  rsd {ours_v:>9.1f}  llama.cpp "
               f"{peer_v if peer_v else float('nan'):>9.1f}  ratio "
               f"{ratio if ratio else float('nan'):.2f}")
@@ -118,15 +129,15 @@ def main():
             if i != 0:
                 continue
             best = {b: max(b1[b], b2[b]) for b in bl}
-            emit(t, "decode", 1, best[1], ld)
+            emit(t, "decode", 1, best[1], ld, context=p)
             for b in bl:
                 if b == 1:
                     continue
-                emit(t, "batched_decode", b, best[b], lb.get(b))
+                emit(t, "batched_decode", b, best[b], lb.get(b), context=p)
             for b in bl:  # one step's time in ms: rows / (tokens/s)
                 peer_ms = 1000.0 * b / lb[b] if b in lb else (1000.0 / ld if b == 1 and ld
                                                               else None)
-                emit(t, "step_ms", b, 1000.0 * b / best[b], peer_ms, "ms")
+                emit(t, "step_ms", b, 1000.0 * b / best[b], peer_ms, "ms", context=p)
         if args.restore_tokens:
             n = args.restore_tokens
             prefill, restore = ours(args.rsd_run, args.model, t, n, 1, [1], 1, restore=True)
@@ -134,12 +145,8 @@ def main():
                 # Both sides are ours: the peer column holds re-prefilling the same tokens.
                 emit(t, f"restore_{form}", n, restore[form], prefill)
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out + ".csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            w.writeheader()
-            w.writerows(rows)
-        plot(rows, args.out + ".png")
+        with open(args.out + ".csv", newline="") as f:
+            plot(list(csv.DictReader(f)), args.out + ".png")
 
 
 def plot(rows, path):
@@ -152,11 +159,16 @@ def plot(rows, path):
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for t in sorted({r["threads"] for r in rows}):
-        pts = [r for r in rows if r["threads"] == t and r["figure"] == "step_ms"]
-        ax.plot([r["x"] for r in pts], [r["rsd"] for r in pts], "o-", label=f"rsd, {t} threads")
+        pts = [r for r in rows if r["threads"] == t and r["figure"] == "step_ms"
+               and int(r["x"]) > 0]
+        pts = [r for r in pts if r["context"] == pts[0]["context"]] if pts else []
+        if not pts:
+            continue
+        xs = [int(r["x"]) for r in pts]
+        ax.plot(xs, [float(r["rsd"]) for r in pts], "o-", label=f"rsd, {t} threads")
         peer = [r for r in pts if r["llama_cpp"] != ""]
         if peer:
-            ax.plot([r["x"] for r in peer], [r["llama_cpp"] for r in peer], "s--",
+            ax.plot([int(r["x"]) for r in peer], [float(r["llama_cpp"]) for r in peer], "s--",
                     label=f"llama.cpp, {t} threads")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rows in one decode step (sequences)")
