@@ -16,6 +16,8 @@
 #   RSD_BENCH_MAX_TOKENS tokens per turn [32]
 #   RSD_BENCH_CTX        context per session, llama-server gets -c N*CTX [512]
 #   RSD_BENCH_HOT_BYTES  our worker's hot K/V pool [2 GiB: 64 sessions x 512 tokens x 46 KB]
+#   RSD_BENCH_SPILL_FORM our worker's --spill-form [residual, the worker's default; kv captures no
+#                        residuals, which 64 sessions otherwise write through to RocksDB]
 #   RSD_BENCH_CSV        output [tools/bench/results/serving.csv]
 #   RSD_BENCH_PORT       first port [18080]
 #   RSD_MODEL            the GGUF [tools/fetch-model.sh]
@@ -29,6 +31,7 @@ turns_large="${RSD_BENCH_TURNS_LARGE:-$turns}"
 max_tokens="${RSD_BENCH_MAX_TOKENS:-32}"
 ctx="${RSD_BENCH_CTX:-512}"
 hot_bytes="${RSD_BENCH_HOT_BYTES:-$((2 << 30))}"
+spill_form="${RSD_BENCH_SPILL_FORM:-residual}"
 csv="${RSD_BENCH_CSV:-$root/tools/bench/results/serving.csv}"
 port="${RSD_BENCH_PORT:-18080}"
 model="${RSD_MODEL:-$("$root/tools/fetch-model.sh")}"
@@ -73,7 +76,7 @@ for n in $ns; do
   start "worker-$n" "$build/worker/rsd-worker" --model "$model" --id worker \
     --listen "127.0.0.1:$((port + 2))" --router "127.0.0.1:$((port + 1))" \
     --data-dir "$work/worker-$n" --threads "$threads" --hot-bytes "$hot_bytes" \
-    --max-running 64 --max-queue 256
+    --max-running 64 --max-queue 256 --spill-form "$spill_form"
   run_bench rsd "127.0.0.1:$((port + 1))" "$n" "$t" "rsd-$n"
   stop_all
 done
