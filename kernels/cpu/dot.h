@@ -52,10 +52,10 @@ void QuantizeQ8Row(Isa isa, const float* x, int64_t k, int8_t* q, float* d, int3
 void BlockIntDots(Isa isa, DType wtype, const uint8_t* w, const int8_t* q, int64_t n_blocks,
                   int32_t* sums);
 
-// The float dot of a quantized weight row (n_blocks blocks) with a Q8Row: per block, eight exact
-// int partial sums (four consecutive products each) scaled by dw*da into eight float lanes, plus
-// for Q4_1 mw*s into four offset lanes (block b into b % 4); lanes folded as a tree. The order is
-// spelled out in dot_quant.cc; every path gives the same bits.
+// The float dot of a quantized weight row (n_blocks blocks) with a Q8Row: per block, the exact
+// integer sum of its 32 products scaled by dw*da and added into accumulator b % 4 (for Q4_1 also
+// mw*s into offset b % 4); then (acc0 + acc1) + (acc2 + acc3) plus the offsets paired the same
+// way. The order is spelled out in dot_quant.cc; every path gives the same bits.
 float QuantDot(Isa isa, DType wtype, const uint8_t* w, const Q8Row& a, int64_t n_blocks);
 // Activation rows rearranged once for the AVX-512 VNNI path, shared by every weight row of a
 // matmul (PrepareQ8Rows). Rows go in tiles of four from row 0; a group is four blocks.

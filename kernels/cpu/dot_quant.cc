@@ -8,18 +8,10 @@
 
 #include "kernels/cpu/dot.h"
 #include "kernels/cpu/dot_quant_vnni.h"
+#include "kernels/cpu/quant_block.h"
 
 namespace rsd::cpu {
 namespace {
-
-inline uint16_t LoadU16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
-// Offsets of the nibble/int8 payload inside a block.
-constexpr int QsOffset(DType t) { return t == DType::kQ4_1 ? 4 : 2; }
 
 void BlockIntDotsScalar(DType t, const uint8_t* w, const int8_t* q, int64_t nb, int32_t* sums) {
   const size_t bb = DTypeBlockBytes(t);
@@ -37,41 +29,6 @@ void BlockIntDotsScalar(DType t, const uint8_t* w, const int8_t* q, int64_t nb, 
     }
     sums[b] = s;
   }
-}
-
-// 8 int32 partial sums of one block, as a vector.
-__attribute__((target("avx2"))) inline __m256i BlockPartialsAvx2(DType t, const uint8_t* qs,
-                                                                  const int8_t* a) {
-  const __m256i act = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
-  __m256i p16;
-  if (t == DType::kQ8_0) {
-    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs));
-    p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(act, wv));
-  } else {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_and_si128(raw, m4);
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
-    p16 = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), act);
-  }
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-}
-
-__attribute__((target("avx2"))) void BlockIntDotsAvx2(DType t, const uint8_t* w, const int8_t* q,
-                                                      int64_t nb, int32_t* sums) {
-  const size_t bb = DTypeBlockBytes(t);
-  const int off = QsOffset(t);
-  int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) {
-    __m256i s0 = BlockPartialsAvx2(t, w + (b + 0) * bb + off, q + (b + 0) * kQBlock);
-    __m256i s1 = BlockPartialsAvx2(t, w + (b + 1) * bb + off, q + (b + 1) * kQBlock);
-    __m256i s2 = BlockPartialsAvx2(t, w + (b + 2) * bb + off, q + (b + 2) * kQBlock);
-    __m256i s3 = BlockPartialsAvx2(t, w + (b + 3) * bb + off, q + (b + 3) * kQBlock);
-    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
-    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(sums + b), r);
-  }
-  if (b < nb) BlockIntDotsScalar(t, w + b * bb, q + b * kQBlock, nb - b, sums + b);
 }
 
 // The arithmetic every path follows (so every path gives the same bits):
@@ -139,6 +96,47 @@ __attribute__((target("avx2"))) inline __m256i LanesAvx2(__m256i mag, __m256i si
   return _mm256_madd_epi16(_mm256_maddubs_epi16(mag, act), _mm256_set1_epi16(1));
 }
 
+// Eight lanes of one block (quarter-sums of its products) from the block's payload at qs.
+template <DType t>
+__attribute__((target("avx2"))) inline __m256i BlockLanesAvx2(const uint8_t* qs, const int8_t* q) {
+  __m256i mag, sign;
+  UnpackAvx2<t>(qs, &mag, &sign);
+  return LanesAvx2<t>(mag, sign, q);
+}
+
+// The lane sums of four blocks' lanes (exact): element k is the sum of l[k]'s eight lanes.
+__attribute__((target("avx2"))) inline __m128i SumsOfFourAvx2(const __m256i* l) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(l[0], l[1]), _mm256_hadd_epi32(l[2], l[3]));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// The sum of one block's eight lanes (exact).
+__attribute__((target("avx2"))) inline int32_t SumOfEightAvx2(__m256i lanes) {
+  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+  return _mm_cvtsi128_si32(h);
+}
+
+// BlockIntDots' sums (raw nibbles for the 4-bit types) with the lanes the kernels use.
+template <DType t>
+__attribute__((target("avx2"))) void BlockIntDotsAvx2(const uint8_t* w, const int8_t* q, int64_t nb,
+                                                      int32_t* sums) {
+  constexpr size_t bb = DTypeBlockBytes(t);
+  constexpr int qo = QsOffset(t);
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    __m256i l[4];
+    for (int k = 0; k < 4; ++k) {
+      l[k] = BlockLanesAvx2<t>(w + (b + k) * bb + qo, q + (b + k) * kQBlock);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(sums + b), SumsOfFourAvx2(l));
+  }
+  for (; b < nb; ++b) {
+    sums[b] = SumOfEightAvx2(BlockLanesAvx2<t>(w + b * bb + qo, q + b * kQBlock));
+  }
+}
+
 // R rows (R <= 4) against one weight row. A group of four blocks is unpacked once for all rows;
 // per row its P_b .. P_b+3 (exact) update acc[0..3] as the lanes of one register. The blocks after
 // the last full group go one by one into acc[b % 4], as the scalar path.
@@ -161,9 +159,7 @@ __attribute__((target("avx2,f16c"))) void RowsAvx2(const uint8_t* w, const Q8Row
       const int8_t* q = a[r].q + b * kQBlock;
       __m256i l[4];
       for (int k = 0; k < 4; ++k) l[k] = LanesAvx2<t>(mag[k], sign[k], q + k * kQBlock);
-      const __m256i h =
-          _mm256_hadd_epi32(_mm256_hadd_epi32(l[0], l[1]), _mm256_hadd_epi32(l[2], l[3]));
-      __m128i p = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+      __m128i p = SumsOfFourAvx2(l);
       if constexpr (t == DType::kQ4_0) {
         p = _mm_sub_epi32(
             p, _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a[r].sum + b)), 3));
@@ -181,13 +177,7 @@ __attribute__((target("avx2,f16c"))) void RowsAvx2(const uint8_t* w, const Q8Row
     _mm_store_ps(offl, off[r]);
     for (int64_t c = b; c < nb; ++c) {
       const uint8_t* blk = w + c * bb;
-      __m256i mag, sign;
-      UnpackAvx2<t>(blk + qo, &mag, &sign);
-      const __m256i lanes = LanesAvx2<t>(mag, sign, a[r].q + c * kQBlock);
-      __m128i h = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
-      h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
-      h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
-      int32_t p = _mm_cvtsi128_si32(h);
+      int32_t p = SumOfEightAvx2(BlockLanesAvx2<t>(blk + qo, a[r].q + c * kQBlock));
       if constexpr (t == DType::kQ4_0) p -= 8 * a[r].sum[c];
       const float scale = _cvtsh_ss(LoadU16(blk)) * a[r].d[c];
       accl[c & 3] = accl[c & 3] + scale * static_cast<float>(p);
@@ -306,7 +296,13 @@ void BlockIntDots(Isa isa, DType t, const uint8_t* w, const int8_t* q, int64_t n
   if (isa == Isa::kScalar) {
     BlockIntDotsScalar(t, w, q, nb, sums);
   } else {
-    BlockIntDotsAvx2(t, w, q, nb, sums);
+    if (t == DType::kQ4_1) {
+      BlockIntDotsAvx2<DType::kQ4_1>(w, q, nb, sums);
+    } else if (t == DType::kQ4_0) {
+      BlockIntDotsAvx2<DType::kQ4_0>(w, q, nb, sums);
+    } else {
+      BlockIntDotsAvx2<DType::kQ8_0>(w, q, nb, sums);
+    }
   }
 }
 

@@ -28,6 +28,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/quant_block.h"
+
 namespace rsd::cpu {
 namespace {
 
@@ -36,14 +38,7 @@ namespace {
 // per block group costs more than the group.
 #define RSD_VNNI_INLINE RSD_VNNI inline __attribute__((always_inline))
 
-constexpr int QsOffset(DType t) { return t == DType::kQ4_1 ? 4 : 2; }
 constexpr int kMaxTiles = 4;  // rows per call: 4 tiles of 4
-
-inline uint16_t LoadU16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
 
 // F16 values at p, p + stride, ... (N <= 4 of them; the rest 0) as floats.
 template <int N>

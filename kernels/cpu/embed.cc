@@ -1,24 +1,20 @@
 #include <cstring>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant_block.h"
 
 namespace rsd::cpu {
 
 void DequantizeRow(DType t, const uint8_t* row, int64_t cols, float* out) {
-  auto u16 = [](const uint8_t* p) {
-    uint16_t v;
-    std::memcpy(&v, p, 2);
-    return v;
-  };
   switch (t) {
     case DType::kF32:
       std::memcpy(out, row, cols * sizeof(float));
       return;
     case DType::kF16:
-      for (int64_t i = 0; i < cols; ++i) out[i] = F16ToF32(u16(row + 2 * i));
+      for (int64_t i = 0; i < cols; ++i) out[i] = F16ToF32(LoadU16(row + 2 * i));
       return;
     case DType::kBF16:
-      for (int64_t i = 0; i < cols; ++i) out[i] = BF16ToF32(u16(row + 2 * i));
+      for (int64_t i = 0; i < cols; ++i) out[i] = BF16ToF32(LoadU16(row + 2 * i));
       return;
     case DType::kQ8_0:
     case DType::kQ4_0:
@@ -26,7 +22,7 @@ void DequantizeRow(DType t, const uint8_t* row, int64_t cols, float* out) {
       const size_t bb = DTypeBlockBytes(t);
       for (int64_t b = 0; b < cols / kQBlock; ++b) {
         const uint8_t* blk = row + b * bb;
-        const float d = F16ToF32(u16(blk));
+        const float d = F16ToF32(LoadU16(blk));
         float* o = out + b * kQBlock;
         if (t == DType::kQ8_0) {
           for (int i = 0; i < 32; ++i) o[i] = d * static_cast<float>(static_cast<int8_t>(blk[2 + i]));
@@ -36,7 +32,7 @@ void DequantizeRow(DType t, const uint8_t* row, int64_t cols, float* out) {
             o[i + 16] = d * static_cast<float>((blk[2 + i] >> 4) - 8);
           }
         } else {
-          const float m = F16ToF32(u16(blk + 2));
+          const float m = F16ToF32(LoadU16(blk + 2));
           for (int i = 0; i < 16; ++i) {
             o[i] = d * static_cast<float>(blk[4 + i] & 0x0F) + m;
             o[i + 16] = d * static_cast<float>(blk[4 + i] >> 4) + m;

@@ -33,8 +33,9 @@ void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* 
   for (int64_t r = 0; r < n; ++r) {
     rows[r] = Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb};
   }
-  // The VNNI path's rearranged rows, once for every weight row (only it reads them).
-  Q8Prepared prepared;
+  // The VNNI path's rearranged rows, once for every weight row (only it reads them); the storage
+  // is kept per calling thread so a step's matmuls do not allocate it again.
+  thread_local Q8Prepared prepared;
   const bool prepare = ctx.isa == Isa::kAvx512Vnni && n > 1;
   if (prepare) PrepareQ8Rows(rows.data(), n, nb, &prepared);
   int used = ctx.pool->ParallelFor(m, kGrain, [&](int64_t b, int64_t e, int) {

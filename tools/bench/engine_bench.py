@@ -84,8 +84,21 @@ def main():
     ap.add_argument("--append", action="store_true", help="add to an existing CSV")
     ap.add_argument("--no-peer", action="store_true")
     args = ap.parse_args()
-    prompts = [int(x) for x in args.prompts.split(",")]
-    batches = [int(x) for x in args.batches.split(",")]
+
+    def counts(flag, text):
+        try:
+            out = [int(x) for x in text.split(",")]
+        except ValueError:
+            out = []
+        if not out or min(out) < 1:
+            ap.error(f"{flag}: expected a comma-separated list of whole numbers >= 1, got {text!r}")
+        return out
+
+    prompts = counts("--prompts", args.prompts)
+    batches = counts("--batches", args.batches)
+    threads = counts("--threads", args.threads)
+    if not os.path.exists(args.model):
+        ap.error(f"--model: no such file {args.model!r}")
     bindir = None
     if not args.no_peer:
         server = subprocess.run([os.path.join(root, "tools", "bench", "build-llama-server.sh")],
@@ -114,7 +127,7 @@ def main():
               f"{peer_v if peer_v else float('nan'):>9.1f}  ratio "
               f"{ratio if ratio else float('nan'):.2f}")
 
-    for t in [int(x) for x in args.threads.split(",")]:
+    for t in threads:
         for i, p in enumerate(prompts):
             bl = batches if i == 0 else [1]
             p1, b1 = ours(args.rsd_run, args.model, t, p, args.decode_tokens, bl, args.repeats)

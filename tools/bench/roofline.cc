@@ -146,7 +146,15 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--json") == 0) {
       json = true;
     } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-      threads = std::max(1, std::atoi(argv[++i]));
+      char* end = nullptr;
+      const long n = std::strtol(argv[++i], &end, 10);
+      if (end == argv[i] || *end != '\0' || n < 1 || n > 1024) {
+        std::fprintf(stderr,
+                     "rsd-roofline: --threads must be a whole number in [1, 1024], got '%s'\n",
+                     argv[i]);
+        return 2;
+      }
+      threads = static_cast<int>(n);
     } else {
       std::fprintf(stderr, "usage: rsd-roofline [--threads N] [--json]\n");
       return 2;
