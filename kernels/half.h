@@ -50,21 +50,23 @@ RSD_HOST_DEVICE float F16ToF32(uint16_t h) {
       } while ((mant & 0x400) == 0);
       bits = sign | static_cast<uint32_t>(127 - 15 - e) << 23 | (mant & 0x3FF) << 13;
     }
-  } else if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | mant << 13;
+  } else if (exp == 0x1F) {  // Inf; a NaN comes back quiet with its payload, as F16C gives it
+    bits = sign | 0x7F800000u | mant << 13 | (mant != 0 ? 0x400000u : 0u);
   } else {
     bits = sign | (exp + 127 - 15) << 23 | mant << 13;
   }
   return FromBits(bits);
 }
 
-// Round to nearest even; overflow to infinity; NaN stays NaN (quiet).
+// Round to nearest even; overflow to infinity; a NaN stays NaN, quiet, with the top of its
+// payload (bit for bit what x86's F16C conversion gives, so vector paths may use it).
 RSD_HOST_DEVICE uint16_t F32ToF16(float f) {
   const uint32_t x = ToBits(f);
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
   const uint32_t absx = x & 0x7FFFFFFFu;
   if (absx >= 0x7F800000u) {  // Inf or NaN
-    return sign | 0x7C00 | (absx > 0x7F800000u ? 0x200 : 0);
+    if (absx == 0x7F800000u) return sign | 0x7C00;
+    return sign | 0x7E00 | static_cast<uint16_t>((absx >> 13) & 0x3FF);
   }
   if (absx >= 0x477FF000u) return sign | 0x7C00;  // rounds to >= 65520: overflow to Inf
   if (absx < 0x38800000u) {                       // below 2^-14: subnormal half (or zero)

@@ -54,22 +54,29 @@ struct Tensor {
 };
 
 // The hot K/V pool's layout. Block `b` holds, for every layer, `block_tokens` K rows then
-// `block_tokens` V rows of `kv_dim` = n_kv_heads * head_dim values:
+// `block_tokens` V rows of `kv_dim` = n_kv_heads * head_dim values, each an IEEE half (F16, the
+// bits of kernels/half.h's F32ToF16 of the projection; as llama.cpp stores its cache):
 //   K(b, l, t) at base + ((b * n_layers + l) * 2 + 0) * block_tokens * kv_dim + t * kv_dim
 //   V(b, l, t) at base + ((b * n_layers + l) * 2 + 1) * block_tokens * kv_dim + t * kv_dim
+using KvElement = uint16_t;  // F16 bits
+inline constexpr size_t kKvElementBytes = sizeof(KvElement);
+
 struct KvPoolView {
-  DevicePtr<float> base;  // f32 K/V (the only hot dtype for now)
+  DevicePtr<KvElement> base;
   int32_t n_blocks = 0;
   int n_layers = 0;
   int kv_dim = 0;
   int block_tokens = 0;
 
-  size_t block_floats() const { return static_cast<size_t>(n_layers) * 2 * block_tokens * kv_dim; }
-  DevicePtr<float> K(int32_t block, int layer) const {
-    return base + static_cast<int64_t>((static_cast<size_t>(block) * n_layers + layer) * 2 *
-                                       block_tokens * kv_dim);
+  // Elements of one block (every layer's K and V rows) and of one layer's K and V rows in it.
+  size_t block_elements() const { return static_cast<size_t>(n_layers) * layer_elements(); }
+  size_t layer_elements() const { return static_cast<size_t>(2) * block_tokens * kv_dim; }
+  size_t block_bytes() const { return block_elements() * kKvElementBytes; }
+  DevicePtr<KvElement> K(int32_t block, int layer) const {
+    return base +
+           static_cast<int64_t>((static_cast<size_t>(block) * n_layers + layer) * layer_elements());
   }
-  DevicePtr<float> V(int32_t block, int layer) const {
+  DevicePtr<KvElement> V(int32_t block, int layer) const {
     return K(block, layer) + static_cast<int64_t>(block_tokens) * kv_dim;
   }
 };

@@ -14,7 +14,7 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(Backend* backen
   v.n_layers = n_layers;
   v.kv_dim = kv_dim;
   v.block_tokens = block_tokens;
-  const size_t bb = v.block_floats() * sizeof(float);
+  const size_t bb = v.block_bytes();
   if (bb == 0) return absl::InvalidArgumentError("K/V block of zero bytes");
   const size_t n = std::max<size_t>(1, budget_bytes / bb);
   if (n > (1u << 30)) return absl::InvalidArgumentError("K/V pool budget too large");
@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(Backend* backen
   absl::StatusOr<DevicePtr<void>> base =
       backend->Alloc(n * bb, absl::StrCat("a K/V pool of ", n, " blocks"));
   if (!base.ok()) return base.status();
-  v.base = DevicePtr<float>(static_cast<float*>(base->get()));
+  v.base = DevicePtr<KvElement>(static_cast<KvElement*>(base->get()));
   std::unique_ptr<KvBlockPool> pool(new KvBlockPool(backend, v));
   pool->in_use_.assign(n, false);
   for (int32_t b = static_cast<int32_t>(n) - 1; b >= 0; --b) pool->free_.push_back(b);

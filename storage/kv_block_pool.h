@@ -28,7 +28,7 @@ class KvBlockPool {
   void Free(int32_t block);
 
   const KvPoolView& view() const { return view_; }
-  size_t block_bytes() const { return view_.block_floats() * sizeof(float); }
+  size_t block_bytes() const { return view_.block_bytes(); }
   int32_t capacity() const { return view_.n_blocks; }
   int32_t used() const { return view_.n_blocks - static_cast<int32_t>(free_.size()); }
   size_t bytes_used() const { return static_cast<size_t>(used()) * block_bytes(); }

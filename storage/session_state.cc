@@ -72,7 +72,7 @@ CheckpointHeader CheckpointHeaderFor(const StateLayout& layout, StateForm form, 
                                      int32_t chunk) {
   CheckpointHeader h;
   h.form = form;
-  h.dtype = ElementType::kF32;
+  h.dtype = form == StateForm::kKv ? ElementType::kF16 : ElementType::kF32;  // the hot pool's F16
   h.layer = static_cast<uint32_t>(layer);
   h.first_position = static_cast<uint32_t>(chunk * layout.block_tokens);
   h.n_tokens = static_cast<uint32_t>(layout.block_tokens);

@@ -57,7 +57,8 @@ struct StateLayout {
   LayerPlan plan;       // the worker's own per-layer plan (a session rebuilt from tokens gets it)
 };
 
-// The header the checkpoint block of `layer` of `chunk` in `form` carries (f32 rows).
+// The header the checkpoint block of `layer` of `chunk` in `form` carries: K/V rows in F16 (the
+// hot pool's bytes), residual rows in F32.
 CheckpointHeader CheckpointHeaderFor(const StateLayout& layout, StateForm form, int layer,
                                      int32_t chunk);
 

@@ -135,7 +135,7 @@ absl::Status Info() {
   j["chat_template"] = engine->chat_template().name();
   j["default_system_prompt"] = engine->chat_template().default_system_prompt();
   j["bytes_per_token"] = {{"kv", b.kv}, {"residual", b.residual}, {"tokens", b.tokens}};
-  j["kv_dtype"] = "f32";
+  j["kv_dtype"] = "f16";  // the hot pool's element (kernels/tensor.h)
   j["residual_dtype"] = "f32";
   j["smaller_form"] = b.residual < b.kv ? "residual" : "kv";
   j["model_fingerprint"] = engine->model_fingerprint();

@@ -1,7 +1,8 @@
 // Fixed-chunk attention (DESIGN.md section 2): keys are walked in chunks of pool.block_tokens
 // positions from position 0; each chunk's partial softmax (max, sum, weighted V) is computed in key
 // order and merged into the running result in chunk order. The same chunk gives the same bits
-// wherever its K/V came from, and the result does not depend on batch or thread count.
+// wherever its K/V came from, and the result does not depend on batch or thread count. K and V are
+// F16 in the pool; each element is converted exactly to F32 as it is read.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -47,8 +48,8 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
   for (int c = c0; c < std::min(c1, n_chunks); ++c) {
     const int n = std::min(bt, row.n_keys - c * bt);
     const int32_t block = row.block_table[c];
-    const float* K = pool.K(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
-    const float* V = pool.V(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
+    const KvElement* K = pool.K(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
+    const KvElement* V = pool.V(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
     float mc = -INFINITY;
     DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, scores.data());
     for (int j = 0; j < n; ++j) {

@@ -8,6 +8,7 @@
 #include <array>
 
 #include "kernels/cpu/dot.h"
+#include "kernels/half.h"
 
 namespace rsd::cpu {
 namespace {
@@ -19,23 +20,41 @@ inline float FoldLanes(float* acc) {
   return acc[0];
 }
 
-float DotF32Scalar(const float* a, const float* b, int64_t n) {
+// An element of a row as F32: F32 itself, or an F16 (hot K/V) converted exactly.
+inline float ToF32(float x) { return x; }
+inline float ToF32(uint16_t h) { return half::F16ToF32(h); }
+
+__attribute__((target("avx2,f16c"))) inline __m256 Load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+__attribute__((target("avx2,f16c"))) inline __m256 Load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+__attribute__((target("avx512f"))) inline __m512 Load16(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+__attribute__((target("avx512f"))) inline __m512 Load16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+template <typename E>
+float DotF32Scalar(const float* a, const E* b, int64_t n) {
   float acc[16] = {0};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) acc[j] = acc[j] + a[i + j] * b[i + j];
+    for (int j = 0; j < 16; ++j) acc[j] = acc[j] + a[i + j] * ToF32(b[i + j]);
   }
-  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * b[i];
+  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * ToF32(b[i]);
   return FoldLanes(acc);
 }
 
-__attribute__((target("avx2,fma"))) float DotF32Avx2(const float* a, const float* b,
-                                                      int64_t n) {
+template <typename E>
+__attribute__((target("avx2,fma,f16c"))) float DotF32Avx2(const float* a, const E* b, int64_t n) {
   __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-    hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
+    lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(a + i), Load8(b + i)));
+    hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), Load8(b + i + 8)));
   }
   if (i == n) {
     // FoldLanes in registers: j += j+8 is lo + hi, then j += j+4, j+2, j+1 within it.
@@ -48,25 +67,40 @@ __attribute__((target("avx2,fma"))) float DotF32Avx2(const float* a, const float
   alignas(32) float acc[16];
   _mm256_store_ps(acc, lo);
   _mm256_store_ps(acc + 8, hi);
-  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * b[i];
+  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * ToF32(b[i]);
   return FoldLanes(acc);
 }
 
-__attribute__((target("avx512f"))) float DotF32Avx512(const float* a, const float* b,
-                                                       int64_t n) {
+template <typename E>
+__attribute__((target("avx512f"))) float DotF32Avx512(const float* a, const E* b, int64_t n) {
   __m512 v = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+    v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_loadu_ps(a + i), Load16(b + i)));
   }
   alignas(64) float acc[16];
   _mm512_store_ps(acc, v);
-  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * b[i];
+  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * ToF32(b[i]);
   return FoldLanes(acc);
 }
 
-void AxpyF32Scalar(float* y, float a, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = y[i] + a * x[i];
+template <typename E>
+float DotAny(Isa isa, const float* a, const E* b, int64_t n) {
+  switch (isa) {
+    case Isa::kAvx512:
+    case Isa::kAvx512Vnni:
+      return DotF32Avx512(a, b, n);
+    case Isa::kAvx2:
+      return DotF32Avx2(a, b, n);
+    case Isa::kScalar:
+      return DotF32Scalar(a, b, n);
+  }
+  return 0.0f;
+}
+
+template <typename E>
+void AxpyF32Scalar(float* y, float a, const E* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = y[i] + a * ToF32(x[i]);
 }
 
 void ScaleAddF32Scalar(float* y, float a, const float* x, float b, int64_t n) {
@@ -83,26 +117,27 @@ __attribute__((target("avx2"))) void AxpyF32Avx2(float* y, float a, const float*
   AxpyF32Scalar(y + i, a, x + i, n - i);
 }
 
-void WeightedSumF32Scalar(float* y, const float* w, const float* x, int64_t stride, int n,
-                          int64_t d) {
+template <typename E>
+void WeightedSumF32Scalar(float* y, const float* w, const E* x, int64_t stride, int n, int64_t d) {
   for (int j = 0; j < n; ++j) AxpyF32Scalar(y, w[j], x + j * stride, d);
 }
 
 // Slabs of 32 elements in four registers, then of 8, then the scalar tail; within each, the rows
 // in order: every y[i] sees y[i] + w[j] * x[j][i] for j = 0, 1, ... as AxpyF32 gives it.
-__attribute__((target("avx2"))) void WeightedSumF32Avx2(float* y, const float* w, const float* x,
-                                                        int64_t stride, int n, int64_t d) {
+template <typename E>
+__attribute__((target("avx2,f16c"))) void WeightedSumF32Avx2(float* y, const float* w, const E* x,
+                                                             int64_t stride, int n, int64_t d) {
   int64_t i = 0;
   for (; i + 32 <= d; i += 32) {
     __m256 a0 = _mm256_loadu_ps(y + i), a1 = _mm256_loadu_ps(y + i + 8);
     __m256 a2 = _mm256_loadu_ps(y + i + 16), a3 = _mm256_loadu_ps(y + i + 24);
     for (int j = 0; j < n; ++j) {
       const __m256 wj = _mm256_set1_ps(w[j]);
-      const float* xr = x + j * stride + i;
-      a0 = _mm256_add_ps(a0, _mm256_mul_ps(wj, _mm256_loadu_ps(xr)));
-      a1 = _mm256_add_ps(a1, _mm256_mul_ps(wj, _mm256_loadu_ps(xr + 8)));
-      a2 = _mm256_add_ps(a2, _mm256_mul_ps(wj, _mm256_loadu_ps(xr + 16)));
-      a3 = _mm256_add_ps(a3, _mm256_mul_ps(wj, _mm256_loadu_ps(xr + 24)));
+      const E* xr = x + j * stride + i;
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(wj, Load8(xr)));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(wj, Load8(xr + 8)));
+      a2 = _mm256_add_ps(a2, _mm256_mul_ps(wj, Load8(xr + 16)));
+      a3 = _mm256_add_ps(a3, _mm256_mul_ps(wj, Load8(xr + 24)));
     }
     _mm256_storeu_ps(y + i, a0);
     _mm256_storeu_ps(y + i + 8, a1);
@@ -112,8 +147,7 @@ __attribute__((target("avx2"))) void WeightedSumF32Avx2(float* y, const float* w
   for (; i + 8 <= d; i += 8) {
     __m256 a = _mm256_loadu_ps(y + i);
     for (int j = 0; j < n; ++j) {
-      a = _mm256_add_ps(a,
-                        _mm256_mul_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(x + j * stride + i)));
+      a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(w[j]), Load8(x + j * stride + i)));
     }
     _mm256_storeu_ps(y + i, a);
   }
@@ -122,20 +156,20 @@ __attribute__((target("avx2"))) void WeightedSumF32Avx2(float* y, const float* w
 
 // The AVX2 slabs' operations on 64-element slabs in four 512-bit registers (elementwise, so the
 // same bits); what is left over goes to the AVX2 path.
-__attribute__((target("avx512f"))) void WeightedSumF32Avx512(float* y, const float* w,
-                                                             const float* x, int64_t stride, int n,
-                                                             int64_t d) {
+template <typename E>
+__attribute__((target("avx512f"))) void WeightedSumF32Avx512(float* y, const float* w, const E* x,
+                                                             int64_t stride, int n, int64_t d) {
   int64_t i = 0;
   for (; i + 64 <= d; i += 64) {
     __m512 a0 = _mm512_loadu_ps(y + i), a1 = _mm512_loadu_ps(y + i + 16);
     __m512 a2 = _mm512_loadu_ps(y + i + 32), a3 = _mm512_loadu_ps(y + i + 48);
     for (int j = 0; j < n; ++j) {
       const __m512 wj = _mm512_set1_ps(w[j]);
-      const float* xr = x + j * stride + i;
-      a0 = _mm512_add_ps(a0, _mm512_mul_ps(wj, _mm512_loadu_ps(xr)));
-      a1 = _mm512_add_ps(a1, _mm512_mul_ps(wj, _mm512_loadu_ps(xr + 16)));
-      a2 = _mm512_add_ps(a2, _mm512_mul_ps(wj, _mm512_loadu_ps(xr + 32)));
-      a3 = _mm512_add_ps(a3, _mm512_mul_ps(wj, _mm512_loadu_ps(xr + 48)));
+      const E* xr = x + j * stride + i;
+      a0 = _mm512_add_ps(a0, _mm512_mul_ps(wj, Load16(xr)));
+      a1 = _mm512_add_ps(a1, _mm512_mul_ps(wj, Load16(xr + 16)));
+      a2 = _mm512_add_ps(a2, _mm512_mul_ps(wj, Load16(xr + 32)));
+      a3 = _mm512_add_ps(a3, _mm512_mul_ps(wj, Load16(xr + 48)));
     }
     _mm512_storeu_ps(y + i, a0);
     _mm512_storeu_ps(y + i + 16, a1);
@@ -193,15 +227,15 @@ __attribute__((target("avx512f"))) std::array<int, 16> LaneOfKey() {
   return out;
 }
 
-__attribute__((target("avx512f"))) void DotF32ManyAvx512(const float* a, const float* b,
-                                                         int64_t stride, int n, int64_t d,
-                                                         float* out) {
+template <typename E>
+__attribute__((target("avx512f"))) void DotF32ManyAvx512(const float* a, const E* b, int64_t stride,
+                                                         int n, int64_t d, float* out) {
   __m512 v[16];
   for (int j = 0; j < 16; ++j) v[j] = _mm512_setzero_ps();
   for (int64_t i = 0; i < d; i += 16) {
     const __m512 av = _mm512_loadu_ps(a + i);
     for (int j = 0; j < n; ++j) {
-      v[j] = _mm512_add_ps(v[j], _mm512_mul_ps(av, _mm512_loadu_ps(b + j * stride + i)));
+      v[j] = _mm512_add_ps(v[j], _mm512_mul_ps(av, Load16(b + j * stride + i)));
     }
   }
   alignas(64) float sums[16];
@@ -210,15 +244,48 @@ __attribute__((target("avx512f"))) void DotF32ManyAvx512(const float* a, const f
   for (int j = 0; j < n; ++j) out[j] = sums[lane[j]];
 }
 
-}  // namespace
-
-void DotF32Many(Isa isa, const float* a, const float* b, int64_t stride, int n, int64_t d,
-                float* out) {
+template <typename E>
+void DotManyAny(Isa isa, const float* a, const E* b, int64_t stride, int n, int64_t d, float* out) {
   if (isa >= Isa::kAvx512 && d % 16 == 0 && n <= 16) {
     DotF32ManyAvx512(a, b, stride, n, d, out);
     return;
   }
-  for (int j = 0; j < n; ++j) out[j] = DotF32(isa, a, b + j * stride, d);
+  for (int j = 0; j < n; ++j) out[j] = DotAny(isa, a, b + j * stride, d);
+}
+
+template <typename E>
+void WeightedSumAny(Isa isa, float* y, const float* w, const E* x, int64_t stride, int n,
+                    int64_t d) {
+  if (isa == Isa::kScalar) {
+    WeightedSumF32Scalar(y, w, x, stride, n, d);
+  } else if (isa >= Isa::kAvx512) {
+    WeightedSumF32Avx512(y, w, x, stride, n, d);
+  } else {
+    WeightedSumF32Avx2(y, w, x, stride, n, d);
+  }
+}
+
+__attribute__((target("avx2,f16c"))) void F32ToF16Avx2(const float* x, uint16_t* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) out[i] = half::F32ToF16(x[i]);
+}
+
+}  // namespace
+
+float DotF32(Isa isa, const float* a, const float* b, int64_t n) { return DotAny(isa, a, b, n); }
+
+void DotF32Many(Isa isa, const float* a, const float* b, int64_t stride, int n, int64_t d,
+                float* out) {
+  DotManyAny(isa, a, b, stride, n, d, out);
+}
+
+void DotF32Many(Isa isa, const float* a, const uint16_t* b, int64_t stride, int n, int64_t d,
+                float* out) {
+  DotManyAny(isa, a, b, stride, n, d, out);
 }
 
 void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n) {
@@ -231,12 +298,19 @@ void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n) {
 
 void WeightedSumF32(Isa isa, float* y, const float* w, const float* x, int64_t stride, int n,
                     int64_t d) {
+  WeightedSumAny(isa, y, w, x, stride, n, d);
+}
+
+void WeightedSumF32(Isa isa, float* y, const float* w, const uint16_t* x, int64_t stride, int n,
+                    int64_t d) {
+  WeightedSumAny(isa, y, w, x, stride, n, d);
+}
+
+void F32ToF16Row(Isa isa, const float* x, uint16_t* out, int64_t n) {
   if (isa == Isa::kScalar) {
-    WeightedSumF32Scalar(y, w, x, stride, n, d);
-  } else if (isa >= Isa::kAvx512) {
-    WeightedSumF32Avx512(y, w, x, stride, n, d);
+    for (int64_t i = 0; i < n; ++i) out[i] = half::F32ToF16(x[i]);
   } else {
-    WeightedSumF32Avx2(y, w, x, stride, n, d);
+    F32ToF16Avx2(x, out, n);
   }
 }
 
@@ -246,17 +320,6 @@ void ScaleAddF32(Isa isa, float* y, float a, const float* x, float b, int64_t n)
   } else {
     ScaleAddF32Avx2(y, a, x, b, n);
   }
-}
-
-float DotF32(Isa isa, const float* a, const float* b, int64_t n) {
-  switch (isa) {
-    case Isa::kAvx512:
-    case Isa::kAvx512Vnni:
-      return DotF32Avx512(a, b, n);
-    case Isa::kAvx2: return DotF32Avx2(a, b, n);
-    case Isa::kScalar: return DotF32Scalar(a, b, n);
-  }
-  return 0.0f;
 }
 
 }  // namespace rsd::cpu

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "kernels/cpu/dot.h"
 #include "kernels/cpu/exp.h"
 #include "kernels/cpu/ops.h"
 
@@ -43,11 +44,12 @@ void AddOp(OpContext& ctx, Tensor x, const Tensor& y) {
 
 void StoreKvOp(OpContext& ctx, const Tensor& k, const Tensor& v, int layer,
                const int32_t* slot_block, const int32_t* slot_offset, const KvPoolView& pool) {
-  const size_t row = static_cast<size_t>(pool.kv_dim) * sizeof(float);
   for (int64_t r = 0; r < k.rows; ++r) {
     const size_t off = static_cast<size_t>(slot_offset[r]) * pool.kv_dim;
-    std::memcpy(pool.K(slot_block[r], layer).get() + off, k.f32() + r * k.cols, row);
-    std::memcpy(pool.V(slot_block[r], layer).get() + off, v.f32() + r * v.cols, row);
+    F32ToF16Row(ctx.isa, k.f32() + r * k.cols, pool.K(slot_block[r], layer).get() + off,
+                pool.kv_dim);
+    F32ToF16Row(ctx.isa, v.f32() + r * v.cols, pool.V(slot_block[r], layer).get() + off,
+                pool.kv_dim);
   }
 }
 

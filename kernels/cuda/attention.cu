@@ -4,18 +4,22 @@
 // score minus it, the sum of those in key order, and each dimension's V accumulation in key
 // order. Chunks are independent, so every chunk of a call is computed at once; then one block per
 // (row, head) merges them into the running state strictly in chunk order, which gives the bits of
-// the CPU's chunk-after-chunk walk.
+// the CPU's chunk-after-chunk walk. K and V are F16 in the pool, converted exactly as they are read
+// (kernels/half.h, as the CPU does).
 #include "kernels/cuda/exp.cuh"
 #include "kernels/cuda/ops.cuh"
+#include "kernels/half.h"
 
 namespace rsd::RSD_CUDA_NS {
 namespace {
 
+using half::F16ToF32;
+
 constexpr int kMaxChunk = 1024;
 constexpr int kMaxHeadDim = 512;
 
-__device__ __forceinline__ const float* PoolK(const float* base, int64_t block, int layer,
-                                              int n_layers, int block_tokens, int kv_dim) {
+__device__ __forceinline__ const uint16_t* PoolK(const uint16_t* base, int64_t block, int layer,
+                                                 int n_layers, int block_tokens, int kv_dim) {
   return base + (block * n_layers + layer) * 2 * static_cast<int64_t>(block_tokens) * kv_dim;
 }
 
@@ -30,7 +34,7 @@ __global__ void BeginKernel(int64_t items, int head_dim, float* m, float* l, flo
 
 __global__ void PartialKernel(const float* q, int64_t q_cols, const AttentionRow* rows, int n_heads,
                               int group, int head_dim, float scale, int layer, int c0, int nc,
-                              const float* pool, int n_layers, int block_tokens, int kv_dim,
+                              const uint16_t* pool, int n_layers, int block_tokens, int kv_dim,
                               float* partials) {
   RSD_SHARED(float, scores, kMaxChunk);
   RSD_SHARED(float, probs, kMaxChunk);
@@ -44,17 +48,18 @@ __global__ void PartialKernel(const float* q, int64_t q_cols, const AttentionRow
   const int n_chunks = (row.n_keys + block_tokens - 1) / block_tokens;
   if (c >= n_chunks) return;  // the whole block leaves together
   const int n = min(block_tokens, row.n_keys - c * block_tokens);
-  const float* K = PoolK(pool, row.block_table[c], layer, n_layers, block_tokens, kv_dim) +
-                   static_cast<int64_t>(h / group) * head_dim;
-  const float* V = K + static_cast<int64_t>(block_tokens) * kv_dim;
+  const uint16_t* K = PoolK(pool, row.block_table[c], layer, n_layers, block_tokens, kv_dim) +
+                      static_cast<int64_t>(h / group) * head_dim;
+  const uint16_t* V = K + static_cast<int64_t>(block_tokens) * kv_dim;
   const float* qh = q + r * q_cols + static_cast<int64_t>(h) * head_dim;
   const int half_warp = lane / 16, l16 = lane % 16;
   for (int j0 = 0; j0 < n; j0 += 2) {
     const int j = j0 + half_warp;
     float acc = 0.0f;
     if (j < n) {
-      const float* kj = K + static_cast<int64_t>(j) * kv_dim;
-      for (int i = l16; i < head_dim; i += 16) acc = __fadd_rn(acc, __fmul_rn(qh[i], kj[i]));
+      const uint16_t* kj = K + static_cast<int64_t>(j) * kv_dim;
+      for (int i = l16; i < head_dim; i += 16)
+        acc = __fadd_rn(acc, __fmul_rn(qh[i], F16ToF32(kj[i])));
     }
     for (int w = 8; w >= 1; w /= 2) acc = __fadd_rn(acc, __shfl_down_sync(0xFFFFFFFFu, acc, w, 16));
     if (j < n && l16 == 0) scores[j] = __fmul_rn(acc, scale);
@@ -82,7 +87,7 @@ __global__ void PartialKernel(const float* q, int64_t q_cols, const AttentionRow
   for (int i = lane; i < head_dim; i += 32) {
     float ca = 0.0f;
     for (int j = 0; j < n; ++j) {
-      ca = __fadd_rn(ca, __fmul_rn(probs[j], V[static_cast<int64_t>(j) * kv_dim + i]));
+      ca = __fadd_rn(ca, __fmul_rn(probs[j], F16ToF32(V[static_cast<int64_t>(j) * kv_dim + i])));
     }
     out[2 + i] = ca;
   }
@@ -159,7 +164,7 @@ cudaError_t LaunchAttentionPartials(const float* q, int64_t q_cols, const Attent
   const dim3 grid(static_cast<unsigned>(n_rows * shape.n_heads), static_cast<unsigned>(nc));
   RSD_LAUNCH(PartialKernel, grid, 32, stream, q, q_cols, rows, shape.n_heads,
              shape.n_heads / shape.n_kv_heads, shape.head_dim, shape.scale, layer, c0, nc,
-             static_cast<const float*>(pool.base.get()), pool.n_layers, pool.block_tokens,
+             static_cast<const uint16_t*>(pool.base.get()), pool.n_layers, pool.block_tokens,
              pool.kv_dim, partials);
   return cudaGetLastError();
 }

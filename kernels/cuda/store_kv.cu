@@ -1,20 +1,22 @@
-// K and V rows into their pool slots (kernels/cpu/elementwise.cc's StoreKvOp): plain copies.
+// K and V rows into their pool slots (kernels/cpu/elementwise.cc's StoreKvOp), rounded to F16 by
+// kernels/half.h's F32ToF16, the CPU's rounding bit for bit.
 #include "kernels/cuda/ops.cuh"
+#include "kernels/half.h"
 
 namespace rsd::RSD_CUDA_NS {
 namespace {
 
 __global__ void StoreKvKernel(const float* k, int64_t k_cols, const float* v, int64_t v_cols,
                               int layer, const int32_t* slot_block, const int32_t* slot_offset,
-                              float* base, int n_layers, int kv_dim, int block_tokens) {
+                              uint16_t* base, int n_layers, int kv_dim, int block_tokens) {
   const int64_t r = blockIdx.x;
   const int64_t block = slot_block[r];
   const int64_t off = static_cast<int64_t>(slot_offset[r]) * kv_dim;
-  float* kd = base + (block * n_layers + layer) * 2 * block_tokens * kv_dim + off;
-  float* vd = kd + static_cast<int64_t>(block_tokens) * kv_dim;
+  uint16_t* kd = base + (block * n_layers + layer) * 2 * block_tokens * kv_dim + off;
+  uint16_t* vd = kd + static_cast<int64_t>(block_tokens) * kv_dim;
   for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-    kd[i] = k[r * k_cols + i];
-    vd[i] = v[r * v_cols + i];
+    kd[i] = half::F32ToF16(k[r * k_cols + i]);
+    vd[i] = half::F32ToF16(v[r * v_cols + i]);
   }
 }
 

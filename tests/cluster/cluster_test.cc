@@ -117,10 +117,10 @@ double MeanDecodeRows(const v1::WorkerStatus& st) {
 }
 
 TEST_F(ClusterTest, SixteenSessionsEqualRsdRunChatAlone) {
-  // w1, w2: the default hot pool; w3: a pool of 24 blocks (16 tokens each), far less than 16
-  // sessions' histories, so it spills idle sessions and restores them while others run.
-  auto cluster = Cluster::Start(*model_, {{"w1", {}}, {"w2", {}},
-                                          {"w3", {"--hot-bytes", "17694720"}}});
+  // w1, w2: the default hot pool; w3: a pool of 24 blocks (16 tokens of F16 K/V each), far less
+  // than 16 sessions' histories, so it spills idle sessions and restores them while others run.
+  auto cluster =
+      Cluster::Start(*model_, {{"w1", {}}, {"w2", {}}, {"w3", {"--hot-bytes", "8847360"}}});
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   Cluster& c = **cluster;
 

@@ -271,9 +271,9 @@ class OpenAiApiTest(unittest.TestCase):
             small.close()
 
     def test_spills_and_restores_are_counted_by_form_and_source(self):
-        # A 10-block hot pool (SmolLM2: 46,080 B of K/V a token, 16 tokens a block) holds about
+        # A 10-block hot pool (SmolLM2: 23,040 B of F16 K/V a token, 16 tokens a block) holds about
         # two of these sessions: the third turn spills one, the second round restores them.
-        small = Cluster(worker_flags=("--hot-bytes", str(10 * 16 * 46080)))
+        small = Cluster(worker_flags=("--hot-bytes", str(10 * 16 * 23040)))
         try:
             before = scrape(small.worker_http)
             sessions = []

@@ -24,6 +24,13 @@ std::vector<float> RandomFloats(std::mt19937& rng, size_t n, float scale) {
   return v;
 }
 
+// Hot K/V as the pool holds it: F16 bits of uniform values in [-scale, scale].
+std::vector<uint16_t> RandomHalves(std::mt19937& rng, size_t n, float scale) {
+  std::vector<uint16_t> out;
+  for (float x : RandomFloats(rng, n, scale)) out.push_back(F32ToF16(x));
+  return out;
+}
+
 // A weight matrix [rows, k] of `t`, as raw bytes, with realistic scales for the block types.
 std::vector<uint8_t> RandomWeights(std::mt19937& rng, DType t, int64_t rows, int64_t k) {
   std::vector<uint8_t> w(DTypeRowBytes(t, k) * rows);
@@ -241,25 +248,28 @@ TEST_P(CudaParity, RopeAndStoreKv) {
   std::vector<float> got = d.Get(dx, x.size());
   EXPECT_TRUE(SameBits(got, ref)) << FirstDiff(got, ref);
 
-  // StoreKv into a pool: rows land at their (block, offset) slots of the right layer.
+  // StoreKv into a pool: rows land at their (block, offset) slots of the right layer, rounded to
+  // F16 with the CPU's bits (ties, subnormals, overflow and NaN among them).
   const int layers = 2, kv_dim = 24, bt = 4, n_blocks = 3;
   KvPoolView host_pool{{}, n_blocks, layers, kv_dim, bt};
-  std::vector<float> pool_ref(host_pool.block_floats() * n_blocks, 0.5f);
+  std::vector<uint16_t> pool_ref(host_pool.block_elements() * n_blocks, 0x3800);
   host_pool.base = DeviceMemory(pool_ref.data());  // the CPU backend computes in host memory
-  auto k = RandomFloats(rng, 5 * kv_dim, 1.0f), v = RandomFloats(rng, 5 * kv_dim, 1.0f);
+  auto k = RandomFloats(rng, 5 * kv_dim, 1.0f), v = RandomFloats(rng, 5 * kv_dim, 1e-5f);
+  const float specials[] = {65520.0f, -1e9f, 1.0f + 1.0f / 2048, 2.98e-8f, INFINITY, NAN};
+  for (size_t i = 0; i < std::size(specials); ++i) k[7 * i] = specials[i];
   const std::vector<int32_t> blocks = {2, 2, 0, 1, 2}, offs = {0, 3, 1, 2, 1};
   ASSERT_TRUE(cpu_.StoreKv(Tensor{k.data(), DType::kF32, 5, kv_dim},
                            Tensor{v.data(), DType::kF32, 5, kv_dim}, 1, blocks.data(), offs.data(),
                            host_pool)
                   .ok());
-  std::vector<float> init(pool_ref.size(), 0.5f);
+  std::vector<uint16_t> init(pool_ref.size(), 0x3800);
   KvPoolView dev_pool{DeviceMemory(d.Put(init)), n_blocks, layers, kv_dim, bt};
   ASSERT_TRUE(dev_->StoreKv(Tensor{d.Put(k), DType::kF32, 5, kv_dim},
                             Tensor{d.Put(v), DType::kF32, 5, kv_dim}, 1, d.Put(blocks), d.Put(offs),
                             dev_pool)
                   .ok());
-  std::vector<float> pool_got = d.Get(dev_pool.base.get(), pool_ref.size());
-  EXPECT_TRUE(SameBits(pool_got, pool_ref)) << FirstDiff(pool_got, pool_ref);
+  std::vector<uint16_t> pool_got = d.Get(dev_pool.base.get(), pool_ref.size());
+  EXPECT_EQ(pool_got, pool_ref);
 }
 
 struct AttnCase {
@@ -287,7 +297,7 @@ TEST_P(CudaParity, AttentionFullChunkedAndStatistics) {
     const int n_chunks = (max_keys + c.bt - 1) / c.bt;
     const int n_blocks = n_chunks + 2;
     KvPoolView pool{{}, n_blocks, layers, kv_dim, c.bt};
-    std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.5f);
+    std::vector<uint16_t> storage = RandomHalves(rng, pool.block_elements() * n_blocks, 1.5f);
     pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
     std::vector<int32_t> table(n_chunks);
     for (int i = 0; i < n_chunks; ++i) table[i] = (i * 5 + 1) % n_blocks;  // scattered blocks

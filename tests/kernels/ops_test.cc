@@ -1,5 +1,6 @@
 // Backend op checks on the CPU backend: thread-count and row-count independence (bit for bit, with
 // counters proving the threads ran) and attention against a float64 softmax.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -16,6 +17,13 @@ std::vector<float> RandomFloats(std::mt19937& rng, size_t n, float scale) {
   std::vector<float> v(n);
   for (float& x : v) x = u(rng);
   return v;
+}
+
+// Hot K/V as the pool holds it: F16 bits of uniform values in [-scale, scale].
+std::vector<uint16_t> RandomHalves(std::mt19937& rng, size_t n, float scale) {
+  std::vector<uint16_t> out(n);
+  for (float x : RandomFloats(rng, n, scale)) out[--n] = F32ToF16(x);
+  return out;
 }
 
 std::vector<uint8_t> RandomQ4_1(std::mt19937& rng, int64_t rows, int64_t k) {
@@ -108,7 +116,7 @@ TEST(Attention, EveryIsaGivesTheScalarBits) {
   const int n_heads = 6, n_kv = 2, hd = 64, bt = 16, layers = 1, layer = 0, n_rows = 3;
   const int kv_dim = n_kv * hd, n_blocks = 5;
   KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
-  std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.5f);
+  std::vector<uint16_t> storage = RandomHalves(rng, pool.block_elements() * n_blocks, 1.5f);
   pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
   std::vector<int32_t> table = {4, 1, 3, 0, 2};
   auto q = RandomFloats(rng, n_rows * n_heads * hd, 2.0f);
@@ -136,10 +144,8 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
   const int kv_dim = n_kv * hd;
   const int n_blocks = 6;
   KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
-  std::vector<float> storage(pool.block_floats() * n_blocks);
+  std::vector<uint16_t> storage = RandomHalves(rng, pool.block_elements() * n_blocks, 1.0f);
   pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
-  auto fill = RandomFloats(rng, storage.size(), 1.0f);
-  storage = fill;
   // Scrambled block table: positions map to blocks 5, 2, 0, 3.
   std::vector<int32_t> table = {5, 2, 0, 3};
   auto q = RandomFloats(rng, n_heads * hd, 2.0f);
@@ -157,9 +163,9 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
     std::vector<double> s(n_keys);
     double mx = -1e300;
     for (int j = 0; j < n_keys; ++j) {
-      const float* k = pool.K(table[j / bt], layer).get() + (j % bt) * kv_dim + kvh * hd;
+      const uint16_t* k = pool.K(table[j / bt], layer).get() + (j % bt) * kv_dim + kvh * hd;
       double dot = 0;
-      for (int i = 0; i < hd; ++i) dot += static_cast<double>(q[h * hd + i]) * k[i];
+      for (int i = 0; i < hd; ++i) dot += static_cast<double>(q[h * hd + i]) * F16ToF32(k[i]);
       s[j] = dot / std::sqrt(static_cast<double>(hd));
       mx = std::max(mx, s[j]);
     }
@@ -168,7 +174,8 @@ TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
     for (int i = 0; i < hd; ++i) {
       double ref = 0;
       for (int j = 0; j < n_keys; ++j) {
-        ref += s[j] / z * pool.V(table[j / bt], layer).get()[(j % bt) * kv_dim + kvh * hd + i];
+        ref += s[j] / z *
+               F16ToF32(pool.V(table[j / bt], layer).get()[(j % bt) * kv_dim + kvh * hd + i]);
       }
       EXPECT_NEAR(out[h * hd + i], ref, 1e-5) << "head " << h << " dim " << i;
     }
@@ -182,7 +189,7 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
   const int n_heads = 6, n_kv = 3, hd = 16, bt = 4, layers = 3, layer = 2, n_blocks = 8;
   const int kv_dim = n_kv * hd;
   KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
-  std::vector<float> storage = RandomFloats(rng, pool.block_floats() * n_blocks, 1.0f);
+  std::vector<uint16_t> storage = RandomHalves(rng, pool.block_elements() * n_blocks, 1.0f);
   pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
   std::vector<int32_t> table = {3, 1, 6, 0, 4};
   // Two query rows of one sequence (positions 13 and 17) and one of another (position 5).
@@ -202,7 +209,7 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
   ASSERT_TRUE(be.AttentionBegin(shape, qt.rows, st).ok());
   ASSERT_TRUE(be.AttentionChunks(qt, rows.data(), layer, 0, 2, shape, pool, st).ok());
   // Chunk 2 of the first sequence is served from block 7, a copy ("rebuilt" scratch).
-  std::copy(pool.K(6, 0).get(), pool.K(6, 0).get() + pool.block_floats(), pool.K(7, 0).get());
+  std::copy(pool.K(6, 0).get(), pool.K(6, 0).get() + pool.block_elements(), pool.K(7, 0).get());
   table[2] = 7;
   ASSERT_TRUE(be.AttentionChunks(qt, rows.data(), layer, 2, 3, shape, pool, st).ok());
   table[2] = 6;
@@ -211,6 +218,44 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
       be.AttentionFinish(shape, qt.rows, st, Tensor{got.data(), DType::kF32, qt.rows, qt.cols})
           .ok());
   EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4));
+}
+
+// K/V rows land in their slots as F16, rounded to nearest even exactly as kernels/half.h's
+// F32ToF16 rounds (ties, subnormals, overflow to infinity and NaN included) on every ISA path.
+TEST(StoreKv, RoundsEveryRowToF16LikeTheScalarConversion) {
+  std::mt19937 rng(13);
+  const int layers = 2, layer = 1, kv_dim = 40, bt = 4, n_blocks = 3, n = 5;
+  std::vector<float> k = RandomFloats(rng, n * kv_dim, 3.0f),
+                     v = RandomFloats(rng, n * kv_dim, 1e-5f);
+  const float specials[] = {65504.0f, 65520.0f, -1e9f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048,
+                            5.96e-8f, 2.98e-8f, -0.0f, INFINITY,           NAN};
+  for (size_t i = 0; i < std::size(specials); ++i) k[3 * i] = specials[i];
+  const std::vector<int32_t> slot_block = {2, 0, 2, 1, 0}, slot_offset = {0, 3, 1, 2, 0};
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+    if (!IsaSupported(isa)) continue;
+    KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
+    std::vector<uint16_t> storage(pool.block_elements() * n_blocks,
+                                  0x7DFF);  // a signalling NaN: F32ToF16 never writes one
+    pool.base = DeviceMemory(storage.data());
+    CpuBackend be(1, isa);
+    ASSERT_TRUE(be.StoreKv(Tensor{k.data(), DType::kF32, n, kv_dim},
+                           Tensor{v.data(), DType::kF32, n, kv_dim}, layer, slot_block.data(),
+                           slot_offset.data(), pool)
+                    .ok());
+    size_t written = 0;
+    for (int r = 0; r < n; ++r) {
+      const uint16_t* kd = pool.K(slot_block[r], layer).get() + slot_offset[r] * kv_dim;
+      const uint16_t* vd = pool.V(slot_block[r], layer).get() + slot_offset[r] * kv_dim;
+      for (int i = 0; i < kv_dim; ++i) {
+        ASSERT_EQ(kd[i], F32ToF16(k[r * kv_dim + i])) << IsaName(isa) << " K row " << r << " " << i;
+        ASSERT_EQ(vd[i], F32ToF16(v[r * kv_dim + i])) << IsaName(isa) << " V row " << r << " " << i;
+        written += 2;
+      }
+    }
+    // Nothing outside the slots was touched.
+    const size_t untouched = std::count(storage.begin(), storage.end(), uint16_t{0x7DFF});
+    EXPECT_EQ(untouched, storage.size() - written) << IsaName(isa);
+  }
 }
 
 }  // namespace

@@ -33,15 +33,15 @@ StateLayout Layout() {
 std::string Block(StateForm form, int layer, int chunk, uint8_t fill) {
   CheckpointHeader h;
   h.form = form;
-  h.dtype = ElementType::kF32;
+  h.dtype = form == StateForm::kKv ? ElementType::kF16 : ElementType::kF32;
   h.layer = static_cast<uint32_t>(layer);
   h.first_position = static_cast<uint32_t>(4 * chunk);
   h.n_tokens = 4;
   h.row_elements = form == StateForm::kKv ? 8 : 16;
   h.model_fingerprint = "model-fp";
   h.numerics_fingerprint = "numerics-fp";
-  // kv: [2][4][8] floats; residual: [4][16] floats; 256 bytes either way.
-  const std::vector<uint8_t> payload(256, fill);
+  // kv: [2][4][8] halves (128 bytes); residual: [4][16] floats (256 bytes).
+  const std::vector<uint8_t> payload(form == StateForm::kKv ? 128 : 256, fill);
   return *EncodeBlock(h, payload, Compression::kNone);
 }
 
@@ -73,7 +73,7 @@ TEST(SessionStateCheck, ASoundStateIsTakenWithItsBlocks) {
   EXPECT_EQ(got->plan.ToString(), "krr");
   EXPECT_EQ(got->report.form, SpillForm::kAuto);
   EXPECT_EQ(got->report.blocks, 6);
-  EXPECT_EQ(got->report.payload_bytes, 6 * 256);
+  EXPECT_EQ(got->report.payload_bytes, 2 * 128 + 4 * 256);  // two F16 K/V blocks, four residual
   EXPECT_GT(got->report.framing_bytes, 0);
   EXPECT_TRUE(got->report.note.empty());
 }
@@ -84,7 +84,9 @@ TEST(SessionStateCheck, HeaderForMatchesTheLayout) {
   EXPECT_EQ(h.first_position, 12u);
   EXPECT_EQ(h.n_tokens, 4u);
   EXPECT_EQ(h.row_elements, 8u);
+  EXPECT_EQ(h.dtype, ElementType::kF16);
   EXPECT_EQ(CheckpointHeaderFor(Layout(), StateForm::kResidual, 1, 0).row_elements, 16u);
+  EXPECT_EQ(CheckpointHeaderFor(Layout(), StateForm::kResidual, 1, 0).dtype, ElementType::kF32);
 }
 
 TEST(SessionStateCheck, AnotherVersionOrModelIsRefused) {

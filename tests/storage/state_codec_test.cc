@@ -18,7 +18,7 @@ using ::rsd::testing::StatusIs;
 using ::testing::HasSubstr;
 
 constexpr char kModelFp[] = "0123456789abcdef0123456789abcdef";
-constexpr char kNumericsFp[] = "cpu-k2/kv-f32/res-f32/blk16";
+constexpr char kNumericsFp[] = "cpu-k2/kv-f16/res-f32/blk16";
 
 CheckpointHeader MakeHeader(StateForm form, uint32_t n_tokens, uint32_t row) {
   CheckpointHeader h;
@@ -112,7 +112,7 @@ TEST(StateCodecTest, CheckFingerprints) {
   EXPECT_TRUE(CheckFingerprints(h, kModelFp, kNumericsFp).ok());
   EXPECT_THAT(CheckFingerprints(h, "other-model", kNumericsFp),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("other-model")));
-  EXPECT_THAT(CheckFingerprints(h, kModelFp, "cuda-k1/kv-f32/res-f32/blk16"),
+  EXPECT_THAT(CheckFingerprints(h, kModelFp, "cuda-k1/kv-f16/res-f32/blk16"),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("numerics " + std::string(kNumericsFp))));
 }

@@ -1,5 +1,6 @@
 #include "tests/support/reference_forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -22,6 +23,19 @@ struct Mat {
     return y;
   }
 };
+
+// x rounded to the nearest IEEE half (ties to even; the hot K/V cache stores F16, DESIGN.md
+// section 4): 11 significant bits, or a multiple of 2^-24 below 2^-14. Finite, small x only.
+double RoundToHalf(double x) {
+  if (x == 0.0) return x;
+  const int e = std::max(std::ilogb(x), -14);
+  const double ulp = std::ldexp(1.0, e - 10);
+  return std::nearbyint(x / ulp) * ulp;
+}
+
+void RoundToHalf(Vec& v) {
+  for (double& x : v) x = RoundToHalf(x);
+}
 
 Vec RmsNorm(const Vec& x, const SyntheticTensor& w, double eps) {
   double ss = 0;
@@ -75,6 +89,8 @@ std::vector<std::vector<double>> ReferenceForward(const SyntheticModel& model,
       AddBias(v[t], T(p + "attn_v.bias"));
       Rope(q[t], nh, hd, t, o.rope_theta);
       Rope(k[t], nkv, hd, t, o.rope_theta);
+      RoundToHalf(k[t]);
+      RoundToHalf(v[t]);
     }
     for (int t = 0; t < n; ++t) {
       Vec attn(static_cast<size_t>(nh) * hd, 0.0);

@@ -177,10 +177,11 @@ class Engine {
   // (it was resident). DATA_LOSS if a checkpoint cannot be read back intact; RESOURCE_EXHAUSTED if
   // the pool has no room. Nothing changes on an error.
   absl::StatusOr<std::string> Restore(const SessionId& id);
-  // A chunk's exact state for one layer, as a spill stores it: kv [2][bt][kv_dim] (from the pool or
-  // its checkpoint) or residual [bt][d] (layer >= 1). Only full, computed chunks.
-  absl::StatusOr<std::vector<float>> ChunkPayload(const SessionId& id, int32_t chunk, int layer,
-                                                  bool kv);
+  // A chunk's exact state for one layer as a spill stores it (the codec payload): kv
+  // [2][bt][kv_dim] F16 (from the pool or its checkpoint) or residual [bt][d] F32 (layer >= 1).
+  // Only full, computed chunks.
+  absl::StatusOr<std::vector<uint8_t>> ChunkPayload(const SessionId& id, int32_t chunk, int layer,
+                                                    bool kv);
 
   // ---- Feeding tokens ----
   struct Work {
@@ -250,12 +251,12 @@ class Engine {
   absl::Status OffloadPartial(Sequence& s);
   // Encodes one layer of a chunk in `form` and offloads it to the tiers.
   absl::Status OffloadCheckpoint(const Sequence& s, int32_t chunk, int layer, StateForm form,
-                                 std::span<const float> data);
-  // One layer of a chunk's checkpoint in the sequence's plan form, from the tiers (decoded, its
-  // header checked); `from` gets the tier's name. NOT_FOUND if absent; DATA_LOSS if unreadable
+                                 std::span<const uint8_t> payload);
+  // One layer of a chunk's checkpoint payload in the sequence's plan form, from the tiers (decoded,
+  // its header checked); `from` gets the tier's name. NOT_FOUND if absent; DATA_LOSS if unreadable
   // or not describing that place.
-  absl::StatusOr<std::vector<float>> Checkpoint(const Sequence& s, int32_t chunk, int layer,
-                                                const char** from = nullptr) const;
+  absl::StatusOr<std::vector<uint8_t>> Checkpoint(const Sequence& s, int32_t chunk, int layer,
+                                                  const char** from = nullptr) const;
   absl::Status RestoreChunkToHot(Sequence& s, int32_t chunk);
   // Evicts the eviction policy's victims (checkpointed if it is exact, else dropped) until the
   // sequence's hot blocks plus `incoming` new ones fit the budget.

@@ -48,7 +48,7 @@ absl::Status Engine::ChoosePlan() {
     plan_rebuild_ = best;
   }
   // Restore cost per chunk-layer: bytes through the host tier, plus compute for residuals.
-  const double kv_cost = 2.0 * bt * kvd * sizeof(float) / plan_bw_;
+  const double kv_cost = 2.0 * bt * kvd * kKvElementBytes / plan_bw_;
   const double res_cost =
       static_cast<double>(bt) * c.d_model * sizeof(float) / plan_bw_ + plan_rebuild_;
   const double tok_cost = 4.0 * bt / plan_bw_ + plan_rebuild_;  // layer 0: ids -> embedding

@@ -11,8 +11,17 @@
 namespace rsd {
 namespace {
 
-std::span<const uint8_t> AsBytes(std::span<const float> v) {
-  return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)};
+template <typename T>
+std::span<const uint8_t> AsBytes(std::span<const T> v) {
+  return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T)};
+}
+
+// A checkpoint payload's elements (the codec checked its size against the header's dtype).
+template <typename T>
+std::vector<T> Elements(std::span<const uint8_t> payload) {
+  std::vector<T> out(payload.size() / sizeof(T));
+  std::memcpy(out.data(), payload.data(), out.size() * sizeof(T));
+  return out;
 }
 
 void InsertSorted(std::vector<int32_t>& v, int32_t x) {
@@ -79,16 +88,16 @@ void Engine::FreeBlocks(Sequence& s) {
 // ---- Checkpoints in the tiers ----
 
 absl::Status Engine::OffloadCheckpoint(const Sequence& s, int32_t chunk, int layer, StateForm form,
-                                       std::span<const float> data) {
-  RSD_ASSIGN_OR_RETURN(std::string value,
-                       EncodeBlock(CheckpointHeaderFor(layout_, form, layer, chunk), AsBytes(data),
-                                   Compression::kNone));
+                                       std::span<const uint8_t> payload) {
+  RSD_ASSIGN_OR_RETURN(
+      std::string value,
+      EncodeBlock(CheckpointHeaderFor(layout_, form, layer, chunk), payload, Compression::kNone));
   return tiers_->Offload(BlockKey{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
                          std::move(value));
 }
 
-absl::StatusOr<std::vector<float>> Engine::Checkpoint(const Sequence& s, int32_t chunk, int layer,
-                                                      const char** from) const {
+absl::StatusOr<std::vector<uint8_t>> Engine::Checkpoint(const Sequence& s, int32_t chunk, int layer,
+                                                        const char** from) const {
   const StateForm form = s.plan.form(layer);
   RSD_ASSIGN_OR_RETURN(
       std::string value,
@@ -99,9 +108,7 @@ absl::StatusOr<std::vector<float>> Engine::Checkpoint(const Sequence& s, int32_t
     return absl::DataLossError(absl::StrCat("checkpoint of chunk ", chunk, " layer ", layer,
                                             " does not describe that block"));
   }
-  std::vector<float> out(block.payload.size() / sizeof(float));
-  std::memcpy(out.data(), block.payload.data(), out.size() * sizeof(float));
-  return out;
+  return std::move(block.payload);
 }
 
 absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, ChunkState* out) const {
@@ -112,19 +119,19 @@ absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, Chun
     out->tokens.assign(s.tokens.begin() + chunk * bt, s.tokens.begin() + (chunk + 1) * bt);
     return absl::OkStatus();
   }
-  absl::StatusOr<std::vector<float>> got = Checkpoint(s, chunk, layer);
+  absl::StatusOr<std::vector<uint8_t>> got = Checkpoint(s, chunk, layer);
   if (!got.ok()) {
     return absl::DataLossError(absl::StrCat("no checkpoint for evicted chunk ", chunk, " layer ",
                                             layer, ": ", got.status().message()));
   }
-  std::vector<float>& data = *got;
   if (kv) {
+    std::vector<KvElement> data = Elements<KvElement>(*got);
     out->form = StateForm::kKv;
     out->k.assign(data.begin(), data.begin() + bt * kvd);
     out->v.assign(data.begin() + bt * kvd, data.end());
   } else {
     out->form = StateForm::kResidual;
-    out->h = std::move(data);
+    out->h = Elements<float>(*got);
   }
   return absl::OkStatus();
 }
@@ -162,7 +169,8 @@ absl::Status Engine::OffloadPartial(Sequence& s) {
   for (size_t l = 1; l < s.partial.size(); ++l) {
     if (s.partial[l].empty()) continue;
     RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, s.partial_chunk, static_cast<int>(l),
-                                          StateForm::kResidual, s.partial[l]));
+                                          StateForm::kResidual,
+                                          AsBytes(std::span<const float>(s.partial[l]))));
   }
   s.partial_chunk = -1;
   s.partial.clear();
@@ -176,7 +184,7 @@ absl::Status Engine::EvictChunk(Sequence& s, int32_t victim) {
   const int32_t block = s.blocks[victim];
   // The block's K/V layers leave through the staging ring on the transfer stream (after the
   // compute that wrote them) into the tiers; its residual layers are there already (captured).
-  const size_t layer_bytes = static_cast<size_t>(2 * bt * kvd) * sizeof(float);
+  const size_t layer_bytes = static_cast<size_t>(2 * bt * kvd) * kKvElementBytes;
   int64_t kv_layers = 0;
   for (int64_t l = 0; l < L; ++l) kv_layers += s.plan.kv(static_cast<int>(l));
   if (kv_layers > 0) {
@@ -191,9 +199,8 @@ absl::Status Engine::EvictChunk(Sequence& s, int32_t victim) {
     at = static_cast<uint8_t*>(ring);
     for (int l = 0; l < L; ++l) {
       if (!s.plan.kv(l)) continue;
-      RSD_RETURN_IF_ERROR(OffloadCheckpoint(
-          s, victim, l, StateForm::kKv,
-          std::span<const float>(reinterpret_cast<const float*>(at), 2 * bt * kvd)));
+      RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, victim, l, StateForm::kKv,
+                                            std::span<const uint8_t>(at, layer_bytes)));
       at += layer_bytes;
     }
   }
@@ -259,8 +266,8 @@ absl::Status Engine::TruncateSequence(const SessionId& id, int64_t n) {
       s.partial.assign(static_cast<size_t>(config().n_layers), {});
       for (int l = 1; l < config().n_layers; ++l) {
         if (s.plan.kv(l)) continue;
-        absl::StatusOr<std::vector<float>> rows = Checkpoint(s, tail, l);
-        if (rows.ok()) s.partial[l] = *std::move(rows);
+        absl::StatusOr<std::vector<uint8_t>> rows = Checkpoint(s, tail, l);
+        if (rows.ok()) s.partial[l] = Elements<float>(*rows);
       }
     }
   }
@@ -286,8 +293,8 @@ absl::Status Engine::TruncateSequence(const SessionId& id, int64_t n) {
 
 // ---- Between turns: spill and restore ----
 
-absl::StatusOr<std::vector<float>> Engine::ChunkPayload(const SessionId& id, int32_t chunk,
-                                                        int layer, bool kv) {
+absl::StatusOr<std::vector<uint8_t>> Engine::ChunkPayload(const SessionId& id, int32_t chunk,
+                                                          int layer, bool kv) {
   const Sequence& s = Seq(id);
   const int64_t bt = model_->block_tokens(), kvd = model_->kv_dim();
   if (chunk < 0 || chunk >= FullChunks(id) || layer < 0 || layer >= config().n_layers ||
@@ -296,12 +303,12 @@ absl::StatusOr<std::vector<float>> Engine::ChunkPayload(const SessionId& id, int
                                                    layer));
   }
   if (kv && chunk < static_cast<int32_t>(s.blocks.size()) && s.blocks[chunk] >= 0) {
-    std::vector<float> out(static_cast<size_t>(2 * bt * kvd));
-    RSD_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer),
-                                             out.size() * sizeof(float)));
+    std::vector<uint8_t> out(static_cast<size_t>(2 * bt * kvd) * kKvElementBytes);
+    RSD_RETURN_IF_ERROR(
+        backend_->CopyToHost(out.data(), pool_->view().K(s.blocks[chunk], layer), out.size()));
     return out;
   }
-  absl::StatusOr<std::vector<float>> got = absl::NotFoundError("another form");
+  absl::StatusOr<std::vector<uint8_t>> got = absl::NotFoundError("another form");
   const bool captured = kv || CapturesResiduals(s) || !s.resident;
   if (s.plan.kv(layer) == kv && captured) got = Checkpoint(s, chunk, layer);
   if (!got.ok()) {
@@ -331,7 +338,7 @@ absl::Status Engine::Spill(const SessionId& id, const LayerPlan& plan) {
       const bool hot = s.blocks[c] >= 0;
       if (kv && s.plan.kv(l) && !hot) continue;  // its K/V checkpoint is in the tiers already
       if (!kv && !s.plan.kv(l) && (CapturesResiduals(s) || !s.resident)) continue;  // captured
-      RSD_ASSIGN_OR_RETURN(std::vector<float> payload, ChunkPayload(id, c, l, kv));
+      RSD_ASSIGN_OR_RETURN(std::vector<uint8_t> payload, ChunkPayload(id, c, l, kv));
       RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, c, l, plan.form(l), payload));
     }
   }

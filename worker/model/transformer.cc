@@ -181,13 +181,13 @@ absl::Status Transformer::BuildRopeTable(const ModelFile& file) {
 
 StateBytesPerToken Transformer::state_bytes_per_token() const {
   StateBytesPerToken b;
-  b.kv = static_cast<int64_t>(config_.n_layers) * 2 * kv_dim() * sizeof(float);
+  b.kv = static_cast<int64_t>(config_.n_layers) * 2 * kv_dim() * kKvElementBytes;
   b.residual = static_cast<int64_t>(config_.n_layers - 1) * config_.d_model * sizeof(float);
   return b;
 }
 
 std::string Transformer::numerics_fingerprint() const {
-  return absl::StrFormat("%s/kv-f32/res-f32/blk%d", backend_->numerics_id(), block_tokens_);
+  return absl::StrFormat("%s/kv-f16/res-f32/blk%d", backend_->numerics_id(), block_tokens_);
 }
 
 }  // namespace rsd

@@ -27,7 +27,7 @@ struct TransformerOptions {
 // exactly (DESIGN.md sections 1, 4). The loader fills exactly one kind.
 struct ChunkState {
   StateForm form = StateForm::kResidual;
-  std::vector<float> k, v;      // kKv: [n, kv_dim] each, the bytes the pool held
+  std::vector<KvElement> k, v;  // kKv: [n, kv_dim] each, the F16 bits the pool held
   std::vector<float> h;         // kResidual: [n, d_model], the residual entering the layer
   std::vector<int32_t> tokens;  // kTokens: layer 0 only (its input is the token embedding)
 };
@@ -77,7 +77,7 @@ struct ForwardResult {
 
 // Bytes per token of each exact state form (DESIGN.md section 1), from the stored element sizes.
 struct StateBytesPerToken {
-  int64_t kv = 0;        // L * 2 * n_kv * head_dim * s_kv
+  int64_t kv = 0;        // L * 2 * n_kv * head_dim * s_kv (F16: s_kv = 2)
   int64_t residual = 0;  // (L - 1) * d * s_r
   int64_t tokens = 4;
 };
@@ -109,9 +109,10 @@ class Transformer {
                        bool capture_residuals, ForwardResult* out);
 
   // Recomputes K and V of `layer` from stored residual inputs: h [n, d] at positions pos[n] →
-  // k, v [n, kv_dim] (host memory). The forward computes its K/V with this same code path.
+  // k, v [n, kv_dim] (host memory), the F16 bits the pool holds for them. The forward computes
+  // its K/V with this same code path.
   absl::Status KvFromResidual(int layer, std::span<const float> h, std::span<const int32_t> pos,
-                              float* k, float* v);
+                              KvElement* k, KvElement* v);
 
   // Rebuilds K/V of `layer` for the block_tokens positions of `chunk` from `state` into pool block
   // `block` (the same code path attention's rebuilds and the forward use). DATA_LOSS if the state

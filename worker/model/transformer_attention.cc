@@ -165,7 +165,7 @@ absl::Status Transformer::CopyKvCheckpoint(int layer, int32_t chunk, const Chunk
     return absl::DataLossError(absl::StrCat("K/V checkpoint of chunk ", chunk, " layer ", layer,
                                             " has ", cs.k.size(), " values, expected ", bt * kvd));
   }
-  const size_t bytes = cs.k.size() * sizeof(float);
+  const size_t bytes = cs.k.size() * kKvElementBytes;
   if (staging != nullptr) {
     RSD_RETURN_IF_ERROR(staging->ToDevice(pool.K(scratch, layer), cs.k.data(), bytes));
     RSD_RETURN_IF_ERROR(staging->ToDevice(pool.V(scratch, layer), cs.v.data(), bytes));
@@ -191,7 +191,7 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
   Backend& b = *backend_;
   if (poison_rebuilds_) {
     RSD_RETURN_IF_ERROR(
-        b.Fill(pool.K(scratch, layer), 0xFF, static_cast<size_t>(2) * bt * kvd * sizeof(float)));
+        b.Fill(pool.K(scratch, layer), 0xFF, pool.layer_elements() * kKvElementBytes));
   }
   if (cs.form == StateForm::kKv) {
     return CopyKvCheckpoint(layer, chunk, cs, scratch, pool, staging);

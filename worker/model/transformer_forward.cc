@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/half.h"
 #include "storage/common/status.h"
 #include "worker/model/transformer.h"
 #include "worker/model/transformer_internal.h"
@@ -279,8 +280,8 @@ absl::Status Transformer::ForwardLayer(int l, std::span<const SeqInput> seqs,
 }
 
 absl::Status Transformer::KvFromResidual(int layer, std::span<const float> h,
-                                         std::span<const int32_t> pos, float* k_out,
-                                         float* v_out) {
+                                         std::span<const int32_t> pos, KvElement* k_out,
+                                         KvElement* v_out) {
   const int64_t d = config_.d_model;
   const int64_t n = static_cast<int64_t>(pos.size());
   if (layer < 0 || layer >= config_.n_layers) {
@@ -304,8 +305,14 @@ absl::Status Transformer::KvFromResidual(int layer, std::span<const float> h,
   RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.pos), pos.data(), n * 4));
   RSD_RETURN_IF_ERROR(b.RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn));
   RSD_RETURN_IF_ERROR(ProjectKv(layers_[layer], xn, w.pos, k, v));
-  RSD_RETURN_IF_ERROR(b.CopyToHost(k_out, k.device(), k.bytes()));
-  return b.CopyToHost(v_out, v.device(), v.bytes());
+  std::vector<float> kf(static_cast<size_t>(n) * kv_dim()), vf(kf.size());
+  RSD_RETURN_IF_ERROR(b.CopyToHost(kf.data(), k.device(), k.bytes()));
+  RSD_RETURN_IF_ERROR(b.CopyToHost(vf.data(), v.device(), v.bytes()));
+  for (size_t i = 0; i < kf.size(); ++i) {  // the pool's rounding (StoreKv)
+    k_out[i] = half::F32ToF16(kf[i]);
+    v_out[i] = half::F32ToF16(vf[i]);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace rsd

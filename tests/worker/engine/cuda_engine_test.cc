@@ -74,14 +74,16 @@ std::vector<int32_t> Prompt(int n, int vocab, int salt = 0) {
   return t;
 }
 
-bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+template <typename T>
+bool SameBits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 // Logits of every position, residuals entering every layer, and the sequence's K/V read back
 // through the backend (never by dereferencing device memory).
 struct Prefill {
-  std::vector<float> logits, residuals, kv;
+  std::vector<float> logits, residuals;
+  std::vector<KvElement> kv;
 };
 
 Prefill RunPrefill(Engine& e, const std::vector<int32_t>& tokens) {
@@ -94,12 +96,12 @@ Prefill RunPrefill(Engine& e, const std::vector<int32_t>& tokens) {
   p.residuals = r.residuals;
   const KvPoolView& v = e.pool().view();
   for (int32_t b : e.SequenceBlocks(seq)) {
-    std::vector<float> block(v.block_floats());
-    EXPECT_TRUE(e.backend().CopyToHost(block.data(), v.K(b, 0), block.size() * 4).ok());
+    std::vector<KvElement> block(v.block_elements());
+    EXPECT_TRUE(e.backend().CopyToHost(block.data(), v.K(b, 0), v.block_bytes()).ok());
     // Only the rows the sequence wrote: positions past the end hold whatever the pool held.
     p.kv.insert(p.kv.end(), block.begin(), block.end());
   }
-  const size_t full = tokens.size() / v.block_tokens * v.block_floats();
+  const size_t full = tokens.size() / v.block_tokens * v.block_elements();
   p.kv.resize(full);
   e.DestroySequence(seq);
   return p;

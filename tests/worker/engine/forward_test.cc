@@ -67,8 +67,9 @@ std::vector<float> AllLogits(Engine& e, const std::vector<int32_t>& tokens) {
   return r.logits;
 }
 
-bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+template <typename T>
+bool SameBits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 const char* kF32Models[] = {"mha", "gqa", "mqa", "qwen2-bias"};
@@ -99,16 +100,17 @@ TEST(Forward, F32LogitsMatchFloat64ReferenceAndGgufEqualsSafetensors) {
   }
 }
 
-// K/V of `seq` for every layer and position, copied out of the pool through its block table.
-std::vector<float> SequenceKv(Engine& e, const SessionId& seq) {
+// K/V of `seq` for every layer and position (F16 bits), copied out of the pool through its block
+// table.
+std::vector<KvElement> SequenceKv(Engine& e, const SessionId& seq) {
   const KvPoolView& v = e.pool().view();
   const int64_t n = static_cast<int64_t>(e.SequenceTokens(seq).size());
-  std::vector<float> out;
+  std::vector<KvElement> out;
   for (int l = 0; l < v.n_layers; ++l) {
     for (int64_t p = 0; p < n; ++p) {
       const int32_t b = e.SequenceBlocks(seq)[p / v.block_tokens];
-      const size_t row = static_cast<size_t>(v.kv_dim) * sizeof(float);
-      std::vector<float> k(v.kv_dim), vv(v.kv_dim);
+      const size_t row = static_cast<size_t>(v.kv_dim) * kKvElementBytes;
+      std::vector<KvElement> k(v.kv_dim), vv(v.kv_dim);
       EXPECT_TRUE(
           e.backend().CopyToHost(k.data(), v.K(b, l) + (p % v.block_tokens) * v.kv_dim, row).ok());
       EXPECT_TRUE(
@@ -253,17 +255,15 @@ TEST(Invariance, KvRebuiltFromResidualsIntoPoisonedBufferEqualsCache) {
     const size_t n = tokens.size();
     std::vector<int32_t> pos(n);
     for (size_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(i);
-    std::vector<float> cached = SequenceKv(*e, s);
+    std::vector<KvElement> cached = SequenceKv(*e, s);
     for (int l = 0; l < L; ++l) {
-      std::vector<float> k(n * kvd), v(n * kvd);
-      std::memset(k.data(), 0xFF, k.size() * 4);  // NaN poison
-      std::memset(v.data(), 0xFF, v.size() * 4);
+      std::vector<KvElement> k(n * kvd, 0xFFFF), v(n * kvd, 0xFFFF);  // NaN poison
       std::span<const float> h(r.residuals.data() + static_cast<size_t>(l) * n * d, n * d);
       ASSERT_TRUE(e->model().KvFromResidual(l, h, pos, k.data(), v.data()).ok());
       for (size_t t = 0; t < n; ++t) {
-        const float* ck = cached.data() + (static_cast<size_t>(l) * n + t) * 2 * kvd;
-        EXPECT_EQ(0, std::memcmp(k.data() + t * kvd, ck, kvd * 4)) << "K layer " << l << " t " << t;
-        EXPECT_EQ(0, std::memcmp(v.data() + t * kvd, ck + kvd, kvd * 4)) << "V layer " << l;
+        const KvElement* ck = cached.data() + (static_cast<size_t>(l) * n + t) * 2 * kvd;
+        EXPECT_EQ(0, std::memcmp(k.data() + t * kvd, ck, kvd * 2)) << "K layer " << l << " t " << t;
+        EXPECT_EQ(0, std::memcmp(v.data() + t * kvd, ck + kvd, kvd * 2)) << "V layer " << l;
       }
     }
   }

@@ -1,9 +1,15 @@
 // Our engine against llama.cpp's committed goldens (tools/goldens/*.py wrote them; CI never runs
 // llama.cpp). Synthetic GGUF models: greedy tokens equal up to the first position whose llama.cpp
-// top-1 margin is below 0.01 nats. SmolLM2 (Q4_1): teacher-forced over llama.cpp's greedy
-// continuations, our top-1 equals llama.cpp's wherever its margin is >= 0.1 nats, and greedy
-// generation of the templated "What is the capital of France?" matches up to the first margin
-// below 0.1 nats. (See the teacher-forced test for what "agrees" can mean at that margin.)
+// top-1 margin is below 0.01 nats (float weights) or 0.25 nats (8- and 4-bit weights). The
+// goldens come from llama.cpp with an F32 K/V cache, its one configuration whose attention is F32
+// throughout; before our cache became F16 we matched it bit for bit on these models. Rounding K/V
+// to F16 moves our top-1 gaps from its by at most 0.005 nats with float weights and by up to
+// 0.22 nats with quantized weights, where a tiny change flips the 8-bit rounding of activations
+// (llama.cpp's own default F16 cache rounds Q and the softmax to F16 besides). SmolLM2 (Q4_1):
+// teacher-forced over llama.cpp's greedy continuations, our top-1 equals llama.cpp's wherever its
+// margin is >= 0.1 nats, and greedy generation of the templated "What is the capital of France?"
+// matches up to the first margin below 0.1 nats. (See the teacher-forced test for what "agrees" can
+// mean at that margin.)
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -50,10 +56,16 @@ TEST(SyntheticGoldens, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
     ASSERT_TRUE(model.WriteGguf(path).ok());
     auto e = MakeEngine(path, 2);
     ASSERT_TRUE(e);
+    const DType wt = entry->options.weight_dtype;
+    const bool quantized = wt == DType::kQ8_0 || wt == DType::kQ4_0 || wt == DType::kQ4_1;
+    const double min_margin = quantized ? 0.25 : 0.01;
     for (const auto& p : m["prompts"]) {
       std::vector<int32_t> prompt = p["prompt"].get<std::vector<int32_t>>();
       std::vector<int32_t> want = p["greedy"].get<std::vector<int32_t>>();
+      // One margin per position of prompt + greedy: generated token i is predicted at position
+      // prompt.size() - 1 + i.
       std::vector<double> margin = p["teacher_forced_margin"].get<std::vector<double>>();
+      ASSERT_EQ(margin.size(), prompt.size() + want.size());
       GenerateParams g;
       g.max_tokens = static_cast<int>(want.size());
       g.stop_at_eos = false;
@@ -61,12 +73,34 @@ TEST(SyntheticGoldens, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
       auto r = e->Generate(seq, prompt, g);
       ASSERT_TRUE(r.ok()) << r.status();
       e->DestroySequence(seq);
+      // Teacher-forced over prompt + greedy: our top-1 is llama.cpp's wherever its margin is at
+      // least min_margin, at every position (greedy generation below stops at the first closer
+      // call, since a different token there changes everything after it).
+      std::vector<int32_t> all = prompt;
+      all.insert(all.end(), want.begin(), want.end());
+      SessionId forced = e->CreateSequence();
+      Engine::Work w{forced, all, true};
+      ForwardResult fr;
+      ASSERT_TRUE(e->Step(std::span<const Engine::Work>(&w, 1), false, &fr).ok());
+      e->DestroySequence(forced);
+      const int vocab = e->config().vocab_size;
+      int checked = 0;
+      for (size_t j = 0; j < want.size(); ++j) {
+        const size_t pos = prompt.size() - 1 + j;
+        if (margin[pos] < min_margin) continue;
+        const float* lg = fr.logits.data() + pos * vocab;
+        EXPECT_EQ(std::max_element(lg, lg + vocab) - lg, want[j]) << "teacher-forced at " << j;
+        ++checked;
+      }
+      EXPECT_GT(checked, static_cast<int>(want.size()) / 2);
       size_t i = 0;
-      for (; i < want.size() && margin[i] >= 0.01; ++i) {
+      for (; i < want.size() && margin[prompt.size() - 1 + i] >= min_margin; ++i) {
         ASSERT_EQ(r->tokens[i], want[i]) << "position " << i;
       }
-      std::printf("[ %s ] prompt of %zu: equal through %zu of %zu (first margin < 0.01 at %zu)\n",
-                  name.c_str(), prompt.size(), i, want.size(), i);
+      std::printf(
+          "[ %s ] prompt of %zu: teacher-forced top-1 equal at %d of %zu; greedy equal "
+          "through %zu (first margin < %.2f)\n",
+          name.c_str(), prompt.size(), checked, want.size(), i, min_margin);
     }
     ++models;
   }

@@ -114,7 +114,8 @@ TEST_F(Migration, EveryFormContinuesBitIdenticallyOnTheTarget) {
     const auto& cfg = source.engine->config();
     const int64_t kvd = source.engine->model().kv_dim();
     int64_t per_token = 0;
-    for (char f : state->plan.ToString()) per_token += f == 'k' ? 2 * kvd * 4 : cfg.d_model * 4;
+    for (char f : state->plan.ToString())
+      per_token += f == 'k' ? 2 * kvd * 2 : cfg.d_model * 4;  // F16 K/V, F32 residuals
     if (!state->plan.ToString().empty() && state->plan.ToString()[0] == 'r')
       per_token -= cfg.d_model * 4;
     if (form == SpillForm::kTokens) {

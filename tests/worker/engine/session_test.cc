@@ -306,7 +306,7 @@ TEST_F(Sessions, IdleSessionsSpillWhenThePoolIsFull) {
   };
   int big_spills = 0, small_spills = 0;
   const auto big = run(64ull << 20, &big_spills);
-  const size_t block = 3 * 2 * 4 * 64 * sizeof(float);  // gqa: 3 layers, kv_dim 64, 4 tokens
+  const size_t block = 3 * 2 * 4 * 64 * kKvElementBytes;  // gqa: 3 layers, kv_dim 64, 4 tokens
   const auto small = run(70 * block, &small_spills);
   EXPECT_EQ(big_spills, 0);
   EXPECT_GT(small_spills, 0) << "the small pool never forced a spill: the test proves nothing";
