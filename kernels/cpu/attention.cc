@@ -14,23 +14,61 @@
 namespace rsd::cpu {
 namespace {
 
-// out[j] = Exp(x[j] - shift) for j < n: the same subtraction and Exp per element on every path.
-__attribute__((target("avx2"))) void ExpShiftedAvx2(const float* x, float shift, float* out,
-                                                    int n) {
-  const __m256 s = _mm256_set1_ps(shift);
+struct ChunkSoftmax {
+  float max = -INFINITY;  // of the scaled scores, as a left-to-right std::max gives it
+  float sum = 0.0f;       // of Exp(score - max), added in key order
+};
+
+// Scales the chunk's n scores in place, finds their maximum, writes probs[j] = Exp(scores[j] -
+// max) and sums them in key order: the scalar loop's bits. The maximum is a tree of vector maxima,
+// which is the sequential answer unless the scores hold a NaN or the maximum is a zero (whose sign
+// a left-to-right walk takes from the first zero it meets); those take the scalar walk.
+__attribute__((target("avx2"))) ChunkSoftmax SoftmaxChunkAvx2(float* scores, float scale,
+                                                              float* probs, int n) {
+  const __m256 sv = _mm256_set1_ps(scale);
+  __m256 vmax = _mm256_set1_ps(-INFINITY), unordered = _mm256_setzero_ps();
   int j = 0;
   for (; j + 8 <= n; j += 8) {
-    _mm256_storeu_ps(out + j, Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), s)));
+    const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(scores + j), sv);
+    _mm256_storeu_ps(scores + j, x);
+    vmax = _mm256_max_ps(vmax, x);
+    unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
   }
-  for (; j < n; ++j) out[j] = Exp(x[j] - shift);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  ChunkSoftmax out;
+  for (float v : lanes) out.max = std::max(out.max, v);
+  bool nan = _mm256_movemask_ps(unordered) != 0;
+  for (; j < n; ++j) {
+    scores[j] = scores[j] * scale;
+    nan = nan || scores[j] != scores[j];
+    out.max = std::max(out.max, scores[j]);
+  }
+  if (nan || out.max == 0.0f) {
+    out.max = -INFINITY;
+    for (j = 0; j < n; ++j) out.max = std::max(out.max, scores[j]);
+  }
+  const __m256 m = _mm256_set1_ps(out.max);
+  for (j = 0; j + 8 <= n; j += 8) {
+    _mm256_storeu_ps(probs + j, Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), m)));
+  }
+  for (; j < n; ++j) probs[j] = Exp(scores[j] - out.max);
+  float sum = 0.0f;
+  for (j = 0; j < n; ++j) sum = sum + probs[j];
+  out.sum = sum;
+  return out;
 }
 
-void ExpShifted(Isa isa, const float* x, float shift, float* out, int n) {
-  if (isa != Isa::kScalar) {
-    ExpShiftedAvx2(x, shift, out, n);
-    return;
+ChunkSoftmax SoftmaxChunk(Isa isa, float* scores, float scale, float* probs, int n) {
+  if (isa != Isa::kScalar) return SoftmaxChunkAvx2(scores, scale, probs, n);
+  ChunkSoftmax out;
+  for (int j = 0; j < n; ++j) {
+    scores[j] = scores[j] * scale;
+    out.max = std::max(out.max, scores[j]);
   }
-  for (int j = 0; j < n; ++j) out[j] = Exp(x[j] - shift);
+  for (int j = 0; j < n; ++j) probs[j] = Exp(scores[j] - out.max);
+  for (int j = 0; j < n; ++j) out.sum = out.sum + probs[j];
+  return out;
 }
 
 // Merges chunks [c0, c1) of one (row, head) into its running state (m, l, acc[hd]). The state
@@ -50,16 +88,10 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
     const int32_t block = row.block_table[c];
     const KvElement* K = pool.K(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
     const KvElement* V = pool.V(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
-    float mc = -INFINITY;
     DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, scores.data());
-    for (int j = 0; j < n; ++j) {
-      scores[j] = scores[j] * shape.scale;
-      mc = std::max(mc, scores[j]);
-    }
-    float lc = 0.0f;
+    const ChunkSoftmax sm = SoftmaxChunk(ctx.isa, scores.data(), shape.scale, probs, n);
+    const float mc = sm.max, lc = sm.sum;
     std::fill(chunk_acc.begin(), chunk_acc.end(), 0.0f);
-    ExpShifted(ctx.isa, scores.data(), mc, probs, n);
-    for (int j = 0; j < n; ++j) lc = lc + probs[j];
     WeightedSumF32(ctx.isa, chunk_acc.data(), probs, V, pool.kv_dim, n, hd);
     if (stat_max != nullptr) {
       stat_max[c] = mc;

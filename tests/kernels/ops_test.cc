@@ -138,6 +138,51 @@ TEST(Attention, EveryIsaGivesTheScalarBits) {
   }
 }
 
+// The chunk maximum's vector path falls back to the key-order walk where a tree could differ: a
+// NaN among the scores (the walk skips it; a vector lane could lose its maximum to it), or a
+// maximum of zero. Row 0 has a zero query (every score +0); the third chunk holds a NaN key after
+// the key with row 2's largest score in the same vector lane. Outputs and per-chunk statistics
+// equal the scalar path's on every ISA.
+TEST(Attention, ZeroScoresAndNaNKeysGiveTheScalarBits) {
+  std::mt19937 rng(14);
+  const int n_heads = 2, n_kv = 1, hd = 32, bt = 16, layers = 1, n_rows = 3, n_blocks = 3;
+  KvPoolView pool{{}, n_blocks, layers, n_kv * hd, bt};
+  std::vector<uint16_t> storage = RandomHalves(rng, pool.block_elements() * n_blocks, 1.0f);
+  pool.base = DeviceMemory(storage.data());
+  std::vector<int32_t> table = {0, 1, 2};
+  auto q = RandomFloats(rng, n_rows * n_heads * hd, 2.0f);
+  std::fill(q.begin(), q.begin() + n_heads * hd, 0.0f);  // row 0: every score is +0
+  for (int i = 0; i < hd; ++i) {  // key 5 of chunk 2 points along row 2's first head
+    pool.K(2, 0).get()[5 * hd + i] = F32ToF16(q[2 * n_heads * hd + i]);
+  }
+  pool.K(2, 0).get()[13 * hd + 3] = 0x7E01;  // a quiet NaN in key 13: lane 5 again
+  const AttentionRow rows[n_rows] = {{table.data(), 40}, {table.data(), 32}, {table.data(), 48}};
+  const AttentionShape shape{n_heads, n_kv, hd, 0.125f};
+  const Tensor qt{q.data(), DType::kF32, n_rows, n_heads * hd};
+  const int items = n_rows * n_heads, n_chunks = 3;
+  auto run = [&](Isa isa, std::vector<float>* out) {
+    CpuBackend be(2, isa);
+    std::vector<float> m(items), l(items), acc(items * hd);
+    out->assign(q.size() + 2 * items * n_chunks, 0.0f);
+    float* cmax = out->data() + q.size();
+    AttentionState st{m.data(), l.data(), acc.data(), cmax, cmax + items * n_chunks, n_chunks};
+    ASSERT_TRUE(be.AttentionBegin(shape, n_rows, st).ok());
+    ASSERT_TRUE(be.AttentionChunks(qt, rows, 0, 0, n_chunks, shape, pool, st).ok());
+    ASSERT_TRUE(
+        be.AttentionFinish(shape, n_rows, st, Tensor{out->data(), DType::kF32, n_rows, qt.cols})
+            .ok());
+  };
+  std::vector<float> ref, out;
+  run(Isa::kScalar, &ref);
+  EXPECT_TRUE(std::isnan(ref[2 * n_heads * hd])) << "the NaN key reaches the row that sees it";
+  EXPECT_FALSE(std::isnan(ref[n_heads * hd])) << "and not the row that does not";
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+    if (!IsaSupported(isa)) continue;
+    run(isa, &out);
+    EXPECT_EQ(0, std::memcmp(out.data(), ref.data(), ref.size() * 4)) << IsaName(isa);
+  }
+}
+
 TEST(Attention, MatchesFloat64SoftmaxAcrossChunks) {
   std::mt19937 rng(6);
   const int n_heads = 4, n_kv = 2, hd = 32, bt = 8, n_keys = 29, layers = 2, layer = 1;
