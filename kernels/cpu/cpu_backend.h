@@ -15,7 +15,8 @@ namespace rsd::cpu {
 // backend performs the same arithmetic and shares it (kernels/cuda/cuda_backend.h).
 // 2: one exact integer sum per quantized block, one float multiply-add per block and row (1 had
 // eight four-product lanes per block, each scaled and accumulated in float).
-constexpr int kCpuKernelVersion = 2;
+// 3: F32 dot lanes, AxpyF32 and attention's V accumulation use fused multiply-adds (one rounding).
+constexpr int kCpuKernelVersion = 3;
 
 class CpuBackend final : public Backend {
  public:

@@ -1,8 +1,9 @@
 // Dot products with one fixed reduction order on every ISA path.
 //
-// f32: 16 lanes; element i accumulates into lane i % 16 (a = a + x*y, no FMA), then lanes are
-// folded as a tree: lane j += lane j+8, j+4, j+2, j+1. Scalar, AVX2 (2 x 8 lanes) and AVX-512
-// (16 lanes) produce the same bits.
+// f32: 16 lanes; element i accumulates into lane i % 16 with one fused multiply-add (a =
+// fma(x, y, a), rounded once: std::fma on the scalar path), then lanes are folded as a tree: lane
+// j += lane j+8, j+4, j+2, j+1. Scalar, AVX2 (2 x 8 lanes) and AVX-512 (16 lanes) produce the
+// same bits (kernel version 3; versions 1 and 2 multiplied, rounded, then added).
 //
 // Quantized: activations are quantized per 32-value block to int8 (Q8Row). The integer dot of a
 // weight block with an activation block is exact, so ISA paths only compute the per-block integer
@@ -18,8 +19,8 @@
 namespace rsd::cpu {
 
 float DotF32(Isa isa, const float* a, const float* b, int64_t n);
-// y[i] = y[i] + a * x[i] (a multiply, then an add: never fused). Elementwise, so every path gives
-// the same bits whatever its width.
+// y[i] = fma(a, x[i], y[i]) (one rounding). Elementwise, so every path gives the same bits
+// whatever its width.
 void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n);
 // out[j] = DotF32(isa, a, b + j * stride, d) for j < n <= 16, bit for bit: on AVX-512 with d a
 // multiple of 16 the n dot products run together and their 16-lane folds are done for all of

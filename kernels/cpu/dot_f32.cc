@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <array>
+#include <cmath>
 
 #include "kernels/cpu/dot.h"
 #include "kernels/half.h"
@@ -42,9 +43,9 @@ float DotF32Scalar(const float* a, const E* b, int64_t n) {
   float acc[16] = {0};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) acc[j] = acc[j] + a[i + j] * ToF32(b[i + j]);
+    for (int j = 0; j < 16; ++j) acc[j] = std::fma(a[i + j], ToF32(b[i + j]), acc[j]);
   }
-  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * ToF32(b[i]);
+  for (int j = 0; i < n; ++i, ++j) acc[j] = std::fma(a[i], ToF32(b[i]), acc[j]);
   return FoldLanes(acc);
 }
 
@@ -53,8 +54,8 @@ __attribute__((target("avx2,fma,f16c"))) float DotF32Avx2(const float* a, const 
   __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(a + i), Load8(b + i)));
-    hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), Load8(b + i + 8)));
+    lo = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), Load8(b + i), lo);
+    hi = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), Load8(b + i + 8), hi);
   }
   if (i == n) {
     // FoldLanes in registers: j += j+8 is lo + hi, then j += j+4, j+2, j+1 within it.
@@ -67,7 +68,7 @@ __attribute__((target("avx2,fma,f16c"))) float DotF32Avx2(const float* a, const 
   alignas(32) float acc[16];
   _mm256_store_ps(acc, lo);
   _mm256_store_ps(acc + 8, hi);
-  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * ToF32(b[i]);
+  for (int j = 0; i < n; ++i, ++j) acc[j] = std::fma(a[i], ToF32(b[i]), acc[j]);
   return FoldLanes(acc);
 }
 
@@ -76,11 +77,11 @@ __attribute__((target("avx512f"))) float DotF32Avx512(const float* a, const E* b
   __m512 v = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_loadu_ps(a + i), Load16(b + i)));
+    v = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), Load16(b + i), v);
   }
   alignas(64) float acc[16];
   _mm512_store_ps(acc, v);
-  for (int j = 0; i < n; ++i, ++j) acc[j] = acc[j] + a[i] * ToF32(b[i]);
+  for (int j = 0; i < n; ++i, ++j) acc[j] = std::fma(a[i], ToF32(b[i]), acc[j]);
   return FoldLanes(acc);
 }
 
@@ -100,19 +101,18 @@ float DotAny(Isa isa, const float* a, const E* b, int64_t n) {
 
 template <typename E>
 void AxpyF32Scalar(float* y, float a, const E* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = y[i] + a * ToF32(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = std::fma(a, ToF32(x[i]), y[i]);
 }
 
 void ScaleAddF32Scalar(float* y, float a, const float* x, float b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = y[i] * a + x[i] * b;
 }
 
-__attribute__((target("avx2"))) void AxpyF32Avx2(float* y, float a, const float* x, int64_t n) {
+__attribute__((target("avx2,fma"))) void AxpyF32Avx2(float* y, float a, const float* x, int64_t n) {
   const __m256 av = _mm256_set1_ps(a);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(
-        y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(av, _mm256_loadu_ps(x + i))));
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   }
   AxpyF32Scalar(y + i, a, x + i, n - i);
 }
@@ -125,8 +125,9 @@ void WeightedSumF32Scalar(float* y, const float* w, const E* x, int64_t stride, 
 // Slabs of 32 elements in four registers, then of 8, then the scalar tail; within each, the rows
 // in order: every y[i] sees y[i] + w[j] * x[j][i] for j = 0, 1, ... as AxpyF32 gives it.
 template <typename E>
-__attribute__((target("avx2,f16c"))) void WeightedSumF32Avx2(float* y, const float* w, const E* x,
-                                                             int64_t stride, int n, int64_t d) {
+__attribute__((target("avx2,fma,f16c"))) void WeightedSumF32Avx2(float* y, const float* w,
+                                                                 const E* x, int64_t stride, int n,
+                                                                 int64_t d) {
   int64_t i = 0;
   for (; i + 32 <= d; i += 32) {
     __m256 a0 = _mm256_loadu_ps(y + i), a1 = _mm256_loadu_ps(y + i + 8);
@@ -134,10 +135,10 @@ __attribute__((target("avx2,f16c"))) void WeightedSumF32Avx2(float* y, const flo
     for (int j = 0; j < n; ++j) {
       const __m256 wj = _mm256_set1_ps(w[j]);
       const E* xr = x + j * stride + i;
-      a0 = _mm256_add_ps(a0, _mm256_mul_ps(wj, Load8(xr)));
-      a1 = _mm256_add_ps(a1, _mm256_mul_ps(wj, Load8(xr + 8)));
-      a2 = _mm256_add_ps(a2, _mm256_mul_ps(wj, Load8(xr + 16)));
-      a3 = _mm256_add_ps(a3, _mm256_mul_ps(wj, Load8(xr + 24)));
+      a0 = _mm256_fmadd_ps(wj, Load8(xr), a0);
+      a1 = _mm256_fmadd_ps(wj, Load8(xr + 8), a1);
+      a2 = _mm256_fmadd_ps(wj, Load8(xr + 16), a2);
+      a3 = _mm256_fmadd_ps(wj, Load8(xr + 24), a3);
     }
     _mm256_storeu_ps(y + i, a0);
     _mm256_storeu_ps(y + i + 8, a1);
@@ -147,7 +148,7 @@ __attribute__((target("avx2,f16c"))) void WeightedSumF32Avx2(float* y, const flo
   for (; i + 8 <= d; i += 8) {
     __m256 a = _mm256_loadu_ps(y + i);
     for (int j = 0; j < n; ++j) {
-      a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(w[j]), Load8(x + j * stride + i)));
+      a = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), Load8(x + j * stride + i), a);
     }
     _mm256_storeu_ps(y + i, a);
   }
@@ -166,10 +167,10 @@ __attribute__((target("avx512f"))) void WeightedSumF32Avx512(float* y, const flo
     for (int j = 0; j < n; ++j) {
       const __m512 wj = _mm512_set1_ps(w[j]);
       const E* xr = x + j * stride + i;
-      a0 = _mm512_add_ps(a0, _mm512_mul_ps(wj, Load16(xr)));
-      a1 = _mm512_add_ps(a1, _mm512_mul_ps(wj, Load16(xr + 16)));
-      a2 = _mm512_add_ps(a2, _mm512_mul_ps(wj, Load16(xr + 32)));
-      a3 = _mm512_add_ps(a3, _mm512_mul_ps(wj, Load16(xr + 48)));
+      a0 = _mm512_fmadd_ps(wj, Load16(xr), a0);
+      a1 = _mm512_fmadd_ps(wj, Load16(xr + 16), a1);
+      a2 = _mm512_fmadd_ps(wj, Load16(xr + 32), a2);
+      a3 = _mm512_fmadd_ps(wj, Load16(xr + 48), a3);
     }
     _mm512_storeu_ps(y + i, a0);
     _mm512_storeu_ps(y + i + 16, a1);
@@ -193,7 +194,7 @@ __attribute__((target("avx2"))) void ScaleAddF32Avx2(float* y, float a, const fl
 // FoldLanes of 16 accumulators at once. Each step adds, for every key, its lanes l and l + w
 // (w = 8, 4, 2, 1) as FoldLanes does, with two keys' vectors combined per addition; the sums end
 // in lane kLaneOfKey[j] of the result. Keys beyond n hold zeros and are ignored.
-__attribute__((target("avx512f"))) __m512 FoldSixteen(__m512 v[16]) {
+__attribute__((target("avx512f"), always_inline)) inline __m512 FoldSixteen(__m512 v[16]) {
   __m512 s8[8], s4[4], s2[2];
   for (int i = 0; i < 8; ++i) {  // w = 8: [a0..7 | b0..7] + [a8..15 | b8..15]
     const __m512 a = v[2 * i], b = v[2 * i + 1];
@@ -227,20 +228,40 @@ __attribute__((target("avx512f"))) std::array<int, 16> LaneOfKey() {
   return out;
 }
 
+// Sixteen keys (a full chunk): the loops have fixed bounds, so the accumulators stay in registers.
+template <typename E>
+__attribute__((target("avx512f"), always_inline)) inline void DotSixteenAvx512(
+    const float* a, const E* b, int64_t stride, int64_t d, __m512 v[16]) {
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) v[j] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < d; i += 16) {
+    const __m512 av = _mm512_loadu_ps(a + i);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) v[j] = _mm512_fmadd_ps(av, Load16(b + j * stride + i), v[j]);
+  }
+}
+
 template <typename E>
 __attribute__((target("avx512f"))) void DotF32ManyAvx512(const float* a, const E* b, int64_t stride,
                                                          int n, int64_t d, float* out) {
+  static const std::array<int, 16> lane = LaneOfKey();
   __m512 v[16];
+  if (n == 16) {
+    DotSixteenAvx512(a, b, stride, d, v);
+    const __m512 sums = FoldSixteen(v);
+    const __m512i idx = _mm512_loadu_si512(lane.data());
+    _mm512_storeu_ps(out, _mm512_permutexvar_ps(idx, sums));
+    return;
+  }
   for (int j = 0; j < 16; ++j) v[j] = _mm512_setzero_ps();
   for (int64_t i = 0; i < d; i += 16) {
     const __m512 av = _mm512_loadu_ps(a + i);
     for (int j = 0; j < n; ++j) {
-      v[j] = _mm512_add_ps(v[j], _mm512_mul_ps(av, Load16(b + j * stride + i)));
+      v[j] = _mm512_fmadd_ps(av, Load16(b + j * stride + i), v[j]);
     }
   }
   alignas(64) float sums[16];
   _mm512_store_ps(sums, FoldSixteen(v));
-  static const std::array<int, 16> lane = LaneOfKey();
   for (int j = 0; j < n; ++j) out[j] = sums[lane[j]];
 }
 

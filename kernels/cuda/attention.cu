@@ -1,11 +1,11 @@
 // Fixed-chunk attention (kernels/cpu/attention.cc's order, DESIGN.md section 2). Each chunk of
-// block_tokens keys of one (row, head) is one warp's work: scores as DotF32 (half-warps, the
-// 16-lane fold through shuffles) times the scale, the chunk maximum in key order, Exp of each
-// score minus it, the sum of those in key order, and each dimension's V accumulation in key
-// order. Chunks are independent, so every chunk of a call is computed at once; then one block per
-// (row, head) merges them into the running state strictly in chunk order, which gives the bits of
-// the CPU's chunk-after-chunk walk. K and V are F16 in the pool, converted exactly as they are read
-// (kernels/half.h, as the CPU does).
+// block_tokens keys of one (row, head) is one warp's work: scores as DotF32 (fused multiply-adds in
+// half-warps, the 16-lane fold through shuffles) times the scale, the chunk maximum in key order,
+// Exp of each score minus it, the sum of those in key order, and each dimension's V accumulation in
+// key order. Chunks are independent, so every chunk of a call is computed at once; then one block
+// per (row, head) merges them into the running state strictly in chunk order, which gives the bits
+// of the CPU's chunk-after-chunk walk. K and V are F16 in the pool, converted exactly as they are
+// read (kernels/half.h, as the CPU does).
 #include "kernels/cuda/exp.cuh"
 #include "kernels/cuda/ops.cuh"
 #include "kernels/half.h"
@@ -58,8 +58,7 @@ __global__ void PartialKernel(const float* q, int64_t q_cols, const AttentionRow
     float acc = 0.0f;
     if (j < n) {
       const uint16_t* kj = K + static_cast<int64_t>(j) * kv_dim;
-      for (int i = l16; i < head_dim; i += 16)
-        acc = __fadd_rn(acc, __fmul_rn(qh[i], F16ToF32(kj[i])));
+      for (int i = l16; i < head_dim; i += 16) acc = __fmaf_rn(qh[i], F16ToF32(kj[i]), acc);
     }
     for (int w = 8; w >= 1; w /= 2) acc = __fadd_rn(acc, __shfl_down_sync(0xFFFFFFFFu, acc, w, 16));
     if (j < n && l16 == 0) scores[j] = __fmul_rn(acc, scale);
@@ -87,7 +86,7 @@ __global__ void PartialKernel(const float* q, int64_t q_cols, const AttentionRow
   for (int i = lane; i < head_dim; i += 32) {
     float ca = 0.0f;
     for (int j = 0; j < n; ++j) {
-      ca = __fadd_rn(ca, __fmul_rn(probs[j], F16ToF32(V[static_cast<int64_t>(j) * kv_dim + i])));
+      ca = __fmaf_rn(probs[j], F16ToF32(V[static_cast<int64_t>(j) * kv_dim + i]), ca);
     }
     out[2 + i] = ca;
   }

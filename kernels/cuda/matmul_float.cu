@@ -27,8 +27,7 @@ __global__ void MatMulFloatKernel(DType t, const float* x, int64_t n, int64_t k,
   if (valid) {
     const float* xr = x + r * k;
     const uint8_t* wr = w + w_row_bytes * o;
-    for (int64_t i = lane; i < k; i += 16)
-      acc = __fadd_rn(acc, __fmul_rn(xr[i], WeightAt(t, wr, i)));
+    for (int64_t i = lane; i < k; i += 16) acc = __fmaf_rn(xr[i], WeightAt(t, wr, i), acc);
   }
   // Every lane of the warp takes part in the shuffles, valid or not.
   for (int width = 8; width >= 1; width /= 2) {

@@ -18,7 +18,7 @@ using ::rsd::testing::StatusIs;
 using ::testing::HasSubstr;
 
 constexpr char kModelFp[] = "0123456789abcdef0123456789abcdef";
-constexpr char kNumericsFp[] = "cpu-k2/kv-f16/res-f32/blk16";
+constexpr char kNumericsFp[] = "cpu-k3/kv-f16/res-f32/blk16";
 
 CheckpointHeader MakeHeader(StateForm form, uint32_t n_tokens, uint32_t row) {
   CheckpointHeader h;
