@@ -80,6 +80,8 @@ struct Q8Prepared {
   std::vector<int32_t> sum;
 };
 void PrepareQ8Rows(const Q8Row* a, int64_t n_rows, int64_t n_blocks, Q8Prepared* out);
+// How many times PrepareQ8Rows has run in this process (tests: a matmul prepares its rows once).
+uint64_t PrepareQ8RowsCalls();
 
 // QuantDot of one weight row against n_rows activation rows (out[r]); same bits as n_rows calls.
 // `prepared` (optional, from PrepareQ8Rows over the same rows) saves the VNNI path rearranging

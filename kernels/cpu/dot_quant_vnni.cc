@@ -26,6 +26,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "kernels/cpu/quant_block.h"
@@ -340,7 +341,14 @@ void Dispatch(const uint8_t* w, int64_t n_rows, int64_t nb, float* out, const Q8
 
 }  // namespace
 
+namespace {
+std::atomic<uint64_t> prepare_calls{0};
+}  // namespace
+
+uint64_t PrepareQ8RowsCalls() { return prepare_calls.load(std::memory_order_relaxed); }
+
 void PrepareQ8Rows(const Q8Row* a, int64_t n_rows, int64_t nb, Q8Prepared* out) {
+  prepare_calls.fetch_add(1, std::memory_order_relaxed);
   const int64_t ng = (nb + 3) / 4, tiles = (n_rows + 3) / 4;
   out->n_rows = n_rows;
   out->n_blocks = nb;

@@ -34,15 +34,19 @@ void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* 
     rows[r] = Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb};
   }
   // The VNNI path's rearranged rows, once for every weight row (only it reads them); the storage
-  // is kept per calling thread so a step's matmuls do not allocate it again.
+  // is kept per calling thread so a step's matmuls do not allocate it again. The pool's threads
+  // read the caller's copy through `prep` (a thread_local named inside the lambda would be each
+  // worker's own, empty one, which made every worker prepare the rows again per weight row).
   thread_local Q8Prepared prepared;
-  const bool prepare = ctx.isa == Isa::kAvx512Vnni && n > 1;
-  if (prepare) PrepareQ8Rows(rows.data(), n, nb, &prepared);
+  const Q8Prepared* prep = nullptr;
+  if (ctx.isa == Isa::kAvx512Vnni && n > 1) {
+    PrepareQ8Rows(rows.data(), n, nb, &prepared);
+    prep = &prepared;
+  }
   int used = ctx.pool->ParallelFor(m, kGrain, [&](int64_t b, int64_t e, int) {
     std::vector<float> col(static_cast<size_t>(n));
     for (int64_t o = b; o < e; ++o) {
-      QuantDotRows(ctx.isa, w.dtype, wbase + wrow * o, rows.data(), n, nb, col.data(),
-                   prepare ? &prepared : nullptr);
+      QuantDotRows(ctx.isa, w.dtype, wbase + wrow * o, rows.data(), n, nb, col.data(), prep);
       for (int64_t r = 0; r < n; ++r) {
         out.f32()[r * m + o] = bias != nullptr ? col[r] + bias[o] : col[r];
       }
