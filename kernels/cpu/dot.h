@@ -25,17 +25,13 @@ void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n);
 // out[j] = DotF32(isa, a, b + j * stride, d) for j < n <= 16, bit for bit: on AVX-512 with d a
 // multiple of 16 the n dot products run together and their 16-lane folds are done for all of
 // them at once by transposing additions (each sum still adds the same pairs in the same tree).
-// The uint16_t overload reads F16 rows (the hot K/V), each element converted exactly to F32:
-// the same bits as the F32 overload on the converted rows.
-void DotF32Many(Isa isa, const float* a, const float* b, int64_t stride, int n, int64_t d,
-                float* out);
+// The rows are F16 (the hot K/V), each element converted exactly to F32 as it is read: the bits
+// of DotF32 on the converted rows.
 void DotF32Many(Isa isa, const float* a, const uint16_t* b, int64_t stride, int n, int64_t d,
                 float* out);
 // AxpyF32(isa, y, w[j], x + j * stride, d) for j = 0 .. n-1 in that order, with y held in
 // registers across the rows: the same operations on every element, so the same bits. F16 rows
-// as in DotF32Many.
-void WeightedSumF32(Isa isa, float* y, const float* w, const float* x, int64_t stride, int n,
-                    int64_t d);
+// (V), converted as in DotF32Many.
 void WeightedSumF32(Isa isa, float* y, const float* w, const uint16_t* x, int64_t stride, int n,
                     int64_t d);
 // out[i] = half::F32ToF16(x[i]) (round to nearest even) on every path (F16C where present).

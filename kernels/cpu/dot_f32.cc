@@ -299,11 +299,6 @@ __attribute__((target("avx2,f16c"))) void F32ToF16Avx2(const float* x, uint16_t*
 
 float DotF32(Isa isa, const float* a, const float* b, int64_t n) { return DotAny(isa, a, b, n); }
 
-void DotF32Many(Isa isa, const float* a, const float* b, int64_t stride, int n, int64_t d,
-                float* out) {
-  DotManyAny(isa, a, b, stride, n, d, out);
-}
-
 void DotF32Many(Isa isa, const float* a, const uint16_t* b, int64_t stride, int n, int64_t d,
                 float* out) {
   DotManyAny(isa, a, b, stride, n, d, out);
@@ -315,11 +310,6 @@ void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n) {
   } else {
     AxpyF32Avx2(y, a, x, n);  // AVX-512 machines take the AVX2 path: same bits, n is small
   }
-}
-
-void WeightedSumF32(Isa isa, float* y, const float* w, const float* x, int64_t stride, int n,
-                    int64_t d) {
-  WeightedSumAny(isa, y, w, x, stride, n, d);
 }
 
 void WeightedSumF32(Isa isa, float* y, const float* w, const uint16_t* x, int64_t stride, int n,

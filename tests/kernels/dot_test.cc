@@ -221,19 +221,34 @@ TEST(ElementwiseF32, AxpyAndScaleAddAgreeOnEveryPath) {
   }
 }
 
-// Attention's scores of a chunk's keys at once equal one DotF32 each, bit for bit, on every path
-// (the AVX-512 path folds sixteen sums together), with keys beyond n left alone.
-TEST(DotF32, ManyEqualsOneAtATimeOnEveryPath) {
+// F16 rows (as the hot K/V pool holds them) and the same rows converted to F32.
+void RandomHalfRows(std::mt19937& rng, size_t n, float scale, std::vector<uint16_t>* h,
+                    std::vector<float>* f) {
+  h->clear();
+  f->clear();
+  for (float x : RandomFloats(rng, n, scale)) {
+    h->push_back(F32ToF16(x));
+    f->push_back(F16ToF32(h->back()));
+  }
+}
+
+// Attention's scores of a chunk's F16 keys at once equal one DotF32 each of the converted keys,
+// bit for bit, on every path (the AVX-512 path folds sixteen sums together, a full chunk of 16
+// in registers), with keys beyond n left alone.
+TEST(DotF32, ManyOverF16KeysEqualsOneAtATimeOnEveryPath) {
   std::mt19937 rng(10);
   for (int64_t d : {16, 48, 64, 128, 7, 100}) {
     for (int n : {1, 5, 15, 16}) {
       const int64_t stride = d + 16;
-      auto a = RandomFloats(rng, d, 2.0f), b = RandomFloats(rng, n * stride, 2.0f);
+      auto a = RandomFloats(rng, d, 2.0f);
+      std::vector<uint16_t> b;
+      std::vector<float> bf;
+      RandomHalfRows(rng, n * stride, 2.0f, &b, &bf);
       for (Isa isa : SupportedIsas()) {
         std::vector<float> got(17, -7.0f);
         DotF32Many(isa, a.data(), b.data(), stride, n, d, got.data());
         for (int j = 0; j < n; ++j) {
-          const float want = DotF32(isa, a.data(), b.data() + j * stride, d);
+          const float want = DotF32(isa, a.data(), bf.data() + j * stride, d);
           EXPECT_EQ(0, std::memcmp(&got[j], &want, 4))
               << IsaName(isa) << " d=" << d << " n=" << n << " key " << j;
         }
@@ -243,18 +258,21 @@ TEST(DotF32, ManyEqualsOneAtATimeOnEveryPath) {
   }
 }
 
-// The fused V accumulation attention uses equals AxpyF32 row after row, bit for bit, on every
-// path, for widths with and without 32- and 8-wide slabs and a scalar tail.
-TEST(ElementwiseF32, WeightedSumIsAxpyRowAfterRow) {
+// The fused V accumulation attention uses (F16 rows of V) equals AxpyF32 of the converted rows
+// row after row, bit for bit, on every path, for widths with and without 64-, 32- and 8-wide slabs
+// and a scalar tail.
+TEST(ElementwiseF32, WeightedSumOverF16RowsIsAxpyRowAfterRow) {
   std::mt19937 rng(9);
   for (int64_t d : {1, 7, 8, 31, 32, 40, 64, 100, 128}) {
     for (int n : {0, 1, 5, 16}) {
       const int64_t stride = d + 3;  // rows of a wider matrix, as V's heads are
-      auto x = RandomFloats(rng, std::max<int64_t>(1, n * stride), 3.0f);
+      std::vector<uint16_t> x;
+      std::vector<float> xf;
+      RandomHalfRows(rng, std::max<int64_t>(1, n * stride), 3.0f, &x, &xf);
       auto w = RandomFloats(rng, std::max(1, n), 1.0f), y0 = RandomFloats(rng, d, 3.0f);
       std::vector<float> want = y0;
       for (int j = 0; j < n; ++j)
-        AxpyF32(Isa::kScalar, want.data(), w[j], x.data() + j * stride, d);
+        AxpyF32(Isa::kScalar, want.data(), w[j], xf.data() + j * stride, d);
       for (Isa isa : SupportedIsas()) {
         std::vector<float> got = y0;
         WeightedSumF32(isa, got.data(), w.data(), x.data(), stride, n, d);
