@@ -42,6 +42,16 @@ std::unique_ptr<Engine> MakeEngine(const std::string& path, int threads) {
   return e.ok() ? std::move(e).value() : nullptr;
 }
 
+// Logits for every position of `tokens`, one forward pass of a fresh sequence (teacher forcing).
+std::vector<float> ForcedLogits(Engine& e, const std::vector<int32_t>& tokens) {
+  SessionId seq = e.CreateSequence();
+  Engine::Work w{seq, tokens, true};
+  ForwardResult r;
+  EXPECT_TRUE(e.Step(std::span<const Engine::Work>(&w, 1), false, &r).ok());
+  e.DestroySequence(seq);
+  return r.logits;
+}
+
 TEST(SyntheticGoldens, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
   const nlohmann::json golden = LoadGolden("synthetic.json");
   const std::string dir = testing::MakeTempDir("rsd-goldens");
@@ -78,17 +88,14 @@ TEST(SyntheticGoldens, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
       // call, since a different token there changes everything after it).
       std::vector<int32_t> all = prompt;
       all.insert(all.end(), want.begin(), want.end());
-      SessionId forced = e->CreateSequence();
-      Engine::Work w{forced, all, true};
-      ForwardResult fr;
-      ASSERT_TRUE(e->Step(std::span<const Engine::Work>(&w, 1), false, &fr).ok());
-      e->DestroySequence(forced);
+      const std::vector<float> logits = ForcedLogits(*e, all);
+      ASSERT_EQ(logits.size(), all.size() * e->config().vocab_size);
       const int vocab = e->config().vocab_size;
       int checked = 0;
       for (size_t j = 0; j < want.size(); ++j) {
         const size_t pos = prompt.size() - 1 + j;
         if (margin[pos] < min_margin) continue;
-        const float* lg = fr.logits.data() + pos * vocab;
+        const float* lg = logits.data() + pos * vocab;
         EXPECT_EQ(std::max_element(lg, lg + vocab) - lg, want[j]) << "teacher-forced at " << j;
         ++checked;
       }
@@ -151,15 +158,12 @@ TEST_F(SmolLM2Goldens, TeacherForcedTop1AgreesWhereLlamaCppIsConfident) {
     // One teacher-forced pass over prompt + continuation (all but its last token).
     std::vector<int32_t> seq_tokens = prompt;
     seq_tokens.insert(seq_tokens.end(), cont.begin(), cont.end() - 1);
-    SessionId seq = e->CreateSequence();
-    Engine::Work w{seq, seq_tokens, true};
-    ForwardResult r;
-    ASSERT_TRUE(e->Step(std::span<const Engine::Work>(&w, 1), false, &r).ok());
-    e->DestroySequence(seq);
+    const std::vector<float> logits = ForcedLogits(*e, seq_tokens);
     const int vocab = e->config().vocab_size;
+    ASSERT_EQ(logits.size(), seq_tokens.size() * vocab);
     for (size_t i = 0; i < cont.size(); ++i) {
       const size_t row = prompt.size() - 1 + i;
-      const float* row_logits = r.logits.data() + row * vocab;
+      const float* row_logits = logits.data() + row * vocab;
       const int32_t mine = ArgMax(std::span<const float>(row_logits, vocab));
       ++all;
       all_agree += mine == top1[i];
