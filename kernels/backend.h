@@ -79,6 +79,13 @@ class Backend {
   // The host waits for the transfers queued so far.
   virtual absl::Status WaitTransfers() = 0;
 
+  // Fills weight matrix `w` (w->data: backend memory of w->bytes(), allocated by the caller) from
+  // the file's row-major bytes at `src`. A backend may arrange the same bytes its own way for its
+  // kernels and say so in w->layout; Embed and MatMul read either layout.
+  virtual absl::Status UploadWeight(const void* src, Tensor* w) {
+    return CopyToDevice(w->device(), src, w->bytes());
+  }
+
   // out[i, :] = dequantized table row ids[i]. table [vocab, d] any dtype; out [n, d] f32.
   virtual absl::Status Embed(const Tensor& table, const int32_t* ids, Tensor out) = 0;
   // out = x / sqrt(mean(x^2) + eps) * w, per row. x, out [n, d] f32; w [d] f32.

@@ -37,12 +37,19 @@ constexpr DevicePtr<T> DeviceMemory(T* p) {
   return DevicePtr<T>(p);
 }
 
-// A 2-D row-major view of backend memory: [rows, cols] of `dtype` (block types: whole blocks).
+// How a weight matrix's bytes are arranged in backend memory. kRows: row-major, each row its
+// file's blocks. kPacked16: a backend's own arrangement of the same bytes (the CPU AVX-512 VNNI
+// path's groups of 16 rows, kernels/cpu/packed_weights.h); only that backend reads it.
+enum class WeightLayout : uint8_t { kRows = 0, kPacked16 = 1 };
+
+// A 2-D view of backend memory: [rows, cols] of `dtype` (block types: whole blocks), row-major
+// unless a weight's `layout` says otherwise (then Rows() does not apply).
 struct Tensor {
   void* data = nullptr;
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
+  WeightLayout layout = WeightLayout::kRows;
 
   size_t row_bytes() const { return DTypeRowBytes(dtype, cols); }
   size_t bytes() const { return row_bytes() * static_cast<size_t>(rows); }

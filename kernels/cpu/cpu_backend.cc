@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/packed_weights.h"
 
 namespace rsd::cpu {
 
@@ -55,6 +56,15 @@ void CpuBackend::FreeHost(void* p) { std::free(p); }
 // Host memory is the CPU backend's device memory: its copies are plain memory copies.
 absl::Status CpuBackend::CopyToDevice(DevicePtr<void> dst, const void* src, size_t n) {
   std::memcpy(dst.get(), src, n);
+  return absl::OkStatus();
+}
+absl::Status CpuBackend::UploadWeight(const void* src, Tensor* w) {
+  if (isa_ != Isa::kAvx512Vnni || !Packable(w->dtype, w->rows)) {
+    return CopyToDevice(w->device(), src, w->bytes());
+  }
+  PackWeights(w->dtype, static_cast<const uint8_t*>(src), w->rows, w->cols,
+              static_cast<uint8_t*>(w->data));
+  w->layout = WeightLayout::kPacked16;
   return absl::OkStatus();
 }
 absl::Status CpuBackend::CopyToHost(void* dst, DevicePtr<const void> src, size_t n) {

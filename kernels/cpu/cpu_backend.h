@@ -50,6 +50,9 @@ class CpuBackend final : public Backend {
   absl::Status FenceTransfers() override { return absl::OkStatus(); }
   absl::Status WaitTransfers() override { return absl::OkStatus(); }
 
+  // On the AVX-512 VNNI path, quantized weights of 16 rows or more are stored packed
+  // (kernels/cpu/packed_weights.h); other paths keep the file's rows.
+  absl::Status UploadWeight(const void* src, Tensor* w) override;
   absl::Status Embed(const Tensor& table, const int32_t* ids, Tensor out) override;
   absl::Status RmsNorm(const Tensor& x, const float* w, float eps, Tensor out) override;
   absl::Status MatMul(const Tensor& x, const Tensor& w, const float* bias, Tensor out) override;

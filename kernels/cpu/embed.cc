@@ -1,6 +1,8 @@
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/packed_weights.h"
 #include "kernels/cpu/quant_block.h"
 
 namespace rsd::cpu {
@@ -45,8 +47,14 @@ void DequantizeRow(DType t, const uint8_t* row, int64_t cols, float* out) {
 }
 
 void EmbedOp(OpContext& ctx, const Tensor& table, const int32_t* ids, Tensor out) {
+  const uint8_t* base = static_cast<const uint8_t*>(table.data);
+  std::vector<uint8_t> unpacked(table.layout == WeightLayout::kPacked16 ? table.row_bytes() : 0);
   for (int64_t i = 0; i < out.rows; ++i) {
-    const uint8_t* row = static_cast<const uint8_t*>(table.data) + table.row_bytes() * ids[i];
+    const uint8_t* row = base + table.row_bytes() * ids[i];
+    if (table.layout == WeightLayout::kPacked16) {
+      UnpackWeightRow(table.dtype, base, table.rows, table.cols, ids[i], unpacked.data());
+      row = unpacked.data();
+    }
     DequantizeRow(table.dtype, row, table.cols, out.f32() + i * out.cols);
   }
 }

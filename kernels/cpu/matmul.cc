@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/dot.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/packed_weights.h"
 
 namespace rsd::cpu {
 namespace {
@@ -17,22 +18,34 @@ bool IsQuantized(DType t) {
 // Output features per scheduling unit: keeps a thread's weight rows contiguous.
 constexpr int64_t kGrain = 16;
 
-void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
-  const int64_t n = x.rows, k = x.cols, m = w.rows, nb = k / kQBlock;
-  std::vector<int8_t> q(static_cast<size_t>(n * k));
-  std::vector<float> d(static_cast<size_t>(n * nb));
-  std::vector<int32_t> s(static_cast<size_t>(n * nb));
-  std::vector<float> sd(static_cast<size_t>(n * nb));
-  for (int64_t r = 0; r < n; ++r) {
-    QuantizeQ8Row(ctx.isa, x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb,
-                  s.data() + r * nb, sd.data() + r * nb);
+// The activation rows quantized once per matmul (Q8Row views into the storage here).
+struct QuantizedRows {
+  std::vector<int8_t> q;
+  std::vector<float> d, sd;
+  std::vector<int32_t> s;
+  std::vector<Q8Row> rows;
+
+  QuantizedRows(Isa isa, const Tensor& x) {
+    const int64_t n = x.rows, k = x.cols, nb = k / kQBlock;
+    q.resize(static_cast<size_t>(n * k));
+    d.resize(static_cast<size_t>(n * nb));
+    s.resize(d.size());
+    sd.resize(d.size());
+    rows.resize(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) {
+      QuantizeQ8Row(isa, x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
+                    sd.data() + r * nb);
+      rows[r] = Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb};
+    }
   }
+};
+
+// Weight rows [first, m) of row-major bytes, one at a time against every activation row.
+void RowMajorRows(OpContext& ctx, const QuantizedRows& a, int64_t first, const Tensor& w,
+                  const float* bias, Tensor out) {
+  const int64_t n = static_cast<int64_t>(a.rows.size()), m = w.rows, nb = w.cols / kQBlock;
   const size_t wrow = w.row_bytes();
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
-  std::vector<Q8Row> rows(static_cast<size_t>(n));
-  for (int64_t r = 0; r < n; ++r) {
-    rows[r] = Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb};
-  }
   // The VNNI path's rearranged rows, once for every weight row (only it reads them); the storage
   // is kept per calling thread so a step's matmuls do not allocate it again. The pool's threads
   // read the caller's copy through `prep` (a thread_local named inside the lambda would be each
@@ -40,19 +53,47 @@ void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* 
   thread_local Q8Prepared prepared;
   const Q8Prepared* prep = nullptr;
   if (ctx.isa == Isa::kAvx512Vnni && n > 1) {
-    PrepareQ8Rows(rows.data(), n, nb, &prepared);
+    PrepareQ8Rows(a.rows.data(), n, nb, &prepared);
     prep = &prepared;
   }
-  int used = ctx.pool->ParallelFor(m, kGrain, [&](int64_t b, int64_t e, int) {
+  int used = ctx.pool->ParallelFor(m - first, kGrain, [&](int64_t b, int64_t e, int) {
     std::vector<float> col(static_cast<size_t>(n));
-    for (int64_t o = b; o < e; ++o) {
-      QuantDotRows(ctx.isa, w.dtype, wbase + wrow * o, rows.data(), n, nb, col.data(), prep);
+    for (int64_t o = first + b; o < first + e; ++o) {
+      QuantDotRows(ctx.isa, w.dtype, wbase + wrow * o, a.rows.data(), n, nb, col.data(), prep);
       for (int64_t r = 0; r < n; ++r) {
         out.f32()[r * m + o] = bias != nullptr ? col[r] + bias[o] : col[r];
       }
     }
   });
   ctx.NoteThreads(used);
+}
+
+// Weights in the VNNI path's packed layout: groups of 16 rows, then any rows past the last group
+// in row-major form (packed_weights.h).
+void PackedRows(OpContext& ctx, const QuantizedRows& a, const Tensor& w, const float* bias,
+                Tensor out) {
+  const int64_t n = static_cast<int64_t>(a.rows.size()), m = w.rows, nb = w.cols / kQBlock;
+  const int64_t groups = m / kPackRows;
+  const size_t group_bytes = w.row_bytes() * kPackRows;
+  const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
+  int used = ctx.pool->ParallelFor(groups, 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t g = b; g < e; ++g) {
+      PackedGroupDotsVnni(w.dtype, wbase + g * group_bytes, nb, a.rows.data(), n,
+                          bias != nullptr ? bias + g * kPackRows : nullptr,
+                          out.f32() + g * kPackRows, m);
+    }
+  });
+  ctx.NoteThreads(used);
+  if (groups * kPackRows < m) RowMajorRows(ctx, a, groups * kPackRows, w, bias, out);
+}
+
+void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
+  const QuantizedRows a(ctx.isa, x);
+  if (w.layout == WeightLayout::kPacked16) {
+    PackedRows(ctx, a, w, bias, out);
+  } else {
+    RowMajorRows(ctx, a, 0, w, bias, out);
+  }
 }
 
 void MatMulFloat(OpContext& ctx, const Tensor& x, const Tensor& w, const float* bias, Tensor out) {

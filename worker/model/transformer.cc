@@ -96,8 +96,12 @@ absl::Status Transformer::Upload(const ModelFile& file) {
     RSD_ASSIGN_OR_RETURN(DevicePtr<void> p, backend_->Alloc(nbytes, name));
     allocations_.push_back(p);
     weight_bytes_ += nbytes;
-    RSD_RETURN_IF_ERROR(backend_->CopyToDevice(p, src, nbytes));
     t.data = p.get();
+    if (vector) {
+      RSD_RETURN_IF_ERROR(backend_->CopyToDevice(p, src, nbytes));
+    } else {
+      RSD_RETURN_IF_ERROR(backend_->UploadWeight(src, &t));
+    }
     *out = t;
     return absl::OkStatus();
   };

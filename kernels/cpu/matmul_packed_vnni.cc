@@ -1,0 +1,168 @@
+// PackedGroupDotsVnni (packed_weights.h): 16 output rows at a time. Per block and activation row,
+// eight vpdpbusd (four for each half of a 4-bit block) take one broadcast group of four activation
+// bytes each against a register of four weights for each of the 16 rows, leaving the block's exact
+// integer sums of all 16 rows in one register; the bias of the unsigned weights (8 for Q4_0, 128
+// for Q8_0) starts the sum as -bias * sum(q). Then, as on every path, acc += (dw * da) * P and for
+// Q4_1 off += mw * s, one register per row holding the 16 outputs' accumulators of one class.
+//
+// GCC 12's AVX-512 headers pass an uninitialized `_mm512_undefined_*` value as the unused
+// pass-through operand of unmasked intrinsics (GCC bug 105593); the operand is never read.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/cpu/dot.h"
+#include "kernels/cpu/packed_weights.h"
+
+namespace rsd::cpu {
+namespace {
+
+#define RSD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")))
+
+constexpr int kTileRows = 8;  // activation rows per pass over a group's weights
+
+inline int32_t Load32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+template <DType T>
+constexpr int32_t WeightBias() {
+  return T == DType::kQ8_0 ? 128 : (T == DType::kQ4_0 ? 8 : 0);
+}
+
+// One packed block against R rows: s[r] = the exact integer sums of the 16 output rows.
+template <DType T, int R>
+RSD_VNNI inline __attribute__((always_inline)) void BlockSums(const uint8_t* qs, const Q8Row* a,
+                                                              int64_t b, __m512i* s) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) s[r] = _mm512_set1_epi32(-WeightBias<T>() * a[r].sum[b]);
+  if constexpr (T == DType::kQ8_0) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m512i w = _mm512_loadu_si512(qs + 64 * j);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        s[r] = _mm512_dpbusd_epi32(s[r], w, _mm512_set1_epi32(Load32(a[r].q + 32 * b + 4 * j)));
+      }
+    }
+  } else {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 8
+    for (int j = 0; j < 4; ++j) {
+      const __m512i z = _mm512_loadu_si512(qs + 64 * j);
+      const __m512i lo = _mm512_and_si512(z, m4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const int8_t* q = a[r].q + 32 * b + 4 * j;
+        s[r] = _mm512_dpbusd_epi32(s[r], lo, _mm512_set1_epi32(Load32(q)));
+        s[r] = _mm512_dpbusd_epi32(s[r], hi, _mm512_set1_epi32(Load32(q + 16)));
+      }
+    }
+  }
+}
+
+template <DType T, int R>
+RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float* bias, float* out,
+                   int64_t ldo) {
+  constexpr size_t pb = kPackRows * DTypeBlockBytes(T);
+  constexpr int sb = T == DType::kQ4_1 ? 64 : 32;
+  __m512 cls_acc[4][R], cls_off[4][R];
+  const uint8_t* p = group;
+#pragma GCC unroll 8
+  for (int c = 0; c < 4; ++c) {
+    __m512 acc[R], off[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = off[r] = _mm512_setzero_ps();
+    for (int64_t b = c; b < nb; b += 4, p += pb) {
+      __m512i s[R];
+      BlockSums<T, R>(p + sb, a, b, s);
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(a[r].d[b]));
+        acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(scale, _mm512_cvtepi32_ps(s[r])));
+      }
+      if constexpr (T == DType::kQ4_1) {
+        const __m512 mw =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          off[r] = _mm512_add_ps(off[r], _mm512_mul_ps(mw, _mm512_set1_ps(a[r].s[b])));
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      cls_acc[c][r] = acc[r];
+      cls_off[c][r] = off[r];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const __m512 sa = _mm512_add_ps(_mm512_add_ps(cls_acc[0][r], cls_acc[1][r]),
+                                    _mm512_add_ps(cls_acc[2][r], cls_acc[3][r]));
+    const __m512 so = _mm512_add_ps(_mm512_add_ps(cls_off[0][r], cls_off[1][r]),
+                                    _mm512_add_ps(cls_off[2][r], cls_off[3][r]));
+    __m512 v = _mm512_add_ps(sa, so);
+    if (bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
+    _mm512_storeu_ps(out + r * ldo, v);
+  }
+}
+
+template <DType T>
+void Rows(const uint8_t* group, int64_t nb, const Q8Row* a, int64_t n, const float* bias,
+          float* out, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + kTileRows <= n; r += kTileRows) {
+    Tile<T, kTileRows>(group, nb, a + r, bias, out + r * ldo, ldo);
+  }
+  switch (n - r) {
+    case 7:
+      Tile<T, 7>(group, nb, a + r, bias, out + r * ldo, ldo);
+      break;
+    case 6:
+      Tile<T, 6>(group, nb, a + r, bias, out + r * ldo, ldo);
+      break;
+    case 5:
+      Tile<T, 5>(group, nb, a + r, bias, out + r * ldo, ldo);
+      break;
+    case 4:
+      Tile<T, 4>(group, nb, a + r, bias, out + r * ldo, ldo);
+      break;
+    case 3:
+      Tile<T, 3>(group, nb, a + r, bias, out + r * ldo, ldo);
+      break;
+    case 2:
+      Tile<T, 2>(group, nb, a + r, bias, out + r * ldo, ldo);
+      break;
+    case 1:
+      Tile<T, 1>(group, nb, a + r, bias, out + r * ldo, ldo);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace
+
+void PackedGroupDotsVnni(DType wtype, const uint8_t* group, int64_t nb, const Q8Row* a,
+                         int64_t n_rows, const float* bias, float* out, int64_t ldo) {
+  switch (wtype) {
+    case DType::kQ4_1:
+      Rows<DType::kQ4_1>(group, nb, a, n_rows, bias, out, ldo);
+      break;
+    case DType::kQ4_0:
+      Rows<DType::kQ4_0>(group, nb, a, n_rows, bias, out, ldo);
+      break;
+    default:
+      Rows<DType::kQ8_0>(group, nb, a, n_rows, bias, out, ldo);
+      break;
+  }
+}
+
+}  // namespace rsd::cpu
