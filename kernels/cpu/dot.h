@@ -63,26 +63,8 @@ void BlockIntDots(Isa isa, DType wtype, const uint8_t* w, const int8_t* q, int64
 // mw*s into offset b % 4); then (acc0 + acc1) + (acc2 + acc3) plus the offsets paired the same
 // way. The order is spelled out in dot_quant.cc; every path gives the same bits.
 float QuantDot(Isa isa, DType wtype, const uint8_t* w, const Q8Row& a, int64_t n_blocks);
-// Activation rows rearranged once for the AVX-512 VNNI path, shared by every weight row of a
-// matmul (PrepareQ8Rows). Rows go in tiles of four from row 0; a group is four blocks.
-struct Q8Prepared {
-  int64_t n_rows = 0, n_blocks = 0;
-  // Per row, per group (128 bytes): bytes 0-15 of each block's q, then bytes 16-31 (0 past the
-  // row).
-  std::vector<int8_t> split;
-  // Per tile, per group (16 lanes): lane 4i + k = row (4t + i)'s d, s or sum at block 4g + k (0
-  // past the rows or blocks).
-  std::vector<float> d, s;
-  std::vector<int32_t> sum;
-};
-void PrepareQ8Rows(const Q8Row* a, int64_t n_rows, int64_t n_blocks, Q8Prepared* out);
-// How many times PrepareQ8Rows has run in this process (tests: a matmul prepares its rows once).
-uint64_t PrepareQ8RowsCalls();
-
 // QuantDot of one weight row against n_rows activation rows (out[r]); same bits as n_rows calls.
-// `prepared` (optional, from PrepareQ8Rows over the same rows) saves the VNNI path rearranging
-// them for every weight row.
 void QuantDotRows(Isa isa, DType wtype, const uint8_t* w, const Q8Row* a, int64_t n_rows,
-                  int64_t n_blocks, float* out, const Q8Prepared* prepared = nullptr);
+                  int64_t n_blocks, float* out);
 
 }  // namespace rsd::cpu

@@ -313,14 +313,14 @@ float QuantDot(Isa isa, DType t, const uint8_t* w, const Q8Row& a, int64_t nb) {
 }
 
 void QuantDotRows(Isa isa, DType t, const uint8_t* w, const Q8Row* a, int64_t n_rows, int64_t nb,
-                  float* out, const Q8Prepared* prepared) {
+                  float* out) {
   // AVX-512 without VNNI shares the AVX2 quantized path.
   if (isa == Isa::kScalar) {
     for (int64_t r = 0; r < n_rows; ++r) out[r] = QuantDotScalar(t, w, a[r], nb);
     return;
   }
   if (isa == Isa::kAvx512Vnni) {
-    QuantDotRowsVnni(t, w, a, n_rows, nb, out, prepared);
+    QuantDotRowsVnni(t, w, a, n_rows, nb, out);
     return;
   }
   if (t == DType::kQ4_1) {

@@ -46,20 +46,10 @@ void RowMajorRows(OpContext& ctx, const QuantizedRows& a, int64_t first, const T
   const int64_t n = static_cast<int64_t>(a.rows.size()), m = w.rows, nb = w.cols / kQBlock;
   const size_t wrow = w.row_bytes();
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
-  // The VNNI path's rearranged rows, once for every weight row (only it reads them); the storage
-  // is kept per calling thread so a step's matmuls do not allocate it again. The pool's threads
-  // read the caller's copy through `prep` (a thread_local named inside the lambda would be each
-  // worker's own, empty one, which made every worker prepare the rows again per weight row).
-  thread_local Q8Prepared prepared;
-  const Q8Prepared* prep = nullptr;
-  if (ctx.isa == Isa::kAvx512Vnni && n > 1) {
-    PrepareQ8Rows(a.rows.data(), n, nb, &prepared);
-    prep = &prepared;
-  }
   int used = ctx.pool->ParallelFor(m - first, kGrain, [&](int64_t b, int64_t e, int) {
     std::vector<float> col(static_cast<size_t>(n));
     for (int64_t o = first + b; o < first + e; ++o) {
-      QuantDotRows(ctx.isa, w.dtype, wbase + wrow * o, a.rows.data(), n, nb, col.data(), prep);
+      QuantDotRows(ctx.isa, w.dtype, wbase + wrow * o, a.rows.data(), n, nb, col.data());
       for (int64_t r = 0; r < n; ++r) {
         out.f32()[r * m + o] = bias != nullptr ? col[r] + bias[o] : col[r];
       }

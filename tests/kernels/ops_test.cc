@@ -40,28 +40,6 @@ std::vector<uint8_t> RandomQ4_1(std::mt19937& rng, int64_t rows, int64_t k) {
   return w;
 }
 
-// Every thread of a VNNI matmul reads the rows the caller rearranged once: preparing them again
-// per weight row in a worker gives the same bits and made multi-row steps on two threads ~3x
-// slower than on one.
-TEST(MatMul, VnniRowsArePreparedOncePerMatMulWhateverTheThreads) {
-  if (!IsaSupported(Isa::kAvx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI here";
-  std::mt19937 rng(15);
-  const int64_t n = 9, k = 576, m = 200;
-  auto x = RandomFloats(rng, n * k, 1.5f);
-  auto wq = RandomQ4_1(rng, m, k);
-  std::vector<float> out(n * m);
-  for (int threads : {1, 2, 3}) {
-    CpuBackend be(threads, Isa::kAvx512Vnni);
-    const uint64_t before = PrepareQ8RowsCalls();
-    ASSERT_TRUE(be.MatMul(Tensor{x.data(), DType::kF32, n, k},
-                          Tensor{wq.data(), DType::kQ4_1, m, k}, nullptr,
-                          Tensor{out.data(), DType::kF32, n, m})
-                    .ok());
-    EXPECT_EQ(be.counters().max_threads_used, threads);
-    EXPECT_EQ(PrepareQ8RowsCalls() - before, 1u) << threads << " threads";
-  }
-}
-
 TEST(MatMul, SameBitsForAnyThreadCountAndRowCount) {
   std::mt19937 rng(5);
   const int64_t n = 9, k = 576, m = 200;
