@@ -115,14 +115,37 @@ void AttentionBeginOp(OpContext& ctx, const AttentionShape& shape, int64_t n_row
   std::fill(st.acc, st.acc + items * shape.head_dim, 0.0f);
 }
 
+// Cuts items [0, n) into `parts` contiguous ranges of about equal cost (cuts[0] = 0, cuts[parts]
+// = n). Rows differ in their key counts (a prompt chunk's first rows see few keys, its last many;
+// sessions in one step differ in context), so equal item counts leave one thread waiting.
+template <class Cost>
+std::vector<int64_t> BalancedCuts(int64_t n, int parts, Cost cost) {
+  std::vector<int64_t> cuts(static_cast<size_t>(parts) + 1, n);
+  cuts[0] = 0;
+  double total = 0.0, acc = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += cost(i);
+  int p = 1;
+  for (int64_t i = 0; i < n && p < parts; ++i) {
+    acc += cost(i);
+    while (p < parts && acc >= total * p / parts) cuts[p++] = i + 1;
+  }
+  return cuts;
+}
+
 void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows, int layer,
                        int chunk_begin, int chunk_end, const AttentionShape& shape,
                        const KvPoolView& pool, AttentionState st) {
   const int group = shape.n_heads / shape.n_kv_heads, hd = shape.head_dim;
-  const int64_t items = q.rows * shape.n_heads;
-  int used = ctx.pool->ParallelFor(items, 1, [&](int64_t b, int64_t e, int) {
+  const int64_t items = q.rows * shape.n_heads, bt = pool.block_tokens;
+  // An item's cost: its keys in the chunk range, plus a little for its fixed work. Which thread
+  // computes an item does not change its bits.
+  const std::vector<int64_t> cuts = BalancedCuts(items, ctx.pool->size(), [&](int64_t it) {
+    const int64_t keys = std::min<int64_t>(rows[it / shape.n_heads].n_keys, chunk_end * bt);
+    return static_cast<double>(std::max<int64_t>(0, keys - chunk_begin * bt) + 16);
+  });
+  ctx.pool->ParallelFor(ctx.pool->size(), 1, [&](int64_t pb, int64_t pe, int) {
     std::vector<float> scores, chunk_acc;
-    for (int64_t it = b; it < e; ++it) {
+    for (int64_t it = cuts[pb]; it < cuts[pe]; ++it) {
       const int64_t r = it / shape.n_heads;
       const int h = static_cast<int>(it % shape.n_heads);
       const float* qh = q.f32() + r * q.cols + static_cast<int64_t>(h) * hd;
@@ -132,6 +155,8 @@ void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows
                   st.m + it, st.l + it, st.acc + it * hd, smax, ssum, scores, chunk_acc);
     }
   });
+  int used = 0;  // threads that computed an item
+  for (size_t p = 0; p + 1 < cuts.size(); ++p) used += cuts[p] < cuts[p + 1] ? 1 : 0;
   ctx.NoteThreads(used);
   for (int64_t r = 0; r < q.rows; ++r) {
     const int n_chunks = (rows[r].n_keys + pool.block_tokens - 1) / pool.block_tokens;

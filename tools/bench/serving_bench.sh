@@ -15,7 +15,7 @@
 #   RSD_BENCH_TURNS      turns per session [3]; RSD_BENCH_TURNS_LARGE for N >= 64 [same]
 #   RSD_BENCH_MAX_TOKENS tokens per turn [32]
 #   RSD_BENCH_CTX        context per session, llama-server gets -c N*CTX [512]
-#   RSD_BENCH_HOT_BYTES  our worker's hot K/V pool [2 GiB: 64 sessions x 512 tokens x 46 KB]
+#   RSD_BENCH_HOT_BYTES  our worker's hot K/V pool [2 GiB: 64 sessions x 512 tokens at up to 64 KB a token]
 #   RSD_BENCH_SPILL_FORM our worker's --spill-form [residual, the worker's default; kv captures no
 #                        residuals, which 64 sessions otherwise write through to RocksDB]
 #   RSD_BENCH_CSV        output [tools/bench/results/serving.csv]
