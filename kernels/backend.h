@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -92,6 +93,21 @@ class Backend {
   virtual absl::Status RmsNorm(const Tensor& x, const float* w, float eps, Tensor out) = 0;
   // out = x · w^T (+ bias). x [n, k] f32; w [m, k] any dtype; bias [m] f32 or null; out [n, m].
   virtual absl::Status MatMul(const Tensor& x, const Tensor& w, const float* bias, Tensor out) = 0;
+  // One weight of MatMulShared: out = x · w^T (+ bias).
+  struct MatMulTarget {
+    const Tensor* w;
+    const float* bias;
+    Tensor out;
+  };
+  // MatMul of one input against several weights (q, k and v; gate and up): the same bits as one
+  // MatMul per target. A backend may prepare x once for all of them (the CPU backend quantizes it
+  // once).
+  virtual absl::Status MatMulShared(const Tensor& x, std::span<const MatMulTarget> targets) {
+    for (const MatMulTarget& t : targets) {
+      if (absl::Status st = MatMul(x, *t.w, t.bias, t.out); !st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
   // Rotates each head of x [n, n_heads * head_dim] in place at positions pos[n].
   virtual absl::Status Rope(Tensor x, int n_heads, int head_dim, const int32_t* pos,
                             const RopeTable& table) = 0;

@@ -96,6 +96,9 @@ absl::Status CpuBackend::RmsNorm(const Tensor& x, const float* w, float eps, Ten
 absl::Status CpuBackend::MatMul(const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
   RSD_CPU_OP(MatMulOp(ctx, x, w, bias, out));
 }
+absl::Status CpuBackend::MatMulShared(const Tensor& x, std::span<const MatMulTarget> targets) {
+  RSD_CPU_OP(MatMulSharedOp(ctx, x, targets));
+}
 absl::Status CpuBackend::Rope(Tensor x, int n_heads, int head_dim, const int32_t* pos,
                               const RopeTable& table) {
   RSD_CPU_OP(RopeOp(ctx, x, n_heads, head_dim, pos, table));

@@ -56,6 +56,7 @@ class CpuBackend final : public Backend {
   absl::Status Embed(const Tensor& table, const int32_t* ids, Tensor out) override;
   absl::Status RmsNorm(const Tensor& x, const float* w, float eps, Tensor out) override;
   absl::Status MatMul(const Tensor& x, const Tensor& w, const float* bias, Tensor out) override;
+  absl::Status MatMulShared(const Tensor& x, std::span<const MatMulTarget> targets) override;
   absl::Status Rope(Tensor x, int n_heads, int head_dim, const int32_t* pos,
                     const RopeTable& table) override;
   absl::Status StoreKv(const Tensor& k, const Tensor& v, int layer, const int32_t* slot_block,

@@ -2,6 +2,8 @@
 // computed by one thread with the path's fixed order, so neither the number of activation rows nor
 // the thread count changes any bit (DESIGN.md section 2).
 #include <algorithm>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "kernels/cpu/dot.h"
@@ -18,25 +20,29 @@ bool IsQuantized(DType t) {
 // Output features per scheduling unit: keeps a thread's weight rows contiguous.
 constexpr int64_t kGrain = 16;
 
-// The activation rows quantized once per matmul (Q8Row views into the storage here).
+// The activation rows quantized once per matmul (or once for every weight of MatMulShared), rows
+// spread over the pool's threads (each row's bits depend on that row alone): Q8Row views into the
+// storage here.
 struct QuantizedRows {
   std::vector<int8_t> q;
   std::vector<float> d, sd;
   std::vector<int32_t> s;
   std::vector<Q8Row> rows;
 
-  QuantizedRows(Isa isa, const Tensor& x) {
+  QuantizedRows(OpContext& ctx, const Tensor& x) {
     const int64_t n = x.rows, k = x.cols, nb = k / kQBlock;
     q.resize(static_cast<size_t>(n * k));
     d.resize(static_cast<size_t>(n * nb));
     s.resize(d.size());
     sd.resize(d.size());
     rows.resize(static_cast<size_t>(n));
-    for (int64_t r = 0; r < n; ++r) {
-      QuantizeQ8Row(isa, x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb,
-                    sd.data() + r * nb);
-      rows[r] = Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb};
-    }
+    ctx.pool->ParallelFor(n, 4, [&](int64_t b, int64_t e, int) {
+      for (int64_t r = b; r < e; ++r) {
+        QuantizeQ8Row(ctx.isa, x.f32() + r * k, k, q.data() + r * k, d.data() + r * nb,
+                      s.data() + r * nb, sd.data() + r * nb);
+        rows[r] = Q8Row{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sd.data() + r * nb};
+      }
+    });
   }
 };
 
@@ -77,8 +83,8 @@ void PackedRows(OpContext& ctx, const QuantizedRows& a, const Tensor& w, const f
   if (groups * kPackRows < m) RowMajorRows(ctx, a, groups * kPackRows, w, bias, out);
 }
 
-void MatMulQuant(OpContext& ctx, const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
-  const QuantizedRows a(ctx.isa, x);
+void MatMulQuant(OpContext& ctx, const QuantizedRows& a, const Tensor& w, const float* bias,
+                 Tensor out) {
   if (w.layout == WeightLayout::kPacked16) {
     PackedRows(ctx, a, w, bias, out);
   } else {
@@ -110,18 +116,32 @@ void MatMulFloat(OpContext& ctx, const Tensor& x, const Tensor& w, const float* 
   ctx.NoteThreads(used);
 }
 
-}  // namespace
-
-void MatMulOp(OpContext& ctx, const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
+void CountMatMul(OpContext& ctx, const Tensor& x) {
   BackendCounters& c = *ctx.counters;
   c.matmul_calls++;
   c.matmul_rows += static_cast<uint64_t>(x.rows);
   c.matmul_max_rows = std::max<uint64_t>(c.matmul_max_rows, x.rows);
   c.matmul_min_rows = std::min<uint64_t>(c.matmul_min_rows, x.rows);
-  if (IsQuantized(w.dtype)) {
-    MatMulQuant(ctx, x, w, bias, out);
-  } else {
-    MatMulFloat(ctx, x, w, bias, out);
+}
+
+}  // namespace
+
+void MatMulOp(OpContext& ctx, const Tensor& x, const Tensor& w, const float* bias, Tensor out) {
+  const Backend::MatMulTarget t{&w, bias, out};
+  MatMulSharedOp(ctx, x, std::span<const Backend::MatMulTarget>(&t, 1));
+}
+
+void MatMulSharedOp(OpContext& ctx, const Tensor& x,
+                    std::span<const Backend::MatMulTarget> targets) {
+  std::optional<QuantizedRows> a;  // quantized when the first quantized weight needs it
+  for (const Backend::MatMulTarget& t : targets) {
+    CountMatMul(ctx, x);
+    if (IsQuantized(t.w->dtype)) {
+      if (!a) a.emplace(ctx, x);
+      MatMulQuant(ctx, *a, *t.w, t.bias, t.out);
+    } else {
+      MatMulFloat(ctx, x, *t.w, t.bias, t.out);
+    }
   }
 }
 

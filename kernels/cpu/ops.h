@@ -23,6 +23,8 @@ void DequantizeRow(DType t, const uint8_t* row, int64_t cols, float* out);
 void EmbedOp(OpContext& ctx, const Tensor& table, const int32_t* ids, Tensor out);
 void RmsNormOp(OpContext& ctx, const Tensor& x, const float* w, float eps, Tensor out);
 void MatMulOp(OpContext& ctx, const Tensor& x, const Tensor& w, const float* bias, Tensor out);
+void MatMulSharedOp(OpContext& ctx, const Tensor& x,
+                    std::span<const Backend::MatMulTarget> targets);
 void RopeOp(OpContext& ctx, Tensor x, int n_heads, int head_dim, const int32_t* pos,
             const RopeTable& table);
 void StoreKvOp(OpContext& ctx, const Tensor& k, const Tensor& v, int layer,

@@ -78,6 +78,53 @@ TEST(MatMul, SameBitsForAnyThreadCountAndRowCount) {
   }
 }
 
+// One input against several weights (q/k/v, gate/up) quantizes it once: every target gets the
+// bits of its own MatMul, on every path, for quantized and float weights mixed, with biases.
+TEST(MatMul, SharedInputGivesEachMatMulsBits) {
+  std::mt19937 rng(21);
+  const int64_t k = 576;
+  const int64_t ms[] = {200, 64, 48};
+  for (int64_t n : {1, 9, 40}) {
+    auto x = RandomFloats(rng, n * k, 1.5f);
+    std::vector<std::vector<uint8_t>> files, dev;
+    std::vector<std::vector<float>> biases;
+    auto wf = RandomFloats(rng, ms[2] * k, 0.1f);
+    for (int i = 0; i < 2; ++i) {
+      files.push_back(RandomQ4_1(rng, ms[i], k));
+      biases.push_back(RandomFloats(rng, ms[i], 0.5f));
+    }
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {
+      if (!IsaSupported(isa)) continue;
+      CpuBackend be(2, isa);
+      std::vector<Tensor> w;
+      dev.assign(files.begin(), files.end());
+      for (int i = 0; i < 2; ++i) {
+        w.push_back(Tensor{dev[i].data(), DType::kQ4_1, ms[i], k});
+        ASSERT_TRUE(be.UploadWeight(files[i].data(), &w.back()).ok());
+      }
+      w.push_back(Tensor{wf.data(), DType::kF32, ms[2], k});
+      std::vector<std::vector<float>> shared(3), alone(3);
+      std::vector<Backend::MatMulTarget> targets;
+      for (int i = 0; i < 3; ++i) {
+        shared[i].assign(n * ms[i], NAN);
+        alone[i].assign(n * ms[i], NAN);
+        targets.push_back(Backend::MatMulTarget{&w[i], i < 2 ? biases[i].data() : nullptr,
+                                                Tensor{shared[i].data(), DType::kF32, n, ms[i]}});
+      }
+      be.ResetCounters();
+      ASSERT_TRUE(be.MatMulShared(Tensor{x.data(), DType::kF32, n, k}, targets).ok());
+      EXPECT_EQ(be.counters().matmul_calls, 3u);
+      for (int i = 0; i < 3; ++i) {
+        ASSERT_TRUE(be.MatMul(Tensor{x.data(), DType::kF32, n, k}, w[i], targets[i].bias,
+                              Tensor{alone[i].data(), DType::kF32, n, ms[i]})
+                        .ok());
+        EXPECT_EQ(0, std::memcmp(shared[i].data(), alone[i].data(), shared[i].size() * 4))
+            << IsaName(isa) << " target " << i << " rows " << n;
+      }
+    }
+  }
+}
+
 // SiluMul's vector path (an eight-wide Exp with the scalar's operations) gives the scalar bits,
 // over the whole range, Exp's cut-offs, infinities and NaN included.
 TEST(SiluMul, EveryIsaGivesTheScalarBits) {

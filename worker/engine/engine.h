@@ -258,6 +258,8 @@ class Engine {
   absl::StatusOr<std::vector<uint8_t>> Checkpoint(const Sequence& s, int32_t chunk, int layer,
                                                   const char** from = nullptr) const;
   absl::Status RestoreChunkToHot(Sequence& s, int32_t chunk);
+  // Several chunks at once (at most the model's rebuild_chunks()): all or none come back.
+  absl::Status RestoreChunksToHot(Sequence& s, std::span<const int32_t> chunks);
   // Evicts the eviction policy's victims (checkpointed if it is exact, else dropped) until the
   // sequence's hot blocks plus `incoming` new ones fit the budget.
   absl::Status EnforceBudget(Sequence& s, int32_t incoming);

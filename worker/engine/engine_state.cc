@@ -371,22 +371,41 @@ absl::Status Engine::DropState(const SessionId& id) {
 }
 
 absl::Status Engine::RestoreChunkToHot(Sequence& s, int32_t chunk) {
-  RSD_ASSIGN_OR_RETURN(int32_t block, pool_->Allocate());
-  ChunkState cs;
+  return RestoreChunksToHot(s, std::span<const int32_t>(&chunk, 1));
+}
+
+absl::Status Engine::RestoreChunksToHot(Sequence& s, std::span<const int32_t> chunks) {
+  std::vector<int32_t> blocks;
+  auto give_back = [&](absl::Status st) {
+    (void)backend_->WaitTransfers();  // nothing in flight into the blocks we give back
+    for (int32_t b : blocks) pool_->Free(b);
+    return st;
+  };
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    absl::StatusOr<int32_t> block = pool_->Allocate();
+    if (!block.ok()) return give_back(block.status());
+    blocks.push_back(*block);
+  }
+  std::vector<ChunkState> cs(chunks.size());
+  std::vector<const ChunkState*> states;
+  for (const ChunkState& c : cs) states.push_back(&c);
   for (int l = 0; l < config().n_layers; ++l) {
-    // K/V layers travel on the transfer stream while residual layers rebuild on the compute one.
-    absl::Status st = LoadChunk(s, l, chunk, &cs);
-    if (st.ok()) st = model_->RebuildIntoBlock(l, chunk, cs, block, pool_->view(), staging_.get());
-    if (!st.ok()) {
-      (void)backend_->WaitTransfers();  // nothing in flight into the block we give back
-      pool_->Free(block);
-      return st;
+    // K/V layers travel on the transfer stream while residual layers rebuild on the compute one;
+    // a layer's residual chunks rebuild in one pass.
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      absl::Status st = LoadChunk(s, l, chunks[i], &cs[i]);
+      if (!st.ok()) return give_back(st);
     }
+    absl::Status st =
+        model_->RebuildIntoBlocks(l, chunks, states, blocks, pool_->view(), staging_.get());
+    if (!st.ok()) return give_back(st);
   }
   // Compute from here on (the next forward) sees the transferred layers.
   RSD_RETURN_IF_ERROR(backend_->FenceTransfers());
-  s.blocks[chunk] = block;
-  std::erase(s.evicted, chunk);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    s.blocks[chunks[i]] = blocks[i];
+    std::erase(s.evicted, chunks[i]);
+  }
   return absl::OkStatus();
 }
 
@@ -403,15 +422,21 @@ absl::StatusOr<std::string> Engine::Restore(const SessionId& id) {
   std::vector<int32_t> restored;
   absl::Status st;
   int32_t hot = 0;
+  std::vector<int32_t> batch;  // up to the model's rebuild_chunks() chunks restored together
+  auto flush = [&] {
+    if (batch.empty() || !st.ok()) return;
+    st = RestoreChunksToHot(s, batch);
+    if (st.ok()) restored.insert(restored.end(), batch.begin(), batch.end());
+    batch.clear();
+  };
   for (int32_t c = static_cast<int32_t>(s.blocks.size()) - 1; c >= 0 && st.ok(); --c) {
     if (bounded() && hot + 1 > budget_blocks_ - 1) break;
     if (s.blocks[c] != kEvicted) continue;
-    st = RestoreChunkToHot(s, c);
-    if (st.ok()) {
-      restored.push_back(c);
-      ++hot;
-    }
+    batch.push_back(c);
+    ++hot;
+    if (static_cast<int>(batch.size()) == model_->rebuild_chunks()) flush();
   }
+  flush();
   if (st.ok() && !s.evicted.empty() && s.scratch < 0) {
     absl::StatusOr<int32_t> scratch = pool_->Allocate();
     if (scratch.ok()) {

@@ -120,6 +120,15 @@ class Transformer {
   // (overlapping with compute); the caller fences the transfers before compute that reads them.
   absl::Status RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& state, int32_t block,
                                 const KvPoolView& pool, TransferStaging* staging = nullptr);
+  // RebuildIntoBlock of several chunks of one layer in one pass (chunks[i] from *states[i] into
+  // blocks[i]; at most rebuild_chunks() of them): the residual and token chunks' rows go through
+  // the norm, the projections, RoPE and the store together, the same bits as one at a time.
+  absl::Status RebuildIntoBlocks(int layer, std::span<const int32_t> chunks,
+                                 std::span<const ChunkState* const> states,
+                                 std::span<const int32_t> blocks, const KvPoolView& pool,
+                                 TransferStaging* staging = nullptr);
+  // Chunks one RebuildIntoBlocks call takes (its scratch rows: rebuild_chunks() * block_tokens).
+  static constexpr int rebuild_chunks() { return 8; }
 
   // Tests: overwrite the target block's layer with NaN bytes before every rebuild, so a rebuild
   // that leaves anything unwritten shows.
@@ -152,9 +161,10 @@ class Transformer {
   // the layer's K/V stored into `pool`.
   absl::Status ForwardLayer(int l, std::span<const SeqInput> seqs, const KvPoolView& pool,
                             int64_t n);
-  // xn [n, d] (normed input of `layer`) → K, V [n, kv_dim] in workspace, RoPE applied to K.
+  // xn [n, d] (normed input of `layer`) → K, V [n, kv_dim] in workspace, RoPE applied to K; with
+  // q, also the queries (RoPE applied), all from one MatMulShared of xn.
   absl::Status ProjectKv(const Layer& layer, const Tensor& xn, const int32_t* pos_dev, Tensor k,
-                         Tensor v);
+                         Tensor v, Tensor* q = nullptr);
   // Attention of `layer` for the batch, rebuilding evicted chunks into scratch blocks.
   absl::Status AttendLayer(int layer, std::span<const SeqInput> seqs, const Tensor& q,
                            const KvPoolView& pool, Tensor out);
@@ -169,6 +179,7 @@ class Transformer {
   // Rebuilds K/V of `layer` for evicted chunk `chunk` into block `scratch` of the pool.
   absl::Status RebuildChunk(int layer, int32_t chunk, const SeqInput& in, const KvPoolView& pool);
   // RebuildIntoBlock from a K/V checkpoint: a copy into the block (on `staging` if given).
+  absl::Status LoadRebuildRows(int layer, int32_t chunk, const ChunkState& cs, int j, Tensor x);
   absl::Status CopyKvCheckpoint(int layer, int32_t chunk, const ChunkState& cs, int32_t scratch,
                                 const KvPoolView& pool, TransferStaging* staging);
 

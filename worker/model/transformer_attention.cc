@@ -178,26 +178,21 @@ absl::Status Transformer::CopyKvCheckpoint(int layer, int32_t chunk, const Chunk
 }
 
 absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const ChunkState& cs,
-                                           int32_t scratch, const KvPoolView& pool,
+                                           int32_t block, const KvPoolView& pool,
                                            TransferStaging* staging) {
-  if (ws_->rows == 0) RSD_RETURN_IF_ERROR(EnsureWorkspace(1));
-  Workspace& w = *ws_;
-  const int bt = block_tokens_, kvd = kv_dim();
+  const ChunkState* state = &cs;
+  return RebuildIntoBlocks(layer, std::span<const int32_t>(&chunk, 1),
+                           std::span<const ChunkState* const>(&state, 1),
+                           std::span<const int32_t>(&block, 1), pool, staging);
+}
+
+// Chunk j's rows of the rebuild input x (residuals, or for layer 0 the token embeddings through
+// rb_ids) at rows [j * bt, (j + 1) * bt); DATA_LOSS if its state cannot rebuild this layer.
+absl::Status Transformer::LoadRebuildRows(int layer, int32_t chunk, const ChunkState& cs, int j,
+                                          Tensor x) {
+  const int bt = block_tokens_;
   const int64_t d = config_.d_model;
-  if (layer < 0 || layer >= config_.n_layers || scratch < 0 || scratch >= pool.n_blocks) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rebuild of layer ", layer, " into block ", scratch, " is out of range"));
-  }
   Backend& b = *backend_;
-  if (poison_rebuilds_) {
-    RSD_RETURN_IF_ERROR(
-        b.Fill(pool.K(scratch, layer), 0xFF, pool.layer_elements() * kKvElementBytes));
-  }
-  if (cs.form == StateForm::kKv) {
-    return CopyKvCheckpoint(layer, chunk, cs, scratch, pool, staging);
-  }
-  Tensor x = w.rb_x.Rows(0, bt), xn = w.rb_xn.Rows(0, bt), k = w.rb_k.Rows(0, bt),
-         v = w.rb_v.Rows(0, bt);
   if (cs.form == StateForm::kTokens) {
     if (layer != 0 || cs.tokens.size() != static_cast<size_t>(bt)) {
       return absl::DataLossError(
@@ -209,26 +204,66 @@ absl::Status Transformer::RebuildIntoBlock(int layer, int32_t chunk, const Chunk
             absl::StrCat("token checkpoint of chunk ", chunk, " holds token id ", id));
       }
     }
-    RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_ids), cs.tokens.data(), bt * 4));
-    RSD_RETURN_IF_ERROR(b.Embed(token_embd_, w.rb_ids, x));
+    int32_t* ids = ws_->rb_ids + static_cast<int64_t>(j) * bt;
+    RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(ids), cs.tokens.data(), bt * 4));
+    RSD_RETURN_IF_ERROR(b.Embed(token_embd_, ids, x.Rows(j * bt, bt)));
     rebuilds_.from_tokens++;
-  } else {
-    if (cs.h.size() != static_cast<size_t>(bt * d)) {
-      return absl::DataLossError(absl::StrCat("residual checkpoint of chunk ", chunk, " layer ",
-                                              layer, " has ", cs.h.size(), " values, expected ",
-                                              bt * d));
+    return absl::OkStatus();
+  }
+  if (cs.h.size() != static_cast<size_t>(bt * d)) {
+    return absl::DataLossError(absl::StrCat("residual checkpoint of chunk ", chunk, " layer ",
+                                            layer, " has ", cs.h.size(), " values, expected ",
+                                            bt * d));
+  }
+  RSD_RETURN_IF_ERROR(
+      b.CopyToDevice(x.Rows(j * bt, bt).device(), cs.h.data(), bt * d * sizeof(float)));
+  rebuilds_.from_residual++;
+  return absl::OkStatus();
+}
+
+absl::Status Transformer::RebuildIntoBlocks(int layer, std::span<const int32_t> chunks,
+                                            std::span<const ChunkState* const> states,
+                                            std::span<const int32_t> blocks, const KvPoolView& pool,
+                                            TransferStaging* staging) {
+  if (ws_->rows == 0) RSD_RETURN_IF_ERROR(EnsureWorkspace(1));
+  Workspace& w = *ws_;
+  const int bt = block_tokens_;
+  if (chunks.size() != states.size() || chunks.size() != blocks.size() ||
+      static_cast<int64_t>(chunks.size()) * bt > w.rb_rows) {
+    return absl::InvalidArgumentError(absl::StrCat("rebuild of ", chunks.size(), " chunks (",
+                                                   states.size(), " states, ", blocks.size(),
+                                                   " blocks); at most ", w.rb_rows / bt));
+  }
+  Backend& b = *backend_;
+  std::vector<int32_t> pos, slot_block, slot_offset;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (layer < 0 || layer >= config_.n_layers || blocks[i] < 0 || blocks[i] >= pool.n_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rebuild of layer ", layer, " into block ", blocks[i], " is out of range"));
     }
-    RSD_RETURN_IF_ERROR(b.CopyToDevice(x.device(), cs.h.data(), x.bytes()));
-    rebuilds_.from_residual++;
+    if (poison_rebuilds_) {
+      RSD_RETURN_IF_ERROR(
+          b.Fill(pool.K(blocks[i], layer), 0xFF, pool.layer_elements() * kKvElementBytes));
+    }
+    if (states[i]->form == StateForm::kKv) {
+      RSD_RETURN_IF_ERROR(CopyKvCheckpoint(layer, chunks[i], *states[i], blocks[i], pool, staging));
+      continue;
+    }
+    const int j = static_cast<int>(pos.size()) / bt;
+    RSD_RETURN_IF_ERROR(LoadRebuildRows(layer, chunks[i], *states[i], j, w.rb_x));
+    for (int t = 0; t < bt; ++t) {
+      pos.push_back(chunks[i] * bt + t);
+      slot_block.push_back(blocks[i]);
+      slot_offset.push_back(t);
+    }
   }
-  std::vector<int32_t> pos(bt), blocks(bt, scratch), offs(bt);
-  for (int i = 0; i < bt; ++i) {
-    pos[i] = chunk * bt + i;
-    offs[i] = i;
-  }
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_pos), pos.data(), bt * 4));
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_block), blocks.data(), bt * 4));
-  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_offset), offs.data(), bt * 4));
+  if (pos.empty()) return absl::OkStatus();
+  const int64_t n = static_cast<int64_t>(pos.size());
+  Tensor x = w.rb_x.Rows(0, n), xn = w.rb_xn.Rows(0, n), k = w.rb_k.Rows(0, n),
+         v = w.rb_v.Rows(0, n);
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_pos), pos.data(), n * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_block), slot_block.data(), n * 4));
+  RSD_RETURN_IF_ERROR(b.CopyToDevice(DeviceMemory(w.rb_slot_offset), slot_offset.data(), n * 4));
   RSD_RETURN_IF_ERROR(b.RmsNorm(x, layers_[layer].attn_norm.f32(), config_.rms_eps, xn));
   RSD_RETURN_IF_ERROR(ProjectKv(layers_[layer], xn, w.rb_pos, k, v));
   return b.StoreKv(k, v, layer, w.rb_slot_block, w.rb_slot_offset, pool);

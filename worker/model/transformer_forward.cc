@@ -84,24 +84,32 @@ absl::Status Transformer::AllocateWorkspace(int64_t rows) {
   RSD_ASSIGN_OR_RETURN(Tensor l, a.F32(items, 1, "attention state"));
   RSD_ASSIGN_OR_RETURN(Tensor acc, a.F32(items, c.head_dim, "attention state"));
   w.att_state = AttentionState{m.f32(), l.f32(), acc.f32()};
-  const int64_t bt = block_tokens_;
-  RSD_ASSIGN_OR_RETURN(w.rb_x, a.F32(bt, c.d_model, "rebuild scratch"));
-  RSD_ASSIGN_OR_RETURN(w.rb_xn, a.F32(bt, c.d_model, "rebuild scratch"));
-  RSD_ASSIGN_OR_RETURN(w.rb_k, a.F32(bt, kv_dim(), "rebuild scratch"));
-  RSD_ASSIGN_OR_RETURN(w.rb_v, a.F32(bt, kv_dim(), "rebuild scratch"));
-  RSD_ASSIGN_OR_RETURN(w.rb_pos, a.Ints(bt, "rebuild scratch"));
-  RSD_ASSIGN_OR_RETURN(w.rb_ids, a.Ints(bt, "rebuild scratch"));
-  RSD_ASSIGN_OR_RETURN(w.rb_slot_block, a.Ints(bt, "rebuild scratch"));
-  RSD_ASSIGN_OR_RETURN(w.rb_slot_offset, a.Ints(bt, "rebuild scratch"));
-  w.rb_rows = bt;
+  const int64_t rb = static_cast<int64_t>(block_tokens_) * rebuild_chunks();
+  RSD_ASSIGN_OR_RETURN(w.rb_x, a.F32(rb, c.d_model, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_xn, a.F32(rb, c.d_model, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_k, a.F32(rb, kv_dim(), "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_v, a.F32(rb, kv_dim(), "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_pos, a.Ints(rb, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_ids, a.Ints(rb, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_slot_block, a.Ints(rb, "rebuild scratch"));
+  RSD_ASSIGN_OR_RETURN(w.rb_slot_offset, a.Ints(rb, "rebuild scratch"));
+  w.rb_rows = rb;
   return absl::OkStatus();
 }
 
 absl::Status Transformer::ProjectKv(const Layer& L, const Tensor& xn, const int32_t* pos_dev,
-                                    Tensor k, Tensor v) {
-  RSD_RETURN_IF_ERROR(backend_->MatMul(xn, L.wk, static_cast<const float*>(L.bk.data), k));
-  RSD_RETURN_IF_ERROR(backend_->Rope(k, config_.n_kv_heads, config_.head_dim, pos_dev, rope_));
-  return backend_->MatMul(xn, L.wv, static_cast<const float*>(L.bv.data), v);
+                                    Tensor k, Tensor v, Tensor* q) {
+  using Target = Backend::MatMulTarget;
+  Target targets[3];
+  int n = 0;
+  if (q != nullptr) targets[n++] = Target{&L.wq, static_cast<const float*>(L.bq.data), *q};
+  targets[n++] = Target{&L.wk, static_cast<const float*>(L.bk.data), k};
+  targets[n++] = Target{&L.wv, static_cast<const float*>(L.bv.data), v};
+  RSD_RETURN_IF_ERROR(backend_->MatMulShared(xn, std::span<const Target>(targets, n)));
+  if (q != nullptr) {
+    RSD_RETURN_IF_ERROR(backend_->Rope(*q, config_.n_heads, config_.head_dim, pos_dev, rope_));
+  }
+  return backend_->Rope(k, config_.n_kv_heads, config_.head_dim, pos_dev, rope_);
 }
 
 absl::Status Transformer::CheckSeq(size_t s, const SeqInput& in, const KvPoolView& pool) const {
@@ -264,16 +272,14 @@ absl::Status Transformer::ForwardLayer(int l, std::span<const SeqInput> seqs,
   Backend& b = *backend_;
   const Layer& L = layers_[l];
   RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.attn_norm.f32(), c.rms_eps, xn));
-  RSD_RETURN_IF_ERROR(b.MatMul(xn, L.wq, static_cast<const float*>(L.bq.data), q));
-  RSD_RETURN_IF_ERROR(b.Rope(q, c.n_heads, c.head_dim, w.pos, rope_));
-  RSD_RETURN_IF_ERROR(ProjectKv(L, xn, w.pos, k, v));
+  RSD_RETURN_IF_ERROR(ProjectKv(L, xn, w.pos, k, v, &q));
   RSD_RETURN_IF_ERROR(b.StoreKv(k, v, l, w.slot_block, w.slot_offset, pool));
   RSD_RETURN_IF_ERROR(AttendLayer(l, seqs, q, pool, attn));
   RSD_RETURN_IF_ERROR(b.MatMul(attn, L.wo, nullptr, o));
   RSD_RETURN_IF_ERROR(b.Add(x, o));
   RSD_RETURN_IF_ERROR(b.RmsNorm(x, L.ffn_norm.f32(), c.rms_eps, xn));
-  RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_gate, nullptr, gate));
-  RSD_RETURN_IF_ERROR(b.MatMul(xn, L.w_up, nullptr, up));
+  const Backend::MatMulTarget gate_up[] = {{&L.w_gate, nullptr, gate}, {&L.w_up, nullptr, up}};
+  RSD_RETURN_IF_ERROR(b.MatMulShared(xn, gate_up));
   RSD_RETURN_IF_ERROR(b.SiluMul(gate, up, act));
   RSD_RETURN_IF_ERROR(b.MatMul(act, L.w_down, nullptr, o));
   return b.Add(x, o);

@@ -24,7 +24,7 @@ struct Transformer::Workspace {
   int32_t* slot_offset = nullptr;
   AttentionRow* att_rows = nullptr;
   int32_t* tables = nullptr;
-  // Rebuild scratch rows (one chunk) and attention state.
+  // Rebuild scratch rows (Transformer::rebuild_chunks() chunks) and attention state.
   int64_t rb_rows = 0;
   Tensor rb_x, rb_xn, rb_k, rb_v;
   int32_t* rb_pos = nullptr;

@@ -269,5 +269,46 @@ TEST(Invariance, KvRebuiltFromResidualsIntoPoisonedBufferEqualsCache) {
   }
 }
 
+// Restore rebuilds a layer's chunks together (up to rebuild_chunks() per pass): every block
+// comes back with the bits the forward cached, in the residual, kv and a mixed plan, over more
+// chunks than one pass takes, into poisoned blocks (a row a pass leaves unwritten shows as NaN).
+TEST(Invariance, RestoreRebuildingManyChunksPerPassGivesTheCachedBits) {
+  Written w = WriteCatalogModel("gqa");
+  EngineOptions o;
+  o.model_path = w.gguf;
+  o.threads = 2;
+  o.block_tokens = 4;
+  o.keep_residuals = true;
+  o.poison_freed_blocks = true;
+  auto created = Engine::Create(o);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& e = **created;
+  const int L = e.config().n_layers, per_pass = Transformer::rebuild_chunks();
+  ASSERT_GT(per_pass, 1);
+  const std::vector<int32_t> tokens = Prompt(4 * (2 * per_pass + 3), e.config().vocab_size);
+  std::string mixed;
+  for (int l = 0; l < L; ++l) mixed += l % 2 == 0 ? 'k' : 'r';
+  const LayerPlan plans[] = {LayerPlan::Uniform(L, StateForm::kResidual),
+                             LayerPlan::Uniform(L, StateForm::kKv), *LayerPlan::Parse(mixed, L)};
+  for (const LayerPlan& plan : plans) {
+    SessionId s = e.CreateSequence();  // a fresh sequence: each plan spills from a hot one
+    Engine::Work wk{s, tokens, false};
+    ForwardResult r;
+    ASSERT_TRUE(e.Step(std::span<const Engine::Work>(&wk, 1), false, &r).ok());
+    const std::vector<KvElement> cached = SequenceKv(e, s);
+    const absl::Status spilled = e.Spill(s, plan);
+    ASSERT_TRUE(spilled.ok()) << plan.ToString() << ": " << spilled;
+    e.model().ResetRebuildCounters();
+    absl::StatusOr<std::string> from = e.Restore(s);
+    ASSERT_TRUE(from.ok()) << from.status();
+    EXPECT_TRUE(SameBits(SequenceKv(e, s), cached)) << "plan " << plan.ToString();
+    const RebuildCounters& c = e.model().rebuild_counters();
+    EXPECT_EQ(c.from_residual + c.from_kv + c.from_tokens,
+              static_cast<uint64_t>(e.FullChunks(s)) * L)
+        << "every chunk and layer rebuilt once";
+    e.DestroySequence(s);
+  }
+}
+
 }  // namespace
 }  // namespace rsd
