@@ -2,6 +2,9 @@
 # The container's entrypoint: `entrypoint.sh router|worker|drain` builds the server's command line
 # from RSD_* environment variables (the ConfigMap rsd-config) and execs it, so operators change
 # flags in one place. `drain` is the worker's preStop hook: the router moves its sessions away.
+# The servers have no TLS yet (issue #13), so pods listen in plaintext on the pod network
+# (--insecure-listen, RSD_INSECURE_LISTEN=false to refuse): the NetworkPolicies in
+# base/policies.yaml limit who can reach the ports.
 set -eu
 role="${1:-}"
 case "$role" in
@@ -9,6 +12,7 @@ case "$role" in
     exec rsd-router \
       --listen "${RSD_LISTEN:-0.0.0.0:50051}" \
       --http-listen "${RSD_HTTP_LISTEN:-0.0.0.0:8080}" \
+      --insecure-listen="${RSD_INSECURE_LISTEN:-true}" \
       --data-dir "${RSD_DATA_DIR:-/data/router}" \
       --heartbeat-timeout "${RSD_HEARTBEAT_TIMEOUT:-5}"
     ;;
@@ -19,6 +23,7 @@ case "$role" in
       --id "$POD_NAME" \
       --listen "${RSD_LISTEN:-0.0.0.0:50061}" \
       --http-listen "${RSD_HTTP_LISTEN:-0.0.0.0:9090}" \
+      --insecure-listen="${RSD_INSECURE_LISTEN:-true}" \
       --advertise "${RSD_ADVERTISE:-$POD_NAME.rsd-worker.${POD_NAMESPACE:-residuum}.svc.cluster.local:50061}" \
       --router "${RSD_ROUTER:-rsd-router:50051}" \
       --data-dir "${RSD_DATA_DIR:-/data/worker}" \

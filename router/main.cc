@@ -23,6 +23,7 @@
 #include "router/registry.h"
 #include "router/router_service.h"
 #include "storage/common/flags.h"
+#include "storage/common/listen_policy.h"
 #include "storage/common/log.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve on (port 0: any free port)");
@@ -33,6 +34,9 @@ ABSL_FLAG(std::string, log_level, "info",
           "the least severe log lines kept: debug, info, warn, error");
 ABSL_FLAG(std::string, http_listen, "",
           "address of the HTTP port: OpenAI-compatible /v1/*, /health, /metrics (empty: none)");
+ABSL_FLAG(bool, insecure_listen, false,
+          "allow --listen and --http-listen on non-loopback addresses without TLS (plaintext: "
+          "anyone who can reach the port can use it)");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
 ABSL_FLAG(double, heartbeat_interval, 1.0, "seconds between heartbeats, told to workers");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router sends or accepts");
@@ -132,6 +136,12 @@ int main(int argc, char** argv) {
   if (!(hb_timeout > 0)) return Fail("--heartbeat-timeout must be > 0 seconds");
   if (!(hb_interval > 0)) return Fail("--heartbeat-interval must be > 0 seconds");
   if (max_bytes <= 0) return Fail("--max-message-bytes must be > 0");
+  if (absl::Status s = rsd::CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
+                                             {{"--listen", absl::GetFlag(FLAGS_listen)},
+                                              {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
+      !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
   const sigset_t signals = BlockStopSignals();
 
   absl::StatusOr<std::unique_ptr<rsd::router::Journal>> journal =

@@ -21,6 +21,7 @@
 #include "rsd/v1/worker.grpc.pb.h"
 #include "storage/common/flags.h"
 #include "storage/common/http_server.h"
+#include "storage/common/listen_policy.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "worker/service/worker_metrics.h"
@@ -38,6 +39,9 @@ ABSL_FLAG(std::string, log_level, "info",
           "the least severe log lines kept: debug, info, warn, error");
 ABSL_FLAG(std::string, http_listen, "",
           "address of the HTTP port: /metrics, /health (empty: none)");
+ABSL_FLAG(bool, insecure_listen, false,
+          "allow --listen and --http-listen on non-loopback addresses without TLS (plaintext: "
+          "anyone who can reach the port can use it)");
 ABSL_FLAG(std::string, id, "", "worker name (default: worker-<port>)");
 ABSL_FLAG(std::string, device, "cpu",
           "what computes: cpu, cuda, cuda:N, or cuda-emu (the CUDA backend on the host emulation "
@@ -230,6 +234,12 @@ int Main() {
   if (model.empty()) return Fail("--model is required");
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   if (data_dir.empty()) return Fail("--data-dir is required");
+  if (absl::Status s = CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
+                                        {{"--listen", absl::GetFlag(FLAGS_listen)},
+                                         {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
+      !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
 
   // Signals are taken by one thread (sigwait), so block them before any thread starts.
   const sigset_t sigs = BlockStopSignals();

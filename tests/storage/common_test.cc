@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "storage/common/flags.h"
+#include "storage/common/listen_policy.h"
 #include "storage/common/log.h"
 #include "tests/support/test_util.h"
 
@@ -16,6 +17,26 @@ ABSL_FLAG(std::string, test_data_dir, "", "another");
 
 namespace rsd {
 namespace {
+
+TEST(ListenPolicyTest, OnlyLoopbackAddressesServePlaintextWithoutInsecureListen) {
+  for (const char* a : {"127.0.0.1:50051", "127.1.2.3:1", "localhost:80", "[::1]:7001", "::1",
+                        "ipv6:[::1]:7001", "ipv4:127.0.0.1:9"}) {
+    EXPECT_TRUE(IsLoopbackAddress(a)) << a;
+    EXPECT_TRUE(CheckPlaintextListen("--listen", a, false).ok()) << a;
+  }
+  for (const char* a :
+       {"0.0.0.0:50051", ":8080", "[::]:7001", "10.0.0.5:1", "128.0.0.1:1", "127.0.0.256:1",
+        "127.0.0:1", "example.com:80", "localhost.evil:80", "", "[fe80::1]:80"}) {
+    EXPECT_FALSE(IsLoopbackAddress(a)) << a;
+    const absl::Status s = CheckPlaintextListen("--http-listen", a, false);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << a;
+    EXPECT_NE(s.message().find("--insecure-listen"), std::string::npos) << s;
+    EXPECT_TRUE(CheckPlaintextListen("--http-listen", a, true).ok()) << a;
+  }
+  EXPECT_TRUE(CheckListenFlags(false, {{"--listen", "127.0.0.1:1"}, {"--http-listen", ""}}).ok());
+  EXPECT_EQ(CheckListenFlags(false, {{"--listen", "127.0.0.1:1"}, {"--http-listen", ":9"}}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
 
 TEST(LogTest, JsonLinesAreJsonWithTheFieldsAndTextLinesQuoteWhatNeedsIt) {
   const std::string json =
