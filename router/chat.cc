@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "router/request_limits.h"
 #include "router/router_core.h"
 #include "storage/common/status.h"
 
@@ -226,6 +227,7 @@ absl::Status RouterCore::RunTurn(const Caller& caller, const v1::TurnRequest& re
                                  const std::function<bool(const v1::ChatEvent&)>& write) {
   RouterCore& core = *this;
   const std::string& tenant = caller.tenant;
+  RSD_RETURN_IF_ERROR(CheckTurnRequest(caller, req));
   RSD_ASSIGN_OR_RETURN(SessionRecord rec, core.LoadSession(req.session_id(), &tenant));
   const absl::Time deadline = caller.deadline;
   const absl::Time owner_deadline = std::min(deadline, absl::Now() + core.options().owner_wait);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "router/request_limits.h"
 #include "router/router_core.h"
 #include "storage/common/status.h"
 
@@ -11,6 +12,7 @@ namespace rsd::router {
 
 absl::StatusOr<v1::SessionInfo> RouterCore::CreateSession(const Caller& caller,
                                                           const v1::CreateSessionRequest& req) {
+  RSD_RETURN_IF_ERROR(CheckCreateRequest(caller, req));
   RSD_ASSIGN_OR_RETURN(WorkerSnapshot worker, registry_->Place(req.model()));
   SessionRecord rec;
   rec.id = SessionId::Random();

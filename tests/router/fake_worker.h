@@ -248,6 +248,10 @@ class FakeWorker {
     absl::MutexLock l(&mu_);
     return chats.size();
   }
+  size_t open_count() {
+    absl::MutexLock l(&mu_);
+    return opened.size();
+  }
 
   absl::Mutex mu_;
   std::vector<v1::OpenSessionRequest> opened;

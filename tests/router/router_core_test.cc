@@ -16,6 +16,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "router/request_limits.h"
 #include "tests/router/memory_workers.h"
 #include "tests/support/test_util.h"
 
@@ -132,6 +133,50 @@ TEST_F(RouterCoreTest, TurnIsJournaledBeforeDoneAndACommittedTurnIdReplays) {
   EXPECT_EQ(w.chat_count(), 1u);  // the replay never reached the worker
   EXPECT_THAT(Chat(s, "other", "t-1").status,
               StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("different message")));
+}
+
+// What a caller controls and the router stores or echoes is bounded (issue #13): an oversized
+// model name, tenant or turn id, or session options past the server's caps, are refused naming
+// the field and the bound (never echoing the value), nothing reaches a worker or the journal, and
+// values at the bounds are accepted.
+TEST_F(RouterCoreTest, OversizedStringsAndOptionsPastTheCapsAreRefused) {
+  FakeWorker& w = AddWorker("w1");
+  const std::string huge(1 << 20, 'm');
+  auto create = [&](const Caller& caller, const v1::CreateSessionRequest& req) {
+    return core_->CreateSession(caller, req).status();
+  };
+  v1::CreateSessionRequest big_model;
+  big_model.set_model(huge);
+  absl::Status s = create(CallerFor("default"), big_model);
+  ASSERT_LT(s.message().size(), 200u) << "the value is not echoed";
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          HasSubstr("model is 1048576 bytes; at most 256")));
+  EXPECT_THAT(create(CallerFor(std::string(kMaxTenantBytes + 1, 't')), v1::CreateSessionRequest()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("the tenant is 129 bytes")));
+  v1::CreateSessionRequest opts;
+  opts.mutable_options()->set_ttl_seconds(kMaxTtlSeconds + 1);
+  EXPECT_THAT(create(CallerFor("default"), opts),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("options.ttl_seconds")));
+  opts.mutable_options()->set_ttl_seconds(kMaxTtlSeconds);
+  for (int32_t p : {kMaxPriority + 1, kMinPriority - 1, INT32_MAX, INT32_MIN}) {
+    opts.mutable_options()->set_priority(p);
+    EXPECT_THAT(create(CallerFor("default"), opts),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("options.priority")))
+        << p;
+  }
+  EXPECT_EQ(w.open_count(), 0u) << "nothing refused reached the worker";
+  opts.mutable_options()->set_priority(kMaxPriority);
+  ASSERT_TRUE(create(CallerFor(std::string(kMaxTenantBytes, 't')), opts).ok());
+  EXPECT_EQ(w.open_count(), 1u);
+
+  const std::string id = Create();
+  Turn t = Chat(id, "hi", std::string(kMaxTurnIdBytes + 1, 'x'));
+  EXPECT_THAT(t.status, StatusIs(absl::StatusCode::kInvalidArgument,
+                                 HasSubstr("turn_id is 129 bytes; at most 128")));
+  absl::StatusOr<std::optional<TurnRecord>> last = journal_->LastTurn(*ParseSessionId(id));
+  ASSERT_TRUE(last.ok());
+  EXPECT_FALSE(last->has_value()) << "nothing journaled";
+  EXPECT_TRUE(Chat(id, "hi", std::string(kMaxTurnIdBytes, 'x')).status.ok());
 }
 
 TEST_F(RouterCoreTest, AnotherTenantsSessionIsUnknown) {
