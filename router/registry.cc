@@ -111,7 +111,8 @@ std::vector<WorkerSnapshot> Registry::List() {
   return out;
 }
 
-absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in) {
+absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in,
+                                               const std::vector<std::string>& exclude) {
   absl::MutexLock lock(&mu_);
   if (workers_.empty()) {
     return absl::UnavailableError(absl::StrCat(
@@ -154,6 +155,7 @@ absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in) {
     if (w.state == WorkerState::kCordoned || w.state == WorkerState::kDraining) ++cordoned;
     if (w.state == WorkerState::kDead) ++dead;
     if (w.state != WorkerState::kReady) continue;
+    if (std::find(exclude.begin(), exclude.end(), w.desc.id) != exclude.end()) continue;
     if (best == nullptr || key(w) < key(*best)) best = &w;
   }
   if (best == nullptr) {

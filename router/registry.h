@@ -105,8 +105,10 @@ class Registry {
   // Chooses a worker for a new session of `model` ("" = the only model, or the first registered
   // model that has a ready worker) and counts the session as placed there. NOT_FOUND "unknown model
   // 'X'; known: ..." if no worker ever served `model`; UNAVAILABLE naming the model if none of its
-  // workers is ready (all dead or cordoned), or if no worker is registered at all.
-  absl::StatusOr<WorkerSnapshot> Place(const std::string& model);
+  // workers is ready (all dead or cordoned), or if no worker is registered at all. Workers in
+  // `exclude` (ids a create could not reach just now) are passed over.
+  absl::StatusOr<WorkerSnapshot> Place(const std::string& model,
+                                       const std::vector<std::string>& exclude = {});
   // Adjusts the placed-session count of a worker (a failed open, a close; a restarted router
   // seeds the counts from its journal). Unknown ids are remembered for when they register.
   void AddPlaced(const std::string& id, int64_t delta);

@@ -192,6 +192,10 @@ class RouterCore {
   void CancelTurnsOn(const std::string& worker);
 
  private:
+  // Journals a session its worker has opened; on failure closes it there (best effort).
+  absl::StatusOr<v1::SessionInfo> JournalNewSession(const Caller& caller, const SessionRecord& rec,
+                                                    v1::SessionInfo info,
+                                                    const std::shared_ptr<WorkerClient>& client);
   // Chat without the metrics.
   absl::Status RunTurn(const Caller& caller, const v1::TurnRequest& req,
                        const std::function<bool(const v1::ChatEvent&)>& write);

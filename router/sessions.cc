@@ -1,6 +1,7 @@
 // The client's session calls in the core: create, get, close and undo. Chat is in chat.cc.
 #include <cstdio>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -13,37 +14,55 @@ namespace rsd::router {
 absl::StatusOr<v1::SessionInfo> RouterCore::CreateSession(const Caller& caller,
                                                           const v1::CreateSessionRequest& req) {
   RSD_RETURN_IF_ERROR(CheckCreateRequest(caller, req));
-  RSD_ASSIGN_OR_RETURN(WorkerSnapshot worker, registry_->Place(req.model()));
-  SessionRecord rec;
-  rec.id = SessionId::Random();
-  rec.tenant = caller.tenant;
-  rec.model = worker.desc.model;
-  rec.worker = worker.desc.id;
-  rec.model_fingerprint = worker.desc.model_fingerprint;
-  rec.epoch = 1;
-  rec.ttl_seconds = req.options().ttl_seconds();
-  rec.pin = req.options().pin();
-  rec.priority = req.options().priority();
-  rec.created_unix_ms = absl::ToUnixMillis(absl::Now());
-
-  v1::OpenSessionRequest open;
-  *open.mutable_ref() = RefOf(rec);
-  open.set_model(rec.model);
-  *open.mutable_options() = req.options();
-  std::shared_ptr<WorkerClient> client = Worker(worker);
-  absl::StatusOr<v1::SessionInfo> info = client->OpenSession(open, UnaryDeadline(caller.deadline));
-  if (!info.ok()) {
-    registry_->AddPlaced(worker.desc.id, -1);
-    return WorkerError(info.status(), worker.desc.id, worker.desc.address);
+  // A worker that cannot be reached (down but not yet timed out) costs this create one attempt:
+  // the next best ready worker gets it. Any other refusal is the caller's to see.
+  std::vector<std::string> unreachable;
+  absl::Status first_error;
+  for (;;) {
+    absl::StatusOr<WorkerSnapshot> placed = registry_->Place(req.model(), unreachable);
+    if (!placed.ok()) return first_error.ok() ? placed.status() : first_error;
+    const WorkerSnapshot& worker = *placed;
+    SessionRecord rec;
+    rec.id = SessionId::Random();
+    rec.tenant = caller.tenant;
+    rec.model = worker.desc.model;
+    rec.worker = worker.desc.id;
+    rec.model_fingerprint = worker.desc.model_fingerprint;
+    rec.epoch = 1;
+    rec.ttl_seconds = req.options().ttl_seconds();
+    rec.pin = req.options().pin();
+    rec.priority = req.options().priority();
+    rec.created_unix_ms = absl::ToUnixMillis(absl::Now());
+    v1::OpenSessionRequest open;
+    *open.mutable_ref() = RefOf(rec);
+    open.set_model(rec.model);
+    *open.mutable_options() = req.options();
+    std::shared_ptr<WorkerClient> client = Worker(worker);
+    absl::StatusOr<v1::SessionInfo> info =
+        client->OpenSession(open, UnaryDeadline(caller.deadline));
+    if (!info.ok()) {
+      registry_->AddPlaced(worker.desc.id, -1);
+      const absl::Status err = WorkerError(info.status(), worker.desc.id, worker.desc.address);
+      if (!absl::IsUnavailable(info.status()) || absl::Now() >= caller.deadline) return err;
+      if (first_error.ok()) first_error = err;
+      unreachable.push_back(worker.desc.id);
+      continue;
+    }
+    return JournalNewSession(caller, rec, *std::move(info), client);
   }
+}
+
+absl::StatusOr<v1::SessionInfo> RouterCore::JournalNewSession(
+    const Caller& caller, const SessionRecord& rec, v1::SessionInfo info,
+    const std::shared_ptr<WorkerClient>& client) {
   absl::Status journaled = journal_->PutSession(rec);
   if (!journaled.ok()) {
     // Best effort: do not leave a session on the worker that the router does not know.
     (void)client->CloseSession(RefOf(rec), UnaryDeadline(caller.deadline));
-    registry_->AddPlaced(worker.desc.id, -1);
+    registry_->AddPlaced(rec.worker, -1);
     return journaled;
   }
-  FillOwnership(rec, &*info);
+  FillOwnership(rec, &info);
   return info;
 }
 

@@ -194,6 +194,29 @@ TEST_F(RouterCoreTest, AnotherTenantsSessionIsUnknown) {
               StatusIs(absl::StatusCode::kNotFound, ::testing::_));
 }
 
+// A create placed on a worker that is down but not yet timed out goes to the next ready worker
+// (issue #13); with every worker down it is UNAVAILABLE naming the first one it tried.
+TEST_F(RouterCoreTest, CreateOnAnUnreachableWorkerTriesAnother) {
+  FakeWorker& w1 = AddWorker("w1");
+  FakeWorker& w2 = AddWorker("w2");
+  for (int i = 0; i < 4; ++i) {
+    const std::string down = i % 2 == 0 ? "w1" : "w2";
+    workers_.SetDown("mem://" + down, true);
+    absl::StatusOr<v1::SessionInfo> info =
+        core_->CreateSession(CallerFor("default"), v1::CreateSessionRequest());
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_NE(info->worker(), down) << "placed on the unreachable worker";
+    EXPECT_TRUE(Chat(info->session_id(), "hi").status.ok());
+    workers_.SetDown("mem://" + down, false);
+  }
+  EXPECT_EQ(w1.open_count(), 2u);
+  EXPECT_EQ(w2.open_count(), 2u);
+  workers_.SetDown("mem://w1", true);
+  workers_.SetDown("mem://w2", true);
+  EXPECT_THAT(core_->CreateSession(CallerFor("default"), v1::CreateSessionRequest()).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("at mem://w")));
+}
+
 TEST_F(RouterCoreTest, UnreachableOwnerIsUnavailableNamingIt) {
   AddWorker("w1");
   const std::string s = Create();
