@@ -114,6 +114,16 @@ RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float
   }
 }
 
+// The last n < kTileRows rows: the tile of exactly n rows (R counts down to it).
+template <DType T, int R = kTileRows - 1>
+void TailTile(int64_t n, const uint8_t* group, int64_t nb, const Q8Row* a, const float* bias,
+              float* out, int64_t ldo) {
+  if constexpr (R >= 1) {
+    if (n == R) return Tile<T, R>(group, nb, a, bias, out, ldo);
+    TailTile<T, R - 1>(n, group, nb, a, bias, out, ldo);
+  }
+}
+
 template <DType T>
 void Rows(const uint8_t* group, int64_t nb, const Q8Row* a, int64_t n, const float* bias,
           float* out, int64_t ldo) {
@@ -121,31 +131,7 @@ void Rows(const uint8_t* group, int64_t nb, const Q8Row* a, int64_t n, const flo
   for (; r + kTileRows <= n; r += kTileRows) {
     Tile<T, kTileRows>(group, nb, a + r, bias, out + r * ldo, ldo);
   }
-  switch (n - r) {
-    case 7:
-      Tile<T, 7>(group, nb, a + r, bias, out + r * ldo, ldo);
-      break;
-    case 6:
-      Tile<T, 6>(group, nb, a + r, bias, out + r * ldo, ldo);
-      break;
-    case 5:
-      Tile<T, 5>(group, nb, a + r, bias, out + r * ldo, ldo);
-      break;
-    case 4:
-      Tile<T, 4>(group, nb, a + r, bias, out + r * ldo, ldo);
-      break;
-    case 3:
-      Tile<T, 3>(group, nb, a + r, bias, out + r * ldo, ldo);
-      break;
-    case 2:
-      Tile<T, 2>(group, nb, a + r, bias, out + r * ldo, ldo);
-      break;
-    case 1:
-      Tile<T, 1>(group, nb, a + r, bias, out + r * ldo, ldo);
-      break;
-    default:
-      break;
-  }
+  TailTile<T>(n - r, group, nb, a + r, bias, out + r * ldo, ldo);
 }
 
 }  // namespace

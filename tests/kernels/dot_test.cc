@@ -13,9 +13,13 @@
 #include "kernels/cpu/exp.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/dtype.h"
+#include "tests/kernels/random_data.h"
 
 namespace rsd::cpu {
 namespace {
+
+using testing::RandomFloats;
+using testing::RandomWeights;
 
 __attribute__((target("f16c"))) float HwF16ToF32(uint16_t h) { return _cvtsh_ss(h); }
 __attribute__((target("f16c"))) uint16_t HwF32ToF16(float f) {
@@ -35,13 +39,6 @@ std::vector<Isa> SupportedIsas() {
   return out;
 }
 
-std::vector<float> RandomFloats(std::mt19937& rng, size_t n, float scale) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-
 TEST(DotF32, AllIsaPathsAgreeBitForBitAndMatchFloat64) {
   std::mt19937 rng(1);
   for (int64_t n : {1, 7, 15, 16, 17, 31, 64, 100, 576, 1537}) {
@@ -58,24 +55,6 @@ TEST(DotF32, AllIsaPathsAgreeBitForBitAndMatchFloat64) {
       EXPECT_EQ(0, std::memcmp(&got, &ref_scalar, 4)) << IsaName(isa) << " n=" << n;
     }
   }
-}
-
-// Writes a random quantized row of `t` per ggml's block layout (random payload, random scales).
-std::vector<uint8_t> RandomQuantRow(std::mt19937& rng, DType t, int64_t k) {
-  std::vector<uint8_t> row(DTypeRowBytes(t, k));
-  std::uniform_int_distribution<int> byte(0, 255);
-  for (auto& x : row) x = static_cast<uint8_t>(byte(rng));
-  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
-  for (int64_t b = 0; b < k / 32; ++b) {
-    uint8_t* blk = row.data() + b * DTypeBlockBytes(t);
-    uint16_t d = F32ToF16(scale(rng));
-    std::memcpy(blk, &d, 2);
-    if (t == DType::kQ4_1) {
-      uint16_t m = F32ToF16(scale(rng));
-      std::memcpy(blk + 2, &m, 2);
-    }
-  }
-  return row;
 }
 
 // Dequantizes with ggml's reference formulas, written out here independently of the kernels.
@@ -110,7 +89,7 @@ TEST(QuantDot, AllIsaPathsAgreeAndMatchDequantizedFloat64) {
   for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
     for (int64_t k : {32, 96, 160, 576, 1536}) {
       const int64_t nb = k / 32;
-      auto w = RandomQuantRow(rng, t, k);
+      auto w = RandomWeights(rng, t, 1, k);
       auto x = RandomFloats(rng, k, 3.0f);
       std::vector<int8_t> q(k);
       std::vector<float> d(nb);
@@ -162,7 +141,7 @@ TEST(QuantDot, ManyRowsEqualEachRowAloneOnEveryPath) {
   for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
     for (int64_t k : {32, 96, 160, 576, 1536}) {
       const int64_t nb = k / 32;
-      auto w = RandomQuantRow(rng, t, k);
+      auto w = RandomWeights(rng, t, 1, k);
       const int max_rows = 19;
       std::vector<int8_t> q(max_rows * k);
       std::vector<float> d(max_rows * nb), sd(max_rows * nb);

@@ -9,43 +9,21 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/dot.h"
+#include "tests/kernels/random_data.h"
 
 namespace rsd::cpu {
 namespace {
 
-std::vector<float> RandomFloats(std::mt19937& rng, size_t n, float scale) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-
-// Hot K/V as the pool holds it: F16 bits of uniform values in [-scale, scale].
-std::vector<uint16_t> RandomHalves(std::mt19937& rng, size_t n, float scale) {
-  std::vector<uint16_t> out(n);
-  for (float x : RandomFloats(rng, n, scale)) out[--n] = F32ToF16(x);
-  return out;
-}
-
-std::vector<uint8_t> RandomQ4_1(std::mt19937& rng, int64_t rows, int64_t k) {
-  std::vector<uint8_t> w(DTypeRowBytes(DType::kQ4_1, k) * rows);
-  std::uniform_int_distribution<int> byte(0, 255);
-  for (auto& x : w) x = static_cast<uint8_t>(byte(rng));
-  std::uniform_real_distribution<float> sc(-0.05f, 0.05f);
-  for (int64_t b = 0; b < rows * k / 32; ++b) {
-    uint16_t d = F32ToF16(sc(rng)), m = F32ToF16(sc(rng));
-    std::memcpy(w.data() + 20 * b, &d, 2);
-    std::memcpy(w.data() + 20 * b + 2, &m, 2);
-  }
-  return w;
-}
+using testing::RandomFloats;
+using testing::RandomHalves;
+using testing::RandomWeights;
 
 TEST(MatMul, SameBitsForAnyThreadCountAndRowCount) {
   std::mt19937 rng(5);
   const int64_t n = 9, k = 576, m = 200;
   auto x = RandomFloats(rng, n * k, 1.5f);
   auto wf = RandomFloats(rng, m * k, 0.1f);
-  auto wq = RandomQ4_1(rng, m, k);
+  auto wq = RandomWeights(rng, DType::kQ4_1, m, k);
   auto bias = RandomFloats(rng, m, 0.5f);
   for (DType t : {DType::kF32, DType::kQ4_1}) {
     void* wdata = t == DType::kF32 ? static_cast<void*>(wf.data()) : static_cast<void*>(wq.data());
@@ -90,7 +68,7 @@ TEST(MatMul, SharedInputGivesEachMatMulsBits) {
     std::vector<std::vector<float>> biases;
     auto wf = RandomFloats(rng, ms[2] * k, 0.1f);
     for (int i = 0; i < 2; ++i) {
-      files.push_back(RandomQ4_1(rng, ms[i], k));
+      files.push_back(RandomWeights(rng, DType::kQ4_1, ms[i], k));
       biases.push_back(RandomFloats(rng, ms[i], 0.5f));
     }
     for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {

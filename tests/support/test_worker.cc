@@ -1,8 +1,10 @@
 #include "tests/support/test_worker.h"
 
+#include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
 
 namespace rsd::testing {
 
@@ -61,6 +63,16 @@ absl::StatusOr<TurnResult> RunTurn(SessionManager& sessions, const SessionId& id
   o.own_thread = false;
   Scheduler scheduler(&sessions.engine(), &sessions, o);
   return scheduler.RunTurn(Spec(id, user_text, params));
+}
+
+std::vector<float> AllPositionLogits(Engine& e, const std::vector<int32_t>& tokens) {
+  const SessionId seq = e.CreateSequence();
+  const Engine::Work w{seq, tokens, true};
+  ForwardResult r;
+  const absl::Status st = e.Step(std::span<const Engine::Work>(&w, 1), false, &r);
+  e.DestroySequence(seq);
+  EXPECT_TRUE(st.ok()) << st;
+  return r.logits;
 }
 
 }  // namespace rsd::testing

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/engine/engine.h"
@@ -49,5 +50,9 @@ class TestWorker {
 // tests that hold an engine and a session manager of their own.
 absl::StatusOr<TurnResult> RunTurn(SessionManager& sessions, const SessionId& id,
                                    const std::string& user_text, const GenerateParams& params);
+
+// The logits of every position of `tokens`, one forward pass of a fresh sequence that is then
+// destroyed (teacher forcing).
+std::vector<float> AllPositionLogits(Engine& e, const std::vector<int32_t>& tokens);
 
 }  // namespace rsd::testing

@@ -14,6 +14,7 @@
 #include "tests/support/reference_forward.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/engine.h"
 
 namespace rsd {
@@ -57,16 +58,6 @@ std::vector<int32_t> Prompt(int n, int vocab, int salt = 0) {
   return t;
 }
 
-// All-position logits of one prompt as a fresh sequence.
-std::vector<float> AllLogits(Engine& e, const std::vector<int32_t>& tokens) {
-  SessionId seq = e.CreateSequence();
-  Engine::Work w{seq, tokens, true};
-  ForwardResult r;
-  EXPECT_TRUE(e.Step(std::span<const Engine::Work>(&w, 1), false, &r).ok());
-  e.DestroySequence(seq);
-  return r.logits;
-}
-
 template <typename T>
 bool SameBits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
@@ -83,7 +74,8 @@ TEST(Forward, F32LogitsMatchFloat64ReferenceAndGgufEqualsSafetensors) {
     ASSERT_TRUE(eg && eh);
     const int vocab = eg->config().vocab_size;
     std::vector<int32_t> tokens = Prompt(23, vocab);
-    std::vector<float> lg = AllLogits(*eg, tokens), lh = AllLogits(*eh, tokens);
+    std::vector<float> lg = testing::AllPositionLogits(*eg, tokens),
+                       lh = testing::AllPositionLogits(*eh, tokens);
     EXPECT_TRUE(SameBits(lg, lh)) << "GGUF and safetensors copies differ";
     auto ref = testing::ReferenceForward(*w.model, tokens);
     double max_diff = 0, max_ref = 0;
@@ -171,7 +163,7 @@ TEST(Invariance, LogitsIdenticalForOneTwoThreeThreads) {
     auto e = MakeEngine(w.gguf, threads);
     ASSERT_TRUE(e);
     e->backend().ResetCounters();
-    auto l = AllLogits(*e, Prompt(17, e->config().vocab_size));
+    auto l = testing::AllPositionLogits(*e, Prompt(17, e->config().vocab_size));
     EXPECT_EQ(e->backend().counters().max_threads_used, threads) << "threads really used";
     if (ref.empty()) ref = l;
     EXPECT_TRUE(SameBits(l, ref)) << threads << " threads";
@@ -220,7 +212,7 @@ TEST(Invariance, BatchedWithOtherSequencesEqualsAlone) {
   std::vector<std::vector<int32_t>> prompts = {Prompt(5, vocab, 1), Prompt(13, vocab, 2),
                                                Prompt(1, vocab, 3), Prompt(8, vocab, 4)};
   std::vector<std::vector<float>> alone;
-  for (auto& p : prompts) alone.push_back(AllLogits(*e, p));
+  for (auto& p : prompts) alone.push_back(testing::AllPositionLogits(*e, p));
   // Now all four in one forward call, then a decode step of all four together.
   std::vector<SessionId> seqs;
   std::vector<Engine::Work> work;

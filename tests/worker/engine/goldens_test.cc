@@ -21,6 +21,7 @@
 #include "storage/common/status.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/sampler.h"
 
@@ -40,16 +41,6 @@ std::unique_ptr<Engine> MakeEngine(const std::string& path, int threads) {
   auto e = Engine::Create(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? std::move(e).value() : nullptr;
-}
-
-// Logits for every position of `tokens`, one forward pass of a fresh sequence (teacher forcing).
-std::vector<float> ForcedLogits(Engine& e, const std::vector<int32_t>& tokens) {
-  SessionId seq = e.CreateSequence();
-  Engine::Work w{seq, tokens, true};
-  ForwardResult r;
-  EXPECT_TRUE(e.Step(std::span<const Engine::Work>(&w, 1), false, &r).ok());
-  e.DestroySequence(seq);
-  return r.logits;
 }
 
 TEST(SyntheticGoldens, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
@@ -88,7 +79,7 @@ TEST(SyntheticGoldens, GreedyTokensEqualLlamaCppUpToFirstCloseCall) {
       // call, since a different token there changes everything after it).
       std::vector<int32_t> all = prompt;
       all.insert(all.end(), want.begin(), want.end());
-      const std::vector<float> logits = ForcedLogits(*e, all);
+      const std::vector<float> logits = testing::AllPositionLogits(*e, all);
       ASSERT_EQ(logits.size(), all.size() * e->config().vocab_size);
       const int vocab = e->config().vocab_size;
       int checked = 0;
@@ -158,7 +149,7 @@ TEST_F(SmolLM2Goldens, TeacherForcedTop1AgreesWhereLlamaCppIsConfident) {
     // One teacher-forced pass over prompt + continuation (all but its last token).
     std::vector<int32_t> seq_tokens = prompt;
     seq_tokens.insert(seq_tokens.end(), cont.begin(), cont.end() - 1);
-    const std::vector<float> logits = ForcedLogits(*e, seq_tokens);
+    const std::vector<float> logits = testing::AllPositionLogits(*e, seq_tokens);
     const int vocab = e->config().vocab_size;
     ASSERT_EQ(logits.size(), seq_tokens.size() * vocab);
     for (size_t i = 0; i < cont.size(); ++i) {
