@@ -45,83 +45,96 @@ absl::Time DeadlineOf(const grpc::ServerContext& ctx) { return absl::FromChrono(
 
 }  // namespace
 
+grpc::Status AdminService::Call(const grpc::ServerContext& ctx, const std::string& action,
+                                const std::string& target,
+                                const std::function<absl::Status()>& body) {
+  return ToGrpc(gate_.Admin(MetadataOf(ctx, "authorization"), MetadataOf(ctx, "x-rsd-tenant"),
+                            action, target, [&](const Principal&) { return body(); }));
+}
+
 grpc::Status AdminService::ListWorkers(grpc::ServerContext* ctx,
                                        const v1::ListWorkersRequest* req,
                                        v1::ListWorkersResponse* resp) {
-  for (const WorkerSnapshot& w : core_.registry().List()) *resp->add_workers() = InfoOf(w);
-  return grpc::Status::OK;
+  return Call(*ctx, "ListWorkers", "", [&] {
+    for (const WorkerSnapshot& w : core_.registry().List()) *resp->add_workers() = InfoOf(w);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AdminService::ListSessions(grpc::ServerContext* ctx,
                                         const v1::ListSessionsRequest* req,
                                         v1::ListSessionsResponse* resp) {
-  absl::StatusOr<std::vector<SessionRecord>> sessions = core_.journal().ListSessions();
-  if (!sessions.ok()) return ToGrpc(sessions.status());
-  for (const SessionRecord& s : *sessions) {
-    if (!req->worker().empty() && s.worker != req->worker()) continue;
-    absl::StatusOr<v1::SessionInfo> info = core_.FromJournal(s);
-    if (!info.ok()) return ToGrpc(info.status());
-    *resp->add_sessions() = std::move(*info);
-  }
-  return grpc::Status::OK;
+  return Call(*ctx, "ListSessions", req->worker(), [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(const std::vector<SessionRecord> sessions, core_.journal().ListSessions());
+    for (const SessionRecord& s : sessions) {
+      if (!req->worker().empty() && s.worker != req->worker()) continue;
+      RSD_ASSIGN_OR_RETURN(*resp->add_sessions(), core_.FromJournal(s));
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AdminService::DescribeSession(grpc::ServerContext* ctx,
                                            const v1::DescribeSessionRequest* req,
                                            v1::SessionInfo* resp) {
-  absl::StatusOr<SessionRecord> rec = core_.LoadSession(req->session_id(), nullptr);
-  if (!rec.ok()) return ToGrpc(rec.status());
-  absl::StatusOr<v1::SessionInfo> info = core_.Describe(*rec, DeadlineOf(*ctx));
-  if (!info.ok()) return ToGrpc(info.status());
-  *resp = std::move(*info);
-  return grpc::Status::OK;
+  return Call(*ctx, "DescribeSession", req->session_id(), [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(const SessionRecord rec, core_.LoadSession(req->session_id(), nullptr));
+    RSD_ASSIGN_OR_RETURN(*resp, core_.Describe(rec, DeadlineOf(*ctx)));
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AdminService::Cordon(grpc::ServerContext* ctx, const v1::WorkerRequest* req,
                                   v1::WorkerInfo* resp) {
-  absl::StatusOr<WorkerSnapshot> w = core_.registry().SetCordoned(req->worker(), true);
-  if (!w.ok()) return ToGrpc(w.status());
-  *resp = InfoOf(*w);
-  return grpc::Status::OK;
+  return Call(*ctx, "Cordon", req->worker(), [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(const WorkerSnapshot w, core_.registry().SetCordoned(req->worker(), true));
+    *resp = InfoOf(w);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AdminService::Uncordon(grpc::ServerContext* ctx, const v1::WorkerRequest* req,
                                     v1::WorkerInfo* resp) {
-  absl::StatusOr<WorkerSnapshot> w = core_.registry().SetCordoned(req->worker(), false);
-  if (!w.ok()) return ToGrpc(w.status());
-  *resp = InfoOf(*w);
-  return grpc::Status::OK;
+  return Call(*ctx, "Uncordon", req->worker(), [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(const WorkerSnapshot w,
+                         core_.registry().SetCordoned(req->worker(), false));
+    *resp = InfoOf(w);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AdminService::Drain(grpc::ServerContext* ctx, const v1::WorkerRequest* req,
                                  v1::DrainResponse* resp) {
-  absl::StatusOr<std::vector<v1::MigrateResponse>> moved =
-      core_.Drain(req->worker(), DeadlineOf(*ctx));
-  if (!moved.ok()) return ToGrpc(moved.status());
-  for (v1::MigrateResponse& m : *moved) *resp->add_moved() = std::move(m);
-  absl::StatusOr<WorkerSnapshot> w = core_.registry().Get(req->worker());
-  if (w.ok()) *resp->mutable_worker() = InfoOf(*w);
-  return grpc::Status::OK;
+  return Call(*ctx, "Drain", req->worker(), [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(std::vector<v1::MigrateResponse> moved,
+                         core_.Drain(req->worker(), DeadlineOf(*ctx)));
+    for (v1::MigrateResponse& m : moved) *resp->add_moved() = std::move(m);
+    absl::StatusOr<WorkerSnapshot> w = core_.registry().Get(req->worker());
+    if (w.ok()) *resp->mutable_worker() = InfoOf(*w);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AdminService::Migrate(grpc::ServerContext* ctx, const v1::MigrateRequest* req,
                                    v1::MigrateResponse* resp) {
-  absl::StatusOr<v1::MigrateResponse> moved =
-      core_.Migrate(req->session_id(), req->to_worker(), req->form(), DeadlineOf(*ctx));
-  if (!moved.ok()) return ToGrpc(moved.status());
-  *resp = std::move(*moved);
-  return grpc::Status::OK;
+  const std::string target = absl::StrCat(req->session_id(), " to ", req->to_worker());
+  return Call(*ctx, "Migrate", target, [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(
+        *resp, core_.Migrate(req->session_id(), req->to_worker(), req->form(), DeadlineOf(*ctx)));
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AdminService::Failover(grpc::ServerContext* ctx, const v1::WorkerRequest* req,
                                     v1::FailoverResponse* resp) {
-  absl::StatusOr<std::vector<v1::MigrateResponse>> moved =
-      core_.Failover(req->worker(), DeadlineOf(*ctx));
-  if (!moved.ok()) return ToGrpc(moved.status());
-  for (v1::MigrateResponse& m : *moved) *resp->add_moved() = std::move(m);
-  absl::StatusOr<WorkerSnapshot> w = core_.registry().Get(req->worker());
-  if (w.ok()) *resp->mutable_worker() = InfoOf(*w);
-  return grpc::Status::OK;
+  return Call(*ctx, "Failover", req->worker(), [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(std::vector<v1::MigrateResponse> moved,
+                         core_.Failover(req->worker(), DeadlineOf(*ctx)));
+    for (v1::MigrateResponse& m : moved) *resp->add_moved() = std::move(m);
+    absl::StatusOr<WorkerSnapshot> w = core_.registry().Get(req->worker());
+    if (w.ok()) *resp->mutable_worker() = InfoOf(*w);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace rsd::router

@@ -33,10 +33,11 @@ void SendError(httplib::Response& res, const absl::Status& s) {
   res.set_content(Dump(e.body), "application/json");
 }
 
-Caller CallerOf(const httplib::Request& req) {
+absl::StatusOr<Caller> CallerOf(const Gatekeeper& gate, const httplib::Request& req) {
+  RSD_ASSIGN_OR_RETURN(const Principal who, gate.Client(req.get_header_value("authorization"),
+                                                        req.get_header_value("x-rsd-tenant")));
   Caller c;
-  const std::string tenant = req.get_header_value("x-rsd-tenant");
-  if (!tenant.empty()) c.tenant = tenant;
+  c.tenant = who.tenant;
   return c;
 }
 
@@ -214,10 +215,12 @@ absl::Status Streamed(RouterCore& core, const Caller& base, const openai::Reques
   return absl::OkStatus();
 }
 
-void Complete(RouterCore& core, const httplib::Request& req, httplib::Response& res, bool chat) {
+void Complete(RouterCore& core, const Gatekeeper& gate, const httplib::Request& req,
+              httplib::Response& res, bool chat) {
   const absl::Time start = absl::Now();
   const char* method = chat ? "/v1/chat/completions" : "/v1/completions";
   absl::Status outcome = [&]() -> absl::Status {
+    RSD_ASSIGN_OR_RETURN(const Caller caller, CallerOf(gate, req));
     json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
     if (body.is_discarded()) {
       return absl::InvalidArgumentError("the request body is not valid JSON");
@@ -226,7 +229,6 @@ void Complete(RouterCore& core, const httplib::Request& req, httplib::Response& 
     absl::StatusOr<openai::Request> r =
         chat ? openai::ParseChat(body, header) : openai::ParseCompletion(body, header);
     if (!r.ok()) return r.status();
-    const Caller caller = CallerOf(req);
     RSD_ASSIGN_OR_RETURN(SessionUse use, OpenFor(core, caller, *r));
     r->turn.set_session_id(use.id);
     return r->stream ? Streamed(core, caller, *r, use, res) : Whole(core, caller, *r, use, res);
@@ -238,18 +240,22 @@ void Complete(RouterCore& core, const httplib::Request& req, httplib::Response& 
 
 }  // namespace
 
-void AddOpenAiRoutes(HttpServer& http, RouterCore& core) {
+void AddOpenAiRoutes(HttpServer& http, RouterCore& core, const Gatekeeper& gate) {
   httplib::Server& s = http.routes();
   // Each streamed turn holds a thread for its duration: room for many concurrent sessions.
   s.new_task_queue = [] { return new httplib::ThreadPool(128); };
   s.set_payload_max_length(8 << 20);
-  s.Post("/v1/chat/completions", [&core](const httplib::Request& req, httplib::Response& res) {
-    Complete(core, req, res, /*chat=*/true);
+  s.Post("/v1/chat/completions",
+         [&core, &gate](const httplib::Request& req, httplib::Response& res) {
+           Complete(core, gate, req, res, /*chat=*/true);
+         });
+  s.Post("/v1/completions", [&core, &gate](const httplib::Request& req, httplib::Response& res) {
+    Complete(core, gate, req, res, /*chat=*/false);
   });
-  s.Post("/v1/completions", [&core](const httplib::Request& req, httplib::Response& res) {
-    Complete(core, req, res, /*chat=*/false);
-  });
-  s.Get("/v1/models", [&core](const httplib::Request&, httplib::Response& res) {
+  s.Get("/v1/models", [&core, &gate](const httplib::Request& req, httplib::Response& res) {
+    if (absl::StatusOr<Caller> caller = CallerOf(gate, req); !caller.ok()) {
+      return SendError(res, caller.status());
+    }
     std::vector<std::string> names;
     for (const ModelSummary& m : core.registry().Models()) names.push_back(m.name);
     res.set_content(Dump(openai::Models(names)), "application/json");

@@ -15,6 +15,7 @@ namespace {
 constexpr char kSessionsCf[] = "sessions";
 constexpr char kTurnsCf[] = "turns";
 constexpr char kPendingCf[] = "pending";
+constexpr char kKeysCf[] = "keys";  // KeyStore::kFamily
 
 rocksdb::WriteOptions Synced() {
   rocksdb::WriteOptions w;
@@ -51,7 +52,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir) {
   j->dir_ = dir;
   RocksDb::Options o;
   o.what = "router";
-  for (const char* name : {kSessionsCf, kTurnsCf, kPendingCf}) {
+  for (const char* name : {kSessionsCf, kTurnsCf, kPendingCf, kKeysCf}) {
     o.families.push_back({name, rocksdb::ColumnFamilyOptions()});
   }
   RSD_ASSIGN_OR_RETURN(j->rocks_, RocksDb::Open(dir, std::move(o)));

@@ -7,6 +7,7 @@
 //   sessions  session(16)             → SessionRecord (CBOR)
 //   turns     session(16) | turn(4)   → TurnRecord (CBOR); turn is 1-based
 //   pending   session(16)             → PendingRecord (CBOR): the turn being forwarded, if any
+//   keys      key id (16 hex)         → KeyRecord (CBOR): API keys, hashed (api_keys.h owns them)
 //
 // Durability: every write (PutSession, SetOwner, PutPending, CommitTurn, RemoveLastTurn,
 // DeleteSession) returns after the WAL is fsynced, so a turn the client was told is committed, a
@@ -140,6 +141,8 @@ class Journal {
   absl::StatusOr<uint32_t> RemoveLastTurn(const SessionId& id);
 
   const std::string& dir() const { return dir_; }
+  // The journal's database, for the stores that share it (the KeyStore's "keys" family).
+  RocksDb* rocks() { return rocks_.get(); }
 
   // Keys, exposed for tests of their ordering.
   static std::string SessionKey(const SessionId& id);

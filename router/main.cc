@@ -17,6 +17,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "router/gatekeeper.h"
 #include "router/grpc_worker_client.h"
 #include "router/http_service.h"
 #include "router/journal.h"
@@ -37,6 +38,10 @@ ABSL_FLAG(std::string, http_listen, "",
 ABSL_FLAG(bool, insecure_listen, false,
           "allow --listen and --http-listen on non-loopback addresses without TLS (plaintext: "
           "anyone who can reach the port can use it)");
+ABSL_FLAG(
+    bool, auth, false,
+    "require API keys (authorization: Bearer <key>) on every gRPC and HTTP call; on the first "
+    "start with it, an admin key is written to <data-dir>/admin.key (mode 0600)");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
 ABSL_FLAG(double, heartbeat_interval, 1.0, "seconds between heartbeats, told to workers");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router sends or accepts");
@@ -70,11 +75,12 @@ sigset_t BlockStopSignals() {
 }
 
 // Serves the router's services on `listen` until SIGINT or SIGTERM.
-int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::string& data_dir,
-          const std::string& http_listen, int max_bytes, sigset_t signals) {
-  rsd::router::ClientService client_service(&core);
-  rsd::router::AdminService admin_service(&core);
-  rsd::router::RegistryService registry_service(&core);
+int Serve(rsd::router::RouterCore& core, const rsd::router::Gatekeeper& gate,
+          const std::string& listen, const std::string& data_dir, const std::string& http_listen,
+          int max_bytes, sigset_t signals) {
+  rsd::router::ClientService client_service(&core, &gate);
+  rsd::router::AdminService admin_service(&core, &gate);
+  rsd::router::RegistryService registry_service(&core, &gate);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -92,7 +98,7 @@ int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::s
   server->GetHealthCheckService()->SetServingStatus(true);
   rsd::HttpServer http;
   if (!http_listen.empty()) {
-    rsd::router::AddOpenAiRoutes(http, core);
+    rsd::router::AddOpenAiRoutes(http, core, gate);
     http.ServeMetrics({core.metrics().registry()}, [&core] { core.RefreshMetrics(); });
     http.ServeHealth([] { return std::string(); });
     absl::StatusOr<int> http_port = http.Start(http_listen);
@@ -110,6 +116,22 @@ int Serve(rsd::router::RouterCore& core, const std::string& listen, const std::s
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   return 0;
+}
+
+// With --auth, an admin key on the first start (<data-dir>/admin.key); without, a warning.
+absl::Status PrepareAuth(rsd::router::KeyStore& keys, const std::string& data_dir, bool auth) {
+  if (!auth) {
+    rsd::log::Warn(
+        "API keys are off (no --auth): any caller may use any tenant and the Admin "
+        "service");
+    return absl::OkStatus();
+  }
+  const std::string path = data_dir + "/admin.key";
+  absl::StatusOr<std::string> admin = rsd::router::EnsureAdminKey(keys, path);
+  if (!admin.ok()) return admin.status();
+  if (!admin->empty())
+    rsd::log::Info("wrote a new admin API key", {{"key", *admin}, {"path", path}});
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -154,6 +176,15 @@ int main(int argc, char** argv) {
   rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20));
   rsd::router::RouterCore core(journal->get(), &registry, &workers, options);
   if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
+  rsd::router::KeyStore keys((*journal)->rocks());
+  const bool auth = absl::GetFlag(FLAGS_auth);
+  if (absl::Status s = PrepareAuth(keys, data_dir, auth); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+  absl::StatusOr<std::unique_ptr<rsd::router::AuditLog>> audit =
+      rsd::router::AuditLog::Open(data_dir + "/audit.log");
+  if (!audit.ok()) return Fail(std::string(audit.status().message()));
+  const rsd::router::Gatekeeper gate(&keys, auth, audit->get());
   core.StartFailoverMonitor();
-  return Serve(core, listen, data_dir, absl::GetFlag(FLAGS_http_listen), max_bytes, signals);
+  return Serve(core, gate, listen, data_dir, absl::GetFlag(FLAGS_http_listen), max_bytes, signals);
 }

@@ -59,6 +59,13 @@ WorkerDescriptor DescriptorOf(const v1::WorkerStatus& s, const std::string& peer
 grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                        v1::RegisterResponse* resp) {
   const WorkerDescriptor d = DescriptorOf(req->status(), ctx->peer());
+  if (absl::StatusOr<Principal> who = gate_.Registry(MetadataOf(*ctx, "authorization"), d.id);
+      !who.ok()) {
+    log::Warn("registration refused", {{"worker", d.id.substr(0, 128)},
+                                       {"peer", ctx->peer()},
+                                       {"error", std::string(who.status().message())}});
+    return ToGrpc(who.status());
+  }
   absl::Status s = core_.registry().Register(d);
   if (!s.ok()) return ToGrpc(s);
   const std::vector<v1::SessionRef> reported(req->sessions().begin(), req->sessions().end());
@@ -75,7 +82,12 @@ grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::Regis
 
 grpc::Status RegistryService::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                         v1::HeartbeatResponse* resp) {
-  resp->set_reregister(!core_.registry().Heartbeat(DescriptorOf(req->status(), ctx->peer())));
+  const WorkerDescriptor d = DescriptorOf(req->status(), ctx->peer());
+  if (absl::StatusOr<Principal> who = gate_.Registry(MetadataOf(*ctx, "authorization"), d.id);
+      !who.ok()) {
+    return ToGrpc(who.status());
+  }
+  resp->set_reregister(!core_.registry().Heartbeat(d));
   return grpc::Status::OK;
 }
 

@@ -19,6 +19,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "rsd/v1/worker.grpc.pb.h"
+#include "storage/common/api_key.h"
 #include "storage/common/flags.h"
 #include "storage/common/http_server.h"
 #include "storage/common/listen_policy.h"
@@ -32,6 +33,9 @@ ABSL_FLAG(std::string, model_name, "", "the name clients ask for (default: the f
 ABSL_FLAG(std::string, listen, "127.0.0.1:50061", "address to serve rsd.v1.Worker on");
 ABSL_FLAG(std::string, advertise, "", "address the router should use (default: --listen)");
 ABSL_FLAG(std::string, router, "", "router address to register with (empty: standalone)");
+ABSL_FLAG(std::string, api_key_file, "",
+          "file holding the worker API key presented to a router run with --auth (default: the "
+          "RSD_API_KEY environment variable)");
 ABSL_FLAG(std::string, data_dir, "",
           "RocksDB data dir for sessions (required; created if missing)");
 ABSL_FLAG(std::string, log_format, "text", "log lines as text or json (one object per line)");
@@ -134,6 +138,7 @@ WorkerServiceOptions ServiceOptionsFromFlags(const std::string& model, const std
 // The worker's side of the router: registers (again whenever the router asks), then heartbeats.
 struct RouterLink {
   std::string router;
+  std::string bearer;                        // "Bearer <key>" or ""
   std::unique_ptr<v1::Registry::Stub> stub;  // null: standalone
   bool registered = false;
   double interval = 1.0;  // seconds between calls, as the router asks
@@ -143,6 +148,7 @@ struct RouterLink {
   void Beat(WorkerService& service, const std::string& id) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (!bearer.empty()) ctx.AddMetadata("authorization", bearer);
     grpc::Status st;
     if (!registered) {
       v1::RegisterRequest req;
@@ -173,9 +179,11 @@ struct RouterLink {
 
 // Until `stop`: health follows the scheduler's progress; heartbeats go to the router.
 void HeartbeatLoop(const std::atomic<bool>& stop, Scheduler& scheduler, WorkerService& service,
-                   grpc::HealthCheckServiceInterface* health, const std::string& id) {
+                   grpc::HealthCheckServiceInterface* health, const std::string& id,
+                   const std::string& bearer) {
   RouterLink link;
   link.router = absl::GetFlag(FLAGS_router);
+  link.bearer = bearer;
   if (!link.router.empty()) {
     link.stub =
         v1::Registry::NewStub(grpc::CreateChannel(link.router, grpc::InsecureChannelCredentials()));
@@ -200,10 +208,11 @@ void HeartbeatLoop(const std::atomic<bool>& stop, Scheduler& scheduler, WorkerSe
 
 // Heartbeats and health until SIGINT or SIGTERM, then a clean shutdown.
 void ServeUntilSignal(Scheduler& scheduler, WorkerService& service, grpc::Server& server,
-                      HttpServer& http, const std::string& id, sigset_t sigs) {
+                      HttpServer& http, const std::string& id, const std::string& bearer,
+                      sigset_t sigs) {
   std::atomic<bool> stop{false};
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
-  std::thread beat([&] { HeartbeatLoop(stop, scheduler, service, health, id); });
+  std::thread beat([&] { HeartbeatLoop(stop, scheduler, service, health, id, bearer); });
   int sig = 0;
   sigwait(&sigs, &sig);
   log::Info("shutting down", {{"worker", id}, {"signal", std::to_string(sig)}});
@@ -229,17 +238,23 @@ absl::Status ServeHttp(HttpServer& http, WorkerMetrics& metrics, WorkerService& 
   return absl::OkStatus();
 }
 
-int Main() {
-  const std::string model = absl::GetFlag(FLAGS_model);
-  if (model.empty()) return Fail("--model is required");
-  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
-  if (data_dir.empty()) return Fail("--data-dir is required");
-  if (absl::Status s = CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
-                                        {{"--listen", absl::GetFlag(FLAGS_listen)},
-                                         {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
-      !s.ok()) {
-    return Fail(std::string(s.message()));
+// The flags checked before anything starts.
+absl::Status CheckFlags() {
+  if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required");
+  if (absl::GetFlag(FLAGS_data_dir).empty()) {
+    return absl::InvalidArgumentError("--data-dir is required");
   }
+  return CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
+                          {{"--listen", absl::GetFlag(FLAGS_listen)},
+                           {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
+}
+
+int Main() {
+  if (absl::Status s = CheckFlags(); !s.ok()) return Fail(std::string(s.message()));
+  const std::string model = absl::GetFlag(FLAGS_model);
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  const absl::StatusOr<std::string> api_key = LoadApiKey(absl::GetFlag(FLAGS_api_key_file));
+  if (!api_key.ok()) return Fail(std::string(api_key.status().message()));
 
   // Signals are taken by one thread (sigwait), so block them before any thread starts.
   const sigset_t sigs = BlockStopSignals();
@@ -286,7 +301,7 @@ int Main() {
               wo.address.c_str(), wo.model_name.c_str(), (*engine)->backend().name().c_str(),
               data_dir.c_str());
   std::fflush(stdout);
-  ServeUntilSignal(scheduler, service, *server, http, wo.id, sigs);
+  ServeUntilSignal(scheduler, service, *server, http, wo.id, BearerOf(*api_key), sigs);
   return 0;
 }
 

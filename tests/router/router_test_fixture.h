@@ -81,9 +81,14 @@ class RouterServiceTest : public ::testing::Test {
     core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &worker_clients_,
                                          TestOptions());
     ASSERT_TRUE(core_->LoadJournal().ok());
-    client_service_ = std::make_unique<ClientService>(core_.get());
-    admin_service_ = std::make_unique<AdminService>(core_.get());
-    registry_service_ = std::make_unique<RegistryService>(core_.get());
+    keys_ = std::make_unique<KeyStore>(journal_->rocks());
+    absl::StatusOr<std::unique_ptr<AuditLog>> audit = AuditLog::Open(dir_ + "/audit.log");
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    audit_ = std::move(*audit);
+    gate_ = std::make_unique<Gatekeeper>(keys_.get(), auth_, audit_.get());
+    client_service_ = std::make_unique<ClientService>(core_.get(), gate_.get());
+    admin_service_ = std::make_unique<AdminService>(core_.get(), gate_.get());
+    registry_service_ = std::make_unique<RegistryService>(core_.get(), gate_.get());
     grpc::ServerBuilder b;
     int port = 0;
     b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -103,6 +108,9 @@ class RouterServiceTest : public ::testing::Test {
     if (server_) server_->Shutdown();
     server_.reset();
     core_.reset();
+    gate_.reset();
+    audit_.reset();
+    keys_.reset();
     registry_.reset();
     journal_.reset();
   }
@@ -146,6 +154,7 @@ class RouterServiceTest : public ::testing::Test {
                                 const std::string& fingerprint = "fp-smol",
                                 const std::vector<v1::SessionRef>& sessions = {}) {
     grpc::ClientContext ctx;
+    if (!registry_bearer_.empty()) ctx.AddMetadata("authorization", registry_bearer_);
     v1::RegisterRequest req;
     *req.mutable_status() = StatusOf(id, address, model, hot_free, fingerprint);
     for (const v1::SessionRef& r : sessions) *req.add_sessions() = r;
@@ -160,6 +169,7 @@ class RouterServiceTest : public ::testing::Test {
   bool Heartbeat(const std::string& id) {
     const WorkerServer& w = workers_.at(id);
     grpc::ClientContext ctx;
+    if (!registry_bearer_.empty()) ctx.AddMetadata("authorization", registry_bearer_);
     v1::HeartbeatRequest req;
     *req.mutable_status() = StatusOf(id, w.address, w.model, w.hot_free, w.fingerprint);
     v1::HeartbeatResponse resp;
@@ -238,6 +248,11 @@ class RouterServiceTest : public ::testing::Test {
   std::unique_ptr<Registry> registry_;
   GrpcWorkerClients worker_clients_{16 << 20};
   std::unique_ptr<RouterCore> core_;
+  bool auth_ = false;            // API keys checked (set before StartRouter)
+  std::string registry_bearer_;  // sent by Register and Heartbeat when non-empty
+  std::unique_ptr<KeyStore> keys_;
+  std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<Gatekeeper> gate_;
   std::unique_ptr<ClientService> client_service_;
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<RegistryService> registry_service_;

@@ -12,7 +12,8 @@ namespace rsd::ctl {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S] <command>\n"
+    "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S]\n"
+    "              [--api-key-file F] <command>\n"
     "  (rsdctl COMMAND --help: that command alone)\n"
     "  create [--model NAME] [--ttl SECONDS] [--pin] [--priority N]\n"
     "  chat --session ID [--message T | --script FILE] [--max-tokens N] [--temperature X]\n"
@@ -24,11 +25,15 @@ constexpr char kUsage[] =
     "  cordon W | uncordon W | drain W | failover W | migrate ID --to W [--form F]\n"
     "  (migrate prints the bytes moved: payload, framing, tokens, wire, and the time; drain and\n"
     "  failover print the worker and every session they moved)\n"
+    "  keys create --tenant T [--admin] | keys create --worker | keys list | keys revoke ID\n"
+    "  (with --auth on the router; create prints the key once, list and revoke show ids)\n"
     "  version\n"
     "The router defaults to $RSD_ROUTER or 127.0.0.1:50051; --timeout defaults to 600 s for chat,\n"
-    "drain and failover, 300 s for migrate, 30 s otherwise.\n";
+    "drain and failover, 300 s for migrate, 30 s otherwise. The API key comes from --api-key-file "
+    "F\n"
+    "or $RSD_API_KEY (sent as 'authorization: Bearer <key>').\n";
 
-const std::set<std::string> kBoolFlags = {"pin", "json", "help"};
+const std::set<std::string> kBoolFlags = {"pin", "json", "help", "admin"};
 const std::map<std::string, std::set<std::string>> kCommandFlags = {
     {"create", {"model", "ttl", "pin", "priority"}},
     {"chat",
@@ -45,6 +50,7 @@ const std::map<std::string, std::set<std::string>> kCommandFlags = {
     {"drain", {"worker"}},
     {"failover", {"worker"}},
     {"migrate", {"session", "to", "form"}},
+    {"keys", {"tenant", "admin", "worker"}},
     {"version", {}},
 };
 
@@ -52,7 +58,8 @@ const std::map<std::string, std::set<std::string>> kCommandFlags = {
 // (indented further, or starting with '(').
 std::string CommandUsage(const std::string& command) {
   std::string out =
-      "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S]\n";
+      "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S]\n"
+      "              [--api-key-file F]\n";
   bool in = false;
   for (const absl::string_view line : absl::StrSplit(kUsage, '\n')) {
     if (line.empty() || line.rfind("usage:", 0) == 0) continue;
@@ -69,7 +76,7 @@ std::string CommandUsage(const std::string& command) {
 }
 
 const std::set<std::string> kGlobalFlags = {"router", "o",       "output", "json",
-                                            "tenant", "timeout", "help"};
+                                            "tenant", "timeout", "help",   "api-key-file"};
 
 bool KnownAnywhere(const std::string& name) {
   if (kGlobalFlags.count(name)) return true;
@@ -114,7 +121,8 @@ Args ParseArgs(int argc, char** argv) {
       if (c == '_') c = '-';
     }
     if (!KnownAnywhere(name)) Usage(absl::StrCat("unknown flag ", arg));
-    if (kBoolFlags.count(name)) {
+    // `keys create --worker` is a switch; elsewhere --worker names one.
+    if (kBoolFlags.count(name) || (a.command == "keys" && name == "worker")) {
       raw.emplace_back(name, value.value_or("true"));
       continue;
     }

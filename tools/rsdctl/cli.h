@@ -23,6 +23,7 @@ struct Cli {
   bool json = false;  // structured output (-o json or -o yaml)
   bool wide = false;  // -o wide: tables with more columns
   std::string tenant;
+  std::string bearer;  // "Bearer <key>" or "" (--api-key-file, $RSD_API_KEY)
   double timeout_s = 30;
   bool timeout_s_set = false;  // --timeout given (chat's default is longer)
   std::shared_ptr<grpc::Channel> channel;
@@ -34,6 +35,7 @@ struct Cli {
     ctx->set_deadline(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
     if (!tenant.empty()) ctx->AddMetadata("x-rsd-tenant", tenant);
+    if (!bearer.empty()) ctx->AddMetadata("authorization", bearer);
     return ctx;
   }
 };

@@ -21,4 +21,7 @@ int Models(Cli& cli, const Args& a);
 int WorkerCommand(Cli& cli, const Args& a);
 int Migrate(Cli& cli, const Args& a);
 
+// API keys (keys.cc): keys create, list, revoke.
+int Keys(Cli& cli, const Args& a);
+
 }  // namespace rsd::ctl

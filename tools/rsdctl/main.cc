@@ -1,13 +1,16 @@
 // rsdctl: the admin and client CLI of a Residuum cluster (DESIGN.md section 7).
 //
-//   rsdctl [--router ADDR] [-o json|table] [--tenant T] [--timeout S] <command> [flags]
+//   rsdctl [--router ADDR] [-o json|table] [--tenant T] [--timeout S] [--api-key-file F]
+//          <command> [flags]
 //
 // Flags may come before or after the command. Exit status: 0 on success, 1 on an RPC error
 // (stderr: "rsdctl: <CODE>: <message>"), 2 on a usage error.
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "storage/common/api_key.h"
 #include "tools/rsdctl/args.h"
 #include "tools/rsdctl/cli.h"
 #include "tools/rsdctl/commands.h"
@@ -42,6 +45,12 @@ int main(int argc, char** argv) {
   rsd::ctl::SetYaml(output == "yaml");
   if (a.command == "version") return rsd::ctl::Version(cli);
   cli.tenant = a.Get("tenant");
+  absl::StatusOr<std::string> key = rsd::LoadApiKey(a.Get("api-key-file"));
+  if (!key.ok()) {
+    std::fprintf(stderr, "rsdctl: %s\n", std::string(key.status().message()).c_str());
+    return 2;
+  }
+  cli.bearer = rsd::BearerOf(*key);
   if (auto t = NumberFlag<double>(a, "timeout")) {
     if (!(*t > 0)) Usage("--timeout must be > 0 seconds");
     cli.timeout_s = *t;
@@ -64,5 +73,6 @@ int main(int argc, char** argv) {
   }
   if (c == "models") return Models(cli, a);
   if (c == "migrate") return Migrate(cli, a);
+  if (c == "keys") return rsd::ctl::Keys(cli, a);
   return WorkerCommand(cli, a);
 }

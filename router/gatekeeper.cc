@@ -1,0 +1,37 @@
+#include "router/gatekeeper.h"
+
+#include "storage/common/status.h"
+
+namespace rsd::router {
+
+absl::StatusOr<Principal> Gatekeeper::Client(std::string_view authorization,
+                                             std::string_view tenant_header) const {
+  return Authorize(check_, authorization, tenant_header, Access::kClient);
+}
+
+absl::StatusOr<Principal> Gatekeeper::Registry(std::string_view authorization,
+                                               const std::string& worker) const {
+  RSD_ASSIGN_OR_RETURN(Principal p, Authorize(check_, authorization, "", Access::kRegistry));
+  if (check_ != nullptr && p.role == Role::kWorker) {
+    RSD_RETURN_IF_ERROR(keys_->BindWorker(p.key_id, worker));
+    p.worker = worker;
+  }
+  return p;
+}
+
+absl::Status Gatekeeper::Admin(std::string_view authorization, std::string_view tenant_header,
+                               const std::string& action, const std::string& target,
+                               const std::function<absl::Status(const Principal&)>& body) const {
+  absl::StatusOr<Principal> who = Identify(check_, authorization, tenant_header);
+  Principal seen;  // unidentified: recorded as anonymous
+  absl::Status outcome = who.status();
+  if (who.ok()) {
+    seen = *who;
+    outcome = Permit(seen, Access::kAdmin);
+    if (outcome.ok()) outcome = body(seen);
+  }
+  if (audit_ != nullptr) RSD_RETURN_IF_ERROR(audit_->Record(seen, action, target, outcome));
+  return outcome;
+}
+
+}  // namespace rsd::router
