@@ -18,6 +18,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "proto/grpc_status.h"
 #include "rsd/v1/worker.grpc.pb.h"
 #include "storage/common/api_key.h"
 #include "storage/common/flags.h"
@@ -171,7 +172,7 @@ struct RouterLink {
     }
     if (!st.ok() && st.error_message() != last_error) {
       log::Warn("router call failed",
-                {{"worker", id}, {"router", router}, {"error", st.error_message()}});
+                {{"worker", id}, {"router", router}, {"error", FromGrpc(st).ToString()}});
     }
     last_error = st.ok() ? "" : st.error_message();
   }
