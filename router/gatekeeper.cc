@@ -1,5 +1,9 @@
 #include "router/gatekeeper.h"
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
@@ -10,7 +14,16 @@ absl::StatusOr<Principal> Gatekeeper::Client(std::string_view authorization,
 }
 
 absl::StatusOr<Principal> Gatekeeper::Registry(std::string_view authorization,
-                                               const std::string& worker) const {
+                                               const std::string& worker,
+                                               const std::vector<std::string>& peer_names) const {
+  if (worker_certs_ &&
+      std::find(peer_names.begin(), peer_names.end(), worker) == peer_names.end()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("worker '", worker.substr(0, 128), "' must present a certificate naming it (",
+                     peer_names.empty() ? std::string("none was presented")
+                                        : "it names " + absl::StrJoin(peer_names, ", "),
+                     ")"));
+  }
   RSD_ASSIGN_OR_RETURN(Principal p, Authorize(check_, authorization, "", Access::kRegistry));
   if (check_ != nullptr && p.role == Role::kWorker) {
     RSD_RETURN_IF_ERROR(keys_->BindWorker(p.key_id, worker));

@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "router/api_keys.h"
@@ -19,8 +20,9 @@ class Gatekeeper {
  public:
   // `keys` holds the API keys (managed through the Admin service either way); `auth` turns their
   // checking on. `audit` null records nothing. Both must outlive the gatekeeper.
-  Gatekeeper(KeyStore* keys, bool auth, AuditLog* audit)
-      : keys_(keys), check_(auth ? keys : nullptr), audit_(audit) {}
+  // `worker_certs` (mutual TLS): a worker must present a verified certificate naming its id.
+  Gatekeeper(KeyStore* keys, bool auth, AuditLog* audit, bool worker_certs = false)
+      : keys_(keys), check_(auth ? keys : nullptr), audit_(audit), worker_certs_(worker_certs) {}
 
   bool auth() const { return check_ != nullptr; }
   KeyStore* keys() const { return keys_; }
@@ -28,10 +30,12 @@ class Gatekeeper {
   // A Client-service or HTTP call: the caller's principal (its tenant is the session owner).
   absl::StatusOr<Principal> Client(std::string_view authorization,
                                    std::string_view tenant_header) const;
-  // A Registry call from worker `worker`: a worker key is bound to the first id it registers and
-  // refused for any other (PERMISSION_DENIED naming both).
-  absl::StatusOr<Principal> Registry(std::string_view authorization,
-                                     const std::string& worker) const;
+  // A Registry call from worker `worker` whose verified client certificate carries `peer_names`
+  // (tls.h PeerNames): with worker_certs, one of them must be the id (PERMISSION_DENIED naming
+  // the id otherwise). A worker key is bound to the first id it registers and refused for any
+  // other (PERMISSION_DENIED naming both).
+  absl::StatusOr<Principal> Registry(std::string_view authorization, const std::string& worker,
+                                     const std::vector<std::string>& peer_names) const;
   // An Admin call `action` on `target`: identifies and permits the caller, runs `body` with its
   // principal, and records the attempt and its outcome in the audit log before answering (a
   // record that cannot be written fails the call with that error). `target` is read after `body`
@@ -44,6 +48,7 @@ class Gatekeeper {
   KeyStore* const keys_;
   const KeyStore* const check_;  // keys_ with auth on, else null
   AuditLog* const audit_;
+  const bool worker_certs_;
 };
 
 }  // namespace rsd::router

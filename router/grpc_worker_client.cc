@@ -180,8 +180,8 @@ std::shared_ptr<WorkerClient> GrpcWorkerClients::At(const std::string& address) 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes_);
   args.SetMaxSendMessageSize(max_message_bytes_);
-  auto client = std::make_shared<GrpcWorkerClient>(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  auto client = std::make_shared<GrpcWorkerClient>(grpc::CreateCustomChannel(
+      address, credentials_ ? credentials_ : grpc::InsecureChannelCredentials(), args));
   clients_.emplace(address, client);
   return client;
 }

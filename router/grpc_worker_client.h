@@ -6,9 +6,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/security/credentials.h"
 #include "router/worker_client.h"
 #include "rsd/v1/worker.grpc.pb.h"
 
@@ -16,12 +18,16 @@ namespace rsd::router {
 
 class GrpcWorkerClients final : public WorkerClients {
  public:
-  // `max_message_bytes` bounds messages both ways on every channel.
-  explicit GrpcWorkerClients(int max_message_bytes) : max_message_bytes_(max_message_bytes) {}
+  // `max_message_bytes` bounds messages both ways on every channel; `credentials` (null:
+  // insecure) secure them (tls.h ChannelCredentialsFor).
+  explicit GrpcWorkerClients(int max_message_bytes,
+                             std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr)
+      : max_message_bytes_(max_message_bytes), credentials_(std::move(credentials)) {}
   std::shared_ptr<WorkerClient> At(const std::string& address) override;
 
  private:
   const int max_message_bytes_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<WorkerClient>> clients_ ABSL_GUARDED_BY(mu_);
 };

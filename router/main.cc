@@ -26,6 +26,7 @@
 #include "storage/common/flags.h"
 #include "storage/common/listen_policy.h"
 #include "storage/common/log.h"
+#include "storage/common/tls.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve on (port 0: any free port)");
 ABSL_FLAG(std::string, data_dir, "",
@@ -38,6 +39,12 @@ ABSL_FLAG(std::string, http_listen, "",
 ABSL_FLAG(bool, insecure_listen, false,
           "allow --listen and --http-listen on non-loopback addresses without TLS (plaintext: "
           "anyone who can reach the port can use it)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve TLS on --listen and --http-listen (with --tls-key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA: mutual TLS with workers (a worker's certificate must name its --id; the router "
+          "presents --tls-cert to workers and verifies theirs against this CA)");
 ABSL_FLAG(
     bool, auth, false,
     "require API keys (authorization: Bearer <key>) on every gRPC and HTTP call; on the first "
@@ -76,8 +83,8 @@ sigset_t BlockStopSignals() {
 
 // Serves the router's services on `listen` until SIGINT or SIGTERM.
 int Serve(rsd::router::RouterCore& core, const rsd::router::Gatekeeper& gate,
-          const std::string& listen, const std::string& data_dir, const std::string& http_listen,
-          int max_bytes, sigset_t signals) {
+          const rsd::TlsFiles& tls, const std::string& listen, const std::string& data_dir,
+          const std::string& http_listen, int max_bytes, sigset_t signals) {
   rsd::router::ClientService client_service(&core, &gate);
   rsd::router::AdminService admin_service(&core, &gate);
   rsd::router::RegistryService registry_service(&core, &gate);
@@ -85,7 +92,8 @@ int Serve(rsd::router::RouterCore& core, const rsd::router::Gatekeeper& gate,
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, rsd::ServerCredentialsFor(tls, rsd::ClientCerts::kRequest),
+                           &port);
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
   builder.RegisterService(&client_service);
@@ -96,17 +104,18 @@ int Serve(rsd::router::RouterCore& core, const rsd::router::Gatekeeper& gate,
     return Fail("cannot listen on " + listen + " (address in use or invalid?)");
   }
   server->GetHealthCheckService()->SetServingStatus(true);
-  rsd::HttpServer http;
+  rsd::HttpServer http(tls.cert, tls.key);
   if (!http_listen.empty()) {
     rsd::router::AddOpenAiRoutes(http, core, gate);
     http.ServeMetrics({core.metrics().registry()}, [&core] { core.RefreshMetrics(); });
     http.ServeHealth([] { return std::string(); });
     absl::StatusOr<int> http_port = http.Start(http_listen);
     if (!http_port.ok()) return Fail(std::string(http_port.status().message()));
-    std::printf("rsd-router serving HTTP on %s\n", WithPort(http_listen, *http_port).c_str());
+    std::printf("rsd-router serving %s on %s\n", tls.server() ? "HTTPS" : "HTTP",
+                WithPort(http_listen, *http_port).c_str());
   }
-  std::printf("rsd-router listening on %s (data dir %s)\n", WithPort(listen, port).c_str(),
-              data_dir.c_str());
+  std::printf("rsd-router listening on %s (%s, data dir %s)\n", WithPort(listen, port).c_str(),
+              tls.server() ? (tls.client() ? "mutual TLS" : "TLS") : "plaintext", data_dir.c_str());
   std::fflush(stdout);
 
   int sig = 0;
@@ -116,6 +125,15 @@ int Serve(rsd::router::RouterCore& core, const rsd::router::Gatekeeper& gate,
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   return 0;
+}
+
+// The TLS files, and without TLS the plaintext listen policy.
+absl::Status CheckServingFlags(const rsd::TlsFiles& tls) {
+  if (absl::Status s = rsd::CheckTlsFiles(tls, /*server=*/true); !s.ok()) return s;
+  if (tls.server()) return absl::OkStatus();  // --listen and --http-listen both serve TLS
+  return rsd::CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
+                               {{"--listen", absl::GetFlag(FLAGS_listen)},
+                                {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
 }
 
 // With --auth, an admin key on the first start (<data-dir>/admin.key); without, a warning.
@@ -158,12 +176,9 @@ int main(int argc, char** argv) {
   if (!(hb_timeout > 0)) return Fail("--heartbeat-timeout must be > 0 seconds");
   if (!(hb_interval > 0)) return Fail("--heartbeat-interval must be > 0 seconds");
   if (max_bytes <= 0) return Fail("--max-message-bytes must be > 0");
-  if (absl::Status s = rsd::CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
-                                             {{"--listen", absl::GetFlag(FLAGS_listen)},
-                                              {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
-      !s.ok()) {
-    return Fail(std::string(s.message()));
-  }
+  const rsd::TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                          absl::GetFlag(FLAGS_tls_ca)};
+  if (absl::Status s = CheckServingFlags(tls); !s.ok()) return Fail(std::string(s.message()));
   const sigset_t signals = BlockStopSignals();
 
   absl::StatusOr<std::unique_ptr<rsd::router::Journal>> journal =
@@ -173,7 +188,8 @@ int main(int argc, char** argv) {
   rsd::router::Registry registry(&clock, absl::Seconds(hb_timeout));
   rsd::router::RouterOptions options;
   options.heartbeat_interval_seconds = hb_interval;
-  rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20));
+  rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20),
+                                         rsd::ChannelCredentialsFor(tls));
   rsd::router::RouterCore core(journal->get(), &registry, &workers, options);
   if (absl::Status s = core.LoadJournal(); !s.ok()) return Fail(std::string(s.ToString()));
   rsd::router::KeyStore keys((*journal)->rocks());
@@ -184,7 +200,8 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<rsd::router::AuditLog>> audit =
       rsd::router::AuditLog::Open(data_dir + "/audit.log");
   if (!audit.ok()) return Fail(std::string(audit.status().message()));
-  const rsd::router::Gatekeeper gate(&keys, auth, audit->get());
+  const rsd::router::Gatekeeper gate(&keys, auth, audit->get(), /*worker_certs=*/tls.client());
   core.StartFailoverMonitor();
-  return Serve(core, gate, listen, data_dir, absl::GetFlag(FLAGS_http_listen), max_bytes, signals);
+  return Serve(core, gate, tls, listen, data_dir, absl::GetFlag(FLAGS_http_listen), max_bytes,
+               signals);
 }

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "router/router_service.h"
 #include "storage/common/log.h"
+#include "storage/common/tls.h"
 
 namespace rsd::router {
 namespace {
@@ -59,7 +60,8 @@ WorkerDescriptor DescriptorOf(const v1::WorkerStatus& s, const std::string& peer
 grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                        v1::RegisterResponse* resp) {
   const WorkerDescriptor d = DescriptorOf(req->status(), ctx->peer());
-  if (absl::StatusOr<Principal> who = gate_.Registry(MetadataOf(*ctx, "authorization"), d.id);
+  if (absl::StatusOr<Principal> who =
+          gate_.Registry(MetadataOf(*ctx, "authorization"), d.id, PeerNames(*ctx));
       !who.ok()) {
     log::Warn("registration refused", {{"worker", d.id.substr(0, 128)},
                                        {"peer", ctx->peer()},
@@ -83,7 +85,8 @@ grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::Regis
 grpc::Status RegistryService::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                         v1::HeartbeatResponse* resp) {
   const WorkerDescriptor d = DescriptorOf(req->status(), ctx->peer());
-  if (absl::StatusOr<Principal> who = gate_.Registry(MetadataOf(*ctx, "authorization"), d.id);
+  if (absl::StatusOr<Principal> who =
+          gate_.Registry(MetadataOf(*ctx, "authorization"), d.id, PeerNames(*ctx));
       !who.ok()) {
     return ToGrpc(who.status());
   }

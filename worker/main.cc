@@ -26,6 +26,7 @@
 #include "storage/common/listen_policy.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
+#include "storage/common/tls.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
 
@@ -34,6 +35,13 @@ ABSL_FLAG(std::string, model_name, "", "the name clients ask for (default: the f
 ABSL_FLAG(std::string, listen, "127.0.0.1:50061", "address to serve rsd.v1.Worker on");
 ABSL_FLAG(std::string, advertise, "", "address the router should use (default: --listen)");
 ABSL_FLAG(std::string, router, "", "router address to register with (empty: standalone)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain (naming --id): mutual TLS on --listen, and presented to the "
+          "router and peer workers (with --tls-key and --tls-ca)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA: the router's and peer workers' certificates are verified against it (alone: "
+          "TLS to the router only)");
 ABSL_FLAG(std::string, api_key_file, "",
           "file holding the worker API key presented to a router run with --auth (default: the "
           "RSD_API_KEY environment variable)");
@@ -122,6 +130,10 @@ SchedulerOptions SchedulerOptionsFromFlags() {
   return sched;
 }
 
+TlsFiles TlsFromFlags() {
+  return {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_ca)};
+}
+
 WorkerServiceOptions ServiceOptionsFromFlags(const std::string& model, const std::string& listen) {
   WorkerServiceOptions wo;
   wo.model_name = absl::GetFlag(FLAGS_model_name).empty() ? Stem(model)
@@ -133,6 +145,7 @@ WorkerServiceOptions ServiceOptionsFromFlags(const std::string& model, const std
   wo.id = absl::GetFlag(FLAGS_id).empty()
               ? absl::StrCat("worker-", listen.substr(listen.rfind(':') + 1))
               : absl::GetFlag(FLAGS_id);
+  wo.peer_credentials = ChannelCredentialsFor(TlsFromFlags());
   return wo;
 }
 
@@ -186,8 +199,8 @@ void HeartbeatLoop(const std::atomic<bool>& stop, Scheduler& scheduler, WorkerSe
   link.router = absl::GetFlag(FLAGS_router);
   link.bearer = bearer;
   if (!link.router.empty()) {
-    link.stub =
-        v1::Registry::NewStub(grpc::CreateChannel(link.router, grpc::InsecureChannelCredentials()));
+    link.stub = v1::Registry::NewStub(
+        grpc::CreateChannel(link.router, ChannelCredentialsFor(TlsFromFlags())));
   }
   bool last_healthy = true;
   while (!stop.load()) {
@@ -245,6 +258,18 @@ absl::Status CheckFlags() {
   if (absl::GetFlag(FLAGS_data_dir).empty()) {
     return absl::InvalidArgumentError("--data-dir is required");
   }
+  const TlsFiles tls = TlsFromFlags();
+  RSD_RETURN_IF_ERROR(CheckTlsFiles(tls, /*server=*/true));
+  if (tls.server() && !tls.client()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert on a worker needs --tls-ca (mutual TLS: only the router and peer workers "
+        "may call it)");
+  }
+  // The Worker port is mutual TLS with certificates; /metrics and /health stay plaintext.
+  if (tls.server()) {
+    return CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
+                            {{"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
+  }
   return CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
                           {{"--listen", absl::GetFlag(FLAGS_listen)},
                            {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
@@ -280,7 +305,8 @@ int Main() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, ServerCredentialsFor(TlsFromFlags(), ClientCerts::kRequire),
+                           &port);
   // Room for the largest message plus framing; a larger one is refused by gRPC itself.
   builder.SetMaxReceiveMessageSize(static_cast<int>(wo.max_message_bytes) + (1 << 20));
   builder.SetMaxSendMessageSize(16 << 20);

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
+#include "storage/common/reloading_key_pair.h"
 
 namespace rsd {
 
@@ -23,7 +24,18 @@ std::string RenderMetrics(const std::vector<std::shared_ptr<prometheus::Collecta
   return out.str();
 }
 
-HttpServer::HttpServer() : server_(std::make_unique<httplib::Server>()) {}
+HttpServer::HttpServer(const std::string& cert_path, const std::string& key_path) {
+  if (cert_path.empty()) {
+    server_ = std::make_unique<httplib::Server>();
+    return;
+  }
+  key_pair_ = std::make_unique<ReloadingKeyPair>(cert_path, key_path);
+  server_ = std::make_unique<httplib::SSLServer>([pair = key_pair_.get()](SSL_CTX& ctx) {
+    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+    SSL_CTX_set_cert_cb(&ctx, &ReloadingKeyPair::CertCallback, pair);
+    return true;
+  });
+}
 
 HttpServer::~HttpServer() { Stop(); }
 

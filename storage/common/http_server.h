@@ -24,9 +24,13 @@ namespace rsd {
 // The Prometheus text format (0.0.4) of everything `sources` collect, in order.
 std::string RenderMetrics(const std::vector<std::shared_ptr<prometheus::Collectable>>& sources);
 
+class ReloadingKeyPair;
+
 class HttpServer {
  public:
-  HttpServer();
+  // Plain HTTP without `cert_path`; with it, HTTPS with that certificate chain and `key_path`
+  // (checked beforehand with CheckTlsFiles; read again when they change, tls.h).
+  explicit HttpServer(const std::string& cert_path = "", const std::string& key_path = "");
   ~HttpServer();  // Stop()
 
   // Where routes are added (before Start).
@@ -43,6 +47,7 @@ class HttpServer {
   void Stop();
 
  private:
+  std::unique_ptr<ReloadingKeyPair> key_pair_;  // HTTPS only; outlives server_
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
 };

@@ -13,7 +13,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S]\n"
-    "              [--api-key-file F] <command>\n"
+    "              [--api-key-file F] [--tls-ca F [--tls-cert F --tls-key F]] <command>\n"
     "  (rsdctl COMMAND --help: that command alone)\n"
     "  create [--model NAME] [--ttl SECONDS] [--pin] [--priority N]\n"
     "  chat --session ID [--message T | --script FILE] [--max-tokens N] [--temperature X]\n"
@@ -31,7 +31,9 @@ constexpr char kUsage[] =
     "The router defaults to $RSD_ROUTER or 127.0.0.1:50051; --timeout defaults to 600 s for chat,\n"
     "drain and failover, 300 s for migrate, 30 s otherwise. The API key comes from --api-key-file "
     "F\n"
-    "or $RSD_API_KEY (sent as 'authorization: Bearer <key>').\n";
+    "or $RSD_API_KEY (sent as 'authorization: Bearer <key>'). --tls-ca F dials the router over "
+    "TLS,\n"
+    "verifying it against that CA (--tls-cert and --tls-key: a client certificate to present).\n";
 
 const std::set<std::string> kBoolFlags = {"pin", "json", "help", "admin"};
 const std::map<std::string, std::set<std::string>> kCommandFlags = {
@@ -59,7 +61,7 @@ const std::map<std::string, std::set<std::string>> kCommandFlags = {
 std::string CommandUsage(const std::string& command) {
   std::string out =
       "usage: rsdctl [--router ADDR] [-o table|wide|json|yaml] [--tenant T] [--timeout S]\n"
-      "              [--api-key-file F]\n";
+      "              [--api-key-file F] [--tls-ca F [--tls-cert F --tls-key F]]\n";
   bool in = false;
   for (const absl::string_view line : absl::StrSplit(kUsage, '\n')) {
     if (line.empty() || line.rfind("usage:", 0) == 0) continue;
@@ -75,8 +77,9 @@ std::string CommandUsage(const std::string& command) {
   return out;
 }
 
-const std::set<std::string> kGlobalFlags = {"router", "o",       "output", "json",
-                                            "tenant", "timeout", "help",   "api-key-file"};
+const std::set<std::string> kGlobalFlags = {"router", "o",        "output", "json",
+                                            "tenant", "timeout",  "help",   "api-key-file",
+                                            "tls-ca", "tls-cert", "tls-key"};
 
 bool KnownAnywhere(const std::string& name) {
   if (kGlobalFlags.count(name)) return true;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/common/api_key.h"
+#include "storage/common/tls.h"
 #include "tools/rsdctl/args.h"
 #include "tools/rsdctl/cli.h"
 #include "tools/rsdctl/commands.h"
@@ -58,7 +59,12 @@ int main(int argc, char** argv) {
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  cli.channel = grpc::CreateCustomChannel(cli.router, grpc::InsecureChannelCredentials(), args);
+  const rsd::TlsFiles tls{a.Get("tls-cert"), a.Get("tls-key"), a.Get("tls-ca")};
+  if (absl::Status s = rsd::CheckTlsFiles(tls, /*server=*/false); !s.ok()) {
+    Usage(std::string(s.message()));
+  }
+  if (!tls.cert.empty() && !tls.client()) Usage("--tls-cert needs --tls-ca");
+  cli.channel = grpc::CreateCustomChannel(cli.router, rsd::ChannelCredentialsFor(tls), args);
   cli.client = v1::Client::NewStub(cli.channel);
   cli.admin = v1::Admin::NewStub(cli.channel);
 

@@ -58,8 +58,10 @@ grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::Send
       absl::StrCat("target worker '", req->target_worker(), "' at ", req->target_address());
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(16 << 20);
-  auto stub = v1::Worker::NewStub(
-      grpc::CreateCustomChannel(req->target_address(), grpc::InsecureChannelCredentials(), args));
+  auto stub = v1::Worker::NewStub(grpc::CreateCustomChannel(
+      req->target_address(),
+      options_.peer_credentials ? options_.peer_credentials : grpc::InsecureChannelCredentials(),
+      args));
   grpc::ClientContext cctx;
   cctx.set_deadline(ctx->deadline());
   std::unique_ptr<grpc::ClientWriter<v1::StateChunk>> writer = stub->ImportSession(&cctx, out);

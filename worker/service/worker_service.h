@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 
+#include "grpcpp/security/credentials.h"
 #include "proto/grpc_status.h"
 #include "rsd/v1/worker.grpc.pb.h"
 #include "worker/engine/scheduler.h"
@@ -26,6 +28,8 @@ struct WorkerServiceOptions {
   int max_stop_strings = 16;
   size_t max_stop_bytes = 256;
   int replay_turns = 16;          // committed turn ids remembered per session (retries)
+  // Secures the channel of SendSession to a peer worker (null: insecure; tls.h).
+  std::shared_ptr<grpc::ChannelCredentials> peer_credentials;
 };
 
 class WorkerService final : public v1::Worker::Service {

@@ -1,0 +1,118 @@
+#include "storage/common/tls.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "storage/common/file_util.h"
+
+namespace rsd {
+namespace {
+
+using BioPtr = std::unique_ptr<BIO, decltype(&BIO_free)>;
+using X509Ptr = std::unique_ptr<X509, decltype(&X509_free)>;
+using KeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+
+absl::Status Bad(const std::string& flag, const std::string& path, const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": ", why));
+}
+
+absl::StatusOr<std::string> Read(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return Bad(flag, path, "cannot read it");
+  return text;
+}
+
+BioPtr Bio(const std::string& text) {
+  return BioPtr(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())), &BIO_free);
+}
+
+absl::StatusOr<X509Ptr> FirstCert(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> text = Read(flag, path);
+  if (!text.ok()) return text.status();
+  BioPtr bio = Bio(*text);
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), &X509_free);
+  ERR_clear_error();
+  if (cert == nullptr) return Bad(flag, path, "holds no PEM certificate");
+  return cert;
+}
+
+std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> Provider(
+    const TlsFiles& files) {
+  return std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      files.key, files.cert, files.ca, kTlsRefreshSeconds);
+}
+
+}  // namespace
+
+absl::Status CheckTlsFiles(const TlsFiles& files, bool server) {
+  if (files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (server && !files.ca.empty() && files.cert.empty()) {
+    return absl::InvalidArgumentError("--tls-ca on a server needs --tls-cert and --tls-key");
+  }
+  if (!files.ca.empty()) {
+    absl::StatusOr<X509Ptr> ca = FirstCert("--tls-ca", files.ca);
+    if (!ca.ok()) return ca.status();
+  }
+  if (files.cert.empty()) return absl::OkStatus();
+  absl::StatusOr<X509Ptr> cert = FirstCert("--tls-cert", files.cert);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key_text = Read("--tls-key", files.key);
+  if (!key_text.ok()) return key_text.status();
+  BioPtr bio = Bio(*key_text);
+  KeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
+  ERR_clear_error();
+  if (key == nullptr) return Bad("--tls-key", files.key, "holds no PEM private key");
+  if (X509_check_private_key(cert->get(), key.get()) != 1) {
+    ERR_clear_error();
+    return Bad("--tls-key", files.key, absl::StrCat("does not match --tls-cert ", files.cert));
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFor(const TlsFiles& files,
+                                                              ClientCerts client_certs) {
+  if (!files.server()) return grpc::InsecureServerCredentials();
+  grpc::experimental::TlsServerCredentialsOptions options(Provider(files));
+  options.watch_identity_key_cert_pairs();
+  if (files.ca.empty()) {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    options.watch_root_certs();
+    options.set_cert_request_type(client_certs == ClientCerts::kRequire
+                                      ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                      : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const TlsFiles& files) {
+  if (!files.client()) return grpc::InsecureChannelCredentials();
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  options.set_certificate_provider(Provider(files));
+  options.watch_root_certs();
+  if (!files.cert.empty()) options.watch_identity_key_cert_pairs();
+  return grpc::experimental::TlsCredentials(options);
+}
+
+std::vector<std::string> PeerNames(const grpc::ServerContext& ctx) {
+  std::vector<std::string> out;
+  const std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return out;
+  for (const char* property : {"x509_subject_alternative_name", "x509_common_name"}) {
+    for (const grpc::string_ref& v : auth->FindPropertyValues(property)) {
+      out.emplace_back(v.data(), v.size());
+    }
+  }
+  return out;
+}
+
+}  // namespace rsd
