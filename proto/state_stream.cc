@@ -1,5 +1,6 @@
 #include "proto/state_stream.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -105,12 +106,25 @@ absl::Status StateStreamReader::Add(v1::StateChunk chunk) {
     if (!chunk.has_header()) {
       return absl::InvalidArgumentError("a state stream starts with its header");
     }
+    RSD_RETURN_IF_ERROR(CheckHeader(chunk.header()));
     RSD_ASSIGN_OR_RETURN(state_, StateOfHeader(chunk.header()));
+    max_blocks_ = int64_t{chunk.header().n_chunks()} *
+                  static_cast<int64_t>(chunk.header().layer_forms().size());
     digest_.AddHeader(chunk.header());
     header_ = true;
     return absl::OkStatus();
   }
   if (chunk.has_block()) {
+    if (digest_.blocks() >= max_blocks_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the state stream of session ", state_.id.ToHex(), " has more blocks than ",
+                       "its header's chunks and layers hold (", max_blocks_, ")"));
+    }
+    if (static_cast<int64_t>(chunk.block().value().size()) > limits_.max_block_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the state stream of session ", state_.id.ToHex(), " has a block of ",
+          chunk.block().value().size(), " bytes; at most ", limits_.max_block_bytes, " fit here"));
+    }
     digest_.AddBlock(chunk.block());
     state_.blocks.push_back({chunk.block().layer(), chunk.block().chunk(),
                              std::move(*chunk.mutable_block()->mutable_value())});
@@ -124,6 +138,28 @@ absl::Status StateStreamReader::Add(v1::StateChunk chunk) {
     return absl::DataLossError(
         absl::StrCat("the state stream of session ", state_.id.ToHex(), " fails its digest (",
                      digest_.blocks(), " blocks received, ", chunk.trailer().blocks(), " sent)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StateStreamReader::CheckHeader(const v1::StateHeader& h) const {
+  const int64_t tokens = h.tokens_size();
+  const std::string what =
+      absl::StrCat("the state stream of session ", h.ref().session_id().substr(0, 32), ": ");
+  if (tokens > limits_.max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(what, "a token log of ", tokens,
+                                                   " tokens is longer than the context here (",
+                                                   limits_.max_tokens, ")"));
+  }
+  if (h.turn_ends_size() > tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, h.turn_ends_size(), " turns in a log of ", tokens, " tokens"));
+  }
+  if (h.n_chunks() < 0 || (h.n_chunks() > 0 && h.block_tokens() <= 0) ||
+      int64_t{h.n_chunks()} * std::max(h.block_tokens(), 0) > tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(what, h.n_chunks(), " chunks of ",
+                                                   h.block_tokens(), " tokens do not fit a log of ",
+                                                   tokens, " tokens"));
   }
   return absl::OkStatus();
 }

@@ -34,11 +34,24 @@ v1::StateHeader StateHeaderOf(const SessionState& state, uint64_t epoch);
 absl::Status WriteStateStream(SessionState state, uint64_t epoch,
                               const std::function<bool(const v1::StateChunk&)>& write);
 
+// What an importer accepts before it has buffered a stream (issue #13): checked message by
+// message, so that a hostile or broken stream is refused at its header or at the first block
+// past a bound, not after it has been read whole.
+struct StateStreamLimits {
+  int64_t max_tokens = INT64_MAX;       // the token log (the importer's context)
+  int64_t max_block_bytes = INT64_MAX;  // one block's encoded value
+};
+
 // Rebuilds a state from its stream, message by message.
 class StateStreamReader {
  public:
+  explicit StateStreamReader(StateStreamLimits limits = {}) : limits_(limits) {}
+
   // INVALID_ARGUMENT for a stream that does not start with its header, a second header, a message
-  // after the trailer, or a header that does not parse (session id, form, layer forms); DATA_LOSS
+  // after the trailer, or a header that does not parse (session id, form, layer forms); for a
+  // header whose token log is over limits.max_tokens, has more turns than tokens or a negative
+  // chunk count, or whose chunks do not fit its log; for more blocks than the header's chunks
+  // and layers hold, or a block over limits.max_block_bytes (each naming the numbers); DATA_LOSS
   // naming the session when the trailer's count or digest does not match what arrived.
   absl::Status Add(v1::StateChunk chunk);
   // The state once the trailer has arrived; DATA_LOSS naming the session if it has not.
@@ -47,6 +60,10 @@ class StateStreamReader {
   int64_t wire_bytes() const { return wire_; }
 
  private:
+  absl::Status CheckHeader(const v1::StateHeader& h) const;
+
+  StateStreamLimits limits_;
+  int64_t max_blocks_ = 0;  // what the header's chunks and layers hold
   bool header_ = false, trailer_ = false;
   SessionState state_;
   StateDigest digest_;

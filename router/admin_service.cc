@@ -1,10 +1,11 @@
 // rsd.v1.Admin: workers, sessions of every tenant, cordon, and the ownership changes (migrate,
 // drain, failover; the work is in migration.cc and failover.cc).
+#include <algorithm>
+#include <optional>
 #include <utility>
 
-#include "absl/time/clock.h"
-
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "router/router_service.h"
 #include "storage/common/status.h"
 
@@ -65,11 +66,27 @@ grpc::Status AdminService::ListSessions(grpc::ServerContext* ctx,
                                         const v1::ListSessionsRequest* req,
                                         v1::ListSessionsResponse* resp) {
   return Call(*ctx, "ListSessions", req->worker(), [&]() -> absl::Status {
-    RSD_ASSIGN_OR_RETURN(const std::vector<SessionRecord> sessions, core_.journal().ListSessions());
+    if (req->page_size() < 0) {
+      return absl::InvalidArgumentError("page_size must be >= 0 (0: the default of 500)");
+    }
+    const size_t limit = req->page_size() == 0 ? 500 : std::min(req->page_size(), 1000);
+    std::optional<SessionId> after;
+    if (!req->page_token().empty()) {
+      absl::StatusOr<SessionId> id = ParseSessionId(req->page_token());
+      if (!id.ok()) return absl::InvalidArgumentError("page_token is not one this router gave");
+      after = *id;
+    }
+    bool more = false;
+    const auto on_worker = [&](const SessionRecord& s) {
+      return req->worker().empty() || s.worker == req->worker();
+    };
+    RSD_ASSIGN_OR_RETURN(
+        const std::vector<SessionRecord> sessions,
+        core_.journal().ListSessionsPage(after ? &*after : nullptr, limit, on_worker, &more));
     for (const SessionRecord& s : sessions) {
-      if (!req->worker().empty() && s.worker != req->worker()) continue;
       RSD_ASSIGN_OR_RETURN(*resp->add_sessions(), core_.FromJournal(s));
     }
+    if (more && !sessions.empty()) resp->set_next_page_token(sessions.back().id.ToHex());
     return absl::OkStatus();
   });
 }

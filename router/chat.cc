@@ -197,6 +197,12 @@ void Pause(const Caller& caller, absl::Duration d) {
 
 absl::Status RouterCore::Chat(const Caller& caller, const v1::TurnRequest& req,
                               const std::function<bool(const v1::ChatEvent&)>& write) {
+  absl::StatusOr<TenantQuotas::Turn> hold = quotas_.StartTurn(caller.tenant);
+  if (!hold.ok()) {
+    metrics_.TurnStarted();
+    metrics_.TurnEnded(hold.status().code(), 0, 0, 0);
+    return hold.status();
+  }
   const absl::Time start = absl::Now();
   absl::Time last = start;
   bool first = true;

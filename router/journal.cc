@@ -92,6 +92,33 @@ absl::StatusOr<std::vector<SessionRecord>> Journal::ListSessions() {
   return out;
 }
 
+absl::StatusOr<std::vector<SessionRecord>> Journal::ListSessionsPage(
+    const SessionId* after, size_t limit, const std::function<bool(const SessionRecord&)>& keep,
+    bool* more) {
+  std::vector<SessionRecord> out;
+  *more = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), sessions_));
+  if (after == nullptr) {
+    it->SeekToFirst();
+  } else {
+    const std::string key = SessionKey(*after);
+    it->Seek(key);
+    if (it->Valid() && it->key().ToString() == key) it->Next();
+  }
+  for (; it->Valid(); it->Next()) {
+    if (out.size() == limit) {
+      *more = true;
+      break;
+    }
+    RSD_ASSIGN_OR_RETURN(SessionRecord s,
+                         DecodeSessionRecord(it->value().ToString(),
+                                             absl::StrCat("journal ", dir_, " session record")));
+    if (!keep || keep(s)) out.push_back(std::move(s));
+  }
+  RSD_RETURN_IF_ERROR(FromRocksDb(it->status(), absl::StrCat("list sessions in journal ", dir_)));
+  return out;
+}
+
 absl::Status Journal::DeleteSession(const SessionId& id) {
   absl::MutexLock lock(&mu_);
   rocksdb::WriteBatch batch;

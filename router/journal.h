@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -111,6 +112,11 @@ class Journal {
   absl::StatusOr<SessionRecord> GetSession(const SessionId& id);
   // Every session in id order.
   absl::StatusOr<std::vector<SessionRecord>> ListSessions();
+  // Up to `limit` sessions with ids after `after` (null: from the first) that `keep` accepts
+  // (null: all), in id order; `*more` tells whether any session lies beyond the last one read.
+  absl::StatusOr<std::vector<SessionRecord>> ListSessionsPage(
+      const SessionId* after, size_t limit, const std::function<bool(const SessionRecord&)>& keep,
+      bool* more);
   // Removes the session, its turns and its pending turn (synced). Deleting an absent session is OK.
   absl::Status DeleteSession(const SessionId& id);
   // Moves the session to `worker` at `epoch` (synced) if its epoch is still `expected_epoch`;

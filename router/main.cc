@@ -49,6 +49,10 @@ ABSL_FLAG(
     bool, auth, false,
     "require API keys (authorization: Bearer <key>) on every gRPC and HTTP call; on the first "
     "start with it, an admin key is written to <data-dir>/admin.key (mode 0600)");
+ABSL_FLAG(int64_t, max_sessions_per_tenant, 10000,
+          "sessions one tenant may hold (0: unlimited); more are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_turns_per_tenant, 256,
+          "turns of one tenant running at once (0: unlimited); more are RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
 ABSL_FLAG(double, heartbeat_interval, 1.0, "seconds between heartbeats, told to workers");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router sends or accepts");
@@ -188,6 +192,8 @@ int main(int argc, char** argv) {
   rsd::router::Registry registry(&clock, absl::Seconds(hb_timeout));
   rsd::router::RouterOptions options;
   options.heartbeat_interval_seconds = hb_interval;
+  options.quotas.sessions = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_sessions_per_tenant));
+  options.quotas.turns = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_turns_per_tenant));
   rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20),
                                          rsd::ChannelCredentialsFor(tls));
   rsd::router::RouterCore core(journal->get(), &registry, &workers, options);

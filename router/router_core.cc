@@ -11,11 +11,18 @@ namespace rsd::router {
 
 RouterCore::RouterCore(Journal* journal, Registry* registry, WorkerClients* workers,
                        RouterOptions options)
-    : journal_(journal), registry_(registry), workers_(workers), options_(std::move(options)) {}
+    : journal_(journal),
+      registry_(registry),
+      workers_(workers),
+      options_(std::move(options)),
+      quotas_(options_.quotas) {}
 
 absl::Status RouterCore::LoadJournal() {
   RSD_ASSIGN_OR_RETURN(std::vector<SessionRecord> sessions, journal_->ListSessions());
-  for (const SessionRecord& s : sessions) registry_->AddPlaced(s.worker, 1);
+  for (const SessionRecord& s : sessions) {
+    registry_->AddPlaced(s.worker, 1);
+    quotas_.AddExisting(s.tenant);
+  }
   return absl::OkStatus();
 }
 

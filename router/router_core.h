@@ -45,6 +45,7 @@
 #include "router/registry.h"
 #include "router/router_metrics.h"
 #include "router/session_gate.h"
+#include "router/tenant_quotas.h"
 #include "router/worker_client.h"
 #include "rsd/v1/admin.pb.h"
 #include "rsd/v1/client.pb.h"
@@ -65,6 +66,8 @@ struct RouterOptions {
   absl::Duration move_timeout = absl::Seconds(120);
   // How often the failover monitor looks for dead workers that still own sessions.
   absl::Duration failover_scan_interval = absl::Milliseconds(250);
+  // Per-tenant sessions and running turns (tenant_quotas.h; 0: unlimited).
+  QuotaOptions quotas;
 };
 
 // The pieces of a session's token-only state stream: what the router sends to ImportSession to
@@ -98,6 +101,7 @@ class RouterCore {
   SessionGates& gates() { return gates_; }
   const RouterOptions& options() const { return options_; }
   RouterMetrics& metrics() { return metrics_; }
+  TenantQuotas& quotas() { return quotas_; }
   // Sets the metrics' gauges of workers and sessions by state from the registry (at scrape time).
   void RefreshMetrics();
 
@@ -111,7 +115,8 @@ class RouterCore {
   // --- Client calls (sessions.cc, chat.cc). Each sees only the caller's tenant's sessions.
 
   // Places a new session on the least loaded ready worker of the model ("" = any), opens it there
-  // and journals it. The placement's refusal, or the worker's, if none can take it.
+  // and journals it. RESOURCE_EXHAUSTED if the tenant holds its quota of sessions; the
+  // placement's refusal, or the worker's, if none can take it.
   absl::StatusOr<v1::SessionInfo> CreateSession(const Caller& caller,
                                                 const v1::CreateSessionRequest& req);
   // Describe (below) of the caller's session `hex`.
@@ -192,6 +197,9 @@ class RouterCore {
   void CancelTurnsOn(const std::string& worker);
 
  private:
+  // CreateSession once the tenant's quota has room: placement, open, journal.
+  absl::StatusOr<v1::SessionInfo> PlaceAndOpen(const Caller& caller,
+                                               const v1::CreateSessionRequest& req);
   // Journals a session its worker has opened; on failure closes it there (best effort).
   absl::StatusOr<v1::SessionInfo> JournalNewSession(const Caller& caller, const SessionRecord& rec,
                                                     v1::SessionInfo info,
@@ -250,6 +258,7 @@ class RouterCore {
   std::map<SessionId, std::string> failover_errors_ ABSL_GUARDED_BY(mu_);
   SessionGates gates_;
   RouterMetrics metrics_;
+  TenantQuotas quotas_;
   absl::Mutex monitor_mu_;
   bool stop_monitor_ ABSL_GUARDED_BY(monitor_mu_) = false;
   std::thread monitor_;

@@ -14,6 +14,14 @@ namespace rsd::router {
 absl::StatusOr<v1::SessionInfo> RouterCore::CreateSession(const Caller& caller,
                                                           const v1::CreateSessionRequest& req) {
   RSD_RETURN_IF_ERROR(CheckCreateRequest(caller, req));
+  RSD_RETURN_IF_ERROR(quotas_.ReserveSession(caller.tenant));
+  absl::StatusOr<v1::SessionInfo> created = PlaceAndOpen(caller, req);
+  if (!created.ok()) quotas_.ReleaseSession(caller.tenant);
+  return created;
+}
+
+absl::StatusOr<v1::SessionInfo> RouterCore::PlaceAndOpen(const Caller& caller,
+                                                         const v1::CreateSessionRequest& req) {
   // A worker that cannot be reached (down but not yet timed out) costs this create one attempt:
   // the next best ready worker gets it. Any other refusal is the caller's to see.
   std::vector<std::string> unreachable;
@@ -90,6 +98,7 @@ absl::Status RouterCore::CloseSession(const Caller& caller, const std::string& h
   }
   RSD_RETURN_IF_ERROR(journal_->DeleteSession(rec.id));
   registry_->AddPlaced(rec.worker, -1);
+  quotas_.ReleaseSession(rec.tenant);
   return absl::OkStatus();
 }
 

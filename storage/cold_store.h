@@ -90,6 +90,11 @@ class ColdStore {
   // if `turn` would leave a gap.
   absl::Status AppendTokens(const SessionId& session, uint32_t turn,
                             std::span<const int32_t> tokens);
+  // Writes a whole token log at once (an imported session): turn t holds tokens
+  // [turn_ends[t-1], turn_ends[t]). One batch, synced once. FAILED_PRECONDITION if the session
+  // already has a log; INVALID_ARGUMENT unless turn_ends ascend strictly to tokens.size().
+  absl::Status PutTokenLog(const SessionId& session, std::span<const int32_t> tokens,
+                           std::span<const int64_t> turn_ends);
   // Every record of the log, turn 0 first; empty for a session with no log. DATA_LOSS naming the
   // session and turn if a record fails its checksum, is malformed, or a turn is missing.
   absl::StatusOr<std::vector<TokenRecord>> ReadTokenLog(const SessionId& session);

@@ -74,6 +74,40 @@ absl::Status ColdStore::AppendTokens(const SessionId& session, uint32_t turn,
   return Write(Table::kTokens, key, cold_internal::EncodeTokenRecord(key, tokens), sync_);
 }
 
+absl::Status ColdStore::PutTokenLog(const SessionId& session, std::span<const int32_t> tokens,
+                                    std::span<const int64_t> turn_ends) {
+  absl::MutexLock lock(&token_mu_);
+  RSD_ASSIGN_OR_RETURN(uint32_t n, TokenLogTurnsImpl(session));
+  if (n != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session ", session.ToHex(), " already has a token log of ", n, " turns"));
+  }
+  rocksdb::WriteBatch batch;
+  int64_t begin = 0;
+  for (size_t t = 0; t < turn_ends.size(); ++t) {
+    const int64_t end = turn_ends[t];
+    if (end <= begin || end > static_cast<int64_t>(tokens.size()) || t >= UINT32_MAX) {
+      return absl::InvalidArgumentError(absl::StrCat("session ", session.ToHex(), ": turn ", t,
+                                                     " ends at ", end, " after ", begin));
+    }
+    const std::string key = TokenLogKey(session, static_cast<uint32_t>(t));
+    RSD_RETURN_IF_ERROR(FromRocksDb(
+        batch.Put(tokens_, key,
+                  cold_internal::EncodeTokenRecord(key, tokens.subspan(begin, end - begin))),
+        "token log batch"));
+    begin = end;
+  }
+  if (begin != static_cast<int64_t>(tokens.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("session ", session.ToHex(), ": the token log does not end at a turn end"));
+  }
+  if (batch.Count() == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = sync_;
+  return FromRocksDb(db_->Write(wo, &batch),
+                     absl::StrCat("write token log of session ", session.ToHex()));
+}
+
 absl::StatusOr<std::vector<TokenRecord>> ColdStore::ReadTokenLog(const SessionId& session) {
   const std::string lower(session.AsStringView());
   const std::string upper = SessionUpperBound(session);

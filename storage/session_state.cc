@@ -9,12 +9,21 @@
 namespace rsd {
 namespace {
 
-absl::Status CheckLog(const SessionState& state, int32_t vocab) {
+absl::Status CheckLog(const SessionState& state, int32_t vocab, int64_t max_tokens) {
+  const int64_t n = static_cast<int64_t>(state.tokens.size());
+  if (max_tokens > 0 && n > max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("session state: a token log of ", n,
+                                                   " tokens is longer than the context here (",
+                                                   max_tokens, ")"));
+  }
+  // Every turn appends at least one token (its template's), so turn ends strictly ascend.
   int64_t end = 0;
-  for (int64_t e : state.turn_ends) {
-    if (e < end || e > static_cast<int64_t>(state.tokens.size())) {
-      return absl::InvalidArgumentError(
-          "session state: turn ends are not ascending within the log");
+  for (size_t t = 0; t < state.turn_ends.size(); ++t) {
+    const int64_t e = state.turn_ends[t];
+    if (e <= end || e > n) {
+      return absl::InvalidArgumentError(absl::StrCat("session state: turn ", t, " ends at ", e,
+                                                     ", not after the previous turn's end ", end,
+                                                     " within the log of ", n, " tokens"));
     }
     end = e;
   }
@@ -92,7 +101,7 @@ absl::StatusOr<CheckedState> CheckSessionState(const SessionState& state, const 
         absl::StrCat("session ", state.id.ToHex(), " was built with model ",
                      state.model_fingerprint, "; this worker runs ", here.model_fingerprint));
   }
-  RSD_RETURN_IF_ERROR(CheckLog(state, here.vocab_size));
+  RSD_RETURN_IF_ERROR(CheckLog(state, here.vocab_size, here.max_tokens));
   CheckedState out;
   out.plan = here.plan;
   out.use_blocks =

@@ -55,6 +55,7 @@ struct StateLayout {
   int64_t kv_dim = 0;   // K/V row elements of one layer
   int64_t d_model = 0;  // residual row elements
   LayerPlan plan;       // the worker's own per-layer plan (a session rebuilt from tokens gets it)
+  int64_t max_tokens = 0;  // the context: the longest token log accepted (0: unbounded)
 };
 
 // The header the checkpoint block of `layer` of `chunk` in `form` carries: K/V rows in F16 (the

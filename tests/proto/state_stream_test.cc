@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/test_util.h"
@@ -28,7 +29,7 @@ SessionState State() {
   s.numerics_fingerprint = "numerics-fp";
   s.form = SpillForm::kAuto;
   s.plan = *LayerPlan::Parse("krk", 3);
-  s.block_tokens = 16;
+  s.block_tokens = 4;
   s.n_chunks = 1;
   s.tokens = {5, 6, 7, 8};
   s.turn_ends = {2, 4};
@@ -46,11 +47,17 @@ std::vector<v1::StateChunk> Encode(const SessionState& s, uint64_t epoch) {
   return out;
 }
 
-absl::StatusOr<SessionState> Decode(std::vector<v1::StateChunk> chunks) {
-  StateStreamReader reader;
-  for (v1::StateChunk& c : chunks) {
-    absl::Status st = reader.Add(std::move(c));
-    if (!st.ok()) return st;
+// `refused_at`: the index of the message Add refused (-1 if none).
+absl::StatusOr<SessionState> Decode(std::vector<v1::StateChunk> chunks,
+                                    StateStreamLimits limits = {}, int* refused_at = nullptr) {
+  StateStreamReader reader(limits);
+  if (refused_at != nullptr) *refused_at = -1;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    absl::Status st = reader.Add(std::move(chunks[i]));
+    if (!st.ok()) {
+      if (refused_at != nullptr) *refused_at = static_cast<int>(i);
+      return st;
+    }
   }
   return reader.Finish();
 }
@@ -76,7 +83,7 @@ TEST(StateStream, RoundTripsEveryFieldWithTheNewEpoch) {
   EXPECT_EQ(got->numerics_fingerprint, s.numerics_fingerprint);
   EXPECT_EQ(got->form, SpillForm::kAuto);
   EXPECT_EQ(got->plan, s.plan);
-  EXPECT_EQ(got->block_tokens, 16);
+  EXPECT_EQ(got->block_tokens, 4);
   EXPECT_EQ(got->n_chunks, 1);
   EXPECT_EQ(got->tokens, s.tokens);
   EXPECT_EQ(got->turn_ends, s.turn_ends);
@@ -153,6 +160,45 @@ TEST(StateStream, AHeaderThatDoesNotParseIsInvalid) {
   bad_layers[0].mutable_header()->set_layer_forms("kxk");
   EXPECT_THAT(Decode(bad_layers),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'x' is not r or k")));
+}
+
+// Issue #13: an importer refuses what it could not hold at the message that shows it, before
+// reading the rest (a 400,000-turn log once kept a worker busy for minutes).
+TEST(StateStream, StreamsPastTheImportersBoundsAreRefusedAtTheirMessage) {
+  const SessionState s = State();  // 4 tokens, 2 turns, 1 chunk of 4 tokens, 3 layers
+  StateStreamLimits limits;
+  limits.max_tokens = 3;
+  int at = 0;
+  EXPECT_THAT(Decode(Encode(s, 4), limits, &at),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("a token log of 4 tokens is longer than the context here (3)")));
+  EXPECT_EQ(at, 0);
+  limits.max_tokens = 4;
+  EXPECT_TRUE(Decode(Encode(s, 4), limits).ok());
+  std::vector<v1::StateChunk> many_turns = Encode(s, 4);
+  for (int i = 0; i < 3; ++i) many_turns[0].mutable_header()->add_turn_ends(4);
+  EXPECT_THAT(Decode(many_turns, limits, &at),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("5 turns in a log of 4")));
+  EXPECT_EQ(at, 0);
+  for (int32_t chunks : {-1, 2}) {
+    std::vector<v1::StateChunk> bad_chunks = Encode(s, 4);
+    bad_chunks[0].mutable_header()->set_n_chunks(chunks);
+    EXPECT_THAT(Decode(bad_chunks, limits, &at),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr(absl::StrCat(chunks, " chunks of 4 tokens do not fit"))));
+    EXPECT_EQ(at, 0);
+  }
+  std::vector<v1::StateChunk> extra_block = Encode(s, 4);
+  extra_block.insert(extra_block.begin() + 3, extra_block[1]);
+  EXPECT_THAT(Decode(extra_block, limits, &at),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("more blocks than its header's chunks and layers hold (3)")));
+  EXPECT_EQ(at, 4);
+  limits.max_block_bytes = 2999;
+  EXPECT_THAT(Decode(Encode(s, 4), limits, &at),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("a block of 3000 bytes; at most 2999 fit here")));
+  EXPECT_EQ(at, 3);  // the third block, before the trailer
 }
 
 TEST(StateStream, AWriterThatStopsIsCancelled) {

@@ -160,9 +160,15 @@ class FakeWorker {
       state.form = *ParseSpillForm(req->form().empty() ? "auto" : req->form());
       state.tokens = session.log;
       state.turn_ends = session.turn_ends;
-      for (int i = 0; i < export_blocks; ++i) {
-        state.blocks.push_back(
-            {static_cast<uint32_t>(i), 0, std::string(1000, static_cast<char>('a' + i))});
+      // One chunk of one token per layer: a header the blocks fit (importers check that).
+      if (!state.tokens.empty() && export_blocks > 0) {
+        state.plan = *LayerPlan::Parse(std::string(export_blocks, 'k'), export_blocks);
+        state.block_tokens = 1;
+        state.n_chunks = 1;
+        for (int i = 0; i < export_blocks; ++i) {
+          state.blocks.push_back(
+              {static_cast<uint32_t>(i), 0, std::string(1000, static_cast<char>('a' + i))});
+        }
       }
     }
     if (export_delay_ms > 0) {

@@ -229,6 +229,60 @@ TEST_F(RouterCoreTest, UnreachableOwnerIsUnavailableNamingIt) {
   EXPECT_EQ(info->state(), "unreachable");
 }
 
+// Issue #13: one tenant cannot take the journal or the workers from the others.
+TEST_F(RouterCoreTest, TenantQuotasBoundSessionsAndRunningTurns) {
+  RouterOptions o;
+  o.quotas.sessions = 2;
+  o.quotas.turns = 1;
+  core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &workers_, o);
+  FakeWorker& w = AddWorker("w1");
+  const std::string a1 = Create("a");
+  const std::string a2 = Create("a");
+  EXPECT_THAT(core_->CreateSession(CallerFor("a"), v1::CreateSessionRequest()),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("tenant 'a' holds 2 sessions, its quota "
+                                 "(--max-sessions-per-tenant 2)")));
+  {
+    absl::MutexLock lock(&w.mu_);
+    EXPECT_EQ(w.opened.size(), 2u);  // nothing was placed for the refused one
+  }
+  const std::string b1 = Create("b");  // another tenant is not held back
+  ASSERT_TRUE(core_->CloseSession(CallerFor("a"), a1).ok());
+  const std::string a3 = Create("a");  // a close gives the room back
+
+  // One running turn of tenant a: a second is refused, b's runs.
+  w.block_until_cancelled = true;
+  std::atomic<bool> gone{false};
+  Caller blocked = CallerFor("a");
+  blocked.cancelled = [&] { return gone.load(); };
+  std::thread running([&] { Chat(a2, "x", "", blocked); });
+  const auto chats = [&w] {
+    absl::MutexLock lock(&w.mu_);
+    return w.chats.size();
+  };
+  for (int i = 0; i < 1000 && chats() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(core_->quotas().turns("a"), 1);
+  EXPECT_THAT(Chat(a3, "y", "", CallerFor("a")).status,
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("tenant 'a' has 1 turns running, its quota "
+                                 "(--max-turns-per-tenant 1)")));
+  gone = true;
+  running.join();
+  w.block_until_cancelled = false;
+  EXPECT_EQ(core_->quotas().turns("a"), 0);
+  EXPECT_TRUE(Chat(a3, "y", "", CallerFor("a")).status.ok());
+  EXPECT_TRUE(Chat(b1, "z", "", CallerFor("b")).status.ok());
+
+  // A restarted router counts the journal's sessions against the quota.
+  core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &workers_, o);
+  ASSERT_TRUE(core_->LoadJournal().ok());
+  EXPECT_EQ(core_->quotas().sessions("a"), 2);
+  EXPECT_THAT(core_->CreateSession(CallerFor("a"), v1::CreateSessionRequest()),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("holds 2 sessions")));
+}
+
 TEST_F(RouterCoreTest, CallerCancellationAndDeadlineReachTheWorker) {
   FakeWorker& w = AddWorker("w1");
   const std::string s = Create();

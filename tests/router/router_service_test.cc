@@ -1,6 +1,9 @@
 // The router's gRPC services in-process against fake workers (real gRPC on localhost, port 0):
 // create/chat/describe/undo/close, turn-id replay, journal-before-TurnDone, worker errors passed
 // through, tenants, dead and unreachable owners, deadline propagation, router restart.
+#include "router/router_service.h"
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -11,7 +14,6 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "router/router_service.h"
 #include "tests/router/router_test_fixture.h"
 
 namespace rsd::router {
@@ -254,6 +256,58 @@ TEST_F(RouterServiceTest, PlacementSpreadsAndSkipsCordoned) {
   ASSERT_EQ(models.models_size(), 1);
   EXPECT_EQ(models.models(0).workers_size(), 2);
   EXPECT_EQ(models.models(0).context_length(), 2048);
+}
+
+// Issue #13: listings come in pages, so that no reply outgrows a message however many sessions.
+TEST_F(RouterServiceTest, SessionListingsArePaged) {
+  AddWorker("w1");
+  AddWorker("w2");
+  std::vector<std::string> on_w1, all;
+  for (int i = 0; i < 7; ++i) {
+    v1::SessionInfo c;
+    ASSERT_TRUE(Create(&c).ok());
+    all.push_back(c.session_id());
+    if (c.worker() == "w1") on_w1.push_back(c.session_id());
+  }
+  std::sort(all.begin(), all.end());
+  std::sort(on_w1.begin(), on_w1.end());
+  const auto list = [&](const std::string& worker, int page_size, int* pages) {
+    std::vector<std::string> got;
+    v1::ListSessionsRequest req;
+    req.set_worker(worker);
+    req.set_page_size(page_size);
+    *pages = 0;
+    for (;;) {
+      v1::ListSessionsResponse resp;
+      grpc::Status s = admin_->ListSessions(Ctx().get(), req, &resp);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      EXPECT_LE(resp.sessions_size(), page_size);
+      for (const v1::SessionInfo& i : resp.sessions()) got.push_back(i.session_id());
+      ++*pages;
+      if (resp.next_page_token().empty()) break;
+      req.set_page_token(resp.next_page_token());
+    }
+    return got;
+  };
+  int pages = 0;
+  EXPECT_EQ(list("", 3, &pages), all);  // every session once, in id order
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(list("w1", 2, &pages), on_w1);
+  v1::ListSessionsRequest bad;
+  bad.set_page_token("not-a-token");
+  v1::ListSessionsResponse resp;
+  grpc::Status s = admin_->ListSessions(Ctx().get(), bad, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("page_token"));
+  bad.set_page_token("");
+  bad.set_page_size(-1);
+  EXPECT_EQ(admin_->ListSessions(Ctx().get(), bad, &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ListSessionsRequest huge;
+  huge.set_page_size(1 << 30);  // capped, not refused
+  ASSERT_TRUE(admin_->ListSessions(Ctx().get(), huge, &resp).ok());
+  EXPECT_EQ(resp.sessions_size(), 7);
 }
 
 TEST_F(RouterServiceTest, RestartedRouterServesFromItsJournal) {

@@ -231,6 +231,32 @@ TEST_F(ColdStoreTest, CorruptedBlockIsDataLossWhenDecoded) {
   EXPECT_THAT(DecodeBlock(*got), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("checksum")));
 }
 
+TEST_F(ColdStoreTest, PutTokenLogWritesEveryTurnAtOnce) {
+  OpenStore();
+  const SessionId id = SessionId::Random();
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6};
+  const std::vector<int64_t> ends = {2, 3, 6};
+  ASSERT_TRUE(store_->PutTokenLog(id, tokens, ends).ok());
+  absl::StatusOr<std::vector<TokenRecord>> log = store_->ReadTokenLog(id);
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_EQ(log->size(), 3u);
+  EXPECT_EQ((*log)[0].tokens, std::vector<int32_t>({1, 2}));
+  EXPECT_EQ((*log)[1].tokens, std::vector<int32_t>({3}));
+  EXPECT_EQ((*log)[2].tokens, std::vector<int32_t>({4, 5, 6}));
+  EXPECT_THAT(store_->PutTokenLog(id, tokens, ends),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("already has")));
+  const SessionId other = SessionId::Random();
+  const std::vector<int64_t> empty_turn = {2, 2, 6};
+  EXPECT_THAT(store_->PutTokenLog(other, tokens, empty_turn),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("turn 1 ends at 2")));
+  const std::vector<int64_t> short_log = {2, 3};
+  EXPECT_THAT(store_->PutTokenLog(other, tokens, short_log),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not end")));
+  absl::StatusOr<uint32_t> turns = store_->TokenLogTurns(other);
+  ASSERT_TRUE(turns.ok());
+  EXPECT_EQ(*turns, 0u);  // nothing of a refused log is written
+}
+
 TEST_F(ColdStoreTest, CorruptedTokenRecordIsDataLossNamingSessionAndTurn) {
   OpenStore();
   SessionId s = SessionId::Random();

@@ -104,7 +104,25 @@ TEST(SessionStateCheck, ABadLogIsInvalid) {
   SessionState s = State();
   s.turn_ends = {6, 4, 10};
   EXPECT_THAT(CheckSessionState(s, Layout()),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not ascending")));
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("turn 1 ends at 4, not after the previous turn's end 6")));
+  // An empty turn (every real turn appends its template's tokens): refused, so that a log of
+  // many empty turns cannot make an import write a record per turn.
+  s.turn_ends = {6, 6, 10};
+  EXPECT_THAT(CheckSessionState(s, Layout()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("turn 1 ends at 6")));
+  s.turn_ends = {0, 10};
+  EXPECT_THAT(CheckSessionState(s, Layout()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("turn 0 ends at 0")));
+  // A log longer than the context here.
+  s = State();
+  StateLayout small = Layout();
+  small.max_tokens = static_cast<int64_t>(s.tokens.size()) - 1;
+  EXPECT_THAT(CheckSessionState(s, small), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                    HasSubstr("is longer than the context here")));
+  small.max_tokens = static_cast<int64_t>(s.tokens.size());
+  EXPECT_TRUE(CheckSessionState(s, small).ok());
+  s = State();
   s.turn_ends = {6};
   EXPECT_THAT(CheckSessionState(s, Layout()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not end")));

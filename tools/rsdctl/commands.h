@@ -11,6 +11,10 @@ namespace rsd::ctl {
 int Create(Cli& cli, const Args& a);
 int SessionCall(Cli& cli, const Args& a);
 int Sessions(Cli& cli, const Args& a);
+// Every session (on `worker` unless ""), page by page, into `all`; each page's call has
+// `timeout_s` (0: the command's --timeout).
+grpc::Status ListAllSessions(const Cli& cli, const std::string& worker,
+                             v1::ListSessionsResponse* all, double timeout_s = 0);
 
 // Chat (chat.cc): one turn, a script of turns, or one turn per line of stdin.
 int Chat(Cli& cli, const Args& a);

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tools/rsdctl/commands.h"
 
 namespace rsd::ctl {
 namespace {
@@ -35,13 +36,9 @@ std::string Line(const std::string& what, const MoveSample& start, const MoveSam
 }  // namespace
 
 MoveSample SessionsOn(const Cli& cli, const std::string& worker) {
-  v1::ListSessionsRequest req;
-  req.set_worker(worker);
   v1::ListSessionsResponse resp;
   MoveSample s;
-  auto ctx = cli.Context();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  if (!cli.admin->ListSessions(ctx.get(), req, &resp).ok()) return s;
+  if (!ListAllSessions(cli, worker, &resp, /*timeout_s=*/2).ok()) return s;
   s.sessions_left = resp.sessions_size();
   s.bytes_left = 0;
   for (const v1::SessionInfo& i : resp.sessions()) {

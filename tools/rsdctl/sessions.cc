@@ -1,5 +1,7 @@
 // rsdctl's session commands: create, close, undo, describe, sessions.
+#include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -96,11 +98,29 @@ int SessionCall(Cli& cli, const Args& a) {
   return 0;
 }
 
-int Sessions(Cli& cli, const Args& a) {
+grpc::Status ListAllSessions(const Cli& cli, const std::string& worker,
+                             v1::ListSessionsResponse* all, double timeout_s) {
   v1::ListSessionsRequest req;
-  req.set_worker(a.Get("worker"));
+  req.set_worker(worker);
+  req.set_page_size(1000);
+  for (;;) {
+    v1::ListSessionsResponse page;
+    std::unique_ptr<grpc::ClientContext> ctx = cli.Context();
+    if (timeout_s > 0) {
+      ctx->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+    }
+    grpc::Status s = cli.admin->ListSessions(ctx.get(), req, &page);
+    if (!s.ok()) return s;
+    for (v1::SessionInfo& i : *page.mutable_sessions()) *all->add_sessions() = std::move(i);
+    if (page.next_page_token().empty()) return grpc::Status::OK;
+    req.set_page_token(page.next_page_token());
+  }
+}
+
+int Sessions(Cli& cli, const Args& a) {
   v1::ListSessionsResponse resp;
-  grpc::Status s = cli.admin->ListSessions(cli.Context().get(), req, &resp);
+  grpc::Status s = ListAllSessions(cli, a.Get("worker"), &resp);
   if (!s.ok()) return Report(s, cli.router);
   if (cli.json) {
     json list = json::array();

@@ -75,6 +75,7 @@ absl::Status Engine::PlanLayers() {
   layout_.kv_dim = model_->kv_dim();
   layout_.d_model = config().d_model;
   layout_.plan = plan_;
+  layout_.max_tokens = model_->max_context();
   return absl::OkStatus();
 }
 

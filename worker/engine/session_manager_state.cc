@@ -127,13 +127,7 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
   absl::Status st = [&]() -> absl::Status {
     if (cold_) {
       RSD_RETURN_IF_ERROR(cold_->DeleteSession(s.id));
-      int64_t begin = 0;
-      for (size_t t = 0; t < s.turn_ends.size(); ++t) {
-        RSD_RETURN_IF_ERROR(cold_->AppendTokens(
-            s.id, static_cast<uint32_t>(t),
-            std::span<const int32_t>(state.tokens.data() + begin, s.turn_ends[t] - begin)));
-        begin = s.turn_ends[t];
-      }
+      RSD_RETURN_IF_ERROR(cold_->PutTokenLog(s.id, state.tokens, s.turn_ends));
     }
     if (use_blocks) {
       for (const SessionState::Block& b : state.blocks) {

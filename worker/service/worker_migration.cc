@@ -1,5 +1,6 @@
 // The worker's side of migration: exporting a session's state as a stream, importing one, and
 // sending one straight to another worker (SendSession). Split from worker_service.cc by concern.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -85,7 +86,16 @@ grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::Send
 grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
                                           grpc::ServerReader<v1::StateChunk>* reader,
                                           v1::ImportSessionResponse* out) {
-  StateStreamReader stream;
+  // Refused message by message past what this worker could hold: a log over its context, more
+  // blocks than the header's chunks, a block larger than a block of its rows (with room for the
+  // codec's framing).
+  const StateLayout& layout = engine_->state_layout();
+  StateStreamLimits limits;
+  limits.max_tokens = layout.max_tokens;
+  limits.max_block_bytes =
+      int64_t{layout.block_tokens} * std::max(layout.kv_dim * 2 * 2, layout.d_model * 4) +
+      (64 << 10);
+  StateStreamReader stream(limits);
   v1::StateChunk chunk;
   while (reader->Read(&chunk)) {
     absl::Status added = stream.Add(std::move(chunk));

@@ -8,6 +8,7 @@
 #include "worker/service/worker_service.h"
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -216,6 +217,54 @@ TEST_F(WorkerServiceTest, SendSessionMovesTheSessionWorkerToWorkerExactly) {
     EXPECT_EQ(third.done.turn(), 3u);
     EXPECT_EQ(third.streamed, ref[2]) << "the moved session diverged from the one that stayed";
   }
+}
+
+// Issue #13: a hostile import (a log of 400,000 empty turns, one longer than the context, a
+// negative chunk count) is refused at its header, nothing of it is kept, and the worker goes on
+// serving its sessions.
+TEST_F(WorkerServiceTest, HostileImportsAreRefusedAtTheirHeaderAndOthersKeepBeingServed) {
+  const std::string id = SessionId::Random().ToHex();
+  ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok());
+  ASSERT_TRUE(RunTurn(w1_.stub(), Ref(id, 1), "one").status.ok());
+  const std::string hostile = SessionId::Random().ToHex();
+  const auto import = [&](const std::function<void(v1::StateHeader*)>& fill) {
+    v1::StateChunk chunk;
+    v1::StateHeader* h = chunk.mutable_header();
+    h->set_version(1);
+    *h->mutable_ref() = Ref(hostile, 1);
+    h->set_form("tokens");
+    fill(h);
+    v1::ImportSessionResponse out;
+    auto ctx = Ctx();
+    auto writer = w1_.stub().ImportSession(ctx.get(), &out);
+    writer->Write(chunk);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  grpc::Status s = import([](v1::StateHeader* h) {
+    for (int i = 0; i < 400000; ++i) h->add_turn_ends(0);
+  });
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("400000 turns in a log of 0 tokens"));
+  s = import([](v1::StateHeader* h) {
+    for (int i = 0; i < 1 << 20; ++i) h->add_tokens(1);
+    h->add_turn_ends(1 << 20);
+  });
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("tokens is longer than the context here"));
+  s = import([](v1::StateHeader* h) {
+    h->add_tokens(1);
+    h->add_turn_ends(1);
+    h->set_n_chunks(-3);
+  });
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("-3 chunks"));
+  v1::SessionInfo info;
+  EXPECT_EQ(w1_.stub().DescribeSession(Ctx().get(), Ref(hostile, 1), &info).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  Turn next = RunTurn(w1_.stub(), Ref(id, 1), "two");
+  ASSERT_TRUE(next.status.ok()) << next.status.error_message();
+  EXPECT_EQ(next.done.turn(), 2u);
 }
 
 TEST_F(WorkerServiceTest, SendSessionToAnUnreachableTargetIsUnavailableAndTheSourceKeepsServing) {

@@ -1,0 +1,66 @@
+// Per-tenant quotas (issue #13): how many sessions a tenant may hold and how many of its turns
+// may run at once, so that one tenant cannot take a cluster's journal, placement or workers from
+// the others. A refusal is RESOURCE_EXHAUSTED naming the tenant's count, the quota and its flag.
+//
+// Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+
+namespace rsd::router {
+
+struct QuotaOptions {
+  int64_t sessions = 0;  // sessions a tenant may hold (0: unlimited)
+  int64_t turns = 0;     // turns of a tenant running at once (0: unlimited)
+};
+
+class TenantQuotas {
+ public:
+  explicit TenantQuotas(QuotaOptions options) : options_(options) {}
+
+  // A running turn's hold on its tenant's turn quota; released when destroyed. Movable.
+  class Turn {
+   public:
+    Turn() = default;
+    Turn(Turn&& other) noexcept { *this = std::move(other); }
+    Turn& operator=(Turn&& other) noexcept;
+    ~Turn();
+
+   private:
+    friend class TenantQuotas;
+    Turn(TenantQuotas* quotas, std::string tenant) : quotas_(quotas), tenant_(std::move(tenant)) {}
+    TenantQuotas* quotas_ = nullptr;
+    std::string tenant_;
+  };
+
+  // Counts a session the journal already holds (a restarted router).
+  void AddExisting(const std::string& tenant);
+  // Takes one of the tenant's sessions, or RESOURCE_EXHAUSTED.
+  absl::Status ReserveSession(const std::string& tenant);
+  // Gives one back (a create that failed, a close).
+  void ReleaseSession(const std::string& tenant);
+  // Takes one of the tenant's running turns until the returned hold is destroyed, or
+  // RESOURCE_EXHAUSTED.
+  absl::StatusOr<Turn> StartTurn(const std::string& tenant);
+
+  int64_t sessions(const std::string& tenant);
+  int64_t turns(const std::string& tenant);
+
+ private:
+  void EndTurn(const std::string& tenant);
+  struct Counts {
+    int64_t sessions = 0;
+    int64_t turns = 0;
+  };
+  const QuotaOptions options_;
+  absl::Mutex mu_;
+  std::map<std::string, Counts> counts_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rsd::router
