@@ -51,6 +51,8 @@ ABSL_FLAG(
     "start with it, an admin key is written to <data-dir>/admin.key (mode 0600)");
 ABSL_FLAG(int64_t, max_sessions_per_tenant, 10000,
           "sessions one tenant may hold (0: unlimited); more are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_pinned_per_tenant, 64,
+          "pinned sessions (never spilled) one tenant may hold (0: unlimited)");
 ABSL_FLAG(int64_t, max_turns_per_tenant, 256,
           "turns of one tenant running at once (0: unlimited); more are RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
@@ -194,6 +196,7 @@ int main(int argc, char** argv) {
   options.heartbeat_interval_seconds = hb_interval;
   options.quotas.sessions = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_sessions_per_tenant));
   options.quotas.turns = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_turns_per_tenant));
+  options.quotas.pinned = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_pinned_per_tenant));
   rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20),
                                          rsd::ChannelCredentialsFor(tls));
   rsd::router::RouterCore core(journal->get(), &registry, &workers, options);

@@ -20,9 +20,28 @@ const char* WorkerStateName(WorkerState s) {
       return "draining";
     case WorkerState::kDead:
       return "dead";
+    case WorkerState::kUnhealthy:
+      return "unhealthy";
   }
   return "?";
 }
+
+namespace {
+
+// Placement's order (registry.h): estimated free bytes, busy turns, placed sessions, id.
+auto PlacementKey(const WorkerSnapshot& w) {
+  const WorkerLoadInfo& l = w.desc.load;
+  const int64_t total = l.hot_bytes_total + l.warm_bytes_total;
+  const int64_t free_bytes = l.hot_bytes_free + l.warm_bytes_free;
+  const int64_t per_session =
+      l.sessions > 0 ? std::max<int64_t>(0, total - free_bytes) / l.sessions : total / 64;
+  const int64_t estimated =
+      free_bytes - w.placed_since_heartbeat * std::max<int64_t>(1, per_session);
+  const int64_t busy = int64_t{l.queue_depth} + l.running;
+  return std::make_tuple(-estimated, busy, w.sessions_placed, w.desc.id);
+}
+
+}  // namespace
 
 Registry::Registry(Clock* clock, absl::Duration heartbeat_timeout)
     : clock_(clock), heartbeat_timeout_(heartbeat_timeout), started_(clock->Now()) {}
@@ -47,6 +66,7 @@ absl::Status Registry::Register(const WorkerDescriptor& desc) {
   Entry& e = workers_[desc.id];
   e.desc = desc;
   e.last_heartbeat = clock_->Now();
+  e.placed_since_heartbeat = 0;
   if (!desc.model.empty() &&
       std::find(models_seen_.begin(), models_seen_.end(), desc.model) == models_seen_.end()) {
     models_seen_.push_back(desc.model);
@@ -65,6 +85,7 @@ bool Registry::Heartbeat(const WorkerDescriptor& desc) {
   if (clock_->Now() - it->second.last_heartbeat > heartbeat_timeout_) return false;
   it->second.desc = desc;
   it->second.last_heartbeat = clock_->Now();
+  it->second.placed_since_heartbeat = 0;
   return true;
 }
 
@@ -79,11 +100,14 @@ WorkerSnapshot Registry::SnapshotLocked(const Entry& e) const {
     s.state = WorkerState::kDraining;
   } else if (e.cordoned) {
     s.state = WorkerState::kCordoned;
+  } else if (!e.desc.serving) {
+    s.state = WorkerState::kUnhealthy;
   } else {
     s.state = WorkerState::kReady;
   }
   auto placed = placed_.find(e.desc.id);
   s.sessions_placed = placed == placed_.end() ? 0 : placed->second;
+  s.placed_since_heartbeat = e.placed_since_heartbeat;
   return s;
 }
 
@@ -144,27 +168,26 @@ absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in,
   }
 
   const WorkerSnapshot* best = nullptr;
-  auto key = [](const WorkerSnapshot& w) {
-    const int64_t free_bytes = w.desc.load.hot_bytes_free + w.desc.load.warm_bytes_free;
-    const int64_t busy = int64_t{w.desc.load.queue_depth} + w.desc.load.running;
-    return std::make_tuple(-free_bytes, busy, w.sessions_placed, w.desc.id);
-  };
-  int cordoned = 0, dead = 0;
+  int cordoned = 0, dead = 0, unhealthy = 0;
   for (const WorkerSnapshot& w : all) {
     if (w.desc.model != model) continue;
     if (w.state == WorkerState::kCordoned || w.state == WorkerState::kDraining) ++cordoned;
     if (w.state == WorkerState::kDead) ++dead;
+    if (w.state == WorkerState::kUnhealthy) ++unhealthy;
     if (w.state != WorkerState::kReady) continue;
     if (std::find(exclude.begin(), exclude.end(), w.desc.id) != exclude.end()) continue;
-    if (best == nullptr || key(w) < key(*best)) best = &w;
+    if (best == nullptr || PlacementKey(w) < PlacementKey(*best)) best = &w;
   }
   if (best == nullptr) {
-    return absl::UnavailableError(absl::StrCat("no ready worker serves model '", model, "' (",
-                                               dead, " dead, ", cordoned, " cordoned)"));
+    return absl::UnavailableError(absl::StrCat("no ready worker serves model '", model, "' (", dead,
+                                               " dead, ", cordoned, " cordoned, ", unhealthy,
+                                               " not serving)"));
   }
   WorkerSnapshot chosen = *best;
   ++placed_[chosen.desc.id];
+  ++workers_[chosen.desc.id].placed_since_heartbeat;
   ++chosen.sessions_placed;
+  ++chosen.placed_since_heartbeat;
   return chosen;
 }
 
@@ -202,11 +225,6 @@ absl::StatusOr<WorkerSnapshot> Registry::PickTarget(const std::string& model,
                                                     const std::string& exclude) {
   absl::MutexLock lock(&mu_);
   std::optional<WorkerSnapshot> best;
-  auto key = [](const WorkerSnapshot& w) {
-    const int64_t free_bytes = w.desc.load.hot_bytes_free + w.desc.load.warm_bytes_free;
-    const int64_t busy = int64_t{w.desc.load.queue_depth} + w.desc.load.running;
-    return std::make_tuple(-free_bytes, busy, w.sessions_placed, w.desc.id);
-  };
   int candidates = 0, other_fingerprint = 0;
   for (const auto& [id, e] : workers_) {
     if (id == exclude || e.desc.model != model) continue;
@@ -217,7 +235,7 @@ absl::StatusOr<WorkerSnapshot> Registry::PickTarget(const std::string& model,
       ++other_fingerprint;
       continue;
     }
-    if (!best.has_value() || key(w) < key(*best)) best = std::move(w);
+    if (!best.has_value() || PlacementKey(w) < PlacementKey(*best)) best = std::move(w);
   }
   if (!best.has_value()) {
     return absl::UnavailableError(absl::StrCat(

@@ -1,7 +1,11 @@
 // The router's worker registry and placement (DESIGN.md section 5). Workers register and heartbeat
-// their status; a worker that has not heartbeated for `heartbeat_timeout` is dead. Placement picks,
-// among ready workers serving the requested model, the one with the most free hot+warm bytes, then
-// the fewest queued+running turns, then the fewest sessions placed, then the smallest id.
+// their status; a worker that has not heartbeated for `heartbeat_timeout` is dead, one whose
+// health says NOT_SERVING (its scheduler makes no progress) is unhealthy. Placement picks, among
+// ready workers serving the requested model, the one with the most estimated free hot+warm bytes,
+// then the fewest queued+running turns, then the fewest sessions placed, then the smallest id. The
+// estimate is the free bytes of the last heartbeat less, for each session placed there since,
+// the worker's mean bytes per session (a sixty-fourth of its bytes while it has none), so that a
+// burst of creates between two heartbeats spreads instead of landing on one worker.
 //
 // No gRPC here: the service layer translates rsd.v1.WorkerStatus into WorkerDescriptor.
 // Thread-safe (one mutex); no method blocks on I/O. The clock is injected (tests use a fake one).
@@ -58,7 +62,7 @@ struct WorkerDescriptor {
   int32_t context_length = 0;
   WorkerLoadInfo load;
   WorkerRates rates;
-  bool serving = false;
+  bool serving = true;  // health SERVING (false: NOT_SERVING, the scheduler makes no progress)
   // What it computes on (placement only matches numerics fingerprints; this is for operators).
   std::string device_kind, device_name;
   int32_t device_index = 0;
@@ -67,8 +71,9 @@ struct WorkerDescriptor {
 };
 
 // kDraining: cordoned by a drain (its sessions are being moved away); placement skips it like a
-// cordoned worker. kDead wins over both.
-enum class WorkerState { kReady, kCordoned, kDraining, kDead };
+// cordoned worker. kUnhealthy: it reports NOT_SERVING; placement skips it, its sessions stay.
+// kDead wins over all, then draining, cordoned, unhealthy.
+enum class WorkerState { kReady, kCordoned, kDraining, kDead, kUnhealthy };
 const char* WorkerStateName(WorkerState s);
 
 struct WorkerSnapshot {
@@ -76,6 +81,7 @@ struct WorkerSnapshot {
   WorkerState state = WorkerState::kReady;
   double seconds_since_heartbeat = 0;
   int64_t sessions_placed = 0;  // sessions the router's journal places there
+  int64_t placed_since_heartbeat = 0;  // of which placed since its last status
 };
 
 struct ModelSummary {
@@ -138,6 +144,7 @@ class Registry {
     absl::Time last_heartbeat;
     bool cordoned = false;
     bool draining = false;
+    int64_t placed_since_heartbeat = 0;
   };
   WorkerSnapshot SnapshotLocked(const Entry& e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string KnownWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -21,7 +21,7 @@ absl::Status RouterCore::LoadJournal() {
   RSD_ASSIGN_OR_RETURN(std::vector<SessionRecord> sessions, journal_->ListSessions());
   for (const SessionRecord& s : sessions) {
     registry_->AddPlaced(s.worker, 1);
-    quotas_.AddExisting(s.tenant);
+    quotas_.AddExisting(s.tenant, s.pin);
   }
   return absl::OkStatus();
 }
@@ -123,8 +123,8 @@ absl::StatusOr<v1::SessionInfo> RouterCore::Describe(const SessionRecord& sessio
 
 void RouterCore::RefreshMetrics() {
   std::map<std::string, int64_t> workers, sessions;
-  for (WorkerState st :
-       {WorkerState::kReady, WorkerState::kCordoned, WorkerState::kDraining, WorkerState::kDead}) {
+  for (WorkerState st : {WorkerState::kReady, WorkerState::kCordoned, WorkerState::kDraining,
+                         WorkerState::kDead, WorkerState::kUnhealthy}) {
     workers[WorkerStateName(st)] = 0;
     sessions[WorkerStateName(st)] = 0;
   }

@@ -14,9 +14,10 @@ namespace rsd::router {
 absl::StatusOr<v1::SessionInfo> RouterCore::CreateSession(const Caller& caller,
                                                           const v1::CreateSessionRequest& req) {
   RSD_RETURN_IF_ERROR(CheckCreateRequest(caller, req));
-  RSD_RETURN_IF_ERROR(quotas_.ReserveSession(caller.tenant));
+  const bool pin = req.options().pin();
+  RSD_RETURN_IF_ERROR(quotas_.ReserveSession(caller.tenant, pin));
   absl::StatusOr<v1::SessionInfo> created = PlaceAndOpen(caller, req);
-  if (!created.ok()) quotas_.ReleaseSession(caller.tenant);
+  if (!created.ok()) quotas_.ReleaseSession(caller.tenant, pin);
   return created;
 }
 
@@ -98,7 +99,7 @@ absl::Status RouterCore::CloseSession(const Caller& caller, const std::string& h
   }
   RSD_RETURN_IF_ERROR(journal_->DeleteSession(rec.id));
   registry_->AddPlaced(rec.worker, -1);
-  quotas_.ReleaseSession(rec.tenant);
+  quotas_.ReleaseSession(rec.tenant, rec.pin);
   return absl::OkStatus();
 }
 

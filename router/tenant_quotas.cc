@@ -19,29 +19,39 @@ TenantQuotas::Turn::~Turn() {
   if (quotas_ != nullptr) quotas_->EndTurn(tenant_);
 }
 
-void TenantQuotas::AddExisting(const std::string& tenant) {
+void TenantQuotas::AddExisting(const std::string& tenant, bool pinned) {
   absl::MutexLock lock(&mu_);
-  ++counts_[tenant].sessions;
+  Counts& c = counts_[tenant];
+  ++c.sessions;
+  if (pinned) ++c.pinned;
 }
 
-absl::Status TenantQuotas::ReserveSession(const std::string& tenant) {
+absl::Status TenantQuotas::ReserveSession(const std::string& tenant, bool pinned) {
   absl::MutexLock lock(&mu_);
   Counts& c = counts_[tenant];
   if (options_.sessions > 0 && c.sessions >= options_.sessions) {
-    return absl::ResourceExhaustedError(absl::StrCat("tenant '", tenant, "' holds ", c.sessions,
-                                                     " sessions, its quota "
-                                                     "(--max-sessions-per-tenant ",
-                                                     options_.sessions, "); close some first"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tenant '", tenant, "' holds ", c.sessions,
+                     " sessions, its quota (--max-sessions-per-tenant ", options_.sessions,
+                     "); close some first"));
+  }
+  if (pinned && options_.pinned > 0 && c.pinned >= options_.pinned) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tenant '", tenant, "' holds ", c.pinned,
+                     " pinned sessions, its quota (--max-pinned-per-tenant ", options_.pinned,
+                     "); create it unpinned or close one"));
   }
   ++c.sessions;
+  if (pinned) ++c.pinned;
   return absl::OkStatus();
 }
 
-void TenantQuotas::ReleaseSession(const std::string& tenant) {
+void TenantQuotas::ReleaseSession(const std::string& tenant, bool pinned) {
   absl::MutexLock lock(&mu_);
   auto it = counts_.find(tenant);
   if (it == counts_.end() || it->second.sessions == 0) return;
   --it->second.sessions;
+  if (pinned && it->second.pinned > 0) --it->second.pinned;
   if (it->second.sessions == 0 && it->second.turns == 0) counts_.erase(it);
 }
 
@@ -70,6 +80,12 @@ int64_t TenantQuotas::sessions(const std::string& tenant) {
   absl::MutexLock lock(&mu_);
   auto it = counts_.find(tenant);
   return it == counts_.end() ? 0 : it->second.sessions;
+}
+
+int64_t TenantQuotas::pinned(const std::string& tenant) {
+  absl::MutexLock lock(&mu_);
+  auto it = counts_.find(tenant);
+  return it == counts_.end() ? 0 : it->second.pinned;
 }
 
 int64_t TenantQuotas::turns(const std::string& tenant) {

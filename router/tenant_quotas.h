@@ -1,6 +1,7 @@
-// Per-tenant quotas (issue #13): how many sessions a tenant may hold and how many of its turns
-// may run at once, so that one tenant cannot take a cluster's journal, placement or workers from
-// the others. A refusal is RESOURCE_EXHAUSTED naming the tenant's count, the quota and its flag.
+// Per-tenant quotas (issue #13): how many sessions a tenant may hold, how many of them pinned
+// (never spilled), and how many of its turns may run at once, so that one tenant cannot take a
+// cluster's journal, placement or workers from the others. A refusal is RESOURCE_EXHAUSTED naming
+// the tenant's count, the quota and its flag.
 //
 // Thread-safe.
 #pragma once
@@ -17,6 +18,7 @@ namespace rsd::router {
 
 struct QuotaOptions {
   int64_t sessions = 0;  // sessions a tenant may hold (0: unlimited)
+  int64_t pinned = 0;    // of which pinned (0: unlimited)
   int64_t turns = 0;     // turns of a tenant running at once (0: unlimited)
 };
 
@@ -40,22 +42,24 @@ class TenantQuotas {
   };
 
   // Counts a session the journal already holds (a restarted router).
-  void AddExisting(const std::string& tenant);
-  // Takes one of the tenant's sessions, or RESOURCE_EXHAUSTED.
-  absl::Status ReserveSession(const std::string& tenant);
+  void AddExisting(const std::string& tenant, bool pinned);
+  // Takes one of the tenant's sessions (and pinned sessions if `pinned`), or RESOURCE_EXHAUSTED.
+  absl::Status ReserveSession(const std::string& tenant, bool pinned);
   // Gives one back (a create that failed, a close).
-  void ReleaseSession(const std::string& tenant);
+  void ReleaseSession(const std::string& tenant, bool pinned);
   // Takes one of the tenant's running turns until the returned hold is destroyed, or
   // RESOURCE_EXHAUSTED.
   absl::StatusOr<Turn> StartTurn(const std::string& tenant);
 
   int64_t sessions(const std::string& tenant);
+  int64_t pinned(const std::string& tenant);
   int64_t turns(const std::string& tenant);
 
  private:
   void EndTurn(const std::string& tenant);
   struct Counts {
     int64_t sessions = 0;
+    int64_t pinned = 0;
     int64_t turns = 0;
   };
   const QuotaOptions options_;

@@ -2,6 +2,9 @@
 // heartbeat timeout, least-loaded choice and its tie-breaks, re-registration.
 #include "router/registry.h"
 
+#include <map>
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/test_util.h"
@@ -99,6 +102,41 @@ TEST_F(RegistryTest, LeastLoadedWinsThenFewestPlacedThenId) {
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->sessions_placed, 2);
   registry_.AddPlaced("a", -2);
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(registry_.Heartbeat(Worker(id, "m", 900)));
+  EXPECT_EQ(PlaceId("m"), "a");
+}
+
+// Issue #13: free bytes are up to a heartbeat old; sessions placed since count against them, so a
+// burst of creates spreads; a worker whose health is NOT_SERVING gets none.
+TEST_F(RegistryTest, ABurstSpreadsAndANotServingWorkerGetsNothing) {
+  ASSERT_TRUE(registry_.Register(Worker("a", "m", 2000)).ok());  // 4000 total, no sessions yet
+  ASSERT_TRUE(registry_.Register(Worker("b", "m", 1900)).ok());
+  // a's estimate drops by 4000 / 64 = 62 bytes per session placed: 2000, 1938, 1876 < 1900.
+  std::map<std::string, int> placed;
+  for (int i = 0; i < 64; ++i) ++placed[PlaceId("m")];
+  EXPECT_EQ(placed["a"] + placed["b"], 64);
+  EXPECT_GE(placed["a"], 30);
+  EXPECT_GE(placed["b"], 30);
+  // A heartbeat's fresh figures replace the estimate.
+  WorkerDescriptor fresh = Worker("a", "m", 3000);
+  fresh.load.sessions = 10;  // 1000 bytes used by 10 sessions: 100 a session
+  ASSERT_TRUE(registry_.Heartbeat(fresh));
+  ASSERT_TRUE(registry_.Heartbeat(Worker("b", "m", 1000)));
+  EXPECT_EQ(PlaceId("m"), "a");
+  // NOT_SERVING: unhealthy, skipped; healthy again, placed on again.
+  WorkerDescriptor stuck = Worker("a", "m", 3000);
+  stuck.serving = false;
+  ASSERT_TRUE(registry_.Heartbeat(stuck));
+  EXPECT_EQ(registry_.Get("a")->state, WorkerState::kUnhealthy);
+  EXPECT_STREQ(WorkerStateName(WorkerState::kUnhealthy), "unhealthy");
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(PlaceId("m"), "b");
+  ASSERT_TRUE(registry_.Heartbeat(Worker("b", "m", 1000)));
+  WorkerDescriptor stuck_b = Worker("b", "m", 1000);
+  stuck_b.serving = false;
+  ASSERT_TRUE(registry_.Heartbeat(stuck_b));
+  EXPECT_THAT(registry_.Place("m"),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("2 not serving")));
+  ASSERT_TRUE(registry_.Heartbeat(Worker("a", "m", 3000)));
   EXPECT_EQ(PlaceId("m"), "a");
 }
 
@@ -110,9 +148,10 @@ TEST_F(RegistryTest, CordonedWorkerGetsNoNewSessions) {
   EXPECT_EQ(a->state, WorkerState::kCordoned);
   EXPECT_EQ(PlaceId("m"), "b");
   ASSERT_TRUE(registry_.SetCordoned("b", true).ok());
-  EXPECT_THAT(registry_.Place("m"),
-              StatusIs(absl::StatusCode::kUnavailable,
-                       HasSubstr("no ready worker serves model 'm' (0 dead, 2 cordoned)")));
+  EXPECT_THAT(
+      registry_.Place("m"),
+      StatusIs(absl::StatusCode::kUnavailable,
+               HasSubstr("no ready worker serves model 'm' (0 dead, 2 cordoned, 0 not serving)")));
   ASSERT_TRUE(registry_.SetCordoned("a", false).ok());
   EXPECT_EQ(PlaceId("m"), "a");
   EXPECT_THAT(registry_.SetCordoned("zz", true),
@@ -149,8 +188,8 @@ TEST_F(RegistryTest, DeadAfterHeartbeatTimeout) {
   EXPECT_EQ(PlaceId("m"), "a");
 
   clock_.Advance(absl::Seconds(10));
-  EXPECT_THAT(registry_.Place("m"),
-              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("(2 dead, 0 cordoned)")));
+  EXPECT_THAT(registry_.Place("m"), StatusIs(absl::StatusCode::kUnavailable,
+                                             HasSubstr("(2 dead, 0 cordoned, 0 not serving)")));
   // A model seen before stays known while its workers are dead: UNAVAILABLE, not NOT_FOUND.
   EXPECT_THAT(registry_.Place(""), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("'m'")));
 }

@@ -234,6 +234,7 @@ TEST_F(RouterCoreTest, TenantQuotasBoundSessionsAndRunningTurns) {
   RouterOptions o;
   o.quotas.sessions = 2;
   o.quotas.turns = 1;
+  o.quotas.pinned = 1;
   core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &workers_, o);
   FakeWorker& w = AddWorker("w1");
   const std::string a1 = Create("a");
@@ -275,10 +276,21 @@ TEST_F(RouterCoreTest, TenantQuotasBoundSessionsAndRunningTurns) {
   EXPECT_TRUE(Chat(a3, "y", "", CallerFor("a")).status.ok());
   EXPECT_TRUE(Chat(b1, "z", "", CallerFor("b")).status.ok());
 
+  // Pinned sessions have their own quota.
+  v1::CreateSessionRequest pinned;
+  pinned.mutable_options()->set_pin(true);
+  ASSERT_TRUE(core_->CreateSession(CallerFor("c"), pinned).ok());
+  EXPECT_THAT(core_->CreateSession(CallerFor("c"), pinned),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("tenant 'c' holds 1 pinned sessions, its quota "
+                                 "(--max-pinned-per-tenant 1)")));
+  EXPECT_TRUE(core_->CreateSession(CallerFor("c"), v1::CreateSessionRequest()).ok());
+
   // A restarted router counts the journal's sessions against the quota.
   core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &workers_, o);
   ASSERT_TRUE(core_->LoadJournal().ok());
   EXPECT_EQ(core_->quotas().sessions("a"), 2);
+  EXPECT_EQ(core_->quotas().pinned("c"), 1);
   EXPECT_THAT(core_->CreateSession(CallerFor("a"), v1::CreateSessionRequest()),
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("holds 2 sessions")));
 }

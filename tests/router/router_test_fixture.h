@@ -146,6 +146,7 @@ class RouterServiceTest : public ::testing::Test {
     st.set_model_fingerprint(fingerprint);
     st.set_context_length(2048);
     st.mutable_load()->set_hot_bytes_free(hot_free);
+    st.set_serving(true);
     return st;
   }
 
