@@ -182,6 +182,7 @@ void RouterCore::MonitorLoop() {
       if (stop_monitor_) return;
     }
     FailoverDeadWorkers();
+    RebuildQuarantined();
   }
 }
 

@@ -93,7 +93,8 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& sess
   }
   registry_->AddPlaced(session.worker, -1);
   registry_->AddPlaced(target.desc.id, 1);
-  CloseCopy(session.worker, RefOf(session), deadline);
+  // A session rebuilt on the worker that reported it damaged has no old copy to drop.
+  if (session.worker != target.desc.id) CloseCopy(session.worker, RefOf(session), deadline);
 
   v1::MigrateResponse out;
   *out.mutable_session() = imported.session();

@@ -79,6 +79,8 @@ grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::Regis
                                   {"sessions", std::to_string(req->sessions_size())},
                                   {"to_drop", std::to_string(drop.size())}});
   resp->set_heartbeat_interval_seconds(core_.options().heartbeat_interval_seconds);
+  core_.NoteQuarantined(d.id,
+                        {req->status().quarantined().begin(), req->status().quarantined().end()});
   return grpc::Status::OK;
 }
 
@@ -91,6 +93,10 @@ grpc::Status RegistryService::Heartbeat(grpc::ServerContext* ctx, const v1::Hear
     return ToGrpc(who.status());
   }
   resp->set_reregister(!core_.registry().Heartbeat(d));
+  if (!resp->reregister() && req->status().quarantined_size() > 0) {
+    core_.NoteQuarantined(d.id,
+                          {req->status().quarantined().begin(), req->status().quarantined().end()});
+  }
   return grpc::Status::OK;
 }
 

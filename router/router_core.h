@@ -180,6 +180,13 @@ class RouterCore {
   // Starts the thread that calls FailoverDeadWorkers every failover_scan_interval.
   void StartFailoverMonitor();
 
+  // Sessions `worker` reports damaged in its storage (WorkerStatus.quarantined): those the
+  // journal still gives it are queued for a rebuild from the journal (quarantine.cc).
+  void NoteQuarantined(const std::string& worker, const std::vector<v1::SessionRef>& refs);
+  // Rebuilds the queued sessions on another ready worker of their model (the reporting one if it
+  // is the only one); a failure stays queued for the next scan. The monitor's scan calls it.
+  void RebuildQuarantined();
+
   // Sessions a registering worker reported that it must drop: unknown to the journal, owned by
   // another worker, or at an older epoch than the journal's. A session whose gate is held (a turn
   // or a move in progress) is left alone.
@@ -245,6 +252,9 @@ class RouterCore {
   // Best effort CloseSession of `ref` on the worker `id` (logged on failure).
   void CloseCopy(const std::string& worker, const v1::SessionRef& ref, absl::Time deadline);
   std::vector<SessionId> SessionsOwnedBy(const std::string& worker);
+  // One queued rebuild: true once done, false if the session is gone or no longer the worker's.
+  absl::StatusOr<bool> RebuildQuarantinedOne(const SessionId& id, const std::string& worker,
+                                             absl::Time deadline);
   void MonitorLoop();
 
  private:
@@ -256,6 +266,8 @@ class RouterCore {
   std::multimap<std::string, InflightTurn*> inflight_ ABSL_GUARDED_BY(mu_);
   // The monitor's last failure per session, so that a failure repeated every scan is logged once.
   std::map<SessionId, std::string> failover_errors_ ABSL_GUARDED_BY(mu_);
+  // Sessions reported damaged, and by which worker, until rebuilt.
+  std::map<SessionId, std::string> quarantined_ ABSL_GUARDED_BY(mu_);
   SessionGates gates_;
   RouterMetrics metrics_;
   TenantQuotas quotas_;

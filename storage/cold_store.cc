@@ -7,9 +7,12 @@
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/file_system.h"
+#include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
+#include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 #include "storage/cold_store_internal.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "storage/rocksdb_status.h"
 
@@ -37,6 +40,12 @@ rocksdb::ColumnFamilyOptions CfOptions(const std::string& name) {
   // stated overhead (at most 2 x 8 MiB for blocks, 2 x 2 MiB for metadata and token logs).
   cf.write_buffer_size = name == kBlocksCf ? (8u << 20) : (2u << 20);
   cf.max_write_buffer_number = 2;
+  // Bloom filters: a point lookup skips table files that do not hold its key, so a damaged file
+  // costs only the sessions whose keys are in it (salvage reads by point lookups), and a miss
+  // reads no data block.
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   return cf;
 }
 
@@ -148,22 +157,38 @@ absl::Status ColdStore::DeleteSession(const SessionId& session) {
                      absl::StrCat("delete session ", session.ToHex()));
 }
 
-absl::StatusOr<std::vector<SessionId>> ColdStore::ListSessions() {
+absl::StatusOr<std::vector<SessionId>> ColdStore::ListSessions(bool* complete) {
+  // Every session has keys in several families: one family that cannot be read to its end (a
+  // damaged block) still leaves its sessions listed by the others, whose own reads then find the
+  // damage and quarantine them (issue #14). Only when no family can be read is listing an error.
   std::set<SessionId> sessions;
+  absl::Status last_error;
+  int readable = 0;
   for (rocksdb::ColumnFamilyHandle* h : {meta_, tokens_, blocks_}) {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), h));
+    absl::Status st;
     for (it->SeekToFirst(); it->Valid();) {
       if (it->key().size() < SessionId::kSize) {
-        return absl::DataLossError(absl::StrCat("cold store ", dir_, ": key of ", it->key().size(),
-                                                " bytes in column family ", h->GetName()));
+        st = absl::DataLossError(absl::StrCat("cold store ", dir_, ": key of ", it->key().size(),
+                                              " bytes in column family ", h->GetName()));
+        break;
       }
       SessionId id = SessionId::FromBytes(
           {reinterpret_cast<const uint8_t*>(it->key().data()), SessionId::kSize});
       sessions.insert(id);
       it->Seek(cold_internal::SessionUpperBound(id));
     }
-    RSD_RETURN_IF_ERROR(FromRocksDb(it->status(), "list sessions"));
+    if (st.ok()) st = FromRocksDb(it->status(), absl::StrCat("list sessions in ", h->GetName()));
+    if (st.ok()) {
+      ++readable;
+    } else {
+      log::Error("cold store: a column family cannot be listed to its end",
+                 {{"dir", dir_}, {"family", h->GetName()}, {"error", std::string(st.message())}});
+      last_error = st;
+    }
   }
+  if (readable == 0) return last_error;
+  if (complete != nullptr) *complete = readable == 3;
   return std::vector<SessionId>(sessions.begin(), sessions.end());
 }
 

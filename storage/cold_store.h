@@ -95,6 +95,10 @@ class ColdStore {
   // already has a log; INVALID_ARGUMENT unless turn_ends ascend strictly to tokens.size().
   absl::Status PutTokenLog(const SessionId& session, std::span<const int32_t> tokens,
                            std::span<const int64_t> turn_ends);
+  // The log by point lookups of turn 0, 1, ... until one is absent: unlike ReadTokenLog's range
+  // scan, it reads no table file that holds only other sessions' keys (salvage after damage).
+  // DATA_LOSS naming the session and turn for a record that fails its checksum.
+  absl::StatusOr<std::vector<TokenRecord>> ReadTokenLogByKeys(const SessionId& session);
   // Every record of the log, turn 0 first; empty for a session with no log. DATA_LOSS naming the
   // session and turn if a record fails its checksum, is malformed, or a turn is missing.
   absl::StatusOr<std::vector<TokenRecord>> ReadTokenLog(const SessionId& session);
@@ -107,7 +111,10 @@ class ColdStore {
   // Removes the session from every column family (range deletes), synced.
   absl::Status DeleteSession(const SessionId& session);
   // Every session with metadata, a token log or blocks, in id order.
-  absl::StatusOr<std::vector<SessionId>> ListSessions();
+  // A family that cannot be read to its end (a damaged block) leaves the sessions the other
+  // families name, and sets `*complete` false (if given); only when none can be read is it an
+  // error.
+  absl::StatusOr<std::vector<SessionId>> ListSessions(bool* complete = nullptr);
 
   // Flushes memtables to table files (tests: exercise reads from SSTs, not only the WAL replay).
   absl::Status Flush();

@@ -108,6 +108,19 @@ absl::Status ColdStore::PutTokenLog(const SessionId& session, std::span<const in
                      absl::StrCat("write token log of session ", session.ToHex()));
 }
 
+absl::StatusOr<std::vector<TokenRecord>> ColdStore::ReadTokenLogByKeys(const SessionId& session) {
+  std::vector<TokenRecord> out;
+  for (uint32_t turn = 0;; ++turn) {
+    const std::string key = TokenLogKey(session, turn);
+    absl::StatusOr<std::string> value =
+        Read(Table::kTokens, key, absl::StrCat("session ", session.ToHex(), " turn ", turn));
+    if (absl::IsNotFound(value.status())) return out;
+    if (!value.ok()) return value.status();
+    RSD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, DecodeTokenRecord(key, *value));
+    out.push_back({turn, std::move(tokens)});
+  }
+}
+
 absl::StatusOr<std::vector<TokenRecord>> ColdStore::ReadTokenLog(const SessionId& session) {
   const std::string lower(session.AsStringView());
   const std::string upper = SessionUpperBound(session);

@@ -295,6 +295,43 @@ TEST_F(RouterCoreTest, TenantQuotasBoundSessionsAndRunningTurns) {
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("holds 2 sessions")));
 }
 
+// Issue #14: a worker that found a session's stored data damaged reports it; the router rebuilds
+// it from its journal on another ready worker, or on the reporting worker when it is the only one.
+TEST_F(RouterCoreTest, ASessionAWorkerReportsDamagedIsRebuiltFromTheJournal) {
+  FakeWorker& w1 = AddWorker("w1");
+  const std::string s = Create();
+  ASSERT_TRUE(Chat(s, "hello").status.ok());
+  FakeWorker& w2 = AddWorker("w2");
+  v1::SessionRef ref;
+  ref.set_session_id(s);
+  ref.set_epoch(1);
+  w1.Forget(s);                         // what the damage cost w1
+  core_->NoteQuarantined("w2", {ref});  // not w2's session: ignored
+  core_->RebuildQuarantined();
+  EXPECT_EQ(journal_->GetSession(*ParseSessionId(s))->worker, "w1");
+  core_->NoteQuarantined("w1", {ref});
+  core_->RebuildQuarantined();
+  SessionRecord rec = *journal_->GetSession(*ParseSessionId(s));
+  EXPECT_EQ(rec.worker, "w2");
+  EXPECT_EQ(rec.epoch, 2u);
+  EXPECT_TRUE(w2.Has(s));
+  Turn next = Chat(s, "again");
+  ASSERT_TRUE(next.status.ok()) << next.status;
+  EXPECT_EQ(next.events.back().done().turn(), 2u);
+
+  // The only ready worker takes its own damaged session back.
+  w2.Forget(s);
+  ASSERT_TRUE(registry_->SetCordoned("w1", true).ok());
+  ref.set_epoch(2);
+  core_->NoteQuarantined("w2", {ref});
+  core_->RebuildQuarantined();
+  rec = *journal_->GetSession(*ParseSessionId(s));
+  EXPECT_EQ(rec.worker, "w2");
+  EXPECT_EQ(rec.epoch, 3u);
+  EXPECT_TRUE(w2.Has(s));
+  EXPECT_TRUE(Chat(s, "and again").status.ok());
+}
+
 TEST_F(RouterCoreTest, CallerCancellationAndDeadlineReachTheWorker) {
   FakeWorker& w = AddWorker("w1");
   const std::string s = Create();

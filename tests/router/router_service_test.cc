@@ -310,6 +310,29 @@ TEST_F(RouterServiceTest, SessionListingsArePaged) {
   EXPECT_EQ(resp.sessions_size(), 7);
 }
 
+// Issue #14: a session a worker reports damaged in its heartbeat is rebuilt from the journal.
+TEST_F(RouterServiceTest, AQuarantinedSessionInAHeartbeatIsRebuilt) {
+  FakeWorker& w1 = AddWorker("w1");
+  v1::SessionInfo info;
+  ASSERT_TRUE(Create(&info).ok());
+  ASSERT_TRUE(Chat(info.session_id(), "hello").status.ok());
+  FakeWorker& w2 = AddWorker("w2");
+  w1.Forget(info.session_id());
+  grpc::ClientContext ctx;
+  v1::HeartbeatRequest hb;
+  const testing::WorkerServer& w = workers_.at("w1");
+  *hb.mutable_status() = StatusOf("w1", w.address, w.model, w.hot_free, w.fingerprint);
+  v1::SessionRef* q = hb.mutable_status()->add_quarantined();
+  q->set_session_id(info.session_id());
+  q->set_epoch(1);
+  v1::HeartbeatResponse resp;
+  ASSERT_TRUE(reg_->Heartbeat(&ctx, hb, &resp).ok());
+  core_->RebuildQuarantined();
+  EXPECT_EQ(Journaled(info.session_id()).worker, "w2");
+  EXPECT_TRUE(w2.Has(info.session_id()));
+  EXPECT_TRUE(Chat(info.session_id(), "again").status.ok());
+}
+
 TEST_F(RouterServiceTest, RestartedRouterServesFromItsJournal) {
   AddWorker("w1");
   v1::SessionInfo info;

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "storage/cold_store_internal.h"
 #include "storage/state_codec.h"
+#include "storage/testing/sst_damage.h"
 #include "tests/support/test_util.h"
 
 namespace rsd {
@@ -255,6 +256,41 @@ TEST_F(ColdStoreTest, PutTokenLogWritesEveryTurnAtOnce) {
   absl::StatusOr<uint32_t> turns = store_->TokenLogTurns(other);
   ASSERT_TRUE(turns.ok());
   EXPECT_EQ(*turns, 0u);  // nothing of a refused log is written
+}
+
+// Issue #14: a damaged block of one column family costs only the sessions whose keys it holds:
+// every session is still listed (from the other families) and the others read as before.
+TEST_F(ColdStoreTest, ADamagedTableBlockCostsOnlyItsSessions) {
+  OpenStore();
+  std::vector<SessionId> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(SessionId::Random());
+    ASSERT_TRUE(store_->PutMeta(ids.back(), "{}").ok());
+    ASSERT_TRUE(store_->AppendTokens(ids.back(), 0, std::vector<int32_t>{i, i + 1}).ok());
+    ASSERT_TRUE(store_->Flush().ok());  // each session's keys in table files of their own
+  }
+  store_.reset();
+  absl::StatusOr<std::vector<std::string>> files = testing::SstFilesOfFamily(Dir(), "tokens");
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_EQ(files->size(), 3u);
+  ASSERT_TRUE(testing::FlipByte((*files)[1], 5).ok());  // inside the first data block
+  OpenStore();
+  absl::StatusOr<std::vector<SessionId>> listed = store_->ListSessions();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  std::vector<SessionId> want = ids;
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(*listed, want);
+  // Point lookups read only the files that hold their keys (bloom filters skip the others); a
+  // range scan reads every level-0 file it overlaps, which is why a damaged store is salvaged
+  // by point lookups (worker/engine/session_salvage.cc).
+  EXPECT_THAT(store_->ReadTokenLogByKeys(ids[1]),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("turn 0")));
+  for (int i : {0, 2}) {
+    absl::StatusOr<std::vector<TokenRecord>> log = store_->ReadTokenLogByKeys(ids[i]);
+    ASSERT_TRUE(log.ok()) << log.status();
+    ASSERT_EQ(log->size(), 1u);
+    EXPECT_EQ((*log)[0].tokens, std::vector<int32_t>({i, i + 1}));
+  }
 }
 
 TEST_F(ColdStoreTest, CorruptedTokenRecordIsDataLossNamingSessionAndTurn) {

@@ -35,6 +35,7 @@ absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
   // so host memory stays within the warm budget), else host memory (nothing is lost).
   if (!m->options_.data_dir.empty()) {
     RSD_ASSIGN_OR_RETURN(m->cold_, ColdStore::Open(m->options_.data_dir, m->options_.cold));
+    RSD_RETURN_IF_ERROR(m->SalvageIfDamaged());
     m->tiers_->Add(std::make_unique<ColdTier>(m->cold_.get()));
   } else {
     m->tiers_->Add(std::make_unique<MemoryTier>("host"));
@@ -58,58 +59,84 @@ std::vector<int32_t> SessionManager::Log(const Session& s) const {
 
 absl::Status SessionManager::Recover() {
   RSD_ASSIGN_OR_RETURN(std::vector<SessionId> ids, cold_->ListSessions());
-  const int n_layers = engine_->config().n_layers;
   for (const SessionId& id : ids) {
-    Session s;
-    s.id = id;
-    s.name = id.ToHex();
-    s.spilled = SpillForm::kTokens;
-    int32_t n_chunks = 0;
-    LayerPlan plan;
-    absl::StatusOr<std::string> meta = cold_->GetMeta(id);
-    if (meta.ok()) {
-      nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
-      if (j.is_object()) {
-        s.name = j.value("name", s.name);
-        s.attrs.tenant = j.value("tenant", s.attrs.tenant);
-        s.attrs.epoch = j.value("epoch", uint64_t{0});
-        s.attrs.ttl_seconds = j.value("ttl_seconds", 0u);
-        s.attrs.pin = j.value("pin", false);
-        s.attrs.priority = j.value("priority", 0);
-        const bool same_layout = j.value("model", "") == engine_->model_fingerprint() &&
-                                 j.value("numerics", "") == engine_->numerics_fingerprint();
-        auto form = ParseSpillForm(j.value("spilled", "tokens"));
-        auto layers = LayerPlan::Parse(j.value("layer_forms", std::string()), n_layers);
-        const bool checkpoints =
-            form.ok() && *form != SpillForm::kNone && *form != SpillForm::kTokens && layers.ok();
-        if (same_layout && checkpoints) {
-          s.spilled = *form;
-          n_chunks = j.value("spilled_chunks", 0);
-          plan = *layers;
-        }
-        if (!same_layout) {
-          log::Warn(
-              "session stored with another model or numerics fingerprint: it will be "
-              "rebuilt from its token log",
-              {{"session", s.name}});
-        }
-      }
-    }
-    RSD_ASSIGN_OR_RETURN(std::vector<TokenRecord> log, cold_->ReadTokenLog(id));
-    std::vector<int32_t> tokens;
-    for (const TokenRecord& r : log) {
-      tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());
-      s.turn_ends.push_back(static_cast<int64_t>(tokens.size()));
-    }
-    absl::Status adopted = engine_->AdoptSequence(id, tokens, n_chunks, plan);
-    if (!adopted.ok()) {  // metadata that does not fit the log: rebuild from the log
-      s.spilled = SpillForm::kTokens;
-      RSD_RETURN_IF_ERROR(engine_->AdoptSequence(id, tokens, 0, plan));
-    }
-    s.last_active = MonotonicSeconds();
-    sessions_[id] = std::move(s);
+    Quarantined seen;
+    seen.id = id;
+    absl::Status st = RecoverOne(id, &seen);
+    if (st.ok()) continue;
+    // The session's stored data is damaged: the rest of the worker does not pay for it.
+    if (engine_->HasSequence(id)) engine_->DestroySequence(id);
+    sessions_.erase(id);
+    cold_->DeleteSession(id).IgnoreError();
+    seen.error = std::string(st.message());
+    log::Error(
+        "session quarantined: its stored data cannot be read; the router rebuilds it from "
+        "its journal",
+        {{"session", id.ToHex()}, {"error", seen.error}});
+    std::lock_guard<std::mutex> lock(quarantine_mu_);
+    quarantined_.push_back(std::move(seen));
   }
   return absl::OkStatus();
+}
+
+absl::Status SessionManager::RecoverOne(const SessionId& id, Quarantined* seen) {
+  const int n_layers = engine_->config().n_layers;
+  Session s;
+  s.id = id;
+  s.name = id.ToHex();
+  s.spilled = SpillForm::kTokens;
+  int32_t n_chunks = 0;
+  LayerPlan plan;
+  absl::StatusOr<std::string> meta = cold_->GetMeta(id);
+  if (!meta.ok() && !absl::IsNotFound(meta.status())) return meta.status();
+  if (meta.ok()) {
+    nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) return absl::DataLossError("its metadata is not a JSON object");
+    s.name = j.value("name", s.name);
+    s.attrs.tenant = j.value("tenant", s.attrs.tenant);
+    s.attrs.epoch = j.value("epoch", uint64_t{0});
+    s.attrs.ttl_seconds = j.value("ttl_seconds", 0u);
+    s.attrs.pin = j.value("pin", false);
+    s.attrs.priority = j.value("priority", 0);
+    seen->tenant = s.attrs.tenant;
+    seen->epoch = s.attrs.epoch;
+    const bool same_layout = j.value("model", "") == engine_->model_fingerprint() &&
+                             j.value("numerics", "") == engine_->numerics_fingerprint();
+    auto form = ParseSpillForm(j.value("spilled", "tokens"));
+    auto layers = LayerPlan::Parse(j.value("layer_forms", std::string()), n_layers);
+    const bool checkpoints =
+        form.ok() && *form != SpillForm::kNone && *form != SpillForm::kTokens && layers.ok();
+    if (same_layout && checkpoints) {
+      s.spilled = *form;
+      n_chunks = j.value("spilled_chunks", 0);
+      plan = *layers;
+    }
+    if (!same_layout) {
+      log::Warn(
+          "session stored with another model or numerics fingerprint: it will be "
+          "rebuilt from its token log",
+          {{"session", s.name}});
+    }
+  }
+  RSD_ASSIGN_OR_RETURN(std::vector<TokenRecord> log, cold_->ReadTokenLog(id));
+  std::vector<int32_t> tokens;
+  for (const TokenRecord& r : log) {
+    tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());
+    s.turn_ends.push_back(static_cast<int64_t>(tokens.size()));
+  }
+  absl::Status adopted = engine_->AdoptSequence(id, tokens, n_chunks, plan);
+  if (!adopted.ok()) {  // metadata that does not fit the log: rebuild from the log
+    s.spilled = SpillForm::kTokens;
+    RSD_RETURN_IF_ERROR(engine_->AdoptSequence(id, tokens, 0, plan));
+  }
+  s.last_active = MonotonicSeconds();
+  sessions_[id] = std::move(s);
+  return absl::OkStatus();
+}
+
+std::vector<SessionManager::Quarantined> SessionManager::QuarantinedSessions() const {
+  std::lock_guard<std::mutex> lock(quarantine_mu_);
+  return quarantined_;
 }
 
 absl::Status SessionManager::SaveMeta(const Session& s) {

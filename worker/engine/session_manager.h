@@ -154,6 +154,18 @@ class SessionManager {
   // Tests: the cold tier, to damage stored values.
   ColdStore* cold_for_test() { return cold_.get(); }
 
+  // Sessions found at start whose stored metadata or token log could not be read (a damaged
+  // RocksDB block, a record failing its checksum): not loaded, their keys deleted, reported to the
+  // router (which rebuilds each from its journal) until one comes back by import. The worker
+  // starts and serves every other session. Any thread.
+  struct Quarantined {
+    SessionId id;
+    std::string tenant;  // from the metadata when it could be read ("" otherwise)
+    uint64_t epoch = 0;  // likewise (0: unknown)
+    std::string error;
+  };
+  std::vector<Quarantined> QuarantinedSessions() const;
+
   // Moves a spilled session's warm checkpoint blocks to the cold tier (tests: restore from cold).
   absl::Status DemoteToCold(const SessionId& id);
 
@@ -198,6 +210,12 @@ class SessionManager {
   SessionManager(Engine* engine, SessionManagerOptions options)
       : engine_(engine), options_(std::move(options)) {}
   absl::Status Recover();
+  // Before Recover (session_salvage.cc): a store in which some session cannot be read whole is
+  // replaced by a copy of what can be read; the rest is quarantined.
+  absl::Status SalvageIfDamaged();
+  absl::Status CopySession(ColdStore& from, ColdStore& to, const SessionId& id, Quarantined* seen);
+  // Recover's work for one stored session; an error quarantines it.
+  absl::Status RecoverOne(const SessionId& id, Quarantined* seen);
   absl::Status SaveMeta(const Session& s);
   absl::Status Restore(Session& s, std::string* restored_from);
   Session* Find(const SessionId& id);
@@ -229,6 +247,8 @@ class SessionManager {
   std::map<SessionId, Session> sessions_;
   void NoteMove(const std::string& key, int64_t bytes, double seconds);
   mutable std::mutex moves_mu_;
+  mutable std::mutex quarantine_mu_;
+  std::vector<Quarantined> quarantined_;     // guarded by quarantine_mu_
   std::map<std::string, MoveTotals> moves_;  // guarded by moves_mu_
   uint64_t clock_ = 0;
 };

@@ -149,6 +149,10 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
     return st;
   }
   report.form = s.spilled;
+  {
+    std::lock_guard<std::mutex> lock(quarantine_mu_);
+    std::erase_if(quarantined_, [&](const Quarantined& q) { return q.id == s.id; });
+  }
   sessions_[s.id] = std::move(s);
   return report;
 }

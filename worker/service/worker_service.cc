@@ -97,6 +97,12 @@ v1::WorkerStatus WorkerService::Status() {
   c->set_max_decode_rows(s.max_decode_rows);
   c->set_max_cancel_steps(s.max_cancel_steps);
   st.set_serving(scheduler_->Healthy());
+  for (const SessionManager::Quarantined& q : sessions_->QuarantinedSessions()) {
+    v1::SessionRef* r = st.add_quarantined();
+    r->set_session_id(q.id.ToHex());
+    r->set_tenant(q.tenant);
+    r->set_epoch(q.epoch);
+  }
   return st;
 }
 

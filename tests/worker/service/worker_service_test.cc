@@ -8,6 +8,7 @@
 #include "worker/service/worker_service.h"
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -16,7 +17,9 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/state_stream.h"
 #include "storage/common/ids.h"
+#include "storage/testing/sst_damage.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
 
@@ -28,7 +31,9 @@ using ::testing::HasSubstr;
 // One worker in process, served on 127.0.0.1 (port chosen by the system).
 class InProcessWorker {
  public:
-  absl::Status Start(const std::string& id, const std::string& model_path) {
+  // `data_dir` "": a new temporary directory (a restart passes the previous one).
+  absl::Status Start(const std::string& id, const std::string& model_path,
+                     const std::string& data_dir = "") {
     EngineOptions eo;
     eo.model_path = model_path;
     eo.block_tokens = 4;
@@ -38,7 +43,8 @@ class InProcessWorker {
     if (!engine.ok()) return engine.status();
     engine_ = std::move(*engine);
     SessionManagerOptions so;
-    so.data_dir = testing::MakeTempDir("rsd-service-" + id);
+    data_dir_ = data_dir.empty() ? testing::MakeTempDir("rsd-service-" + id) + "/db" : data_dir;
+    so.data_dir = data_dir_;
     absl::StatusOr<std::unique_ptr<SessionManager>> sessions =
         SessionManager::Create(engine_.get(), so);
     if (!sessions.ok()) return sessions.status();
@@ -59,10 +65,20 @@ class InProcessWorker {
     stub_ = v1::Worker::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
     return absl::OkStatus();
   }
-  ~InProcessWorker() {
+  ~InProcessWorker() { Stop(); }
+  // Everything down, in order; the data dir stays.
+  void Stop() {
     if (server_) server_->Shutdown();
+    server_.reset();
+    service_.reset();
+    scheduler_.reset();
+    sessions_.reset();
+    engine_.reset();
   }
   v1::Worker::Stub& stub() { return *stub_; }
+  SessionManager& sessions() { return *sessions_; }
+  WorkerService& service() { return *service_; }
+  const std::string& data_dir() const { return data_dir_; }
   const std::string& address() const { return address_; }
 
  private:
@@ -73,6 +89,7 @@ class InProcessWorker {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::Worker::Stub> stub_;
   std::string address_;
+  std::string data_dir_;
 };
 
 std::unique_ptr<grpc::ClientContext> Ctx() {
@@ -265,6 +282,83 @@ TEST_F(WorkerServiceTest, HostileImportsAreRefusedAtTheirHeaderAndOthersKeepBein
   Turn next = RunTurn(w1_.stub(), Ref(id, 1), "two");
   ASSERT_TRUE(next.status.ok()) << next.status.error_message();
   EXPECT_EQ(next.done.turn(), 2u);
+}
+
+// Issue #14: a damaged table block in a stopped worker's store costs only the session whose keys
+// it holds: the worker starts, salvages the rest (they continue exactly), sets the damaged files
+// aside and reports the damaged session until it is imported again.
+TEST_F(WorkerServiceTest, ADamagedStoreBlockQuarantinesOnlyItsSession) {
+  const std::vector<std::string> ids = {SessionId::Random().ToHex(), SessionId::Random().ToHex(),
+                                        SessionId::Random().ToHex()};
+  std::vector<std::vector<int32_t>> reference;  // the same two turns on w2, never damaged
+  for (const std::string& id : ids) {
+    ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok());
+    ASSERT_TRUE(RunTurn(w1_.stub(), Ref(id, 1), "one " + id.substr(0, 4)).status.ok());
+    ASSERT_TRUE(w1_.sessions().cold_for_test()->Flush().ok());  // a table file per session
+    const std::string twin = SessionId::Random().ToHex();
+    ASSERT_TRUE(Open(w2_, Ref(twin, 1)).ok());
+    ASSERT_TRUE(RunTurn(w2_.stub(), Ref(twin, 1), "one " + id.substr(0, 4)).status.ok());
+    reference.push_back(RunTurn(w2_.stub(), Ref(twin, 1), "two").streamed);
+  }
+  const std::string dir = w1_.data_dir();
+  w1_.Stop();
+  absl::StatusOr<std::vector<std::string>> files = testing::SstFilesOfFamily(dir, "tokens");
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_EQ(files->size(), 3u);
+  ASSERT_TRUE(testing::FlipByte((*files)[1], 5).ok());
+
+  const absl::Status restarted = w1_.Start("w1", model_, dir);
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  const v1::WorkerStatus status = w1_.service().Status();
+  ASSERT_EQ(status.quarantined_size(), 1) << status.DebugString();
+  EXPECT_EQ(status.quarantined(0).session_id(), ids[1]);
+  EXPECT_EQ(status.quarantined(0).tenant(), "t");
+  EXPECT_EQ(status.quarantined(0).epoch(), 1u);
+  v1::SessionInfo info;
+  EXPECT_EQ(w1_.stub().DescribeSession(Ctx().get(), Ref(ids[1], 1), &info).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  for (int i : {0, 2}) {
+    Turn t = RunTurn(w1_.stub(), Ref(ids[i], 1), "two");
+    ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+    EXPECT_EQ(t.done.turn(), 2u);
+    EXPECT_EQ(t.streamed, reference[i]) << "a salvaged session diverged";
+  }
+  bool aside = false;
+  for (const auto& e :
+       std::filesystem::directory_iterator(std::filesystem::path(dir).parent_path())) {
+    aside = aside || e.path().filename().string().rfind("db.damaged-", 0) == 0;
+  }
+  EXPECT_TRUE(aside) << "the damaged files were not kept";
+
+  // The router's rebuild (a token-only import at the next epoch) ends the quarantine.
+  v1::ExportSessionRequest exp;
+  *exp.mutable_ref() = Ref(ids[0], 1);
+  exp.set_form("tokens");
+  exp.set_target_epoch(1);
+  auto ectx = Ctx();
+  auto reader = w1_.stub().ExportSession(ectx.get(), exp);
+  std::vector<v1::StateChunk> chunks;
+  for (v1::StateChunk c; reader->Read(&c);) chunks.push_back(c);
+  ASSERT_TRUE(reader->Finish().ok());
+  // Session 0's log stands in for the journal's: imported under the quarantined id, epoch 2.
+  StateStreamReader decode;
+  for (v1::StateChunk& c : chunks) ASSERT_TRUE(decode.Add(std::move(c)).ok());
+  absl::StatusOr<SessionState> state = decode.Finish();
+  ASSERT_TRUE(state.ok()) << state.status();
+  state->id = *ParseSessionId(ids[1]);
+  v1::ImportSessionResponse imported;
+  auto ictx = Ctx();
+  auto writer = w1_.stub().ImportSession(ictx.get(), &imported);
+  ASSERT_TRUE(WriteStateStream(*std::move(state), 2, [&](const v1::StateChunk& c) {
+                return writer->Write(c);
+              }).ok());
+  writer->WritesDone();
+  const grpc::Status done = writer->Finish();
+  ASSERT_TRUE(done.ok()) << done.error_message();
+  EXPECT_EQ(w1_.service().Status().quarantined_size(), 0);
+  Turn back = RunTurn(w1_.stub(), Ref(ids[1], 2), "three");
+  ASSERT_TRUE(back.status.ok()) << back.status.error_message();
+  EXPECT_EQ(back.done.turn(), 3u);  // the imported log's two turns, then this one
 }
 
 TEST_F(WorkerServiceTest, SendSessionToAnUnreachableTargetIsUnavailableAndTheSourceKeepsServing) {
