@@ -1,5 +1,6 @@
 // Sessions a worker found damaged in its own storage (issue #14): the worker starts without them
-// and reports them in its status; the router rebuilds each from its journal (the token-only
+// and reports them in its status, or registers them with fewer committed turns than the journal
+// holds (its storage lost writes); the router rebuilds each from its journal (the token-only
 // stream failover uses) on another ready worker of its model, or on the reporting worker itself
 // when it is the only one. The failover monitor's scan runs the queue.
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,27 @@ void RouterCore::NoteQuarantined(const std::string& worker,
     if (!rec.ok() || rec->worker != worker) continue;
     log::Warn("worker reports a damaged session: rebuilding it from the journal",
               {{"worker", worker}, {"session", id->ToHex()}});
+    absl::MutexLock lock(&mu_);
+    quarantined_.emplace(*id, worker);
+  }
+}
+
+void RouterCore::NoteBehind(const std::string& worker, const std::vector<v1::SessionRef>& refs,
+                            const std::vector<uint32_t>& turns) {
+  for (size_t i = 0; i < refs.size() && i < turns.size(); ++i) {
+    absl::StatusOr<SessionId> id = ParseSessionId(refs[i].session_id());
+    if (!id.ok()) continue;
+    absl::StatusOr<SessionRecord> rec = journal_->GetSession(*id);
+    if (!rec.ok() || rec->worker != worker || rec->epoch != refs[i].epoch()) continue;
+    absl::StatusOr<std::optional<TurnRecord>> last = journal_->LastTurn(*id);
+    if (!last.ok() || !last->has_value() || (*last)->turn <= turns[i]) continue;
+    log::Error(
+        "a worker's log is behind the journal (its storage lost writes): rebuilding the "
+        "session from the journal",
+        {{"worker", worker},
+         {"session", id->ToHex()},
+         {"worker_turns", std::to_string(turns[i])},
+         {"journal_turns", std::to_string((*last)->turn)}});
     absl::MutexLock lock(&mu_);
     quarantined_.emplace(*id, worker);
   }

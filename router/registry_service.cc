@@ -72,6 +72,7 @@ grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::Regis
   if (!s.ok()) return ToGrpc(s);
   const std::vector<v1::SessionRef> reported(req->sessions().begin(), req->sessions().end());
   const std::vector<v1::SessionRef> drop = core_.SessionsToDrop(d.id, reported);
+  core_.NoteBehind(d.id, reported, {req->session_turns().begin(), req->session_turns().end()});
   for (const v1::SessionRef& ref : drop) *resp->add_drop() = ref;
   log::Info("worker registered", {{"worker", d.id},
                                   {"address", d.address},

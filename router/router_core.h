@@ -183,6 +183,11 @@ class RouterCore {
   // Sessions `worker` reports damaged in its storage (WorkerStatus.quarantined): those the
   // journal still gives it are queued for a rebuild from the journal (quarantine.cc).
   void NoteQuarantined(const std::string& worker, const std::vector<v1::SessionRef>& refs);
+  // Sessions a registering worker holds with fewer committed turns than the journal has (its
+  // storage lost writes): queued for the same rebuild, so that no acknowledged turn is lost.
+  // `turns[i]` is the worker's count for `refs[i]`.
+  void NoteBehind(const std::string& worker, const std::vector<v1::SessionRef>& refs,
+                  const std::vector<uint32_t>& turns);
   // Rebuilds the queued sessions on another ready worker of their model (the reporting one if it
   // is the only one); a failure stays queued for the next scan. The monitor's scan calls it.
   void RebuildQuarantined();

@@ -167,7 +167,9 @@ struct RouterLink {
     if (!registered) {
       v1::RegisterRequest req;
       *req.mutable_status() = service.Status();
-      for (const v1::SessionRef& r : service.SessionRefs()) *req.add_sessions() = r;
+      std::vector<uint32_t> turns;
+      for (const v1::SessionRef& r : service.SessionRefs(&turns)) *req.add_sessions() = r;
+      for (uint32_t t : turns) req.add_session_turns(t);
       v1::RegisterResponse resp;
       st = stub->Register(&ctx, req, &resp);
       if (st.ok()) {

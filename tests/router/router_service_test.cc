@@ -333,6 +333,44 @@ TEST_F(RouterServiceTest, AQuarantinedSessionInAHeartbeatIsRebuilt) {
   EXPECT_TRUE(Chat(info.session_id(), "again").status.ok());
 }
 
+// Issue #14: a worker that registers a session with fewer committed turns than the journal holds
+// lost writes in its storage; the session is rebuilt from the journal, so no acknowledged turn is
+// lost. A worker level with the journal keeps its sessions.
+TEST_F(RouterServiceTest, AWorkerBehindTheJournalHasTheSessionRebuilt) {
+  AddWorker("w1");
+  v1::SessionInfo kept, behind;
+  ASSERT_TRUE(Create(&kept).ok());
+  ASSERT_TRUE(Create(&behind).ok());
+  for (const v1::SessionInfo* s : {&kept, &behind}) {
+    ASSERT_TRUE(Chat(s->session_id(), "one").status.ok());
+    ASSERT_TRUE(Chat(s->session_id(), "two").status.ok());
+  }
+  FakeWorker& w2 = AddWorker("w2");
+  grpc::ClientContext ctx;
+  v1::RegisterRequest req;
+  const testing::WorkerServer& w = workers_.at("w1");
+  *req.mutable_status() = StatusOf("w1", w.address, w.model, w.hot_free, w.fingerprint);
+  for (const v1::SessionInfo* s : {&kept, &behind}) {
+    v1::SessionRef* r = req.add_sessions();
+    r->set_session_id(s->session_id());
+    r->set_epoch(1);
+  }
+  req.add_session_turns(2);  // kept: as the journal
+  req.add_session_turns(1);  // behind: its second turn was lost
+  v1::RegisterResponse resp;
+  ASSERT_TRUE(reg_->Register(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.drop_size(), 0);
+  core_->RebuildQuarantined();
+  EXPECT_EQ(Journaled(kept.session_id()).worker, "w1");
+  const SessionRecord moved = Journaled(behind.session_id());
+  EXPECT_EQ(moved.worker, "w2");
+  EXPECT_EQ(moved.epoch, 2u);
+  ASSERT_TRUE(w2.Has(behind.session_id()));
+  Turn third = Chat(behind.session_id(), "three");
+  ASSERT_TRUE(third.status.ok()) << third.status.error_message();
+  EXPECT_EQ(third.events.back().done().turn(), 3u);  // both journaled turns are there
+}
+
 TEST_F(RouterServiceTest, RestartedRouterServesFromItsJournal) {
   AddWorker("w1");
   v1::SessionInfo info;

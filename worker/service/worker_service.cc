@@ -412,7 +412,7 @@ grpc::Status WorkerService::GetStatus(grpc::ServerContext*, const v1::WorkerStat
   return grpc::Status::OK;
 }
 
-std::vector<v1::SessionRef> WorkerService::SessionRefs() {
+std::vector<v1::SessionRef> WorkerService::SessionRefs(std::vector<uint32_t>* turns) {
   std::vector<v1::SessionRef> refs;
   scheduler_->RunSync([&] {
     for (const SessionInfo& info : sessions_->List()) {
@@ -421,6 +421,7 @@ std::vector<v1::SessionRef> WorkerService::SessionRefs() {
       r.set_tenant(info.attrs.tenant);
       r.set_epoch(info.attrs.epoch);
       refs.push_back(r);
+      if (turns != nullptr) turns->push_back(info.turns);
     }
   });
   return refs;

@@ -60,7 +60,7 @@ class WorkerService final : public v1::Worker::Service {
 
   // Registration: the sessions this worker holds, with their epochs; and dropping those the
   // router says are no longer ours (failed over or migrated while we were away).
-  std::vector<v1::SessionRef> SessionRefs();
+  std::vector<v1::SessionRef> SessionRefs(std::vector<uint32_t>* turns = nullptr);
   void Drop(const google::protobuf::RepeatedPtrField<v1::SessionRef>& refs);
 
   // The status heartbeats carry (also GetStatus).
