@@ -2,23 +2,41 @@
 # The container's entrypoint: `entrypoint.sh router|worker|drain` builds the server's command line
 # from RSD_* environment variables (the ConfigMap rsd-config) and execs it, so operators change
 # flags in one place. `drain` is the worker's preStop hook: the router moves its sessions away.
-# The servers have no TLS yet (issue #13), so pods listen in plaintext on the pod network
-# (--insecure-listen, RSD_INSECURE_LISTEN=false to refuse): the NetworkPolicies in
-# base/policies.yaml limit who can reach the ports.
+#
+# Transport security and keys (issue #13), off unless configured:
+#   RSD_TLS_DIR  a mounted kubernetes.io/tls Secret (tls.crt, tls.key, and ca.crt for mutual TLS):
+#                the router serves TLS and HTTPS (and requires workers' certificates with ca.crt),
+#                a worker serves mutual TLS (ca.crt required; its certificate must name its pod);
+#                `drain` dials the router over TLS.
+#   RSD_AUTH=true       the router requires API keys (first start writes <data-dir>/admin.key).
+#   RSD_API_KEY         a worker's key (rsdctl keys create --worker), read by rsd-worker itself.
+#   RSD_ADMIN_API_KEY   the key `drain` uses (draining is an Admin call).
+# Without TLS, pods listen in plaintext on the pod network (--insecure-listen; set
+# RSD_INSECURE_LISTEN=false to refuse): the NetworkPolicies in base/policies.yaml limit who can
+# reach the ports. A worker's /metrics port is plaintext either way.
 set -eu
 role="${1:-}"
+tls_dir="${RSD_TLS_DIR:-}"
+tls=false
+if [ -n "$tls_dir" ] && [ -f "$tls_dir/tls.crt" ]; then tls=true; fi
 case "$role" in
   router)
-    exec rsd-router \
+    set -- \
       --listen "${RSD_LISTEN:-0.0.0.0:50051}" \
       --http-listen "${RSD_HTTP_LISTEN:-0.0.0.0:8080}" \
       --insecure-listen="${RSD_INSECURE_LISTEN:-true}" \
       --data-dir "${RSD_DATA_DIR:-/data/router}" \
       --heartbeat-timeout "${RSD_HEARTBEAT_TIMEOUT:-5}"
+    if [ "$tls" = true ]; then
+      set -- "$@" --tls-cert "$tls_dir/tls.crt" --tls-key "$tls_dir/tls.key"
+      if [ -f "$tls_dir/ca.crt" ]; then set -- "$@" --tls-ca "$tls_dir/ca.crt"; fi
+    fi
+    if [ "${RSD_AUTH:-false}" = true ]; then set -- "$@" --auth; fi
+    exec rsd-router "$@"
     ;;
   worker)
     : "${POD_NAME:?POD_NAME (the worker id) is required}"
-    exec rsd-worker \
+    set -- \
       --model "${RSD_MODEL:-/opt/residuum/models/SmolLM2-135M-Instruct.Q4_1.gguf}" \
       --id "$POD_NAME" \
       --listen "${RSD_LISTEN:-0.0.0.0:50061}" \
@@ -31,10 +49,21 @@ case "$role" in
       --threads "${RSD_THREADS:-0}" \
       --hot-bytes "${RSD_HOT_BYTES:-1073741824}" \
       --warm-bytes "${RSD_WARM_BYTES:-1073741824}"
+    if [ "$tls" = true ]; then
+      set -- "$@" --tls-cert "$tls_dir/tls.crt" --tls-key "$tls_dir/tls.key" \
+        --tls-ca "$tls_dir/ca.crt"
+    fi
+    exec rsd-worker "$@"
     ;;
   drain)
     : "${POD_NAME:?POD_NAME (the worker id) is required}"
-    exec rsdctl --router "${RSD_ROUTER:-rsd-router:50051}" drain "$POD_NAME"
+    set -- --router "${RSD_ROUTER:-rsd-router:50051}"
+    if [ "$tls" = true ]; then
+      set -- "$@" --tls-ca "$tls_dir/ca.crt" --tls-cert "$tls_dir/tls.crt" \
+        --tls-key "$tls_dir/tls.key"
+    fi
+    if [ -n "${RSD_ADMIN_API_KEY:-}" ]; then export RSD_API_KEY="$RSD_ADMIN_API_KEY"; fi
+    exec rsdctl "$@" drain "$POD_NAME"
     ;;
   *)
     echo "usage: entrypoint.sh router|worker|drain (flags come from RSD_* variables)" >&2

@@ -46,6 +46,48 @@ w = yaml.safe_load(open(sys.argv[1]))["workers"][0]
 assert w["id"] == "rsd-worker-0" and w["state"] == "draining", w
 assert isinstance(w["load"]["hot_bytes_total"], int), w
 PY
+# TLS from a mounted kubernetes.io/tls Secret and API keys, as an operator turns them on: the
+# router serves TLS and requires keys, the worker registers over mutual TLS with its worker key,
+# HTTPS answers a tenant's key, and the preStop drain uses the admin key.
+"$src/tests/support/make_certs.sh" "$dir/ca" rsd-worker-1
+mkdir -p "$dir/secret"
+cp "$dir/ca/rsd-worker-1.pem" "$dir/secret/tls.crt"
+cp "$dir/ca/rsd-worker-1.key" "$dir/secret/tls.key"
+cp "$dir/ca/ca.pem" "$dir/secret/ca.crt"
+grpc2=$(port); http2=$(port); wgrpc2=$(port); whttp2=$(port)
+export RSD_TLS_DIR="$dir/secret"
+RSD_AUTH=true RSD_LISTEN="127.0.0.1:$grpc2" RSD_HTTP_LISTEN="127.0.0.1:$http2" \
+  RSD_DATA_DIR="$dir/data/router2" "$src/k8s/entrypoint.sh" router > "$dir/router2.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$dir/data/router2/admin.key" ] && break; sleep 0.1; done
+tls=(--router "127.0.0.1:$grpc2" --tls-ca "$dir/secret/ca.crt")
+admin=(--api-key-file "$dir/data/router2/admin.key")
+worker_key="$(rsdctl "${tls[@]}" "${admin[@]}" -o json keys create --worker |
+  "$pyenv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+tenant_key="$(rsdctl "${tls[@]}" "${admin[@]}" -o json keys create --tenant acme |
+  "$pyenv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+RSD_ROUTER="127.0.0.1:$grpc2" RSD_API_KEY="$worker_key" POD_NAME=rsd-worker-1 \
+  RSD_LISTEN="127.0.0.1:$wgrpc2" RSD_ADVERTISE="127.0.0.1:$wgrpc2" \
+  RSD_HTTP_LISTEN="127.0.0.1:$whttp2" RSD_DATA_DIR="$dir/data/worker2" \
+  "$src/k8s/entrypoint.sh" worker > "$dir/worker2.log" 2>&1 &
+pids+=($!)
+workers=""
+for _ in $(seq 1 300); do
+  workers="$(rsdctl "${tls[@]}" "${admin[@]}" -o json workers || true)"
+  if [[ "$workers" == *rsd-worker-1* ]]; then break; fi
+  sleep 0.2
+done
+[[ "$workers" == *'"ready"'* ]]
+models="$(curl -sf --cacert "$dir/secret/ca.crt" -H "Authorization: Bearer $tenant_key" \
+  "https://127.0.0.1:$http2/v1/models")"
+[[ "$models" == *SmolLM2* ]]
+rc=0; curl -sf --cacert "$dir/secret/ca.crt" "https://127.0.0.1:$http2/v1/models" || rc=$?
+[ "$rc" -ne 0 ]  # no key: 401
+RSD_ROUTER="127.0.0.1:$grpc2" RSD_ADMIN_API_KEY="$(cat "$dir/data/router2/admin.key")" \
+  POD_NAME=rsd-worker-1 "$src/k8s/entrypoint.sh" drain
+workers="$(rsdctl "${tls[@]}" "${admin[@]}" -o json workers)"
+[[ "$workers" == *'"draining"'* ]]
+unset RSD_TLS_DIR
 # Without POD_NAME a worker refuses to start; an unknown role is a usage error.
 rc=0; env -u POD_NAME "$src/k8s/entrypoint.sh" worker 2>/dev/null || rc=$?
 [ "$rc" -ne 0 ]
