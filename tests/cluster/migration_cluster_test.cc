@@ -262,6 +262,7 @@ TEST_F(MigrationTest, DrainUnderLoadFailsNoRequest) {
   std::vector<std::string> ids;
   for (int i = 0; i < kSessions; ++i) ids.push_back(c.Create()->session_id());
   std::atomic<int> failures{0};
+  std::vector<std::atomic<int>> done(kSessions);
   std::vector<std::thread> load;
   for (int i = 0; i < kSessions; ++i) {
     load.emplace_back([&, i] {
@@ -273,10 +274,22 @@ TEST_F(MigrationTest, DrainUnderLoadFailsNoRequest) {
           return;
         }
         EXPECT_EQ(o.tokens, (*greedy_)[t]) << "session " << i << " turn " << t;
+        done[i]++;
       }
     });
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const auto total = [&] {
+    int n = 0;
+    for (const auto& d : done) n += d.load();
+    return n;
+  };
+  // The drain starts once every session has committed a turn (an event, not a time) ...
+  for (bool all = false; !all && failures.load() == 0;) {
+    all = true;
+    for (const auto& d : done) all = all && d.load() > 0;
+    if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int before_drain = total();
   grpc::ClientContext ctx;
   v1::WorkerRequest req;
   req.set_worker("w1");
@@ -285,8 +298,12 @@ TEST_F(MigrationTest, DrainUnderLoadFailsNoRequest) {
   EXPECT_TRUE(st.ok()) << st.error_message();
   for (auto& t : load) t.join();
   EXPECT_EQ(failures.load(), 0);
+  // ... and the load was still running when it did: the drain overlapped turns.
+  EXPECT_LT(before_drain, kSessions * kLoadTurns) << "the load ended before the drain began";
+  EXPECT_EQ(total(), kSessions * kLoadTurns);
   EXPECT_TRUE(WorkerSessions(c, "w1").empty()) << "the drained worker still holds sessions";
-  std::printf("drain: %d sessions moved off w1 under load\n", drained.moved_size());
+  std::printf("drain: %d sessions moved off w1 under load (%d of %d turns done before it)\n",
+              drained.moved_size(), before_drain, kSessions * kLoadTurns);
   for (const std::string& id : ids) EXPECT_EQ(DescribeAdmin(c, id).worker(), "w2");
 }
 

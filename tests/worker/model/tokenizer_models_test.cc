@@ -224,7 +224,10 @@ TEST_F(SmolLM2Test, RoundTripsRandomText) {
   }
 }
 
-TEST_F(SmolLM2Test, EncodesTenKilobytesQuickly) {
+// Ten kilobytes in one piece round-trip (a long input stays correct). The speed is printed, not
+// asserted: timing figures belong to benchmarks, and a wall-clock bound here flaked on a loaded
+// machine (issue #14).
+TEST_F(SmolLM2Test, EncodesTenKilobytesInOnePiece) {
   std::string text;
   std::mt19937 rng(5);
   while (text.size() < 10 * 1024) text += RandomText(rng, true);
@@ -233,8 +236,8 @@ TEST_F(SmolLM2Test, EncodesTenKilobytesQuickly) {
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::printf("encoded %zu bytes into %zu tokens in %.2f ms\n", text.size(), ids.size(), ms);
-  // The target is well under 10 ms; the bound leaves room for sanitizer and debug builds.
-  EXPECT_LT(ms, 100.0);
+  EXPECT_EQ(tok().Decode(ids, true), text);
+  EXPECT_LT(ids.size(), text.size());  // merges happened
 }
 
 class Stories260KTest : public ::testing::Test {
@@ -288,16 +291,19 @@ TEST_F(Stories260KTest, RoundTripsRandomText) {
   }
 }
 
-TEST_F(Stories260KTest, EncodesTenKilobytesQuickly) {
+TEST_F(Stories260KTest, EncodesTenKilobytesInOnePiece) {
   std::string text;
   std::mt19937 rng(6);
-  while (text.size() < 10 * 1024) text += RandomText(rng, false);
+  while (text.size() < 10 * 1024) {
+    const std::string s = RandomText(rng, false);
+    if (s.find("\xE2\x96\x81") == std::string::npos) text += s;  // U+2581 decodes as " "
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> ids = tok().Encode(text, false);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::printf("encoded %zu bytes into %zu tokens in %.2f ms\n", text.size(), ids.size(), ms);
-  EXPECT_LT(ms, 100.0);
+  EXPECT_EQ(tok().Decode(ids, false), text);
 }
 
 TEST_F(Stories260KTest, PlainChatTemplate) {
