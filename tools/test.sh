@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh Debian 12 machine, fetches the
 # default model, builds, runs every test with ctest, then runs the core unit tests again under
-# AddressSanitizer and UndefinedBehaviorSanitizer.
+# AddressSanitizer and UndefinedBehaviorSanitizer, and fuzzes the parsers with libFuzzer for a
+# bounded time (RSD_FUZZ_SECONDS a target, default 30).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/tools/install-deps.sh"
@@ -21,3 +22,5 @@ echo "== core unit tests under ASan + UBSan =="
 echo "== all tests =="
 cd "$root/build"
 ctest --output-on-failure -j2 --timeout 1200
+echo "== fuzzing (libFuzzer + ASan/UBSan, ${RSD_FUZZ_SECONDS:-30} s a target) =="
+"$root/tools/fuzz.sh" "${RSD_FUZZ_SECONDS:-30}"
