@@ -46,8 +46,10 @@ class Tokenizer {
   // space of the first token is dropped, as llama.cpp's detokenizer does; no other clean-up. So
   // Decode(Encode(s, p), true) == s for valid UTF-8 s, except in SentencePiece-style models for
   // a literal "▁" (it is their space) and for text right after a parsed special token (which
-  // gained a "▁" prefix). May be invalid UTF-8 when a multi-byte character is split across calls.
-  // Ids out of range contribute nothing.
+  // gained a "▁" prefix), and in byte-level BPE models whose vocabulary lacks some byte's
+  // character (SmolLM2 has none for 0x16): that byte encodes to nothing, as in llama.cpp. May be
+  // invalid UTF-8 when a multi-byte character is split across calls. Ids out of range contribute
+  // nothing.
   virtual std::string Decode(std::span<const int32_t> ids, bool render_special) const = 0;
 
   // The raw bytes one token contributes (no special rendering rules, no leading-space stripping):
