@@ -251,9 +251,13 @@ void ReadSpecials(const json& root, const json& cfg, TokenizerSpec* spec) {
 
 }  // namespace
 
-absl::StatusOr<TokenizerSpec> ParseHfTokenizerJson(const std::string& path,
-                                                   const std::string& tokenizer_json,
-                                                   const std::string& tokenizer_config_json) {
+namespace {
+
+// ParseHfTokenizerJson without the guard against fields of the wrong JSON type (which make
+// nlohmann::json throw).
+absl::StatusOr<TokenizerSpec> ParseUnguarded(const std::string& path,
+                                             const std::string& tokenizer_json,
+                                             const std::string& tokenizer_config_json) {
   Parser p(path);
   RSD_ASSIGN_OR_RETURN(json root, p.Parse(tokenizer_json, "tokenizer.json"));
   json cfg = json::object();
@@ -300,6 +304,21 @@ absl::StatusOr<TokenizerSpec> ParseHfTokenizerJson(const std::string& path,
   if (spec.model == "llama") ScoresFromMerges(&spec);
   ReadSpecials(root, cfg, &spec);
   return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<TokenizerSpec> ParseHfTokenizerJson(const std::string& path,
+                                                   const std::string& tokenizer_json,
+                                                   const std::string& tokenizer_config_json) {
+  // A field of another type than expected (found by tests/fuzz/fuzz_hf_json: a model "type"
+  // that is an array) is a malformed file, not a crash.
+  try {
+    return ParseUnguarded(path, tokenizer_json, tokenizer_config_json);
+  } catch (const std::exception& e) {  // json::type_error and the like
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": a field of tokenizer.json has an unexpected type (", e.what(), ")"));
+  }
 }
 
 }  // namespace rsd
