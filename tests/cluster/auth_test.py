@@ -8,7 +8,6 @@ Usage: auth_test.py BUILD_DIR MODEL
 """
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -19,30 +18,9 @@ import urllib.error
 import urllib.request
 
 import openai
+from procs import free_port, read, stop, wait_line
 
 BUILD, MODEL = sys.argv[1], sys.argv[2]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read(path):
-    with open(path) as f:
-        return f.read().strip()
-
-
-def wait_line(p, ready):
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"exited: {p.wait()}")
-        if ready in line:
-            return line
-    raise RuntimeError(f"no '{ready}'")
 
 
 class AuthClusterTest(unittest.TestCase):
@@ -74,13 +52,7 @@ class AuthClusterTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for p in cls.procs:
-            p.terminate()
-        for p in cls.procs:
-            p.wait(timeout=30)
-            for stream in (p.stdout, p.stderr):
-                if stream:
-                    stream.close()
+        stop(cls.procs)
         cls.log.close()
 
     @classmethod
@@ -191,10 +163,7 @@ class AuthClusterTest(unittest.TestCase):
                  ("w-tenant", ["--api-key-file", self.alice_file], "PERMISSION_DENIED")]
         for wid, flags, code in cases:
             p = self.start_worker(wid, flags)
-            deadline = time.time() + 30
-            seen = ""
-            while time.time() < deadline and "router call failed" not in seen:
-                seen += p.stderr.readline()
+            seen = wait_line(p, "router call failed", stream="stderr", seconds=30)
             p.terminate()
             p.wait(timeout=30)
             self.assertIn("router call failed", seen, wid)
@@ -218,7 +187,7 @@ class AuthClusterTest(unittest.TestCase):
             urllib.request.urlopen(req)
         self.assertEqual(e.exception.code, 401)
         self.assertEqual(json.loads(e.exception.read())["error"]["type"], "authentication_error")
-        worker_key = read(self.worker_key_file)
+        worker_key = read(self.worker_key_file).strip()
         with self.assertRaises(openai.PermissionDeniedError):
             self.openai_client(worker_key).models.list()
         kept = self.openai_client(self.alice["key"], session="new")
@@ -234,7 +203,7 @@ class AuthClusterTest(unittest.TestCase):
                              200)
 
     def test_no_secret_in_logs(self):
-        secrets = [self.alice["key"][21:], self.bob["key"][21:], read(self.admin_file)[21:]]
+        secrets = [self.alice["key"][21:], self.bob["key"][21:], read(self.admin_file).strip()[21:]]
         for path in (os.path.join(self.dir, "log.txt"), f"{self.data}/audit.log"):
             text = read(path)
             for s in secrets:

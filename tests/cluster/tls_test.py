@@ -13,7 +13,6 @@ Usage: tls_test.py SOURCE_DIR BUILD_DIR MODEL
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,30 +23,9 @@ import urllib.request
 
 import grpc
 import openai
+from procs import free_port, read, stop, wait_line
 
 SOURCE, BUILD, MODEL = sys.argv[1], sys.argv[2], sys.argv[3]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_line(p, ready):
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"exited: {p.wait()}")
-        if ready in line:
-            return line
-    raise RuntimeError(f"no '{ready}'")
-
-
-def read(path, mode="r"):
-    with open(path, mode) as f:
-        return f.read()
 
 
 class TlsClusterTest(unittest.TestCase):
@@ -68,14 +46,7 @@ class TlsClusterTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for p in cls.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in cls.procs:
-            p.wait(timeout=30)
-            for stream in (p.stdout, p.stderr):
-                if stream:
-                    stream.close()
+        stop(cls.procs)
         cls.log.close()
 
     @classmethod
@@ -160,10 +131,7 @@ class TlsClusterTest(unittest.TestCase):
                                     ("w3", "other-ca/w3", f"{self.certs}/other-ca/ca.pem",
                                      "UNAVAILABLE")):
             p = self.start_worker(wid, cert, ca)
-            deadline = time.time() + 30
-            seen = ""
-            while time.time() < deadline and "router call failed" not in seen:
-                seen += p.stderr.readline()
+            seen = wait_line(p, "router call failed", stream="stderr", seconds=30)
             p.terminate()
             p.wait(timeout=30)
             self.assertIn("router call failed", seen, wid)

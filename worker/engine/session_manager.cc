@@ -68,15 +68,19 @@ absl::Status SessionManager::Recover() {
     if (engine_->HasSequence(id)) engine_->DestroySequence(id);
     sessions_.erase(id);
     cold_->DeleteSession(id).IgnoreError();
-    seen.error = std::string(st.message());
-    log::Error(
-        "session quarantined: its stored data cannot be read; the router rebuilds it from "
-        "its journal",
-        {{"session", id.ToHex()}, {"error", seen.error}});
-    std::lock_guard<std::mutex> lock(quarantine_mu_);
-    quarantined_.push_back(std::move(seen));
+    Quarantine(std::move(seen), st);
   }
   return absl::OkStatus();
+}
+
+void SessionManager::Quarantine(Quarantined seen, const absl::Status& why) {
+  seen.error = std::string(why.message());
+  log::Error(
+      "session quarantined: its stored data cannot be read; the router rebuilds it from its "
+      "journal",
+      {{"session", seen.id.ToHex()}, {"error", seen.error}});
+  std::lock_guard<std::mutex> lock(quarantine_mu_);
+  quarantined_.push_back(std::move(seen));
 }
 
 absl::Status SessionManager::RecoverOne(const SessionId& id, Quarantined* seen) {

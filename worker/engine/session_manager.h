@@ -214,6 +214,8 @@ class SessionManager {
   // replaced by a copy of what can be read; the rest is quarantined.
   absl::Status SalvageIfDamaged();
   absl::Status CopySession(ColdStore& from, ColdStore& to, const SessionId& id, Quarantined* seen);
+  // Records `seen` as quarantined for `why` (logged, reported in the worker's status).
+  void Quarantine(Quarantined seen, const absl::Status& why);
   // Recover's work for one stored session; an error quarantines it.
   absl::Status RecoverOne(const SessionId& id, Quarantined* seen);
   absl::Status SaveMeta(const Session& s);

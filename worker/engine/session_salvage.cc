@@ -72,13 +72,7 @@ absl::Status SessionManager::SalvageIfDamaged() {
       continue;
     }
     fresh->DeleteSession(id).IgnoreError();
-    seen.error = std::string(st.message());
-    log::Error(
-        "session quarantined: its stored data cannot be read; the router rebuilds it from "
-        "its journal",
-        {{"session", id.ToHex()}, {"error", seen.error}});
-    std::lock_guard<std::mutex> lock(quarantine_mu_);
-    quarantined_.push_back(std::move(seen));
+    Quarantine(std::move(seen), st);
   }
   fresh.reset();
   cold_.reset();
