@@ -18,7 +18,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& o) 
     if (!o.isa.empty()) {
       if (!cpu::ParseIsa(o.isa.c_str(), &isa)) {
         return absl::InvalidArgumentError(
-            absl::StrCat("unknown ISA path '", o.isa, "' (scalar, avx2, avx512, avx512vnni)"));
+            absl::StrCat("unknown ISA path '", o.isa, "' (scalar, avx2, avx512, avx512vnni, amx)"));
       }
       if (!cpu::IsaSupported(isa)) {
         return absl::FailedPreconditionError(

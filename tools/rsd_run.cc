@@ -46,7 +46,7 @@ ABSL_FLAG(std::string, device, "cpu",
           "of a GPU); the CPU and CUDA backends give the same bits");
 ABSL_FLAG(int64_t, device_memory, 0, "bytes of device memory the backend may use (0: no cap)");
 ABSL_FLAG(int, threads, 1, "compute threads (CPU backend)");
-ABSL_FLAG(std::string, isa, "", "force a CPU ISA path: scalar, avx2, avx512, avx512vnni");
+ABSL_FLAG(std::string, isa, "", "force a CPU ISA path: scalar, avx2, avx512, avx512vnni, amx");
 ABSL_FLAG(int, max_context, 0, "context limit (0: the model's)");
 ABSL_FLAG(int, hot_budget_tokens, 0,
           "per-sequence hot K/V budget in tokens (0: unbounded; rounds up to whole blocks)");

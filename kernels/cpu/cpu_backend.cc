@@ -9,8 +9,12 @@
 
 namespace rsd::cpu {
 
+// The AMX path needs the kernel's permission for tile data, which IsaSupported asks for; where it
+// is refused the backend runs the VNNI path (the same bits).
 CpuBackend::CpuBackend(int threads, Isa isa, size_t memory_limit)
-    : pool_(threads), isa_(isa), ledger_(memory_limit) {}
+    : pool_(threads),
+      isa_(isa == Isa::kAmx && !IsaSupported(Isa::kAmx) ? Isa::kAvx512Vnni : isa),
+      ledger_(memory_limit) {}
 CpuBackend::~CpuBackend() = default;
 
 std::string CpuBackend::name() const { return std::string("cpu/") + IsaName(isa_); }
@@ -59,7 +63,7 @@ absl::Status CpuBackend::CopyToDevice(DevicePtr<void> dst, const void* src, size
   return absl::OkStatus();
 }
 absl::Status CpuBackend::UploadWeight(const void* src, Tensor* w) {
-  if (isa_ != Isa::kAvx512Vnni || !Packable(w->dtype, w->rows)) {
+  if (isa_ < Isa::kAvx512Vnni || !Packable(w->dtype, w->rows)) {
     return CopyToDevice(w->device(), src, w->bytes());
   }
   PackWeights(w->dtype, static_cast<const uint8_t*>(src), w->rows, w->cols,

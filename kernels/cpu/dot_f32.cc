@@ -90,6 +90,7 @@ float DotAny(Isa isa, const float* a, const E* b, int64_t n) {
   switch (isa) {
     case Isa::kAvx512:
     case Isa::kAvx512Vnni:
+    case Isa::kAmx:
       return DotF32Avx512(a, b, n);
     case Isa::kAvx2:
       return DotF32Avx2(a, b, n);

@@ -319,7 +319,7 @@ void QuantDotRows(Isa isa, DType t, const uint8_t* w, const Q8Row* a, int64_t n_
     for (int64_t r = 0; r < n_rows; ++r) out[r] = QuantDotScalar(t, w, a[r], nb);
     return;
   }
-  if (isa == Isa::kAvx512Vnni) {
+  if (isa >= Isa::kAvx512Vnni) {
     QuantDotRowsVnni(t, w, a, n_rows, nb, out);
     return;
   }

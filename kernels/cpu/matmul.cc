@@ -64,19 +64,28 @@ void RowMajorRows(OpContext& ctx, const QuantizedRows& a, int64_t first, const T
   ctx.NoteThreads(used);
 }
 
+// Activation rows from which the AMX path takes tile multiplies (16 rows a tile; packed_weights.h).
+constexpr int64_t kAmxMinRows = 16;
+
 // Weights in the VNNI path's packed layout: groups of 16 rows, then any rows past the last group
-// in row-major form (packed_weights.h).
+// in row-major form (packed_weights.h); the activation rows are QuantizedRows', k bytes apart.
 void PackedRows(OpContext& ctx, const QuantizedRows& a, const Tensor& w, const float* bias,
                 Tensor out) {
   const int64_t n = static_cast<int64_t>(a.rows.size()), m = w.rows, nb = w.cols / kQBlock;
   const int64_t groups = m / kPackRows;
   const size_t group_bytes = w.row_bytes() * kPackRows;
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
+  const bool amx = ctx.isa == Isa::kAmx && n >= kAmxMinRows;
   int used = ctx.pool->ParallelFor(groups, 1, [&](int64_t b, int64_t e, int) {
     for (int64_t g = b; g < e; ++g) {
-      PackedGroupDotsVnni(w.dtype, wbase + g * group_bytes, nb, a.rows.data(), n,
-                          bias != nullptr ? bias + g * kPackRows : nullptr,
-                          out.f32() + g * kPackRows, m);
+      const float* gbias = bias != nullptr ? bias + g * kPackRows : nullptr;
+      if (amx) {
+        PackedGroupDotsAmx(w.dtype, wbase + g * group_bytes, nb, a.rows.data(), n, w.cols, gbias,
+                           out.f32() + g * kPackRows, m);
+      } else {
+        PackedGroupDotsVnni(w.dtype, wbase + g * group_bytes, nb, a.rows.data(), n, gbias,
+                            out.f32() + g * kPackRows, m);
+      }
     }
   });
   ctx.NoteThreads(used);

@@ -52,4 +52,10 @@ struct Q8Row;
 void PackedGroupDotsVnni(DType wtype, const uint8_t* group, int64_t nb, const Q8Row* a,
                          int64_t n_rows, const float* bias, float* out, int64_t ldo);
 
+// The same on AMX (Isa::kAmx), for activation rows whose bytes are equally spaced:
+// a[r].q == a[0].q + r * lda. Rows go 16 at a time through tile multiplies; the last n_rows % 16
+// take PackedGroupDotsVnni. The same bits as PackedGroupDotsVnni.
+void PackedGroupDotsAmx(DType wtype, const uint8_t* group, int64_t nb, const Q8Row* a,
+                        int64_t n_rows, int64_t lda, const float* bias, float* out, int64_t ldo);
+
 }  // namespace rsd::cpu

@@ -60,9 +60,9 @@ TEST(PackedWeights, UnpackingGivesBackEveryRowOfTheFile) {
   }
 }
 
-// The packed backend's matmul against the scalar backend's over the file's rows, bit for bit.
-TEST(PackedWeights, MatMulGivesTheScalarBitsForEveryShape) {
-  if (!IsaSupported(Isa::kAvx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI here";
+// The packed backends' matmuls (VNNI, and AMX where the CPU has it: tiles of 16 activation rows
+// and the VNNI kernel for the rest) against the scalar backend's over the file's rows, bit for bit.
+void ExpectPackedMatMulsGiveScalarBits(Isa isa) {
   std::mt19937 rng(7);
   CpuBackend scalar(1, Isa::kScalar);
   for (DType t : kQuantized) {
@@ -71,12 +71,12 @@ TEST(PackedWeights, MatMulGivesTheScalarBitsForEveryShape) {
         const auto src = RandomWeights(rng, t, m, k);
         const auto bias = RandomFloats(rng, m, 0.5f);
         for (int threads : {1, 2}) {
-          CpuBackend vnni(threads, Isa::kAvx512Vnni);
+          CpuBackend vnni(threads, isa);
           std::vector<uint8_t> dev(src.size());
           Tensor w{dev.data(), t, m, k};
           ASSERT_TRUE(vnni.UploadWeight(src.data(), &w).ok());
           ASSERT_EQ(w.layout, WeightLayout::kPacked16);
-          for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17}) {
+          for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 32, 37, 48}) {
             auto x = RandomFloats(rng, n * k, 2.0f);
             for (int64_t i = 0; i < k; ++i) x[i] = 0.0f;  // an all-zero row: scales of zero
             for (const float* b : {static_cast<const float*>(nullptr), bias.data()}) {
@@ -90,7 +90,7 @@ TEST(PackedWeights, MatMulGivesTheScalarBitsForEveryShape) {
                                       Tensor{got.data(), DType::kF32, n, m})
                               .ok());
               ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4))
-                  << DTypeName(t) << " m=" << m << " k=" << k << " n=" << n
+                  << IsaName(isa) << " " << DTypeName(t) << " m=" << m << " k=" << k << " n=" << n
                   << " threads=" << threads << (b ? " bias" : "");
             }
           }
@@ -98,6 +98,16 @@ TEST(PackedWeights, MatMulGivesTheScalarBitsForEveryShape) {
       }
     }
   }
+}
+
+TEST(PackedWeights, VnniMatMulGivesTheScalarBitsForEveryShape) {
+  if (!IsaSupported(Isa::kAvx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI here";
+  ExpectPackedMatMulsGiveScalarBits(Isa::kAvx512Vnni);
+}
+
+TEST(PackedWeights, AmxMatMulGivesTheScalarBitsForEveryShape) {
+  if (!IsaSupported(Isa::kAmx)) GTEST_SKIP() << "no AMX-INT8 here";
+  ExpectPackedMatMulsGiveScalarBits(Isa::kAmx);
 }
 
 TEST(PackedWeights, EmbedReadsPackedRowsAsTheFileRows) {

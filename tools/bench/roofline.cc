@@ -8,7 +8,10 @@
 // GCC 12 AVX-512 header warnings (bug 105593): see kernels/cpu/dot_quant_vnni.cc.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -79,6 +82,46 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) int64_t Int8Vnni() {
   __m512i s = acc[0];
   for (int k = 1; k < 12; ++k) s = _mm512_add_epi32(s, acc[k]);
   return _mm512_reduce_add_epi32(s);
+}
+
+// AMX tile multiplies of the shape the AMX matmul issues (16 x 16 outputs, one 32-byte block:
+// 8,192 u8 x s8 products each), four independent accumulator tiles per step. The kernel's
+// permission for tile data is asked first (Linux arch_prctl); false when the CPU or kernel lacks
+// it.
+struct alignas(64) AmxConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {64, 64, 64, 64, 32, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 8};
+};
+
+bool AmxAvailable() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0 || (d & (3u << 24)) != (3u << 24)) return false;
+  return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
+
+__attribute__((target("amx-tile,amx-int8"))) int64_t Int8Amx() {
+  static const AmxConfig config;
+  alignas(64) static int8_t x[16 * 32], w[8 * 64];
+  alignas(64) int32_t out[16 * 16];
+  std::memset(x, -2, sizeof(x));
+  std::memset(w, 3, sizeof(w));
+  _tile_loadconfig(&config);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, x, 32);
+  _tile_loadd(5, w, 64);
+  for (long i = 0; i < kIters / 256; ++i) {
+    _tile_dpbsud(0, 4, 5);
+    _tile_dpbsud(1, 4, 5);
+    _tile_dpbsud(2, 4, 5);
+    _tile_dpbsud(3, 4, 5);
+  }
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return out[0];
 }
 
 // 8 independent maddubs + madd + add chains of 32 products each per step.
@@ -163,22 +206,27 @@ int main(int argc, char** argv) {
   __builtin_cpu_init();
   const bool vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
   const bool avx512 = __builtin_cpu_supports("avx512f");
+  const bool amx = AmxAvailable();
   std::string out = "[";
   for (int t : {1, threads}) {
     const double bw = Bandwidth(t);
     const double i8 = vnni ? Rate(t, Int8Vnni, 64.0) : Rate(t, Int8Avx2, 32.0);
     const double f32 = avx512 ? Rate(t, F32Avx512, 32.0) : Rate(t, F32Avx2, 16.0);
-    char row[256];
+    // Four tile multiplies of 8,192 products in each of kIters / 256 steps: 128 per iteration.
+    const double amx8 = amx ? Rate(t, Int8Amx, 128.0) : 0.0;
+    char row[320];
     std::snprintf(row, sizeof(row),
                   "%s{\"threads\": %d, \"read_gb_per_s\": %.2f, \"int8_gmac_per_s\": %.1f, "
-                  "\"int8_path\": \"%s\", \"f32_gflop_per_s\": %.1f}",
+                  "\"int8_path\": \"%s\", \"amx_int8_gmac_per_s\": %.1f, "
+                  "\"f32_gflop_per_s\": %.1f}",
                   out.size() > 1 ? ", " : "", t, bw, i8 / 1e9, vnni ? "vpdpbusd" : "maddubs",
-                  f32 / 1e9);
+                  amx8 / 1e9, f32 / 1e9);
     out += row;
     if (!json) {
       std::printf(
           "threads %d: streaming read %.1f GB/s, int8 %.1f G MAC/s (%s), F32 %.1f G FLOP/s\n", t,
           bw, i8 / 1e9, vnni ? "vpdpbusd" : "maddubs + madd", f32 / 1e9);
+      if (amx) std::printf("threads %d: AMX int8 %.1f G MAC/s (16x16x32 tiles)\n", t, amx8 / 1e9);
     }
     if (threads == 1) break;
   }

@@ -176,7 +176,7 @@ TEST(Invariance, LogitsIdenticalOnEveryIsaPath) {
   for (const char* model : {"mha", "mha-q8_0", "mha-q4_0", "gqa-q4_1"}) {
     Written w = WriteCatalogModel(model);
     std::vector<float> ref;
-    for (const char* isa : {"scalar", "avx2", "avx512", "avx512vnni"}) {
+    for (const char* isa : {"scalar", "avx2", "avx512", "avx512vnni", "amx"}) {
       cpu::Isa parsed;
       ASSERT_TRUE(cpu::ParseIsa(isa, &parsed));
       if (!cpu::IsaSupported(parsed)) {
@@ -186,8 +186,9 @@ TEST(Invariance, LogitsIdenticalOnEveryIsaPath) {
       auto e = MakeEngine(w.gguf, 2, isa);
       ASSERT_TRUE(e);
       EXPECT_EQ(e->backend().name(), std::string("cpu/") + isa);
-      // The prompt as one step of 13 rows, then one decode row.
-      const std::vector<int32_t> prompt = Prompt(13, e->config().vocab_size);
+      // The prompt as one step of 21 rows (on the AMX path one tile of 16 and 5 more), then one
+      // decode row.
+      const std::vector<int32_t> prompt = Prompt(21, e->config().vocab_size);
       SessionId seq = e->CreateSequence();
       Engine::Work many{seq, prompt, true};
       ForwardResult r1, r2;
