@@ -3,6 +3,13 @@
 // order and merged into the running result in chunk order. The same chunk gives the same bits
 // wherever its K/V came from, and the result does not depend on batch or thread count. K and V are
 // F16 in the pool; each element is converted exactly to F32 as it is read.
+//
+// GCC 12's AVX-512 headers pass an uninitialized `_mm512_undefined_*` value as the unused
+// pass-through operand of unmasked intrinsics (GCC bug 105593); the operand is never read.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -14,17 +21,15 @@
 namespace rsd::cpu {
 namespace {
 
-struct ChunkSoftmax {
-  float max = -INFINITY;  // of the scaled scores, as a left-to-right std::max gives it
-  float sum = 0.0f;       // of Exp(score - max), added in key order
-};
+// Chunks of one (row, head) computed together before they are merged in chunk order: their sums
+// run side by side in vector lanes, each lane adding its own chunk's values in key order.
+constexpr int kChunkBatch = 8;
 
-// Scales the chunk's n scores in place, finds their maximum, writes probs[j] = Exp(scores[j] -
-// max) and sums them in key order: the scalar loop's bits. The maximum is a tree of vector maxima,
-// which is the sequential answer unless the scores hold a NaN or the maximum is a zero (whose sign
-// a left-to-right walk takes from the first zero it meets); those take the scalar walk.
-__attribute__((target("avx2"))) ChunkSoftmax SoftmaxChunkAvx2(float* scores, float scale,
-                                                              float* probs, int n) {
+// Scales the chunk's n scores in place and returns their maximum as a left-to-right std::max
+// gives it. The maximum is a tree of vector maxima, which is the sequential answer unless the
+// scores hold a NaN or the maximum is a zero (whose sign a left-to-right walk takes from the first
+// zero it meets); those take the scalar walk.
+__attribute__((target("avx2"))) float ScaleMax(float* scores, float scale, int n) {
   const __m256 sv = _mm256_set1_ps(scale);
   __m256 vmax = _mm256_set1_ps(-INFINITY), unordered = _mm256_setzero_ps();
   int j = 0;
@@ -34,74 +39,148 @@ __attribute__((target("avx2"))) ChunkSoftmax SoftmaxChunkAvx2(float* scores, flo
     vmax = _mm256_max_ps(vmax, x);
     unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, vmax);
-  ChunkSoftmax out;
-  for (float v : lanes) out.max = std::max(out.max, v);
+  // Horizontal maximum as a tree (exact: the maximum of non-NaN values is one of them).
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+  float max = _mm_cvtss_f32(h);
   bool nan = _mm256_movemask_ps(unordered) != 0;
   for (; j < n; ++j) {
     scores[j] = scores[j] * scale;
     nan = nan || scores[j] != scores[j];
-    out.max = std::max(out.max, scores[j]);
+    max = std::max(max, scores[j]);
   }
-  if (nan || out.max == 0.0f) {
-    out.max = -INFINITY;
-    for (j = 0; j < n; ++j) out.max = std::max(out.max, scores[j]);
+  if (nan || max == 0.0f) {
+    max = -INFINITY;
+    for (j = 0; j < n; ++j) max = std::max(max, scores[j]);
   }
-  const __m256 m = _mm256_set1_ps(out.max);
-  for (j = 0; j + 8 <= n; j += 8) {
-    _mm256_storeu_ps(probs + j, Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), m)));
-  }
-  for (; j < n; ++j) probs[j] = Exp(scores[j] - out.max);
-  float sum = 0.0f;
-  for (j = 0; j < n; ++j) sum = sum + probs[j];
-  out.sum = sum;
-  return out;
+  return max;
 }
 
-ChunkSoftmax SoftmaxChunk(Isa isa, float* scores, float scale, float* probs, int n) {
-  if (isa != Isa::kScalar) return SoftmaxChunkAvx2(scores, scale, probs, n);
-  ChunkSoftmax out;
+// probs[j] = Exp(scores[j] - max) for j < n, 16 (Exp16) or 8 (Exp8) at a time: the same bits.
+__attribute__((target("avx512f"))) void ExpShiftedAvx512(const float* scores, float max,
+                                                         float* probs, int n) {
+  const __m512 m = _mm512_set1_ps(max);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    _mm512_storeu_ps(probs + j, Exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + j), m)));
+  }
+  for (; j + 8 <= n; j += 8) {
+    _mm256_storeu_ps(probs + j,
+                     Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm512_castps512_ps256(m))));
+  }
+  for (; j < n; ++j) probs[j] = Exp(scores[j] - max);
+}
+
+__attribute__((target("avx2"))) void ExpShiftedAvx2(const float* scores, float max, float* probs,
+                                                    int n) {
+  const __m256 m = _mm256_set1_ps(max);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    _mm256_storeu_ps(probs + j, Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), m)));
+  }
+  for (; j < n; ++j) probs[j] = Exp(scores[j] - max);
+}
+
+// Scales the chunk's n scores in place, writes probs[j] = Exp(scores[j] - max) and returns the
+// maximum.
+float ScaleMaxExp(Isa isa, float* scores, float scale, float* probs, int n) {
+  if (isa != Isa::kScalar) {
+    const float max = ScaleMax(scores, scale, n);
+    if (isa >= Isa::kAvx512) {
+      ExpShiftedAvx512(scores, max, probs, n);
+    } else {
+      ExpShiftedAvx2(scores, max, probs, n);
+    }
+    return max;
+  }
+  float max = -INFINITY;
   for (int j = 0; j < n; ++j) {
     scores[j] = scores[j] * scale;
-    out.max = std::max(out.max, scores[j]);
+    max = std::max(max, scores[j]);
   }
-  for (int j = 0; j < n; ++j) probs[j] = Exp(scores[j] - out.max);
-  for (int j = 0; j < n; ++j) out.sum = out.sum + probs[j];
-  return out;
+  for (int j = 0; j < n; ++j) probs[j] = Exp(scores[j] - max);
+  return max;
 }
+
+// sums[i] = probs[i * stride] + probs[i * stride + 1] + ... (len values, added in that order) for
+// i < count. The vector path runs the count chunks in lanes; probs[i * stride + j] for j past a
+// chunk's own keys must be zero (adding +0 to a sum of non-negative values keeps its bits).
+__attribute__((target("avx2"))) void ChunkSumsAvx2(const float* probs, int stride, int len,
+                                                   int count, float* sums) {
+  alignas(32) int32_t index[8], mask[8];
+  for (int i = 0; i < 8; ++i) {
+    index[i] = i < count ? i * stride : 0;
+    mask[i] = i < count ? -1 : 0;
+  }
+  const __m256i vi = _mm256_load_si256(reinterpret_cast<const __m256i*>(index));
+  const __m256 vm = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(mask)));
+  __m256 sum = _mm256_setzero_ps();
+  for (int j = 0; j < len; ++j) {
+    sum = _mm256_add_ps(sum, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), probs + j, vi, vm, 4));
+  }
+  alignas(32) float out[8];
+  _mm256_store_ps(out, sum);
+  for (int i = 0; i < count; ++i) sums[i] = out[i];
+}
+
+void ChunkSums(Isa isa, const float* probs, int stride, int len, int count, float* sums) {
+  if (isa != Isa::kScalar) return ChunkSumsAvx2(probs, stride, len, count, sums);
+  for (int i = 0; i < count; ++i) {
+    float sum = 0.0f;
+    for (int j = 0; j < len; ++j) sum = sum + probs[i * stride + j];
+    sums[i] = sum;
+  }
+}
+
+// Scratch of one thread: kChunkBatch chunks' scores and probabilities, and one chunk's weighted V.
+struct ChunkScratch {
+  std::vector<float> scores, probs, acc;
+};
 
 // Merges chunks [c0, c1) of one (row, head) into its running state (m, l, acc[hd]). The state
 // starts at m = -inf, l = 0, acc = 0; the first merge then yields the chunk's own values exactly
-// (Exp(-inf) = 0, Exp(0) = 1).
+// (Exp(-inf) = 0, Exp(0) = 1). Up to kChunkBatch chunks at a time get their scores, maxima,
+// probabilities and sums (each chunk's own, in key order) before they are merged in chunk order.
 void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, int layer,
                  int kv_head, int c0, int c1, const AttentionShape& shape, const KvPoolView& pool,
                  float* m, float* l, float* acc, float* stat_max, float* stat_sum,
-                 std::vector<float>& scores, std::vector<float>& chunk_acc) {
+                 ChunkScratch& w) {
   const int hd = shape.head_dim, bt = pool.block_tokens;
-  scores.resize(2 * static_cast<size_t>(bt));
-  float* probs = scores.data() + bt;  // Exp(score - chunk max)
-  chunk_acc.resize(hd);
+  w.scores.resize(static_cast<size_t>(kChunkBatch) * bt);
+  w.probs.resize(w.scores.size());
+  w.acc.resize(hd);
   const int n_chunks = (row.n_keys + bt - 1) / bt;
-  for (int c = c0; c < std::min(c1, n_chunks); ++c) {
-    const int n = std::min(bt, row.n_keys - c * bt);
-    const int32_t block = row.block_table[c];
-    const KvElement* K = pool.K(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
-    const KvElement* V = pool.V(block, layer).get() + static_cast<int64_t>(kv_head) * hd;
-    DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, scores.data());
-    const ChunkSoftmax sm = SoftmaxChunk(ctx.isa, scores.data(), shape.scale, probs, n);
-    const float mc = sm.max, lc = sm.sum;
-    std::fill(chunk_acc.begin(), chunk_acc.end(), 0.0f);
-    WeightedSumF32(ctx.isa, chunk_acc.data(), probs, V, pool.kv_dim, n, hd);
-    if (stat_max != nullptr) {
-      stat_max[c] = mc;
-      stat_sum[c] = lc;
+  const int end = std::min(c1, n_chunks);
+  for (int first = c0; first < end; first += kChunkBatch) {
+    const int count = std::min(kChunkBatch, end - first);
+    float maxima[kChunkBatch], sums[kChunkBatch];
+    for (int i = 0; i < count; ++i) {
+      const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
+      const KvElement* K = pool.K(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
+      float* scores = w.scores.data() + i * bt;
+      float* probs = w.probs.data() + i * bt;
+      DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, scores);
+      maxima[i] = ScaleMaxExp(ctx.isa, scores, shape.scale, probs, n);
+      std::fill(probs + n, probs + bt, 0.0f);
     }
-    const float mn = std::max(*m, mc);
-    const float a = Exp(*m - mn), b = Exp(mc - mn);
-    *l = *l * a + lc * b;
-    ScaleAddF32(ctx.isa, acc, a, chunk_acc.data(), b, hd);
-    *m = mn;
+    ChunkSums(ctx.isa, w.probs.data(), bt, bt, count, sums);
+    for (int i = 0; i < count; ++i) {
+      const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
+      const KvElement* V = pool.V(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
+      const float mc = maxima[i], lc = sums[i];
+      std::fill(w.acc.begin(), w.acc.end(), 0.0f);
+      WeightedSumF32(ctx.isa, w.acc.data(), w.probs.data() + i * bt, V, pool.kv_dim, n, hd);
+      if (stat_max != nullptr) {
+        stat_max[c] = mc;
+        stat_sum[c] = lc;
+      }
+      const float mn = std::max(*m, mc);
+      const float a = Exp(*m - mn), b = Exp(mc - mn);
+      *l = *l * a + lc * b;
+      ScaleAddF32(ctx.isa, acc, a, w.acc.data(), b, hd);
+      *m = mn;
+    }
   }
 }
 
@@ -144,7 +223,7 @@ void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows
     return static_cast<double>(std::max<int64_t>(0, keys - chunk_begin * bt) + 16);
   });
   ctx.pool->ParallelFor(ctx.pool->size(), 1, [&](int64_t pb, int64_t pe, int) {
-    std::vector<float> scores, chunk_acc;
+    ChunkScratch scratch;
     for (int64_t it = cuts[pb]; it < cuts[pe]; ++it) {
       const int64_t r = it / shape.n_heads;
       const int h = static_cast<int>(it % shape.n_heads);
@@ -152,7 +231,7 @@ void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows
       float* smax = st.chunk_max ? st.chunk_max + it * st.chunk_stride : nullptr;
       float* ssum = st.chunk_sum ? st.chunk_sum + it * st.chunk_stride : nullptr;
       MergeChunks(ctx, qh, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
-                  st.m + it, st.l + it, st.acc + it * hd, smax, ssum, scores, chunk_acc);
+                  st.m + it, st.l + it, st.acc + it * hd, smax, ssum, scratch);
     }
   });
   int used = 0;  // threads that computed an item

@@ -71,7 +71,7 @@ TEST(MatMul, SharedInputGivesEachMatMulsBits) {
       files.push_back(RandomWeights(rng, DType::kQ4_1, ms[i], k));
       biases.push_back(RandomFloats(rng, ms[i], 0.5f));
     }
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmx}) {
       if (!IsaSupported(isa)) continue;
       CpuBackend be(2, isa);
       std::vector<Tensor> w;
@@ -121,7 +121,7 @@ TEST(SiluMul, EveryIsaGivesTheScalarBits) {
                            Tensor{u.data(), DType::kF32, rows, cols},
                            Tensor{ref.data(), DType::kF32, rows, cols})
                   .ok());
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
     if (!IsaSupported(isa)) continue;
     CpuBackend be(1, isa);
     ASSERT_TRUE(be.SiluMul(Tensor{g.data(), DType::kF32, rows, cols},
@@ -135,18 +135,21 @@ TEST(SiluMul, EveryIsaGivesTheScalarBits) {
   }
 }
 
-// Every ISA path gives the scalar path's bits: scores, the chunk's softmax (an eight-wide Exp),
-// V accumulation and the merge of chunks, with a partial last chunk and grouped heads.
+// Every ISA path gives the scalar path's bits: scores, the chunk's softmax (a 16- or eight-wide
+// Exp), the chunks' sums side by side in lanes (batches of eight chunks, and a partial batch), V
+// accumulation and the merge of chunks, with a partial last chunk and grouped heads.
 TEST(Attention, EveryIsaGivesTheScalarBits) {
   std::mt19937 rng(12);
-  const int n_heads = 6, n_kv = 2, hd = 64, bt = 16, layers = 1, layer = 0, n_rows = 3;
-  const int kv_dim = n_kv * hd, n_blocks = 5;
+  const int n_heads = 6, n_kv = 2, hd = 64, bt = 16, layers = 1, layer = 0, n_rows = 4;
+  const int kv_dim = n_kv * hd, n_blocks = 20;
   KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
   std::vector<uint16_t> storage = RandomHalves(rng, pool.block_elements() * n_blocks, 1.5f);
   pool.base = DeviceMemory(storage.data());  // the CPU backend computes in host memory
-  std::vector<int32_t> table = {4, 1, 3, 0, 2};
+  std::vector<int32_t> table(n_blocks);
+  for (int i = 0; i < n_blocks; ++i) table[i] = (7 * i + 3) % n_blocks;  // blocks out of order
   auto q = RandomFloats(rng, n_rows * n_heads * hd, 2.0f);
-  const AttentionRow rows[n_rows] = {{table.data(), 77}, {table.data(), 16}, {table.data(), 5}};
+  const AttentionRow rows[n_rows] = {
+      {table.data(), 300}, {table.data(), 77}, {table.data(), 16}, {table.data(), 5}};
   const AttentionShape shape{n_heads, n_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd))};
   std::vector<float> ref(n_rows * n_heads * hd), out(ref.size());
   CpuBackend scalar(1, Isa::kScalar);
@@ -154,7 +157,7 @@ TEST(Attention, EveryIsaGivesTheScalarBits) {
                   .Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer,
                              shape, pool, Tensor{ref.data(), DType::kF32, n_rows, n_heads * hd})
                   .ok());
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
     if (!IsaSupported(isa)) continue;
     CpuBackend be(2, isa);
     ASSERT_TRUE(be.Attention(Tensor{q.data(), DType::kF32, n_rows, n_heads * hd}, rows, layer,
@@ -202,7 +205,7 @@ TEST(Attention, ZeroScoresAndNaNKeysGiveTheScalarBits) {
   run(Isa::kScalar, &ref);
   EXPECT_TRUE(std::isnan(ref[2 * n_heads * hd])) << "the NaN key reaches the row that sees it";
   EXPECT_FALSE(std::isnan(ref[n_heads * hd])) << "and not the row that does not";
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
     if (!IsaSupported(isa)) continue;
     run(isa, &out);
     EXPECT_EQ(0, std::memcmp(out.data(), ref.data(), ref.size() * 4)) << IsaName(isa);
@@ -302,7 +305,7 @@ TEST(StoreKv, RoundsEveryRowToF16LikeTheScalarConversion) {
                             5.96e-8f, 2.98e-8f, -0.0f, INFINITY,           NAN};
   for (size_t i = 0; i < std::size(specials); ++i) k[3 * i] = specials[i];
   const std::vector<int32_t> slot_block = {2, 0, 2, 1, 0}, slot_offset = {0, 3, 1, 2, 0};
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
     if (!IsaSupported(isa)) continue;
     KvPoolView pool{{}, n_blocks, layers, kv_dim, bt};
     std::vector<uint16_t> storage(pool.block_elements() * n_blocks,
