@@ -26,7 +26,9 @@ absl::StatusOr<Principal> Gatekeeper::Registry(std::string_view authorization,
   }
   RSD_ASSIGN_OR_RETURN(Principal p, Authorize(check_, authorization, "", Access::kRegistry));
   if (check_ != nullptr && p.role == Role::kWorker) {
-    RSD_RETURN_IF_ERROR(keys_->BindWorker(p.key_id, worker));
+    // The key's record, just read to check it, names the bound worker: a heartbeat of the bound
+    // worker needs no second read; an unbound key is bound (or refused) under the store's lock.
+    if (p.worker != worker) RSD_RETURN_IF_ERROR(keys_->BindWorker(p.key_id, worker));
     p.worker = worker;
   }
   return p;

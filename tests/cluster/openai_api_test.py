@@ -8,7 +8,6 @@ Usage: openai_api_test.py BUILD_DIR MODEL
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,28 +18,16 @@ import urllib.request
 
 import openai
 from prometheus_client.parser import text_string_to_metric_families
+from procs import free_port, stop, wait_line
 
 BUILD, MODEL = sys.argv[1], sys.argv[2]
 MAX_TOKENS = 24
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(args, ready, log):
-    """Starts a process and waits for the line containing `ready` on its stdout; returns it."""
+    """Starts a process and waits for the line containing `ready` on its stdout; returns both."""
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{args[0]} exited: {p.wait()}")
-        if ready in line:
-            return p, line
-    raise RuntimeError(f"{args[0]} did not start")
+    return p, wait_line(p, ready)
 
 
 def scrape(port):
@@ -69,7 +56,7 @@ class Cluster:
                               "--data-dir", f"{self.dir}/a/b/journal"], "serving HTTP on", self.log)
         self.procs.append(router)
         self.http = int(line.strip().rsplit(":", 1)[1])
-        _, line = start_wait(router, "listening on")
+        line = wait_line(router, "listening on")
         self.grpc = line.split()[3]
         self.worker_http = None
         if workers:
@@ -93,20 +80,8 @@ class Cluster:
         return [m["id"] for m in json.loads(body)["data"]]
 
     def close(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            p.wait(timeout=30)
+        stop(self.procs)
         self.log.close()
-
-
-def start_wait(p, ready):
-    while True:
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError("process exited")
-        if ready in line:
-            return p, line
 
 
 def rsd_run_chat(messages, max_tokens):
