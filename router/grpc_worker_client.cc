@@ -180,10 +180,21 @@ std::shared_ptr<WorkerClient> GrpcWorkerClients::At(const std::string& address) 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes_);
   args.SetMaxSendMessageSize(max_message_bytes_);
-  auto client = std::make_shared<GrpcWorkerClient>(grpc::CreateCustomChannel(
-      address, credentials_ ? credentials_ : grpc::InsecureChannelCredentials(), args));
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+      address, credentials_ ? credentials_ : grpc::InsecureChannelCredentials(), args);
+  auto client = std::make_shared<GrpcWorkerClient>(channel);
   clients_.emplace(address, client);
+  channels_.emplace(address, std::move(channel));
   return client;
+}
+
+// A worker restarted on its address registers again while the router's channel to it may still be
+// waiting out its reconnect backoff after the refused connections of the outage (gRPC's backoff
+// grows to minutes): without this the next call to it would fail UNAVAILABLE though it is ready.
+void GrpcWorkerClients::Reconnect(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  auto it = channels_.find(address);
+  if (it != channels_.end()) grpc::experimental::ChannelResetConnectionBackoff(it->second.get());
 }
 
 }  // namespace rsd::router

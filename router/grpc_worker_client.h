@@ -24,12 +24,14 @@ class GrpcWorkerClients final : public WorkerClients {
                              std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr)
       : max_message_bytes_(max_message_bytes), credentials_(std::move(credentials)) {}
   std::shared_ptr<WorkerClient> At(const std::string& address) override;
+  void Reconnect(const std::string& address) override;
 
  private:
   const int max_message_bytes_;
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<WorkerClient>> clients_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rsd::router

@@ -70,6 +70,7 @@ grpc::Status RegistryService::Register(grpc::ServerContext* ctx, const v1::Regis
   }
   absl::Status s = core_.registry().Register(d);
   if (!s.ok()) return ToGrpc(s);
+  core_.WorkerRegistered(d.address);
   const std::vector<v1::SessionRef> reported(req->sessions().begin(), req->sessions().end());
   const std::vector<v1::SessionRef> drop = core_.SessionsToDrop(d.id, reported);
   core_.NoteBehind(d.id, reported, {req->session_turns().begin(), req->session_turns().end()});

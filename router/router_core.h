@@ -109,6 +109,8 @@ class RouterCore {
   std::shared_ptr<WorkerClient> Worker(const WorkerSnapshot& w) {
     return workers_->At(w.desc.address);
   }
+  // A worker registered at `address` (WorkerClients::Reconnect).
+  void WorkerRegistered(const std::string& address) { workers_->Reconnect(address); }
   // A unary worker call's deadline: the caller's, capped at options().worker_call_timeout.
   absl::Time UnaryDeadline(absl::Time caller_deadline) const;
 

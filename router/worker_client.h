@@ -79,6 +79,9 @@ class WorkerClients {
  public:
   virtual ~WorkerClients() = default;
   virtual std::shared_ptr<WorkerClient> At(const std::string& address) = 0;
+  // A worker (re)registered at `address`: a connection that failed while it was down is tried
+  // again at once instead of after the channel's reconnect backoff.
+  virtual void Reconnect(const std::string& address) {}
 };
 
 }  // namespace rsd::router

@@ -30,6 +30,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(const std::string& model
   auto router = Process::Start(argv, c->dir_ + "/router.log");
   if (!router.ok()) return router.status();
   c->router_ = std::move(router).value();
+  c->router_argv_ = argv;
   auto channel = grpc::CreateChannel(c->router_address_, grpc::InsecureChannelCredentials());
   c->client_ = v1::Client::NewStub(channel);
   c->admin_ = v1::Admin::NewStub(channel);
@@ -94,7 +95,55 @@ absl::Status Cluster::RestartWorker(const std::string& id) {
   auto p = Process::Start(it->second, dir_ + "/" + id + ".log");
   if (!p.ok()) return p.status();
   workers_[id] = std::move(p).value();
+  // The router may still list the killed process as ready (its heartbeat timeout has not run
+  // out): wait until the new process answers on its port (a fresh channel: the old one may be
+  // waiting out its reconnect backoff), then until it is registered and ready.
+  const std::string& address =
+      it->second[std::find(it->second.begin(), it->second.end(), std::string("--listen")) -
+                 it->second.begin() + 1];
+  worker_stubs_[id] =
+      v1::Worker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!WorkerStatus(id).ok()) {
+    if (std::chrono::steady_clock::now() > end || !workers_[id].running()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("worker ", id, " did not restart:\n", Logs()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   return WaitReady({id}, 60);
+}
+
+absl::Status Cluster::RestartRouter() {
+  router_.Stop();
+  auto p = Process::Start(router_argv_, dir_ + "/router.log");
+  if (!p.ok()) return p.status();
+  router_ = std::move(p).value();
+  std::vector<std::string> ids;
+  for (const auto& [id, argv] : worker_argv_) ids.push_back(id);
+  return WaitReady(ids, 60);
+}
+
+absl::StatusOr<v1::SessionInfo> DescribeSession(Cluster& c, const std::string& session) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::DescribeSessionRequest req;
+  req.set_session_id(session);
+  v1::SessionInfo info;
+  grpc::Status st = c.admin().DescribeSession(&ctx, req, &info);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  }
+  return info;
+}
+
+std::vector<v1::SessionInfo> HeldSessions(Cluster& c, const std::string& worker) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::WorkerListSessionsResponse resp;
+  grpc::Status st = c.worker(worker).ListSessions(&ctx, v1::WorkerListSessionsRequest(), &resp);
+  if (!st.ok()) return {};
+  return {resp.sessions().begin(), resp.sessions().end()};
 }
 
 Cluster::~Cluster() {

@@ -45,6 +45,9 @@ class Cluster {
   absl::Status AddWorker(const std::string& model, const WorkerSpec& spec);
   // Starts a stopped (killed) worker again on the same address and data dir; waits until ready.
   absl::Status RestartWorker(const std::string& id);
+  // Starts a stopped (killed) router again on the same address and data dir; waits until every
+  // worker started so far has registered with it again and is ready.
+  absl::Status RestartRouter();
   absl::Status Cordon(const std::string& id, bool on);
   absl::StatusOr<v1::SessionInfo> Create(const std::string& model = "");
   // Admin.Migrate of `session` to worker `to` in `form` (residual, kv, tokens, auto).
@@ -58,6 +61,7 @@ class Cluster {
   std::string dir_;
   std::string router_address_;
   Process router_;
+  std::vector<std::string> router_argv_;
   std::map<std::string, Process> workers_;
   std::map<std::string, std::vector<std::string>> worker_argv_;
   std::map<std::string, std::unique_ptr<v1::Worker::Stub>> worker_stubs_;
@@ -78,6 +82,11 @@ struct ChatOutcome {
 // contiguous, exactly one TurnDone at the end, deltas equal to the done message's tokens).
 ChatOutcome Chat(v1::Client::Stub& client, const v1::TurnRequest& request,
                  double timeout_seconds = 300);
+
+// What the journal says of a session (Admin.DescribeSession).
+absl::StatusOr<v1::SessionInfo> DescribeSession(Cluster& c, const std::string& session);
+// The sessions a worker holds, from its own Worker.ListSessions (empty if it does not answer).
+std::vector<v1::SessionInfo> HeldSessions(Cluster& c, const std::string& worker);
 
 // `rsd-run chat` on a script of user messages: per turn the generated tokens.
 absl::StatusOr<std::vector<std::vector<int32_t>>> RsdRunChat(

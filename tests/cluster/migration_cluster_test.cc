@@ -46,23 +46,14 @@ v1::TurnRequest TurnOf(const std::string& session, int t, uint64_t seed, float t
 }
 
 v1::SessionInfo DescribeAdmin(Cluster& c, const std::string& session) {
-  grpc::ClientContext ctx;
-  v1::DescribeSessionRequest req;
-  req.set_session_id(session);
-  v1::SessionInfo info;
-  grpc::Status st = c.admin().DescribeSession(&ctx, req, &info);
-  EXPECT_TRUE(st.ok()) << st.error_message();
-  return info;
+  absl::StatusOr<v1::SessionInfo> info = DescribeSession(c, session);
+  EXPECT_TRUE(info.ok()) << info.status();
+  return info.ok() ? *info : v1::SessionInfo();
 }
 
 std::vector<std::string> WorkerSessions(Cluster& c, const std::string& worker) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  v1::WorkerListSessionsResponse resp;
-  grpc::Status st = c.worker(worker).ListSessions(&ctx, v1::WorkerListSessionsRequest(), &resp);
   std::vector<std::string> ids;
-  if (!st.ok()) return ids;
-  for (const auto& s : resp.sessions()) ids.push_back(s.session_id());
+  for (const v1::SessionInfo& s : HeldSessions(c, worker)) ids.push_back(s.session_id());
   return ids;
 }
 

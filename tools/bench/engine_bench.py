@@ -41,21 +41,22 @@ def ours(rsd_run, model, threads, prompt, decode, batches, repeats, restore=Fals
     return row["prefill_tokens_per_second"], by_batch
 
 
-def peer_single(bindir, model, threads, prompt, decode, repeats):
+def peer_single(bindir, model, threads, prompt, decode, repeats, repack):
     bench = [os.path.join(bindir, "llama-bench"), "-m", model, "-t", str(threads),
-             "-r", str(repeats), "-o", "json"]
+             "-r", str(repeats), "-o", "json", "--repack", "1" if repack else "0"]
     prefill = run_json(bench + ["-p", str(prompt), "-n", "0"])[0]["avg_ts"]
     # Decode after the prompt: llama-bench's generation test at a depth of `prompt` tokens.
     dec = run_json(bench + ["-p", "0", "-n", str(decode), "-d", str(prompt)])[0]["avg_ts"]
     return prefill, dec
 
 
-def peer_batched(bindir, model, threads, prompt, decode, batches):
+def peer_batched(bindir, model, threads, prompt, decode, batches, repack):
     ctx = max(batches) * (prompt + decode) + 256
     out = subprocess.run([os.path.join(bindir, "llama-batched-bench"), "-m", model,
                           "-t", str(threads), "-tb", str(threads), "-c", str(ctx),
                           "-b", "2048", "-ub", "512", "-npp", str(prompt), "-ntg", str(decode),
-                          "-npl", ",".join(str(b) for b in batches), "--output-format", "jsonl"],
+                          "-npl", ",".join(str(b) for b in batches), "--output-format", "jsonl"]
+                         + ([] if repack else ["--no-repack"]),
                          check=True, capture_output=True, text=True).stdout
     res = {}
     for line in out.splitlines():
@@ -83,6 +84,11 @@ def main():
     ap.add_argument("--out", default="", help="path prefix for .csv and .png")
     ap.add_argument("--append", action="store_true", help="add to an existing CSV")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--peer-no-repack", action="store_true",
+                    help="run llama.cpp without its repacked weight layouts (--repack 0 / "
+                    "--no-repack), which also turns off its AMX kernels: on a CPU with AMX, "
+                    "llama.cpp 0.3.36's AMX matmul crashes on SmolLM2 Q4_1 (SIGSEGV in "
+                    "ggml_backend_amx_mul_mat, llama.cpp issue 20824)")
     args = ap.parse_args()
 
     def counts(flag, text):
@@ -134,9 +140,11 @@ def main():
             lp = ld = None
             lb = {}
             if bindir:
-                lp, ld = peer_single(bindir, args.model, t, p, args.decode_tokens, args.repeats)
+                repack = not args.peer_no_repack
+                lp, ld = peer_single(bindir, args.model, t, p, args.decode_tokens, args.repeats,
+                                     repack)
                 if i == 0 and len(bl) > 1:
-                    lb = peer_batched(bindir, args.model, t, p, args.decode_tokens, bl)
+                    lb = peer_batched(bindir, args.model, t, p, args.decode_tokens, bl, repack)
             p2, b2 = ours(args.rsd_run, args.model, t, p, args.decode_tokens, bl, args.repeats)
             emit(t, "prefill", p, max(p1, p2), lp)
             if i != 0:

@@ -19,6 +19,9 @@
 #   RSD_BENCH_SPILL_FORM our worker's --spill-form [residual, the worker's default; kv captures no
 #                        residuals, which 64 sessions otherwise write through to RocksDB]
 #   RSD_BENCH_CSV        output [tools/bench/results/serving.csv]
+#   RSD_LLAMA_FLAGS      extra llama-server flags [none]; on a CPU with AMX, "--no-repack" keeps
+#                        llama.cpp 0.3.36 off its AMX matmul, which crashes on SmolLM2 Q4_1
+#                        (SIGSEGV in ggml_backend_amx_mul_mat, llama.cpp issue 20824)
 #   RSD_BENCH_PORT       first port [18080]
 #   RSD_MODEL            the GGUF [tools/fetch-model.sh]
 set -euo pipefail
@@ -67,7 +70,7 @@ for n in $ns; do
   # llama-server: restarted per N, since --parallel is fixed at start.
   start "llama-$n" "$llama_server" -m "$model" --host 127.0.0.1 --port "$port" \
     --threads "$threads" --threads-batch "$threads" --parallel "$n" -c "$((n * ctx))" \
-    --cont-batching --jinja --no-webui --cache-ram 0
+    --cont-batching --jinja --no-webui --cache-ram 0 ${RSD_LLAMA_FLAGS:-}
   run_bench llama "127.0.0.1:$port" "$n" "$t" "llama-$n"
   stop_all
   # Ours: a fresh router and one worker per N, the same threads.
