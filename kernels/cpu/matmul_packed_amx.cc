@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernels/cpu/dot.h"
+#include "kernels/cpu/packed_kernels.h"
 #include "kernels/cpu/packed_weights.h"
 
 namespace rsd::cpu {
@@ -168,14 +169,7 @@ RSD_AMX void Offsets(const uint8_t* group, int64_t nb, const Q8Row* a, __m512 (*
     __m512 off[kM];
 #pragma GCC unroll 16
     for (int r = 0; r < kM; ++r) off[r] = _mm512_setzero_ps();
-    for (int64_t b = c; b < nb; b += 4, p += pb) {
-      const __m512 mw =
-          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
-#pragma GCC unroll 16
-      for (int r = 0; r < kM; ++r) {
-        off[r] = _mm512_add_ps(off[r], _mm512_mul_ps(mw, _mm512_set1_ps(a[r].s[b])));
-      }
-    }
+    for (int64_t b = c; b < nb; b += 4, p += pb) AddQ41Offsets<kM>(p, a, b, off);
 #pragma GCC unroll 16
     for (int r = 0; r < kM; ++r) off_out[c][r] = off[r];
   }
@@ -194,13 +188,9 @@ RSD_AMX void Tile(const uint8_t* group, const uint8_t* unpacked, int64_t nb, con
     }
   }
   for (int r = 0; r < kM; ++r) {
-    const __m512 sa =
-        _mm512_add_ps(_mm512_add_ps(acc[0][r], acc[1][r]), _mm512_add_ps(acc[2][r], acc[3][r]));
-    const __m512 so =
-        _mm512_add_ps(_mm512_add_ps(off[0][r], off[1][r]), _mm512_add_ps(off[2][r], off[3][r]));
-    __m512 v = _mm512_add_ps(sa, so);
-    if (bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
-    _mm512_storeu_ps(out + r * ldo, v);
+    const __m512 row_acc[4] = {acc[0][r], acc[1][r], acc[2][r], acc[3][r]};
+    const __m512 row_off[4] = {off[0][r], off[1][r], off[2][r], off[3][r]};
+    StoreCombined(row_acc, row_off, bias, out + r * ldo);
   }
 }
 

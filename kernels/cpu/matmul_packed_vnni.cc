@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "kernels/cpu/dot.h"
+#include "kernels/cpu/packed_kernels.h"
 #include "kernels/cpu/packed_weights.h"
 
 namespace rsd::cpu {
@@ -71,7 +72,7 @@ RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float
                    int64_t ldo) {
   constexpr size_t pb = kPackRows * DTypeBlockBytes(T);
   constexpr int sb = T == DType::kQ4_1 ? 64 : 32;
-  __m512 cls_acc[4][R], cls_off[4][R];
+  __m512 cls_acc[R][4], cls_off[R][4];  // row r's accumulators and offsets of classes 0..3
   const uint8_t* p = group;
 #pragma GCC unroll 8
   for (int c = 0; c < 4; ++c) {
@@ -87,31 +88,16 @@ RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float
         const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(a[r].d[b]));
         acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(scale, _mm512_cvtepi32_ps(s[r])));
       }
-      if constexpr (T == DType::kQ4_1) {
-        const __m512 mw =
-            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          off[r] = _mm512_add_ps(off[r], _mm512_mul_ps(mw, _mm512_set1_ps(a[r].s[b])));
-        }
-      }
+      if constexpr (T == DType::kQ4_1) AddQ41Offsets<R>(p, a, b, off);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      cls_acc[c][r] = acc[r];
-      cls_off[c][r] = off[r];
+      cls_acc[r][c] = acc[r];
+      cls_off[r][c] = off[r];
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    const __m512 sa = _mm512_add_ps(_mm512_add_ps(cls_acc[0][r], cls_acc[1][r]),
-                                    _mm512_add_ps(cls_acc[2][r], cls_acc[3][r]));
-    const __m512 so = _mm512_add_ps(_mm512_add_ps(cls_off[0][r], cls_off[1][r]),
-                                    _mm512_add_ps(cls_off[2][r], cls_off[3][r]));
-    __m512 v = _mm512_add_ps(sa, so);
-    if (bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
-    _mm512_storeu_ps(out + r * ldo, v);
-  }
+  for (int r = 0; r < R; ++r) StoreCombined(cls_acc[r], cls_off[r], bias, out + r * ldo);
 }
 
 // The last n < kTileRows rows: the tile of exactly n rows (R counts down to it).

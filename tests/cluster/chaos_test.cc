@@ -38,20 +38,8 @@ constexpr int kMaxTokens = 6;
 
 // Session s's first n user messages.
 std::vector<std::string> Script(int s, int n) {
-  static const char* kMessages[] = {"Hi!",
-                                    "What is a cat?",
-                                    "Name a color.",
-                                    "Tell me a joke.",
-                                    "What is 2+2?",
-                                    "Say something nice.",
-                                    "Where is Paris?",
-                                    "Why is the sky blue?",
-                                    "Count to three.",
-                                    "What do dogs eat?",
-                                    "Give me a word.",
-                                    "Thanks!"};
   std::vector<std::string> out;
-  for (int t = 0; t < n; ++t) out.push_back(kMessages[(s * 5 + t * 7) % 12]);
+  for (int t = 0; t < n; ++t) out.push_back(ScriptMessage(s, t));
   return out;
 }
 

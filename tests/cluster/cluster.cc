@@ -124,6 +124,22 @@ absl::Status Cluster::RestartRouter() {
   return WaitReady(ids, 60);
 }
 
+std::string ScriptMessage(int s, int t) {
+  static const char* kMessages[] = {"Hi!",
+                                    "What is a cat?",
+                                    "Name a color.",
+                                    "Tell me a joke.",
+                                    "What is 2+2?",
+                                    "Say something nice.",
+                                    "Where is Paris?",
+                                    "Why is the sky blue?",
+                                    "Count to three.",
+                                    "What do dogs eat?",
+                                    "Give me a word.",
+                                    "Thanks!"};
+  return kMessages[(s * 5 + t * 7) % 12];
+}
+
 absl::StatusOr<v1::SessionInfo> DescribeSession(Cluster& c, const std::string& session) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));

@@ -83,6 +83,10 @@ struct ChatOutcome {
 ChatOutcome Chat(v1::Client::Stub& client, const v1::TurnRequest& request,
                  double timeout_seconds = 300);
 
+// The user message of turn t of session s in the multi-session tests: twelve short messages,
+// each session starting at its own place.
+std::string ScriptMessage(int s, int t);
+
 // What the journal says of a session (Admin.DescribeSession).
 absl::StatusOr<v1::SessionInfo> DescribeSession(Cluster& c, const std::string& session);
 // The sessions a worker holds, from its own Worker.ListSessions (empty if it does not answer).
