@@ -62,7 +62,9 @@ absl::Status SessionManager::Recover() {
   for (const SessionId& id : ids) {
     Quarantined seen;
     seen.id = id;
-    absl::Status st = RecoverOne(id, &seen);
+    auto stored = read_at_start_.find(id);
+    absl::Status st =
+        RecoverOne(id, stored == read_at_start_.end() ? nullptr : &stored->second, &seen);
     if (st.ok()) continue;
     // The session's stored data is damaged: the rest of the worker does not pay for it.
     if (engine_->HasSequence(id)) engine_->DestroySequence(id);
@@ -70,6 +72,7 @@ absl::Status SessionManager::Recover() {
     cold_->DeleteSession(id).IgnoreError();
     Quarantine(std::move(seen), st);
   }
+  read_at_start_.clear();
   return absl::OkStatus();
 }
 
@@ -83,7 +86,8 @@ void SessionManager::Quarantine(Quarantined seen, const absl::Status& why) {
   quarantined_.push_back(std::move(seen));
 }
 
-absl::Status SessionManager::RecoverOne(const SessionId& id, Quarantined* seen) {
+absl::Status SessionManager::RecoverOne(const SessionId& id, StoredSession* stored,
+                                        Quarantined* seen) {
   const int n_layers = engine_->config().n_layers;
   Session s;
   s.id = id;
@@ -91,7 +95,7 @@ absl::Status SessionManager::RecoverOne(const SessionId& id, Quarantined* seen) 
   s.spilled = SpillForm::kTokens;
   int32_t n_chunks = 0;
   LayerPlan plan;
-  absl::StatusOr<std::string> meta = cold_->GetMeta(id);
+  const absl::StatusOr<std::string> meta = stored ? stored->meta : cold_->GetMeta(id);
   if (!meta.ok() && !absl::IsNotFound(meta.status())) return meta.status();
   if (meta.ok()) {
     nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
@@ -122,7 +126,12 @@ absl::Status SessionManager::RecoverOne(const SessionId& id, Quarantined* seen) 
           {{"session", s.name}});
     }
   }
-  RSD_ASSIGN_OR_RETURN(std::vector<TokenRecord> log, cold_->ReadTokenLog(id));
+  std::vector<TokenRecord> log;
+  if (stored != nullptr) {
+    log = std::move(stored->log);
+  } else {
+    RSD_ASSIGN_OR_RETURN(log, cold_->ReadTokenLog(id));
+  }
   std::vector<int32_t> tokens;
   for (const TokenRecord& r : log) {
     tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());

@@ -211,13 +211,21 @@ class SessionManager {
       : engine_(engine), options_(std::move(options)) {}
   absl::Status Recover();
   // Before Recover (session_salvage.cc): a store in which some session cannot be read whole is
-  // replaced by a copy of what can be read; the rest is quarantined.
+  // replaced by a copy of what can be read; the rest is quarantined. A store that reads whole
+  // keeps what was read in read_at_start_, for Recover (each session is read once at start).
   absl::Status SalvageIfDamaged();
+  // A stored session's metadata (NOT_FOUND: none) and token log, as read at start.
+  struct StoredSession {
+    absl::StatusOr<std::string> meta;
+    std::vector<TokenRecord> log;
+  };
   absl::Status CopySession(ColdStore& from, ColdStore& to, const SessionId& id, Quarantined* seen);
+  static bool ReadsWhole(ColdStore& store, std::map<SessionId, StoredSession>* out);
   // Records `seen` as quarantined for `why` (logged, reported in the worker's status).
   void Quarantine(Quarantined seen, const absl::Status& why);
-  // Recover's work for one stored session; an error quarantines it.
-  absl::Status RecoverOne(const SessionId& id, Quarantined* seen);
+  // Recover's work for one stored session (`stored`: what was read of it at start, or null to read
+  // it now); an error quarantines it.
+  absl::Status RecoverOne(const SessionId& id, StoredSession* stored, Quarantined* seen);
   absl::Status SaveMeta(const Session& s);
   absl::Status Restore(Session& s, std::string* restored_from);
   Session* Find(const SessionId& id);
@@ -229,6 +237,7 @@ class SessionManager {
 
   Engine* engine_;
   SessionManagerOptions options_;
+  std::map<SessionId, StoredSession> read_at_start_;  // SalvageIfDamaged to Recover, then empty
   // The warm tier's memory: one region from the backend's host allocator (pinned on CUDA), carved
   // by an arena; declared before the tiers so it outlives them.
   struct WarmRegion {

@@ -15,22 +15,22 @@
 #include "worker/engine/session_manager.h"
 
 namespace rsd {
-namespace {
 
-// Whether every listed session's metadata and token log read whole.
-bool ReadsWhole(ColdStore& store) {
+// Whether every listed session's metadata and token log read whole; what was read goes to `out`.
+bool SessionManager::ReadsWhole(ColdStore& store, std::map<SessionId, StoredSession>* out) {
   bool complete = true;
   absl::StatusOr<std::vector<SessionId>> ids = store.ListSessions(&complete);
   if (!ids.ok() || !complete) return false;
   for (const SessionId& id : *ids) {
-    absl::StatusOr<std::string> meta = store.GetMeta(id);
-    if (!meta.ok() && !absl::IsNotFound(meta.status())) return false;
-    if (!store.ReadTokenLog(id).ok()) return false;
+    StoredSession& s = (*out)[id];
+    s.meta = store.GetMeta(id);
+    if (!s.meta.ok() && !absl::IsNotFound(s.meta.status())) return false;
+    absl::StatusOr<std::vector<TokenRecord>> log = store.ReadTokenLog(id);
+    if (!log.ok()) return false;
+    s.log = *std::move(log);
   }
   return true;
 }
-
-}  // namespace
 
 absl::Status SessionManager::CopySession(ColdStore& from, ColdStore& to, const SessionId& id,
                                          Quarantined* seen) {
@@ -54,7 +54,8 @@ absl::Status SessionManager::CopySession(ColdStore& from, ColdStore& to, const S
 }
 
 absl::Status SessionManager::SalvageIfDamaged() {
-  if (ReadsWhole(*cold_)) return absl::OkStatus();
+  if (ReadsWhole(*cold_, &read_at_start_)) return absl::OkStatus();
+  read_at_start_.clear();  // the salvaged store is read again by Recover
   const std::string dir = options_.data_dir;
   const std::string fresh_dir = dir + ".salvage";
   const std::string aside = absl::StrCat(dir, ".damaged-", absl::ToUnixMillis(absl::Now()));
