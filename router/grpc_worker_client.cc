@@ -176,15 +176,14 @@ class GrpcWorkerClient final : public WorkerClient {
 std::shared_ptr<WorkerClient> GrpcWorkerClients::At(const std::string& address) {
   absl::MutexLock lock(&mu_);
   auto it = clients_.find(address);
-  if (it != clients_.end()) return it->second;
+  if (it != clients_.end()) return it->second.client;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(max_message_bytes_);
   args.SetMaxSendMessageSize(max_message_bytes_);
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
       address, credentials_ ? credentials_ : grpc::InsecureChannelCredentials(), args);
   auto client = std::make_shared<GrpcWorkerClient>(channel);
-  clients_.emplace(address, client);
-  channels_.emplace(address, std::move(channel));
+  clients_.emplace(address, Entry{std::move(channel), client});
   return client;
 }
 
@@ -193,8 +192,10 @@ std::shared_ptr<WorkerClient> GrpcWorkerClients::At(const std::string& address) 
 // grows to minutes): without this the next call to it would fail UNAVAILABLE though it is ready.
 void GrpcWorkerClients::Reconnect(const std::string& address) {
   absl::MutexLock lock(&mu_);
-  auto it = channels_.find(address);
-  if (it != channels_.end()) grpc::experimental::ChannelResetConnectionBackoff(it->second.get());
+  auto it = clients_.find(address);
+  if (it != clients_.end()) {
+    grpc::experimental::ChannelResetConnectionBackoff(it->second.channel.get());
+  }
 }
 
 }  // namespace rsd::router

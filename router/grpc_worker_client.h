@@ -30,8 +30,11 @@ class GrpcWorkerClients final : public WorkerClients {
   const int max_message_bytes_;
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   absl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<WorkerClient>> clients_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(mu_);
+  struct Entry {
+    std::shared_ptr<grpc::Channel> channel;
+    std::shared_ptr<WorkerClient> client;  // over `channel`
+  };
+  std::map<std::string, Entry> clients_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rsd::router

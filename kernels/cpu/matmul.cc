@@ -64,9 +64,6 @@ void RowMajorRows(OpContext& ctx, const QuantizedRows& a, int64_t first, const T
   ctx.NoteThreads(used);
 }
 
-// Activation rows from which the AMX path takes tile multiplies (16 rows a tile; packed_weights.h).
-constexpr int64_t kAmxMinRows = 16;
-
 // Weights in the VNNI path's packed layout: groups of 16 rows, then any rows past the last group
 // in row-major form (packed_weights.h); the activation rows are QuantizedRows', k bytes apart.
 void PackedRows(OpContext& ctx, const QuantizedRows& a, const Tensor& w, const float* bias,
@@ -75,7 +72,8 @@ void PackedRows(OpContext& ctx, const QuantizedRows& a, const Tensor& w, const f
   const int64_t groups = m / kPackRows;
   const size_t group_bytes = w.row_bytes() * kPackRows;
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
-  const bool amx = ctx.isa == Isa::kAmx && n >= kAmxMinRows;
+  // The AMX kernel takes tiles of 16 activation rows and gives the rest to the VNNI kernel.
+  const bool amx = ctx.isa == Isa::kAmx;
   int used = ctx.pool->ParallelFor(groups, 1, [&](int64_t b, int64_t e, int) {
     for (int64_t g = b; g < e; ++g) {
       const float* gbias = bias != nullptr ? bias + g * kPackRows : nullptr;

@@ -8,10 +8,7 @@
 // GCC 12 AVX-512 header warnings (bug 105593): see kernels/cpu/dot_quant_vnni.cc.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +19,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "kernels/cpu/isa.h"
 
 namespace {
 
@@ -85,20 +84,13 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) int64_t Int8Vnni() {
 }
 
 // AMX tile multiplies of the shape the AMX matmul issues (16 x 16 outputs, one 32-byte block:
-// 8,192 u8 x s8 products each), four independent accumulator tiles per step. The kernel's
-// permission for tile data is asked first (Linux arch_prctl); false when the CPU or kernel lacks
-// it.
+// 8,192 u8 x s8 products each), four independent accumulator tiles per step. Run only where
+// cpu::IsaSupported(Isa::kAmx) (which asks Linux for the tile-data permission) says so.
 struct alignas(64) AmxConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
   uint16_t colsb[16] = {64, 64, 64, 64, 32, 64};
   uint8_t rows[16] = {16, 16, 16, 16, 16, 8};
 };
-
-bool AmxAvailable() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0 || (d & (3u << 24)) != (3u << 24)) return false;
-  return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
-}
 
 __attribute__((target("amx-tile,amx-int8"))) int64_t Int8Amx() {
   static const AmxConfig config;
@@ -206,7 +198,7 @@ int main(int argc, char** argv) {
   __builtin_cpu_init();
   const bool vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
   const bool avx512 = __builtin_cpu_supports("avx512f");
-  const bool amx = AmxAvailable();
+  const bool amx = rsd::cpu::IsaSupported(rsd::cpu::Isa::kAmx);  // asks Linux for tile data
   std::string out = "[";
   for (int t : {1, threads}) {
     const double bw = Bandwidth(t);

@@ -58,7 +58,12 @@ std::vector<int32_t> SessionManager::Log(const Session& s) const {
 }
 
 absl::Status SessionManager::Recover() {
-  RSD_ASSIGN_OR_RETURN(std::vector<SessionId> ids, cold_->ListSessions());
+  // The sessions SalvageIfDamaged read whole, or (after a salvage, or with none read) a listing.
+  std::vector<SessionId> ids;
+  for (const auto& [id, stored] : read_at_start_) ids.push_back(id);
+  if (ids.empty()) {
+    RSD_ASSIGN_OR_RETURN(ids, cold_->ListSessions());
+  }
   for (const SessionId& id : ids) {
     Quarantined seen;
     seen.id = id;
