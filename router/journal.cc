@@ -47,11 +47,13 @@ std::string Journal::TurnKey(const SessionId& id, uint32_t turn) {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(
+    const std::string& dir, std::shared_ptr<rocksdb::FileSystem> file_system) {
   std::unique_ptr<Journal> j(new Journal());
   j->dir_ = dir;
   RocksDb::Options o;
   o.what = "router";
+  o.file_system = std::move(file_system);
   for (const char* name : {kSessionsCf, kTurnsCf, kPendingCf, kKeysCf}) {
     o.families.push_back({name, rocksdb::ColumnFamilyOptions()});
   }

@@ -35,6 +35,7 @@
 namespace rocksdb {
 class ColumnFamilyHandle;
 class DB;
+class FileSystem;
 }  // namespace rocksdb
 
 namespace rsd::router {
@@ -100,8 +101,9 @@ class Journal {
   // exists. FAILED_PRECONDITION naming the path if the parent is missing, `dir` is not a directory
   // or the journal is already open (RocksDB's lock, e.g. a second router on the same dir);
   // PERMISSION_DENIED naming the path if it cannot be read, written or created; DATA_LOSS on
-  // corruption.
-  static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& dir);
+  // corruption. `file_system`: what to write through (null: the local one; tests inject faults).
+  static absl::StatusOr<std::unique_ptr<Journal>> Open(
+      const std::string& dir, std::shared_ptr<rocksdb::FileSystem> file_system = nullptr);
   ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;

@@ -144,10 +144,30 @@ class TrackedDirectory : public rocksdb::FSDirectoryWrapper {
 DropUnsyncedFs::DropUnsyncedFs(std::shared_ptr<rocksdb::FileSystem> target)
     : FileSystemWrapper(std::move(target)) {}
 
-IOStatus DropUnsyncedFs::CheckActive(const std::string& what) const {
+IOStatus DropUnsyncedFs::CheckActive(const std::string& what) {
   absl::MutexLock lock(&mu_);
+  if (active_ && ++mutations_ == fail_at_) {
+    active_ = false;
+    tripped_ = true;
+  }
   if (active_) return IOStatus::OK();
   return IOStatus::IOError("simulated power loss", what);
+}
+
+int64_t DropUnsyncedFs::mutations() const {
+  absl::MutexLock lock(&mu_);
+  return mutations_;
+}
+
+void DropUnsyncedFs::FailFrom(int64_t n) {
+  absl::MutexLock lock(&mu_);
+  fail_at_ = n > 0 ? mutations_ + n : 0;
+  tripped_ = false;
+}
+
+bool DropUnsyncedFs::tripped() const {
+  absl::MutexLock lock(&mu_);
+  return tripped_;
 }
 
 bool DropUnsyncedFs::active() const {
@@ -352,6 +372,9 @@ void DropUnsyncedFs::Reactivate() {
   absl::MutexLock lock(&mu_);
   active_ = true;
   files_.clear();
+  mutations_ = 0;
+  fail_at_ = 0;
+  tripped_ = false;
 }
 
 }  // namespace rsd

@@ -49,6 +49,17 @@ class DropUnsyncedFs : public rocksdb::FileSystemWrapper {
   // Number of successful Sync/Fsync calls on files (tests check that syncs really happened).
   int64_t file_syncs() const;
 
+  // Crash points. Every call that would change the disk (append, sync, truncate, create, rename,
+  // delete, a directory fsync) is one mutation; mutations() counts them since construction or the
+  // last Reactivate(). FailFrom(n) makes the power fail just before the n-th mutation from now
+  // (1-based): it and every later one fail as after DropUnsyncedData (nothing more reaches the
+  // disk), while reads still see what was written; the test then calls DropUnsyncedData() to
+  // throw the unsynced part away, as the power loss would have. 0 disarms. tripped() tells
+  // whether the armed point was reached.
+  int64_t mutations() const;
+  void FailFrom(int64_t n);
+  bool tripped() const;
+
   // rocksdb::FileSystem
   static const char* kClassName() { return "DropUnsyncedFs"; }
   const char* Name() const override { return kClassName(); }
@@ -85,7 +96,8 @@ class DropUnsyncedFs : public rocksdb::FileSystemWrapper {
                               rocksdb::IODebugContext* dbg) override;
 
   // Called by the wrapped files and directories.
-  rocksdb::IOStatus CheckActive(const std::string& what) const;
+  // Counts a mutation and fails it if the power is off (or goes off now: FailFrom).
+  rocksdb::IOStatus CheckActive(const std::string& what);
   void OnSynced(const std::string& path, uint64_t size);
   void OnDirSynced(const std::string& dir);
 
@@ -100,6 +112,9 @@ class DropUnsyncedFs : public rocksdb::FileSystemWrapper {
   mutable absl::Mutex mu_;
   bool active_ ABSL_GUARDED_BY(mu_) = true;
   int64_t file_syncs_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t mutations_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t fail_at_ ABSL_GUARDED_BY(mu_) = 0;  // the mutation count at which power fails (0: never)
+  bool tripped_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, FileState> files_ ABSL_GUARDED_BY(mu_);  // normalized path → state
 };
 

@@ -4,6 +4,9 @@
 // real worker's token form would (header, `export_blocks` dummy blocks, trailer with the digest).
 // Knobs: `fail` (every Chat returns it), `block_until_cancelled`, `turn_delay_ms`,
 // `fail_after_first_delta` (UNAVAILABLE after one delta: a worker dying mid-turn),
+// `fail_after_commit` (the turn is committed here, then UNAVAILABLE before the TurnDone: a worker
+// dying between its commit and its reply). Like a real worker, a Chat naming `committed_turns`
+// drops the turns past them first (FAILED_PRECONDITION if it holds fewer).
 // `export_delay_ms`, `corrupt_export` (bad digest), `truncate_export` (no trailer),
 // `export_fail` / `import_fail`, `model_fingerprint`.
 // FakeWorker has no transport (absl::Status results, callbacks for streams): FakeWorkerService
@@ -65,6 +68,17 @@ class FakeWorker {
       if (!fail.ok()) return fail;
       absl::Status s = CheckLocked(req->ref());
       if (!s.ok()) return s;
+      if (req->has_committed_turns()) {
+        Session& session = sessions_[req->ref().session_id()];
+        if (session.turns() < req->committed_turns()) {
+          return absl::FailedPreconditionError("fake worker: behind the journal");
+        }
+        while (session.turns() > req->committed_turns()) {
+          session.turn_ends.pop_back();
+          session.log.resize(session.turn_ends.empty() ? 0 : session.turn_ends.back());
+          ++dropped_turns;
+        }
+      }
     }
     if (block_until_cancelled) {
       while (!cancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -98,6 +112,7 @@ class FakeWorker {
       turn = s.turns();
       history = static_cast<int64_t>(s.log.size());
     }
+    if (fail_after_commit) return absl::UnavailableError("fake worker: died after its commit");
     done.set_turn(turn);
     done.set_finish_reason("length");
     done.set_text(msg);
@@ -274,6 +289,8 @@ class FakeWorker {
   std::atomic<bool> block_until_cancelled{false};
   std::atomic<bool> saw_cancel{false};
   std::atomic<bool> fail_after_first_delta{false};
+  std::atomic<bool> fail_after_commit{false};
+  std::atomic<int> dropped_turns{0};
   std::atomic<bool> corrupt_export{false};
   std::atomic<bool> truncate_export{false};
   std::atomic<int> turn_delay_ms{0};

@@ -182,6 +182,7 @@ TEST_F(MigrationTest, TurnArrivingDuringMigrationWaitsThenRunsOnTheTarget) {
   EXPECT_EQ(t.events.back().done().worker(), "w2");
   EXPECT_EQ(t.events.back().done().turn(), 2u);
   EXPECT_EQ(w1.chat_count(), 1u);
+  EXPECT_EQ(w2.chat_count(), 1u);
 }
 
 TEST_F(MigrationTest, MigrationWaitsForTheRunningTurn) {
@@ -278,6 +279,25 @@ TEST_F(MigrationTest, WorkerDyingMidTurnRetriedTurnIdReusesTheJournaledSeed) {
   Turn fresh = Chat(s, "q", "turn-3");
   ASSERT_TRUE(fresh.status.ok());
   EXPECT_NE(fresh.events.back().done().seed(), seed);
+}
+
+TEST_F(MigrationTest, ATurnCommittedByAWorkerThatDiedBeforeItsReplyIsReplacedByTheRetry) {
+  FakeWorker& w1 = AddWorker("w1");
+  const std::string s = CreateOn("w1");
+  ASSERT_TRUE(Chat(s, "ab").status.ok());
+  EXPECT_EQ(w1.chats.back().committed_turns(), 0u);
+  w1.fail_after_commit = true;  // turn 2 is durable on w1; its reply never reaches the router
+  Turn cut = Chat(s, "xyz", "turn-2");
+  EXPECT_EQ(cut.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(journal_->ListTurns(*ParseSessionId(s))->size(), 1u);
+  w1.fail_after_commit = false;
+  Turn retry = Chat(s, "xyz", "turn-2");
+  ASSERT_TRUE(retry.status.ok()) << retry.status.error_message();
+  ASSERT_TRUE(w1.chats.back().has_committed_turns());
+  EXPECT_EQ(w1.chats.back().committed_turns(), 1u);  // the journal's count, not the worker's
+  EXPECT_EQ(w1.dropped_turns, 1);
+  EXPECT_EQ(retry.events.back().done().turn(), 2u);  // it replaced the turn, not followed it
+  EXPECT_EQ(journal_->ListTurns(*ParseSessionId(s))->size(), 2u);
 }
 
 TEST_F(MigrationTest, AutomaticFailoverOfADeadWorkerWhileATurnWaits) {

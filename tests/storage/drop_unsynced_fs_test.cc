@@ -120,5 +120,30 @@ TEST_F(DropUnsyncedFsTest, PreexistingFilesAreDurable) {
   EXPECT_EQ(Size("old"), 12u);
 }
 
+TEST_F(DropUnsyncedFsTest, FailFromCutsThePowerBeforeTheNthMutation) {
+  auto f = Create("a");  // mutation 1
+  EXPECT_EQ(fs_->mutations(), 1);
+  fs_->FailFrom(5);                                            // the 5th mutation from now
+  Append(f.get(), "one-");                                     // 1st from now
+  ASSERT_TRUE(f->Sync(IOOptions(), nullptr).ok());             // 2nd
+  ASSERT_TRUE(dir_handle_->Fsync(IOOptions(), nullptr).ok());  // 3rd
+  Append(f.get(), "two");  // 4th: the last that reaches the disk
+  EXPECT_FALSE(fs_->tripped());
+  EXPECT_FALSE(f->Append("three", IOOptions(), nullptr).ok());  // 5th: the power fails here
+  EXPECT_TRUE(fs_->tripped());
+  EXPECT_FALSE(fs_->active());
+  EXPECT_FALSE(f->Sync(IOOptions(), nullptr).ok());
+  EXPECT_EQ(Size("a"), 7u);  // reads still see what was written before the power failed
+  absl::StatusOr<DropUnsyncedFs::DropStats> stats = fs_->DropUnsyncedData();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(Size("a"), 4u);  // only the synced part survives
+  ASSERT_TRUE(f->Close(IOOptions(), nullptr).ok());
+  fs_->Reactivate();
+  EXPECT_EQ(fs_->mutations(), 0);
+  EXPECT_FALSE(fs_->tripped());
+  auto g = Create("b");
+  Append(g.get(), "after the restart, nothing is armed");
+}
+
 }  // namespace
 }  // namespace rsd

@@ -93,11 +93,17 @@ struct TurnSpec {
   // The request named no seed: Submit draws one into params.sampling.seed (the one place a worker
   // draws seeds; TurnResult::seed reports it).
   bool draw_seed = false;
+  // The turns the router's journal holds committed (WorkerChatRequest.committed_turns): turns
+  // past them here are dropped before this one runs (their commit never reached the router);
+  // fewer here is FAILED_PRECONDITION. Unset: no check.
+  std::optional<uint32_t> committed_turns;
 };
 
 struct SchedulerStats {
   int64_t steps = 0, decode_rows = 0, decode_steps = 0, prefill_tokens = 0;
   int64_t committed = 0, cancelled = 0, failed = 0, refused = 0;
+  // Turns durable here that the router's journal never committed, dropped before a retry.
+  int64_t dropped_turns = 0;
   int64_t spills = 0, restores = 0, paused_steps = 0;
   int32_t max_decode_rows = 0;
   // The most engine steps a cancelled turn ran after its Cancel() (0 or 1 by construction:
@@ -155,8 +161,12 @@ class Scheduler {
   bool Admit();
   // Drops cancelled queued turns and takes the most important one whose session is idle.
   std::optional<Queued> TakeNext();
-  // Whether the session here may run the turn: known, the caller's tenant, this epoch, limits.
+  // Whether the session here may run the turn: known, the caller's tenant, this epoch, the
+  // journal's turns (SettleTurns), limits.
   absl::Status CheckTurnHere(const TurnSpec& spec);
+  // Drops the turns past `journal` (TurnSpec::committed_turns) of a session holding `here`;
+  // FAILED_PRECONDITION if it holds fewer.
+  absl::Status SettleTurns(const SessionId& id, uint32_t here, uint32_t journal);
   // Whether the pool can hold what the turn may need, spilling idle sessions to make room (false:
   // wait for running turns). RESOURCE_EXHAUSTED if it can never fit. Sets r.reserve_blocks.
   absl::StatusOr<bool> MakeRoom(Running& r);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/common/clock.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/scheduler_internal.h"
@@ -90,20 +91,42 @@ std::optional<Scheduler::Queued> Scheduler::TakeNext() {
 }
 
 absl::Status Scheduler::CheckTurnHere(const TurnSpec& spec) {
-  // Ownership, tenancy and limits.
-  absl::StatusOr<SessionInfo> info = sessions_->Describe(spec.id);
-  absl::Status check = info.status();
-  if (check.ok() && info->attrs.tenant == spec.tenant) {
-    check = sessions_->CheckTurn(spec.id, spec.input, spec.params);
+  // Ownership, tenancy, the journal's turns and limits.
+  RSD_ASSIGN_OR_RETURN(SessionInfo info, sessions_->Describe(spec.id));
+  if (info.attrs.tenant != spec.tenant) {
+    return absl::NotFoundError(absl::StrCat("unknown session ", spec.id.ToHex()));
   }
-  if (check.ok() && info->attrs.tenant != spec.tenant) {
-    check = absl::NotFoundError(absl::StrCat("unknown session ", spec.id.ToHex()));
-  } else if (check.ok() && spec.epoch != 0 && info->attrs.epoch != spec.epoch) {
-    check = absl::FailedPreconditionError(absl::StrCat("session ", spec.id.ToHex(), " is at epoch ",
-                                                       info->attrs.epoch, " here, not ", spec.epoch,
-                                                       " (stale owner)"));
+  if (spec.epoch != 0 && info.attrs.epoch != spec.epoch) {
+    return absl::FailedPreconditionError(absl::StrCat("session ", spec.id.ToHex(), " is at epoch ",
+                                                      info.attrs.epoch, " here, not ", spec.epoch,
+                                                      " (stale owner)"));
   }
-  return check;
+  if (spec.committed_turns.has_value()) {
+    RSD_RETURN_IF_ERROR(SettleTurns(spec.id, info.turns, *spec.committed_turns));
+  }
+  return sessions_->CheckTurn(spec.id, spec.input, spec.params);
+}
+
+absl::Status Scheduler::SettleTurns(const SessionId& id, uint32_t here, uint32_t journal) {
+  if (here < journal) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session ", id.ToHex(), " holds ", here,
+                     " committed turns here but the router's journal ", journal,
+                     ": its state here is behind the journal; rebuild it from the journal (rsdctl "
+                     "failover of this worker, or close and recreate the session)"));
+  }
+  for (uint32_t turn = here; turn > journal; --turn) {
+    // Durable here, but the worker died before its reply reached the router, which now retries
+    // the turn with the same seed: the retry replaces it rather than following it.
+    log::Warn("dropping a turn the router never committed",
+              {{"session", id.ToHex()},
+               {"turn", absl::StrCat(turn)},
+               {"journal_turns", absl::StrCat(journal)}});
+    RSD_RETURN_IF_ERROR(sessions_->Undo(id));
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.dropped_turns++;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {

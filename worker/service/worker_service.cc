@@ -266,6 +266,7 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   spec.id = *id;
   spec.tenant = req->ref().tenant().empty() ? "default" : req->ref().tenant();
   spec.epoch = req->ref().epoch();
+  if (req->has_committed_turns()) spec.committed_turns = req->committed_turns();
   spec.input.user_text = turn.message();
   spec.input.raw = turn.raw();
   for (const v1::ChatMessage& m : turn.context()) {
