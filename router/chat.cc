@@ -135,6 +135,8 @@ Relayed Relay(RouterCore& core, const SessionRecord& rec, const WorkerSnapshot& 
       if (done->worker().empty()) done->set_worker(owner.desc.id);
       out.journal_error = core.journal().CommitTurn(
           rec.id, RecordOf(wreq.turn(), *done, streamed_tokens, streamed_text, owner.desc.id));
+      // What the turn appended to the session's log is what it added to the tenant's history.
+      if (out.journal_error.ok()) core.quotas().AddHistory(rec.tenant, done->log_tokens_size());
       out.relayed = true;
       if (out.journal_error.ok() && !out.client_gone) out.done_sent = write(ev);
     }

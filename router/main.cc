@@ -55,6 +55,9 @@ ABSL_FLAG(int64_t, max_pinned_per_tenant, 64,
           "pinned sessions (never spilled) one tenant may hold (0: unlimited)");
 ABSL_FLAG(int64_t, max_turns_per_tenant, 256,
           "turns of one tenant running at once (0: unlimited); more are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_history_tokens_per_tenant, 0,
+          "tokens of history one tenant's sessions may hold together (0: unlimited); a turn "
+          "starting at or over it is RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
 ABSL_FLAG(double, heartbeat_interval, 1.0, "seconds between heartbeats, told to workers");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router sends or accepts");
@@ -197,6 +200,8 @@ int main(int argc, char** argv) {
   options.quotas.sessions = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_sessions_per_tenant));
   options.quotas.turns = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_turns_per_tenant));
   options.quotas.pinned = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_pinned_per_tenant));
+  options.quotas.history_tokens =
+      std::max<int64_t>(0, absl::GetFlag(FLAGS_max_history_tokens_per_tenant));
   rsd::router::GrpcWorkerClients workers(std::max(max_bytes, 16 << 20),
                                          rsd::ChannelCredentialsFor(tls));
   rsd::router::RouterCore core(journal->get(), &registry, &workers, options);

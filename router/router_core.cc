@@ -21,7 +21,8 @@ absl::Status RouterCore::LoadJournal() {
   RSD_ASSIGN_OR_RETURN(std::vector<SessionRecord> sessions, journal_->ListSessions());
   for (const SessionRecord& s : sessions) {
     registry_->AddPlaced(s.worker, 1);
-    quotas_.AddExisting(s.tenant, s.pin);
+    RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> last, journal_->LastTurn(s.id));
+    quotas_.AddExisting(s.tenant, s.pin, last.has_value() ? last->history_tokens : 0);
   }
   return absl::OkStatus();
 }

@@ -97,9 +97,10 @@ absl::Status RouterCore::CloseSession(const Caller& caller, const std::string& h
       return WorkerError(s, owner->desc.id, owner->desc.address);
     }
   }
+  RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> last, journal_->LastTurn(rec.id));
   RSD_RETURN_IF_ERROR(journal_->DeleteSession(rec.id));
   registry_->AddPlaced(rec.worker, -1);
-  quotas_.ReleaseSession(rec.tenant, rec.pin);
+  quotas_.ReleaseSession(rec.tenant, rec.pin, last.has_value() ? last->history_tokens : 0);
   return absl::OkStatus();
 }
 
@@ -111,7 +112,11 @@ absl::StatusOr<v1::SessionInfo> RouterCore::UndoTurn(const Caller& caller, const
   absl::StatusOr<v1::SessionInfo> info =
       Worker(owner)->UndoTurn(RefOf(rec), UnaryDeadline(caller.deadline));
   if (!info.ok()) return WorkerError(info.status(), owner.desc.id, owner.desc.address);
+  RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> removed, journal_->LastTurn(rec.id));
   RSD_RETURN_IF_ERROR(journal_->RemoveLastTurn(rec.id).status());
+  RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> last, journal_->LastTurn(rec.id));
+  quotas_.AddHistory(rec.tenant, (last.has_value() ? last->history_tokens : 0) -
+                                     (removed.has_value() ? removed->history_tokens : 0));
   FillOwnership(rec, &*info);
   return info;
 }

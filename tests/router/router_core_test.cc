@@ -295,6 +295,36 @@ TEST_F(RouterCoreTest, TenantQuotasBoundSessionsAndRunningTurns) {
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("holds 2 sessions")));
 }
 
+// Issue #13: a tenant's sessions hold at most so many tokens of history together (the fake worker
+// appends 100 tokens a turn); closes and undos give room back, and a restarted router counts the
+// journal's history.
+TEST_F(RouterCoreTest, TenantHistoryQuotaBoundsTheTokensItsSessionsHold) {
+  RouterOptions o;
+  o.quotas.history_tokens = 250;
+  core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &workers_, o);
+  AddWorker("w1");
+  const std::string a1 = Create("a"), a2 = Create("a"), b1 = Create("b");
+  ASSERT_TRUE(Chat(a1, "x", "", CallerFor("a")).status.ok());
+  ASSERT_TRUE(Chat(a2, "x", "", CallerFor("a")).status.ok());
+  ASSERT_TRUE(Chat(a1, "y", "", CallerFor("a")).status.ok());  // 200 < 250: runs, to 300
+  EXPECT_EQ(core_->quotas().history_tokens("a"), 300);
+  EXPECT_THAT(Chat(a2, "z", "", CallerFor("a")).status,
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("tenant 'a' holds 300 tokens of session history, its quota "
+                                 "(--max-history-tokens-per-tenant 250)")));
+  EXPECT_EQ(journal_->ListTurns(*ParseSessionId(a2))->size(), 1u);  // nothing of it committed
+  EXPECT_TRUE(Chat(b1, "z", "", CallerFor("b")).status.ok());       // another tenant runs
+  ASSERT_TRUE(core_->UndoTurn(CallerFor("a"), a1).ok());            // 300 - 100
+  EXPECT_EQ(core_->quotas().history_tokens("a"), 200);
+  ASSERT_TRUE(Chat(a2, "z", "", CallerFor("a")).status.ok());  // to 300 again
+  ASSERT_TRUE(core_->CloseSession(CallerFor("a"), a2).ok());   // 300 - 200
+  EXPECT_EQ(core_->quotas().history_tokens("a"), 100);
+  core_ = std::make_unique<RouterCore>(journal_.get(), registry_.get(), &workers_, o);
+  ASSERT_TRUE(core_->LoadJournal().ok());
+  EXPECT_EQ(core_->quotas().history_tokens("a"), 100);
+  EXPECT_EQ(core_->quotas().history_tokens("b"), 100);
+}
+
 // Issue #14: a worker that found a session's stored data damaged reports it; the router rebuilds
 // it from its journal on another ready worker, or on the reporting worker when it is the only one.
 TEST_F(RouterCoreTest, ASessionAWorkerReportsDamagedIsRebuiltFromTheJournal) {
