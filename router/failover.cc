@@ -174,6 +174,7 @@ void RouterCore::StartFailoverMonitor() {
 }
 
 void RouterCore::MonitorLoop() {
+  absl::Time last_expiry = absl::Now();
   for (;;) {
     {
       absl::MutexLock lock(&monitor_mu_);
@@ -183,6 +184,10 @@ void RouterCore::MonitorLoop() {
     }
     FailoverDeadWorkers();
     RebuildQuarantined();
+    if (absl::Now() - last_expiry >= options_.expiry_scan_interval) {
+      last_expiry = absl::Now();
+      ExpireIdleSessions(last_expiry);
+    }
   }
 }
 

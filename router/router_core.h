@@ -66,6 +66,8 @@ struct RouterOptions {
   absl::Duration move_timeout = absl::Seconds(120);
   // How often the failover monitor looks for dead workers that still own sessions.
   absl::Duration failover_scan_interval = absl::Milliseconds(250);
+  // How often the monitor closes sessions idle past twice their TTL.
+  absl::Duration expiry_scan_interval = absl::Seconds(10);
   // Per-tenant sessions and running turns (tenant_quotas.h; 0: unlimited).
   QuotaOptions quotas;
 };
@@ -128,6 +130,12 @@ class RouterCore {
   absl::Status CloseSession(const Caller& caller, const std::string& hex);
   // Removes the session's last turn on the owner and in the journal.
   absl::StatusOr<v1::SessionInfo> UndoTurn(const Caller& caller, const std::string& hex);
+  // Closes every session idle at `now` for twice its TTL or longer since its last committed turn
+  // (or its creation), as its worker does, so that it leaves the journal and stops counting
+  // against its tenant's quotas; a session whose gate is held (a turn or a move) is left for a
+  // later scan. Returns how many were closed. The monitor calls it every expiry_scan_interval
+  // (router/expiry.cc).
+  int ExpireIdleSessions(absl::Time now);
   // One turn: replayed from the journal if its turn id was committed, else relayed from the owner
   // (see the header comment). Events go to `write`; false from it means the caller went away.
   // Records the turn's time to first token, inter-token gaps and outcome in metrics().
@@ -256,6 +264,10 @@ class RouterCore {
   absl::StatusOr<std::optional<v1::MigrateResponse>> FailoverOne(const SessionId& id,
                                                                  const std::string& from,
                                                                  absl::Time deadline);
+  // CloseSession's work under the session's gate.
+  absl::Status CloseLocked(const SessionRecord& rec, absl::Time deadline);
+  // When the session was last active: its last committed turn, else its creation.
+  absl::StatusOr<absl::Time> LastActive(const SessionRecord& rec);
   // Best effort CloseSession of `ref` on the worker `id` (logged on failure).
   void CloseCopy(const std::string& worker, const v1::SessionRef& ref, absl::Time deadline);
   std::vector<SessionId> SessionsOwnedBy(const std::string& worker);

@@ -86,10 +86,13 @@ absl::Status RouterCore::CloseSession(const Caller& caller, const std::string& h
   // Not in the middle of a turn or a move; the owner as the journal has it then.
   RSD_ASSIGN_OR_RETURN(SessionGates::Lock gate, gates_.Acquire(rec.id, "close", caller.deadline));
   RSD_ASSIGN_OR_RETURN(rec, LoadSession(hex, &caller.tenant));
+  return CloseLocked(rec, caller.deadline);
+}
+
+absl::Status RouterCore::CloseLocked(const SessionRecord& rec, absl::Time deadline) {
   absl::StatusOr<WorkerSnapshot> owner = Owner(rec);
   if (owner.ok()) {
-    absl::Status s =
-        Worker(*owner)->CloseSession(RefOf(rec), UnaryDeadline(caller.deadline)).status();
+    absl::Status s = Worker(*owner)->CloseSession(RefOf(rec), UnaryDeadline(deadline)).status();
     // A worker that cannot be reached, or no longer has the session, does not keep the session
     // alive in the journal; any other refusal (e.g. a running turn) is the caller's to see.
     if (!s.ok() && !absl::IsUnavailable(s) && !absl::IsDeadlineExceeded(s) &&

@@ -325,6 +325,43 @@ TEST_F(RouterCoreTest, TenantHistoryQuotaBoundsTheTokensItsSessionsHold) {
   EXPECT_EQ(core_->quotas().history_tokens("b"), 100);
 }
 
+// Issue #13: a session idle for twice its TTL leaves the journal as it leaves its worker, and
+// stops counting against its tenant's quotas; one without a TTL, or active, stays.
+TEST_F(RouterCoreTest, SessionsIdlePastTwiceTheirTtlLeaveTheJournalAndTheQuotas) {
+  FakeWorker& w = AddWorker("w1");
+  v1::CreateSessionRequest with_ttl;
+  with_ttl.mutable_options()->set_ttl_seconds(60);
+  absl::StatusOr<v1::SessionInfo> a = core_->CreateSession(CallerFor("a"), with_ttl);
+  absl::StatusOr<v1::SessionInfo> fresh = core_->CreateSession(CallerFor("a"), with_ttl);
+  ASSERT_TRUE(a.ok() && fresh.ok());
+  const std::string forever = Create("a");
+  ASSERT_TRUE(Chat(a->session_id(), "x", "", CallerFor("a")).status.ok());
+  const absl::Time now = absl::Now();
+  EXPECT_EQ(core_->ExpireIdleSessions(now + absl::Seconds(110)), 0);
+  EXPECT_EQ(core_->quotas().sessions("a"), 3);
+  EXPECT_EQ(core_->quotas().history_tokens("a"), 100);
+  // The second session turns at +100 s (its clock is the journal's commit time).
+  const int64_t active_ms = absl::ToUnixMillis(now + absl::Seconds(100));
+  TurnRecord late;
+  late.turn = 1;
+  late.committed_unix_ms = active_ms;
+  ASSERT_TRUE(journal_->CommitTurn(*ParseSessionId(fresh->session_id()), late).ok());
+  EXPECT_EQ(core_->ExpireIdleSessions(now + absl::Seconds(125)), 1);
+  EXPECT_THAT(core_->GetSession(CallerFor("a"), a->session_id()).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown session")));
+  {
+    absl::MutexLock lock(&w.mu_);
+    ASSERT_EQ(w.closed.size(), 1u);  // closed on its worker too
+    EXPECT_EQ(w.closed[0], a->session_id());
+  }
+  EXPECT_EQ(core_->quotas().sessions("a"), 2);
+  EXPECT_EQ(core_->quotas().history_tokens("a"), 0);
+  EXPECT_EQ(core_->ExpireIdleSessions(now + absl::Seconds(215)), 0);  // 115 s after its turn
+  EXPECT_EQ(core_->ExpireIdleSessions(now + absl::Seconds(225)), 1);
+  EXPECT_EQ(core_->ExpireIdleSessions(now + absl::Hours(24 * 365)), 0);  // no TTL: stays
+  EXPECT_TRUE(core_->GetSession(CallerFor("a"), forever).ok());
+}
+
 // Issue #14: a worker that found a session's stored data damaged reports it; the router rebuilds
 // it from its journal on another ready worker, or on the reporting worker when it is the only one.
 TEST_F(RouterCoreTest, ASessionAWorkerReportsDamagedIsRebuiltFromTheJournal) {
