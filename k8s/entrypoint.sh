@@ -9,8 +9,10 @@
 #                a worker serves mutual TLS (ca.crt required; its certificate must name its pod);
 #                `drain` dials the router over TLS.
 #   RSD_AUTH=true       the router requires API keys (first start writes <data-dir>/admin.key).
-#   RSD_API_KEY         a worker's key (rsdctl keys create --worker), read by rsd-worker itself.
-#   RSD_ADMIN_API_KEY   the key `drain` uses (draining is an Admin call).
+#   RSD_API_KEY         a worker's key (rsdctl keys create --worker), read by rsd-worker itself;
+#   RSD_API_KEY_FILE    or a file holding it (a mounted Secret: overlays/secure).
+#   RSD_ADMIN_API_KEY   the key `drain` uses (draining is an Admin call);
+#   RSD_ADMIN_API_KEY_FILE  or a file holding it.
 # Without TLS, pods listen in plaintext on the pod network (--insecure-listen; set
 # RSD_INSECURE_LISTEN=false to refuse): the NetworkPolicies in base/policies.yaml limit who can
 # reach the ports. A worker's /metrics port is plaintext either way.
@@ -53,6 +55,7 @@ case "$role" in
       set -- "$@" --tls-cert "$tls_dir/tls.crt" --tls-key "$tls_dir/tls.key" \
         --tls-ca "$tls_dir/ca.crt"
     fi
+    if [ -n "${RSD_API_KEY_FILE:-}" ]; then set -- "$@" --api-key-file "$RSD_API_KEY_FILE"; fi
     exec rsd-worker "$@"
     ;;
   drain)
@@ -62,7 +65,11 @@ case "$role" in
       set -- "$@" --tls-ca "$tls_dir/ca.crt" --tls-cert "$tls_dir/tls.crt" \
         --tls-key "$tls_dir/tls.key"
     fi
-    if [ -n "${RSD_ADMIN_API_KEY:-}" ]; then export RSD_API_KEY="$RSD_ADMIN_API_KEY"; fi
+    if [ -n "${RSD_ADMIN_API_KEY_FILE:-}" ]; then
+      set -- "$@" --api-key-file "$RSD_ADMIN_API_KEY_FILE"
+    elif [ -n "${RSD_ADMIN_API_KEY:-}" ]; then
+      export RSD_API_KEY="$RSD_ADMIN_API_KEY"
+    fi
     exec rsdctl "$@" drain "$POD_NAME"
     ;;
   *)

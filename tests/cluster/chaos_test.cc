@@ -1,6 +1,8 @@
 // Chaos (issue #14), loopback only, bounded rounds: 16 sessions chat (a pause of 0.2 to 1 s between
 // turns) while a driver kill -9s a worker or the router every few seconds (w1, the router, w2 in
-// turn) and restarts it, and migrates sessions to the other worker in random forms. Each client
+// turn) and restarts it, migrates sessions to the other worker in random forms, and every other
+// round drains a worker (all its sessions move off while they chat; then it takes work again).
+// Each client
 // retries a refused or broken turn with its turn id until it commits, and keeps chatting until
 // the driver is done. Afterwards:
 //  - every turn a client saw committed equals the same session run alone by `rsd-run chat`,
@@ -77,6 +79,7 @@ struct Chaos {
   Clock::time_point last_kill{};  // under mu
   std::vector<double> recover_seconds;
   std::atomic<int> committed{0}, retried{0}, kills{0}, migrations{0}, migrations_refused{0};
+  std::atomic<int> drains{0}, drained_sessions{0}, drains_refused{0};
   std::atomic<bool> driver_done{false};
 };
 
@@ -125,7 +128,8 @@ class ChaosTest : public ::testing::Test {
 
   // The driver: each round waits 1.5 to 3.5 s, kills w1, the router or w2 (in turn) with
   // SIGKILL, restarts it after 0 to 3 s (before or after the router's 2 s heartbeat timeout: a
-  // failover, or the worker back in time), and migrates two sessions to the other worker.
+  // failover, or the worker back in time), migrates two sessions to the other worker and, every
+  // other round, drains w1 or w2 (then uncordons it).
   void Driver(Cluster& c, Chaos& chaos, const std::vector<std::string>& ids) {
     std::mt19937 rng(14);
     std::uniform_int_distribution<int> wait_ms(1500, 3500), restart_ms(0, 3000);
@@ -163,13 +167,28 @@ class ChaosTest : public ::testing::Test {
         std::printf("chaos round %d: migrate %s to %s in %s: %s\n", round, id.c_str(), to.c_str(),
                     form.c_str(), moved.ok() ? "done" : moved.status().ToString().c_str());
       }
+      if (round % 2 == 1) Drain(c, chaos, round, (round / 2) % 2 == 0 ? "w1" : "w2");
     }
+  }
+
+  void Drain(Cluster& c, Chaos& chaos, int round, const std::string& w) {
+    absl::StatusOr<v1::DrainResponse> drained = c.Drain(w);
+    if (drained.ok()) {
+      chaos.drains++;
+      chaos.drained_sessions += drained->moved_size();
+    } else {
+      chaos.drains_refused++;
+    }
+    std::printf("chaos round %d: drain %s: %s\n", round, w.c_str(),
+                drained.ok() ? absl::StrCat(drained->moved_size(), " sessions moved").c_str()
+                             : drained.status().ToString().c_str());
+    ASSERT_TRUE(c.Cordon(w, false).ok()) << "round " << round;  // it takes work again
   }
 
   std::string model_;
 };
 
-TEST_F(ChaosTest, KillsAndMigrationsLoseNoTurnAndChangeNoToken) {
+TEST_F(ChaosTest, KillsMigrationsAndDrainsLoseNoTurnAndChangeNoToken) {
   auto cluster = Cluster::Start(model_, {{"w1", {}}, {"w2", {}}}, {"--heartbeat-timeout", "2"});
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   Cluster& c = **cluster;
@@ -225,14 +244,17 @@ TEST_F(ChaosTest, KillsAndMigrationsLoseNoTurnAndChangeNoToken) {
   }
   std::printf(
       "chaos: %d rounds in %.1f s: %d kills, %d turns committed, %d attempts refused or broken "
-      "and retried, %d migrations (%d refused), time from a kill to each interrupted turn's "
-      "commit p50 %.2f s p99 %.2f s (%zu turns), turns lost %d\n",
+      "and retried, %d migrations (%d refused), %d drains moving %d sessions (%d refused), time "
+      "from a kill to each interrupted turn's commit p50 %.2f s p99 %.2f s (%zu turns), turns "
+      "lost %d\n",
       Rounds(), seconds, chaos.kills.load(), chaos.committed.load(), chaos.retried.load(),
-      chaos.migrations.load(), chaos.migrations_refused.load(),
+      chaos.migrations.load(), chaos.migrations_refused.load(), chaos.drains.load(),
+      chaos.drained_sessions.load(), chaos.drains_refused.load(),
       Percentile(chaos.recover_seconds, 0.5), Percentile(chaos.recover_seconds, 0.99),
       chaos.recover_seconds.size(), lost);
   EXPECT_EQ(lost, 0);
   EXPECT_EQ(chaos.kills.load(), Rounds());
+  EXPECT_GT(chaos.drained_sessions.load(), 0) << "no drain moved a session";
   if (HasFailure()) std::printf("%s\n", c.Logs().c_str());
 }
 

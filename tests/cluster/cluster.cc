@@ -192,6 +192,19 @@ absl::Status Cluster::Cordon(const std::string& id, bool on) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::DrainResponse> Cluster::Drain(const std::string& id) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(180));
+  v1::WorkerRequest req;
+  req.set_worker(id);
+  v1::DrainResponse resp;
+  grpc::Status st = admin_->Drain(&ctx, req, &resp);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  }
+  return resp;
+}
+
 absl::StatusOr<v1::SessionInfo> Cluster::Create(const std::string& model) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));

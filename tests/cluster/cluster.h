@@ -49,6 +49,9 @@ class Cluster {
   // worker started so far has registered with it again and is ready.
   absl::Status RestartRouter();
   absl::Status Cordon(const std::string& id, bool on);
+  // Admin.Drain of worker `id` (its sessions move to the other ready workers; it stays draining
+  // until Cordon(id, false)).
+  absl::StatusOr<v1::DrainResponse> Drain(const std::string& id);
   absl::StatusOr<v1::SessionInfo> Create(const std::string& model = "");
   // Admin.Migrate of `session` to worker `to` in `form` (residual, kv, tokens, auto).
   absl::StatusOr<v1::MigrateResponse> Migrate(const std::string& session, const std::string& to,

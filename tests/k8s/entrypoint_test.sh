@@ -66,7 +66,11 @@ worker_key="$(rsdctl "${tls[@]}" "${admin[@]}" -o json keys create --worker |
   "$pyenv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
 tenant_key="$(rsdctl "${tls[@]}" "${admin[@]}" -o json keys create --tenant acme |
   "$pyenv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-RSD_ROUTER="127.0.0.1:$grpc2" RSD_API_KEY="$worker_key" POD_NAME=rsd-worker-1 \
+# The keys as overlays/secure mounts them: files from Secrets.
+mkdir -p "$dir/keys"
+printf '%s' "$worker_key" > "$dir/keys/worker"
+cp "$dir/data/router2/admin.key" "$dir/keys/admin"
+RSD_ROUTER="127.0.0.1:$grpc2" RSD_API_KEY_FILE="$dir/keys/worker" POD_NAME=rsd-worker-1 \
   RSD_LISTEN="127.0.0.1:$wgrpc2" RSD_ADVERTISE="127.0.0.1:$wgrpc2" \
   RSD_HTTP_LISTEN="127.0.0.1:$whttp2" RSD_DATA_DIR="$dir/data/worker2" \
   "$src/k8s/entrypoint.sh" worker > "$dir/worker2.log" 2>&1 &
@@ -83,7 +87,11 @@ models="$(curl -sf --cacert "$dir/secret/ca.crt" -H "Authorization: Bearer $tena
 [[ "$models" == *SmolLM2* ]]
 rc=0; curl -sf --cacert "$dir/secret/ca.crt" "https://127.0.0.1:$http2/v1/models" || rc=$?
 [ "$rc" -ne 0 ]  # no key: 401
-RSD_ROUTER="127.0.0.1:$grpc2" RSD_ADMIN_API_KEY="$(cat "$dir/data/router2/admin.key")" \
+# What overlays/secure's probes ask: the router's /health over HTTPS without a key (kubelet does
+# not verify the certificate: -k), a worker's on its plaintext metrics port.
+curl -sfk "https://127.0.0.1:$http2/health" > /dev/null
+curl -sf "http://127.0.0.1:$whttp2/health" > /dev/null
+RSD_ROUTER="127.0.0.1:$grpc2" RSD_ADMIN_API_KEY_FILE="$dir/keys/admin" \
   POD_NAME=rsd-worker-1 "$src/k8s/entrypoint.sh" drain
 workers="$(rsdctl "${tls[@]}" "${admin[@]}" -o json workers)"
 [[ "$workers" == *'"draining"'* ]]
