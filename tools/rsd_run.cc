@@ -378,13 +378,16 @@ absl::Status Chat() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "rsd-run <info|tokenize|generate|bench> --model PATH [flags]\n"
+      "rsd-run <info|tokenize|generate|chat|bench|prefix-bench> --model PATH [flags]\n"
       "  info      architecture, bytes per token of each state form, fingerprints\n"
       "  tokenize  --text T: token ids (special tokens parsed, no BOS)\n"
       "  generate  --prompt T | --message T [--max-tokens N --temperature X --seed N ...]\n"
       "  chat      --script FILE [--data-dir DIR --session NAME --hot-budget-tokens N\n"
-      "            --spill-form residual|kv|tokens|none --compare-unbounded]: one JSON line a turn\n"
-      "  bench     prefill and decode tokens/s for --threads-list");
+      "            --spill-form residual|kv|tokens|none --compare-unbounded]: one JSON line a "
+      "turn\n"
+      "  bench     prefill and decode tokens/s for --threads-list\n"
+      "  prefix-bench  --bench-sessions N --bench-prompt-tokens P [--threads T]: first-turn\n"
+      "            time of N sessions sharing a system prompt, prefix reuse off and on");
   std::vector<char*> args = rsd::ParseDashedCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -402,6 +405,8 @@ int main(int argc, char** argv) {
     s = rsd::Chat();
   } else if (cmd == "bench") {
     s = rsd::Bench();
+  } else if (cmd == "prefix-bench") {
+    s = rsd::PrefixBench();
   } else {
     std::fprintf(stderr, "rsd-run: unknown command '%s'\n%s\n", cmd.c_str(),
                  absl::ProgramUsageMessage().data());

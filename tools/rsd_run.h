@@ -19,6 +19,7 @@ ABSL_DECLARE_FLAG(bool, bench_restore);
 ABSL_DECLARE_FLAG(int, bench_prompt_tokens);
 ABSL_DECLARE_FLAG(int, bench_decode_tokens);
 ABSL_DECLARE_FLAG(int, bench_repeats);
+ABSL_DECLARE_FLAG(int, threads);
 
 namespace rsd {
 
@@ -34,5 +35,7 @@ std::string Dump(const json& j, int indent = -1);
 
 // rsd-run bench (rsd_run_bench.cc).
 absl::Status Bench();
+// rsd-run prefix-bench (rsd_run_prefix.cc).
+absl::Status PrefixBench();
 
 }  // namespace rsd

@@ -69,6 +69,9 @@ ABSL_FLAG(std::string, spill_form, "residual",
           "checkpoint plan: residual (every form can be exported), kv, auto (per layer; a "
           "kv-planned layer keeps no residuals, so such sessions cannot move as residuals)");
 ABSL_FLAG(int, max_context, 0, "context length (0: the model's)");
+ABSL_FLAG(bool, prefix_reuse, true,
+          "a session's first turn starts from the K/V another resident session computed for the "
+          "same leading prompt tokens (exact: the same bits as a prefill)");
 ABSL_FLAG(int, max_queue, 256, "turns waiting for admission before requests are refused");
 ABSL_FLAG(int, max_running, 64, "turns in the batch at once");
 ABSL_FLAG(int, prefill_chunk, 256, "most prompt tokens of one turn per step");
@@ -292,6 +295,7 @@ int Main() {
   SessionManagerOptions so;
   so.data_dir = data_dir;
   so.warm_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_warm_bytes));
+  so.prefix_reuse = absl::GetFlag(FLAGS_prefix_reuse);
   absl::StatusOr<std::unique_ptr<SessionManager>> sessions =
       SessionManager::Create(engine->get(), so);
   if (!sessions.ok()) return Fail(sessions.status().ToString());

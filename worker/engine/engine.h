@@ -161,6 +161,9 @@ class Engine {
   int32_t hot_budget_blocks() const { return budget_blocks_; }
   // Number of full chunks whose state is computed (spillable).
   int32_t FullChunks(const SessionId& id) const;
+  // Whether a new sequence keeps residual checkpoints of its plan's residual layers as its tokens
+  // are computed (so it can spill in that form without a rebuild).
+  bool CapturesResidualsByDefault() const;
 
   // ---- State between the pool and the tiers ----
   // Moves the sequence out of the hot pool as checkpoints of every full chunk, each layer in

@@ -138,6 +138,11 @@ absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, Chun
 
 // ---- Residual capture ----
 
+bool Engine::CapturesResidualsByDefault() const {
+  return plan_.HasResidualLayers() &&
+         (options_.keep_residuals || (bounded() && eviction_->exact()));
+}
+
 bool Engine::CapturesResiduals(const Sequence& s) const {
   return s.plan.HasResidualLayers() &&
          (options_.keep_residuals || (bounded() && eviction_->exact()));

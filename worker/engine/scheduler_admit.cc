@@ -178,7 +178,8 @@ absl::Status Scheduler::Begin(Running& r) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.restores++;
   }
-  engine_->AppendPending(r.turn.id, r.turn.user_tokens);
+  engine_->AppendPending(r.turn.id, std::span<const int32_t>(r.turn.user_tokens)
+                                        .subspan(static_cast<size_t>(r.turn.reused_tokens)));
   r.decoder = std::make_unique<TurnDecoder>(engine_->tokenizer(),
                                             engine_->chat_template().StopTokens(), spec.params);
   return absl::OkStatus();

@@ -344,7 +344,11 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id, const
   t.user_tokens = PromptTokens(input, s.turns() == 0);
   t.raw = input.raw;
   const double t0 = MonotonicSeconds();
+  if (options_.prefix_reuse && s.turns() == 0 && engine_->SequenceTokens(id).empty()) {
+    t.reused_tokens = SeedFromPrefix(id, t.user_tokens);
+  }
   RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
+  if (t.reused_tokens > 0) t.restored_from = "prefix";
   if (flush) {
     absl::Status st = engine_->FlushPending(id);
     if (!st.ok()) {
@@ -380,6 +384,7 @@ absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
   r.turn = turn.turn;
   r.restored_from = turn.restored_from;
   r.restore_seconds = turn.restore_seconds;
+  r.reused_tokens = turn.reused_tokens;
   const std::vector<int32_t>& all = engine_->SequenceTokens(s.id);
   r.turn_tokens.assign(all.begin() + turn.before, all.end());
   if (cold_) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,12 @@ struct SessionManagerOptions {
   std::string data_dir;                     // "" : no cold tier (nothing persists)
   size_t warm_budget_bytes = 256ull << 20;  // host checkpoint budget (LRU, overflow to cold)
   ColdStoreOptions cold;                    // tests: fault-injecting file system
+  // A session's first turn starts from K/V another resident session computed for the same
+  // leading tokens (prefix_reuse.cc).
+  bool prefix_reuse = true;
+  // Reuse only this many prompt tokens or more (shorter prefixes, e.g. a chat template's opening,
+  // cost about as much to copy as to compute).
+  int64_t prefix_reuse_min_tokens = 32;
 };
 
 struct TurnResult {
@@ -53,6 +60,9 @@ struct TurnResult {
   GenerateResult generation;
   std::string restored_from;         // "hot", "warm", "cold", "tokens" (re-prefill), "new"
   double restore_seconds = 0;
+  // Prompt tokens whose state was copied from another session's instead of computed (prefix
+  // reuse on a session's first turn; whole chunks).
+  int64_t reused_tokens = 0;
   int64_t history_tokens = 0;        // the token log's size after the turn
   uint64_t seed = 0;                 // the sampling seed it ran with
 };
@@ -77,8 +87,11 @@ struct PendingTurn {
   int64_t before = 0;                // the log's size before the turn (rollback point)
   std::vector<int32_t> user_tokens;  // the user message through the chat template
   bool raw = false;                  // TurnInput::raw: no end-of-turn tokens at commit
-  std::string restored_from;         // "hot", "warm", "cold", "tokens", "new"
+  std::string restored_from;         // "hot", "warm", "cold", "tokens", "new", "prefix"
   double restore_seconds = 0;
+  // The first user_tokens whose state the session already holds, copied from another session
+  // (prefix reuse): the caller feeds only the rest.
+  int64_t reused_tokens = 0;
 };
 
 class SessionManager {
@@ -185,8 +198,9 @@ class SessionManager {
   absl::StatusOr<StoredBytes> Stored(const SessionId& id);
 
   // Between-turn state moves of every session so far, for metrics, keyed "spill/<form>" (kv,
-  // residual, auto, tokens) and "restore/<source>" (warm, cold, tokens): how many, the checkpoint
-  // bytes written or read (4 a token for the token log), and the time. Any thread.
+  // residual, auto, tokens), "restore/<source>" (warm, cold, tokens) and "reuse/prefix" (K/V
+  // copied from another session for a first turn's prompt): how many, the checkpoint bytes
+  // written, read or copied (4 a token for the token log), and the time. Any thread.
   struct MoveTotals {
     int64_t count = 0, bytes = 0;
     double seconds = 0;
@@ -227,6 +241,15 @@ class SessionManager {
   // it now); an error quarantines it.
   absl::Status RecoverOne(const SessionId& id, StoredSession* stored, Quarantined* seen);
   absl::Status SaveMeta(const Session& s);
+  // Prefix reuse (prefix_reuse.cc): the resident session holding the most whole leading chunks of
+  // `prompt` in the hot pool (tokens compared), and the new session `id` seeded with copies of
+  // their K/V; returns the tokens seeded (0: none, or the copy failed and the turn prefills).
+  struct PrefixDonor {
+    SessionId id;
+    int32_t chunks = 0;
+  };
+  PrefixDonor FindPrefixDonor(const SessionId& id, std::span<const int32_t> prompt) const;
+  int64_t SeedFromPrefix(const SessionId& id, std::span<const int32_t> prompt);
   absl::Status Restore(Session& s, std::string* restored_from);
   Session* Find(const SessionId& id);
   absl::Status NotFound(const SessionId& id) const;

@@ -72,12 +72,14 @@ void WorkerMetrics::RefreshMoves(const std::map<std::string, SessionManager::Mov
     const std::map<std::string, std::string> labels = {
         {"op", key.substr(0, slash)},
         {"form", slash == std::string::npos ? "" : key.substr(slash + 1)}};
-    LabelledCounterTo("rsd_worker_state_moves_total",
-                      "Between-turn spills (by the form spilled to) and restores (by source)",
-                      labels, static_cast<double>(m.count));
-    LabelledCounterTo("rsd_worker_state_move_bytes_total",
-                      "Checkpoint bytes spills wrote and restores read (4 a token from the log)",
-                      labels, static_cast<double>(m.bytes));
+    LabelledCounterTo(
+        "rsd_worker_state_moves_total",
+        "Between-turn spills (by the form spilled to), restores (by source) and prefix reuses",
+        labels, static_cast<double>(m.count));
+    LabelledCounterTo(
+        "rsd_worker_state_move_bytes_total",
+        "Checkpoint bytes spills wrote, restores read (4 a token from the log) and reuses copied",
+        labels, static_cast<double>(m.bytes));
     LabelledCounterTo("rsd_worker_state_move_seconds_total", "Time spills and restores took",
                       labels, m.seconds);
   }

@@ -30,8 +30,8 @@ class WorkerMetrics {
   // came from, tokens.
   void Turn(const v1::TurnDone& done);
   // Gauges and counters from the worker's status (WorkerService::Status) and its sessions' state
-  // moves (SessionManager::StateMoves: "spill/<form>" or "restore/<source>" -> count, bytes,
-  // seconds).
+  // moves (SessionManager::StateMoves: "spill/<form>", "restore/<source>" or "reuse/prefix" ->
+  // count, bytes, seconds).
   void Refresh(const v1::WorkerStatus& status,
                const std::map<std::string, SessionManager::MoveTotals>& moves);
 

@@ -1,0 +1,166 @@
+// Prefix reuse (issue #15): a session's first turn whose prompt starts with whole chunks another
+// resident session computed starts from copies of their K/V. The reused part is exactly the whole
+// chunks of the common prefix (a divergence inside a chunk reuses the chunks before it), and every
+// generated token and per-step logit hash of the reusing session, and of its next turn, equals
+// the same session run alone on a fresh worker; the donor continues undisturbed.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/support/synthetic_model.h"
+#include "tests/support/test_util.h"
+#include "tests/support/test_worker.h"
+#include "worker/engine/session_manager.h"
+
+namespace rsd {
+namespace {
+
+const std::string kShared =
+    "Once upon a time a small robot read every story in the library, one page a night. ";
+
+GenerateParams Params(int turn) {
+  GenerateParams p;
+  p.max_tokens = 6;
+  p.record_logit_hashes = true;
+  if (turn == 1) {
+    p.sampling.temperature = 0.8f;
+    p.sampling.top_k = 30;
+    p.sampling.seed = 77;
+  }
+  return p;
+}
+
+struct Out {
+  std::vector<int32_t> tokens;
+  std::vector<uint64_t> hashes;
+  int64_t reused = 0;
+  std::string from;
+};
+
+class PrefixReuse : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* entry = testing::FindSyntheticModel("gqa");
+    ASSERT_NE(entry, nullptr);
+    const std::string model = testing::MakeTempDir("rsd-prefix-model") + "/gqa.gguf";
+    ASSERT_TRUE(testing::SyntheticModel(entry->options).WriteGguf(model).ok());
+    engine_.model_path = model;
+    engine_.block_tokens = 4;
+    engine_.keep_residuals = true;
+    engine_.poison_freed_blocks = true;
+    engine_.spill_form = "residual";
+  }
+  static Out Turn(testing::TestWorker& w, const SessionId& id, const std::string& text, int t) {
+    absl::StatusOr<TurnResult> r = w.Chat(id, text, Params(t));
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return {};
+    return {r->generation.tokens, r->generation.logit_hashes, r->reused_tokens, r->restored_from};
+  }
+  // The session's two turns alone on a fresh worker.
+  std::vector<Out> Alone(const std::string& first, const std::string& second) {
+    testing::TestWorker w(engine_, {});
+    EXPECT_TRUE(w.Start().ok());
+    const SessionId id = SessionId::Random();
+    EXPECT_TRUE(w.sessions().Create(id, {}).ok());
+    return {Turn(w, id, first, 0), Turn(w, id, second, 1)};
+  }
+  // Tokens of the common prefix of two first-turn prompts, in whole chunks, leaving at least one
+  // token of `b` to compute.
+  int64_t ExpectedReuse(testing::TestWorker& w, const std::string& a, const std::string& b) {
+    const std::vector<int32_t> pa = w.sessions().PromptTokens(a, true);
+    const std::vector<int32_t> pb = w.sessions().PromptTokens(b, true);
+    const int64_t common =
+        std::mismatch(pa.begin(), pa.end(), pb.begin(), pb.end()).first - pa.begin();
+    const int64_t bt = engine_.block_tokens;
+    return std::min(common / bt, (static_cast<int64_t>(pb.size()) - 1) / bt) * bt;
+  }
+  void CheckReuse();
+  EngineOptions engine_;
+};
+
+// Both ways a prefix is copied: in the engine's residual plan where it keeps residual
+// checkpoints (restored by a K/V projection), and as K/V where it does not (restored by a copy).
+TEST_F(PrefixReuse, AFirstTurnStartsFromAnotherSessionsChunksWithTheSameBits) {
+  for (const bool residuals : {true, false}) {
+    SCOPED_TRACE(residuals ? "residual checkpoints" : "K/V copies");
+    engine_.keep_residuals = residuals;
+    engine_.spill_form = residuals ? "residual" : "kv";
+    CheckReuse();
+  }
+}
+
+void PrefixReuse::CheckReuse() {
+  const std::string a = kShared + "Who was the robot?";
+  const std::string b = kShared + "What did it read last?";
+  std::string c = kShared + "Where?";
+  c[42] = 'X';  // a divergence in the middle of the shared text
+  testing::TestWorker w(engine_, {});
+  ASSERT_TRUE(w.Start().ok());
+  const SessionId ia = SessionId::Random(), ib = SessionId::Random(), ic = SessionId::Random();
+  for (const SessionId& id : {ia, ib, ic}) ASSERT_TRUE(w.sessions().Create(id, {}).ok());
+
+  const Out a1 = Turn(w, ia, a, 0);
+  EXPECT_EQ(a1.reused, 0);  // nobody to reuse from yet
+  const Out b1 = Turn(w, ib, b, 0);
+  const int64_t want_b = ExpectedReuse(w, a, b);
+  ASSERT_GE(want_b, 60);  // most of the shared text
+  EXPECT_EQ(b1.reused, want_b);
+  EXPECT_EQ(b1.from, "prefix");
+  const Out c1 = Turn(w, ic, c, 0);
+  const int64_t want_c = ExpectedReuse(w, a, c);
+  EXPECT_EQ(c1.reused, want_c);
+  EXPECT_GT(want_c, 0);
+  EXPECT_LT(want_c, want_b);  // only the chunks before the divergence
+
+  const std::vector<Out> ref_b = Alone(b, "and then?");
+  const std::vector<Out> ref_c = Alone(c, "and then?");
+  const std::vector<Out> ref_a = Alone(a, "and then?");
+  EXPECT_EQ(b1.tokens, ref_b[0].tokens);
+  EXPECT_EQ(b1.hashes, ref_b[0].hashes);
+  EXPECT_EQ(c1.tokens, ref_c[0].tokens);
+  EXPECT_EQ(c1.hashes, ref_c[0].hashes);
+  // Their next turns, and the donor's, continue exactly.
+  const Out b2 = Turn(w, ib, "and then?", 1), c2 = Turn(w, ic, "and then?", 1);
+  const Out a2 = Turn(w, ia, "and then?", 1);
+  EXPECT_EQ(b2.tokens, ref_b[1].tokens);
+  EXPECT_EQ(b2.hashes, ref_b[1].hashes);
+  EXPECT_EQ(c2.tokens, ref_c[1].tokens);
+  EXPECT_EQ(c2.hashes, ref_c[1].hashes);
+  EXPECT_EQ(a2.tokens, ref_a[1].tokens);
+  EXPECT_EQ(a2.hashes, ref_a[1].hashes);
+  EXPECT_EQ(w.sessions().StateMoves()["reuse/prefix"].count, 2);
+  // The reusing session leaves like any other: spilled in the engine's plan and back, exactly.
+  ASSERT_TRUE(w.sessions().Spill(ib, SpillForm::kAuto).ok());
+  const Out b3 = Turn(w, ib, "more", 1);
+  EXPECT_EQ(b3.from, "warm");
+  const std::vector<Out> ref_b3 = [&] {
+    testing::TestWorker alone(engine_, {});
+    EXPECT_TRUE(alone.Start().ok());
+    const SessionId id = SessionId::Random();
+    EXPECT_TRUE(alone.sessions().Create(id, {}).ok());
+    return std::vector<Out>{Turn(alone, id, b, 0), Turn(alone, id, "and then?", 1),
+                            Turn(alone, id, "more", 1)};
+  }();
+  EXPECT_EQ(b3.tokens, ref_b3[2].tokens);
+  EXPECT_EQ(b3.hashes, ref_b3[2].hashes);
+}
+
+TEST_F(PrefixReuse, ASpilledDonorIsNotUsedAndALaterTurnNeverReuses) {
+  testing::TestWorker w(engine_, {});
+  ASSERT_TRUE(w.Start().ok());
+  const SessionId ia = SessionId::Random(), ib = SessionId::Random();
+  for (const SessionId& id : {ia, ib}) ASSERT_TRUE(w.sessions().Create(id, {}).ok());
+  Turn(w, ia, kShared + "Who?", 0);
+  ASSERT_TRUE(w.sessions().Spill(ia, SpillForm::kResidual).ok());
+  const Out b1 = Turn(w, ib, kShared + "Why?", 0);  // the only donor is spilled
+  EXPECT_EQ(b1.reused, 0);
+  EXPECT_EQ(b1.tokens, Alone(kShared + "Why?", "x")[0].tokens);
+  // A session's second turn extends its own state; it never takes another's.
+  const Out a2 = Turn(w, ia, kShared + "Again?", 1);
+  EXPECT_EQ(a2.reused, 0);
+}
+
+}  // namespace
+}  // namespace rsd
