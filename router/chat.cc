@@ -38,6 +38,7 @@ absl::Status Replay(const TurnRecord& t, const v1::TurnRequest& req, const Sessi
   td->mutable_usage()->set_prompt_tokens(t.prompt_tokens);
   td->mutable_usage()->set_completion_tokens(t.completion_tokens);
   td->mutable_usage()->set_history_tokens(t.history_tokens);
+  td->mutable_usage()->set_reused_tokens(t.reused_tokens);
   td->mutable_tokens()->Assign(t.tokens.begin(), t.tokens.end());
   td->set_text(t.text);
   td->set_seed(t.seed);
@@ -76,6 +77,7 @@ TurnRecord RecordOf(const v1::TurnRequest& req, const v1::TurnDone& done,
   t.prompt_tokens = done.usage().prompt_tokens();
   t.completion_tokens = done.usage().completion_tokens();
   t.history_tokens = done.usage().history_tokens();
+  t.reused_tokens = done.usage().reused_tokens();
   t.worker = done.worker().empty() ? owner : done.worker();
   t.committed_unix_ms = absl::ToUnixMillis(absl::Now());
   t.log_tokens.assign(done.log_tokens().begin(), done.log_tokens().end());

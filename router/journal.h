@@ -72,6 +72,7 @@ struct TurnRecord {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t history_tokens = 0;  // the session's token log after the turn
+  int64_t reused_tokens = 0;   // of prompt_tokens, copied from another session (prefix reuse)
   std::string worker;          // the worker that ran it
   int64_t committed_unix_ms = 0;
   // Everything the turn appended to the session's token log (template, generated, end of turn);

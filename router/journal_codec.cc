@@ -95,6 +95,7 @@ std::string EncodeTurnRecord(const TurnRecord& t) {
             {"log_tokens", t.log_tokens}};
   if (t.top_p.has_value()) j["top_p"] = *t.top_p;
   if (t.max_tokens.has_value()) j["max_tokens"] = *t.max_tokens;
+  if (t.reused_tokens != 0) j["reused_tokens"] = t.reused_tokens;
   std::vector<uint8_t> out = json::to_cbor(j);
   return std::string(out.begin(), out.end());
 }
@@ -125,6 +126,7 @@ absl::StatusOr<TurnRecord> DecodeTurnRecord(const std::string& bytes, const std:
     t.worker = FromBytes(j.at("worker"));
     t.committed_unix_ms = j.at("committed_ms").get<int64_t>();
     if (j.contains("log_tokens")) t.log_tokens = j.at("log_tokens").get<std::vector<int32_t>>();
+    if (j.contains("reused_tokens")) t.reused_tokens = j.at("reused_tokens").get<int64_t>();
     return t;
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(what, ": malformed turn record: ", e.what()));

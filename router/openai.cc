@@ -221,11 +221,13 @@ std::string FinishReason(const std::string& ours) { return ours == "length" ? "l
 json UsageOf(const v1::TurnDone& done) {
   const v1::Usage& u = done.usage();
   const int64_t added = done.log_tokens_size();
-  // History the model read before this request (0 for a new session).
-  const int64_t cached = added > 0 ? std::max<int64_t>(0, u.history_tokens() - added) : 0;
-  return {{"prompt_tokens", cached + u.prompt_tokens()},
+  // History the model read before this request (0 for a new session), and prompt tokens whose
+  // state came from another session (prefix reuse): neither was computed for this request.
+  const int64_t history = added > 0 ? std::max<int64_t>(0, u.history_tokens() - added) : 0;
+  const int64_t cached = history + u.reused_tokens();
+  return {{"prompt_tokens", history + u.prompt_tokens()},
           {"completion_tokens", u.completion_tokens()},
-          {"total_tokens", cached + u.prompt_tokens() + u.completion_tokens()},
+          {"total_tokens", history + u.prompt_tokens() + u.completion_tokens()},
           {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 

@@ -155,6 +155,24 @@ class OpenAiApiTest(unittest.TestCase):
         self.assertGreater(cached[0], 0)         # the history was read from the session's state
         self.assertGreater(cached[1], cached[0])
 
+    def test_a_shared_system_prompt_is_reused_with_the_same_answer(self):
+        system = {"role": "system", "content": " ".join(
+            f"Rule {i}: answer in one short sentence and never mention rule {i + 1}."
+            for i in range(12))}
+        ask = [system, {"role": "user", "content": "Name a red fruit."}]
+        first = self.chat(ask)  # nobody holds this prompt yet
+        self.assertEqual(first.usage.prompt_tokens_details.cached_tokens, 0)
+        self.client.chat.completions.with_raw_response.create(
+            model=self.model, temperature=0, max_tokens=MAX_TOKENS,
+            messages=[system, {"role": "user", "content": "Name a blue fruit."}],
+            extra_headers={"x-rsd-session": "new"})  # a session that keeps the prompt's state
+        again = self.chat(ask)
+        # The system prompt's state came from that session (prefix reuse): reported as cached,
+        # and the answer is the same bits.
+        self.assertGreaterEqual(again.usage.prompt_tokens_details.cached_tokens, 64)
+        self.assertEqual(again.usage.prompt_tokens, first.usage.prompt_tokens)
+        self.assertEqual(again.choices[0].message.content, first.choices[0].message.content)
+
     def test_history_sent_along_equals_the_session_that_lived_it(self):
         history = [{"role": "user", "content": self.turns[0]},
                    {"role": "assistant", "content": self.reference[0]},

@@ -57,6 +57,7 @@ TurnRecord Turn(uint32_t n, const std::string& turn_id = "") {
   t.prompt_tokens = 10;
   t.completion_tokens = 4;
   t.history_tokens = 14 * n;
+  t.reused_tokens = n == 1 ? 8 : 0;  // a first turn that reused a prefix
   t.worker = "w1";
   t.committed_unix_ms = 1700000001000 + n;
   return t;

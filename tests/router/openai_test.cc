@@ -135,7 +135,7 @@ TEST(OpenAiErrors, StatusesBecomeOpenAisCodesAndShapes) {
   }
 }
 
-TEST(OpenAiAnswers, UsageCountsTheHistoryAsCachedPromptTokens) {
+TEST(OpenAiAnswers, UsageCountsTheHistoryAndReusedPrefixAsCachedPromptTokens) {
   v1::TurnDone done;
   done.set_finish_reason("eos");
   done.set_text("hello");
@@ -158,6 +158,11 @@ TEST(OpenAiAnswers, UsageCountsTheHistoryAsCachedPromptTokens) {
   EXPECT_EQ(TextChunk(a, "he", true)["choices"][0]["delta"]["role"], "assistant");
   EXPECT_FALSE(TextChunk(a, "llo", false)["choices"][0]["delta"].contains("role"));
   EXPECT_EQ(TextChunk(a, "llo", false)["session"], "abc");
+  // Prompt tokens whose state another session computed (prefix reuse) are cached too; the prompt
+  // total does not change.
+  done.mutable_usage()->set_reused_tokens(6);
+  EXPECT_EQ(UsageOf(done)["prompt_tokens_details"]["cached_tokens"], 89);
+  EXPECT_EQ(UsageOf(done)["prompt_tokens"], 93);
   EXPECT_TRUE(UsageChunk(a, done)["choices"].empty());
   done.set_finish_reason("length");
   EXPECT_EQ(FinishChunk(a, done)["choices"][0]["finish_reason"], "length");

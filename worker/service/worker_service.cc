@@ -344,6 +344,7 @@ v1::TurnDone WorkerService::DoneOf(const TurnEvent& ev) const {
   done.set_turn(r.turn);
   done.set_finish_reason(r.generation.finish_reason);
   done.mutable_usage()->set_prompt_tokens(r.generation.prompt_tokens);
+  done.mutable_usage()->set_reused_tokens(r.reused_tokens);
   done.mutable_usage()->set_completion_tokens(static_cast<int64_t>(r.generation.tokens.size()));
   for (int32_t t : r.generation.tokens) done.add_tokens(t);
   for (int32_t t : r.turn_tokens) done.add_log_tokens(t);
