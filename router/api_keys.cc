@@ -98,6 +98,7 @@ std::string EncodeKeyRecord(const KeyRecord& r) {
             {"worker", r.worker},
             {"created", r.created_unix_ms},
             {"revoked", r.revoked_unix_ms}};
+  if (r.expires_unix_ms != 0) j["expires"] = r.expires_unix_ms;
   const std::vector<uint8_t> out = json::to_cbor(j);
   return std::string(out.begin(), out.end());
 }
@@ -123,6 +124,7 @@ absl::StatusOr<KeyRecord> DecodeKeyRecord(const std::string& bytes, const std::s
     r.worker = j.at("worker").get<std::string>();
     r.created_unix_ms = j.at("created").get<int64_t>();
     r.revoked_unix_ms = j.at("revoked").get<int64_t>();
+    if (j.contains("expires")) r.expires_unix_ms = j.at("expires").get<int64_t>();
     if (r.id != id || r.sha256.size() != SHA256_DIGEST_LENGTH) {
       return absl::DataLossError(absl::StrCat("API key ", id, ": record does not match its key"));
     }
@@ -148,9 +150,12 @@ absl::Status KeyStore::Put(const KeyRecord& r) {
 }
 
 absl::StatusOr<std::string> KeyStore::Create(const std::string& tenant, Role role,
-                                             KeyRecord* record) {
+                                             KeyRecord* record, absl::Duration ttl) {
   if (role != Role::kWorker && tenant.empty()) {
     return absl::InvalidArgumentError("an API key needs a tenant (--tenant T)");
+  }
+  if (ttl < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("an API key's time to live cannot be negative");
   }
   RSD_ASSIGN_OR_RETURN(const std::string id, RandomHex(kIdHex / 2));
   RSD_ASSIGN_OR_RETURN(const std::string secret, RandomHex(kSecretHex / 2));
@@ -160,14 +165,16 @@ absl::StatusOr<std::string> KeyStore::Create(const std::string& tenant, Role rol
   r.sha256 = Sha256(key);
   r.tenant = role == Role::kWorker ? "" : tenant;
   r.role = role;
-  r.created_unix_ms = absl::ToUnixMillis(absl::Now());
+  const absl::Time now = absl::Now();
+  r.created_unix_ms = absl::ToUnixMillis(now);
+  if (ttl > absl::ZeroDuration()) r.expires_unix_ms = absl::ToUnixMillis(now + ttl);
   absl::MutexLock lock(&write_mu_);
   RSD_RETURN_IF_ERROR(Put(r));
   if (record != nullptr) *record = r;
   return key;
 }
 
-absl::StatusOr<KeyRecord> KeyStore::Check(std::string_view key) const {
+absl::StatusOr<KeyRecord> KeyStore::Check(std::string_view key, absl::Time now) const {
   const std::string id = IdOf(key);
   if (id.empty()) return Invalid();
   absl::StatusOr<KeyRecord> r = Get(id);
@@ -177,6 +184,9 @@ absl::StatusOr<KeyRecord> KeyStore::Check(std::string_view key) const {
   if (CRYPTO_memcmp(hash.data(), r->sha256.data(), hash.size()) != 0) return Invalid();
   if (r->revoked_unix_ms != 0) {
     return absl::UnauthenticatedError(absl::StrCat("revoked API key ", id));
+  }
+  if (r->expires_unix_ms != 0 && absl::ToUnixMillis(now) >= r->expires_unix_ms) {
+    return absl::UnauthenticatedError(absl::StrCat("expired API key ", id));
   }
   return r;
 }
@@ -218,7 +228,9 @@ absl::Status KeyStore::BindWorker(const std::string& id, const std::string& work
 absl::StatusOr<bool> KeyStore::HasAdminKey() const {
   RSD_ASSIGN_OR_RETURN(const std::vector<KeyRecord> all, List());
   for (const KeyRecord& r : all) {
-    if (r.role == Role::kAdmin && r.revoked_unix_ms == 0) return true;
+    const bool expired =
+        r.expires_unix_ms != 0 && absl::ToUnixMillis(absl::Now()) >= r.expires_unix_ms;
+    if (r.role == Role::kAdmin && r.revoked_unix_ms == 0 && !expired) return true;
   }
   return false;
 }

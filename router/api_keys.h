@@ -21,6 +21,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "storage/rocks_db.h"
 
 namespace rsd::router {
@@ -37,6 +39,7 @@ struct KeyRecord {
   std::string worker;  // worker keys: the worker id bound on first registration ("" until then)
   int64_t created_unix_ms = 0;
   int64_t revoked_unix_ms = 0;  // 0: in force
+  int64_t expires_unix_ms = 0;  // 0: never
   friend bool operator==(const KeyRecord&, const KeyRecord&) = default;
 };
 
@@ -60,12 +63,15 @@ class KeyStore {
   // `db` (the router journal's database, with a "keys" family) must outlive the store.
   explicit KeyStore(RocksDb* db);
 
-  // A new key for `tenant` (non-empty unless `role` is kWorker) in `role`; returns the key (the
-  // only time it exists outside the caller) and fills `record` if non-null.
-  absl::StatusOr<std::string> Create(const std::string& tenant, Role role, KeyRecord* record);
-  // The record of the presented key. UNAUTHENTICATED "invalid API key" for a malformed, unknown
-  // or wrong key, "revoked API key <id>" for a revoked one.
-  absl::StatusOr<KeyRecord> Check(std::string_view key) const;
+  // A new key for `tenant` (non-empty unless `role` is kWorker) in `role`, expiring `ttl` after
+  // now (zero: never; INVALID_ARGUMENT if negative); returns the key (the only time it exists
+  // outside the caller) and fills `record` if non-null.
+  absl::StatusOr<std::string> Create(const std::string& tenant, Role role, KeyRecord* record,
+                                     absl::Duration ttl = absl::ZeroDuration());
+  // The record of the presented key at `now`. UNAUTHENTICATED "invalid API key" for a malformed,
+  // unknown or wrong key, "revoked API key <id>" for a revoked one, "expired API key <id>" for
+  // one past its expiry.
+  absl::StatusOr<KeyRecord> Check(std::string_view key, absl::Time now = absl::Now()) const;
   // Every key's record (id order), revoked ones included.
   absl::StatusOr<std::vector<KeyRecord>> List() const;
   // Revokes key `id` (kept, marked). NOT_FOUND "unknown API key <id>"; revoking twice is OK.
@@ -73,7 +79,8 @@ class KeyStore {
   // Binds worker key `id` to `worker` if it is unbound. PERMISSION_DENIED naming both ids if it
   // is bound to another worker.
   absl::Status BindWorker(const std::string& id, const std::string& worker);
-  // Whether any admin key is in force (the router's first start writes one when there is none).
+  // Whether any admin key is in force, neither revoked nor expired (the router's first start
+  // writes one when there is none).
   absl::StatusOr<bool> HasAdminKey() const;
 
   static constexpr char kFamily[] = "keys";

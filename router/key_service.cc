@@ -16,6 +16,7 @@ v1::KeyInfo InfoOf(const KeyRecord& r) {
   out.set_worker(r.worker);
   out.set_created_unix_ms(r.created_unix_ms);
   out.set_revoked_unix_ms(r.revoked_unix_ms);
+  out.set_expires_unix_ms(r.expires_unix_ms);
   return out;
 }
 
@@ -38,8 +39,15 @@ grpc::Status AdminService::CreateKey(grpc::ServerContext* ctx, const v1::CreateK
     if (req->tenant().size() > kMaxTenantBytes) {
       return absl::InvalidArgumentError(absl::StrCat("tenant is over ", kMaxTenantBytes, " bytes"));
     }
+    // At most ten years: a key that outlives its holders is a liability.
+    if (req->ttl_seconds() < 0 || req->ttl_seconds() > int64_t{10} * 365 * 86400) {
+      return absl::InvalidArgumentError(absl::StrCat("ttl_seconds ", req->ttl_seconds(),
+                                                     " is not between 0 (never) and ten years"));
+    }
     KeyRecord rec;
-    RSD_ASSIGN_OR_RETURN(*resp->mutable_key(), gate_.keys()->Create(req->tenant(), role, &rec));
+    RSD_ASSIGN_OR_RETURN(
+        *resp->mutable_key(),
+        gate_.keys()->Create(req->tenant(), role, &rec, absl::Seconds(req->ttl_seconds())));
     *resp->mutable_info() = InfoOf(rec);
     target = absl::StrCat("key ", rec.id, " role ", RoleName(role), " tenant ", rec.tenant);
     return absl::OkStatus();

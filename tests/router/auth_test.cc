@@ -287,6 +287,42 @@ TEST_F(AuthTest, KeysAreStoredHashedAndSurviveARestart) {
   EXPECT_EQ(info.tenant(), "alice");
 }
 
+// Issue #13: keys expire. A key created with a time to live is refused once it has passed (the
+// check's clock is an argument: no waiting), the expiry survives a restart and shows in listings,
+// and a negative or overlong one is refused.
+TEST_F(AuthTest, AKeyWithATimeToLiveIsRefusedOnceItHasPassed) {
+  v1::CreateKeyRequest create;
+  create.set_tenant("acme");
+  create.set_ttl_seconds(3600);
+  v1::CreateKeyResponse created;
+  ASSERT_TRUE(admin_->CreateKey(With(admin_key_).get(), create, &created).ok());
+  const std::string key = created.key();
+  const absl::Time made = absl::FromUnixMillis(created.info().created_unix_ms());
+  EXPECT_EQ(created.info().expires_unix_ms(), created.info().created_unix_ms() + 3600 * 1000);
+  AddWorker("w1");
+  v1::SessionInfo info;
+  EXPECT_TRUE(CreateAs(key, &info).ok());  // in force now
+  EXPECT_TRUE(keys_->Check(key, made + absl::Minutes(59)).ok());
+  EXPECT_THAT(keys_->Check(key, made + absl::Hours(1)),
+              rsd::testing::StatusIs(absl::StatusCode::kUnauthenticated,
+                                     HasSubstr("expired API key " + created.info().id())));
+  StopRouter();
+  StartRouter();
+  EXPECT_THAT(keys_->Check(key, made + absl::Hours(2)),
+              rsd::testing::StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("expired")));
+  v1::ListKeysResponse listed;
+  ASSERT_TRUE(admin_->ListKeys(With(admin_key_).get(), v1::ListKeysRequest(), &listed).ok());
+  int with_expiry = 0;
+  for (const v1::KeyInfo& k : listed.keys()) with_expiry += k.expires_unix_ms() != 0;
+  EXPECT_EQ(with_expiry, 1);
+  for (int64_t bad : {int64_t{-1}, int64_t{11} * 365 * 86400}) {
+    create.set_ttl_seconds(bad);
+    const grpc::Status s = admin_->CreateKey(With(admin_key_).get(), create, &created);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(s.error_message(), HasSubstr("ttl_seconds"));
+  }
+}
+
 TEST(AdminKeyFile, WrittenOnceWithMode0600) {
   const std::string dir = rsd::testing::MakeTempDir("admin_key");
   {

@@ -25,7 +25,9 @@ constexpr char kUsage[] =
     "  cordon W | uncordon W | drain W | failover W | migrate ID --to W [--form F]\n"
     "  (migrate prints the bytes moved: payload, framing, tokens, wire, and the time; drain and\n"
     "  failover print the worker and every session they moved)\n"
-    "  keys create --tenant T [--admin] | keys create --worker | keys list | keys revoke ID\n"
+    "  keys create --tenant T [--admin] [--ttl SECONDS] | keys create --worker [--ttl SECONDS]\n"
+    "       | keys list | keys revoke ID (--ttl: the key expires then; rotate by creating a new\n"
+    "       key, moving clients to it and revoking the old one)\n"
     "  (with --auth on the router; create prints the key once, list and revoke show ids)\n"
     "  version\n"
     "The router defaults to $RSD_ROUTER or 127.0.0.1:50051; --timeout defaults to 600 s for chat,\n"
@@ -52,7 +54,7 @@ const std::map<std::string, std::set<std::string>> kCommandFlags = {
     {"drain", {"worker"}},
     {"failover", {"worker"}},
     {"migrate", {"session", "to", "form"}},
-    {"keys", {"tenant", "admin", "worker"}},
+    {"keys", {"tenant", "admin", "worker", "ttl"}},
     {"version", {}},
 };
 

@@ -16,7 +16,8 @@ json KeyJson(const v1::KeyInfo& k) {
           {"role", k.role()},
           {"worker", k.worker()},
           {"created_unix_ms", k.created_unix_ms()},
-          {"revoked_unix_ms", k.revoked_unix_ms()}};
+          {"revoked_unix_ms", k.revoked_unix_ms()},
+          {"expires_unix_ms", k.expires_unix_ms()}};
 }
 
 std::string When(int64_t unix_ms) {
@@ -34,6 +35,7 @@ int CreateKey(Cli& cli, const Args& a) {
   v1::CreateKeyRequest req;
   req.set_tenant(a.Get("tenant"));
   req.set_role(worker ? "worker" : a.Has("admin") ? "admin" : "tenant");
+  if (auto ttl = NumberFlag<int64_t>(a, "ttl")) req.set_ttl_seconds(*ttl);
   v1::CreateKeyResponse resp;
   const grpc::Status s = cli.admin->CreateKey(cli.Context().get(), req, &resp);
   if (!s.ok()) return Report(s, cli.router);
@@ -61,11 +63,11 @@ int ListKeys(Cli& cli) {
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "ROLE", "TENANT", "WORKER", "CREATED", "REVOKED"}};
+      {"ID", "ROLE", "TENANT", "WORKER", "CREATED", "REVOKED", "EXPIRES"}};
   for (const v1::KeyInfo& k : resp.keys()) {
     rows.push_back({k.id(), k.role(), k.tenant().empty() ? "-" : k.tenant(),
                     k.worker().empty() ? "-" : k.worker(), When(k.created_unix_ms()),
-                    When(k.revoked_unix_ms())});
+                    When(k.revoked_unix_ms()), When(k.expires_unix_ms())});
   }
   PrintTable(rows);
   return 0;
