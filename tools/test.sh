@@ -26,7 +26,8 @@ RSD_BUILD_DIR="$root/build-tsan" RSD_BUILD_TARGETS="kernels_test scheduler_test"
   -DRSD_TESTS_CORE_ONLY=ON -DRSD_BUILD_BENCH=OFF
 echo "== under ThreadSanitizer =="
 # Not here: cuda-emu's fibers (swapcontext, which TSan does not follow) and code synchronized with
-# absl::Mutex (Debian's Abseil is not instrumented, so TSan sees none of its locks).
+# absl::Mutex (Debian's Abseil is not instrumented, so TSan sees none of its locks, nor the
+# reference counts of absl::Status: a Status crossing threads is copied, scheduler.cc's Fail).
 export TSAN_OPTIONS="halt_on_error=1 allocator_may_return_null=1"
 "$root/build-tsan/tests/kernels_test"
 "$root/build-tsan/tests/worker/engine/scheduler_test" --gtest_filter='-*OutOfDevice*'

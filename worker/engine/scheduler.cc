@@ -183,7 +183,10 @@ void Scheduler::Fail(Running& r, const absl::Status& status) {
   }
   TurnEvent ev;
   ev.kind = TurnEvent::Kind::kError;
-  ev.status = status;
+  // A Status of its own (the message copied), not a second reference to `status`'s: the reader's
+  // thread then shares no reference count with this one. The count is atomic, but Debian's Abseil
+  // is not built with ThreadSanitizer, which would take the release of a shared one for a race.
+  ev.status = absl::Status(status.code(), status.message());
   r.q.stream->Push(std::move(ev));
 }
 
