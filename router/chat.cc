@@ -176,6 +176,17 @@ Attempt Forward(RouterCore& core, const Caller& caller, const SessionRecord& rec
             wreq.turn().turn_id(), "'; nothing of it was committed: retry the turn id")),
         !r.relayed};
   }
+  if (absl::IsDataLoss(s) && !r.relayed && wreq.has_committed_turns() &&
+      wreq.committed_turns() > 0) {
+    // The owner holds fewer turns than the journal (its storage lost committed writes): the
+    // session is rebuilt from the journal (the monitor's next scan), then the turn runs again.
+    core.NoteBehind(owner.desc.id, {RouterCore::RefOf(rec)}, {wreq.committed_turns() - 1});
+    return {absl::UnavailableError(absl::StrCat("session ", session, ": worker '", owner.desc.id,
+                                                "' lost committed turns (", s.message(),
+                                                "); the router rebuilds the session "
+                                                "from its journal: retry the turn id")),
+            true};
+  }
   if (!s.ok()) {
     const bool unreachable = absl::IsUnavailable(s);
     absl::Status err = RouterCore::WorkerError(s, owner.desc.id, owner.desc.address);

@@ -6,7 +6,7 @@
 // `fail_after_first_delta` (UNAVAILABLE after one delta: a worker dying mid-turn),
 // `fail_after_commit` (the turn is committed here, then UNAVAILABLE before the TurnDone: a worker
 // dying between its commit and its reply). Like a real worker, a Chat naming `committed_turns`
-// drops the turns past them first (FAILED_PRECONDITION if it holds fewer).
+// drops the turns past them first (DATA_LOSS if it holds fewer).
 // `export_delay_ms`, `corrupt_export` (bad digest), `truncate_export` (no trailer),
 // `export_fail` / `import_fail`, `model_fingerprint`.
 // FakeWorker has no transport (absl::Status results, callbacks for streams): FakeWorkerService
@@ -71,7 +71,7 @@ class FakeWorker {
       if (req->has_committed_turns()) {
         Session& session = sessions_[req->ref().session_id()];
         if (session.turns() < req->committed_turns()) {
-          return absl::FailedPreconditionError("fake worker: behind the journal");
+          return absl::DataLossError("fake worker: behind the journal");
         }
         while (session.turns() > req->committed_turns()) {
           session.turn_ends.pop_back();

@@ -300,6 +300,29 @@ TEST_F(MigrationTest, ATurnCommittedByAWorkerThatDiedBeforeItsReplyIsReplacedByT
   EXPECT_EQ(journal_->ListTurns(*ParseSessionId(s))->size(), 2u);
 }
 
+// A worker whose storage lost a committed turn (it holds fewer than the journal) refuses the next
+// turn with DATA_LOSS; the router rebuilds the session from its journal (the monitor) and the same
+// call then runs the turn on the rebuilt session, as turn 3.
+TEST_F(MigrationTest, AWorkerBehindTheJournalOnATurnHasTheSessionRebuiltAndTheTurnRuns) {
+  FakeWorker& w1 = AddWorker("w1");
+  const std::string s = CreateOn("w1");
+  ASSERT_TRUE(Chat(s, "ab").status.ok());
+  ASSERT_TRUE(Chat(s, "cd").status.ok());
+  v1::SessionRef ref;
+  ref.set_session_id(s);
+  ref.set_epoch(1);
+  v1::SessionInfo undone;
+  ASSERT_TRUE(w1.UndoTurn(&ref, &undone).ok());  // the worker's storage loses turn 2
+  core_->StartFailoverMonitor();
+  const size_t chats_before = w1.chat_count();
+  Turn t = Chat(s, "ef", "turn-3");
+  ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+  EXPECT_EQ(t.events.back().done().turn(), 3u);
+  EXPECT_EQ(journal_->ListTurns(*ParseSessionId(s))->size(), 3u);
+  EXPECT_GE(w1.chat_count(), chats_before + 2);  // refused, then run on the rebuilt session
+  EXPECT_EQ(journal_->GetSession(*ParseSessionId(s))->epoch, 2u);  // rebuilt at epoch + 1
+}
+
 TEST_F(MigrationTest, AutomaticFailoverOfADeadWorkerWhileATurnWaits) {
   AddWorker("w1");
   FakeWorker& w2 = AddWorker("w2");

@@ -95,7 +95,7 @@ struct TurnSpec {
   bool draw_seed = false;
   // The turns the router's journal holds committed (WorkerChatRequest.committed_turns): turns
   // past them here are dropped before this one runs (their commit never reached the router);
-  // fewer here is FAILED_PRECONDITION. Unset: no check.
+  // fewer here is DATA_LOSS (the router rebuilds the session from its journal). Unset: no check.
   std::optional<uint32_t> committed_turns;
 };
 
@@ -165,7 +165,7 @@ class Scheduler {
   // journal's turns (SettleTurns), limits.
   absl::Status CheckTurnHere(const TurnSpec& spec);
   // Drops the turns past `journal` (TurnSpec::committed_turns) of a session holding `here`;
-  // FAILED_PRECONDITION if it holds fewer.
+  // DATA_LOSS if it holds fewer (its storage lost committed turns).
   absl::Status SettleTurns(const SessionId& id, uint32_t here, uint32_t journal);
   // Whether the pool can hold what the turn may need, spilling idle sessions to make room (false:
   // wait for running turns). RESOURCE_EXHAUSTED if it can never fit. Sets r.reserve_blocks.

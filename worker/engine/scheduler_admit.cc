@@ -109,11 +109,11 @@ absl::Status Scheduler::CheckTurnHere(const TurnSpec& spec) {
 
 absl::Status Scheduler::SettleTurns(const SessionId& id, uint32_t here, uint32_t journal) {
   if (here < journal) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("session ", id.ToHex(), " holds ", here,
-                     " committed turns here but the router's journal ", journal,
-                     ": its state here is behind the journal; rebuild it from the journal (rsdctl "
-                     "failover of this worker, or close and recreate the session)"));
+    // Storage lost committed writes: DATA_LOSS, on which the router rebuilds the session from its
+    // journal and runs the turn again.
+    return absl::DataLossError(absl::StrCat("session ", id.ToHex(), " holds ", here,
+                                            " committed turns here but the router's journal ",
+                                            journal, ": its state here is behind the journal"));
   }
   for (uint32_t turn = here; turn > journal; --turn) {
     // Durable here, but the worker died before its reply reached the router, which now retries

@@ -295,7 +295,7 @@ TEST_F(CrashPoints, ATurnTheRouterNeverCommittedIsReplacedByItsRetry) {
   EXPECT_EQ(log->tokens, refs_[0].log_after[3]);
   // The journal ahead of the worker: refused, nothing run, nothing dropped.
   absl::StatusOr<TurnResult> behind = retry(5);
-  EXPECT_EQ(behind.status().code(), absl::StatusCode::kFailedPrecondition) << behind.status();
+  EXPECT_EQ(behind.status().code(), absl::StatusCode::kDataLoss) << behind.status();
   EXPECT_NE(behind.status().message().find("behind the journal"), std::string::npos);
   EXPECT_EQ(w.sessions().Describe(id)->turns, 3u);
   EXPECT_EQ(w.scheduler().stats().dropped_turns, 1);
