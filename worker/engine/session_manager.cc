@@ -347,7 +347,11 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id, const
   if (options_.prefix_reuse && s.turns() == 0 && engine_->SequenceTokens(id).empty()) {
     t.reused_tokens = SeedFromPrefix(id, t.user_tokens);
   }
-  RSD_RETURN_IF_ERROR(Restore(s, &t.restored_from));
+  if (absl::Status restored = Restore(s, &t.restored_from); !restored.ok()) {
+    // A seeded prefix goes with the failed attempt: the next one starts from nothing again.
+    if (t.reused_tokens > 0) engine_->TruncateSequence(id, 0).IgnoreError();
+    return restored;
+  }
   if (t.reused_tokens > 0) t.restored_from = "prefix";
   if (flush) {
     absl::Status st = engine_->FlushPending(id);

@@ -162,5 +162,25 @@ TEST_F(PrefixReuse, ASpilledDonorIsNotUsedAndALaterTurnNeverReuses) {
   EXPECT_EQ(a2.reused, 0);
 }
 
+// A first turn whose restore fails after its prefix was seeded (here: the pool is full of the
+// donor) leaves nothing behind, so the next attempt does not see the prefix twice: the turn, run
+// again once the donor has been spilled, equals the session alone.
+TEST_F(PrefixReuse, AFailedAttemptDropsTheSeededPrefix) {
+  engine_.kv_budget_bytes = 40 * 3 * 2 * 4 * 64 * kKvElementBytes;  // 40 blocks of the gqa model
+  testing::TestWorker w(engine_, {});
+  ASSERT_TRUE(w.Start().ok());
+  const SessionId ia = SessionId::Random(), ib = SessionId::Random();
+  for (const SessionId& id : {ia, ib}) ASSERT_TRUE(w.sessions().Create(id, {}).ok());
+  const std::string b = kShared + "Why?";
+  Turn(w, ia, kShared + "Who?", 0);  // the donor holds most of the pool
+  absl::StatusOr<PendingTurn> attempt = w.sessions().BeginTurn(ib, b, Params(0), false);
+  ASSERT_FALSE(attempt.ok());
+  EXPECT_EQ(attempt.status().code(), absl::StatusCode::kResourceExhausted) << attempt.status();
+  EXPECT_TRUE(w.engine().SequenceTokens(ib).empty()) << "the seeded prefix stayed";
+  const Out b1 = Turn(w, ib, b, 0);  // the scheduler spills the donor to make room
+  EXPECT_EQ(b1.tokens, Alone(b, "x")[0].tokens);
+  EXPECT_EQ(b1.hashes, Alone(b, "x")[0].hashes);
+}
+
 }  // namespace
 }  // namespace rsd
