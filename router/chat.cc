@@ -277,8 +277,8 @@ absl::Status RouterCore::RunTurn(const Caller& caller, const v1::TurnRequest& re
       *wreq.mutable_turn() = req;
       wreq.mutable_turn()->set_session_id(rec.id.ToHex());
       wreq.mutable_turn()->set_turn_id(turn_id);
-      RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> last, core.journal().LastTurn(rec.id));
-      wreq.set_committed_turns(last.has_value() ? last->turn : 0);
+      RSD_ASSIGN_OR_RETURN(const uint32_t committed, core.journal().TurnCount(rec.id));
+      wreq.set_committed_turns(committed);
       RSD_ASSIGN_OR_RETURN(std::optional<PendingRecord> pending, core.journal().GetPending(rec.id));
       if (!req.sampling().has_seed()) {
         // The pending turn's seed if this turn id was forwarded before (its worker died), so a

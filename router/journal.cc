@@ -219,7 +219,7 @@ absl::StatusOr<std::optional<TurnRecord>> Journal::FindTurn(const SessionId& id,
   return std::optional<TurnRecord>();
 }
 
-absl::StatusOr<std::optional<TurnRecord>> Journal::LastTurnLocked(const SessionId& id) {
+absl::StatusOr<std::optional<TurnRecord>> Journal::LastTurnLocked(const SessionId& id, bool whole) {
   const std::string lower(id.AsStringView());
   const std::string upper = UpperBound(id);
   rocksdb::Slice lower_slice(lower);
@@ -232,10 +232,21 @@ absl::StatusOr<std::optional<TurnRecord>> Journal::LastTurnLocked(const SessionI
         FromRocksDb(it->status(), absl::StrCat("last turn of session ", id.ToHex())));
     return std::optional<TurnRecord>();
   }
+  if (!whole) {
+    TurnRecord t;
+    t.turn = TurnOfKey(it->key());
+    return std::optional<TurnRecord>(std::move(t));
+  }
   const std::string what =
       absl::StrCat("journal turn ", TurnOfKey(it->key()), " of session ", id.ToHex());
   RSD_ASSIGN_OR_RETURN(TurnRecord t, DecodeTurnRecord(it->value().ToString(), what));
   return std::optional<TurnRecord>(std::move(t));
+}
+
+absl::StatusOr<uint32_t> Journal::TurnCount(const SessionId& id) {
+  absl::MutexLock lock(&mu_);
+  RSD_ASSIGN_OR_RETURN(std::optional<TurnRecord> last, LastTurnLocked(id, /*whole=*/false));
+  return last.has_value() ? last->turn : 0u;
 }
 
 absl::StatusOr<std::optional<TurnRecord>> Journal::LastTurn(const SessionId& id) {

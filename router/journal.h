@@ -146,6 +146,8 @@ class Journal {
                                                      const std::string& turn_id);
   // The last committed turn, if any.
   absl::StatusOr<std::optional<TurnRecord>> LastTurn(const SessionId& id);
+  // The number of the last committed turn (0: none), from its key alone (no record decoded).
+  absl::StatusOr<uint32_t> TurnCount(const SessionId& id);
   // Removes the last committed turn (synced) and returns its index; 0 if there was none.
   absl::StatusOr<uint32_t> RemoveLastTurn(const SessionId& id);
 
@@ -159,7 +161,8 @@ class Journal {
 
  private:
   Journal() = default;
-  absl::StatusOr<std::optional<TurnRecord>> LastTurnLocked(const SessionId& id);
+  // `whole`: the decoded record; else only its `turn` (from the key).
+  absl::StatusOr<std::optional<TurnRecord>> LastTurnLocked(const SessionId& id, bool whole = true);
 
   std::string dir_;
   std::unique_ptr<RocksDb> rocks_;

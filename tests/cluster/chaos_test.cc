@@ -67,12 +67,6 @@ int Rounds() {
   return n > 0 ? n : 4;
 }
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5)];
-}
-
 // What the clients and the driver share.
 struct Chaos {
   std::mutex mu;

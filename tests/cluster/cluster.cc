@@ -1,5 +1,6 @@
 #include "tests/cluster/cluster.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -11,6 +12,22 @@
 #include "tests/support/test_util.h"
 
 namespace rsd::testing {
+namespace {
+
+// A unary call with a deadline `seconds` away; its gRPC status as an absl one (the code kept).
+template <typename Resp, typename Call>
+absl::StatusOr<Resp> Unary(int seconds, Call call) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  Resp resp;
+  const grpc::Status st = call(&ctx, &resp);
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  }
+  return resp;
+}
+
+}  // namespace
 
 std::string BinDir() {
   // tools/gpu-check runs these tests from a pack of the binaries on another machine.
@@ -193,46 +210,37 @@ absl::Status Cluster::Cordon(const std::string& id, bool on) {
 }
 
 absl::StatusOr<v1::DrainResponse> Cluster::Drain(const std::string& id) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(180));
   v1::WorkerRequest req;
   req.set_worker(id);
-  v1::DrainResponse resp;
-  grpc::Status st = admin_->Drain(&ctx, req, &resp);
-  if (!st.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
-  }
-  return resp;
+  return Unary<v1::DrainResponse>(180, [&](grpc::ClientContext* ctx, v1::DrainResponse* resp) {
+    return admin_->Drain(ctx, req, resp);
+  });
 }
 
 absl::StatusOr<v1::SessionInfo> Cluster::Create(const std::string& model) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   v1::CreateSessionRequest req;
   req.set_model(model);
-  v1::SessionInfo info;
-  grpc::Status s = client_->CreateSession(&ctx, req, &info);
-  if (!s.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-  }
-  return info;
+  return Unary<v1::SessionInfo>(30, [&](grpc::ClientContext* ctx, v1::SessionInfo* info) {
+    return client_->CreateSession(ctx, req, info);
+  });
 }
 
 absl::StatusOr<v1::MigrateResponse> Cluster::Migrate(const std::string& session,
                                                      const std::string& to,
                                                      const std::string& form) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
   v1::MigrateRequest req;
   req.set_session_id(session);
   req.set_to_worker(to);
   req.set_form(form);
-  v1::MigrateResponse resp;
-  grpc::Status st = admin_->Migrate(&ctx, req, &resp);
-  if (!st.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
-  }
-  return resp;
+  return Unary<v1::MigrateResponse>(120, [&](grpc::ClientContext* ctx, v1::MigrateResponse* resp) {
+    return admin_->Migrate(ctx, req, resp);
+  });
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5)];
 }
 
 ChatOutcome Chat(v1::Client::Stub& client, const v1::TurnRequest& request,

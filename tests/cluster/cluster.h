@@ -90,6 +90,9 @@ ChatOutcome Chat(v1::Client::Stub& client, const v1::TurnRequest& request,
 // each session starting at its own place.
 std::string ScriptMessage(int s, int t);
 
+// The p-quantile of `v` (nearest rank; 0 for none).
+double Percentile(std::vector<double> v, double p);
+
 // What the journal says of a session (Admin.DescribeSession).
 absl::StatusOr<v1::SessionInfo> DescribeSession(Cluster& c, const std::string& session);
 // The sessions a worker holds, from its own Worker.ListSessions (empty if it does not answer).

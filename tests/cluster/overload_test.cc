@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -35,21 +34,6 @@ constexpr int kMaxTokens = 16;
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
-
-int64_t RssBytes(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  }
-  return -1;
 }
 
 struct Load {
@@ -103,8 +87,8 @@ TEST(Overload, RefusalsAreFastAndCleanAdmittedTurnsFinishAndMemoryStaysFlat) {
                                std::to_string(kHot), "--warm-bytes", std::to_string(kWarm)}}});
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   Cluster& c = **cluster;
-  const pid_t worker = c.worker_process("w1").pid();
-  const int64_t rss_at_start = RssBytes(worker);
+  Process& worker = c.worker_process("w1");
+  const int64_t rss_at_start = worker.RssBytes();
   std::printf("worker RSS at start %.1f MiB\n", static_cast<double>(rss_at_start) / (1 << 20));
   // The sessions of the largest load, made first; each load uses the first of them.
   std::vector<std::string> ids;
@@ -126,7 +110,7 @@ TEST(Overload, RefusalsAreFastAndCleanAdmittedTurnsFinishAndMemoryStaysFlat) {
     std::this_thread::sleep_for(std::chrono::seconds(8));
     stop = true;
     for (auto& t : threads) t.join();
-    const int64_t rss = RssBytes(worker);
+    const int64_t rss = worker.RssBytes();
     std::printf(
         "overload %dx (%d clients on a capacity of %d): %zu turns committed (p50 %.2f s, p99 "
         "%.2f s), %zu refused (p50 %.3f s, p99 %.3f s), %zu other errors, worker RSS %.1f MiB\n",

@@ -123,6 +123,7 @@ TEST_F(JournalTest, TurnsCommitInOrderAndFindByTurnId) {
   ASSERT_TRUE(last.ok());
   ASSERT_TRUE(last->has_value());
   EXPECT_EQ((*last)->turn, 3u);
+  EXPECT_EQ(*journal_->TurnCount(id), 3u);  // the same number, from the key alone
 }
 
 TEST_F(JournalTest, CommitTurnErrors) {
@@ -148,6 +149,8 @@ TEST_F(JournalTest, TurnsOfNeighbouringSessionsStaySeparate) {
   EXPECT_THAT(*journal_->ListTurns(c), IsEmpty());
   // The last turn of c must not be a's or b's.
   EXPECT_FALSE(journal_->LastTurn(c)->has_value());
+  EXPECT_EQ(*journal_->TurnCount(c), 0u);
+  EXPECT_EQ(*journal_->TurnCount(a), 2u);
   EXPECT_EQ(*journal_->RemoveLastTurn(c), 0u);
   EXPECT_EQ(journal_->ListTurns(a)->size(), 2u);
 }

@@ -123,6 +123,31 @@ absl::Status Engine::AdoptSequence(const SessionId& id, std::span<const int32_t>
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> Engine::AdoptPrefixOf(const SessionId& id, const SessionId& donor,
+                                              std::span<const int32_t> tokens, int32_t n_chunks) {
+  const int L = config().n_layers;
+  const LayerPlan plan =
+      CapturesResidualsFor(plan_) ? plan_ : LayerPlan::Uniform(L, StateForm::kKv);
+  int64_t bytes = 0;
+  absl::Status st = [&]() -> absl::Status {
+    for (int32_t c = 0; c < n_chunks; ++c) {
+      for (int l = 0; l < L; ++l) {
+        if (!plan.kv(l) && l == 0) continue;  // layer 0's residual is the token embedding
+        RSD_ASSIGN_OR_RETURN(std::vector<uint8_t> payload, ChunkPayload(donor, c, l, plan.kv(l)));
+        bytes += static_cast<int64_t>(payload.size());
+        RSD_RETURN_IF_ERROR(OffloadCheckpoint(id, c, l, plan.form(l), payload));
+      }
+    }
+    return AdoptSequence(id, tokens, n_chunks, plan);
+  }();
+  if (!st.ok()) {
+    DestroySequence(id);  // if AdoptSequence created it
+    tiers_->EvictSession(id).IgnoreError();
+    return st;
+  }
+  return bytes;
+}
+
 Engine::Sequence& Engine::Seq(const SessionId& id) {
   auto it = seqs_.find(id);
   RSD_CHECK(it != seqs_.end());

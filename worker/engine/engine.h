@@ -139,6 +139,14 @@ class Engine {
   // INVALID_ARGUMENT if the chunks exceed the tokens or the plan has the wrong size.
   absl::Status AdoptSequence(const SessionId& id, std::span<const int32_t> tokens, int32_t n_chunks,
                              const LayerPlan& plan);
+  // A new sequence `id` (none may exist) whose first `n_chunks` chunks are copies of resident
+  // sequence `donor`'s, which must hold them in the pool and whose tokens must start with
+  // `tokens` (prefix reuse: a chunk's state is a function of the tokens through it). The copies go
+  // to the tiers as the checkpoints a prefill would have left (the engine's plan where it captures
+  // residuals, else K/V), then AdoptSequence. Returns the payload bytes copied; on an error
+  // nothing is left of `id`.
+  absl::StatusOr<int64_t> AdoptPrefixOf(const SessionId& id, const SessionId& donor,
+                                        std::span<const int32_t> tokens, int32_t n_chunks);
   bool HasSequence(const SessionId& id) const { return seqs_.count(id) != 0; }
   // Frees its blocks and drops its checkpoints from the tiers.
   void DestroySequence(const SessionId& id);
@@ -161,9 +169,6 @@ class Engine {
   int32_t hot_budget_blocks() const { return budget_blocks_; }
   // Number of full chunks whose state is computed (spillable).
   int32_t FullChunks(const SessionId& id) const;
-  // Whether a new sequence keeps residual checkpoints of its plan's residual layers as its tokens
-  // are computed (so it can spill in that form without a rebuild).
-  bool CapturesResidualsByDefault() const;
 
   // ---- State between the pool and the tiers ----
   // Moves the sequence out of the hot pool as checkpoints of every full chunk, each layer in
@@ -246,14 +251,16 @@ class Engine {
   bool bounded() const { return budget_blocks_ > 0; }
   int32_t HotBlocks(const Sequence& s) const;
   // Whether the forward must capture the sequence's residual rows (its plan keeps some).
-  bool CapturesResiduals(const Sequence& s) const;
+  bool CapturesResiduals(const Sequence& s) const { return CapturesResidualsFor(s.plan); }
+  // Whether a sequence with `plan` keeps residual checkpoints as its tokens are computed.
+  bool CapturesResidualsFor(const LayerPlan& plan) const;
   // Keeps residual rows of newly processed tokens from the forward's capture; a chunk that
   // becomes full goes to the tiers.
   absl::Status CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n, const ForwardResult& r,
                                 int64_t row0);
   absl::Status OffloadPartial(Sequence& s);
-  // Encodes one layer of a chunk in `form` and offloads it to the tiers.
-  absl::Status OffloadCheckpoint(const Sequence& s, int32_t chunk, int layer, StateForm form,
+  // Encodes one layer of a chunk of sequence `id` in `form` and offloads it to the tiers.
+  absl::Status OffloadCheckpoint(const SessionId& id, int32_t chunk, int layer, StateForm form,
                                  std::span<const uint8_t> payload);
   // One layer of a chunk's checkpoint payload in the sequence's plan form, from the tiers (decoded,
   // its header checked); `from` gets the tier's name. NOT_FOUND if absent; DATA_LOSS if unreadable

@@ -87,12 +87,12 @@ void Engine::FreeBlocks(Sequence& s) {
 
 // ---- Checkpoints in the tiers ----
 
-absl::Status Engine::OffloadCheckpoint(const Sequence& s, int32_t chunk, int layer, StateForm form,
-                                       std::span<const uint8_t> payload) {
+absl::Status Engine::OffloadCheckpoint(const SessionId& id, int32_t chunk, int layer,
+                                       StateForm form, std::span<const uint8_t> payload) {
   RSD_ASSIGN_OR_RETURN(
       std::string value,
       EncodeBlock(CheckpointHeaderFor(layout_, form, layer, chunk), payload, Compression::kNone));
-  return tiers_->Offload(BlockKey{s.id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
+  return tiers_->Offload(BlockKey{id, static_cast<uint32_t>(layer), static_cast<uint32_t>(chunk)},
                          std::move(value));
 }
 
@@ -138,14 +138,8 @@ absl::Status Engine::LoadChunk(const Sequence& s, int layer, int32_t chunk, Chun
 
 // ---- Residual capture ----
 
-bool Engine::CapturesResidualsByDefault() const {
-  return plan_.HasResidualLayers() &&
-         (options_.keep_residuals || (bounded() && eviction_->exact()));
-}
-
-bool Engine::CapturesResiduals(const Sequence& s) const {
-  return s.plan.HasResidualLayers() &&
-         (options_.keep_residuals || (bounded() && eviction_->exact()));
+bool Engine::CapturesResidualsFor(const LayerPlan& plan) const {
+  return plan.HasResidualLayers() && (options_.keep_residuals || (bounded() && eviction_->exact()));
 }
 
 absl::Status Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n,
@@ -173,7 +167,7 @@ absl::Status Engine::CaptureResiduals(Sequence& s, int64_t first_pos, int64_t n,
 absl::Status Engine::OffloadPartial(Sequence& s) {
   for (size_t l = 1; l < s.partial.size(); ++l) {
     if (s.partial[l].empty()) continue;
-    RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, s.partial_chunk, static_cast<int>(l),
+    RSD_RETURN_IF_ERROR(OffloadCheckpoint(s.id, s.partial_chunk, static_cast<int>(l),
                                           StateForm::kResidual,
                                           AsBytes(std::span<const float>(s.partial[l]))));
   }
@@ -204,7 +198,7 @@ absl::Status Engine::EvictChunk(Sequence& s, int32_t victim) {
     at = static_cast<uint8_t*>(ring);
     for (int l = 0; l < L; ++l) {
       if (!s.plan.kv(l)) continue;
-      RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, victim, l, StateForm::kKv,
+      RSD_RETURN_IF_ERROR(OffloadCheckpoint(s.id, victim, l, StateForm::kKv,
                                             std::span<const uint8_t>(at, layer_bytes)));
       at += layer_bytes;
     }
@@ -344,7 +338,7 @@ absl::Status Engine::Spill(const SessionId& id, const LayerPlan& plan) {
       if (kv && s.plan.kv(l) && !hot) continue;  // its K/V checkpoint is in the tiers already
       if (!kv && !s.plan.kv(l) && (CapturesResiduals(s) || !s.resident)) continue;  // captured
       RSD_ASSIGN_OR_RETURN(std::vector<uint8_t> payload, ChunkPayload(id, c, l, kv));
-      RSD_RETURN_IF_ERROR(OffloadCheckpoint(s, c, l, plan.form(l), payload));
+      RSD_RETURN_IF_ERROR(OffloadCheckpoint(s.id, c, l, plan.form(l), payload));
     }
   }
   FreeBlocks(s);
