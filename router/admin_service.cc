@@ -31,6 +31,8 @@ v1::WorkerInfo InfoOf(const WorkerSnapshot& w) {
   v1::WorkerLoad* l = out.mutable_load();
   l->set_hot_bytes_total(w.desc.load.hot_bytes_total);
   l->set_hot_bytes_free(w.desc.load.hot_bytes_free);
+  l->set_shared_bytes(w.desc.load.shared_bytes);
+  l->set_saved_bytes(w.desc.load.saved_bytes);
   l->set_warm_bytes_total(w.desc.load.warm_bytes_total);
   l->set_warm_bytes_free(w.desc.load.warm_bytes_free);
   l->set_queue_depth(w.desc.load.queue_depth);

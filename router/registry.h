@@ -38,6 +38,7 @@ class SystemClock final : public Clock {
 struct WorkerLoadInfo {
   int64_t hot_bytes_total = 0;
   int64_t hot_bytes_free = 0;
+  int64_t shared_bytes = 0, saved_bytes = 0;  // hot bytes in shared blocks; bytes sharing saves
   int64_t warm_bytes_total = 0;
   int64_t warm_bytes_free = 0;
   int32_t queue_depth = 0;

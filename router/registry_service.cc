@@ -35,6 +35,8 @@ WorkerDescriptor DescriptorOf(const v1::WorkerStatus& s, const std::string& peer
   d.context_length = s.context_length();
   d.load.hot_bytes_total = s.load().hot_bytes_total();
   d.load.hot_bytes_free = s.load().hot_bytes_free();
+  d.load.shared_bytes = s.load().shared_bytes();
+  d.load.saved_bytes = s.load().saved_bytes();
   d.load.warm_bytes_total = s.load().warm_bytes_total();
   d.load.warm_bytes_free = s.load().warm_bytes_free();
   d.load.queue_depth = s.load().queue_depth();

@@ -24,7 +24,7 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(Backend* backen
   if (!base.ok()) return base.status();
   v.base = DevicePtr<KvElement>(static_cast<KvElement*>(base->get()));
   std::unique_ptr<KvBlockPool> pool(new KvBlockPool(backend, v));
-  pool->in_use_.assign(n, false);
+  pool->refs_.assign(n, 0);
   for (int32_t b = static_cast<int32_t>(n) - 1; b >= 0; --b) pool->free_.push_back(b);
   return pool;
 }
@@ -39,14 +39,24 @@ absl::StatusOr<int32_t> KvBlockPool::Allocate() {
   }
   int32_t b = free_.back();
   free_.pop_back();
-  in_use_[b] = true;
+  refs_[b] = 1;
+  ++references_;
   return b;
 }
 
-void KvBlockPool::Free(int32_t block) {
-  RSD_CHECK(block >= 0 && block < view_.n_blocks && in_use_[block]);
-  in_use_[block] = false;
+void KvBlockPool::Retain(int32_t block) {
+  RSD_CHECK(block >= 0 && block < view_.n_blocks && refs_[block] > 0);
+  if (++refs_[block] == 2) ++shared_;
+  ++references_;
+}
+
+bool KvBlockPool::Free(int32_t block) {
+  RSD_CHECK(block >= 0 && block < view_.n_blocks && refs_[block] > 0);
+  --references_;
+  if (--refs_[block] == 1) --shared_;
+  if (refs_[block] > 0) return false;
   free_.push_back(block);
+  return true;
 }
 
 absl::Status KvBlockPool::Poison(int32_t block, uint8_t byte) {

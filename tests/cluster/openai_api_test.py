@@ -162,16 +162,38 @@ class OpenAiApiTest(unittest.TestCase):
         ask = [system, {"role": "user", "content": "Name a red fruit."}]
         first = self.chat(ask)  # nobody holds this prompt yet
         self.assertEqual(first.usage.prompt_tokens_details.cached_tokens, 0)
-        self.client.chat.completions.with_raw_response.create(
-            model=self.model, temperature=0, max_tokens=MAX_TOKENS,
-            messages=[system, {"role": "user", "content": "Name a blue fruit."}],
-            extra_headers={"x-rsd-session": "new"})  # a session that keeps the prompt's state
+        def keep(question):  # a session that keeps the prompt's state
+            raw = self.client.chat.completions.with_raw_response.create(
+                model=self.model, temperature=0, max_tokens=MAX_TOKENS,
+                messages=[system, {"role": "user", "content": question}],
+                extra_headers={"x-rsd-session": "new"})
+            return raw.headers["x-rsd-session"]
+        keep("Name a blue fruit.")
         again = self.chat(ask)
         # The system prompt's state came from that session (prefix reuse): reported as cached,
         # and the answer is the same bits.
         self.assertGreaterEqual(again.usage.prompt_tokens_details.cached_tokens, 64)
         self.assertEqual(again.usage.prompt_tokens, first.usage.prompt_tokens)
         self.assertEqual(again.choices[0].message.content, first.choices[0].message.content)
+        # A second kept session holds the prompt's blocks shared with the first: rsdctl shows
+        # them per session and per worker, and the worker's /metrics what sharing saves.
+        second = keep("Name a green fruit.")
+        ctl = [f"{BUILD}/tools/rsdctl", "--router", self.c.grpc, "-o", "json"]
+        described = json.loads(subprocess.check_output(ctl + ["describe", second]))
+        self.assertGreaterEqual(described["shared_blocks"] * 16, 64)
+        self.assertGreater(described["blocks"], described["shared_blocks"])
+        deadline = time.time() + 15
+        while True:  # the router sees a worker's load with its next heartbeat
+            workers = json.loads(subprocess.check_output(ctl + ["workers"]))["workers"]
+            shared = sum(w["shared_bytes"] for w in workers)
+            if shared > 0 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertGreaterEqual(shared, described["shared_blocks"] * described["bytes"]["hot"]
+                                // described["blocks"])
+        self.assertGreater(sum(w["saved_bytes"] for w in workers), 0)
+        self.assertGreater(sample(scrape(self.c.worker_http), "rsd_worker_state_bytes",
+                                  tier="hot", kind="saved"), 0)
 
     def test_history_sent_along_equals_the_session_that_lived_it(self):
         history = [{"role": "user", "content": self.turns[0]},

@@ -22,6 +22,8 @@ json SessionJson(const v1::SessionInfo& s) {
       {"turns", s.turns()},
       {"token_count", s.token_count()},
       {"bytes", {{"hot", s.bytes().hot()}, {"warm", s.bytes().warm()}, {"cold", s.bytes().cold()}}},
+      {"blocks", s.blocks()},
+      {"shared_blocks", s.shared_blocks()},
       {"options",
        {{"ttl_seconds", s.options().ttl_seconds()},
         {"pin", s.options().pin()},
@@ -41,6 +43,7 @@ void PrintSession(const Cli& cli, const v1::SessionInfo& s) {
               {"token_count", absl::StrCat(s.token_count())},
               {"bytes", absl::StrCat("hot ", Bytes(s.bytes().hot()), ", warm ",
                                      Bytes(s.bytes().warm()), ", cold ", Bytes(s.bytes().cold()))},
+              {"blocks", absl::StrCat(s.blocks(), " hot, ", s.shared_blocks(), " shared")},
               {"state", s.state()},
               {"idle_seconds", absl::StrFormat("%.1f", s.idle_seconds())}});
 }

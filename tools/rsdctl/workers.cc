@@ -30,6 +30,8 @@ json WorkerJson(const v1::WorkerInfo& w) {
             {"memory_bandwidth", w.device().memory_bandwidth()}}},
           {"seconds_since_heartbeat", w.seconds_since_heartbeat()},
           {"sessions", w.sessions()},
+          {"shared_bytes", l.shared_bytes()},
+          {"saved_bytes", l.saved_bytes()},
           {"load",
            {{"hot_bytes_total", l.hot_bytes_total()},
             {"hot_bytes_free", l.hot_bytes_free()},

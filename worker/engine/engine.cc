@@ -123,26 +123,56 @@ absl::Status Engine::AdoptSequence(const SessionId& id, std::span<const int32_t>
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> Engine::AdoptPrefixOf(const SessionId& id, const SessionId& donor,
+absl::StatusOr<int64_t> Engine::SharePrefixOf(const SessionId& id, const SessionId& donor,
                                               std::span<const int32_t> tokens, int32_t n_chunks) {
-  const int L = config().n_layers;
-  const LayerPlan plan =
-      CapturesResidualsFor(plan_) ? plan_ : LayerPlan::Uniform(L, StateForm::kKv);
+  if (!eviction_->exact()) {
+    return absl::FailedPreconditionError("a lossy eviction policy shares no blocks");
+  }
+  const Sequence& d = Seq(donor);
+  const int64_t bt = model_->block_tokens();
+  const int64_t n_tokens = static_cast<int64_t>(n_chunks) * bt;
+  if (n_chunks <= 0 || n_chunks > FullChunks(donor) ||
+      static_cast<int64_t>(tokens.size()) != n_tokens ||
+      !std::equal(tokens.begin(), tokens.end(), d.tokens.begin())) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", donor.ToHex(), " does not hold ",
+                                                   n_chunks, " whole chunks of these tokens"));
+  }
+  for (int32_t c = 0; c < n_chunks; ++c) {
+    if (!d.resident || d.blocks[c] < 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("chunk ", c, " of sequence ", donor.ToHex(), " is not in the pool"));
+    }
+  }
+  RSD_RETURN_IF_ERROR(CreateSequence(id));
   int64_t bytes = 0;
   absl::Status st = [&]() -> absl::Status {
-    for (int32_t c = 0; c < n_chunks; ++c) {
-      for (int l = 0; l < L; ++l) {
-        if (!plan.kv(l) && l == 0) continue;  // layer 0's residual is the token embedding
-        RSD_ASSIGN_OR_RETURN(std::vector<uint8_t> payload, ChunkPayload(donor, c, l, plan.kv(l)));
-        bytes += static_cast<int64_t>(payload.size());
-        RSD_RETURN_IF_ERROR(OffloadCheckpoint(id, c, l, plan.form(l), payload));
+    Sequence& s = Seq(id);
+    s.plan = d.plan;
+    if (CapturesResiduals(d)) {
+      for (int32_t c = 0; c < n_chunks; ++c) {
+        for (int l = 1; l < config().n_layers; ++l) {
+          if (d.plan.kv(l)) continue;
+          const auto at = [&](const SessionId& who) {
+            return BlockKey{who, static_cast<uint32_t>(l), static_cast<uint32_t>(c)};
+          };
+          RSD_ASSIGN_OR_RETURN(std::string value, tiers_->Onboard(at(donor)));
+          bytes += static_cast<int64_t>(value.size());
+          RSD_RETURN_IF_ERROR(tiers_->Offload(at(id), std::move(value)));
+        }
       }
     }
-    return AdoptSequence(id, tokens, n_chunks, plan);
+    s.tokens.assign(tokens.begin(), tokens.end());
+    s.cached = n_tokens;
+    for (int32_t c = 0; c < n_chunks; ++c) {
+      pool_->Retain(d.blocks[c]);
+      s.blocks.push_back(d.blocks[c]);
+    }
+    s.peak_hot = HotBlocks(s);
+    // A bounded sequence keeps its budget: the oldest shared chunks leave as its own checkpoints.
+    return bounded() ? EnforceBudget(s, 1) : absl::OkStatus();
   }();
   if (!st.ok()) {
-    DestroySequence(id);  // if AdoptSequence created it
-    tiers_->EvictSession(id).IgnoreError();
+    DestroySequence(id);
     return st;
   }
   return bytes;
@@ -189,11 +219,31 @@ absl::Status Engine::EnsureBlocks(Sequence& s, int64_t n_tokens) {
     const int64_t need = (n_tokens + bt - 1) / bt;
     RSD_RETURN_IF_ERROR(EnforceBudget(s, static_cast<int32_t>(std::max<int64_t>(0, need - have))));
   }
+  // The chunk the next token is written into, if it exists, must be the sequence's own.
+  const int32_t write_chunk = static_cast<int32_t>(s.cached / bt);
+  if (n_tokens > s.cached && write_chunk < static_cast<int32_t>(s.blocks.size())) {
+    RSD_RETURN_IF_ERROR(Unshare(s, write_chunk));
+  }
   while (static_cast<int64_t>(s.blocks.size()) * bt < n_tokens) {
     RSD_ASSIGN_OR_RETURN(int32_t b, pool_->Allocate());
     s.blocks.push_back(b);
   }
   s.peak_hot = std::max(s.peak_hot, HotBlocks(s) + (s.scratch >= 0 ? 1 : 0));
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Unshare(Sequence& s, int32_t chunk) {
+  const int32_t old = s.blocks[chunk];
+  if (old < 0 || pool_->refs(old) == 1) return absl::OkStatus();
+  RSD_ASSIGN_OR_RETURN(int32_t copy, pool_->Allocate());
+  absl::Status st = backend_->CopyOnDevice(pool_->view().K(copy, 0), pool_->view().K(old, 0),
+                                           pool_->block_bytes());
+  if (!st.ok()) {
+    pool_->Free(copy);
+    return st;
+  }
+  pool_->Free(old);  // the others keep it
+  s.blocks[chunk] = copy;
   return absl::OkStatus();
 }
 

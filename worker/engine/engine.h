@@ -93,6 +93,7 @@ struct GenerateResult {
 // What the hot tier did for one sequence (tests and rsd-run report it).
 struct SequenceMemory {
   int32_t hot_blocks = 0;        // pool blocks held now (scratch included)
+  int32_t shared_blocks = 0;     // of those, blocks other sequences hold too
   int32_t peak_hot_blocks = 0;   // most ever held at once (scratch included)
   int32_t evicted_blocks = 0;    // blocks living as checkpoints
   int64_t checkpoint_bytes = 0;  // bytes of its checkpoints, in the tiers and in engine memory
@@ -139,13 +140,15 @@ class Engine {
   // INVALID_ARGUMENT if the chunks exceed the tokens or the plan has the wrong size.
   absl::Status AdoptSequence(const SessionId& id, std::span<const int32_t> tokens, int32_t n_chunks,
                              const LayerPlan& plan);
-  // A new sequence `id` (none may exist) whose first `n_chunks` chunks are copies of resident
-  // sequence `donor`'s, which must hold them in the pool and whose tokens must start with
-  // `tokens` (prefix reuse: a chunk's state is a function of the tokens through it). The copies go
-  // to the tiers as the checkpoints a prefill would have left (the engine's plan where it captures
-  // residuals, else K/V), then AdoptSequence. Returns the payload bytes copied; on an error
-  // nothing is left of `id`.
-  absl::StatusOr<int64_t> AdoptPrefixOf(const SessionId& id, const SessionId& donor,
+  // A new, resident sequence `id` (none may exist) whose first `n_chunks` chunks are resident
+  // sequence `donor`'s own hot blocks, shared (prefix reuse: a chunk's state is a function of the
+  // tokens through it, so the blocks are, bit for bit, what a prefill would compute). The donor
+  // must hold them in the pool and its tokens must start with `tokens`. A shared block is
+  // read-only: a sequence that writes into one (only after a rollback into it) first gets its own
+  // copy. Where the donor keeps residual checkpoints, the new sequence gets copies of those of the
+  // shared chunks in the tiers (it could not derive them later). Returns the checkpoint bytes
+  // copied; FAILED_PRECONDITION with a lossy eviction policy; on an error nothing is left of `id`.
+  absl::StatusOr<int64_t> SharePrefixOf(const SessionId& id, const SessionId& donor,
                                         std::span<const int32_t> tokens, int32_t n_chunks);
   bool HasSequence(const SessionId& id) const { return seqs_.count(id) != 0; }
   // Frees its blocks and drops its checkpoints from the tiers.
@@ -248,6 +251,8 @@ class Engine {
   const Sequence& Seq(const SessionId& id) const;
   Sequence& NewSequence(const SessionId& id);
   absl::Status EnsureBlocks(Sequence& s, int64_t n_tokens);
+  // Gives the sequence its own copy of chunk `chunk`'s block if others share it (copy on write).
+  absl::Status Unshare(Sequence& s, int32_t chunk);
   bool bounded() const { return budget_blocks_ > 0; }
   int32_t HotBlocks(const Sequence& s) const;
   // Whether the forward must capture the sequence's residual rows (its plan keeps some).

@@ -42,6 +42,7 @@ SequenceMemory Engine::SequenceMemoryUse(const SessionId& id) const {
   const Sequence& s = Seq(id);
   SequenceMemory m;
   m.hot_blocks = HotBlocks(s) + (s.scratch >= 0 ? 1 : 0);
+  for (int32_t b : s.blocks) m.shared_blocks += b >= 0 && pool_->refs(b) > 1;
   m.peak_hot_blocks = s.peak_hot;
   m.evicted_blocks = static_cast<int32_t>(s.evicted.size());
   for (const auto& rows : s.partial) m.checkpoint_bytes += static_cast<int64_t>(rows.size() * 4);
@@ -203,7 +204,9 @@ absl::Status Engine::EvictChunk(Sequence& s, int32_t victim) {
       at += layer_bytes;
     }
   }
-  if (options_.poison_freed_blocks) RSD_RETURN_IF_ERROR(pool_->Poison(block, 0xFF));
+  if (options_.poison_freed_blocks && pool_->refs(block) == 1) {
+    RSD_RETURN_IF_ERROR(pool_->Poison(block, 0xFF));
+  }
   pool_->Free(block);
   s.blocks[victim] = kEvicted;
   InsertSorted(s.evicted, victim);

@@ -1,14 +1,14 @@
-// Prefix reuse (issue #15, its first part): a session's first turn whose prompt starts with whole
-// chunks that another resident session has computed starts from copies of their K/V instead of
+// Prefix reuse (issue #15): a session's first turn whose prompt starts with whole chunks that
+// another resident session has computed starts from those chunks' hot blocks, shared, instead of
 // prefilling them. A chunk's state is a pure function of the tokens from the start of the sequence
-// through it (DESIGN.md: output never depends on where state lives), so the copy is, bit for bit,
-// what the prefill would compute; the donor's tokens are compared one by one, never by hash.
+// through it (DESIGN.md: output never depends on where state lives), so the shared block is, bit
+// for bit, what the prefill would compute; the donor's tokens are compared one by one, never by
+// hash.
 //
-// The engine copies them the way an import arrives (Engine::AdoptPrefixOf: checkpoint blocks in
-// the tiers in the forms a prefill would have left, AdoptSequence), then the usual Restore brings
-// them into the hot pool (a copy for K/V layers, a K/V projection for residual layers: either far
-// less than a prefill). Each session keeps its own copy (shared hot blocks and deduplicated tiers
-// are issue #15's next steps).
+// The engine shares them (Engine::SharePrefixOf: reference-counted pool blocks, read-only while
+// shared, copied on a write into one), so sixteen sessions with one system prompt hold its blocks
+// once in the hot pool. The tiers still keep a copy per session (deduplicated tiers are issue
+// #15's next step).
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -19,8 +19,20 @@
 
 namespace rsd {
 
-SessionManager::PrefixDonor SessionManager::FindPrefixDonor(const SessionId& id,
-                                                            std::span<const int32_t> prompt) const {
+SessionManager::PrefixDonor SessionManager::PrefixDonorFor(const SessionId& id,
+                                                           const TurnInput& input) const {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second.turns() != 0) return {};
+  return ReusablePrefix(it->second, PromptTokens(input, true));
+}
+
+SessionManager::PrefixDonor SessionManager::ReusablePrefix(const Session& s,
+                                                           std::span<const int32_t> prompt) const {
+  const SessionId& id = s.id;
+  if (!options_.prefix_reuse || s.turns() != 0 || !engine_->HasSequence(id) ||
+      !engine_->SequenceTokens(id).empty()) {
+    return {};
+  }
   const int64_t bt = engine_->model().block_tokens();
   // At least one prompt token is computed by the turn itself (its logits start the generation).
   const int32_t most = static_cast<int32_t>((static_cast<int64_t>(prompt.size()) - 1) / bt);
@@ -40,17 +52,17 @@ SessionManager::PrefixDonor SessionManager::FindPrefixDonor(const SessionId& id,
     }
     if (n > best.chunks) best = {did, n};
   }
+  if (best.chunks * bt < options_.prefix_reuse_min_tokens) return {};
   return best;
 }
 
-int64_t SessionManager::SeedFromPrefix(const SessionId& id, std::span<const int32_t> prompt) {
-  const PrefixDonor donor = FindPrefixDonor(id, prompt);
+int64_t SessionManager::SeedFromPrefix(const SessionId& id, const PrefixDonor& donor,
+                                       std::span<const int32_t> prompt) {
   const int64_t tokens = donor.chunks * engine_->model().block_tokens();
-  if (donor.chunks == 0 || tokens < options_.prefix_reuse_min_tokens) return 0;
   const double t0 = MonotonicSeconds();
   engine_->DestroySequence(id);  // the new session's empty sequence, to adopt the prefix
   absl::StatusOr<int64_t> bytes =
-      engine_->AdoptPrefixOf(id, donor.id, prompt.first(static_cast<size_t>(tokens)), donor.chunks);
+      engine_->SharePrefixOf(id, donor.id, prompt.first(static_cast<size_t>(tokens)), donor.chunks);
   if (bytes.ok()) {
     NoteMove("reuse/prefix", *bytes, MonotonicSeconds() - t0);
     return tokens;

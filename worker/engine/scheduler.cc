@@ -242,11 +242,15 @@ bool Scheduler::Iterate() {
     sessions_->ExpireIdle(Busy());
   }
   const int32_t used = engine_->pool().used();
+  const int32_t shared = engine_->pool().shared();
+  const int64_t saved = engine_->pool().saved();
   const int32_t n_sessions = static_cast<int32_t>(sessions_->session_count());
   const size_t device_used = engine_->backend().device_info().memory_used;
   std::lock_guard<std::mutex> lock(mu_);
   stats_.running = static_cast<int32_t>(running_.size());
   stats_.hot_blocks_used = used;
+  stats_.hot_blocks_shared = shared;
+  stats_.hot_blocks_saved = saved;
   stats_.device_memory_used = static_cast<int64_t>(device_used);
   stats_.sessions = n_sessions;
   has_work_ = !running_.empty() || !queue_.empty();

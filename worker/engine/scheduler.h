@@ -112,6 +112,8 @@ struct SchedulerStats {
   int32_t queue_depth = 0, running = 0;
   // Published by the compute thread after every step (heartbeats read these, not the engine).
   int32_t hot_blocks_used = 0, sessions = 0;
+  int32_t hot_blocks_shared = 0;   // blocks more than one session holds
+  int64_t hot_blocks_saved = 0;    // blocks sharing saves
   int64_t device_memory_used = 0;  // bytes the backend holds (weights, pool, workspace)
 };
 

@@ -143,6 +143,10 @@ absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
         "; start the worker with a larger --hot-bytes or a per-session "
         "--hot-budget-tokens so it runs bounded"));
   }
+  // A first turn that starts from another session's hot blocks shares them: they need no room
+  // (unbounded sessions; a bounded one may trade them for blocks of its own as it grows).
+  const SessionManager::PrefixDonor donor = sessions_->PrefixDonorFor(spec.id, spec.input);
+  const int64_t shared = engine_->hot_budget_blocks() == 0 ? donor.chunks : 0;
   auto free_blocks = [&] {
     int64_t reserved = 0, running_held = 0;
     for (const auto& x : running_) {
@@ -150,11 +154,12 @@ absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
       running_held += sessions_->HotBlocks(x->turn.id);
     }
     const int64_t idle_held = engine_->pool().used() - running_held - sessions_->HotBlocks(spec.id);
-    return capacity - reserved - idle_held - need_total;
+    return capacity - reserved - idle_held - (need_total - shared);
   };
   bool room = free_blocks() >= 0;
   std::vector<SessionId> busy = Busy();
   busy.push_back(spec.id);
+  if (shared > 0) busy.push_back(donor.id);  // spilling it would lose the blocks counted on
   while (!room) {
     absl::StatusOr<bool> spilled = sessions_->SpillIdle(busy);
     if (!spilled.ok() || !*spilled) break;

@@ -236,7 +236,9 @@ absl::StatusOr<SessionInfo> SessionManager::Describe(const SessionId& id) const 
   info.resident = engine_->Resident(id);
   info.spilled = s.spilled;
   info.attrs = s.attrs;
-  info.hot_blocks = engine_->SequenceMemoryUse(id).hot_blocks;
+  const SequenceMemory memory = engine_->SequenceMemoryUse(id);
+  info.hot_blocks = memory.hot_blocks;
+  info.shared_blocks = memory.shared_blocks;
   info.idle_seconds = MonotonicSeconds() - s.last_active;
   return info;
 }
@@ -344,8 +346,8 @@ absl::StatusOr<PendingTurn> SessionManager::BeginTurn(const SessionId& id, const
   t.user_tokens = PromptTokens(input, s.turns() == 0);
   t.raw = input.raw;
   const double t0 = MonotonicSeconds();
-  if (options_.prefix_reuse && s.turns() == 0 && engine_->SequenceTokens(id).empty()) {
-    t.reused_tokens = SeedFromPrefix(id, t.user_tokens);
+  if (const PrefixDonor donor = ReusablePrefix(s, t.user_tokens); donor.chunks > 0) {
+    t.reused_tokens = SeedFromPrefix(id, donor, t.user_tokens);
   }
   if (absl::Status restored = Restore(s, &t.restored_from); !restored.ok()) {
     // A seeded prefix goes with the failed attempt: the next one starts from nothing again.

@@ -76,6 +76,7 @@ struct SessionInfo {
   SpillForm spilled = SpillForm::kNone;
   SessionAttrs attrs;
   int32_t hot_blocks = 0;      // pool blocks held now
+  int32_t shared_blocks = 0;   // of those, blocks other sessions hold too
   double idle_seconds = 0;     // since its last turn began or ended
 };
 
@@ -138,6 +139,13 @@ class SessionManager {
   int64_t UserTurnTokens(const SessionId& id, const TurnInput& input) const;
   // Those tokens, for a session with `first_turn` (no turns yet).
   std::vector<int32_t> PromptTokens(const TurnInput& input, bool first_turn) const;
+  // The session whose hot blocks a turn of `id` with `input` would start from, and how many
+  // (chunks == 0: none): admission needs no room for them and must not spill the donor.
+  struct PrefixDonor {
+    SessionId id;
+    int32_t chunks = 0;
+  };
+  PrefixDonor PrefixDonorFor(const SessionId& id, const TurnInput& input) const;
   // Spills the resident session that matters least (unpinned before pinned, lower priority, least
   // recently used) among those not in `busy`; false if there is none.
   absl::StatusOr<bool> SpillIdle(const std::vector<SessionId>& busy);
@@ -242,14 +250,12 @@ class SessionManager {
   absl::Status RecoverOne(const SessionId& id, StoredSession* stored, Quarantined* seen);
   absl::Status SaveMeta(const Session& s);
   // Prefix reuse (prefix_reuse.cc): the resident session holding the most whole leading chunks of
-  // `prompt` in the hot pool (tokens compared), and the new session `id` seeded with copies of
-  // their K/V; returns the tokens seeded (0: none, or the copy failed and the turn prefills).
-  struct PrefixDonor {
-    SessionId id;
-    int32_t chunks = 0;
-  };
-  PrefixDonor FindPrefixDonor(const SessionId& id, std::span<const int32_t> prompt) const;
-  int64_t SeedFromPrefix(const SessionId& id, std::span<const int32_t> prompt);
+  // `prompt` in the hot pool (tokens compared) if session `s` may reuse them now (its first turn,
+  // nothing computed yet, at least prefix_reuse_min_tokens), and the new session seeded with the
+  // donor's blocks, shared; returns the tokens seeded (0: the share failed and the turn prefills).
+  PrefixDonor ReusablePrefix(const Session& s, std::span<const int32_t> prompt) const;
+  int64_t SeedFromPrefix(const SessionId& id, const PrefixDonor& donor,
+                         std::span<const int32_t> prompt);
   absl::Status Restore(Session& s, std::string* restored_from);
   Session* Find(const SessionId& id);
   absl::Status NotFound(const SessionId& id) const;

@@ -101,6 +101,8 @@ void WorkerMetrics::Refresh(const v1::WorkerStatus& st,
           {{"tier", "hot"}, {"kind", "used"}}, l.hot_bytes_total() - l.hot_bytes_free());
   GaugeTo("rsd_worker_state_bytes", "", {{"tier", "hot"}, {"kind", "capacity"}},
           l.hot_bytes_total());
+  GaugeTo("rsd_worker_state_bytes", "", {{"tier", "hot"}, {"kind", "shared"}}, l.shared_bytes());
+  GaugeTo("rsd_worker_state_bytes", "", {{"tier", "hot"}, {"kind", "saved"}}, l.saved_bytes());
   GaugeTo("rsd_worker_state_bytes", "", {{"tier", "warm"}, {"kind", "used"}},
           l.warm_bytes_total() - l.warm_bytes_free());
   GaugeTo("rsd_worker_state_bytes", "", {{"tier", "warm"}, {"kind", "capacity"}},

@@ -75,6 +75,8 @@ v1::WorkerStatus WorkerService::Status() {
   // Pool numbers as the compute thread last published them (capacity never changes).
   load->set_hot_bytes_total(engine_->pool().capacity() * block_bytes);
   load->set_hot_bytes_free((engine_->pool().capacity() - s.hot_blocks_used) * block_bytes);
+  load->set_shared_bytes(s.hot_blocks_shared * block_bytes);
+  load->set_saved_bytes(s.hot_blocks_saved * block_bytes);
   load->set_warm_bytes_total(static_cast<int64_t>(sessions_->warm_budget()));
   load->set_warm_bytes_free(static_cast<int64_t>(sessions_->warm_budget()) -
                             static_cast<int64_t>(sessions_->warm_bytes()));
@@ -117,6 +119,8 @@ absl::Status WorkerService::FillInfo(const SessionId& id, v1::SessionInfo* out) 
   out->set_token_count(info.token_count);
   out->mutable_bytes()->set_hot(static_cast<int64_t>(info.hot_blocks) *
                                 static_cast<int64_t>(engine_->pool().block_bytes()));
+  out->set_blocks(info.hot_blocks);
+  out->set_shared_blocks(info.shared_blocks);
   out->mutable_bytes()->set_warm(static_cast<int64_t>(sessions_->WarmBytes(id)));
   absl::StatusOr<int64_t> cold = sessions_->ColdBytes(id);
   out->mutable_bytes()->set_cold(cold.ok() ? *cold : 0);

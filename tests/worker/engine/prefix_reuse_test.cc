@@ -1,8 +1,8 @@
 // Prefix reuse (issue #15): a session's first turn whose prompt starts with whole chunks another
-// resident session computed starts from copies of their K/V. The reused part is exactly the whole
-// chunks of the common prefix (a divergence inside a chunk reuses the chunks before it), and every
-// generated token and per-step logit hash of the reusing session, and of its next turn, equals
-// the same session run alone on a fresh worker; the donor continues undisturbed.
+// resident session computed starts from their hot blocks, shared. The reused part is exactly the
+// whole chunks of the common prefix (a divergence inside a chunk reuses the chunks before it), and
+// every generated token and per-step logit hash of the reusing session, and of its next turn,
+// equals the same session run alone on a fresh worker; the donor continues undisturbed.
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -162,24 +162,45 @@ TEST_F(PrefixReuse, ASpilledDonorIsNotUsedAndALaterTurnNeverReuses) {
   EXPECT_EQ(a2.reused, 0);
 }
 
-// A first turn whose restore fails after its prefix was seeded (here: the pool is full of the
-// donor) leaves nothing behind, so the next attempt does not see the prefix twice: the turn, run
-// again once the donor has been spilled, equals the session alone.
-TEST_F(PrefixReuse, AFailedAttemptDropsTheSeededPrefix) {
+// A shared prefix needs no room: in a pool where the reusing turn fits only because its prefix
+// is shared, it is admitted without spilling anyone, and the pool holds the prefix once.
+TEST_F(PrefixReuse, ASharedPrefixNeedsNoRoomInTheHotPool) {
   engine_.kv_budget_bytes = 40 * 3 * 2 * 4 * 64 * kKvElementBytes;  // 40 blocks of the gqa model
   testing::TestWorker w(engine_, {});
   ASSERT_TRUE(w.Start().ok());
-  const SessionId ia = SessionId::Random(), ib = SessionId::Random();
-  for (const SessionId& id : {ia, ib}) ASSERT_TRUE(w.sessions().Create(id, {}).ok());
+  const SessionId ia = SessionId::Random(), ib = SessionId::Random(), ic = SessionId::Random();
+  for (const SessionId& id : {ia, ib, ic}) ASSERT_TRUE(w.sessions().Create(id, {}).ok());
   const std::string b = kShared + "Why?";
-  Turn(w, ia, kShared + "Who?", 0);  // the donor holds most of the pool
-  absl::StatusOr<PendingTurn> attempt = w.sessions().BeginTurn(ib, b, Params(0), false);
-  ASSERT_FALSE(attempt.ok());
-  EXPECT_EQ(attempt.status().code(), absl::StatusCode::kResourceExhausted) << attempt.status();
-  EXPECT_TRUE(w.engine().SequenceTokens(ib).empty()) << "the seeded prefix stayed";
-  const Out b1 = Turn(w, ib, b, 0);  // the scheduler spills the donor to make room
+  Turn(w, ia, kShared + "Who?", 0);  // the donor
+  Turn(w, ic, "The sea was calm.", 0);
+  const KvBlockPool& pool = w.engine().pool();
+  const int64_t bt = engine_.block_tokens;
+  const int64_t shared = ExpectedReuse(w, kShared + "Who?", b) / bt;
+  const int64_t prompt = static_cast<int64_t>(w.sessions().PromptTokens(b, true).size());
+  const int64_t need = (prompt + Params(0).max_tokens + bt - 1) / bt;
+  ASSERT_GT(shared, 0);
+  ASSERT_LT(pool.capacity() - pool.used(), need) << "the turn would fit unshared";
+  ASSERT_GE(pool.capacity() - pool.used(), need - shared) << "the turn cannot fit even shared";
+  const int32_t before = pool.used();
+
+  const Out b1 = Turn(w, ib, b, 0);
+  EXPECT_EQ(b1.reused, shared * bt);
+  EXPECT_EQ(w.scheduler().stats().spills, 0);
+  EXPECT_TRUE(w.engine().Resident(ia));
+  EXPECT_TRUE(w.engine().Resident(ic));
+  const SequenceMemory mb = w.engine().SequenceMemoryUse(ib);
+  EXPECT_EQ(mb.shared_blocks, shared);
+  EXPECT_EQ(pool.used(), before + mb.hot_blocks - shared);
+  EXPECT_EQ(pool.shared(), shared);
   EXPECT_EQ(b1.tokens, Alone(b, "x")[0].tokens);
   EXPECT_EQ(b1.hashes, Alone(b, "x")[0].hashes);
+  // Closing the donor leaves the blocks to the session sharing them; it continues exactly.
+  ASSERT_TRUE(w.sessions().Close(ia).ok());
+  EXPECT_EQ(pool.shared(), 0);
+  EXPECT_EQ(w.engine().SequenceMemoryUse(ib).shared_blocks, 0);
+  const Out b2 = Turn(w, ib, "and then?", 1);
+  EXPECT_EQ(b2.tokens, Alone(b, "and then?")[1].tokens);
+  EXPECT_EQ(b2.hashes, Alone(b, "and then?")[1].hashes);
 }
 
 }  // namespace
