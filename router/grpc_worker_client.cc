@@ -153,6 +153,15 @@ class GrpcWorkerClient final : public WorkerClient {
     if (!s.ok()) return FromGrpc(s);
     return out;
   }
+  absl::StatusOr<v1::PromptKeysResponse> PromptKeys(const v1::PromptKeysRequest& req,
+                                                    absl::Time deadline) override {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, deadline);
+    v1::PromptKeysResponse out;
+    grpc::Status s = stub_->PromptKeys(&ctx, req, &out);
+    if (!s.ok()) return FromGrpc(s);
+    return out;
+  }
 
  private:
   template <typename Req>

@@ -84,6 +84,11 @@ absl::StatusOr<SessionUse> OpenFor(RouterCore& core, const Caller& caller,
   }
   v1::CreateSessionRequest create;
   create.set_model(r.model);
+  // Its first turn is known: placement can go where its prompt's state already is.
+  v1::TurnRequest* first = create.mutable_first_turn();
+  first->set_message(r.turn.message());
+  first->set_raw(r.turn.raw());
+  *first->mutable_context() = r.turn.context();
   RSD_ASSIGN_OR_RETURN(v1::SessionInfo info, core.CreateSession(caller, create));
   use.id = info.session_id();
   use.model = info.model();

@@ -58,6 +58,9 @@ ABSL_FLAG(int64_t, max_turns_per_tenant, 256,
 ABSL_FLAG(int64_t, max_history_tokens_per_tenant, 0,
           "tokens of history one tenant's sessions may hold together (0: unlimited); a turn "
           "starting at or over it is RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, prefix_routing, true,
+          "place a new session whose first turn is known (OpenAI requests, CreateSession's "
+          "first_turn) on a worker that holds its prompt's leading state, weighed against load");
 ABSL_FLAG(double, heartbeat_timeout, 5.0, "seconds without a heartbeat before a worker is dead");
 ABSL_FLAG(double, heartbeat_interval, 1.0, "seconds between heartbeats, told to workers");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest gRPC message the router sends or accepts");
@@ -197,6 +200,7 @@ int main(int argc, char** argv) {
   rsd::router::Registry registry(&clock, absl::Seconds(hb_timeout));
   rsd::router::RouterOptions options;
   options.heartbeat_interval_seconds = hb_interval;
+  options.prefix_routing = absl::GetFlag(FLAGS_prefix_routing);
   options.quotas.sessions = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_sessions_per_tenant));
   options.quotas.turns = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_turns_per_tenant));
   options.quotas.pinned = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_pinned_per_tenant));

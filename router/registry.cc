@@ -28,17 +28,22 @@ const char* WorkerStateName(WorkerState s) {
 
 namespace {
 
-// Placement's order (registry.h): estimated free bytes, busy turns, placed sessions, id.
-auto PlacementKey(const WorkerSnapshot& w) {
+// Free hot+warm bytes of the last heartbeat less the worker's mean bytes per session for each
+// session placed since (registry.h).
+int64_t EstimatedFree(const WorkerSnapshot& w) {
   const WorkerLoadInfo& l = w.desc.load;
   const int64_t total = l.hot_bytes_total + l.warm_bytes_total;
   const int64_t free_bytes = l.hot_bytes_free + l.warm_bytes_free;
   const int64_t per_session =
       l.sessions > 0 ? std::max<int64_t>(0, total - free_bytes) / l.sessions : total / 64;
-  const int64_t estimated =
-      free_bytes - w.placed_since_heartbeat * std::max<int64_t>(1, per_session);
+  return free_bytes - w.placed_since_heartbeat * std::max<int64_t>(1, per_session);
+}
+
+// Placement's order (registry.h): estimated free bytes, busy turns, placed sessions, id.
+auto PlacementKey(const WorkerSnapshot& w) {
+  const WorkerLoadInfo& l = w.desc.load;
   const int64_t busy = int64_t{l.queue_depth} + l.running;
-  return std::make_tuple(-estimated, busy, w.sessions_placed, w.desc.id);
+  return std::make_tuple(-EstimatedFree(w), busy, w.sessions_placed, w.desc.id);
 }
 
 }  // namespace
@@ -65,6 +70,7 @@ absl::Status Registry::Register(const WorkerDescriptor& desc) {
   absl::MutexLock lock(&mu_);
   Entry& e = workers_[desc.id];
   e.desc = desc;
+  TakeKeys(e);
   e.last_heartbeat = clock_->Now();
   e.placed_since_heartbeat = 0;
   if (!desc.model.empty() &&
@@ -84,9 +90,43 @@ bool Registry::Heartbeat(const WorkerDescriptor& desc) {
   // is told which to drop.
   if (clock_->Now() - it->second.last_heartbeat > heartbeat_timeout_) return false;
   it->second.desc = desc;
+  TakeKeys(it->second);
   it->second.last_heartbeat = clock_->Now();
   it->second.placed_since_heartbeat = 0;
   return true;
+}
+
+void Registry::TakeKeys(Entry& e) {
+  e.prefix_keys.clear();
+  for (std::string& k : e.desc.prefix_keys) e.prefix_keys.insert(std::move(k));
+  e.desc.prefix_keys.clear();
+}
+
+int64_t Registry::MatchedLocked(const Entry& e, const PrefixHint& hint) {
+  const absl::Time now = clock_->Now();
+  for (auto it = hint.keys.rbegin(); it != hint.keys.rend(); ++it) {
+    if (e.prefix_keys.contains(it->first)) return it->second;
+    auto recent = recent_.find(it->first);
+    if (recent != recent_.end() && recent->second.worker == e.desc.id &&
+        now - recent->second.at <= absl::Seconds(kRecentPrefixSeconds)) {
+      return it->second;
+    }
+  }
+  return 0;
+}
+
+void Registry::RememberLocked(const std::string& worker, const PrefixHint& hint) {
+  const absl::Time now = clock_->Now();
+  if (recent_.size() > 4096) {
+    for (auto it = recent_.begin(); it != recent_.end();) {
+      if (now - it->second.at > absl::Seconds(kRecentPrefixSeconds)) {
+        recent_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& [key, tokens] : hint.keys) recent_[key] = RecentPrefix{worker, now};
 }
 
 WorkerSnapshot Registry::SnapshotLocked(const Entry& e) const {
@@ -109,6 +149,17 @@ WorkerSnapshot Registry::SnapshotLocked(const Entry& e) const {
   s.sessions_placed = placed == placed_.end() ? 0 : placed->second;
   s.placed_since_heartbeat = e.placed_since_heartbeat;
   return s;
+}
+
+std::string Registry::DefaultModelLocked() const {
+  // The first registered model with a ready worker; else the first registered model (for the
+  // error message).
+  for (const std::string& m : models_seen_) {
+    for (const auto& [id, e] : workers_) {
+      if (e.desc.model == m && SnapshotLocked(e).state == WorkerState::kReady) return m;
+    }
+  }
+  return models_seen_.empty() ? std::string() : models_seen_.front();
 }
 
 std::string Registry::KnownWorkersLocked() const {
@@ -136,7 +187,8 @@ std::vector<WorkerSnapshot> Registry::List() {
 }
 
 absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in,
-                                               const std::vector<std::string>& exclude) {
+                                               const std::vector<std::string>& exclude,
+                                               const PrefixHint* hint, int64_t* prefix_tokens) {
   absl::MutexLock lock(&mu_);
   if (workers_.empty()) {
     return absl::UnavailableError(absl::StrCat(
@@ -147,27 +199,17 @@ absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in,
   std::vector<WorkerSnapshot> all;
   for (const auto& [id, e] : workers_) all.push_back(SnapshotLocked(e));
 
-  std::string model = model_in;
-  if (model.empty()) {
-    // The first registered model with a ready worker; else the first registered model (for the
-    // error message).
-    for (const std::string& m : models_seen_) {
-      bool ready = std::any_of(all.begin(), all.end(), [&](const WorkerSnapshot& w) {
-        return w.desc.model == m && w.state == WorkerState::kReady;
-      });
-      if (ready) {
-        model = m;
-        break;
-      }
-    }
-    if (model.empty() && !models_seen_.empty()) model = models_seen_.front();
-  } else if (std::find(models_seen_.begin(), models_seen_.end(), model) == models_seen_.end()) {
+  const std::string model = model_in.empty() ? DefaultModelLocked() : model_in;
+  if (!model_in.empty() &&
+      std::find(models_seen_.begin(), models_seen_.end(), model) == models_seen_.end()) {
     return absl::NotFoundError(absl::StrCat("unknown model '", model, "'; known: ",
                                             models_seen_.empty() ? std::string("none")
                                                                  : absl::StrJoin(models_seen_, ", ")));
   }
 
   const WorkerSnapshot* best = nullptr;
+  double best_cost = 0;
+  int64_t best_matched = 0;
   int cordoned = 0, dead = 0, unhealthy = 0;
   for (const WorkerSnapshot& w : all) {
     if (w.desc.model != model) continue;
@@ -176,7 +218,19 @@ absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in,
     if (w.state == WorkerState::kUnhealthy) ++unhealthy;
     if (w.state != WorkerState::kReady) continue;
     if (std::find(exclude.begin(), exclude.end(), w.desc.id) != exclude.end()) continue;
-    if (best == nullptr || PlacementKey(w) < PlacementKey(*best)) best = &w;
+    // Cache-aware: a matched prefix lowers the cost (registry.h); without a hint all costs tie.
+    const int64_t matched =
+        hint != nullptr && EstimatedFree(w) > 0 ? MatchedLocked(workers_.at(w.desc.id), *hint) : 0;
+    const double cost = w.desc.load.queue_depth + 0.5 * w.desc.load.running -
+                        static_cast<double>(matched) / kReuseTokensPerTurn;
+    const bool cheaper =
+        best == nullptr || (hint != nullptr && cost < best_cost) ||
+        ((hint == nullptr || cost == best_cost) && PlacementKey(w) < PlacementKey(*best));
+    if (cheaper) {
+      best = &w;
+      best_cost = cost;
+      best_matched = matched;
+    }
   }
   if (best == nullptr) {
     return absl::UnavailableError(absl::StrCat("no ready worker serves model '", model, "' (", dead,
@@ -184,6 +238,8 @@ absl::StatusOr<WorkerSnapshot> Registry::Place(const std::string& model_in,
                                                " not serving)"));
   }
   WorkerSnapshot chosen = *best;
+  if (hint != nullptr) RememberLocked(chosen.desc.id, *hint);
+  if (prefix_tokens != nullptr) *prefix_tokens = best_matched;
   ++placed_[chosen.desc.id];
   ++workers_[chosen.desc.id].placed_since_heartbeat;
   ++chosen.sessions_placed;
@@ -220,10 +276,11 @@ absl::StatusOr<WorkerSnapshot> Registry::SetDraining(const std::string& id, bool
   return SnapshotLocked(it->second);
 }
 
-absl::StatusOr<WorkerSnapshot> Registry::PickTarget(const std::string& model,
+absl::StatusOr<WorkerSnapshot> Registry::PickTarget(const std::string& model_in,
                                                     const std::string& model_fingerprint,
                                                     const std::string& exclude) {
   absl::MutexLock lock(&mu_);
+  const std::string model = model_in.empty() ? DefaultModelLocked() : model_in;
   std::optional<WorkerSnapshot> best;
   int candidates = 0, other_fingerprint = 0;
   for (const auto& [id, e] : workers_) {

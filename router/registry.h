@@ -7,6 +7,16 @@
 // the worker's mean bytes per session (a sixty-fourth of its bytes while it has none), so that a
 // burst of creates between two heartbeats spreads instead of landing on one worker.
 //
+// Cache-aware placement (issue #15): a create may carry the chain keys of its first turn's leading
+// chunks (PrefixHint, from a worker's PromptKeys). A worker matches m tokens of it when its
+// heartbeat's prefix keys (the leading hot chunks of its resident sessions) or a session placed
+// there in the last kRecentPrefixSeconds hold the key covering m tokens. Then the cost of a ready
+// worker is queued + running / 2 - m / kReuseTokensPerTurn, in turns: a reused prefix of 128
+// tokens is worth one queued turn (about a short turn's prefill and first steps on the default
+// model) or two running ones (running turns share the batch, they slow a new turn less than a
+// queue does). The lowest cost wins, ties go by the order above, and a worker whose estimated free
+// bytes are gone gets no credit for a match. Without a hint the order above decides alone.
+//
 // No gRPC here: the service layer translates rsd.v1.WorkerStatus into WorkerDescriptor.
 // Thread-safe (one mutex); no method blocks on I/O. The clock is injected (tests use a fake one).
 #pragma once
@@ -17,6 +27,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -53,6 +65,13 @@ struct WorkerRates {
   double kv_copy_tokens_per_s = 0;
 };
 
+// The first turn's prefix keys of a new session: (key, tokens it covers), tokens ascending.
+struct PrefixHint {
+  std::vector<std::pair<std::string, int64_t>> keys;
+};
+inline constexpr int64_t kReuseTokensPerTurn = 128;
+inline constexpr double kRecentPrefixSeconds = 10;
+
 // What a worker says about itself (Register / Heartbeat).
 struct WorkerDescriptor {
   std::string id;
@@ -69,6 +88,9 @@ struct WorkerDescriptor {
   int32_t device_index = 0;
   int64_t device_memory_total = 0, device_memory_limit = 0, device_memory_used = 0;
   double device_memory_bandwidth = 0;
+  // Chain keys of its resident sessions' leading hot chunks; the registry moves them into its
+  // index (snapshots carry none).
+  std::vector<std::string> prefix_keys;
 };
 
 // kDraining: cordoned by a drain (its sessions are being moved away); placement skips it like a
@@ -114,8 +136,12 @@ class Registry {
   // 'X'; known: ..." if no worker ever served `model`; UNAVAILABLE naming the model if none of its
   // workers is ready (all dead or cordoned), or if no worker is registered at all. Workers in
   // `exclude` (ids a create could not reach just now) are passed over.
+  // With `hint`, placement is cache-aware (above); the chosen worker is remembered for its keys.
+  // `prefix_tokens` (optional) gets the tokens the chosen worker matched.
   absl::StatusOr<WorkerSnapshot> Place(const std::string& model,
-                                       const std::vector<std::string>& exclude = {});
+                                       const std::vector<std::string>& exclude = {},
+                                       const PrefixHint* hint = nullptr,
+                                       int64_t* prefix_tokens = nullptr);
   // Adjusts the placed-session count of a worker (a failed open, a close; a restarted router
   // seeds the counts from its journal). Unknown ids are remembered for when they register.
   void AddPlaced(const std::string& id, int64_t delta);
@@ -125,9 +151,9 @@ class Registry {
   // NOT_FOUND as Get.
   absl::StatusOr<WorkerSnapshot> SetDraining(const std::string& id, bool draining);
 
-  // The best ready worker of `model` other than `exclude` to move a session to (the placement
-  // order; counts nothing). When `model_fingerprint` is not empty, only workers with that model
-  // fingerprint qualify. UNAVAILABLE naming the model and the counts if none does.
+  // The best ready worker of `model` ("" as in Place) other than `exclude` to move a session to
+  // (the placement order; counts nothing). When `model_fingerprint` is not empty, only workers with
+  // that model fingerprint qualify. UNAVAILABLE naming the model and the counts if none does.
   absl::StatusOr<WorkerSnapshot> PickTarget(const std::string& model,
                                             const std::string& model_fingerprint,
                                             const std::string& exclude);
@@ -146,9 +172,21 @@ class Registry {
     bool cordoned = false;
     bool draining = false;
     int64_t placed_since_heartbeat = 0;
+    absl::flat_hash_set<std::string> prefix_keys;
   };
+  struct RecentPrefix {
+    std::string worker;
+    absl::Time at;
+  };
+  // The tokens of `hint` worker `e` holds (0: none).
+  int64_t MatchedLocked(const Entry& e, const PrefixHint& hint) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RememberLocked(const std::string& worker, const PrefixHint& hint)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void TakeKeys(Entry& e);
   WorkerSnapshot SnapshotLocked(const Entry& e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string KnownWorkersLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What "" names: the first registered model with a ready worker (else the first registered).
+  std::string DefaultModelLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Clock* const clock_;
   const absl::Duration heartbeat_timeout_;
@@ -157,6 +195,7 @@ class Registry {
   std::map<std::string, Entry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> placed_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> models_seen_ ABSL_GUARDED_BY(mu_);  // in first-registration order
+  absl::flat_hash_map<std::string, RecentPrefix> recent_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rsd::router

@@ -36,6 +36,10 @@ WorkerDescriptor DescriptorOf(const v1::WorkerStatus& s, const std::string& peer
   d.load.hot_bytes_total = s.load().hot_bytes_total();
   d.load.hot_bytes_free = s.load().hot_bytes_free();
   d.load.shared_bytes = s.load().shared_bytes();
+  // A bounded index: at most 4,096 keys of 16 bytes per worker.
+  for (int i = 0; i < s.prefix_keys_size() && i < 4096; ++i) {
+    if (s.prefix_keys(i).size() == 16) d.prefix_keys.push_back(s.prefix_keys(i));
+  }
   d.load.saved_bytes = s.load().saved_bytes();
   d.load.warm_bytes_total = s.load().warm_bytes_total();
   d.load.warm_bytes_free = s.load().warm_bytes_free();

@@ -70,6 +70,8 @@ struct RouterOptions {
   absl::Duration expiry_scan_interval = absl::Seconds(10);
   // Per-tenant sessions and running turns (tenant_quotas.h; 0: unlimited).
   QuotaOptions quotas;
+  // Cache-aware placement of creates that carry their first turn (registry.h).
+  bool prefix_routing = true;
 };
 
 // The pieces of a session's token-only state stream: what the router sends to ImportSession to
@@ -220,6 +222,10 @@ class RouterCore {
 
  private:
   // CreateSession once the tenant's quota has room: placement, open, journal.
+  // The placement hint of a create that carries its first turn (a worker's PromptKeys), or none
+  // (routing off, no first turn, no worker could compute it: placement by load).
+  std::optional<PrefixHint> PrefixHintFor(const Caller& caller,
+                                          const v1::CreateSessionRequest& req);
   absl::StatusOr<v1::SessionInfo> PlaceAndOpen(const Caller& caller,
                                                const v1::CreateSessionRequest& req);
   // Journals a session its worker has opened; on failure closes it there (best effort).

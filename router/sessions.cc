@@ -1,5 +1,7 @@
 // The client's session calls in the core: create, get, close and undo. Chat is in chat.cc.
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -7,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "router/request_limits.h"
 #include "router/router_core.h"
+#include "storage/common/log.h"
 #include "storage/common/status.h"
 
 namespace rsd::router {
@@ -27,8 +30,10 @@ absl::StatusOr<v1::SessionInfo> RouterCore::PlaceAndOpen(const Caller& caller,
   // the next best ready worker gets it. Any other refusal is the caller's to see.
   std::vector<std::string> unreachable;
   absl::Status first_error;
+  const std::optional<PrefixHint> hint = PrefixHintFor(caller, req);
   for (;;) {
-    absl::StatusOr<WorkerSnapshot> placed = registry_->Place(req.model(), unreachable);
+    absl::StatusOr<WorkerSnapshot> placed =
+        registry_->Place(req.model(), unreachable, hint ? &*hint : nullptr);
     if (!placed.ok()) return first_error.ok() ? placed.status() : first_error;
     const WorkerSnapshot& worker = *placed;
     SessionRecord rec;
@@ -59,6 +64,29 @@ absl::StatusOr<v1::SessionInfo> RouterCore::PlaceAndOpen(const Caller& caller,
     }
     return JournalNewSession(caller, rec, *std::move(info), client);
   }
+}
+
+std::optional<PrefixHint> RouterCore::PrefixHintFor(const Caller& caller,
+                                                    const v1::CreateSessionRequest& req) {
+  if (!options_.prefix_routing || !req.has_first_turn()) return std::nullopt;
+  // Any worker of the model tokenizes the same way: ask the one placement would pick anyway.
+  absl::StatusOr<WorkerSnapshot> asked = registry_->PickTarget(req.model(), "", "");
+  if (!asked.ok()) return std::nullopt;
+  v1::PromptKeysRequest ask;
+  ask.set_tenant(caller.tenant);
+  *ask.mutable_turn() = req.first_turn();
+  absl::StatusOr<v1::PromptKeysResponse> keys =
+      Worker(*asked)->PromptKeys(ask, std::min(caller.deadline, absl::Now() + absl::Seconds(2)));
+  if (!keys.ok()) {
+    // Only a hint: placement goes by load alone.
+    log::Warn("no prompt keys for placement",
+              {{"worker", asked->desc.id}, {"error", keys.status().ToString()}});
+    return std::nullopt;
+  }
+  PrefixHint hint;
+  for (const v1::PrefixKey& k : keys->keys()) hint.keys.emplace_back(k.key(), k.tokens());
+  if (hint.keys.empty()) return std::nullopt;
+  return hint;
 }
 
 absl::StatusOr<v1::SessionInfo> RouterCore::JournalNewSession(

@@ -71,6 +71,11 @@ class WorkerClient {
   // The worker exports and streams the state to the target itself; the target's answer.
   virtual absl::StatusOr<v1::ImportSessionResponse> SendSession(const v1::SendSessionRequest& req,
                                                                 absl::Time deadline) = 0;
+  // The chain keys of a first turn's reusable leading chunks (cache-aware placement).
+  virtual absl::StatusOr<v1::PromptKeysResponse> PromptKeys(const v1::PromptKeysRequest& req,
+                                                            absl::Time deadline) {
+    return absl::UnimplementedError("this worker client computes no prompt keys");
+  }
 };
 
 // The client for the worker at an address (what workers register with). Implementations cache one

@@ -69,9 +69,14 @@ ABSL_FLAG(std::string, spill_form, "residual",
           "checkpoint plan: residual (every form can be exported), kv, auto (per layer; a "
           "kv-planned layer keeps no residuals, so such sessions cannot move as residuals)");
 ABSL_FLAG(int, max_context, 0, "context length (0: the model's)");
-ABSL_FLAG(bool, prefix_reuse, true,
-          "a session's first turn starts from the K/V another resident session computed for the "
-          "same leading prompt tokens (exact: the same bits as a prefill)");
+ABSL_FLAG(
+    bool, prefix_reuse, true,
+    "a session's first turn starts from the K/V blocks another session of its tenant (resident, "
+    "or the kept prefix of a closed one) computed for the same leading prompt tokens, shared "
+    "(exact: the same bits as a prefill)");
+ABSL_FLAG(int, prefix_cache_entries, 8,
+          "closed sessions whose leading hot chunks stay as donors for their tenant's later first "
+          "turns (least recently used dropped first, and before any session is spilled; 0: none)");
 ABSL_FLAG(int, max_queue, 256, "turns waiting for admission before requests are refused");
 ABSL_FLAG(int, max_running, 64, "turns in the batch at once");
 ABSL_FLAG(int, prefill_chunk, 256, "most prompt tokens of one turn per step");
@@ -296,6 +301,7 @@ int Main() {
   so.data_dir = data_dir;
   so.warm_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_warm_bytes));
   so.prefix_reuse = absl::GetFlag(FLAGS_prefix_reuse);
+  so.prefix_cache_entries = std::max(0, absl::GetFlag(FLAGS_prefix_cache_entries));
   absl::StatusOr<std::unique_ptr<SessionManager>> sessions =
       SessionManager::Create(engine->get(), so);
   if (!sessions.ok()) return Fail(sessions.status().ToString());

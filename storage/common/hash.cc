@@ -26,6 +26,16 @@ std::string Hasher::HexDigest() const {
   return buf;
 }
 
+std::string Hasher::Digest() const {
+  XXH128_hash_t h = XXH3_128bits_digest(static_cast<XXH3_state_t*>(state_));
+  std::string out(16, '\0');
+  for (int i = 0; i < 8; ++i) {
+    out[i] = static_cast<char>(h.high64 >> (56 - 8 * i));
+    out[8 + i] = static_cast<char>(h.low64 >> (56 - 8 * i));
+  }
+  return out;
+}
+
 uint64_t Hash64(const void* data, size_t n) { return XXH3_64bits(data, n); }
 
 std::string Hex64(uint64_t v) {

@@ -24,6 +24,8 @@ class Hasher {
   }
   // 32 lowercase hex digits.
   std::string HexDigest() const;
+  // The same 128 bits as 16 bytes, high half first.
+  std::string Digest() const;
 
  private:
   void* state_;  // XXH3_state_t*

@@ -162,6 +162,10 @@ class OpenAiApiTest(unittest.TestCase):
         ask = [system, {"role": "user", "content": "Name a red fruit."}]
         first = self.chat(ask)  # nobody holds this prompt yet
         self.assertEqual(first.usage.prompt_tokens_details.cached_tokens, 0)
+        # A stateless request's session is closed after it, but its prompt's blocks stay as a
+        # donor (a kept prefix): the next request with that system prompt starts from them.
+        other = self.chat([system, {"role": "user", "content": "Name a yellow fruit."}])
+        self.assertGreaterEqual(other.usage.prompt_tokens_details.cached_tokens, 64)
         def keep(question):  # a session that keeps the prompt's state
             raw = self.client.chat.completions.with_raw_response.create(
                 model=self.model, temperature=0, max_tokens=MAX_TOKENS,

@@ -106,6 +106,60 @@ TEST_F(RegistryTest, LeastLoadedWinsThenFewestPlacedThenId) {
   EXPECT_EQ(PlaceId("m"), "a");
 }
 
+// Issue #15: with a first turn's prefix keys, the worker holding the longest prefix wins unless
+// its queue outweighs the reuse (registry.h's cost); the choice is remembered for the next create
+// before any heartbeat shows it; a worker out of room gets no credit; without a hint, load decides.
+TEST_F(RegistryTest, APrefixHintPlacesWhereThePromptsStateIsWeighedAgainstLoad) {
+  const std::string k32(16, 'a'), k64(16, 'b'), k128(16, 'c'), k256(16, 'd');
+  PrefixHint hint;
+  hint.keys = {{k32, 32}, {k64, 64}, {k128, 128}, {k256, 256}};
+  WorkerDescriptor a = Worker("a", "m", 3000), b = Worker("b", "m", 1000);
+  b.prefix_keys = {k32, k64, std::string(16, 'z')};  // holds the first 64 tokens
+  ASSERT_TRUE(registry_.Register(a).ok());
+  ASSERT_TRUE(registry_.Register(b).ok());
+  int64_t matched = -1;
+  absl::StatusOr<WorkerSnapshot> w = registry_.Place("m", {}, &hint, &matched);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->desc.id, "b");  // by load alone: a
+  EXPECT_EQ(matched, 64);
+  EXPECT_TRUE(registry_.Get("b")->desc.prefix_keys.empty());  // kept in the index, not snapshots
+  EXPECT_EQ(PlaceId("m"), "a");                               // no hint: load
+  // The create made b hold the whole prompt (remembered until a heartbeat could show it): 256
+  // tokens are worth two queued turns, so one on b does not outweigh them, three do.
+  auto beat = [&] {
+    ASSERT_TRUE(registry_.Heartbeat(a));
+    ASSERT_TRUE(registry_.Heartbeat(b));
+  };
+  b.load.queue_depth = 1;
+  beat();
+  EXPECT_EQ(registry_.Place("m", {}, &hint, &matched)->desc.id, "b");
+  EXPECT_EQ(matched, 256);
+  b.load.queue_depth = 3;
+  beat();
+  EXPECT_EQ(registry_.Place("m", {}, &hint, &matched)->desc.id, "a");
+  EXPECT_EQ(matched, 0);
+  // ...and now a is remembered for the prompt: the next one goes there too.
+  EXPECT_EQ(registry_.Place("m", {}, &hint, &matched)->desc.id, "a");
+  EXPECT_EQ(matched, 256);
+  // The memory lasts kRecentPrefixSeconds; after it only heartbeats count.
+  b.load.queue_depth = 0;
+  b.prefix_keys = {k32, k64, k128};
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Seconds(kRecentPrefixSeconds / 2.5));
+    beat();
+  }
+  EXPECT_EQ(registry_.Place("m", {}, &hint, &matched)->desc.id, "b");
+  EXPECT_EQ(matched, 128);
+  // A worker with no room left gets no credit for what it holds.
+  b.load.hot_bytes_free = 0;
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Seconds(kRecentPrefixSeconds / 2.5));
+    beat();
+  }
+  EXPECT_EQ(registry_.Place("m", {}, &hint, &matched)->desc.id, "a");
+  EXPECT_EQ(matched, 0);
+}
+
 // Issue #13: free bytes are up to a heartbeat old; sessions placed since count against them, so a
 // burst of creates spreads; a worker whose health is NOT_SERVING gets none.
 TEST_F(RegistryTest, ABurstSpreadsAndANotServingWorkerGetsNothing) {

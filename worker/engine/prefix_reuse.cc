@@ -11,13 +11,34 @@
 // #15's next step).
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "storage/common/clock.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
+#include "worker/engine/prefix_keys.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {
+
+std::vector<SessionManager::Donor> SessionManager::Donors() const {
+  std::vector<Donor> out;
+  for (const auto& [id, s] : sessions_) {
+    if (engine_->HasSequence(id) && engine_->Resident(id)) {
+      out.push_back({id, s.attrs.tenant, s.last_used});
+    }
+  }
+  for (const CachedPrefix& c : prefix_cache_) out.push_back({c.id, c.tenant, c.last_used});
+  return out;
+}
+
+int32_t SessionManager::LeadingHotChunks(const SessionId& id) const {
+  const std::vector<int32_t>& blocks = engine_->SequenceBlocks(id);
+  const int32_t full = engine_->FullChunks(id);
+  int32_t n = 0;
+  while (n < full && n < static_cast<int32_t>(blocks.size()) && blocks[n] >= 0) ++n;
+  return n;
+}
 
 SessionManager::PrefixDonor SessionManager::PrefixDonorFor(const SessionId& id,
                                                            const TurnInput& input) const {
@@ -38,19 +59,18 @@ SessionManager::PrefixDonor SessionManager::ReusablePrefix(const Session& s,
   const int32_t most = static_cast<int32_t>((static_cast<int64_t>(prompt.size()) - 1) / bt);
   PrefixDonor best;
   if (most <= 0) return best;
-  for (const auto& [did, donor] : sessions_) {
-    if (did == id || !engine_->HasSequence(did) || !engine_->Resident(did)) continue;
-    const std::vector<int32_t>& tokens = engine_->SequenceTokens(did);
-    const std::vector<int32_t>& blocks = engine_->SequenceBlocks(did);
-    const int32_t limit = std::min(most, engine_->FullChunks(did));
+  for (const Donor& d : Donors()) {
+    // Never across tenants: another tenant's prompt must not show in this one's latency.
+    if (d.id == id || d.tenant != s.attrs.tenant) continue;
+    const std::vector<int32_t>& tokens = engine_->SequenceTokens(d.id);
+    const int32_t limit = std::min(most, LeadingHotChunks(d.id));
     int32_t n = 0;
     // Whole chunks, token by token, while the donor holds the chunk in the hot pool.
-    while (n < limit && n < static_cast<int32_t>(blocks.size()) && blocks[n] >= 0 &&
-           std::equal(prompt.begin() + n * bt, prompt.begin() + (n + 1) * bt,
-                      tokens.begin() + n * bt)) {
+    while (n < limit && std::equal(prompt.begin() + n * bt, prompt.begin() + (n + 1) * bt,
+                                   tokens.begin() + n * bt)) {
       ++n;
     }
-    if (n > best.chunks) best = {did, n};
+    if (n > best.chunks) best = {d.id, n};
   }
   if (best.chunks * bt < options_.prefix_reuse_min_tokens) return {};
   return best;
@@ -65,6 +85,7 @@ int64_t SessionManager::SeedFromPrefix(const SessionId& id, const PrefixDonor& d
       engine_->SharePrefixOf(id, donor.id, prompt.first(static_cast<size_t>(tokens)), donor.chunks);
   if (bytes.ok()) {
     NoteMove("reuse/prefix", *bytes, MonotonicSeconds() - t0);
+    for (CachedPrefix& c : prefix_cache_) c.last_used = c.id == donor.id ? ++clock_ : c.last_used;
     return tokens;
   }
   // Reuse is an optimization: on any failure the turn prefills the whole prompt as usual.
@@ -73,6 +94,92 @@ int64_t SessionManager::SeedFromPrefix(const SessionId& id, const PrefixDonor& d
       {{"session", id.ToHex()}, {"donor", donor.id.ToHex()}, {"error", bytes.status().ToString()}});
   RSD_CHECK(engine_->CreateSequence(id).ok());
   return 0;
+}
+
+void SessionManager::KeepPrefixOf(const Session& s) {
+  if (!options_.prefix_reuse || options_.prefix_cache_entries <= 0 || !engine_->Resident(s.id)) {
+    return;
+  }
+  const int32_t chunks = LeadingHotChunks(s.id);
+  const int64_t bt = engine_->model().block_tokens();
+  if (chunks * bt < options_.prefix_reuse_min_tokens) return;
+  const std::vector<int32_t>& all = engine_->SequenceTokens(s.id);
+  const std::span<const int32_t> tokens(all.data(), static_cast<size_t>(chunks * bt));
+  // One entry per prefix: a kept prefix this one extends goes; one that covers this one stays.
+  for (auto it = prefix_cache_.begin(); it != prefix_cache_.end();) {
+    const std::vector<int32_t>& kept = engine_->SequenceTokens(it->id);
+    const size_t common = std::min(kept.size(), tokens.size());
+    const bool same_start = it->tenant == s.attrs.tenant &&
+                            std::equal(tokens.begin(), tokens.begin() + common, kept.begin());
+    if (same_start && kept.size() >= tokens.size()) return;
+    if (same_start) {
+      engine_->DestroySequence(it->id);
+      it = prefix_cache_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const SessionId id = SessionId::Random();
+  absl::StatusOr<int64_t> kept = engine_->SharePrefixOf(id, s.id, tokens, chunks);
+  if (!kept.ok()) {
+    log::Warn("keeping a closed session's prefix failed",
+              {{"session", s.name}, {"error", kept.status().ToString()}});
+    return;
+  }
+  prefix_cache_.push_back({id, s.attrs.tenant, ++clock_});
+  while (static_cast<int>(prefix_cache_.size()) > options_.prefix_cache_entries) {
+    DropCachedPrefix();
+  }
+}
+
+bool SessionManager::DropCachedPrefix(const std::vector<SessionId>& busy) {
+  auto victim = prefix_cache_.end();
+  for (auto it = prefix_cache_.begin(); it != prefix_cache_.end(); ++it) {
+    if (std::find(busy.begin(), busy.end(), it->id) != busy.end()) continue;
+    if (victim == prefix_cache_.end() || it->last_used < victim->last_used) victim = it;
+  }
+  if (victim == prefix_cache_.end()) return false;
+  engine_->DestroySequence(victim->id);  // its blocks (unless shared) and its checkpoints
+  prefix_cache_.erase(victim);
+  return true;
+}
+
+std::string SessionManager::PrefixRoot(const std::string& tenant) const {
+  return ChainRoot(engine_->model_fingerprint(), engine_->numerics_fingerprint(),
+                   engine_->model().block_tokens(), tenant);
+}
+
+std::vector<SessionManager::PrefixKey> SessionManager::PromptPrefixKeys(
+    const std::string& tenant, const TurnInput& input) const {
+  std::vector<PrefixKey> out;
+  if (!options_.prefix_reuse) return out;
+  const int32_t bt = engine_->model().block_tokens();
+  const std::vector<int32_t> prompt = PromptTokens(input, true);
+  // At least one prompt token is computed by the turn itself.
+  const int32_t most = static_cast<int32_t>((static_cast<int64_t>(prompt.size()) - 1) / bt);
+  const std::vector<std::string> keys = PowerOfTwoPrefixKeys(PrefixRoot(tenant), prompt, bt, most);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const int64_t tokens = (int64_t{1} << i) * bt;
+    if (tokens >= options_.prefix_reuse_min_tokens) out.push_back({keys[i], tokens});
+  }
+  return out;
+}
+
+std::vector<std::string> SessionManager::PrefixSummary(size_t max_keys) const {
+  std::vector<Donor> donors = Donors();
+  std::sort(donors.begin(), donors.end(),
+            [](const Donor& a, const Donor& b) { return a.last_used > b.last_used; });
+  const int32_t bt = engine_->model().block_tokens();
+  absl::flat_hash_set<std::string> seen;
+  std::vector<std::string> out;
+  for (const Donor& d : donors) {
+    for (std::string& key : PowerOfTwoPrefixKeys(
+             PrefixRoot(d.tenant), engine_->SequenceTokens(d.id), bt, LeadingHotChunks(d.id))) {
+      if (out.size() >= max_keys) return out;
+      if (seen.insert(key).second) out.push_back(std::move(key));
+    }
+  }
+  return out;
 }
 
 }  // namespace rsd

@@ -227,6 +227,11 @@ void Scheduler::Finish(Running& r) {
   r.q.stream->Push(std::move(ev));
 }
 
+std::vector<std::string> Scheduler::PrefixSummary() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return prefix_summary_;
+}
+
 void Scheduler::SyncRunning() {
   std::lock_guard<std::mutex> lock(mu_);
   stats_.running = static_cast<int32_t>(running_.size());
@@ -240,6 +245,9 @@ bool Scheduler::Iterate() {
   if (now - last_housekeeping_ > options_.housekeeping_seconds) {
     last_housekeeping_ = now;
     sessions_->ExpireIdle(Busy());
+    std::vector<std::string> summary = sessions_->PrefixSummary(options_.prefix_summary_keys);
+    std::lock_guard<std::mutex> lock(mu_);
+    prefix_summary_ = std::move(summary);
   }
   const int32_t used = engine_->pool().used();
   const int32_t shared = engine_->pool().shared();

@@ -37,6 +37,7 @@ struct SchedulerOptions {
   // How often idle sessions are checked against their TTL (spilled past it, deleted past twice
   // it). A session is seen in its spilled window [TTL, 2 TTL) when this is well under the TTL.
   double housekeeping_seconds = 1.0;
+  size_t prefix_summary_keys = 1024;  // most keys PrefixSummary publishes
   // Whether the scheduler runs its own compute thread (a worker). Without one, the caller's thread
   // is the compute thread and drives it through RunTurn or Pump (rsd-run, tests): the engine and
   // session manager may then be used directly between those calls.
@@ -137,6 +138,9 @@ class Scheduler {
   // thread-safe) and waits for it.
   void RunSync(const std::function<void()>& fn);
   SchedulerStats stats() const;
+  // The session manager's PrefixSummary as the compute thread last published it (every
+  // housekeeping_seconds): what the worker's status reports for cache-aware routing.
+  std::vector<std::string> PrefixSummary() const;
   // Whether `id` has a turn queued or running. Compute thread only (inside RunSync).
   bool HasTurn(const SessionId& id) const;
   // False when work has waited stall_seconds without the scheduler making progress.
@@ -219,6 +223,7 @@ class Scheduler {
   // Compute thread only.
   std::vector<std::unique_ptr<Running>> running_;
   double last_housekeeping_ = 0;
+  std::vector<std::string> prefix_summary_;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -46,7 +46,9 @@ absl::StatusOr<std::unique_ptr<SessionManager>> SessionManager::Create(
 }
 
 SessionManager::~SessionManager() {
-  // The sessions' checkpoints stay in the tiers (a restarted process finds them).
+  // The sessions' checkpoints stay in the tiers (a restarted process finds them); kept prefixes
+  // of closed sessions go.
+  for (const CachedPrefix& c : prefix_cache_) engine_->DestroySequence(c.id);
   for (auto& [id, s] : sessions_) engine_->ReleaseSequence(id);
   engine_->set_tiers(nullptr);
   tiers_.reset();  // before the warm region goes
@@ -91,9 +93,38 @@ void SessionManager::Quarantine(Quarantined seen, const absl::Status& why) {
   quarantined_.push_back(std::move(seen));
 }
 
+absl::Status SessionManager::ApplyMeta(const std::string& meta, Session& s, int32_t* n_chunks,
+                                       LayerPlan* plan) const {
+  nlohmann::json j = nlohmann::json::parse(meta, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return absl::DataLossError("its metadata is not a JSON object");
+  s.name = j.value("name", s.name);
+  s.attrs.tenant = j.value("tenant", s.attrs.tenant);
+  s.attrs.epoch = j.value("epoch", uint64_t{0});
+  s.attrs.ttl_seconds = j.value("ttl_seconds", 0u);
+  s.attrs.pin = j.value("pin", false);
+  s.attrs.priority = j.value("priority", 0);
+  const bool same_layout = j.value("model", "") == engine_->model_fingerprint() &&
+                           j.value("numerics", "") == engine_->numerics_fingerprint();
+  auto form = ParseSpillForm(j.value("spilled", "tokens"));
+  auto layers = LayerPlan::Parse(j.value("layer_forms", std::string()), engine_->config().n_layers);
+  const bool checkpoints =
+      form.ok() && *form != SpillForm::kNone && *form != SpillForm::kTokens && layers.ok();
+  if (same_layout && checkpoints) {
+    s.spilled = *form;
+    *n_chunks = j.value("spilled_chunks", 0);
+    *plan = *layers;
+  }
+  if (!same_layout) {
+    log::Warn(
+        "session stored with another model or numerics fingerprint: it will be rebuilt from its "
+        "token log",
+        {{"session", s.name}});
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SessionManager::RecoverOne(const SessionId& id, StoredSession* stored,
                                         Quarantined* seen) {
-  const int n_layers = engine_->config().n_layers;
   Session s;
   s.id = id;
   s.name = id.ToHex();
@@ -103,39 +134,22 @@ absl::Status SessionManager::RecoverOne(const SessionId& id, StoredSession* stor
   const absl::StatusOr<std::string> meta = stored ? stored->meta : cold_->GetMeta(id);
   if (!meta.ok() && !absl::IsNotFound(meta.status())) return meta.status();
   if (meta.ok()) {
-    nlohmann::json j = nlohmann::json::parse(*meta, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) return absl::DataLossError("its metadata is not a JSON object");
-    s.name = j.value("name", s.name);
-    s.attrs.tenant = j.value("tenant", s.attrs.tenant);
-    s.attrs.epoch = j.value("epoch", uint64_t{0});
-    s.attrs.ttl_seconds = j.value("ttl_seconds", 0u);
-    s.attrs.pin = j.value("pin", false);
-    s.attrs.priority = j.value("priority", 0);
+    RSD_RETURN_IF_ERROR(ApplyMeta(*meta, s, &n_chunks, &plan));
     seen->tenant = s.attrs.tenant;
     seen->epoch = s.attrs.epoch;
-    const bool same_layout = j.value("model", "") == engine_->model_fingerprint() &&
-                             j.value("numerics", "") == engine_->numerics_fingerprint();
-    auto form = ParseSpillForm(j.value("spilled", "tokens"));
-    auto layers = LayerPlan::Parse(j.value("layer_forms", std::string()), n_layers);
-    const bool checkpoints =
-        form.ok() && *form != SpillForm::kNone && *form != SpillForm::kTokens && layers.ok();
-    if (same_layout && checkpoints) {
-      s.spilled = *form;
-      n_chunks = j.value("spilled_chunks", 0);
-      plan = *layers;
-    }
-    if (!same_layout) {
-      log::Warn(
-          "session stored with another model or numerics fingerprint: it will be "
-          "rebuilt from its token log",
-          {{"session", s.name}});
-    }
   }
   std::vector<TokenRecord> log;
   if (stored != nullptr) {
     log = std::move(stored->log);
   } else {
     RSD_ASSIGN_OR_RETURN(log, cold_->ReadTokenLog(id));
+  }
+  if (!meta.ok() && log.empty()) {
+    // Checkpoints of no session (a kept prefix of a closed one, or a close cut short by a crash):
+    // swept, not recovered as an empty session.
+    ++orphans_swept_;
+    log::Info("swept stored checkpoints that belong to no session", {{"id", id.ToHex()}});
+    return cold_->DeleteSession(id);
   }
   std::vector<int32_t> tokens;
   for (const TokenRecord& r : log) {
@@ -249,10 +263,11 @@ std::vector<SessionInfo> SessionManager::List() const {
   return out;
 }
 
-absl::Status SessionManager::Close(const SessionId& id) {
+absl::Status SessionManager::Close(const SessionId& id, bool keep_prefix) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
-  engine_->DestroySequence(id);                              // its blocks and checkpoints
+  if (keep_prefix) KeepPrefixOf(*s);
+  engine_->DestroySequence(id);  // its blocks (unless a kept prefix shares them), checkpoints
   if (cold_) RSD_RETURN_IF_ERROR(cold_->DeleteSession(id));  // metadata and token log
   sessions_.erase(id);
   return absl::OkStatus();

@@ -52,6 +52,11 @@ struct SessionManagerOptions {
   // Reuse only this many prompt tokens or more (shorter prefixes, e.g. a chat template's opening,
   // cost about as much to copy as to compute).
   int64_t prefix_reuse_min_tokens = 32;
+  // A session the router closes (a stateless request's included) leaves its leading hot chunks
+  // as a donor for later first turns of its tenant: at most this many such prefixes, their blocks
+  // shared where they are shared, dropped least recently used first, and before any session is
+  // spilled for room (0: none kept).
+  int prefix_cache_entries = 8;
 };
 
 struct TurnResult {
@@ -113,8 +118,15 @@ class SessionManager {
   std::vector<SessionInfo> List() const;
   bool Contains(const SessionId& id) const { return sessions_.count(id) != 0; }
   size_t session_count() const { return sessions_.size(); }
-  // Deletes the session everywhere: hot pool, warm and cold tiers, token log.
-  absl::Status Close(const SessionId& id);
+  // Deletes the session everywhere: hot pool, warm and cold tiers, token log. With `keep_prefix`
+  // (a close the router asks for), its leading hot chunks stay as a donor for later first turns
+  // of its tenant (prefix_cache_entries).
+  absl::Status Close(const SessionId& id, bool keep_prefix = false);
+  // Drops the least recently used kept prefix not in `busy`; false if there is none.
+  bool DropCachedPrefix(const std::vector<SessionId>& busy = {});
+  int cached_prefixes() const { return static_cast<int>(prefix_cache_.size()); }
+  // Ids whose stored checkpoints belonged to no session at start (swept by Recover).
+  int orphans_swept() const { return orphans_swept_; }
 
   // The phases of a turn, for the scheduler that batches many turns. BeginTurn checks the limits
   // (FAILED_PRECONDITION: no room left at all; INVALID_ARGUMENT with the numbers: history +
@@ -146,8 +158,21 @@ class SessionManager {
     int32_t chunks = 0;
   };
   PrefixDonor PrefixDonorFor(const SessionId& id, const TurnInput& input) const;
-  // Spills the resident session that matters least (unpinned before pinned, lower priority, least
-  // recently used) among those not in `busy`; false if there is none.
+  // Routing hints (prefix_keys.h). The keys of the leading whole chunks of a first turn with
+  // `input` that reuse could start from (power-of-two chunk counts of at least
+  // prefix_reuse_min_tokens tokens, each with its token count; none with reuse off). Uses only
+  // the tokenizer and template: safe on any thread.
+  struct PrefixKey {
+    std::string key;
+    int64_t tokens = 0;
+  };
+  std::vector<PrefixKey> PromptPrefixKeys(const std::string& tenant, const TurnInput& input) const;
+  // The keys of the leading hot chunks of resident sessions at power-of-two chunk counts, most
+  // recently used sessions first, at most `max_keys` distinct ones (what a donor could give).
+  std::vector<std::string> PrefixSummary(size_t max_keys) const;
+  // Makes room: drops a kept prefix of a closed session if one is not in `busy`, else spills the
+  // resident session that matters least (unpinned before pinned, lower priority, least recently
+  // used) among those not in `busy`; false if there is neither.
   absl::StatusOr<bool> SpillIdle(const std::vector<SessionId>& busy);
   // Idle sessions past their TTL spill to cold; past twice their TTL they are deleted. Returns
   // the ids deleted.
@@ -248,12 +273,34 @@ class SessionManager {
   // Recover's work for one stored session (`stored`: what was read of it at start, or null to read
   // it now); an error quarantines it.
   absl::Status RecoverOne(const SessionId& id, StoredSession* stored, Quarantined* seen);
+  // A stored session's metadata into `s` (attributes) and, where its checkpoints fit this engine,
+  // their chunk count and plan. DATA_LOSS if it is not a JSON object.
+  absl::Status ApplyMeta(const std::string& meta, Session& s, int32_t* n_chunks,
+                         LayerPlan* plan) const;
   absl::Status SaveMeta(const Session& s);
   // Prefix reuse (prefix_reuse.cc): the resident session holding the most whole leading chunks of
   // `prompt` in the hot pool (tokens compared) if session `s` may reuse them now (its first turn,
   // nothing computed yet, at least prefix_reuse_min_tokens), and the new session seeded with the
   // donor's blocks, shared; returns the tokens seeded (0: the share failed and the turn prefills).
   PrefixDonor ReusablePrefix(const Session& s, std::span<const int32_t> prompt) const;
+  std::string PrefixRoot(const std::string& tenant) const;  // the chain keys' root here
+  // What can give its blocks: resident sessions and kept prefixes of closed ones.
+  struct Donor {
+    SessionId id;
+    std::string tenant;
+    uint64_t last_used = 0;
+  };
+  std::vector<Donor> Donors() const;
+  int32_t LeadingHotChunks(const SessionId& id) const;  // whole chunks from the start, in the pool
+  // A closed session's leading hot chunks stay as a donor (an engine sequence sharing its blocks,
+  // under a fresh id, in prefix_cache_), at most prefix_cache_entries of them, least recently used
+  // dropped first.
+  struct CachedPrefix {
+    SessionId id;
+    std::string tenant;
+    uint64_t last_used = 0;
+  };
+  void KeepPrefixOf(const Session& s);
   int64_t SeedFromPrefix(const SessionId& id, const PrefixDonor& donor,
                          std::span<const int32_t> prompt);
   absl::Status Restore(Session& s, std::string* restored_from);
@@ -285,6 +332,8 @@ class SessionManager {
   std::unique_ptr<TierChain> tiers_;
   WarmTier* warm_ = nullptr;  // tiers_'s top
   std::map<SessionId, Session> sessions_;
+  std::vector<CachedPrefix> prefix_cache_;
+  int orphans_swept_ = 0;
   void NoteMove(const std::string& key, int64_t bytes, double seconds);
   mutable std::mutex moves_mu_;
   mutable std::mutex quarantine_mu_;

@@ -202,6 +202,7 @@ absl::Status SessionManager::ResetToTokens(const SessionId& id, const absl::Stat
 }
 
 absl::StatusOr<bool> SessionManager::SpillIdle(const std::vector<SessionId>& busy) {
+  if (DropCachedPrefix(busy)) return true;  // kept prefixes of closed sessions go first
   Session* victim = nullptr;
   auto less_important = [](const Session& a, const Session& b) {
     if (a.attrs.pin != b.attrs.pin) return !a.attrs.pin;

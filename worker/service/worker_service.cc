@@ -14,6 +14,16 @@
 namespace rsd {
 namespace {
 
+TurnInput InputOf(const v1::TurnRequest& turn) {
+  TurnInput input;
+  input.user_text = turn.message();
+  input.raw = turn.raw();
+  for (const v1::ChatMessage& m : turn.context()) {
+    input.context.push_back(ChatMessage{m.role(), m.content()});
+  }
+  return input;
+}
+
 std::string StateOf(const SessionInfo& info) {
   if (info.resident) return "hot";
   if (info.spilled == SpillForm::kNone) return info.turns == 0 ? "new" : "hot";
@@ -99,6 +109,7 @@ v1::WorkerStatus WorkerService::Status() {
   c->set_max_decode_rows(s.max_decode_rows);
   c->set_max_cancel_steps(s.max_cancel_steps);
   st.set_serving(scheduler_->Healthy());
+  for (std::string& key : scheduler_->PrefixSummary()) st.add_prefix_keys(std::move(key));
   for (const SessionManager::Quarantined& q : sessions_->QuarantinedSessions()) {
     v1::SessionRef* r = st.add_quarantined();
     r->set_session_id(q.id.ToHex());
@@ -271,16 +282,30 @@ grpc::Status WorkerService::Chat(grpc::ServerContext* ctx, const v1::WorkerChatR
   spec.tenant = req->ref().tenant().empty() ? "default" : req->ref().tenant();
   spec.epoch = req->ref().epoch();
   if (req->has_committed_turns()) spec.committed_turns = req->committed_turns();
-  spec.input.user_text = turn.message();
-  spec.input.raw = turn.raw();
-  for (const v1::ChatMessage& m : turn.context()) {
-    spec.input.context.push_back(ChatMessage{m.role(), m.content()});
-  }
+  spec.input = InputOf(turn);
   spec.params = params;
   spec.draw_seed = !turn.sampling().has_seed();
   absl::StatusOr<std::shared_ptr<TurnStream>> stream = scheduler_->Submit(std::move(spec));
   if (!stream.ok()) return ToGrpc(stream.status());
   return Relay(ctx, **stream, *id, turn.turn_id(), writer);
+}
+
+grpc::Status WorkerService::PromptKeys(grpc::ServerContext*, const v1::PromptKeysRequest* req,
+                                       v1::PromptKeysResponse* out) {
+  GenerateParams params;
+  if (grpc::Status valid = ValidateTurn(req->turn(), &params); !valid.ok()) return valid;
+  TurnInput input = InputOf(req->turn());
+  if (absl::Status st = ChatTemplate::CheckContext(input.context, true); !st.ok()) {
+    return ToGrpc(st);
+  }
+  // The tokenizer and template are immutable: no need for the compute thread.
+  const std::string tenant = req->tenant().empty() ? "default" : req->tenant();
+  for (const SessionManager::PrefixKey& k : sessions_->PromptPrefixKeys(tenant, input)) {
+    v1::PrefixKey* key = out->add_keys();
+    key->set_key(k.key);
+    key->set_tokens(k.tokens);
+  }
+  return grpc::Status::OK;
 }
 
 bool WorkerService::ReplayLocked(const SessionId& id, const std::string& turn_id,
@@ -376,7 +401,7 @@ grpc::Status WorkerService::CloseSession(grpc::ServerContext*, const v1::Session
           "session ", id.ToHex(), " has a turn running; cancel it or wait before closing"));
     }
     RSD_RETURN_IF_ERROR(FillInfo(id, out));
-    RSD_RETURN_IF_ERROR(sessions_->Close(id));
+    RSD_RETURN_IF_ERROR(sessions_->Close(id, /*keep_prefix=*/true));
     std::lock_guard<std::mutex> lock(turns_mu_);
     committed_.erase(id.ToHex());
     return absl::OkStatus();

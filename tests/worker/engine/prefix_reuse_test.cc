@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "storage/cold_store.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
 #include "tests/support/test_worker.h"
@@ -201,6 +202,67 @@ TEST_F(PrefixReuse, ASharedPrefixNeedsNoRoomInTheHotPool) {
   const Out b2 = Turn(w, ib, "and then?", 1);
   EXPECT_EQ(b2.tokens, Alone(b, "and then?")[1].tokens);
   EXPECT_EQ(b2.hashes, Alone(b, "and then?")[1].hashes);
+}
+
+// A session the router closes leaves its leading chunks as a donor for its tenant only; a kept
+// prefix is dropped before any session is spilled for room; a clean stop drops it; checkpoints that
+// belong to no session (what a crash would leave of a kept prefix) are swept at start.
+TEST_F(PrefixReuse, AClosedSessionsPrefixServesItsTenantAndGoesFirstForRoom) {
+  SessionManagerOptions so;
+  so.data_dir = testing::MakeTempDir("rsd-prefix-keep");
+  so.warm_budget_bytes = 1;  // every checkpoint overflows to RocksDB
+  testing::TestWorker w(engine_, so);
+  ASSERT_TRUE(w.Start().ok());
+  const SessionId ia = SessionId::Random(), ib = SessionId::Random(), ic = SessionId::Random();
+  ASSERT_TRUE(w.sessions().Create(ia, {}).ok());
+  ASSERT_TRUE(w.sessions().Create(ib, {}).ok());
+  SessionAttrs other;
+  other.tenant = "other";
+  ASSERT_TRUE(w.sessions().Create(ic, other).ok());
+  const std::string b = kShared + "Why?";
+  Turn(w, ia, kShared + "Who?", 0);
+  ASSERT_TRUE(w.sessions().Close(ia, /*keep_prefix=*/true).ok());
+  EXPECT_EQ(w.sessions().cached_prefixes(), 1);
+  EXPECT_FALSE(w.sessions().Contains(ia));
+  const Out b1 = Turn(w, ib, b, 0);
+  EXPECT_EQ(b1.reused, ExpectedReuse(w, kShared + "Who?", b));
+  EXPECT_GT(b1.reused, 0);
+  EXPECT_EQ(b1.tokens, Alone(b, "x")[0].tokens);
+  EXPECT_EQ(b1.hashes, Alone(b, "x")[0].hashes);
+  TurnInput input;
+  input.user_text = b;
+  EXPECT_EQ(w.sessions().PrefixDonorFor(ic, input).chunks, 0) << "a prefix crossed tenants";
+  const SessionId id = SessionId::Random();
+  ASSERT_TRUE(w.sessions().Create(id, {}).ok());
+  EXPECT_EQ(w.sessions().PrefixDonorFor(id, input).chunks * engine_.block_tokens,
+            ExpectedReuse(w, b, b));  // B itself is the best donor now
+  ASSERT_TRUE(w.sessions().Close(id).ok());
+  // Room: the kept prefix goes first, then sessions.
+  absl::StatusOr<bool> made = w.sessions().SpillIdle({});
+  ASSERT_TRUE(made.ok() && *made);
+  EXPECT_EQ(w.sessions().cached_prefixes(), 0);
+  EXPECT_TRUE(w.engine().Resident(ib));
+  // A clean stop leaves no kept prefix behind; a crash's leftovers are swept at start.
+  ASSERT_TRUE(w.sessions().Close(ib, /*keep_prefix=*/true).ok());
+  EXPECT_EQ(w.sessions().cached_prefixes(), 1);
+  ASSERT_TRUE(w.Restart().ok());
+  EXPECT_EQ(w.sessions().orphans_swept(), 0);
+  EXPECT_EQ(w.sessions().session_count(), 1u);  // ic
+  w.Stop();
+  const SessionId orphan = SessionId::Random();
+  {
+    absl::StatusOr<std::unique_ptr<ColdStore>> cold = ColdStore::Open(so.data_dir);
+    ASSERT_TRUE(cold.ok()) << cold.status();
+    ASSERT_TRUE((*cold)->PutBlock(BlockKey{orphan, 1, 0}, "left by a crash").ok());
+  }
+  ASSERT_TRUE(w.Start().ok());
+  EXPECT_EQ(w.sessions().orphans_swept(), 1);
+  EXPECT_FALSE(w.sessions().Contains(orphan));
+  EXPECT_EQ(w.sessions().session_count(), 1u);
+  w.Stop();
+  absl::StatusOr<std::unique_ptr<ColdStore>> cold = ColdStore::Open(so.data_dir);
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  EXPECT_EQ((*cold)->ListSessions()->size(), 1u);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "tests/support/test_util.h"
 #include "tests/support/test_worker.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/prefix_keys.h"
 
 namespace rsd {
 namespace {
@@ -44,6 +45,34 @@ TEST(KvBlockPoolRefs, ABlockIsFreeOnlyWhenItsLastReferenceGoes) {
   EXPECT_TRUE(p.Free(c));
   EXPECT_TRUE(p.Free(d));
   EXPECT_EQ(p.used(), 0);
+}
+
+// Chain keys (routing hints): the key of n chunks depends on every token through them and on the
+// fingerprints, block size and tenant, nothing after; summaries are at 1, 2, 4, ... chunks.
+TEST(PrefixKeys, AKeyNamesEveryTokenThroughItsChunkAndNothingAfter) {
+  std::vector<int32_t> t(100);
+  for (int i = 0; i < 100; ++i) t[i] = i * 7 % 50;
+  const std::string root = ChainRoot("model", "numerics", 8, "t");
+  const std::vector<std::string> keys = PowerOfTwoPrefixKeys(root, t, 8, 100);
+  ASSERT_EQ(keys.size(), 4u);  // 1, 2, 4, 8 chunks of the 12 whole ones
+  for (const std::string& k : keys) EXPECT_EQ(k.size(), 16u);
+  std::vector<int32_t> u = t;
+  u[20] = 49;  // inside chunk 2 (tokens 16..23)
+  u.resize(70);
+  const std::vector<std::string> other = PowerOfTwoPrefixKeys(root, u, 8, 100);
+  ASSERT_EQ(other.size(), 4u);
+  EXPECT_EQ(other[0], keys[0]);
+  EXPECT_EQ(other[1], keys[1]);
+  EXPECT_NE(other[2], keys[2]);
+  EXPECT_NE(other[3], keys[3]);
+  EXPECT_EQ(PowerOfTwoPrefixKeys(root, t, 8, 3).size(), 2u);  // at most 3 chunks: 1 and 2
+  for (const std::string& r :
+       {ChainRoot("model2", "numerics", 8, "t"), ChainRoot("model", "numerics2", 8, "t"),
+        ChainRoot("model", "numerics", 16, "t"), ChainRoot("modeln", "umerics", 8, "t"),
+        ChainRoot("model", "numerics", 8, "u")}) {
+    EXPECT_NE(r, root);
+    EXPECT_NE(PowerOfTwoPrefixKeys(r, t, 8, 100)[0], keys[0]);
+  }
 }
 
 class SharedBlocks : public ::testing::Test {
