@@ -145,12 +145,13 @@ absl::StatusOr<std::string> ColdStore::GetMeta(const SessionId& session) {
               absl::StrCat("metadata of session ", session.ToHex()));
 }
 
-absl::Status ColdStore::DeleteSession(const SessionId& session) {
+absl::Status ColdStore::DeleteSession(const SessionId& session, bool keep_blocks) {
   absl::MutexLock lock(&token_mu_);
   const std::string lower(session.AsStringView());
   const std::string upper = cold_internal::SessionUpperBound(session);
   rocksdb::WriteBatch batch;
   for (rocksdb::ColumnFamilyHandle* h : {meta_, tokens_, blocks_}) {
+    if (keep_blocks && h == blocks_) continue;
     RSD_RETURN_IF_ERROR(FromRocksDb(batch.DeleteRange(h, lower, upper), "delete range"));
   }
   return FromRocksDb(db_->Write(WriteOpts(sync_), &batch),

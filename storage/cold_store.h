@@ -108,8 +108,9 @@ class ColdStore {
   // turns than exist is OK.
   absl::Status TruncateTokenLog(const SessionId& session, uint32_t keep_turns);
 
-  // Removes the session from every column family (range deletes), synced.
-  absl::Status DeleteSession(const SessionId& session);
+  // Removes the session from every column family (range deletes), synced; with `keep_blocks`, from
+  // the metadata and token log only (its checkpoint blocks stay for their owner to delete).
+  absl::Status DeleteSession(const SessionId& session, bool keep_blocks = false);
   // Every session with metadata, a token log or blocks, in id order.
   // A family that cannot be read to its end (a damaged block) leaves the sessions the other
   // families name, and sets `*complete` false (if given); only when none can be read is it an

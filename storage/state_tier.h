@@ -17,6 +17,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "storage/block_key.h"
 
 namespace rsd {
@@ -41,6 +42,12 @@ class StateTier {
   virtual absl::StatusOr<std::vector<Entry>> Offload(const BlockKey& key, std::string value) = 0;
   // NOT_FOUND naming the key if absent; DATA_LOSS / INTERNAL if it cannot be read.
   virtual absl::StatusOr<std::string> Onboard(const BlockKey& key) = 0;
+  // Keeps `from`'s value also under `to` without copying it where the tier can share bytes
+  // (charged once); returns what was pushed out as Offload does. NOT_FOUND if `from` is absent;
+  // UNIMPLEMENTED where the tier cannot share (the caller copies).
+  virtual absl::StatusOr<std::vector<Entry>> Alias(const BlockKey& from, const BlockKey& to) {
+    return absl::UnimplementedError(absl::StrCat(name(), " tier shares no values"));
+  }
   // Absent keys are OK.
   virtual absl::Status Evict(const BlockKey& key) = 0;
   // Drops the session's blocks with block index >= first_block, every layer.

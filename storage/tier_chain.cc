@@ -33,6 +33,24 @@ absl::StatusOr<std::string> TierChain::Onboard(const BlockKey& key, const char**
   return absl::NotFoundError(absl::StrCat("no tier holds ", key.ToString()));
 }
 
+absl::StatusOr<size_t> TierChain::Alias(const BlockKey& from, const BlockKey& to) {
+  if (!tiers_.empty()) {
+    absl::StatusOr<std::vector<StateTier::Entry>> pushed = tiers_[0]->Alias(from, to);
+    if (pushed.ok()) {
+      RSD_RETURN_IF_ERROR(OffloadFrom(1, *std::move(pushed)));
+      return size_t{0};
+    }
+    const absl::StatusCode code = pushed.status().code();
+    if (code != absl::StatusCode::kNotFound && code != absl::StatusCode::kUnimplemented) {
+      return pushed.status();
+    }
+  }
+  RSD_ASSIGN_OR_RETURN(std::string value, Onboard(from));
+  const size_t bytes = value.size();
+  RSD_RETURN_IF_ERROR(Offload(to, std::move(value)));
+  return bytes;
+}
+
 absl::Status TierChain::Evict(const BlockKey& key) {
   for (const auto& t : tiers_) RSD_RETURN_IF_ERROR(t->Evict(key));
   return absl::OkStatus();

@@ -26,6 +26,9 @@ class TierChain {
   // From the highest tier that holds the key; `from` (if not null) gets that tier's name.
   // NOT_FOUND if no tier does; a tier's read error (DATA_LOSS, INTERNAL) is returned as is.
   absl::StatusOr<std::string> Onboard(const BlockKey& key, const char** from = nullptr);
+  // `from`'s value also under `to`: shared in the top tier if it holds `from` (no bytes copied),
+  // else copied from wherever it is. Returns the bytes copied (0: shared).
+  absl::StatusOr<size_t> Alias(const BlockKey& from, const BlockKey& to);
   // From every tier.
   absl::Status Evict(const BlockKey& key);
   absl::Status EvictSession(const SessionId& session, uint32_t first_block = 0);

@@ -18,60 +18,95 @@ WarmTier::WarmTier(size_t budget_bytes, HostAllocator* memory)
 
 WarmTier::~WarmTier() {
   absl::MutexLock lock(&mu_);
-  for (auto& [key, slot] : entries_) Release(slot);
+  for (auto& [key, slot] : entries_) {
+    if (--slot.buf->keys == 0) Release(slot.buf);
+  }
 }
 
-void WarmTier::Release(Slot& s) {
-  if (s.data == nullptr) return;
-  if (s.from_heap) {
-    HeapAllocator().Free(s.data);
+void WarmTier::Release(Buffer* b) {
+  if (b->from_heap) {
+    HeapAllocator().Free(b->data);
   } else {
-    memory_->Free(s.data);
+    memory_->Free(b->data);
   }
-  s.data = nullptr;
+  delete b;
 }
 
 void WarmTier::EraseLocked(Map::iterator it) {
-  bytes_used_ -= Charge(it->second.size);
-  if (!it->second.from_heap) allocator_bytes_ -= it->second.size;
-  Release(it->second);
+  Buffer* b = it->second.buf;
+  bytes_used_ -= BlockKey::kEncodedSize;
+  if (--b->keys == 0) {
+    bytes_used_ -= b->size;
+    if (!b->from_heap) allocator_bytes_ -= b->size;
+    Release(b);
+  }
   lru_.erase(it->second.lru);
   entries_.erase(it);
 }
 
-absl::StatusOr<std::vector<StateTier::Entry>> WarmTier::Offload(const BlockKey& key,
-                                                                std::string value) {
+std::vector<StateTier::Entry> WarmTier::MakeRoomLocked(size_t incoming, const BlockKey* keep) {
   std::vector<Entry> evicted;
-  absl::MutexLock lock(&mu_);
-  if (auto it = entries_.find(key); it != entries_.end()) EraseLocked(it);
-  const size_t charge = Charge(value.size());
-  if (charge > budget_) {
-    evicted.push_back(Entry{key, std::move(value)});
-    return evicted;
-  }
-  while (bytes_used_ + charge > budget_) {
-    RSD_CHECK(!lru_.empty());
-    auto victim = entries_.find(lru_.back());
+  auto victim_of = [&]() -> std::list<BlockKey>::iterator {
+    auto v = std::prev(lru_.end());
+    if (keep != nullptr && *v == *keep && v != lru_.begin()) v = std::prev(v);
+    return v;
+  };
+  while (bytes_used_ + incoming > budget_ && !lru_.empty()) {
+    const auto v = victim_of();
+    if (keep != nullptr && *v == *keep) break;  // only `keep` is left
+    auto victim = entries_.find(*v);
     RSD_CHECK(victim != entries_.end());
     evicted.push_back(Entry{victim->first, Copy(victim->second)});
     EraseLocked(victim);
   }
-  Slot slot;
-  slot.size = value.size();
-  slot.data = static_cast<char*>(memory_->Allocate(value.size()));
-  slot.from_heap = slot.data == nullptr || memory_ == &HeapAllocator();
-  if (slot.data == nullptr) slot.data = static_cast<char*>(HeapAllocator().Allocate(value.size()));
-  if (slot.data == nullptr) {
+  return evicted;
+}
+
+absl::StatusOr<std::vector<StateTier::Entry>> WarmTier::Offload(const BlockKey& key,
+                                                                std::string value) {
+  absl::MutexLock lock(&mu_);
+  if (auto it = entries_.find(key); it != entries_.end()) EraseLocked(it);
+  const size_t charge = Charge(value.size());
+  if (charge > budget_) {
+    std::vector<Entry> evicted;
+    evicted.push_back(Entry{key, std::move(value)});
+    return evicted;
+  }
+  std::vector<Entry> evicted = MakeRoomLocked(charge, nullptr);
+  auto* buf = new Buffer;
+  buf->size = value.size();
+  buf->data = static_cast<char*>(memory_->Allocate(value.size()));
+  buf->from_heap = buf->data == nullptr || memory_ == &HeapAllocator();
+  if (buf->data == nullptr) buf->data = static_cast<char*>(HeapAllocator().Allocate(value.size()));
+  if (buf->data == nullptr) {
+    delete buf;
     return absl::ResourceExhaustedError(absl::StrCat(
         "warm tier: no host memory for ", key.ToString(), " (", value.size(), " bytes)"));
   }
-  std::memcpy(slot.data, value.data(), value.size());
+  std::memcpy(buf->data, value.data(), value.size());
+  buf->keys = 1;
   lru_.push_front(key);
-  slot.lru = lru_.begin();
-  if (!slot.from_heap) allocator_bytes_ += slot.size;
-  entries_.emplace(key, slot);
+  if (!buf->from_heap) allocator_bytes_ += buf->size;
+  entries_.emplace(key, Slot{buf, lru_.begin()});
   bytes_used_ += charge;
   return evicted;
+}
+
+absl::StatusOr<std::vector<StateTier::Entry>> WarmTier::Alias(const BlockKey& from,
+                                                              const BlockKey& to) {
+  absl::MutexLock lock(&mu_);
+  if (from == to) return std::vector<Entry>{};
+  if (auto it = entries_.find(to); it != entries_.end()) EraseLocked(it);
+  auto src = entries_.find(from);
+  if (src == entries_.end()) {
+    return absl::NotFoundError(absl::StrCat("warm tier holds no ", from.ToString()));
+  }
+  Buffer* buf = src->second.buf;
+  ++buf->keys;  // before making room: the buffer stays while `to` will hold it
+  lru_.push_front(to);
+  entries_.emplace(to, Slot{buf, lru_.begin()});
+  bytes_used_ += BlockKey::kEncodedSize;
+  return MakeRoomLocked(0, &to);
 }
 
 absl::StatusOr<std::string> WarmTier::Onboard(const BlockKey& key) {
@@ -120,7 +155,8 @@ absl::Status WarmTier::Export(const SessionId& session, BlockVisitor fn) {
   absl::MutexLock lock(&mu_);
   for (auto it = entries_.lower_bound(FirstKeyOf(session));
        it != entries_.end() && it->first.session == session; ++it) {
-    RSD_RETURN_IF_ERROR(fn(it->first, std::string_view(it->second.data, it->second.size)));
+    RSD_RETURN_IF_ERROR(
+        fn(it->first, std::string_view(it->second.buf->data, it->second.buf->size)));
   }
   return absl::OkStatus();
 }
@@ -146,7 +182,7 @@ absl::StatusOr<size_t> WarmTier::SessionBytes(const SessionId& session) {
   size_t n = 0;
   for (auto it = entries_.lower_bound(FirstKeyOf(session));
        it != entries_.end() && it->first.session == session; ++it) {
-    n += Charge(it->second.size);
+    n += Charge(it->second.buf->size);
   }
   return n;
 }

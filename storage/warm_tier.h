@@ -41,6 +41,9 @@ class WarmTier final : public StateTier {
   absl::StatusOr<std::vector<Entry>> Offload(const BlockKey& key, std::string value) override;
   // A copy, and marks the entry most recently used; NOT_FOUND if absent.
   absl::StatusOr<std::string> Onboard(const BlockKey& key) override;
+  // `to` shares `from`'s buffer (its bytes are charged once, while any key holds them; each key
+  // is charged its encoded size and has its own place in the LRU order).
+  absl::StatusOr<std::vector<Entry>> Alias(const BlockKey& from, const BlockKey& to) override;
   absl::Status Evict(const BlockKey& key) override;
   absl::Status EvictSession(const SessionId& session, uint32_t first_block = 0) override;
   absl::Status Export(const SessionId& session, BlockVisitor fn) override;
@@ -59,16 +62,24 @@ class WarmTier final : public StateTier {
   size_t allocator_bytes() const;
 
  private:
-  struct Slot {
+  // A value's bytes, shared by the keys that alias it; freed with the last.
+  struct Buffer {
     char* data = nullptr;
     size_t size = 0;
     bool from_heap = true;
+    int keys = 0;
+  };
+  struct Slot {
+    Buffer* buf = nullptr;
     std::list<BlockKey>::iterator lru;  // position in lru_
   };
   using Map = std::map<BlockKey, Slot>;
 
-  std::string Copy(const Slot& s) const { return std::string(s.data, s.size); }
-  void Release(Slot& s);
+  static std::string Copy(const Slot& s) { return std::string(s.buf->data, s.buf->size); }
+  void Release(Buffer* b);
+  // Evicts least-recently-used entries (never `keep`) until `incoming` more bytes fit.
+  std::vector<Entry> MakeRoomLocked(size_t incoming, const BlockKey* keep)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseLocked(Map::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const size_t budget_;

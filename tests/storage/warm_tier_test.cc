@@ -85,6 +85,39 @@ TEST(WarmTierTest, EvictsLeastRecentlyUsedFirstAndReturnsIt) {
   EXPECT_LE(store.bytes_used(), store.budget());
 }
 
+// Issue #15: a value aliased under another key is held once (its bytes charged once, each key its
+// encoded size), each key lives and is evicted on its own, and the bytes go with the last key.
+TEST(WarmTierTest, AnAliasSharesTheBytesUntilItsLastKeyGoes) {
+  const size_t k = BlockKey::kEncodedSize;
+  WarmTier store(2 * WarmTier::Charge(100) + k);
+  const SessionId a = SessionId::Random(), b = SessionId::Random(), c = SessionId::Random();
+  EXPECT_THAT(Put(store, Key(a, 1, 0), std::string(100, 'x')), IsEmpty());
+  absl::StatusOr<std::vector<StateTier::Entry>> pushed = store.Alias(Key(a, 1, 0), Key(b, 1, 0));
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_THAT(*pushed, IsEmpty());
+  EXPECT_EQ(store.bytes_used(), WarmTier::Charge(100) + k);
+  EXPECT_EQ(Get(store, Key(b, 1, 0)), std::string(100, 'x'));
+  EXPECT_EQ(store.Alias(Key(c, 1, 0), Key(b, 1, 1)).status().code(), absl::StatusCode::kNotFound);
+  // The first key goes: the bytes stay with the alias.
+  EXPECT_TRUE(Erase(store, Key(a, 1, 0)));
+  EXPECT_EQ(store.bytes_used(), WarmTier::Charge(100));
+  EXPECT_EQ(Get(store, Key(b, 1, 0)), std::string(100, 'x'));
+  // Under pressure an alias is evicted like any entry, with its value, oldest first.
+  EXPECT_THAT(Put(store, Key(c, 1, 0), std::string(100, 'y')), IsEmpty());
+  ASSERT_TRUE(store.Alias(Key(c, 1, 0), Key(a, 1, 0)).ok());  // a's entry again, sharing c's
+  EXPECT_EQ(store.bytes_used(), 2 * WarmTier::Charge(100) + k);
+  std::vector<StateTier::Entry> evicted = Put(store, Key(c, 2, 0), std::string(100, 'z'));
+  ASSERT_EQ(evicted.size(), 1u);
+  EXPECT_EQ(evicted[0].key, Key(b, 1, 0));
+  EXPECT_EQ(evicted[0].value, std::string(100, 'x'));
+  EXPECT_LE(store.bytes_used(), store.budget());
+  EXPECT_TRUE(Erase(store, Key(c, 1, 0)));
+  EXPECT_EQ(Get(store, Key(a, 1, 0)), std::string(100, 'y'));
+  EXPECT_EQ(store.bytes_used(), 2 * WarmTier::Charge(100));
+  EXPECT_EQ(EraseSession(store, a) + EraseSession(store, c), 2u);
+  EXPECT_EQ(store.bytes_used(), 0u);
+}
+
 TEST(WarmTierTest, ValueLargerThanBudgetComesStraightBack) {
   WarmTier store(1000);
   SessionId s = SessionId::Random();

@@ -15,12 +15,11 @@ Printed per server: the first request's latency, the p50 of the other 15, the pr
 reports as cached, and the K/V memory: ours from the worker's /metrics (hot bytes in use, and what
 sharing saves), llama-server's from its log (its cache is allocated whole at start).
 
-    build/pyenv/bin/python tools/bench/prefix_cache_bench.py [--threads 2]
+    build/pyenv/bin/python tools/bench/prefix_cache_bench.py [--threads 2] [--llama-flags=--no-repack]
 """
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -94,8 +93,12 @@ def main():
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--servers", default="rsd,rsd-no-reuse,llama-server")
     ap.add_argument("--port", type=int, default=52151)
     ap.add_argument("--llama-server", default=None, help="built by build-llama-server.sh if unset")
+    ap.add_argument("--rsd-flags", default="", help="extra rsd-worker flags")
+    ap.add_argument("--llama-flags", default=os.environ.get("RSD_LLAMA_FLAGS", ""),
+                    help='extra llama-server flags (on a CPU with AMX: "--no-repack")')
     args = ap.parse_args()
     llama = args.llama_server or subprocess.run(
         [os.path.join(ROOT, "tools", "bench", "build-llama-server.sh")], check=True,
@@ -103,7 +106,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="rsd-prefix-cache-bench-")
     results = {}
     try:
-        for name in ("rsd", "rsd-no-reuse", "llama-server"):
+        for name in args.servers.split(","):
             procs = []
             log = open(os.path.join(tmp, name + ".log"), "w")
             port = args.port
@@ -118,7 +121,8 @@ def main():
                          "--listen", f"127.0.0.1:{port + 2}", "--router", f"127.0.0.1:{port}",
                          "--http-listen", f"127.0.0.1:{port + 3}", "--threads", str(args.threads),
                          "--data-dir", os.path.join(tmp, name, "w1"), "--hot-bytes", str(2 << 30),
-                         f"--prefix-reuse={'false' if name == 'rsd-no-reuse' else 'true'}"],
+                         f"--prefix-reuse={'false' if name == 'rsd-no-reuse' else 'true'}",
+                         *args.rsd_flags.split()],
                         stdout=log, stderr=log))
                     http, model = port + 1, ""
                     deadline = time.time() + 120
@@ -137,7 +141,7 @@ def main():
                         [llama, "-m", args.model, "--host", "127.0.0.1", "--port", str(port),
                          "--threads", str(args.threads), "--threads-batch", str(args.threads),
                          "--parallel", "16", "-c", str(16 * 2048), "--cont-batching", "--jinja",
-                         "--no-webui"], stdout=log, stderr=log))
+                         "--no-webui", *args.llama_flags.split()], stdout=log, stderr=log))
                     http, model = port, "m"
                     wait_http(http, "/health")
                 runs = run_requests(http, model, args.requests)
@@ -158,9 +162,13 @@ def main():
                     except subprocess.TimeoutExpired:
                         p.kill()
                 log.close()
-        with open(os.path.join(tmp, "llama-server.log")) as f:
-            sizes = re.findall(r"KV (?:self )?(?:buffer )?size\s*=\s*([0-9.]+) MiB", f.read())
-        results["llama-server"]["kv_used"] = sum(float(s) for s in sizes) * (1 << 20)
+        # llama-server allocates its whole cache at start: -c tokens of F16 K/V, the same bytes a
+        # token as our pool (rsd-run info).
+        info = json.loads(subprocess.run([f"{args.build}/tools/rsd-run", "info", "--model",
+                                          args.model], check=True, capture_output=True,
+                                         text=True).stdout)
+        if "llama-server" in results:
+            results["llama-server"]["kv_used"] = 16 * 2048 * info["bytes_per_token"]["kv"]
         print(f"{args.requests} stateless chat requests, one after another, sharing a system "
               f"prompt ({results['rsd']['prompt']} prompt tokens each), 1 token each, "
               f"{args.threads} thread(s):")
@@ -173,10 +181,10 @@ def main():
                 mem += f" (saves {r['kv_saved'] / (1 << 20):.1f})"
             print(f"{name:14} {r['first']:7.3f}s {r['rest_p50']:10.3f}s {r['cached']:11.0f} "
                   f"{mem:>24}")
-        print(f"TTFT of the others, rsd-no-reuse / rsd: "
-              f"{results['rsd-no-reuse']['rest_p50'] / results['rsd']['rest_p50']:.1f}x; "
-              f"llama-server / rsd: "
-              f"{results['llama-server']['rest_p50'] / results['rsd']['rest_p50']:.2f}x")
+        base = results["rsd"]["rest_p50"] if "rsd" in results else 0
+        for other in ("rsd-no-reuse", "llama-server"):
+            if base > 0 and other in results:
+                print(f"TTFT of the others, {other} / rsd: {results[other]['rest_p50'] / base:.2f}x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -155,9 +155,9 @@ absl::StatusOr<int64_t> Engine::SharePrefixOf(const SessionId& id, const Session
           const auto at = [&](const SessionId& who) {
             return BlockKey{who, static_cast<uint32_t>(l), static_cast<uint32_t>(c)};
           };
-          RSD_ASSIGN_OR_RETURN(std::string value, tiers_->Onboard(at(donor)));
-          bytes += static_cast<int64_t>(value.size());
-          RSD_RETURN_IF_ERROR(tiers_->Offload(at(id), std::move(value)));
+          // Shared in host memory where the donor's checkpoint is there (no bytes copied).
+          RSD_ASSIGN_OR_RETURN(const size_t copied, tiers_->Alias(at(donor), at(id)));
+          bytes += static_cast<int64_t>(copied);
         }
       }
     }

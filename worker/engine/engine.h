@@ -146,8 +146,9 @@ class Engine {
   // must hold them in the pool and its tokens must start with `tokens`. A shared block is
   // read-only: a sequence that writes into one (only after a rollback into it) first gets its own
   // copy. Where the donor keeps residual checkpoints, the new sequence gets copies of those of the
-  // shared chunks in the tiers (it could not derive them later). Returns the checkpoint bytes
-  // copied; FAILED_PRECONDITION with a lossy eviction policy; on an error nothing is left of `id`.
+  // shared chunks in the tiers (it could not derive them later; shared, not copied, where the top
+  // tier holds them). Returns the checkpoint bytes copied; FAILED_PRECONDITION with a lossy
+  // eviction policy; on an error nothing is left of `id`.
   absl::StatusOr<int64_t> SharePrefixOf(const SessionId& id, const SessionId& donor,
                                         std::span<const int32_t> tokens, int32_t n_chunks);
   bool HasSequence(const SessionId& id) const { return seqs_.count(id) != 0; }

@@ -96,13 +96,13 @@ int64_t SessionManager::SeedFromPrefix(const SessionId& id, const PrefixDonor& d
   return 0;
 }
 
-void SessionManager::KeepPrefixOf(const Session& s) {
+bool SessionManager::KeepPrefixOf(const Session& s) {
   if (!options_.prefix_reuse || options_.prefix_cache_entries <= 0 || !engine_->Resident(s.id)) {
-    return;
+    return false;
   }
   const int32_t chunks = LeadingHotChunks(s.id);
   const int64_t bt = engine_->model().block_tokens();
-  if (chunks * bt < options_.prefix_reuse_min_tokens) return;
+  if (chunks * bt < options_.prefix_reuse_min_tokens) return false;
   const std::vector<int32_t>& all = engine_->SequenceTokens(s.id);
   const std::span<const int32_t> tokens(all.data(), static_cast<size_t>(chunks * bt));
   // One entry per prefix: a kept prefix this one extends goes; one that covers this one stays.
@@ -111,7 +111,7 @@ void SessionManager::KeepPrefixOf(const Session& s) {
     const size_t common = std::min(kept.size(), tokens.size());
     const bool same_start = it->tenant == s.attrs.tenant &&
                             std::equal(tokens.begin(), tokens.begin() + common, kept.begin());
-    if (same_start && kept.size() >= tokens.size()) return;
+    if (same_start && kept.size() >= tokens.size()) return false;
     if (same_start) {
       engine_->DestroySequence(it->id);
       it = prefix_cache_.erase(it);
@@ -119,17 +119,26 @@ void SessionManager::KeepPrefixOf(const Session& s) {
       ++it;
     }
   }
-  const SessionId id = SessionId::Random();
-  absl::StatusOr<int64_t> kept = engine_->SharePrefixOf(id, s.id, tokens, chunks);
-  if (!kept.ok()) {
+  // The session's own sequence stays, cut to those chunks: nothing is copied (its checkpoints of
+  // them stay in the tiers under its id, for sessions that share the blocks later).
+  if (absl::Status cut = engine_->TruncateSequence(s.id, chunks * bt); !cut.ok()) {
     log::Warn("keeping a closed session's prefix failed",
-              {{"session", s.name}, {"error", kept.status().ToString()}});
-    return;
+              {{"session", s.name}, {"error", cut.ToString()}});
+    return false;
   }
-  prefix_cache_.push_back({id, s.attrs.tenant, ++clock_});
+  prefix_cache_.push_back({s.id, s.attrs.tenant, ++clock_});
   while (static_cast<int>(prefix_cache_.size()) > options_.prefix_cache_entries) {
     DropCachedPrefix();
   }
+  return true;
+}
+
+void SessionManager::ForgetKeptPrefix(const SessionId& id) {
+  auto it = std::find_if(prefix_cache_.begin(), prefix_cache_.end(),
+                         [&](const CachedPrefix& c) { return c.id == id; });
+  if (it == prefix_cache_.end()) return;
+  engine_->DestroySequence(id);
+  prefix_cache_.erase(it);
 }
 
 bool SessionManager::DropCachedPrefix(const std::vector<SessionId>& busy) {

@@ -203,6 +203,7 @@ absl::StatusOr<SessionId> SessionManager::OpenOrCreate(const std::string& name) 
 }
 
 absl::Status SessionManager::Create(const SessionId& id, const SessionAttrs& attrs) {
+  ForgetKeptPrefix(id);  // a closed session's id reused: its kept prefix goes
   auto it = sessions_.find(id);
   if (it != sessions_.end()) {
     if (it->second.attrs.tenant != attrs.tenant) {
@@ -266,9 +267,12 @@ std::vector<SessionInfo> SessionManager::List() const {
 absl::Status SessionManager::Close(const SessionId& id, bool keep_prefix) {
   Session* s = Find(id);
   if (s == nullptr) return NotFound(id);
-  if (keep_prefix) KeepPrefixOf(*s);
-  engine_->DestroySequence(id);  // its blocks (unless a kept prefix shares them), checkpoints
-  if (cold_) RSD_RETURN_IF_ERROR(cold_->DeleteSession(id));  // metadata and token log
+  // A kept prefix is the session's own sequence, cut to its leading chunks, with their
+  // checkpoints; everything else of the session goes (a crash leaves those checkpoints without a
+  // session: swept at start).
+  const bool kept = keep_prefix && KeepPrefixOf(*s);
+  if (!kept) engine_->DestroySequence(id);  // its blocks (unless shared) and checkpoints
+  if (cold_) RSD_RETURN_IF_ERROR(cold_->DeleteSession(id, /*keep_blocks=*/kept));
   sessions_.erase(id);
   return absl::OkStatus();
 }

@@ -292,15 +292,16 @@ class SessionManager {
   };
   std::vector<Donor> Donors() const;
   int32_t LeadingHotChunks(const SessionId& id) const;  // whole chunks from the start, in the pool
-  // A closed session's leading hot chunks stay as a donor (an engine sequence sharing its blocks,
-  // under a fresh id, in prefix_cache_), at most prefix_cache_entries of them, least recently used
-  // dropped first.
+  // A closed session's leading hot chunks stay as a donor (its own engine sequence cut to them,
+  // with their checkpoints, in prefix_cache_; false: not kept), at most prefix_cache_entries of
+  // them, least recently used dropped first.
   struct CachedPrefix {
     SessionId id;
     std::string tenant;
     uint64_t last_used = 0;
   };
-  void KeepPrefixOf(const Session& s);
+  bool KeepPrefixOf(const Session& s);
+  void ForgetKeptPrefix(const SessionId& id);
   int64_t SeedFromPrefix(const SessionId& id, const PrefixDonor& donor,
                          std::span<const int32_t> prompt);
   absl::Status Restore(Session& s, std::string* restored_from);

@@ -104,6 +104,7 @@ absl::StatusOr<SessionState> SessionManager::ExportState(const SessionId& id, Sp
 
 absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& state) {
   RSD_ASSIGN_OR_RETURN(CheckedState checked, CheckSessionState(state, engine_->state_layout()));
+  ForgetKeptPrefix(state.id);  // a closed session's id reused: its kept prefix goes
   if (const Session* existing = Find(state.id);
       existing != nullptr && existing->attrs.epoch >= state.attrs.epoch) {
     return absl::FailedPreconditionError(
