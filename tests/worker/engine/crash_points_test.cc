@@ -1,10 +1,12 @@
 // The power fails at every point of a worker's writes in turn (DropUnsyncedFs::FailFrom: before
 // the 1st, 2nd, ... mutation of the disk, RocksDB's WAL and directory syncs included) while it
-// runs a script of turn commits, a spill to the cold tier, an import, an undo and a close. After
-// the restart: no acknowledged turn is lost, an acknowledged close stays closed, an import is there
-// whole or not at all, each session holds a prefix of whole turns of its undisturbed run (turns
-// that were durable but not acknowledged may be there), and every session that is there continues
-// exactly as the undisturbed run, token for token.
+// runs a script of turn commits, a spill to the cold tier, an import, an undo and a close. First
+// turns share their common leading chunks (prefix reuse down to one chunk), and the close keeps the
+// closed session's prefix as a donor (issue #15). After the restart: no acknowledged turn is lost,
+// an acknowledged close stays closed (its kept prefix's checkpoints swept, not back as a session),
+// an import is there whole or not at all, each session holds a prefix of whole turns of its
+// undisturbed run (turns that were durable but not acknowledged may be there), and every session
+// that is there continues exactly as the undisturbed run (which shared nothing), token for token.
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -124,13 +126,16 @@ size_t CrashPoints::RunAndCheck(int64_t point, const SessionState& c_state, int6
   SessionManagerOptions so;
   so.data_dir = testing::MakeTempDir("rsd-crash-points");
   so.cold.file_system = fs;
+  so.prefix_reuse_min_tokens = 4;  // one chunk: the sessions' first turns share their opening
   testing::TestWorker w(engine_, so);
   std::vector<Expect> ex(kSessions);
   for (int s = 0; s < kSessions; ++s) ex[s].id = s == 2 ? c_state.id : SessionId::Random();
   auto turn = [&](int s) {
     return [&, s]() {
       ex[s].hi = ex[s].lo + 1;
-      return w.Chat(ex[s].id, Message(s, ex[s].lo), Params(s, ex[s].lo)).status();
+      absl::StatusOr<TurnResult> r = w.Chat(ex[s].id, Message(s, ex[s].lo), Params(s, ex[s].lo));
+      if (r.ok() && r->reused_tokens > 0 && point == 0) ++found_["first turns that shared blocks"];
+      return r.status();
     };
   };
   auto turned = [&](int s) {
@@ -178,10 +183,11 @@ size_t CrashPoints::RunAndCheck(int64_t point, const SessionState& c_state, int6
        }},
       {"create D", create(3), none},
       {"D turn 1", turn(3), turned(3)},
-      {"close D",
+      {"close D (its checkpoints in cold, its prefix kept)",
        [&] {
          ex[3].must_exist = false;  // gone, or there whole
-         return w.sessions().Close(ex[3].id);
+         absl::Status st = w.sessions().DemoteToCold(ex[3].id);
+         return st.ok() ? w.sessions().Close(ex[3].id, /*keep_prefix=*/true) : st;
        },
        [&](bool ok) { ex[3].may_exist = !ok; }},
       {"C turn 3", turn(2), turned(2)},
@@ -209,6 +215,7 @@ size_t CrashPoints::RunAndCheck(int64_t point, const SessionState& c_state, int6
                               << (failed < steps.size() ? steps[failed].name : "none")
                               << "': " << restarted;
   if (!restarted.ok()) return failed;
+  found_["restarts that swept a kept prefix's checkpoints"] += w.sessions().orphans_swept() > 0;
   for (int s = 0; s < kSessions; ++s) {
     SCOPED_TRACE(::testing::Message()
                  << "crash point " << point << " in '"
@@ -247,6 +254,7 @@ TEST_F(CrashPoints, NoAcknowledgedTurnIsLostAndEverySessionContinuesExactly) {
   int64_t total = 0;
   ASSERT_EQ(RunAndCheck(0, c_state, &total), 14u);  // the whole script, power lost at its end
   ASSERT_GT(total, 20);
+  EXPECT_GE(found_["first turns that shared blocks"], 1);  // D's, from B
   // Every point by default; RSD_CRASH_STRIDE=k tries every k-th.
   const char* stride_env = std::getenv("RSD_CRASH_STRIDE");
   const int64_t stride = stride_env != nullptr ? std::max(1, std::atoi(stride_env)) : 1;
@@ -261,6 +269,7 @@ TEST_F(CrashPoints, NoAcknowledgedTurnIsLostAndEverySessionContinuesExactly) {
   for (const auto& [step, n] : per_step) std::printf("  step %zu: %d crash points\n", step, n);
   for (const auto& [what, n] : found_) std::printf("  %s: %d\n", what.c_str(), n);
   EXPECT_GT(per_step.size(), 10u) << "the crash points reach most steps of the script";
+  EXPECT_GT(found_["restarts that swept a kept prefix's checkpoints"], 0);
 }
 
 // The window the crash points find (a turn durable on the worker whose reply never reached the
