@@ -173,6 +173,9 @@ class Engine {
   int32_t hot_budget_blocks() const { return budget_blocks_; }
   // Number of full chunks whose state is computed (spillable).
   int32_t FullChunks(const SessionId& id) const;
+  // Whether the next token goes into a block other sequences share (its write copies it first:
+  // one more pool block).
+  bool WritesIntoSharedBlock(const SessionId& id) const;
 
   // ---- State between the pool and the tiers ----
   // Moves the sequence out of the hot pool as checkpoints of every full chunk, each layer in

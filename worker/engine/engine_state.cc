@@ -38,6 +38,13 @@ int32_t Engine::HotBlocks(const Sequence& s) const {
   return n;
 }
 
+bool Engine::WritesIntoSharedBlock(const SessionId& id) const {
+  const Sequence& s = Seq(id);
+  const int64_t chunk = s.cached / model_->block_tokens();
+  return chunk < static_cast<int64_t>(s.blocks.size()) && s.blocks[chunk] >= 0 &&
+         pool_->refs(s.blocks[chunk]) > 1;
+}
+
 SequenceMemory Engine::SequenceMemoryUse(const SessionId& id) const {
   const Sequence& s = Seq(id);
   SequenceMemory m;

@@ -135,7 +135,9 @@ absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
   // hold (they can be spilled), and what this turn needs at most.
   const int64_t max_new =
       sessions_->UserTurnTokens(spec.id, spec.input) + std::max(spec.params.max_tokens, 0);
-  const int64_t need_total = sessions_->BlocksForTurn(spec.id, max_new);
+  // A write into a block another session shares copies it first: one block more.
+  const bool copies = engine_->HasSequence(spec.id) && engine_->WritesIntoSharedBlock(spec.id);
+  const int64_t need_total = sessions_->BlocksForTurn(spec.id, max_new) + (copies ? 1 : 0);
   const int64_t capacity = engine_->pool().capacity();
   if (need_total > capacity) {
     return absl::ResourceExhaustedError(absl::StrCat(

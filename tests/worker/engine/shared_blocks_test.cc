@@ -132,10 +132,15 @@ TEST_F(SharedBlocks, AWriteIntoASharedBlockCopiesItFirst) {
   EXPECT_GT(*copied, 0);  // its residual checkpoints (keep_residuals)
   EXPECT_EQ(e.pool().shared(), 6);
   EXPECT_EQ(e.SequenceMemoryUse(b).shared_blocks, 6);
+  EXPECT_FALSE(e.WritesIntoSharedBlock(b));  // its next token starts a chunk of its own
   ASSERT_TRUE(e.TruncateSequence(b, 22).ok());
   EXPECT_EQ(e.pool().shared(), 6);  // a rollback writes nothing
+  EXPECT_TRUE(e.WritesIntoSharedBlock(b));  // admission counts the copy's block
+  const int32_t used = e.pool().used();
   const std::vector<float> got = Feed(e, b, q);
   EXPECT_EQ(e.pool().shared(), 5);
+  EXPECT_EQ(e.pool().used(), used + 3);  // the copy, and two chunks for the rest of q
+  EXPECT_FALSE(e.WritesIntoSharedBlock(b));
   EXPECT_NE(e.SequenceBlocks(b)[5], e.SequenceBlocks(a)[5]);
   EXPECT_EQ(Payloads(e, a, 6), before);
 
