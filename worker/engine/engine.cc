@@ -178,6 +178,42 @@ absl::StatusOr<int64_t> Engine::SharePrefixOf(const SessionId& id, const Session
   return bytes;
 }
 
+absl::StatusOr<int64_t> Engine::AdoptCheckpointsOf(const SessionId& id, const SessionId& donor,
+                                                   std::span<const int32_t> tokens,
+                                                   int32_t n_chunks) {
+  const Sequence& d = Seq(donor);
+  const int64_t bt = model_->block_tokens();
+  if (n_chunks <= 0 || d.resident || n_chunks > static_cast<int32_t>(d.blocks.size()) ||
+      static_cast<int64_t>(tokens.size()) != n_chunks * bt ||
+      !std::equal(tokens.begin(), tokens.end(), d.tokens.begin())) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", donor.ToHex(), " does not hold ",
+                                                   n_chunks,
+                                                   " checkpointed chunks of these tokens"));
+  }
+  int64_t bytes = 0;
+  absl::Status st = [&]() -> absl::Status {
+    for (int32_t c = 0; c < n_chunks; ++c) {
+      if (d.blocks[c] != kEvicted)
+        return absl::FailedPreconditionError("a chunk has no checkpoint");
+      for (int l = 0; l < config().n_layers; ++l) {
+        if (!d.plan.kv(l) && l == 0) continue;  // layer 0's residual is the token embedding
+        const auto at = [&](const SessionId& who) {
+          return BlockKey{who, static_cast<uint32_t>(l), static_cast<uint32_t>(c)};
+        };
+        RSD_ASSIGN_OR_RETURN(const size_t copied, tiers_->Alias(at(donor), at(id)));
+        bytes += static_cast<int64_t>(copied);
+      }
+    }
+    return AdoptSequence(id, tokens, n_chunks, d.plan);
+  }();
+  if (!st.ok()) {
+    DestroySequence(id);  // if AdoptSequence created it
+    tiers_->EvictSession(id).IgnoreError();
+    return st;
+  }
+  return bytes;
+}
+
 Engine::Sequence& Engine::Seq(const SessionId& id) {
   auto it = seqs_.find(id);
   RSD_CHECK(it != seqs_.end());

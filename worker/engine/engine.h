@@ -151,6 +151,13 @@ class Engine {
   // eviction policy; on an error nothing is left of `id`.
   absl::StatusOr<int64_t> SharePrefixOf(const SessionId& id, const SessionId& donor,
                                         std::span<const int32_t> tokens, int32_t n_chunks);
+  // The same from a donor that is not in the pool (spilled): a new sequence `id` (none may exist)
+  // whose first `n_chunks` chunks are the donor's checkpoints (aliases in the warm tier, copies
+  // from RocksDB), in the donor's plan, not resident: Restore rebuilds them (a projection or a
+  // copy, far less than a prefill). The donor's tokens must start with `tokens`. Returns the bytes
+  // copied; on an error nothing is left of `id`.
+  absl::StatusOr<int64_t> AdoptCheckpointsOf(const SessionId& id, const SessionId& donor,
+                                             std::span<const int32_t> tokens, int32_t n_chunks);
   bool HasSequence(const SessionId& id) const { return seqs_.count(id) != 0; }
   // Frees its blocks and drops its checkpoints from the tiers.
   void DestroySequence(const SessionId& id);

@@ -24,9 +24,10 @@ namespace rsd {
 std::vector<SessionManager::Donor> SessionManager::Donors() const {
   std::vector<Donor> out;
   for (const auto& [id, s] : sessions_) {
-    if (engine_->HasSequence(id) && engine_->Resident(id)) {
-      out.push_back({id, s.attrs.tenant, s.last_used});
-    }
+    if (!engine_->HasSequence(id)) continue;
+    const bool hot = engine_->Resident(id);
+    const bool checkpoints = s.spilled != SpillForm::kNone && s.spilled != SpillForm::kTokens;
+    if (hot || checkpoints) out.push_back({id, s.attrs.tenant, s.last_used, hot});
   }
   for (const CachedPrefix& c : prefix_cache_) out.push_back({c.id, c.tenant, c.last_used});
   return out;
@@ -37,6 +38,15 @@ int32_t SessionManager::LeadingHotChunks(const SessionId& id) const {
   const int32_t full = engine_->FullChunks(id);
   int32_t n = 0;
   while (n < full && n < static_cast<int32_t>(blocks.size()) && blocks[n] >= 0) ++n;
+  return n;
+}
+
+int32_t SessionManager::LeadingCheckpointedChunks(const SessionId& id) const {
+  if (engine_->Resident(id)) return 0;
+  const std::vector<int32_t>& blocks = engine_->SequenceBlocks(id);
+  const int32_t full = engine_->FullChunks(id);
+  int32_t n = 0;
+  while (n < full && n < static_cast<int32_t>(blocks.size()) && blocks[n] == -1) ++n;
   return n;
 }
 
@@ -63,14 +73,17 @@ SessionManager::PrefixDonor SessionManager::ReusablePrefix(const Session& s,
     // Never across tenants: another tenant's prompt must not show in this one's latency.
     if (d.id == id || d.tenant != s.attrs.tenant) continue;
     const std::vector<int32_t>& tokens = engine_->SequenceTokens(d.id);
-    const int32_t limit = std::min(most, LeadingHotChunks(d.id));
+    const int32_t limit =
+        std::min(most, d.hot ? LeadingHotChunks(d.id) : LeadingCheckpointedChunks(d.id));
     int32_t n = 0;
     // Whole chunks, token by token, while the donor holds the chunk in the hot pool.
     while (n < limit && std::equal(prompt.begin() + n * bt, prompt.begin() + (n + 1) * bt,
                                    tokens.begin() + n * bt)) {
       ++n;
     }
-    if (n > best.chunks) best = {d.id, n};
+    // Longest first; at equal length shared blocks beat a restore.
+    if (n > best.chunks || (n == best.chunks && n > 0 && d.hot && !best.hot))
+      best = {d.id, n, d.hot};
   }
   if (best.chunks * bt < options_.prefix_reuse_min_tokens) return {};
   return best;
@@ -81,10 +94,12 @@ int64_t SessionManager::SeedFromPrefix(const SessionId& id, const PrefixDonor& d
   const int64_t tokens = donor.chunks * engine_->model().block_tokens();
   const double t0 = MonotonicSeconds();
   engine_->DestroySequence(id);  // the new session's empty sequence, to adopt the prefix
+  const std::span<const int32_t> prefix = prompt.first(static_cast<size_t>(tokens));
   absl::StatusOr<int64_t> bytes =
-      engine_->SharePrefixOf(id, donor.id, prompt.first(static_cast<size_t>(tokens)), donor.chunks);
+      donor.hot ? engine_->SharePrefixOf(id, donor.id, prefix, donor.chunks)
+                : engine_->AdoptCheckpointsOf(id, donor.id, prefix, donor.chunks);
   if (bytes.ok()) {
-    NoteMove("reuse/prefix", *bytes, MonotonicSeconds() - t0);
+    NoteMove(donor.hot ? "reuse/prefix" : "reuse/checkpoints", *bytes, MonotonicSeconds() - t0);
     for (CachedPrefix& c : prefix_cache_) c.last_used = c.id == donor.id ? ++clock_ : c.last_used;
     return tokens;
   }
@@ -182,6 +197,7 @@ std::vector<std::string> SessionManager::PrefixSummary(size_t max_keys) const {
   absl::flat_hash_set<std::string> seen;
   std::vector<std::string> out;
   for (const Donor& d : donors) {
+    if (!d.hot) continue;  // a restore is worth less than shared blocks: not advertised
     for (std::string& key : PowerOfTwoPrefixKeys(
              PrefixRoot(d.tenant), engine_->SequenceTokens(d.id), bt, LeadingHotChunks(d.id))) {
       if (out.size() >= max_keys) return out;

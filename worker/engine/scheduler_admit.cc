@@ -148,7 +148,7 @@ absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
   // A first turn that starts from another session's hot blocks shares them: they need no room
   // (unbounded sessions; a bounded one may trade them for blocks of its own as it grows).
   const SessionManager::PrefixDonor donor = sessions_->PrefixDonorFor(spec.id, spec.input);
-  const int64_t shared = engine_->hot_budget_blocks() == 0 ? donor.chunks : 0;
+  const int64_t shared = engine_->hot_budget_blocks() == 0 && donor.hot ? donor.chunks : 0;
   auto free_blocks = [&] {
     int64_t reserved = 0, running_held = 0;
     for (const auto& x : running_) {

@@ -156,6 +156,7 @@ class SessionManager {
   struct PrefixDonor {
     SessionId id;
     int32_t chunks = 0;
+    bool hot = true;  // its blocks are shared; false: its checkpoints are restored (it is spilled)
   };
   PrefixDonor PrefixDonorFor(const SessionId& id, const TurnInput& input) const;
   // Routing hints (prefix_keys.h). The keys of the leading whole chunks of a first turn with
@@ -284,14 +285,18 @@ class SessionManager {
   // donor's blocks, shared; returns the tokens seeded (0: the share failed and the turn prefills).
   PrefixDonor ReusablePrefix(const Session& s, std::span<const int32_t> prompt) const;
   std::string PrefixRoot(const std::string& tenant) const;  // the chain keys' root here
-  // What can give its blocks: resident sessions and kept prefixes of closed ones.
+  // What can give its blocks: resident sessions and kept prefixes of closed ones; and what can give
+  // its checkpoints: sessions spilled in a form that has them.
   struct Donor {
     SessionId id;
     std::string tenant;
     uint64_t last_used = 0;
+    bool hot = true;  // resident (else spilled with checkpoints)
   };
   std::vector<Donor> Donors() const;
   int32_t LeadingHotChunks(const SessionId& id) const;  // whole chunks from the start, in the pool
+  // Of a spilled session, the whole chunks from the start with checkpoints.
+  int32_t LeadingCheckpointedChunks(const SessionId& id) const;
   // A closed session's leading hot chunks stay as a donor (its own engine sequence cut to them,
   // with their checkpoints, in prefix_cache_; false: not kept), at most prefix_cache_entries of
   // them, least recently used dropped first.

@@ -148,19 +148,35 @@ void PrefixReuse::CheckReuse() {
   EXPECT_EQ(b3.hashes, ref_b3[2].hashes);
 }
 
-TEST_F(PrefixReuse, ASpilledDonorIsNotUsedAndALaterTurnNeverReuses) {
+// A spilled donor gives its checkpoints instead of blocks: the new session restores the common
+// prefix from them (aliases of the donor's, rebuilt into the pool) instead of prefilling it, and
+// answers as alone; a donor spilled to tokens gives nothing; a later turn never reuses.
+TEST_F(PrefixReuse, ASpilledDonorGivesItsCheckpointsAndALaterTurnNeverReuses) {
   testing::TestWorker w(engine_, {});
   ASSERT_TRUE(w.Start().ok());
-  const SessionId ia = SessionId::Random(), ib = SessionId::Random();
-  for (const SessionId& id : {ia, ib}) ASSERT_TRUE(w.sessions().Create(id, {}).ok());
-  Turn(w, ia, kShared + "Who?", 0);
+  const SessionId ia = SessionId::Random(), ib = SessionId::Random(), ic = SessionId::Random();
+  for (const SessionId& id : {ia, ib, ic}) ASSERT_TRUE(w.sessions().Create(id, {}).ok());
+  const std::string a = kShared + "Who?", b = kShared + "Why?";
+  Turn(w, ia, a, 0);
   ASSERT_TRUE(w.sessions().Spill(ia, SpillForm::kResidual).ok());
-  const Out b1 = Turn(w, ib, kShared + "Why?", 0);  // the only donor is spilled
-  EXPECT_EQ(b1.reused, 0);
-  EXPECT_EQ(b1.tokens, Alone(kShared + "Why?", "x")[0].tokens);
-  // A session's second turn extends its own state; it never takes another's.
+  const Out b1 = Turn(w, ib, b, 0);
+  EXPECT_EQ(b1.reused, ExpectedReuse(w, a, b));
+  EXPECT_GT(b1.reused, 0);
+  EXPECT_EQ(b1.from, "prefix");
+  EXPECT_EQ(w.sessions().StateMoves()["reuse/checkpoints"].count, 1);
+  EXPECT_EQ(b1.tokens, Alone(b, "x")[0].tokens);
+  EXPECT_EQ(b1.hashes, Alone(b, "x")[0].hashes);
+  // The donor's own checkpoints are untouched: it comes back and continues exactly.
   const Out a2 = Turn(w, ia, kShared + "Again?", 1);
-  EXPECT_EQ(a2.reused, 0);
+  EXPECT_EQ(a2.reused, 0);  // a session's second turn extends its own state
+  EXPECT_EQ(a2.tokens, Alone(a, kShared + "Again?")[1].tokens);
+  // Spilled to tokens, a session has no checkpoints to give (B, the other donor, closes).
+  ASSERT_TRUE(w.engine().Resident(ia));
+  ASSERT_TRUE(w.sessions().Spill(ia, SpillForm::kTokens).ok());
+  ASSERT_TRUE(w.sessions().Close(ib).ok());
+  const Out c1 = Turn(w, ic, b, 0);
+  EXPECT_EQ(c1.reused, 0);
+  EXPECT_EQ(c1.tokens, b1.tokens);
 }
 
 // A shared prefix needs no room: in a pool where the reusing turn fits only because its prefix
