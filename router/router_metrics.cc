@@ -54,6 +54,9 @@ RouterMetrics::RouterMetrics()
                            "State bytes that moved sessions carried, by kind and route")),
       move_seconds_(Histograms(*registry_, "rsd_router_session_move_duration_seconds",
                                "Duration of a session's migration or failover, by kind")),
+      placements_(Counters(*registry_, "rsd_router_placements_total",
+                           "New sessions placed, by whether their first turn's prompt state was on "
+                           "the chosen worker (matched, unmatched, none: no first turn)")),
       workers_(Gauges(*registry_, "rsd_router_workers", "Registered workers by state")),
       sessions_(Gauges(*registry_, "rsd_router_sessions",
                        "Sessions in the journal by their owner's state")) {}
@@ -89,6 +92,10 @@ void RouterMetrics::Move(const std::string& kind, const std::string& route, bool
   if (!ok) return;
   move_bytes_.Add({{"kind", kind}, {"route", route}}).Increment(static_cast<double>(bytes));
   move_seconds_.Add({{"kind", kind}}, LatencyBuckets()).Observe(seconds);
+}
+
+void RouterMetrics::Placed(const std::string& prefix) {
+  placements_.Add({{"prefix", prefix}}).Increment();
 }
 
 void RouterMetrics::SetWorkers(const std::string& state, double n) {

@@ -39,6 +39,9 @@ class RouterMetrics {
   void Move(const std::string& kind, const std::string& route, bool ok, int64_t bytes,
             double seconds);
   // Workers by state and sessions by owner state, set at scrape time.
+  // A new session placed: `prefix` "matched" (its first turn's prompt state was on the chosen
+  // worker), "unmatched" (a first turn, no worker held its state) or "none" (no first turn).
+  void Placed(const std::string& prefix);
   void SetWorkers(const std::string& state, double n);
   void SetSessions(const std::string& state, double n);
 
@@ -56,6 +59,7 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter>& moves_;
   prometheus::Family<prometheus::Counter>& move_bytes_;
   prometheus::Family<prometheus::Histogram>& move_seconds_;
+  prometheus::Family<prometheus::Counter>& placements_;
   prometheus::Family<prometheus::Gauge>& workers_;
   prometheus::Family<prometheus::Gauge>& sessions_;
 };

@@ -32,8 +32,9 @@ absl::StatusOr<v1::SessionInfo> RouterCore::PlaceAndOpen(const Caller& caller,
   absl::Status first_error;
   const std::optional<PrefixHint> hint = PrefixHintFor(caller, req);
   for (;;) {
+    int64_t matched = 0;
     absl::StatusOr<WorkerSnapshot> placed =
-        registry_->Place(req.model(), unreachable, hint ? &*hint : nullptr);
+        registry_->Place(req.model(), unreachable, hint ? &*hint : nullptr, &matched);
     if (!placed.ok()) return first_error.ok() ? placed.status() : first_error;
     const WorkerSnapshot& worker = *placed;
     SessionRecord rec;
@@ -62,7 +63,10 @@ absl::StatusOr<v1::SessionInfo> RouterCore::PlaceAndOpen(const Caller& caller,
       unreachable.push_back(worker.desc.id);
       continue;
     }
-    return JournalNewSession(caller, rec, *std::move(info), client);
+    absl::StatusOr<v1::SessionInfo> opened =
+        JournalNewSession(caller, rec, *std::move(info), client);
+    if (opened.ok()) metrics_.Placed(!hint ? "none" : matched > 0 ? "matched" : "unmatched");
+    return opened;
   }
 }
 

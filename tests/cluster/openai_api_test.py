@@ -181,7 +181,11 @@ class OpenAiApiTest(unittest.TestCase):
         self.assertEqual(again.choices[0].message.content, first.choices[0].message.content)
         # A second kept session holds the prompt's blocks shared with the first: rsdctl shows
         # them per session and per worker, and the worker's /metrics what sharing saves.
+        placed = sample(scrape(self.c.http), "rsd_router_placements_total", prefix="matched")
         second = keep("Name a green fruit.")
+        # Placed where its prompt's state was (the only worker here, but the router saw it).
+        self.assertEqual(sample(scrape(self.c.http), "rsd_router_placements_total",
+                                prefix="matched"), placed + 1)
         ctl = [f"{BUILD}/tools/rsdctl", "--router", self.c.grpc, "-o", "json"]
         described = json.loads(subprocess.check_output(ctl + ["describe", second]))
         self.assertGreaterEqual(described["shared_blocks"] * 16, 64)
