@@ -146,32 +146,22 @@ class GrpcWorkerClient final : public WorkerClient {
   }
   absl::StatusOr<v1::ImportSessionResponse> SendSession(const v1::SendSessionRequest& req,
                                                         absl::Time deadline) override {
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, deadline);
-    v1::ImportSessionResponse out;
-    grpc::Status s = stub_->SendSession(&ctx, req, &out);
-    if (!s.ok()) return FromGrpc(s);
-    return out;
+    return Unary(&v1::Worker::Stub::SendSession, req, deadline);
   }
   absl::StatusOr<v1::PromptKeysResponse> PromptKeys(const v1::PromptKeysRequest& req,
                                                     absl::Time deadline) override {
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, deadline);
-    v1::PromptKeysResponse out;
-    grpc::Status s = stub_->PromptKeys(&ctx, req, &out);
-    if (!s.ok()) return FromGrpc(s);
-    return out;
+    return Unary(&v1::Worker::Stub::PromptKeys, req, deadline);
   }
 
  private:
-  template <typename Req>
-  using Method = grpc::Status (v1::Worker::Stub::*)(grpc::ClientContext*, const Req&,
-                                                    v1::SessionInfo*);
-  template <typename Req>
-  absl::StatusOr<v1::SessionInfo> Unary(Method<Req> method, const Req& req, absl::Time deadline) {
+  template <typename Req, typename Resp>
+  using Method = grpc::Status (v1::Worker::Stub::*)(grpc::ClientContext*, const Req&, Resp*);
+  // One unary call with the deadline; a gRPC error as its absl::Status.
+  template <typename Req, typename Resp>
+  absl::StatusOr<Resp> Unary(Method<Req, Resp> method, const Req& req, absl::Time deadline) {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, deadline);
-    v1::SessionInfo out;
+    Resp out;
     grpc::Status s = ((*stub_).*method)(&ctx, req, &out);
     if (!s.ok()) return FromGrpc(s);
     return out;

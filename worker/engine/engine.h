@@ -262,6 +262,14 @@ class Engine {
   const Sequence& Seq(const SessionId& id) const;
   Sequence& NewSequence(const SessionId& id);
   absl::Status EnsureBlocks(Sequence& s, int64_t n_tokens);
+  // A donor's first `n_chunks` whole chunks are `tokens`, and they are in the pool (a resident
+  // donor) or checkpointed (one that is not): INVALID_ARGUMENT / FAILED_PRECONDITION otherwise.
+  absl::Status CheckPrefixOf(const Sequence& donor, std::span<const int32_t> tokens,
+                             int32_t n_chunks) const;
+  // The donor's checkpoints of its first `n_chunks` chunks (its plan's layers; only the residual
+  // ones with `residual_only`) under `id` too, aliased where the top tier can; the bytes copied.
+  absl::StatusOr<int64_t> AliasCheckpoints(const Sequence& donor, const SessionId& id,
+                                           int32_t n_chunks, bool residual_only);
   // Gives the sequence its own copy of chunk `chunk`'s block if others share it (copy on write).
   absl::Status Unshare(Sequence& s, int32_t chunk);
   bool bounded() const { return budget_blocks_ > 0; }
