@@ -35,6 +35,7 @@ absl::StatusOr<SessionState> StateOfHeader(const v1::StateHeader& h) {
   s.numerics_fingerprint = h.numerics_fingerprint();
   s.block_tokens = h.block_tokens();
   s.n_chunks = h.n_chunks();
+  s.shared_chunks = h.shared_chunks();
   s.tokens.assign(h.tokens().begin(), h.tokens().end());
   s.turn_ends.assign(h.turn_ends().begin(), h.turn_ends().end());
   return s;
@@ -72,6 +73,7 @@ v1::StateHeader StateHeaderOf(const SessionState& state, uint64_t epoch) {
   h.set_layer_forms(state.plan.ToString());
   h.set_block_tokens(state.block_tokens);
   h.set_n_chunks(state.n_chunks);
+  h.set_shared_chunks(state.shared_chunks);
   h.mutable_tokens()->Add(state.tokens.begin(), state.tokens.end());
   h.mutable_turn_ends()->Add(state.turn_ends.begin(), state.turn_ends.end());
   return h;
@@ -108,7 +110,7 @@ absl::Status StateStreamReader::Add(v1::StateChunk chunk) {
     }
     RSD_RETURN_IF_ERROR(CheckHeader(chunk.header()));
     RSD_ASSIGN_OR_RETURN(state_, StateOfHeader(chunk.header()));
-    max_blocks_ = int64_t{chunk.header().n_chunks()} *
+    max_blocks_ = int64_t{chunk.header().n_chunks() - chunk.header().shared_chunks()} *
                   static_cast<int64_t>(chunk.header().layer_forms().size());
     digest_.AddHeader(chunk.header());
     header_ = true;
@@ -160,6 +162,10 @@ absl::Status StateStreamReader::CheckHeader(const v1::StateHeader& h) const {
     return absl::InvalidArgumentError(absl::StrCat(what, h.n_chunks(), " chunks of ",
                                                    h.block_tokens(), " tokens do not fit a log of ",
                                                    tokens, " tokens"));
+  }
+  if (h.shared_chunks() < 0 || h.shared_chunks() > h.n_chunks()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, h.shared_chunks(), " shared chunks of ", h.n_chunks(), " chunks"));
   }
   return absl::OkStatus();
 }

@@ -50,9 +50,10 @@ class StateStreamReader {
   // INVALID_ARGUMENT for a stream that does not start with its header, a second header, a message
   // after the trailer, or a header that does not parse (session id, form, layer forms); for a
   // header whose token log is over limits.max_tokens, has more turns than tokens or a negative
-  // chunk count, or whose chunks do not fit its log; for more blocks than the header's chunks
-  // and layers hold, or a block over limits.max_block_bytes (each naming the numbers); DATA_LOSS
-  // naming the session when the trailer's count or digest does not match what arrived.
+  // chunk count, or whose chunks do not fit its log (or its shared chunks its chunks); for more
+  // blocks than the header's chunks (past the shared ones) and layers hold, or a block over
+  // limits.max_block_bytes (each naming the numbers); DATA_LOSS naming the session when the
+  // trailer's count or digest does not match what arrived.
   absl::Status Add(v1::StateChunk chunk);
   // The state once the trailer has arrived; DATA_LOSS naming the session if it has not.
   absl::StatusOr<SessionState> Finish();

@@ -33,6 +33,8 @@ v1::WorkerInfo InfoOf(const WorkerSnapshot& w) {
   l->set_hot_bytes_free(w.desc.load.hot_bytes_free);
   l->set_shared_bytes(w.desc.load.shared_bytes);
   l->set_saved_bytes(w.desc.load.saved_bytes);
+  l->set_cold_bytes(w.desc.load.cold_bytes);
+  l->set_cold_saved_bytes(w.desc.load.cold_saved_bytes);
   l->set_warm_bytes_total(w.desc.load.warm_bytes_total);
   l->set_warm_bytes_free(w.desc.load.warm_bytes_free);
   l->set_queue_depth(w.desc.load.queue_depth);

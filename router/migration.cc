@@ -108,6 +108,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& sess
   out.set_framing_bytes(imported.framing_bytes());
   out.set_token_bytes(imported.token_bytes());
   out.set_wire_bytes(imported.wire_bytes());
+  out.set_shared_tokens(imported.shared_tokens());
   out.set_route(route);
   out.set_seconds(absl::ToDoubleSeconds(absl::Now() - started));
   log::Info("session moved", {{"session", session.id.ToHex()},
@@ -122,6 +123,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& sess
                               {"framing_bytes", std::to_string(imported.framing_bytes())},
                               {"token_bytes", std::to_string(imported.token_bytes())},
                               {"wire_bytes", std::to_string(imported.wire_bytes())},
+                              {"shared_tokens", std::to_string(imported.shared_tokens())},
                               {"seconds", absl::StrFormat("%.3f", out.seconds())},
                               {"note", imported.note()}});
   return out;

@@ -51,6 +51,7 @@ struct WorkerLoadInfo {
   int64_t hot_bytes_total = 0;
   int64_t hot_bytes_free = 0;
   int64_t shared_bytes = 0, saved_bytes = 0;  // hot bytes in shared blocks; bytes sharing saves
+  int64_t cold_bytes = 0, cold_saved_bytes = 0;  // RocksDB's distinct values; what that saves
   int64_t warm_bytes_total = 0;
   int64_t warm_bytes_free = 0;
   int32_t queue_depth = 0;

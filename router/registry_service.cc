@@ -41,6 +41,8 @@ WorkerDescriptor DescriptorOf(const v1::WorkerStatus& s, const std::string& peer
     if (s.prefix_keys(i).size() == 16) d.prefix_keys.push_back(s.prefix_keys(i));
   }
   d.load.saved_bytes = s.load().saved_bytes();
+  d.load.cold_bytes = s.load().cold_bytes();
+  d.load.cold_saved_bytes = s.load().cold_saved_bytes();
   d.load.warm_bytes_total = s.load().warm_bytes_total();
   d.load.warm_bytes_free = s.load().warm_bytes_free();
   d.load.queue_depth = s.load().queue_depth();

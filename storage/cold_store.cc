@@ -22,6 +22,7 @@ namespace {
 constexpr char kMetaCf[] = "meta";
 constexpr char kTokensCf[] = "tokens";
 constexpr char kBlocksCf[] = "blocks";
+constexpr char kContentCf[] = "content";
 
 rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
@@ -35,10 +36,10 @@ rocksdb::ColumnFamilyOptions CfOptions(const std::string& name) {
   rocksdb::ColumnFamilyOptions cf;
   // Blocks arrive encoded (and zstd-compressed when the engine asks); a second compression pass
   // would only cost CPU.
-  if (name == kBlocksCf) cf.compression = rocksdb::kNoCompression;
+  if (name == kContentCf) cf.compression = rocksdb::kNoCompression;
   // Memtables are process memory: keep them small so RSS stays within the tiers' budgets plus a
-  // stated overhead (at most 2 x 8 MiB for blocks, 2 x 2 MiB for metadata and token logs).
-  cf.write_buffer_size = name == kBlocksCf ? (8u << 20) : (2u << 20);
+  // stated overhead (at most 2 x 8 MiB for block values, 2 x 2 MiB for the other families).
+  cf.write_buffer_size = name == kContentCf ? (8u << 20) : (2u << 20);
   cf.max_write_buffer_number = 2;
   // Bloom filters: a point lookup skips table files that do not hold its key, so a damaged file
   // costs only the sessions whose keys are in it (salvage reads by point lookups), and a miss
@@ -58,7 +59,7 @@ absl::StatusOr<std::unique_ptr<ColdStore>> ColdStore::Open(const std::string& di
   store->sync_ = options.sync;
   RocksDb::Options o;
   o.what = "cold store";
-  for (const char* name : {kMetaCf, kTokensCf, kBlocksCf})
+  for (const char* name : {kMetaCf, kTokensCf, kBlocksCf, kContentCf})
     o.families.push_back({name, CfOptions(name)});
   o.db_write_buffer_size = 24u << 20;  // all memtables together
   o.file_system = options.file_system;
@@ -67,6 +68,8 @@ absl::StatusOr<std::unique_ptr<ColdStore>> ColdStore::Open(const std::string& di
   store->meta_ = store->rocks_->family(kMetaCf);
   store->tokens_ = store->rocks_->family(kTokensCf);
   store->blocks_ = store->rocks_->family(kBlocksCf);
+  store->content_ = store->rocks_->family(kContentCf);
+  RSD_RETURN_IF_ERROR(store->Sweep());
   return store;
 }
 
@@ -80,6 +83,8 @@ rocksdb::ColumnFamilyHandle* ColdStore::Handle(Table table) const {
       return tokens_;
     case Table::kBlocks:
       return blocks_;
+    case Table::kContent:
+      return content_;
   }
   RSD_CHECK(false);
   return nullptr;
@@ -100,41 +105,6 @@ absl::StatusOr<std::string> ColdStore::Read(Table table, std::string_view key,
   return std::string(value.data(), value.size());
 }
 
-absl::Status ColdStore::PutBlock(const BlockKey& key, std::string_view value) {
-  return FromRocksDb(db_->Put(WriteOpts(false), blocks_, key.Encode(), ToSlice(value)),
-                     absl::StrCat("put block ", key.ToString()));
-}
-
-absl::StatusOr<std::string> ColdStore::GetBlock(const BlockKey& key) {
-  return Read(Table::kBlocks, key.Encode(), absl::StrCat("block ", key.ToString()));
-}
-
-absl::Status ColdStore::DeleteBlock(const BlockKey& key) {
-  return FromRocksDb(db_->Delete(WriteOpts(false), blocks_, key.Encode()),
-                     absl::StrCat("delete block ", key.ToString()));
-}
-
-absl::Status ColdStore::ForEachBlock(
-    const SessionId& session,
-    absl::FunctionRef<absl::Status(const BlockKey& key, std::string_view value)> fn) {
-  const std::string lower(session.AsStringView());
-  const std::string upper = cold_internal::SessionUpperBound(session);
-  rocksdb::Slice upper_slice(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, blocks_));
-  for (it->Seek(lower); it->Valid(); it->Next()) {
-    std::optional<BlockKey> key =
-        BlockKey::Decode(std::string_view(it->key().data(), it->key().size()));
-    if (!key.has_value()) {
-      return absl::DataLossError(absl::StrCat("session ", session.ToHex(), ": block key of ",
-                                              it->key().size(), " bytes, want 24"));
-    }
-    RSD_RETURN_IF_ERROR(fn(*key, std::string_view(it->value().data(), it->value().size())));
-  }
-  return FromRocksDb(it->status(), absl::StrCat("iterate blocks of session ", session.ToHex()));
-}
-
 absl::Status ColdStore::PutMeta(const SessionId& session, std::string_view value) {
   return FromRocksDb(db_->Put(WriteOpts(sync_), meta_, MetaKey(session), ToSlice(value)),
                      absl::StrCat("put metadata of session ", session.ToHex()));
@@ -150,12 +120,14 @@ absl::Status ColdStore::DeleteSession(const SessionId& session, bool keep_blocks
   const std::string lower(session.AsStringView());
   const std::string upper = cold_internal::SessionUpperBound(session);
   rocksdb::WriteBatch batch;
+  absl::MutexLock blobs(&blob_mu_);
+  Delta d;
+  if (!keep_blocks) RSD_RETURN_IF_ERROR(UnrefSession(batch, session, &d));
   for (rocksdb::ColumnFamilyHandle* h : {meta_, tokens_, blocks_}) {
     if (keep_blocks && h == blocks_) continue;
     RSD_RETURN_IF_ERROR(FromRocksDb(batch.DeleteRange(h, lower, upper), "delete range"));
   }
-  return FromRocksDb(db_->Write(WriteOpts(sync_), &batch),
-                     absl::StrCat("delete session ", session.ToHex()));
+  return WriteBlocks(batch, d, absl::StrCat("delete session ", session.ToHex()), sync_);
 }
 
 absl::StatusOr<std::vector<SessionId>> ColdStore::ListSessions(bool* complete) {
@@ -194,12 +166,16 @@ absl::StatusOr<std::vector<SessionId>> ColdStore::ListSessions(bool* complete) {
 }
 
 absl::Status ColdStore::Flush() {
-  return FromRocksDb(db_->Flush(rocksdb::FlushOptions(), {meta_, tokens_, blocks_}),
+  return FromRocksDb(db_->Flush(rocksdb::FlushOptions(), {meta_, tokens_, blocks_, content_}),
                      absl::StrCat("flush ", dir_));
 }
 
 absl::Status ColdStore::RawPutForTest(Table table, std::string_view key, std::string_view value) {
   return Write(table, key, value, sync_);
+}
+
+absl::Status ColdStore::RawDeleteForTest(Table table, std::string_view key) {
+  return FromRocksDb(db_->Delete(WriteOpts(sync_), Handle(table), ToSlice(key)), "raw delete");
 }
 
 absl::StatusOr<std::string> ColdStore::RawGetForTest(Table table, std::string_view key) {

@@ -5,8 +5,20 @@
 //   meta    session(16)                         → opaque bytes the engine writes (e.g. JSON)
 //   tokens  session(16) | turn(4)               → token-log record: u32 n | n x i32 ids | u64
 //                                                  XXH3-64 of (key | preceding bytes), all LE
-//   blocks  session(16) | layer(4) | block(4)   → encoded checkpoint block (BlockKey::Encode)
-// RocksDB's own compression is off for `blocks` (the codec compresses when asked).
+//   blocks  session(16) | layer(4) | block(4)   → "RSDC" | hash(16): a reference to the block's
+//                                                  encoded bytes in `content` (BlockKey::Encode);
+//                                                  or the bytes themselves (older stores, or two
+//                                                  values with one hash)
+//   content "v" | hash(16)                      → an encoded checkpoint block, stored once
+//           "n" | hash(16)                      → u64 references | u64 value bytes, LE
+// RocksDB's own compression is off for `content` (the codec compresses when asked).
+//
+// Deduplication (issue #15): a block's hash is the XXH3-128 of its bytes, so blocks with the same
+// bytes (sessions that share a prefix hold bit-identical checkpoints of it) are stored once, with
+// a count of the keys that refer to them. A write that finds the hash compares the bytes, so a
+// collision costs only the sharing. A reference and its count change in one atomic write batch:
+// after a crash both or neither are there. Open recounts every reference (the sweep), deleting
+// values no key refers to and keys whose value is missing, and fixing counts.
 //
 // Durability: AppendTokens, TruncateTokenLog, PutMeta and DeleteSession return after the WAL is
 // fsynced (an acknowledged turn survives a crash or power loss). PutBlock/DeleteBlock are written
@@ -20,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -55,7 +68,7 @@ struct TokenRecord {
 
 class ColdStore {
  public:
-  enum class Table { kMeta, kTokens, kBlocks };
+  enum class Table { kMeta, kTokens, kBlocks, kContent };
 
   // Opens (creating if needed) the store in `dir`. A missing `dir` is created only if its parent
   // directory exists. FAILED_PRECONDITION naming the path if the parent is missing, `dir` is not
@@ -69,11 +82,29 @@ class ColdStore {
   ColdStore& operator=(const ColdStore&) = delete;
 
   // Checkpoint blocks: stored and returned as raw bytes; the caller encodes and decodes them
-  // (DecodeBlock reports corruption as DATA_LOSS). GetBlock: NOT_FOUND naming the key if absent.
-  // DeleteBlock of an absent key is OK.
+  // (DecodeBlock reports corruption as DATA_LOSS). GetBlock: NOT_FOUND naming the key if absent;
+  // DATA_LOSS naming it if the bytes it refers to are missing. DeleteBlock of an absent key is OK.
   absl::Status PutBlock(const BlockKey& key, std::string_view value);
   absl::StatusOr<std::string> GetBlock(const BlockKey& key);
   absl::Status DeleteBlock(const BlockKey& key);
+  // The keys of the session's stored blocks, in key order, without reading their values.
+  absl::StatusOr<std::vector<BlockKey>> BlockKeys(const SessionId& session);
+  // `from`'s value also under `to`, by reference: no bytes are read or written. NOT_FOUND if
+  // `from` is absent.
+  absl::Status AliasBlock(const BlockKey& from, const BlockKey& to);
+  // What the blocks occupy: distinct values and their bytes, and the keys that refer to them
+  // (deduplication saves the bytes of references - values, roughly). Any thread.
+  struct ContentStats {
+    int64_t values = 0, bytes = 0, references = 0;
+    int64_t referenced_bytes = 0;  // each reference's value bytes (what storing by key would take)
+  };
+  ContentStats content_stats() const;
+  // What the sweep at Open fixed: values no key referred to, keys whose value was missing, and
+  // counts that were wrong (0 after a clean run or a crash: writes are atomic).
+  struct SweepReport {
+    int64_t orphan_values = 0, dangling_keys = 0, fixed_counts = 0;
+  };
+  const SweepReport& swept_at_open() const { return swept_; }
   // Calls `fn(key, value)` for each stored block of `session` in key order (layer, then block);
   // `value` is valid only during the call. Stops at and returns the first non-OK status of `fn`.
   absl::Status ForEachBlock(
@@ -120,10 +151,12 @@ class ColdStore {
   // Flushes memtables to table files (tests: exercise reads from SSTs, not only the WAL replay).
   absl::Status Flush();
 
-  // Tests only: write / read raw bytes under a raw key, bypassing every check (to corrupt a stored
-  // block or token record). Keys as above: BlockKey::Encode(), TokenLogKey(), MetaKey().
+  // Tests only: write / read / delete raw bytes under a raw key, bypassing every check (to corrupt
+  // a stored block or token record). Keys as above: BlockKey::Encode(), TokenLogKey(), MetaKey(),
+  // "v" or "n" and a hash.
   absl::Status RawPutForTest(Table table, std::string_view key, std::string_view value);
   absl::StatusOr<std::string> RawGetForTest(Table table, std::string_view key);
+  absl::Status RawDeleteForTest(Table table, std::string_view key);
   static std::string MetaKey(const SessionId& session);
   static std::string TokenLogKey(const SessionId& session, uint32_t turn);
 
@@ -135,6 +168,37 @@ class ColdStore {
   absl::Status Write(Table table, std::string_view key, std::string_view value, bool sync);
   absl::StatusOr<std::string> Read(Table table, std::string_view key, const std::string& what);
   absl::StatusOr<uint32_t> TokenLogTurnsImpl(const SessionId& session);
+  // Deduplicated blocks (cold_store_blocks.cc); blob_mu_ held by the callers.
+  struct Held {  // what a block key holds
+    enum Kind { kAbsent, kInline, kRef } kind = kAbsent;
+    std::string hash;  // kRef
+  };
+  struct Count {  // a value's references and bytes
+    uint64_t refs = 0, bytes = 0;
+  };
+  struct Delta {  // what a batch changes in content_stats
+    int64_t values = 0, bytes = 0, references = 0, referenced_bytes = 0;
+  };
+  absl::StatusOr<Held> HeldAt(const BlockKey& key);
+  absl::StatusOr<Count> CountOf(const std::string& hash);
+  // Drops `n` references to `hash` in `batch` (the value too when none remain).
+  absl::Status Unref(rocksdb::WriteBatch& batch, const std::string& hash, uint64_t n, Delta* d);
+  // Writes the batch (synced with `sync`) and applies `d` to the stats.
+  absl::Status WriteBlocks(rocksdb::WriteBatch& batch, const Delta& d, const std::string& what,
+                           bool sync = false);
+  absl::StatusOr<std::string> Resolve(const BlockKey& key, std::string_view stored);
+  absl::StatusOr<std::string> GetBlockLocked(const BlockKey& key);
+  absl::Status AliasLocked(const std::string& hash, const BlockKey& to);
+  // The session's block keys with what they store (a reference or the bytes), in key order.
+  absl::Status ForEachRaw(
+      const SessionId& session,
+      absl::FunctionRef<absl::Status(const BlockKey& key, std::string_view stored)> fn);
+  // The sessions' references to the value (DeleteSession: their counts go down in the same batch).
+  absl::Status UnrefSession(rocksdb::WriteBatch& batch, const SessionId& session, Delta* d);
+  absl::Status Sweep();
+  absl::Status CountReferences(std::map<std::string, uint64_t>* refs);  // hash -> keys naming it
+  absl::Status DropDangling(rocksdb::WriteBatch& batch,
+                            const std::map<std::string, uint64_t>& present);
 
   std::string dir_;
   bool sync_ = true;
@@ -143,7 +207,12 @@ class ColdStore {
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* tokens_ = nullptr;
   rocksdb::ColumnFamilyHandle* blocks_ = nullptr;
+  rocksdb::ColumnFamilyHandle* content_ = nullptr;
   absl::Mutex token_mu_;  // serializes token-log read-modify-write sequences
+  // Serializes block reference-count updates (after token_mu_ where both are taken).
+  mutable absl::Mutex blob_mu_;
+  ContentStats stats_ ABSL_GUARDED_BY(blob_mu_);
+  SweepReport swept_;
 };
 
 }  // namespace rsd

@@ -14,15 +14,19 @@ absl::StatusOr<std::vector<StateTier::Entry>> ColdTier::Offload(const BlockKey& 
 
 absl::StatusOr<std::string> ColdTier::Onboard(const BlockKey& key) { return store_->GetBlock(key); }
 
+absl::StatusOr<std::vector<StateTier::Entry>> ColdTier::Alias(const BlockKey& from,
+                                                              const BlockKey& to) {
+  RSD_RETURN_IF_ERROR(store_->AliasBlock(from, to));
+  return std::vector<Entry>{};
+}
+
 absl::Status ColdTier::Evict(const BlockKey& key) { return store_->DeleteBlock(key); }
 
 absl::Status ColdTier::EvictSession(const SessionId& session, uint32_t first_block) {
-  std::vector<BlockKey> doomed;
-  RSD_RETURN_IF_ERROR(store_->ForEachBlock(session, [&](const BlockKey& key, std::string_view) {
-    if (key.block >= first_block) doomed.push_back(key);
-    return absl::OkStatus();
-  }));
-  for (const BlockKey& key : doomed) RSD_RETURN_IF_ERROR(store_->DeleteBlock(key));
+  RSD_ASSIGN_OR_RETURN(std::vector<BlockKey> keys, store_->BlockKeys(session));
+  for (const BlockKey& key : keys) {
+    if (key.block >= first_block) RSD_RETURN_IF_ERROR(store_->DeleteBlock(key));
+  }
   return absl::OkStatus();
 }
 
@@ -31,13 +35,8 @@ absl::Status ColdTier::Export(const SessionId& session, BlockVisitor fn) {
 }
 
 absl::StatusOr<bool> ColdTier::HoldsSession(const SessionId& session) {
-  bool any = false;
-  absl::Status st = store_->ForEachBlock(session, [&](const BlockKey&, std::string_view) {
-    any = true;
-    return absl::CancelledError("found one");  // the first block answers
-  });
-  if (!st.ok() && !any) return st;
-  return any;
+  RSD_ASSIGN_OR_RETURN(std::vector<BlockKey> keys, store_->BlockKeys(session));
+  return !keys.empty();
 }
 
 absl::StatusOr<size_t> ColdTier::SessionBytes(const SessionId& session) {

@@ -16,12 +16,15 @@ class ColdTier final : public StateTier {
   const char* name() const override { return "cold"; }
   absl::StatusOr<std::vector<Entry>> Offload(const BlockKey& key, std::string value) override;
   absl::StatusOr<std::string> Onboard(const BlockKey& key) override;
+  // By reference: the store keeps each distinct value once (ColdStore::AliasBlock).
+  absl::StatusOr<std::vector<Entry>> Alias(const BlockKey& from, const BlockKey& to) override;
   absl::Status Evict(const BlockKey& key) override;
   absl::Status EvictSession(const SessionId& session, uint32_t first_block = 0) override;
   absl::Status Export(const SessionId& session, BlockVisitor fn) override;
   absl::StatusOr<bool> HoldsSession(const SessionId& session) override;
-  // Not tracked across sessions: the bytes of one session are counted on demand.
-  size_t bytes_used() const override { return 0; }
+  // The distinct values' bytes (a value several keys share counts once); a session's own bytes
+  // (each of its blocks, shared or not) are counted on demand.
+  size_t bytes_used() const override { return static_cast<size_t>(store_->content_stats().bytes); }
   absl::StatusOr<size_t> SessionBytes(const SessionId& session) override;
 
  private:

@@ -18,6 +18,7 @@ class ColumnFamilyHandle;
 class DB;
 class Env;
 class FileSystem;
+class WriteBatch;
 }  // namespace rocksdb
 
 namespace rsd {

@@ -51,19 +51,22 @@ absl::Status CheckBlocks(const SessionState& state, const StateLayout& here, con
                                               info.status().message()));
     }
     const bool in_model = b.layer < static_cast<uint32_t>(here.n_layers);
-    if (!in_model ||
+    const bool shared = b.chunk < static_cast<uint32_t>(state.shared_chunks);
+    if (!in_model || shared ||
         !(info->header == CheckpointHeaderFor(here, plan.form(static_cast<int>(b.layer)),
                                               static_cast<int>(b.layer),
                                               static_cast<int32_t>(b.chunk))) ||
         !seen.emplace(std::make_pair(b.layer, b.chunk), &b).second) {
       return absl::DataLossError(absl::StrCat("block of layer ", b.layer, " chunk ", b.chunk,
-                                              " does not describe that place (or repeats)"));
+                                              shared
+                                                  ? " lies in the shared chunks the importer holds"
+                                                  : " does not describe that place (or repeats)"));
     }
     report->blocks++;
     report->payload_bytes += static_cast<int64_t>(info->payload_size);
     report->framing_bytes += static_cast<int64_t>(b.value.size() - info->payload_size);
   }
-  for (int32_t c = 0; c < state.n_chunks; ++c) {
+  for (int32_t c = state.shared_chunks; c < state.n_chunks; ++c) {
     for (int l = 0; l < here.n_layers; ++l) {
       if (!plan.kv(l) && l == 0) continue;  // layer 0's residual is the token embedding
       if (!seen.count({static_cast<uint32_t>(l), static_cast<uint32_t>(c)})) {
@@ -115,7 +118,8 @@ absl::StatusOr<CheckedState> CheckSessionState(const SessionState& state, const 
                      " / ", here.block_tokens, ": the session rebuilds from its token log");
   }
   if (out.use_blocks) {
-    if (state.plan.size() != here.n_layers || state.n_chunks < 0 ||
+    if (state.plan.size() != here.n_layers || state.n_chunks < 0 || state.shared_chunks < 0 ||
+        state.shared_chunks > state.n_chunks ||
         static_cast<int64_t>(state.n_chunks) * here.block_tokens >
             static_cast<int64_t>(state.tokens.size())) {
       return absl::InvalidArgumentError(

@@ -37,6 +37,9 @@ struct SessionState {
   LayerPlan plan;                       // per layer, the form of its blocks (empty: no blocks)
   int32_t block_tokens = 0;
   int32_t n_chunks = 0;         // chunks covered by the blocks
+  // Of those, the leading chunks whose blocks are not carried: the importer holds their state
+  // already (another session with the same leading tokens; deduplicated migration, issue #15).
+  int32_t shared_chunks = 0;
   std::vector<int32_t> tokens;  // the committed token log
   std::vector<int64_t> turn_ends;
   struct Block {
@@ -68,6 +71,9 @@ struct ImportReport {
   SpillForm form = SpillForm::kTokens;  // the form the session will restore from
   std::string note;                     // e.g. why the blocks were not used
   int64_t blocks = 0, payload_bytes = 0, framing_bytes = 0;
+  // Leading tokens whose state the importer took from a session it holds instead of the stream
+  // (deduplicated migration and failover, issue #15).
+  int64_t shared_tokens = 0;
 };
 
 struct CheckedState {
@@ -79,8 +85,9 @@ struct CheckedState {
 // Checks a state against the worker that would take it, without touching anything: FAILED_-
 // PRECONDITION for another version or model fingerprint; INVALID_ARGUMENT for turn ends that are
 // not ascending or do not end the log, a token outside the vocabulary, or layer forms or a chunk
-// count that do not fit the model; DATA_LOSS naming the block for one that fails its checksum,
-// does not describe its place, repeats, or is missing. With another numerics fingerprint or block
+// count that do not fit the model (shared chunks past the chunks included); DATA_LOSS naming the
+// block for one that fails its checksum, does not describe its place, repeats, lies in the shared
+// chunks, or is missing. With another numerics fingerprint or block
 // size the blocks are not used (the session rebuilds from its token log; the report's note says
 // why).
 absl::StatusOr<CheckedState> CheckSessionState(const SessionState& state, const StateLayout& here);

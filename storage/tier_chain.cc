@@ -34,10 +34,11 @@ absl::StatusOr<std::string> TierChain::Onboard(const BlockKey& key, const char**
 }
 
 absl::StatusOr<size_t> TierChain::Alias(const BlockKey& from, const BlockKey& to) {
-  if (!tiers_.empty()) {
-    absl::StatusOr<std::vector<StateTier::Entry>> pushed = tiers_[0]->Alias(from, to);
+  // In the tier that holds `from`, where it can share the value; else a copy into the top tier.
+  for (size_t i = 0; i < tiers_.size(); ++i) {
+    absl::StatusOr<std::vector<StateTier::Entry>> pushed = tiers_[i]->Alias(from, to);
     if (pushed.ok()) {
-      RSD_RETURN_IF_ERROR(OffloadFrom(1, *std::move(pushed)));
+      RSD_RETURN_IF_ERROR(OffloadFrom(i + 1, *std::move(pushed)));
       return size_t{0};
     }
     const absl::StatusCode code = pushed.status().code();

@@ -26,8 +26,9 @@ class TierChain {
   // From the highest tier that holds the key; `from` (if not null) gets that tier's name.
   // NOT_FOUND if no tier does; a tier's read error (DATA_LOSS, INTERNAL) is returned as is.
   absl::StatusOr<std::string> Onboard(const BlockKey& key, const char** from = nullptr);
-  // `from`'s value also under `to`: shared in the top tier if it holds `from` (no bytes copied),
-  // else copied from wherever it is. Returns the bytes copied (0: shared).
+  // `from`'s value also under `to`: shared in the tier that holds `from` where that tier can share
+  // (warm: one buffer under both keys; cold: one stored value), else copied into the top tier.
+  // Returns the bytes copied (0: shared).
   absl::StatusOr<size_t> Alias(const BlockKey& from, const BlockKey& to);
   // From every tier.
   absl::Status Evict(const BlockKey& key);

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "storage/common/hash.h"
 #include "storage/common/status.h"
 
 namespace rsd {
@@ -23,7 +24,19 @@ WarmTier::~WarmTier() {
   }
 }
 
+std::vector<StateTier::Entry> WarmTier::ShareLocked(const BlockKey& key, Buffer* buf) {
+  ++buf->keys;  // before making room: the buffer stays while `key` holds it
+  lru_.push_front(key);
+  entries_.emplace(key, Slot{buf, lru_.begin()});
+  bytes_used_ += BlockKey::kEncodedSize;
+  return MakeRoomLocked(0, &key);
+}
+
 void WarmTier::Release(Buffer* b) {
+  if (!b->hash.empty()) {
+    auto it = by_content_.find(b->hash);
+    if (it != by_content_.end() && it->second == b) by_content_.erase(it);
+  }
   if (b->from_heap) {
     HeapAllocator().Free(b->data);
   } else {
@@ -72,6 +85,14 @@ absl::StatusOr<std::vector<StateTier::Entry>> WarmTier::Offload(const BlockKey& 
     evicted.push_back(Entry{key, std::move(value)});
     return evicted;
   }
+  Hasher hasher;
+  hasher.Update(value);
+  std::string hash = hasher.Digest();
+  if (auto same = by_content_.find(hash);
+      same != by_content_.end() && same->second->size == value.size() &&
+      std::memcmp(same->second->data, value.data(), value.size()) == 0) {
+    return ShareLocked(key, same->second);
+  }
   std::vector<Entry> evicted = MakeRoomLocked(charge, nullptr);
   auto* buf = new Buffer;
   buf->size = value.size();
@@ -85,6 +106,8 @@ absl::StatusOr<std::vector<StateTier::Entry>> WarmTier::Offload(const BlockKey& 
   }
   std::memcpy(buf->data, value.data(), value.size());
   buf->keys = 1;
+  // Indexed unless another buffer holds the hash (a collision: that one stays the shared one).
+  if (by_content_.emplace(hash, buf).second) buf->hash = std::move(hash);
   lru_.push_front(key);
   if (!buf->from_heap) allocator_bytes_ += buf->size;
   entries_.emplace(key, Slot{buf, lru_.begin()});
@@ -101,12 +124,7 @@ absl::StatusOr<std::vector<StateTier::Entry>> WarmTier::Alias(const BlockKey& fr
   if (src == entries_.end()) {
     return absl::NotFoundError(absl::StrCat("warm tier holds no ", from.ToString()));
   }
-  Buffer* buf = src->second.buf;
-  ++buf->keys;  // before making room: the buffer stays while `to` will hold it
-  lru_.push_front(to);
-  entries_.emplace(to, Slot{buf, lru_.begin()});
-  bytes_used_ += BlockKey::kEncodedSize;
-  return MakeRoomLocked(0, &to);
+  return ShareLocked(to, src->second.buf);
 }
 
 absl::StatusOr<std::string> WarmTier::Onboard(const BlockKey& key) {

@@ -2,7 +2,9 @@
 // evicted least-recently-used first. On a GPU worker its memory is one pinned region (a HostArena
 // over Backend::AllocHost memory) so blocks copy to and from the device directly; elsewhere, or
 // when the region is too fragmented for a value, the heap. Offload hands back what it evicted for
-// the next tier (TierChain); the tier never decodes anything itself.
+// the next tier (TierChain); the tier never decodes anything itself. A value with the same bytes
+// as one it holds (sessions sharing a prefix hold bit-identical checkpoints of it) shares that
+// value's buffer: each distinct value is held once (issue #15).
 #pragma once
 
 #include <cstddef>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/block_key.h"
 #include "storage/host_memory.h"
@@ -35,9 +38,11 @@ class WarmTier final : public StateTier {
   WarmTier& operator=(const WarmTier&) = delete;
 
   const char* name() const override { return "warm"; }
-  // Stores `value` as the most recently used entry, then evicts least-recently-used entries until
-  // bytes_used() <= budget(); returns them, oldest first. A value whose Charge alone exceeds the
-  // budget is not stored: it comes back as the only entry (any older value under `key` is gone).
+  // Stores `value` as the most recently used entry (sharing the buffer of an equal value held
+  // under another key: found by its XXH3-128, compared byte for byte), then evicts
+  // least-recently-used entries until bytes_used() <= budget(); returns them, oldest first. A value
+  // whose Charge alone exceeds the budget is not stored: it comes back as the only entry (any older
+  // value under `key` is gone).
   absl::StatusOr<std::vector<Entry>> Offload(const BlockKey& key, std::string value) override;
   // A copy, and marks the entry most recently used; NOT_FOUND if absent.
   absl::StatusOr<std::string> Onboard(const BlockKey& key) override;
@@ -68,6 +73,7 @@ class WarmTier final : public StateTier {
     size_t size = 0;
     bool from_heap = true;
     int keys = 0;
+    std::string hash;  // of its bytes, as by_content_ knows it ("" : not indexed)
   };
   struct Slot {
     Buffer* buf = nullptr;
@@ -76,7 +82,10 @@ class WarmTier final : public StateTier {
   using Map = std::map<BlockKey, Slot>;
 
   static std::string Copy(const Slot& s) { return std::string(s.buf->data, s.buf->size); }
-  void Release(Buffer* b);
+  void Release(Buffer* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `key` as the most recently used entry on `buf` (one more key on it); what that evicts.
+  std::vector<Entry> ShareLocked(const BlockKey& key, Buffer* buf)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts least-recently-used entries (never `keep`) until `incoming` more bytes fit.
   std::vector<Entry> MakeRoomLocked(size_t incoming, const BlockKey* keep)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -88,6 +97,7 @@ class WarmTier final : public StateTier {
   // Ordered so a session's entries are one range.
   Map entries_ ABSL_GUARDED_BY(mu_);
   std::list<BlockKey> lru_ ABSL_GUARDED_BY(mu_);  // front = most recently used
+  absl::flat_hash_map<std::string, Buffer*> by_content_ ABSL_GUARDED_BY(mu_);
   size_t bytes_used_ ABSL_GUARDED_BY(mu_) = 0;
   size_t allocator_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };

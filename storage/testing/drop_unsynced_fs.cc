@@ -350,6 +350,9 @@ absl::StatusOr<DropUnsyncedFs::DropStats> DropUnsyncedFs::DropUnsyncedData() {
     } else {
       uint64_t size = 0;
       s = target()->GetFileSize(path, IOOptions(), &size, nullptr);
+      // Deleted since (an obsolete table file after a compaction, which RocksDB deletes only once
+      // the manifest that drops it is synced): the deletion stands.
+      if (s.IsNotFound() || s.IsPathNotFound()) s = IOStatus::OK();
       if (s.ok() && size > state.synced_size) {
         std::unique_ptr<rocksdb::FSWritableFile> file;
         s = target()->ReopenWritableFile(path, rocksdb::FileOptions(), &file, nullptr);

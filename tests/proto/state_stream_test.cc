@@ -201,6 +201,37 @@ TEST(StateStream, StreamsPastTheImportersBoundsAreRefusedAtTheirMessage) {
   EXPECT_EQ(at, 3);  // the third block, before the trailer
 }
 
+// Deduplicated migration (issue #15): the chunks the importer holds are named in the header and
+// their blocks stay out; a header claiming more shared chunks than chunks, or a shared chunk's
+// block arriving anyway past the count the header allows, is refused at its message.
+TEST(StateStream, SharedChunksTravelWithoutTheirBlocks) {
+  SessionState s = State();
+  s.tokens = {5, 6, 7, 8, 9, 10, 11, 12};
+  s.turn_ends = {2, 8};
+  s.n_chunks = 2;
+  s.shared_chunks = 1;
+  for (auto& b : s.blocks) b.chunk = 1;  // only the second chunk's blocks travel
+  absl::StatusOr<SessionState> got = Decode(Encode(s, 4));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->shared_chunks, 1);
+  EXPECT_EQ(got->n_chunks, 2);
+  EXPECT_EQ(got->blocks.size(), 3u);
+  int at = 0;
+  for (int32_t shared : {-1, 3}) {
+    std::vector<v1::StateChunk> bad = Encode(s, 4);
+    bad[0].mutable_header()->set_shared_chunks(shared);
+    EXPECT_THAT(Decode(bad, {}, &at),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr(absl::StrCat(shared, " shared chunks of 2 chunks"))));
+    EXPECT_EQ(at, 0);
+  }
+  std::vector<v1::StateChunk> extra = Encode(s, 4);
+  extra.insert(extra.begin() + 3, extra[1]);  // a fourth block: one chunk of three layers holds 3
+  EXPECT_THAT(Decode(extra, {}, &at),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("hold (3)")));
+  EXPECT_EQ(at, 4);
+}
+
 TEST(StateStream, AWriterThatStopsIsCancelled) {
   int writes = 0;
   const absl::Status st = WriteStateStream(State(), 4, [&](const v1::StateChunk&) {

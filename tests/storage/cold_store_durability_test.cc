@@ -66,7 +66,7 @@ TEST_F(DurabilityTest, SyncedTurnsSurvivePowerLossAndUnsyncedBlocksDoNot) {
   EXPECT_GE(syncs, 4);  // the WAL was fsynced for every acknowledged write
   // More writes after the last sync, not synced: checkpoint blocks.
   for (uint32_t b = 0; b < 8; ++b) {
-    ASSERT_TRUE(store_->PutBlock({s, 0, b}, std::string(4096, 'k')).ok());
+    ASSERT_TRUE(store_->PutBlock({s, 0, b}, std::string(4096, static_cast<char>('a' + b))).ok());
   }
   ASSERT_TRUE(store_->GetBlock({s, 0, 7}).ok());
   EXPECT_EQ(fs_->file_syncs(), syncs);

@@ -118,6 +118,32 @@ TEST(WarmTierTest, AnAliasSharesTheBytesUntilItsLastKeyGoes) {
   EXPECT_EQ(store.bytes_used(), 0u);
 }
 
+// Issue #15: a value equal to one held under another key (sessions that share a prefix spill
+// bit-identical checkpoints of it) shares that buffer, found by content, so it is held once.
+TEST(WarmTierTest, EqualValuesUnderManyKeysAreHeldOnce) {
+  const size_t k = BlockKey::kEncodedSize;
+  WarmTier store(1 << 20);
+  std::vector<SessionId> ids;
+  for (int i = 0; i < 16; ++i) {
+    ids.push_back(SessionId::Random());
+    EXPECT_THAT(Put(store, Key(ids.back(), 1, 0), std::string(1000, 'p')), IsEmpty());
+    EXPECT_THAT(Put(store, Key(ids.back(), 1, 1), std::string(1000, static_cast<char>('A' + i))),
+                IsEmpty());
+  }
+  EXPECT_EQ(store.bytes_used(), 17 * 1000 + 32 * k);  // the shared value once, 16 own ones
+  EXPECT_EQ(store.size(), 32u);
+  // Each key reads its bytes; the shared value stays until its last key goes.
+  for (int i = 0; i < 15; ++i) EXPECT_EQ(EraseSession(store, ids[i]), 2u);
+  EXPECT_EQ(Get(store, Key(ids[15], 1, 0)), std::string(1000, 'p'));
+  EXPECT_EQ(store.bytes_used(), 2 * WarmTier::Charge(1000));
+  // Overwriting a key with other bytes leaves the others' value alone.
+  EXPECT_THAT(Put(store, Key(ids[0], 1, 0), std::string(1000, 'p')), IsEmpty());
+  EXPECT_THAT(Put(store, Key(ids[15], 1, 0), std::string(1000, 'q')), IsEmpty());
+  EXPECT_EQ(Get(store, Key(ids[0], 1, 0)), std::string(1000, 'p'));
+  EXPECT_EQ(Get(store, Key(ids[15], 1, 0)), std::string(1000, 'q'));
+  EXPECT_EQ(store.bytes_used(), 3 * WarmTier::Charge(1000));
+}
+
 TEST(WarmTierTest, ValueLargerThanBudgetComesStraightBack) {
   WarmTier store(1000);
   SessionId s = SessionId::Random();
@@ -173,10 +199,11 @@ TEST(WarmTierTest, BudgetIsNeverExceededAndEvictionsAccountForEveryByte) {
 TEST(WarmTierTest, EraseAndEraseSession) {
   WarmTier store(100000);
   SessionId a = SessionId::Random(), b = SessionId::Random();
+  char n = '0';  // distinct values (equal ones would share one buffer)
   for (uint32_t layer : {0u, 1u, BlockKey::kNoLayer}) {
-    for (uint32_t blk = 0; blk < 3; ++blk) {
-      EXPECT_THAT(Put(store, Key(a, layer, blk), "a"), IsEmpty());
-      EXPECT_THAT(Put(store, Key(b, layer, blk), "bb"), IsEmpty());
+    for (uint32_t blk = 0; blk < 3; ++blk, ++n) {
+      EXPECT_THAT(Put(store, Key(a, layer, blk), std::string(1, n)), IsEmpty());
+      EXPECT_THAT(Put(store, Key(b, layer, blk), std::string{'b', n}), IsEmpty());
     }
   }
   EXPECT_TRUE(Erase(store, Key(a, 1, 1)));
@@ -190,7 +217,7 @@ TEST(WarmTierTest, EraseAndEraseSession) {
   EXPECT_THAT(store.KeysOfSession(a), IsEmpty());
   EXPECT_EQ(store.KeysOfSession(b).size(), 9u);
   EXPECT_EQ(store.bytes_used(), 9 * WarmTier::Charge(2));
-  EXPECT_EQ(store.Take(Key(b, 0, 0)), "bb");
+  EXPECT_EQ(store.Take(Key(b, 0, 0)), "b0");
   EXPECT_EQ(store.Take(Key(b, 0, 0)), std::nullopt);
   EXPECT_EQ(store.bytes_used(), 8 * WarmTier::Charge(2));
   EXPECT_EQ(EraseSession(store, SessionId::Random()), 0u);

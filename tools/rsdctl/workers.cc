@@ -32,6 +32,8 @@ json WorkerJson(const v1::WorkerInfo& w) {
           {"sessions", w.sessions()},
           {"shared_bytes", l.shared_bytes()},
           {"saved_bytes", l.saved_bytes()},
+          {"cold_bytes", l.cold_bytes()},
+          {"cold_saved_bytes", l.cold_saved_bytes()},
           {"load",
            {{"hot_bytes_total", l.hot_bytes_total()},
             {"hot_bytes_free", l.hot_bytes_free()},
@@ -80,6 +82,7 @@ json MoveJson(const v1::MigrateResponse& m) {
             {"framing", m.framing_bytes()},
             {"tokens", m.token_bytes()},
             {"wire", m.wire_bytes()}}},
+          {"shared_tokens", m.shared_tokens()},
           {"route", m.route()},
           {"seconds", m.seconds()}};
 }

@@ -158,6 +158,18 @@ class Engine {
   // copied; on an error nothing is left of `id`.
   absl::StatusOr<int64_t> AdoptCheckpointsOf(const SessionId& id, const SessionId& donor,
                                              std::span<const int32_t> tokens, int32_t n_chunks);
+  // For a sequence `id` about to be adopted (none may exist; deduplicated migration and failover):
+  // the checkpoints of its first `n_chunks` chunks in `plan`'s forms, taken from sequence `donor`,
+  // whose first chunks must be `tokens` and be all in the pool or all checkpointed (aliases of the
+  // donor's checkpoints where it has them in that form, copies from its hot blocks or captured
+  // residuals otherwise). Returns the bytes copied; FAILED_PRECONDITION if the donor has no copy
+  // in a form the plan asks for (a residual it did not keep); on an error none are left.
+  absl::StatusOr<int64_t> CopyPrefixCheckpoints(const SessionId& id, const SessionId& donor,
+                                                std::span<const int32_t> tokens, int32_t n_chunks,
+                                                const LayerPlan& plan);
+  // Whether CopyPrefixCheckpoints can take `plan`'s forms from `donor` (its leading chunks all in
+  // the pool, if it is resident, or all checkpointed).
+  bool GivesPrefixIn(const SessionId& donor, const LayerPlan& plan) const;
   bool HasSequence(const SessionId& id) const { return seqs_.count(id) != 0; }
   // Frees its blocks and drops its checkpoints from the tiers.
   void DestroySequence(const SessionId& id);
@@ -198,7 +210,12 @@ class Engine {
   // lowest tier read), "tokens" (nothing checkpointed: a re-prefill), "new" (no history), "hot"
   // (it was resident). DATA_LOSS if a checkpoint cannot be read back intact; RESOURCE_EXHAUSTED if
   // the pool has no room. Nothing changes on an error.
-  absl::StatusOr<std::string> Restore(const SessionId& id);
+  // With `donor` (a resident sequence whose first `donor_chunks` whole chunks are this one's, in
+  // the pool): those chunks become the donor's blocks, shared, instead of being rebuilt (a chunk's
+  // state is a function of its tokens: the same bits). Skipped where the donor does not hold them
+  // (tokens compared), the eviction policy is lossy, or the sequence is bounded.
+  absl::StatusOr<std::string> Restore(const SessionId& id, const SessionId* donor = nullptr,
+                                      int32_t donor_chunks = 0);
   // A chunk's exact state for one layer as a spill stores it (the codec payload): kv
   // [2][bt][kv_dim] F16 (from the pool or its checkpoint) or residual [bt][d] F32 (layer >= 1).
   // Only full, computed chunks.
@@ -270,6 +287,14 @@ class Engine {
   // ones with `residual_only`) under `id` too, aliased where the top tier can; the bytes copied.
   absl::StatusOr<int64_t> AliasCheckpoints(const Sequence& donor, const SessionId& id,
                                            int32_t n_chunks, bool residual_only);
+  // How one layer of a donor's chunk (`hot`: in the pool) reaches a sequence that adopts it in the
+  // K/V form (`kv`) or residual: an alias of the donor's checkpoint, its hot K/V copied, or not at
+  // all (a residual it did not keep, or a checkpoint in the other form).
+  enum class PrefixCopy { kAlias, kPayload, kNone };
+  PrefixCopy PrefixCopyOf(const Sequence& donor, bool hot, int layer, bool kv) const;
+  // Restore's sharing: the donor's blocks for the sequence's first `n` evicted chunks (retained);
+  // returns the chunks shared (0 where it does not apply).
+  int32_t ShareForRestore(Sequence& s, const SessionId& donor, int32_t n);
   // Gives the sequence its own copy of chunk `chunk`'s block if others share it (copy on write).
   absl::Status Unshare(Sequence& s, int32_t chunk);
   bool bounded() const { return budget_blocks_ > 0; }

@@ -418,7 +418,29 @@ absl::Status Engine::RestoreChunksToHot(Sequence& s, std::span<const int32_t> ch
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Engine::Restore(const SessionId& id) {
+int32_t Engine::ShareForRestore(Sequence& s, const SessionId& donor, int32_t n) {
+  if (bounded() || !eviction_->exact() || !HasSequence(donor) || donor == s.id) return 0;
+  const Sequence& d = Seq(donor);
+  const int64_t bt = model_->block_tokens();
+  if (!d.resident || n <= 0 || n > FullChunks(s.id) ||
+      static_cast<int64_t>(s.tokens.size()) < n * bt) {
+    return 0;
+  }
+  const std::span<const int32_t> tokens(s.tokens.data(), static_cast<size_t>(n * bt));
+  if (!CheckPrefixOf(d, tokens, n).ok()) return 0;
+  for (int32_t c = 0; c < n; ++c) {
+    if (s.blocks[c] != kEvicted) return 0;
+  }
+  for (int32_t c = 0; c < n; ++c) {
+    pool_->Retain(d.blocks[c]);
+    s.blocks[c] = d.blocks[c];
+    s.evicted.erase(std::find(s.evicted.begin(), s.evicted.end(), c));
+  }
+  return n;
+}
+
+absl::StatusOr<std::string> Engine::Restore(const SessionId& id, const SessionId* donor,
+                                            int32_t donor_chunks) {
   Sequence& s = Seq(id);
   if (s.resident) return std::string("hot");
   if (s.evicted.empty()) {
@@ -426,6 +448,7 @@ absl::StatusOr<std::string> Engine::Restore(const SessionId& id) {
     return std::string(s.tokens.empty() ? "new" : "tokens");
   }
   RSD_ASSIGN_OR_RETURN(const char* where, tiers_->DeepestHolding(id));
+  const int32_t shared = donor != nullptr ? ShareForRestore(s, *donor, donor_chunks) : 0;
   // Bring back the most recent chunks that fit; a bounded sequence keeps older ones evicted (and
   // a block for the tail). On an error every chunk brought back goes out again.
   std::vector<int32_t> restored;
@@ -455,6 +478,7 @@ absl::StatusOr<std::string> Engine::Restore(const SessionId& id) {
     }
   }
   if (!st.ok()) {
+    for (int32_t c = 0; c < shared; ++c) restored.push_back(c);
     for (int32_t c : restored) {
       pool_->Free(s.blocks[c]);
       s.blocks[c] = kEvicted;

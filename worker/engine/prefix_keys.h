@@ -18,6 +18,11 @@ std::string ChainRoot(const std::string& model_fingerprint, const std::string& n
                       int32_t block_tokens, const std::string& tenant);
 std::string ChainNext(const std::string& previous, std::span<const int32_t> chunk_tokens);
 
+// The key of each leading whole chunk of `tokens` (the i-th names chunks 0..i), at most
+// `max_chunks`.
+std::vector<std::string> ChunkKeys(const std::string& root, std::span<const int32_t> tokens,
+                                   int32_t block_tokens, int32_t max_chunks);
+
 // The keys of the first 1, 2, 4, 8, ... whole chunks of `tokens` (a compact summary of its
 // prefixes: a longest common prefix is found to within a factor of two), at most `max_chunks`.
 std::vector<std::string> PowerOfTwoPrefixKeys(const std::string& root,

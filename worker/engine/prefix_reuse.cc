@@ -53,7 +53,9 @@ int32_t SessionManager::LeadingCheckpointedChunks(const SessionId& id) const {
 SessionManager::PrefixDonor SessionManager::PrefixDonorFor(const SessionId& id,
                                                            const TurnInput& input) const {
   auto it = sessions_.find(id);
-  if (it == sessions_.end() || it->second.turns() != 0) return {};
+  if (it == sessions_.end()) return {};
+  // A later turn of a spilled session restores sharing a resident session's blocks.
+  if (it->second.turns() != 0) return HotDonorFor(it->second);
   return ReusablePrefix(it->second, PromptTokens(input, true));
 }
 
@@ -67,26 +69,85 @@ SessionManager::PrefixDonor SessionManager::ReusablePrefix(const Session& s,
   const int64_t bt = engine_->model().block_tokens();
   // At least one prompt token is computed by the turn itself (its logits start the generation).
   const int32_t most = static_cast<int32_t>((static_cast<int64_t>(prompt.size()) - 1) / bt);
+  PrefixDonor best = LongestHeldPrefix(s.attrs.tenant, prompt, most, id);
+  if (best.chunks * bt < options_.prefix_reuse_min_tokens) return {};
+  return best;
+}
+
+SessionManager::PrefixDonor SessionManager::LongestHeldPrefix(const std::string& tenant,
+                                                              std::span<const int32_t> tokens,
+                                                              int32_t max_chunks,
+                                                              const SessionId& except,
+                                                              bool hot_only) const {
+  const int64_t bt = engine_->model().block_tokens();
+  const int32_t most =
+      std::min<int32_t>(max_chunks, static_cast<int32_t>(static_cast<int64_t>(tokens.size()) / bt));
   PrefixDonor best;
   if (most <= 0) return best;
   for (const Donor& d : Donors()) {
     // Never across tenants: another tenant's prompt must not show in this one's latency.
-    if (d.id == id || d.tenant != s.attrs.tenant) continue;
-    const std::vector<int32_t>& tokens = engine_->SequenceTokens(d.id);
+    if (d.id == except || d.tenant != tenant || (hot_only && !d.hot)) continue;
+    const std::vector<int32_t>& have = engine_->SequenceTokens(d.id);
     const int32_t limit =
         std::min(most, d.hot ? LeadingHotChunks(d.id) : LeadingCheckpointedChunks(d.id));
     int32_t n = 0;
-    // Whole chunks, token by token, while the donor holds the chunk in the hot pool.
-    while (n < limit && std::equal(prompt.begin() + n * bt, prompt.begin() + (n + 1) * bt,
-                                   tokens.begin() + n * bt)) {
+    // Whole chunks, token by token, while the donor holds the chunk's state.
+    while (n < limit && std::equal(tokens.begin() + n * bt, tokens.begin() + (n + 1) * bt,
+                                   have.begin() + n * bt)) {
       ++n;
     }
     // Longest first; at equal length shared blocks beat a restore.
     if (n > best.chunks || (n == best.chunks && n > 0 && d.hot && !best.hot))
       best = {d.id, n, d.hot};
   }
-  if (best.chunks * bt < options_.prefix_reuse_min_tokens) return {};
   return best;
+}
+
+SessionManager::PrefixDonor SessionManager::HotDonorFor(const Session& s) const {
+  if (!options_.prefix_reuse || engine_->Resident(s.id)) return {};
+  const std::vector<int32_t>& tokens = engine_->SequenceTokens(s.id);
+  PrefixDonor donor =
+      LongestHeldPrefix(s.attrs.tenant, tokens, engine_->FullChunks(s.id), s.id, /*hot_only=*/true);
+  if (donor.chunks * engine_->model().block_tokens() < options_.prefix_reuse_min_tokens) return {};
+  return donor;
+}
+
+int32_t SessionManager::HeldChunks(const std::string& tenant, const SessionId& except,
+                                   std::span<const std::string> keys, const LayerPlan& plan) const {
+  if (!options_.prefix_reuse) return 0;
+  const int32_t bt = engine_->model().block_tokens();
+  const std::string root = PrefixRoot(tenant);
+  int32_t best = 0;
+  for (const Donor& d : Donors()) {
+    if (d.id == except || d.tenant != tenant || !engine_->GivesPrefixIn(d.id, plan)) continue;
+    const int32_t limit =
+        std::min(static_cast<int32_t>(keys.size()),
+                 d.hot ? LeadingHotChunks(d.id) : LeadingCheckpointedChunks(d.id));
+    if (limit <= best) continue;
+    const std::vector<std::string> have = ChunkKeys(root, engine_->SequenceTokens(d.id), bt, limit);
+    int32_t n = 0;
+    while (n < limit && have[n] == keys[n]) ++n;
+    best = std::max(best, n);
+  }
+  return best;
+}
+
+absl::StatusOr<int64_t> SessionManager::TakeHeldChunks(const SessionId& id,
+                                                       const std::string& tenant,
+                                                       std::span<const int32_t> tokens,
+                                                       int32_t chunks, const LayerPlan& plan) {
+  const double t0 = MonotonicSeconds();
+  const PrefixDonor donor = LongestHeldPrefix(tenant, tokens, chunks, id);
+  if (donor.chunks < chunks) {
+    return absl::NotFoundError(absl::StrCat("no session of tenant '", tenant, "' here holds the ",
+                                            chunks, " leading chunks (", donor.chunks, " found)"));
+  }
+  const size_t n = static_cast<size_t>(chunks * engine_->model().block_tokens());
+  RSD_ASSIGN_OR_RETURN(const int64_t bytes,
+                       engine_->CopyPrefixCheckpoints(id, donor.id, tokens.first(n), chunks, plan));
+  NoteMove("reuse/import", bytes, MonotonicSeconds() - t0);
+  for (CachedPrefix& c : prefix_cache_) c.last_used = c.id == donor.id ? ++clock_ : c.last_used;
+  return bytes;
 }
 
 int64_t SessionManager::SeedFromPrefix(const SessionId& id, const PrefixDonor& donor,
@@ -109,6 +170,31 @@ int64_t SessionManager::SeedFromPrefix(const SessionId& id, const PrefixDonor& d
       {{"session", id.ToHex()}, {"donor", donor.id.ToHex()}, {"error", bytes.status().ToString()}});
   RSD_CHECK(engine_->CreateSequence(id).ok());
   return 0;
+}
+
+int32_t SessionManager::SeedFromHeld(const Session& s, std::span<const int32_t> tokens,
+                                     LayerPlan* plan) {
+  if (!options_.prefix_reuse) return 0;
+  const int64_t bt = engine_->model().block_tokens();
+  const PrefixDonor donor = LongestHeldPrefix(s.attrs.tenant, tokens, INT32_MAX, s.id);
+  if (donor.chunks * bt < options_.prefix_reuse_min_tokens) return 0;
+  // In the donor's forms (its checkpoints aliased, its K/V copied); K/V only from a hot donor that
+  // kept no residuals.
+  const LayerPlan donor_plan = engine_->SequenceLayerPlan(donor.id);
+  absl::StatusOr<int64_t> taken =
+      TakeHeldChunks(s.id, s.attrs.tenant, tokens, donor.chunks, donor_plan);
+  *plan = donor_plan;
+  if (!taken.ok() && donor.hot) {
+    *plan = LayerPlan::Uniform(engine_->config().n_layers, StateForm::kKv);
+    taken = TakeHeldChunks(s.id, s.attrs.tenant, tokens, donor.chunks, *plan);
+  }
+  if (!taken.ok()) {
+    // An optimization: the session rebuilds from its token log as it would have.
+    log::Warn("taking an imported session's prefix from a session here failed",
+              {{"session", s.name}, {"error", taken.status().ToString()}});
+    return 0;
+  }
+  return donor.chunks;
 }
 
 bool SessionManager::KeepPrefixOf(const Session& s) {

@@ -145,8 +145,9 @@ absl::StatusOr<bool> Scheduler::MakeRoom(Running& r) {
         "; start the worker with a larger --hot-bytes or a per-session "
         "--hot-budget-tokens so it runs bounded"));
   }
-  // A first turn that starts from another session's hot blocks shares them: they need no room
-  // (unbounded sessions; a bounded one may trade them for blocks of its own as it grows).
+  // A turn that starts from another session's hot blocks (a first turn's prompt, a spilled
+  // session's restore) shares them: they need no room (unbounded sessions; a bounded one may
+  // trade them for blocks of its own as it grows).
   const SessionManager::PrefixDonor donor = sessions_->PrefixDonorFor(spec.id, spec.input);
   const int64_t shared = engine_->hot_budget_blocks() == 0 && donor.hot ? donor.chunks : 0;
   auto free_blocks = [&] {

@@ -151,8 +151,9 @@ class SessionManager {
   int64_t UserTurnTokens(const SessionId& id, const TurnInput& input) const;
   // Those tokens, for a session with `first_turn` (no turns yet).
   std::vector<int32_t> PromptTokens(const TurnInput& input, bool first_turn) const;
-  // The session whose hot blocks a turn of `id` with `input` would start from, and how many
-  // (chunks == 0: none): admission needs no room for them and must not spill the donor.
+  // The session whose hot blocks a turn of `id` with `input` would start from (a first turn's
+  // prompt, or a spilled session's restore), and how many (chunks == 0: none): admission needs no
+  // room for them and must not spill the donor.
   struct PrefixDonor {
     SessionId id;
     int32_t chunks = 0;
@@ -171,6 +172,12 @@ class SessionManager {
   // The keys of the leading hot chunks of resident sessions at power-of-two chunk counts, most
   // recently used sessions first, at most `max_keys` distinct ones (what a donor could give).
   std::vector<std::string> PrefixSummary(size_t max_keys) const;
+  // Deduplicated migration (issue #15): of the chain keys `keys` (the i-th names chunks 0..i of a
+  // session's log, prefix_keys.h), how many leading ones some session of `tenant` other than
+  // `except` holds here (in the pool or checkpointed) in a way that gives `plan`'s forms, i.e.
+  // the chunks an importer need not be sent (the import compares the tokens themselves).
+  int32_t HeldChunks(const std::string& tenant, const SessionId& except,
+                     std::span<const std::string> keys, const LayerPlan& plan) const;
   // Makes room: drops a kept prefix of a closed session if one is not in `busy`, else spills the
   // resident session that matters least (unpinned before pinned, lower priority, least recently
   // used) among those not in `busy`; false if there is neither.
@@ -188,7 +195,10 @@ class SessionManager {
   // resident session spills in that form first, a spilled one is restored and re-spilled if its
   // form differs). The session stays here (spilled) until the caller closes it.
   absl::StatusOr<SessionState> ExportState(const SessionId& id, SpillForm form);
-  // Takes a session from another worker. FAILED_PRECONDITION for another model fingerprint or
+  // Takes a session from another worker. Chunks the state leaves out as shared come from a session
+  // here with the same leading tokens (ABORTED if none holds them any more: the sender sends them);
+  // a state without usable blocks starts from the leading chunks a session here holds, if any
+  // (failover skips what is here). FAILED_PRECONDITION for another model fingerprint or
   // an existing copy at the same or a newer epoch; DATA_LOSS naming the block for a block that
   // fails its checksum or does not describe its place; with another numerics fingerprint or
   // block size the blocks are dropped and the session restores from its token log (the report
@@ -223,6 +233,10 @@ class SessionManager {
   absl::StatusOr<int64_t> ColdBytes(const SessionId& id);
   size_t WarmBytes(const SessionId& id) const;
   size_t warm_budget() const { return options_.warm_budget_bytes; }
+  // The cold tier's distinct values and references (zeros without a data dir). Any thread.
+  ColdStore::ContentStats cold_stats() const {
+    return cold_ ? cold_->content_stats() : ColdStore::ContentStats{};
+  }
   // Checkpoint payload and framing bytes of this session's stored blocks, per form, from the
   // stored values themselves (warm and cold), for honest reporting.
   struct StoredBytes {
@@ -279,11 +293,36 @@ class SessionManager {
   absl::Status ApplyMeta(const std::string& meta, Session& s, int32_t* n_chunks,
                          LayerPlan* plan) const;
   absl::Status SaveMeta(const Session& s);
+  // ImportState's checkpoints of `s` into the tiers: the state's blocks (`use_blocks`) after the
+  // shared chunks it left out, taken from a session here (ABORTED if none holds them any more);
+  // without usable blocks, the leading chunks a session here holds (SeedFromHeld). Sets the
+  // chunks checkpointed, their plan and the report's shared tokens.
+  absl::Status StoreImportedCheckpoints(const Session& s, const SessionState& state,
+                                        bool use_blocks, int32_t* n_chunks, LayerPlan* plan,
+                                        ImportReport* report);
   // Prefix reuse (prefix_reuse.cc): the resident session holding the most whole leading chunks of
   // `prompt` in the hot pool (tokens compared) if session `s` may reuse them now (its first turn,
   // nothing computed yet, at least prefix_reuse_min_tokens), and the new session seeded with the
   // donor's blocks, shared; returns the tokens seeded (0: the share failed and the turn prefills).
   PrefixDonor ReusablePrefix(const Session& s, std::span<const int32_t> prompt) const;
+  // The session of `tenant` other than `except` holding the most whole leading chunks of `tokens`
+  // (at most max_chunks; tokens compared) in the pool or as checkpoints.
+  PrefixDonor LongestHeldPrefix(const std::string& tenant, std::span<const int32_t> tokens,
+                                int32_t max_chunks, const SessionId& except,
+                                bool hot_only = false) const;
+  // For restoring spilled session `s`: the resident session whose hot blocks hold the most of its
+  // leading checkpointed chunks (at least prefix_reuse_min_tokens; chunks 0: none).
+  PrefixDonor HotDonorFor(const Session& s) const;
+  // For session `id` about to be adopted: checkpoints of its first `chunks` chunks of `tokens`
+  // in `plan`'s forms from a session here that holds them (Engine::CopyPrefixCheckpoints); the
+  // bytes copied. NOT_FOUND if none holds them all (any more).
+  absl::StatusOr<int64_t> TakeHeldChunks(const SessionId& id, const std::string& tenant,
+                                         std::span<const int32_t> tokens, int32_t chunks,
+                                         const LayerPlan& plan);
+  // An imported session with no usable blocks (failover's token log): the leading whole chunks of
+  // `tokens` another session here holds, as its checkpoints (`plan` set to their forms); returns
+  // how many (0: none, or taking them failed, logged: it rebuilds from the log as before).
+  int32_t SeedFromHeld(const Session& s, std::span<const int32_t> tokens, LayerPlan* plan);
   std::string PrefixRoot(const std::string& tenant) const;  // the chain keys' root here
   // What can give its blocks: resident sessions and kept prefixes of closed ones; and what can give
   // its checkpoints: sessions spilled in a form that has them.

@@ -112,7 +112,6 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
                      existing->attrs.epoch, " (import at epoch ", state.attrs.epoch, ")"));
   }
   const bool use_blocks = checked.use_blocks;
-  const LayerPlan& plan = checked.plan;
   ImportReport report = checked.report;
   // A stale copy from an older ownership goes (only once the new one is known to be sound).
   if (Find(state.id) != nullptr) RSD_RETURN_IF_ERROR(Close(state.id));
@@ -123,21 +122,18 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
   s.turn_ends = state.turn_ends;
   s.last_active = MonotonicSeconds();
   s.last_used = ++clock_;
-  s.spilled = use_blocks ? state.form : SpillForm::kTokens;
   bool adopted = false;
+  int32_t n_chunks = use_blocks ? state.n_chunks : 0;
+  LayerPlan plan = checked.plan;
   absl::Status st = [&]() -> absl::Status {
     if (cold_) {
       RSD_RETURN_IF_ERROR(cold_->DeleteSession(s.id));
       RSD_RETURN_IF_ERROR(cold_->PutTokenLog(s.id, state.tokens, s.turn_ends));
     }
-    if (use_blocks) {
-      for (const SessionState::Block& b : state.blocks) {
-        RSD_RETURN_IF_ERROR(tiers_->Offload(BlockKey{s.id, b.layer, b.chunk}, b.value));
-      }
-    }
-    RSD_RETURN_IF_ERROR(
-        engine_->AdoptSequence(s.id, state.tokens, use_blocks ? state.n_chunks : 0, plan));
+    RSD_RETURN_IF_ERROR(StoreImportedCheckpoints(s, state, use_blocks, &n_chunks, &plan, &report));
+    RSD_RETURN_IF_ERROR(engine_->AdoptSequence(s.id, state.tokens, n_chunks, plan));
     adopted = true;
+    s.spilled = use_blocks ? state.form : n_chunks > 0 ? SpillForm::kAuto : SpillForm::kTokens;
     return SaveMeta(s);
   }();
   if (!st.ok()) {
@@ -158,6 +154,32 @@ absl::StatusOr<ImportReport> SessionManager::ImportState(const SessionState& sta
   return report;
 }
 
+absl::Status SessionManager::StoreImportedCheckpoints(const Session& s, const SessionState& state,
+                                                      bool use_blocks, int32_t* n_chunks,
+                                                      LayerPlan* plan, ImportReport* report) {
+  const int64_t bt = engine_->model().block_tokens();
+  if (!use_blocks) {
+    *n_chunks = SeedFromHeld(s, state.tokens, plan);  // failover: what is here is not rebuilt
+    report->shared_tokens = *n_chunks * bt;
+    return absl::OkStatus();
+  }
+  if (state.shared_chunks > 0) {
+    // The sender left out the chunks this worker said it holds: they come from here.
+    absl::StatusOr<int64_t> taken =
+        TakeHeldChunks(s.id, s.attrs.tenant, state.tokens, state.shared_chunks, *plan);
+    if (!taken.ok()) {
+      return absl::AbortedError(absl::StrCat(
+          "the ", state.shared_chunks, " shared chunks of session ", s.name,
+          " cannot be taken here any more (", taken.status().message(), "): send them"));
+    }
+    report->shared_tokens = state.shared_chunks * bt;
+  }
+  for (const SessionState::Block& b : state.blocks) {
+    RSD_RETURN_IF_ERROR(tiers_->Offload(BlockKey{s.id, b.layer, b.chunk}, b.value));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SessionManager::DemoteToCold(const SessionId& id) {
   if (!cold_) return absl::FailedPreconditionError("no cold tier (no data dir)");
   return tiers_->Demote(id);
@@ -169,7 +191,11 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
                          : s.spilled == SpillForm::kTokens
                              ? 4 * s.committed()
                              : engine_->SequenceMemoryUse(s.id).checkpoint_bytes;
-  absl::StatusOr<std::string> from = engine_->Restore(s.id);
+  // Leading chunks a resident session holds in the pool are shared, not rebuilt (sessions that
+  // shared a prompt share it again after a spill).
+  const PrefixDonor donor = HotDonorFor(s);
+  absl::StatusOr<std::string> from =
+      donor.chunks > 0 ? engine_->Restore(s.id, &donor.id, donor.chunks) : engine_->Restore(s.id);
   if (!from.ok() && from.status().code() != absl::StatusCode::kResourceExhausted) {
     // A checkpoint that cannot be read is never served: rebuild from the token log instead.
     log::Warn("checkpoints unusable: rebuilding from the token log",
@@ -186,6 +212,9 @@ absl::Status SessionManager::Restore(Session& s, std::string* restored_from) {
   if (*from != "hot" && *from != "new") {
     NoteMove(absl::StrCat("restore/", *from), *from == "tokens" ? 4 * s.committed() : stored,
              MonotonicSeconds() - t0);
+  }
+  if (donor.chunks > 0 && engine_->SequenceMemoryUse(s.id).shared_blocks > 0) {
+    NoteMove("reuse/restore", 0, 0);  // chunks shared with `donor` rather than rebuilt
   }
   return absl::OkStatus();
 }

@@ -107,6 +107,9 @@ void WorkerMetrics::Refresh(const v1::WorkerStatus& st,
           l.warm_bytes_total() - l.warm_bytes_free());
   GaugeTo("rsd_worker_state_bytes", "", {{"tier", "warm"}, {"kind", "capacity"}},
           l.warm_bytes_total());
+  GaugeTo("rsd_worker_state_bytes", "", {{"tier", "cold"}, {"kind", "used"}}, l.cold_bytes());
+  GaugeTo("rsd_worker_state_bytes", "", {{"tier", "cold"}, {"kind", "saved"}},
+          l.cold_saved_bytes());
   GaugeTo("rsd_worker_device_memory_used_bytes", "Bytes the backend holds on its device", {},
           st.device().memory_used());
   // Only the rates the worker knows (0 in the status: not measured or configured).

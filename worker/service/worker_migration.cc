@@ -1,6 +1,7 @@
 // The worker's side of migration: exporting a session's state as a stream, importing one, and
 // sending one straight to another worker (SendSession). Split from worker_service.cc by concern.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -10,6 +11,7 @@
 #include "proto/state_stream.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
+#include "worker/engine/prefix_keys.h"
 #include "worker/service/worker_service.h"
 
 namespace rsd {
@@ -41,6 +43,69 @@ grpc::Status WorkerService::ExportSession(grpc::ServerContext* ctx,
   }));
 }
 
+namespace {
+
+// `state` without the blocks of its first `chunks` chunks, which the importer holds.
+SessionState WithoutLeadingChunks(const SessionState& state, int32_t chunks) {
+  SessionState out;
+  out.version = state.version;
+  out.id = state.id;
+  out.attrs = state.attrs;
+  out.model_fingerprint = state.model_fingerprint;
+  out.numerics_fingerprint = state.numerics_fingerprint;
+  out.form = state.form;
+  out.plan = state.plan;
+  out.block_tokens = state.block_tokens;
+  out.n_chunks = state.n_chunks;
+  out.shared_chunks = chunks;
+  out.tokens = state.tokens;
+  out.turn_ends = state.turn_ends;
+  for (const SessionState::Block& b : state.blocks) {
+    if (b.chunk >= static_cast<uint32_t>(chunks)) out.blocks.push_back(b);
+  }
+  return out;
+}
+
+// How many of the state's leading chunks the target holds (0 where it cannot say: an older worker,
+// or none; the stream then carries them all).
+int32_t HeldByTarget(v1::Worker::Stub& stub, const SessionState& state,
+                     std::chrono::system_clock::time_point deadline) {
+  if (state.form == SpillForm::kTokens || state.n_chunks <= 0) return 0;
+  v1::HeldPrefixRequest req;
+  req.set_tenant(state.attrs.tenant);
+  req.set_session_id(state.id.ToHex());
+  req.set_layer_forms(state.plan.ToString());
+  const std::string root = ChainRoot(state.model_fingerprint, state.numerics_fingerprint,
+                                     state.block_tokens, state.attrs.tenant);
+  for (std::string& key : ChunkKeys(root, state.tokens, state.block_tokens, state.n_chunks)) {
+    req.add_keys(std::move(key));
+  }
+  grpc::ClientContext cctx;
+  cctx.set_deadline(std::min(deadline, std::chrono::system_clock::now() + std::chrono::seconds(5)));
+  v1::HeldPrefixResponse resp;
+  const grpc::Status st = stub.HeldPrefix(&cctx, req, &resp);
+  if (!st.ok()) return 0;
+  return std::clamp(resp.chunks(), 0, state.n_chunks);
+}
+
+// Streams `state` into the target's ImportSession; its answer in `out`.
+grpc::Status StreamTo(v1::Worker::Stub& stub, grpc::ServerContext* ctx, SessionState state,
+                      v1::ImportSessionResponse* out) {
+  grpc::ClientContext cctx;
+  cctx.set_deadline(ctx->deadline());
+  std::unique_ptr<grpc::ClientWriter<v1::StateChunk>> writer = stub.ImportSession(&cctx, out);
+  const uint64_t epoch = state.attrs.epoch;
+  // A write the target refuses ends the stream early; its Finish says why.
+  (void)WriteStateStream(std::move(state), epoch, [&](const v1::StateChunk& chunk) {
+    return !ctx->IsCancelled() && writer->Write(chunk);
+  });
+  if (ctx->IsCancelled()) cctx.TryCancel();
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+}  // namespace
+
 grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::SendSessionRequest* req,
                                         v1::ImportSessionResponse* out) {
   if (req->target_address().empty()) {
@@ -63,17 +128,20 @@ grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::Send
       req->target_address(),
       options_.peer_credentials ? options_.peer_credentials : grpc::InsecureChannelCredentials(),
       args));
-  grpc::ClientContext cctx;
-  cctx.set_deadline(ctx->deadline());
-  std::unique_ptr<grpc::ClientWriter<v1::StateChunk>> writer = stub->ImportSession(&cctx, out);
-  const uint64_t epoch = state.attrs.epoch;
-  // A write the target refuses ends the stream early; its Finish says why.
-  (void)WriteStateStream(std::move(state), epoch, [&](const v1::StateChunk& chunk) {
-    return !ctx->IsCancelled() && writer->Write(chunk);
-  });
-  if (ctx->IsCancelled()) cctx.TryCancel();
-  writer->WritesDone();
-  const grpc::Status s = writer->Finish();
+  // Deduplicated migration: the chunks the target holds stay out of the stream; if it no longer
+  // holds them when the stream arrives (ABORTED) the session goes again, whole.
+  grpc::Status s = grpc::Status(grpc::StatusCode::ABORTED, "");
+  if (const int32_t held = HeldByTarget(*stub, state, ctx->deadline()); held > 0) {
+    s = StreamTo(*stub, ctx, WithoutLeadingChunks(state, held), out);
+    if (s.error_code() == grpc::StatusCode::ABORTED) {
+      log::Info("the target no longer holds the shared chunks: sending the session whole",
+                {{"session", state.id.ToHex()}, {"target", target}, {"error", s.error_message()}});
+    }
+  }
+  if (s.error_code() == grpc::StatusCode::ABORTED) {
+    *out = v1::ImportSessionResponse();
+    s = StreamTo(*stub, ctx, std::move(state), out);
+  }
   if (s.ok()) return s;
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
     return grpc::Status(
@@ -81,6 +149,43 @@ grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::Send
         absl::StrCat("worker '", options_.id, "' cannot reach ", target, ": ", s.error_message()));
   }
   return grpc::Status(s.error_code(), absl::StrCat(target, ": ", s.error_message()));
+}
+
+constexpr size_t kMaxTenantBytes = 128;  // as the router accepts
+
+grpc::Status WorkerService::HeldPrefix(grpc::ServerContext*, const v1::HeldPrefixRequest* req,
+                                       v1::HeldPrefixResponse* out) {
+  const StateLayout& layout = engine_->state_layout();
+  const int64_t most_chunks =
+      layout.max_tokens > 0 ? layout.max_tokens / std::max(layout.block_tokens, 1) : 1 << 20;
+  const auto refuse = [](const std::string& why) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("HeldPrefix: ", why));
+  };
+  if (req->tenant().size() > kMaxTenantBytes) {
+    return refuse(absl::StrCat("a tenant of ", req->tenant().size(), " bytes (at most ",
+                               kMaxTenantBytes, ")"));
+  }
+  if (req->keys_size() > most_chunks) {
+    return refuse(absl::StrCat(req->keys_size(), " chunk keys; a session here has at most ",
+                               most_chunks, " chunks"));
+  }
+  for (int i = 0; i < req->keys_size(); ++i) {
+    if (req->keys(i).size() != 16) {
+      return refuse(absl::StrCat("chunk key ", i, " is ", req->keys(i).size(), " bytes, not 16"));
+    }
+  }
+  absl::StatusOr<LayerPlan> plan = LayerPlan::Parse(req->layer_forms(), layout.n_layers);
+  if (!plan.ok()) return refuse(std::string(plan.status().message()));
+  SessionId except;
+  if (!req->session_id().empty()) {
+    absl::StatusOr<SessionId> id = ParseSessionId(req->session_id());
+    if (!id.ok()) return refuse(std::string(id.status().message()));
+    except = *id;
+  }
+  const std::string tenant = req->tenant().empty() ? "default" : req->tenant();
+  const std::vector<std::string> keys(req->keys().begin(), req->keys().end());
+  scheduler_->RunSync([&] { out->set_chunks(sessions_->HeldChunks(tenant, except, keys, *plan)); });
+  return grpc::Status::OK;
 }
 
 grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
@@ -124,6 +229,7 @@ grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
     out->set_payload_bytes(report->payload_bytes);
     out->set_framing_bytes(report->framing_bytes);
     out->set_token_bytes(static_cast<int64_t>(state.tokens.size()) * 4);
+    out->set_shared_tokens(report->shared_tokens);
     st = FillInfo(state.id, out->mutable_session());
   });
   if (!st.ok()) return ToGrpc(st);

@@ -90,6 +90,9 @@ v1::WorkerStatus WorkerService::Status() {
   load->set_warm_bytes_total(static_cast<int64_t>(sessions_->warm_budget()));
   load->set_warm_bytes_free(static_cast<int64_t>(sessions_->warm_budget()) -
                             static_cast<int64_t>(sessions_->warm_bytes()));
+  const ColdStore::ContentStats cold = sessions_->cold_stats();
+  load->set_cold_bytes(cold.bytes);
+  load->set_cold_saved_bytes(cold.referenced_bytes - cold.bytes);
   load->set_queue_depth(s.queue_depth);
   load->set_running(s.running);
   load->set_queue_limit(scheduler_->options().max_queue);

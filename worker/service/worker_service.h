@@ -59,6 +59,8 @@ class WorkerService final : public v1::Worker::Service {
                            v1::ImportSessionResponse* out) override;
   grpc::Status PromptKeys(grpc::ServerContext* ctx, const v1::PromptKeysRequest* req,
                           v1::PromptKeysResponse* out) override;
+  grpc::Status HeldPrefix(grpc::ServerContext* ctx, const v1::HeldPrefixRequest* req,
+                          v1::HeldPrefixResponse* out) override;
 
   // Registration: the sessions this worker holds, with their epochs; and dropping those the
   // router says are no longer ours (failed over or migrated while we were away).

@@ -3,6 +3,7 @@
 // side sees the other's tokens.
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,57 @@ class SharedBlocks : public ::testing::Test {
     }
     return out;
   }
+  // Every distinct value among the sessions' stored blocks (compared as bytes), the keys, and the
+  // distinct values of the prompt's chunks (below `shared_chunks`).
+  struct Distinct {
+    int64_t values = 0, bytes = 0, keys = 0, prompt_values = 0;
+  };
+  static Distinct CountDistinct(testing::TestWorker& w, const std::vector<SessionId>& ids,
+                                int64_t shared_chunks) {
+    std::set<std::string> seen;
+    Distinct d;
+    for (const SessionId& id : ids) {
+      EXPECT_TRUE(w.engine()
+                      .tiers()
+                      .Export(id,
+                              [&](const BlockKey& key, std::string_view v) {
+                                ++d.keys;
+                                if (seen.insert(std::string(v)).second) {
+                                  d.bytes += static_cast<int64_t>(v.size());
+                                  d.prompt_values += key.block < shared_chunks;
+                                }
+                                return absl::OkStatus();
+                              })
+                      .ok());
+    }
+    d.values = static_cast<int64_t>(seen.size());
+    return d;
+  }
+  // The sessions spilled in the engine's plan: the warm tier holds each distinct value once (its
+  // bytes used = those values and every key); demoted to RocksDB, the store's counters equal the
+  // distinct values, and every session keeps a key for each of the prompt's values, stored once.
+  static void ExpectOnceInEachTier(testing::TestWorker& w, const std::vector<SessionId>& ids,
+                                   int64_t shared_chunks) {
+    for (const SessionId& id : ids) ASSERT_TRUE(w.sessions().Spill(id, SpillForm::kAuto).ok());
+    const Distinct warm = CountDistinct(w, ids, shared_chunks);
+    ASSERT_GT(warm.prompt_values, 0);
+    EXPECT_EQ(static_cast<int64_t>(w.sessions().warm_bytes()),
+              warm.bytes + warm.keys * static_cast<int64_t>(BlockKey::kEncodedSize));
+    ColdStore& cold = *w.sessions().cold_for_test();
+    EXPECT_EQ(cold.content_stats().values, 0);
+    for (const SessionId& id : ids) ASSERT_TRUE(w.sessions().DemoteToCold(id).ok());
+    EXPECT_EQ(w.sessions().warm_bytes(), 0u);
+    const Distinct d = CountDistinct(w, ids, shared_chunks);
+    const ColdStore::ContentStats st = cold.content_stats();
+    EXPECT_EQ(st.values, d.values);
+    EXPECT_EQ(st.bytes, d.bytes);
+    EXPECT_EQ(st.references, d.keys);
+    EXPECT_EQ(d.keys - d.values, 15 * d.prompt_values);
+    std::printf(
+        "%lld keys, %lld distinct values: warm %.1f MiB, RocksDB %.1f MiB (%.1f MiB saved)\n",
+        static_cast<long long>(d.keys), static_cast<long long>(st.values), warm.bytes / 1048576.0,
+        st.bytes / 1048576.0, (st.referenced_bytes - st.bytes) / 1048576.0);
+  }
   std::string model_;
 };
 
@@ -158,9 +210,13 @@ TEST_F(SharedBlocks, AWriteIntoASharedBlockCopiesItFirst) {
 }
 
 // Sixteen sessions whose first turns start with one 1,000-token prompt hold its blocks once in the
-// hot pool (asserted from the pool's counters), and answer as they would alone.
+// hot pool (asserted from the pool's counters) and, spilled, once in the warm tier and, demoted,
+// once in RocksDB (asserted from the tiers' counters against the distinct values the test finds),
+// share it again in the pool when they come back, and answer as they would alone.
 TEST_F(SharedBlocks, SixteenSessionsHoldASharedPromptOnce) {
-  testing::TestWorker w(Options(16), {});
+  SessionManagerOptions durable;
+  durable.data_dir = testing::MakeTempDir("rsd-shared-cold");
+  testing::TestWorker w(Options(16), durable);
   ASSERT_TRUE(w.Start().ok());
   std::string system;
   for (int i = 0; w.sessions().PromptTokens(system, true).size() < 1000; ++i) {
@@ -194,7 +250,22 @@ TEST_F(SharedBlocks, SixteenSessionsHoldASharedPromptOnce) {
   // Every session's own blocks plus the prompt's, once.
   EXPECT_EQ(pool.used(), held - 15 * shared);
   EXPECT_EQ(pool.saved(), 15 * shared);
-  for (int i : {1, 15}) {
+  ExpectOnceInEachTier(w, ids, shared);
+  // Back from RocksDB for a second turn: the first to return rebuilds the prompt's blocks, the
+  // others share them again (not rebuilt), so the pool holds them once as before.
+  std::vector<TurnResult> second;
+  for (int i = 0; i < 16; ++i) {
+    absl::StatusOr<TurnResult> r = w.Chat(ids[i], "and then?", params);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->restored_from, "cold") << i;
+    second.push_back(*r);
+  }
+  EXPECT_EQ(pool.shared(), shared);
+  held = 0;
+  for (int i = 0; i < 16; ++i) held += w.engine().SequenceMemoryUse(ids[i]).hot_blocks;
+  EXPECT_EQ(pool.used(), held - 15 * shared);
+  EXPECT_EQ(w.sessions().StateMoves()["reuse/restore"].count, 15);
+  for (int i : {0, 1, 15}) {
     testing::TestWorker alone(Options(16), {});
     ASSERT_TRUE(alone.Start().ok());
     const SessionId id = SessionId::Random();
@@ -204,6 +275,10 @@ TEST_F(SharedBlocks, SixteenSessionsHoldASharedPromptOnce) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(results[i].generation.tokens, r->generation.tokens) << i;
     EXPECT_EQ(results[i].generation.logit_hashes, r->generation.logit_hashes) << i;
+    r = alone.Chat(id, "and then?", params);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(second[i].generation.tokens, r->generation.tokens) << i;
+    EXPECT_EQ(second[i].generation.logit_hashes, r->generation.logit_hashes) << i;
   }
 }
 

@@ -225,7 +225,10 @@ TEST_F(WorkerServiceTest, SendSessionMovesTheSessionWorkerToWorkerExactly) {
     grpc::Status s = w1_.stub().SendSession(Ctx().get(), send, &imported);
     ASSERT_TRUE(s.ok()) << s.error_message();
     EXPECT_EQ(imported.session().turns(), 2u);
-    EXPECT_EQ(imported.form(), form);
+    // A token log whose leading chunks a session on w2 holds (an earlier round moved the same
+    // script there) starts from their checkpoints there: it restores from those ("auto").
+    const bool seeded = std::string(form) == "tokens" && imported.shared_tokens() > 0;
+    EXPECT_EQ(imported.form(), seeded ? "auto" : form);
     EXPECT_GT(imported.wire_bytes(), 0);
 
     Turn third = RunTurn(w2_.stub(), Ref(id, 2), script[2]);
