@@ -1,10 +1,9 @@
-// Chaos (issue #14), loopback only, bounded rounds: 16 sessions chat (a pause of 0.2 to 1 s between
-// turns) while a driver kill -9s a worker or the router every few seconds (w1, the router, w2 in
-// turn) and restarts it, migrates sessions to the other worker in random forms, and every other
-// round drains a worker (all its sessions move off while they chat; then it takes work again).
-// Each client
-// retries a refused or broken turn with its turn id until it commits, and keeps chatting until
-// the driver is done. Afterwards:
+// Chaos (issue #14), loopback only, bounded rounds: 16 sessions whose first messages share an
+// opening chat (a pause of 0.2 to 1 s between turns) while a driver kill -9s a worker or the router
+// every few seconds (w1, the router, w2 in turn) and restarts it, migrates sessions to the other
+// worker in random forms, and every other round drains a worker (all its sessions move off while
+// they chat; then it takes work again). Each client retries a refused or broken turn with its turn
+// id until it commits, and keeps chatting until the driver is done. Afterwards:
 //  - every turn a client saw committed equals the same session run alone by `rsd-run chat`,
 //    token for token (greedy and seeded sampling), and one more turn on each session does too;
 //  - the journal holds exactly the turns the clients committed (none lost, none doubled), and
@@ -38,10 +37,20 @@ constexpr int kMinTurns = 3;   // each session's turns during the chaos: at leas
 constexpr int kMaxTurns = 40;  // at most these; one more runs after it
 constexpr int kMaxTokens = 6;
 
+// Every session's first message starts with one shared text (issue #15: sessions start from each
+// other's blocks, share them in the pool, spill and restore sharing them, and migrate leaving out
+// what the target holds, all while processes are killed).
+const char kSharedOpening[] =
+    "Read this note first. The library opens at nine and closes at five; the reading room is on "
+    "the second floor; quiet please; books return to the cart by the door; ask the desk for help "
+    "with the catalogue. Now: ";
+
 // Session s's first n user messages.
 std::vector<std::string> Script(int s, int n) {
   std::vector<std::string> out;
-  for (int t = 0; t < n; ++t) out.push_back(ScriptMessage(s, t));
+  for (int t = 0; t < n; ++t) {
+    out.push_back(t == 0 ? kSharedOpening + ScriptMessage(s, t) : ScriptMessage(s, t));
+  }
   return out;
 }
 
@@ -74,6 +83,7 @@ struct Chaos {
   std::vector<double> recover_seconds;
   std::atomic<int> committed{0}, retried{0}, kills{0}, migrations{0}, migrations_refused{0};
   std::atomic<int> drains{0}, drained_sessions{0}, drains_refused{0};
+  std::atomic<int> reused{0};  // first turns that started from another session's blocks
   std::atomic<bool> driver_done{false};
 };
 
@@ -101,6 +111,7 @@ class ChaosTest : public ::testing::Test {
           got->push_back(o.tokens);
           EXPECT_EQ(o.done.turn(), static_cast<uint32_t>(t + 1)) << "session " << s;
           chaos.committed++;
+          if (o.done.usage().reused_tokens() > 0) chaos.reused++;
           if (interrupted) {
             std::lock_guard<std::mutex> lock(chaos.mu);
             chaos.recover_seconds.push_back(
@@ -240,12 +251,12 @@ TEST_F(ChaosTest, KillsMigrationsAndDrainsLoseNoTurnAndChangeNoToken) {
       "chaos: %d rounds in %.1f s: %d kills, %d turns committed, %d attempts refused or broken "
       "and retried, %d migrations (%d refused), %d drains moving %d sessions (%d refused), time "
       "from a kill to each interrupted turn's commit p50 %.2f s p99 %.2f s (%zu turns), turns "
-      "lost %d\n",
+      "lost %d; %d first turns started from another session's blocks\n",
       Rounds(), seconds, chaos.kills.load(), chaos.committed.load(), chaos.retried.load(),
       chaos.migrations.load(), chaos.migrations_refused.load(), chaos.drains.load(),
       chaos.drained_sessions.load(), chaos.drains_refused.load(),
       Percentile(chaos.recover_seconds, 0.5), Percentile(chaos.recover_seconds, 0.99),
-      chaos.recover_seconds.size(), lost);
+      chaos.recover_seconds.size(), lost, chaos.reused.load());
   EXPECT_EQ(lost, 0);
   EXPECT_EQ(chaos.kills.load(), Rounds());
   EXPECT_GT(chaos.drained_sessions.load(), 0) << "no drain moved a session";
