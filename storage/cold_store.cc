@@ -69,7 +69,14 @@ absl::StatusOr<std::unique_ptr<ColdStore>> ColdStore::Open(const std::string& di
   store->tokens_ = store->rocks_->family(kTokensCf);
   store->blocks_ = store->rocks_->family(kBlocksCf);
   store->content_ = store->rocks_->family(kContentCf);
-  RSD_RETURN_IF_ERROR(store->Sweep());
+  if (absl::Status swept = store->Sweep(); !swept.ok()) {
+    // A damaged table file of blocks or values costs the checkpoints in it, not the store: the
+    // sessions that need them rebuild from their token logs (and a store whose sessions cannot be
+    // listed whole is salvaged by the session manager). The counters then cover what was read.
+    log::Error("cold store: the block sweep could not read every block; not repaired",
+               {{"dir", dir}, {"error", swept.ToString()}});
+    store->sweep_failed_ = true;
+  }
   return store;
 }
 

@@ -89,6 +89,9 @@ class ColdStore {
   absl::Status DeleteBlock(const BlockKey& key);
   // The keys of the session's stored blocks, in key order, without reading their values.
   absl::StatusOr<std::vector<BlockKey>> BlockKeys(const SessionId& session);
+  // The bytes of the session's blocks (each counted in full, shared or not), from the reference
+  // counts' records: no value is read.
+  absl::StatusOr<int64_t> SessionBlockBytes(const SessionId& session);
   // `from`'s value also under `to`, by reference: no bytes are read or written. NOT_FOUND if
   // `from` is absent.
   absl::Status AliasBlock(const BlockKey& from, const BlockKey& to);
@@ -105,6 +108,9 @@ class ColdStore {
     int64_t orphan_values = 0, dangling_keys = 0, fixed_counts = 0;
   };
   const SweepReport& swept_at_open() const { return swept_; }
+  // Whether the sweep at Open could not read every block (a damaged table file: logged, and the
+  // store opened anyway).
+  bool sweep_failed() const { return sweep_failed_; }
   // Calls `fn(key, value)` for each stored block of `session` in key order (layer, then block);
   // `value` is valid only during the call. Stops at and returns the first non-OK status of `fn`.
   absl::Status ForEachBlock(
@@ -213,6 +219,7 @@ class ColdStore {
   mutable absl::Mutex blob_mu_;
   ContentStats stats_ ABSL_GUARDED_BY(blob_mu_);
   SweepReport swept_;
+  bool sweep_failed_ = false;
 };
 
 }  // namespace rsd

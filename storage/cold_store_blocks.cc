@@ -257,6 +257,22 @@ absl::StatusOr<std::vector<BlockKey>> ColdStore::BlockKeys(const SessionId& sess
   return keys;
 }
 
+absl::StatusOr<int64_t> ColdStore::SessionBlockBytes(const SessionId& session) {
+  absl::MutexLock lock(&blob_mu_);
+  int64_t total = 0;
+  RSD_RETURN_IF_ERROR(ForEachRaw(session, [&](const BlockKey&, std::string_view stored) {
+    std::optional<std::string> hash = RefOf(stored);
+    if (!hash) {
+      total += static_cast<int64_t>(stored.size());
+      return absl::OkStatus();
+    }
+    RSD_ASSIGN_OR_RETURN(const Count c, CountOf(*hash));
+    total += static_cast<int64_t>(c.bytes);
+    return absl::OkStatus();
+  }));
+  return total;
+}
+
 absl::Status ColdStore::UnrefSession(rocksdb::WriteBatch& batch, const SessionId& session,
                                      Delta* d) {
   std::map<std::string, uint64_t> refs;

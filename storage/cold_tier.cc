@@ -40,12 +40,8 @@ absl::StatusOr<bool> ColdTier::HoldsSession(const SessionId& session) {
 }
 
 absl::StatusOr<size_t> ColdTier::SessionBytes(const SessionId& session) {
-  size_t total = 0;
-  RSD_RETURN_IF_ERROR(store_->ForEachBlock(session, [&](const BlockKey&, std::string_view v) {
-    total += v.size();
-    return absl::OkStatus();
-  }));
-  return total;
+  RSD_ASSIGN_OR_RETURN(const int64_t bytes, store_->SessionBlockBytes(session));
+  return static_cast<size_t>(bytes);
 }
 
 }  // namespace rsd

@@ -18,6 +18,7 @@
 #include "storage/cold_store.h"
 #include "storage/common/hash.h"
 #include "storage/testing/drop_unsynced_fs.h"
+#include "storage/testing/sst_damage.h"
 #include "tests/support/test_util.h"
 
 namespace rsd {
@@ -107,6 +108,8 @@ TEST_F(ColdDedup, SixteenSessionsHoldASharedPrefixOnce) {
     }
   }
   ColdStore::ContentStats st = store_->content_stats();
+  // A session's bytes count its blocks in full, shared or not (without reading them).
+  EXPECT_EQ(*store_->SessionBlockBytes(ids[3]), 15 * 3000);
   EXPECT_EQ(st.values, 12 + 16 * 3);
   EXPECT_EQ(st.bytes, (12 + 16 * 3) * 3000);
   EXPECT_EQ(st.references, 16 * 15);
@@ -267,6 +270,41 @@ TEST_F(ColdDedup, TheSweepAtOpenRepairsOrphansDanglingKeysAndCounts) {
   EXPECT_EQ(store_->swept_at_open().orphan_values + store_->swept_at_open().dangling_keys +
                 store_->swept_at_open().fixed_counts,
             0);
+}
+
+// A flipped byte in a table file of block keys or of values (a stopped worker's disk): the store
+// opens (the sweep, which cannot read every block, repairs nothing and says so), the block whose
+// key or value sits in the damaged file is DATA_LOSS (its session rebuilds from its token log),
+// and the others read intact.
+TEST_F(ColdDedup, ADamagedTableFileCostsOnlyTheBlocksInIt) {
+  for (const char* family : {"blocks", "content"}) {
+    SCOPED_TRACE(family);
+    db_ = std::string("damaged-") + family;
+    Open();
+    std::vector<SessionId> ids;
+    for (int i = 0; i < 3; ++i) {
+      ids.push_back(SessionId::Random());
+      ASSERT_TRUE(store_->PutBlock({ids.back(), 1, 0}, Value(i)).ok());
+      ASSERT_TRUE(store_->Flush().ok());  // each block in table files of its own
+    }
+    store_.reset();
+    absl::StatusOr<std::vector<std::string>> files =
+        testing::SstFilesOfFamily(root_ + "/" + db_, family);
+    ASSERT_TRUE(files.ok()) << files.status();
+    ASSERT_EQ(files->size(), 3u);
+    ASSERT_TRUE(testing::FlipByte((*files)[1], 5).ok());
+    Open();
+    EXPECT_TRUE(store_->sweep_failed());
+    EXPECT_EQ(store_->swept_at_open().orphan_values + store_->swept_at_open().dangling_keys, 0);
+    EXPECT_THAT(store_->GetBlock({ids[1], 1, 0}),
+                StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("block")));
+    for (int i : {0, 2}) {
+      absl::StatusOr<std::string> got = store_->GetBlock({ids[i], 1, 0});
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, Value(i));
+    }
+    store_.reset();
+  }
 }
 
 }  // namespace
