@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "storage/common/hash.h"
 #include "storage/common/status.h"
+#include "storage/prefix_keys.h"
 
 namespace rsd {
 namespace {
@@ -77,6 +78,24 @@ v1::StateHeader StateHeaderOf(const SessionState& state, uint64_t epoch) {
   h.mutable_tokens()->Add(state.tokens.begin(), state.tokens.end());
   h.mutable_turn_ends()->Add(state.turn_ends.begin(), state.turn_ends.end());
   return h;
+}
+
+std::optional<v1::HeldPrefixRequest> HeldPrefixOffer(const v1::StateHeader& h) {
+  if (h.form() == "tokens" || h.n_chunks() <= h.shared_chunks() || h.block_tokens() <= 0) {
+    return std::nullopt;
+  }
+  v1::HeldPrefixRequest req;
+  const std::string tenant = h.ref().tenant().empty() ? "default" : h.ref().tenant();
+  req.set_tenant(tenant);
+  req.set_session_id(h.ref().session_id());
+  req.set_layer_forms(h.layer_forms());
+  const std::vector<int32_t> tokens(h.tokens().begin(), h.tokens().end());
+  const std::string root =
+      ChainRoot(h.model_fingerprint(), h.numerics_fingerprint(), h.block_tokens(), tenant);
+  for (std::string& key : ChunkKeys(root, tokens, h.block_tokens(), h.n_chunks())) {
+    req.add_keys(std::move(key));
+  }
+  return req;
 }
 
 absl::Status WriteStateStream(SessionState state, uint64_t epoch,

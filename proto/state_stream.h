@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "rsd/v1/worker.pb.h"
@@ -28,6 +29,12 @@ class StateDigest {
 
 // The header message of `state`'s stream; `epoch` is the new owner's (the router sets it).
 v1::StateHeader StateHeaderOf(const SessionState& state, uint64_t epoch);
+
+// Deduplicated migration (issue #15): the offer a sender makes the target before streaming a state
+// with this header (Worker.HeldPrefix): the tenant, the session, the blocks' layer forms and the
+// chain key of each whole chunk its blocks cover (storage/prefix_keys.h). nullopt for a stream
+// without blocks to leave out.
+std::optional<v1::HeldPrefixRequest> HeldPrefixOffer(const v1::StateHeader& header);
 
 // Hands `state`'s stream to `write` message by message: the header (with `epoch`), each block
 // (moved out of `state`), the trailer. CANCELLED "the importer left" once `write` returns false.

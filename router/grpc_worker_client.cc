@@ -152,6 +152,10 @@ class GrpcWorkerClient final : public WorkerClient {
                                                     absl::Time deadline) override {
     return Unary(&v1::Worker::Stub::PromptKeys, req, deadline);
   }
+  absl::StatusOr<v1::HeldPrefixResponse> HeldPrefix(const v1::HeldPrefixRequest& req,
+                                                    absl::Time deadline) override {
+    return Unary(&v1::Worker::Stub::HeldPrefix, req, deadline);
+  }
 
  private:
   template <typename Req, typename Resp>

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "router/dedup_pipe.h"
 #include "router/router_core.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
@@ -177,7 +178,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& 
 
 absl::StatusOr<v1::MigrateResponse> RouterCore::PipeLocked(
     const SessionRecord& session, const WorkerSnapshot& source, const WorkerSnapshot& target,
-    const v1::ExportSessionRequest& req, absl::Time deadline, absl::Time started) {
+    const v1::ExportSessionRequest& req, absl::Time deadline, absl::Time started, bool dedup) {
   const std::string what =
       absl::StrCat("migrate session ", session.id.ToHex(), " from worker '", session.worker,
                    "' (epoch ", session.epoch, ") to worker '", target.desc.id, "'");
@@ -193,7 +194,16 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::PipeLocked(
     }
     return false;
   };
-  absl::StatusOr<v1::ImportSessionResponse> imported = Import(target, deadline, next);
+  DedupPipe pipe(next, [&](const v1::StateHeader& header) -> int32_t {
+    const std::optional<v1::HeldPrefixRequest> offer =
+        dedup ? HeldPrefixOffer(header) : std::nullopt;
+    if (!offer) return 0;
+    absl::StatusOr<v1::HeldPrefixResponse> held =
+        Worker(target)->HeldPrefix(*offer, Sooner(deadline, absl::Now() + absl::Seconds(5)));
+    return held.ok() ? held->chunks() : 0;  // an older worker, or none: everything travels
+  });
+  absl::StatusOr<v1::ImportSessionResponse> imported =
+      Import(target, deadline, [&](v1::StateChunk* chunk) { return pipe.Next(chunk); });
   if (!export_finished) {
     // The target refused before the end: stop the source's stream.
     reader->Cancel();
@@ -201,6 +211,11 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::PipeLocked(
     while (reader->Read(&drained)) {
     }
     (void)reader->Finish();
+  }
+  if (absl::IsAborted(imported.status()) && pipe.shared_chunks() > 0) {
+    log::Info("the target no longer holds the shared chunks: piping the session whole",
+              {{"what", what}, {"error", std::string(imported.status().message())}});
+    return PipeLocked(session, source, target, req, deadline, started, /*dedup=*/false);
   }
   if (!imported.ok()) return Prefixed(imported.status(), what);
   absl::StatusOr<v1::MigrateResponse> out =

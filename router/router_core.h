@@ -246,12 +246,14 @@ class RouterCore {
                                                  const std::string& form, absl::Time deadline,
                                                  absl::Time started);
   // Gate held, after MoveLocked's SendSession could not reach the target: the owner's export
-  // piped through the router into `target`.
+  // piped through the router into `target`, without the leading chunks the target says it holds
+  // (`dedup`; router/dedup_pipe.h): if it no longer does, piped again whole.
   absl::StatusOr<v1::MigrateResponse> PipeLocked(const SessionRecord& session,
                                                  const WorkerSnapshot& source,
                                                  const WorkerSnapshot& target,
                                                  const v1::ExportSessionRequest& req,
-                                                 absl::Time deadline, absl::Time started);
+                                                 absl::Time deadline, absl::Time started,
+                                                 bool dedup = true);
   // Gate held. The token-only stream from the journal into `target`.
   absl::StatusOr<v1::MigrateResponse> RebuildLocked(const SessionRecord& session,
                                                     const WorkerSnapshot& target,

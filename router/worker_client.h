@@ -76,6 +76,11 @@ class WorkerClient {
                                                             absl::Time deadline) {
     return absl::UnimplementedError("this worker client computes no prompt keys");
   }
+  // How many leading chunks of an offered session the worker holds (deduplicated migration).
+  virtual absl::StatusOr<v1::HeldPrefixResponse> HeldPrefix(const v1::HeldPrefixRequest& req,
+                                                            absl::Time deadline) {
+    return absl::UnimplementedError("this worker client answers no prefix offers");
+  }
 };
 
 // The client for the worker at an address (what workers register with). Implementations cache one

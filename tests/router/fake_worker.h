@@ -8,13 +8,16 @@
 // dying between its commit and its reply). Like a real worker, a Chat naming `committed_turns`
 // drops the turns past them first (DATA_LOSS if it holds fewer).
 // `export_delay_ms`, `corrupt_export` (bad digest), `truncate_export` (no trailer),
-// `export_fail` / `import_fail`, `model_fingerprint`.
+// `export_fail` / `import_fail`, `model_fingerprint`. Deduplicated migration: HeldPrefix answers
+// `held_chunks` (at most the keys offered); an import that leaves chunks out is ABORTED while
+// `abort_shared_imports` (the held chunks gone meanwhile).
 // FakeWorker has no transport (absl::Status results, callbacks for streams): FakeWorkerService
 // (fake_worker_service.h) serves it over gRPC, and MemoryWorkers (memory_workers.h) hands it to
 // the router core directly.
 // Thread-safe (mu_ guards the recorded requests, the sessions and the non-atomic knobs).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -219,6 +222,9 @@ class FakeWorker {
       return absl::Status(state.status().code(),
                           absl::StrCat("fake worker: ", state.status().message()));
     }
+    if (state->shared_chunks > 0 && abort_shared_imports) {
+      return absl::AbortedError("fake worker: the shared chunks are not here any more");
+    }
     if (state->model_fingerprint != model_fingerprint) {
       return absl::FailedPreconditionError(absl::StrCat("fake worker: model fingerprint ",
                                                         state->model_fingerprint, " is not ",
@@ -246,6 +252,13 @@ class FakeWorker {
     resp->set_framing_bytes(16 * static_cast<int64_t>(state->blocks.size()));
     resp->set_token_bytes(4 * static_cast<int64_t>(state->tokens.size()));
     resp->set_wire_bytes(stream.wire_bytes());
+    resp->set_shared_tokens(int64_t{state->shared_chunks} * state->block_tokens);
+    return absl::OkStatus();
+  }
+
+  absl::Status HeldPrefix(const v1::HeldPrefixRequest* req, v1::HeldPrefixResponse* resp) {
+    held_offers++;
+    resp->set_chunks(std::min(held_chunks.load(), req->keys_size()));
     return absl::OkStatus();
   }
 
@@ -295,6 +308,9 @@ class FakeWorker {
   std::atomic<bool> truncate_export{false};
   std::atomic<int> turn_delay_ms{0};
   std::atomic<int> export_delay_ms{0};
+  std::atomic<int> held_chunks{0};
+  std::atomic<bool> abort_shared_imports{false};
+  std::atomic<int> held_offers{0};
 
  private:
   // NOT_FOUND for an unknown session; FAILED_PRECONDITION for another epoch (a stale owner).

@@ -220,6 +220,13 @@ class MemoryWorkers final : public WorkerClients {
     std::unique_ptr<ImportStream> ImportSession(absl::Time) override {
       return std::make_unique<MemoryImportStream>(all_->Find(address_));
     }
+    absl::StatusOr<v1::HeldPrefixResponse> HeldPrefix(const v1::HeldPrefixRequest& req,
+                                                      absl::Time) override {
+      RSD_ASSIGN_OR_RETURN(FakeWorker * w, all_->Find(address_));
+      v1::HeldPrefixResponse out;
+      RSD_RETURN_IF_ERROR(w->HeldPrefix(&req, &out));
+      return out;
+    }
     // The fake exports and imports into the target fake directly, as a real worker streams.
     absl::StatusOr<v1::ImportSessionResponse> SendSession(const v1::SendSessionRequest& req,
                                                           absl::Time deadline) override {

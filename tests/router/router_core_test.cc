@@ -485,5 +485,43 @@ TEST_F(RouterCoreTest, ATargetTheSourceCannotReachGetsTheStateThroughTheRouter) 
   EXPECT_EQ(w3.imports.size(), before + 1);
 }
 
+// Deduplicated migration on the router's route (issue #15): the router offers the target the
+// chunk keys from the stream's header, leaves out the blocks of the chunks it holds (the stream
+// re-signed after the source's digest checked out), and pipes the session again whole when the
+// target no longer holds them (ABORTED).
+TEST_F(RouterCoreTest, APipedStateLeavesOutWhatTheTargetHoldsAndGoesWholeIfItNoLongerDoes) {
+  AddWorker("w1");
+  FakeWorker& w2 = AddWorker("w2");
+  registry_->SetCordoned("w2", true).IgnoreError();
+  const std::string s = Create();
+  registry_->SetCordoned("w2", false).IgnoreError();
+  ASSERT_TRUE(Chat(s, "one").status.ok());
+  workers_.SetFencedFromWorkers("mem://w2", true);
+  w2.held_chunks = 1;  // the fake exports one chunk of two blocks
+  absl::StatusOr<v1::MigrateResponse> moved =
+      core_->Migrate(s, "w2", "kv", absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->route(), "router");
+  EXPECT_EQ(w2.held_offers.load(), 1);
+  EXPECT_EQ(moved->blocks(), 0);
+  EXPECT_EQ(moved->payload_bytes(), 0);
+  EXPECT_EQ(moved->shared_tokens(), 1);
+  ASSERT_EQ(w2.imports.size(), 1u);
+  EXPECT_EQ(w2.imports[0].front().header().shared_chunks(), 1);
+  EXPECT_EQ(w2.imports[0].size(), 2u);  // header and trailer only
+  // Back to w1 (which holds nothing), then to w2 again, which refuses the shared chunks now.
+  ASSERT_TRUE(core_->Migrate(s, "w1", "kv", absl::Now() + absl::Seconds(10)).ok());
+  w2.abort_shared_imports = true;
+  moved = core_->Migrate(s, "w2", "kv", absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->route(), "router");
+  EXPECT_EQ(moved->blocks(), 2);
+  EXPECT_EQ(moved->shared_tokens(), 0);
+  ASSERT_EQ(w2.imports.size(), 3u);  // the refused stream, then the whole one
+  EXPECT_EQ(w2.imports[1].front().header().shared_chunks(), 1);
+  EXPECT_EQ(w2.imports[2].front().header().shared_chunks(), 0);
+  EXPECT_EQ(w2.Get(s).log.size(), 100u);
+}
+
 }  // namespace
 }  // namespace rsd::router

@@ -16,7 +16,7 @@
 #include "storage/common/clock.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
-#include "worker/engine/prefix_keys.h"
+#include "storage/prefix_keys.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {

@@ -11,7 +11,6 @@
 #include "proto/state_stream.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
-#include "worker/engine/prefix_keys.h"
 #include "worker/service/worker_service.h"
 
 namespace rsd {
@@ -70,20 +69,13 @@ SessionState WithoutLeadingChunks(const SessionState& state, int32_t chunks) {
 // or none; the stream then carries them all).
 int32_t HeldByTarget(v1::Worker::Stub& stub, const SessionState& state,
                      std::chrono::system_clock::time_point deadline) {
-  if (state.form == SpillForm::kTokens || state.n_chunks <= 0) return 0;
-  v1::HeldPrefixRequest req;
-  req.set_tenant(state.attrs.tenant);
-  req.set_session_id(state.id.ToHex());
-  req.set_layer_forms(state.plan.ToString());
-  const std::string root = ChainRoot(state.model_fingerprint, state.numerics_fingerprint,
-                                     state.block_tokens, state.attrs.tenant);
-  for (std::string& key : ChunkKeys(root, state.tokens, state.block_tokens, state.n_chunks)) {
-    req.add_keys(std::move(key));
-  }
+  const std::optional<v1::HeldPrefixRequest> offer =
+      HeldPrefixOffer(StateHeaderOf(state, state.attrs.epoch));
+  if (!offer) return 0;
   grpc::ClientContext cctx;
   cctx.set_deadline(std::min(deadline, std::chrono::system_clock::now() + std::chrono::seconds(5)));
   v1::HeldPrefixResponse resp;
-  const grpc::Status st = stub.HeldPrefix(&cctx, req, &resp);
+  const grpc::Status st = stub.HeldPrefix(&cctx, *offer, &resp);
   if (!st.ok()) return 0;
   return std::clamp(resp.chunks(), 0, state.n_chunks);
 }

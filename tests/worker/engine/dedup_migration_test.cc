@@ -12,10 +12,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "storage/prefix_keys.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
 #include "tests/support/test_worker.h"
-#include "worker/engine/prefix_keys.h"
 #include "worker/engine/session_manager.h"
 
 namespace rsd {

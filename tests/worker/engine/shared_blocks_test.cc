@@ -10,11 +10,11 @@
 #include "gtest/gtest.h"
 #include "kernels/backend_factory.h"
 #include "storage/kv_block_pool.h"
+#include "storage/prefix_keys.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_util.h"
 #include "tests/support/test_worker.h"
 #include "worker/engine/engine.h"
-#include "worker/engine/prefix_keys.h"
 
 namespace rsd {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/engine/prefix_keys.h"
+#include "storage/prefix_keys.h"
 
 #include <algorithm>
 
