@@ -44,21 +44,13 @@ grpc::Status WorkerService::ExportSession(grpc::ServerContext* ctx,
 
 namespace {
 
-// `state` without the blocks of its first `chunks` chunks, which the importer holds.
-SessionState WithoutLeadingChunks(const SessionState& state, int32_t chunks) {
-  SessionState out;
-  out.version = state.version;
-  out.id = state.id;
-  out.attrs = state.attrs;
-  out.model_fingerprint = state.model_fingerprint;
-  out.numerics_fingerprint = state.numerics_fingerprint;
-  out.form = state.form;
-  out.plan = state.plan;
-  out.block_tokens = state.block_tokens;
-  out.n_chunks = state.n_chunks;
+// `state` without the blocks of its first `chunks` chunks, which the importer holds (`state` is
+// left as it was).
+SessionState WithoutLeadingChunks(SessionState& state, int32_t chunks) {
+  std::vector<SessionState::Block> blocks = std::move(state.blocks);
+  SessionState out = state;  // every field but the blocks
+  state.blocks = std::move(blocks);
   out.shared_chunks = chunks;
-  out.tokens = state.tokens;
-  out.turn_ends = state.turn_ends;
   for (const SessionState::Block& b : state.blocks) {
     if (b.chunk >= static_cast<uint32_t>(chunks)) out.blocks.push_back(b);
   }
@@ -122,15 +114,16 @@ grpc::Status WorkerService::SendSession(grpc::ServerContext* ctx, const v1::Send
       args));
   // Deduplicated migration: the chunks the target holds stay out of the stream; if it no longer
   // holds them when the stream arrives (ABORTED) the session goes again, whole.
-  grpc::Status s = grpc::Status(grpc::StatusCode::ABORTED, "");
-  if (const int32_t held = HeldByTarget(*stub, state, ctx->deadline()); held > 0) {
+  const int32_t held = HeldByTarget(*stub, state, ctx->deadline());
+  grpc::Status s;
+  if (held > 0) {
     s = StreamTo(*stub, ctx, WithoutLeadingChunks(state, held), out);
     if (s.error_code() == grpc::StatusCode::ABORTED) {
       log::Info("the target no longer holds the shared chunks: sending the session whole",
                 {{"session", state.id.ToHex()}, {"target", target}, {"error", s.error_message()}});
     }
   }
-  if (s.error_code() == grpc::StatusCode::ABORTED) {
+  if (held == 0 || s.error_code() == grpc::StatusCode::ABORTED) {
     *out = v1::ImportSessionResponse();
     s = StreamTo(*stub, ctx, std::move(state), out);
   }
