@@ -8,9 +8,12 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-60}"
 out="$root/build-fuzz"
-targets=(fuzz_state_codec fuzz_gguf fuzz_hf_json fuzz_bpe_encoder)
-# The BPE encoder target tokenizes with the default model's vocabulary (tools/fetch-model.sh).
+targets=(fuzz_state_codec fuzz_gguf fuzz_hf_json fuzz_bpe_encoder fuzz_spm_encoder
+  fuzz_chat_template)
+# The tokenizer targets use the default model's vocabulary (tools/fetch-model.sh) and the
+# SentencePiece one of stories260K (beside the checkout, as the tests find it).
 export RSD_SMOLLM2="${RSD_SMOLLM2:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+export RSD_STORIES260K="${RSD_STORIES260K:-$root/../shared/models/stories260K.gguf}"
 mkdir -p "$out"
 cmake -S "$root" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \

@@ -7,42 +7,12 @@
 // target says so and the replay test fails rather than passing without checking anything.
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
 
-#include "storage/common/file_util.h"
 #include "tests/fuzz/fuzz.h"
-#include "worker/model/gguf_file.h"
-#include "worker/model/tokenizer.h"
+#include "tests/fuzz/fuzz_tokenizer.h"
 #include "worker/model/unicode.h"
 
 namespace {
-
-const rsd::Tokenizer* Load() {
-  const char* path = std::getenv("RSD_SMOLLM2");
-  if (path == nullptr || *path == '\0') return nullptr;
-  static std::unique_ptr<rsd::MappedFile> file;
-  static std::unique_ptr<rsd::Tokenizer> tok;
-  absl::StatusOr<std::unique_ptr<rsd::MappedFile>> mapped = rsd::MappedFile::Open(path);
-  if (!mapped.ok()) return nullptr;
-  file = std::move(*mapped);
-  absl::StatusOr<rsd::gguf::File> gguf = rsd::gguf::Parse(path, file->data(), file->size());
-  if (!gguf.ok()) return nullptr;
-  absl::StatusOr<rsd::gguf::ModelInfo> info = rsd::gguf::ReadModelInfo(path, *gguf);
-  if (!info.ok()) return nullptr;
-  absl::StatusOr<std::unique_ptr<rsd::Tokenizer>> created = rsd::Tokenizer::Create(info->tokenizer);
-  if (!created.ok()) return nullptr;
-  tok = std::move(*created);
-  return tok.get();
-}
-
-const rsd::Tokenizer* Tok() {
-  static const rsd::Tokenizer* tok = Load();
-  if (tok == nullptr) {
-    std::fprintf(stderr, "fuzz_bpe_encoder: no tokenizer ($RSD_SMOLLM2 unset or unreadable)\n");
-    std::abort();
-  }
-  return tok;
-}
 
 // Whether each code point of valid UTF-8 `text` encodes alone to something that decodes back to it.
 bool EachCodePointRoundTrips(const rsd::Tokenizer& tok, std::string_view text) {
@@ -57,7 +27,7 @@ bool EachCodePointRoundTrips(const rsd::Tokenizer& tok, std::string_view text) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const rsd::Tokenizer& tok = *Tok();
+  const rsd::Tokenizer& tok = rsd::fuzz::TokenizerFromEnv("RSD_SMOLLM2", "fuzz_bpe_encoder");
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   for (bool special : {false, true}) {
     const std::vector<int32_t> ids = tok.Encode(text, special);

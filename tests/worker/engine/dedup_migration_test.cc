@@ -124,7 +124,9 @@ class DedupMigration : public ::testing::Test {
       EXPECT_EQ(o.tokens, reference_[t].tokens) << "turn " << t;
       EXPECT_EQ(o.hashes, reference_[t].hashes) << "turn " << t;
       // From the checkpoints, not from a rebuild of the log after one failed to load.
-      if (t == kMoveAfter) EXPECT_EQ(o.from, "warm");
+      if (t == kMoveAfter) {
+        EXPECT_EQ(o.from, "warm");
+      }
     }
   }
 
@@ -144,7 +146,9 @@ TEST_F(DedupMigration, OnlyTheChunksTheTargetLacksTravelAndTheSessionContinuesEx
       ASSERT_TRUE(target.sessions().Create(donor, {}).ok());
       EXPECT_EQ(Turn(target, donor, kShared + "What did it read?", 0).tokens,
                 donor_reference_[0].tokens);
-      if (donor_spilled) ASSERT_TRUE(target.sessions().Spill(donor, SpillForm::kResidual).ok());
+      if (donor_spilled) {
+        ASSERT_TRUE(target.sessions().Spill(donor, SpillForm::kResidual).ok());
+      }
 
       const SessionState state = Exported(source, id, form);
       ASSERT_GT(state.n_chunks, 0);

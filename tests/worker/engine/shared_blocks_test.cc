@@ -242,7 +242,9 @@ TEST_F(SharedBlocks, SixteenSessionsHoldASharedPromptOnce) {
   EXPECT_EQ(pool.shared(), shared);
   int64_t held = 0;
   for (int i = 0; i < 16; ++i) {
-    if (i > 0) EXPECT_EQ(results[i].reused_tokens, shared * bt) << i;
+    if (i > 0) {
+      EXPECT_EQ(results[i].reused_tokens, shared * bt) << i;
+    }
     const SequenceMemory m = w.engine().SequenceMemoryUse(ids[i]);
     EXPECT_EQ(m.shared_blocks, shared) << i;
     held += m.hot_blocks;
