@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 import time
 
+from bench_procs import stop
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -92,13 +94,7 @@ def main():
         if a["bytes"]["wire"] > 0:
             print(f"wire bytes, whole / deduplicated: {b['bytes']['wire'] / a['bytes']['wire']:.1f}x")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -27,6 +27,8 @@ import tempfile
 import time
 import urllib.request
 
+from bench_procs import stop
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -154,13 +156,7 @@ def main():
                                              kind="saved")
                 results[name] = row
             finally:
-                for p in procs:
-                    p.terminate()
-                for p in procs:
-                    try:
-                        p.wait(10)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                stop(procs)
                 log.close()
         # llama-server allocates its whole cache at start: -c tokens of F16 K/V, the same bytes a
         # token as our pool (rsd-run info).

@@ -21,6 +21,8 @@ import tempfile
 import time
 import urllib.request
 
+from bench_procs import stop
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -80,13 +82,7 @@ def run(args, tmp, prefix_routing):
                 time.sleep(1.2)  # a heartbeat carries the new prefix keys to the router
         return hits / chances, statistics.median(ttft)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         log.close()
 
 
