@@ -33,4 +33,20 @@ const Tokenizer& TokenizerFromEnv(const char* variable, const char* target) {
   return *tok;
 }
 
+void CheckEncoding(const Tokenizer& tok, std::string_view text,
+                   const std::function<bool(bool special)>& round_trips, bool render_special) {
+  for (bool special : {false, true}) {
+    const std::vector<int32_t> ids = tok.Encode(text, special);
+    for (int32_t id : ids) {
+      if (id < 0 || id >= tok.vocab_size()) std::abort();
+    }
+    if (round_trips(special) && tok.Decode(ids, render_special) != text) {
+      std::fprintf(stderr, "round trip failed (special=%d) for %zu bytes:", special, text.size());
+      for (unsigned char c : text) std::fprintf(stderr, " %02x", c);
+      std::fprintf(stderr, "\n");
+      std::abort();
+    }
+  }
+}
+
 }  // namespace rsd::fuzz

@@ -41,6 +41,10 @@ int32_t SessionManager::LeadingHotChunks(const SessionId& id) const {
   return n;
 }
 
+int32_t SessionManager::HeldChunksOf(const Donor& d) const {
+  return d.hot ? LeadingHotChunks(d.id) : LeadingCheckpointedChunks(d.id);
+}
+
 int32_t SessionManager::LeadingCheckpointedChunks(const SessionId& id) const {
   if (engine_->Resident(id)) return 0;
   const std::vector<int32_t>& blocks = engine_->SequenceBlocks(id);
@@ -74,11 +78,9 @@ SessionManager::PrefixDonor SessionManager::ReusablePrefix(const Session& s,
   return best;
 }
 
-SessionManager::PrefixDonor SessionManager::LongestHeldPrefix(const std::string& tenant,
-                                                              std::span<const int32_t> tokens,
-                                                              int32_t max_chunks,
-                                                              const SessionId& except,
-                                                              bool hot_only) const {
+SessionManager::PrefixDonor SessionManager::LongestHeldPrefix(
+    const std::string& tenant, std::span<const int32_t> tokens, int32_t max_chunks,
+    const SessionId& except, bool hot_only, const LayerPlan* forms) const {
   const int64_t bt = engine_->model().block_tokens();
   const int32_t most =
       std::min<int32_t>(max_chunks, static_cast<int32_t>(static_cast<int64_t>(tokens.size()) / bt));
@@ -87,9 +89,9 @@ SessionManager::PrefixDonor SessionManager::LongestHeldPrefix(const std::string&
   for (const Donor& d : Donors()) {
     // Never across tenants: another tenant's prompt must not show in this one's latency.
     if (d.id == except || d.tenant != tenant || (hot_only && !d.hot)) continue;
+    if (forms != nullptr && !engine_->GivesPrefixIn(d.id, *forms)) continue;
     const std::vector<int32_t>& have = engine_->SequenceTokens(d.id);
-    const int32_t limit =
-        std::min(most, d.hot ? LeadingHotChunks(d.id) : LeadingCheckpointedChunks(d.id));
+    const int32_t limit = std::min(most, HeldChunksOf(d));
     int32_t n = 0;
     // Whole chunks, token by token, while the donor holds the chunk's state.
     while (n < limit && std::equal(tokens.begin() + n * bt, tokens.begin() + (n + 1) * bt,
@@ -120,9 +122,7 @@ int32_t SessionManager::HeldChunks(const std::string& tenant, const SessionId& e
   int32_t best = 0;
   for (const Donor& d : Donors()) {
     if (d.id == except || d.tenant != tenant || !engine_->GivesPrefixIn(d.id, plan)) continue;
-    const int32_t limit =
-        std::min(static_cast<int32_t>(keys.size()),
-                 d.hot ? LeadingHotChunks(d.id) : LeadingCheckpointedChunks(d.id));
+    const int32_t limit = std::min(static_cast<int32_t>(keys.size()), HeldChunksOf(d));
     if (limit <= best) continue;
     const std::vector<std::string> have = ChunkKeys(root, engine_->SequenceTokens(d.id), bt, limit);
     int32_t n = 0;
@@ -133,18 +133,13 @@ int32_t SessionManager::HeldChunks(const std::string& tenant, const SessionId& e
 }
 
 absl::StatusOr<int64_t> SessionManager::TakeHeldChunks(const SessionId& id,
-                                                       const std::string& tenant,
+                                                       const PrefixDonor& donor,
                                                        std::span<const int32_t> tokens,
-                                                       int32_t chunks, const LayerPlan& plan) {
+                                                       const LayerPlan& plan) {
   const double t0 = MonotonicSeconds();
-  const PrefixDonor donor = LongestHeldPrefix(tenant, tokens, chunks, id);
-  if (donor.chunks < chunks) {
-    return absl::NotFoundError(absl::StrCat("no session of tenant '", tenant, "' here holds the ",
-                                            chunks, " leading chunks (", donor.chunks, " found)"));
-  }
-  const size_t n = static_cast<size_t>(chunks * engine_->model().block_tokens());
-  RSD_ASSIGN_OR_RETURN(const int64_t bytes,
-                       engine_->CopyPrefixCheckpoints(id, donor.id, tokens.first(n), chunks, plan));
+  const size_t n = static_cast<size_t>(donor.chunks * engine_->model().block_tokens());
+  RSD_ASSIGN_OR_RETURN(const int64_t bytes, engine_->CopyPrefixCheckpoints(
+                                                id, donor.id, tokens.first(n), donor.chunks, plan));
   NoteMove("reuse/import", bytes, MonotonicSeconds() - t0);
   for (CachedPrefix& c : prefix_cache_) c.last_used = c.id == donor.id ? ++clock_ : c.last_used;
   return bytes;
@@ -180,13 +175,11 @@ int32_t SessionManager::SeedFromHeld(const Session& s, std::span<const int32_t> 
   if (donor.chunks * bt < options_.prefix_reuse_min_tokens) return 0;
   // In the donor's forms (its checkpoints aliased, its K/V copied); K/V only from a hot donor that
   // kept no residuals.
-  const LayerPlan donor_plan = engine_->SequenceLayerPlan(donor.id);
-  absl::StatusOr<int64_t> taken =
-      TakeHeldChunks(s.id, s.attrs.tenant, tokens, donor.chunks, donor_plan);
-  *plan = donor_plan;
+  *plan = engine_->SequenceLayerPlan(donor.id);
+  absl::StatusOr<int64_t> taken = TakeHeldChunks(s.id, donor, tokens, *plan);
   if (!taken.ok() && donor.hot) {
     *plan = LayerPlan::Uniform(engine_->config().n_layers, StateForm::kKv);
-    taken = TakeHeldChunks(s.id, s.attrs.tenant, tokens, donor.chunks, *plan);
+    taken = TakeHeldChunks(s.id, donor, tokens, *plan);
   }
   if (!taken.ok()) {
     // An optimization: the session rebuilds from its token log as it would have.

@@ -306,19 +306,19 @@ class SessionManager {
   // donor's blocks, shared; returns the tokens seeded (0: the share failed and the turn prefills).
   PrefixDonor ReusablePrefix(const Session& s, std::span<const int32_t> prompt) const;
   // The session of `tenant` other than `except` holding the most whole leading chunks of `tokens`
-  // (at most max_chunks; tokens compared) in the pool or as checkpoints.
+  // (at most max_chunks; tokens compared) in the pool or as checkpoints; only resident ones with
+  // `hot_only`, only ones that can give `forms`' layer forms with `forms`
+  // (Engine::GivesPrefixIn).
   PrefixDonor LongestHeldPrefix(const std::string& tenant, std::span<const int32_t> tokens,
-                                int32_t max_chunks, const SessionId& except,
-                                bool hot_only = false) const;
+                                int32_t max_chunks, const SessionId& except, bool hot_only = false,
+                                const LayerPlan* forms = nullptr) const;
   // For restoring spilled session `s`: the resident session whose hot blocks hold the most of its
   // leading checkpointed chunks (at least prefix_reuse_min_tokens; chunks 0: none).
   PrefixDonor HotDonorFor(const Session& s) const;
-  // For session `id` about to be adopted: checkpoints of its first `chunks` chunks of `tokens`
-  // in `plan`'s forms from a session here that holds them (Engine::CopyPrefixCheckpoints); the
-  // bytes copied. NOT_FOUND if none holds them all (any more).
-  absl::StatusOr<int64_t> TakeHeldChunks(const SessionId& id, const std::string& tenant,
-                                         std::span<const int32_t> tokens, int32_t chunks,
-                                         const LayerPlan& plan);
+  // For session `id` about to be adopted: checkpoints of its first donor.chunks chunks of `tokens`
+  // in `plan`'s forms, from `donor` (Engine::CopyPrefixCheckpoints); the bytes copied.
+  absl::StatusOr<int64_t> TakeHeldChunks(const SessionId& id, const PrefixDonor& donor,
+                                         std::span<const int32_t> tokens, const LayerPlan& plan);
   // An imported session with no usable blocks (failover's token log): the leading whole chunks of
   // `tokens` another session here holds, as its checkpoints (`plan` set to their forms); returns
   // how many (0: none, or taking them failed, logged: it rebuilds from the log as before).
@@ -334,6 +334,8 @@ class SessionManager {
   };
   std::vector<Donor> Donors() const;
   int32_t LeadingHotChunks(const SessionId& id) const;  // whole chunks from the start, in the pool
+  // The donor's leading whole chunks it can give: in the pool, or checkpointed if it is spilled.
+  int32_t HeldChunksOf(const Donor& d) const;
   // Of a spilled session, the whole chunks from the start with checkpoints.
   int32_t LeadingCheckpointedChunks(const SessionId& id) const;
   // A closed session's leading hot chunks stay as a donor (its own engine sequence cut to them,

@@ -164,13 +164,19 @@ absl::Status SessionManager::StoreImportedCheckpoints(const Session& s, const Se
     return absl::OkStatus();
   }
   if (state.shared_chunks > 0) {
-    // The sender left out the chunks this worker said it holds: they come from here.
-    absl::StatusOr<int64_t> taken =
-        TakeHeldChunks(s.id, s.attrs.tenant, state.tokens, state.shared_chunks, *plan);
+    // The sender left out the chunks this worker said it holds: they come from a session here
+    // whose tokens start with them and that gives the blocks' forms (as HeldChunks counted).
+    PrefixDonor donor =
+        LongestHeldPrefix(s.attrs.tenant, state.tokens, state.shared_chunks, s.id, false, plan);
+    absl::Status taken = absl::NotFoundError(absl::StrCat(
+        "no session of tenant '", s.attrs.tenant, "' here holds them (", donor.chunks, " found)"));
+    if (donor.chunks == state.shared_chunks) {
+      taken = TakeHeldChunks(s.id, donor, state.tokens, *plan).status();
+    }
     if (!taken.ok()) {
-      return absl::AbortedError(absl::StrCat(
-          "the ", state.shared_chunks, " shared chunks of session ", s.name,
-          " cannot be taken here any more (", taken.status().message(), "): send them"));
+      return absl::AbortedError(
+          absl::StrCat("the ", state.shared_chunks, " shared chunks of session ", s.name,
+                       " cannot be taken here any more (", taken.message(), "): send them"));
     }
     report->shared_tokens = state.shared_chunks * bt;
   }
