@@ -2,6 +2,7 @@
 // combination of blocks.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -242,42 +243,94 @@ void QuantizeQ8RowScalar(const float* x, int64_t k, int8_t* q, float* d, int32_t
   }
 }
 
-// The same operations eight at a time: max of |x| (exact in any order for non-NaN values), the
-// same product x * id, round to nearest even (nearbyint's mode), the same clamp, exact int sums.
-__attribute__((target("avx2"))) void QuantizeQ8RowAvx2(const float* x, int64_t k, int8_t* q,
-                                                       float* d, int32_t* sum, float* s) {
+// x rounded to F16 and back, eight at a time: F16C's round to nearest even is F32ToF16's.
+__attribute__((target("avx2,f16c"))) inline __m256 ThroughF16(__m256 x) {
+  return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+}
+
+// Blocks' scales before their values: id[b] = InverseScale(amax[b]), db[b] = amax[b] / 127 and
+// d[b] its F16 rounding, for b < n; eight blocks a vector (each division correctly rounded, as
+// the scalar one), the rest one at a time.
+__attribute__((target("avx2,f16c"))) void ScalesAvx2(const float* amax, int n, float* id, float* db,
+                                                     float* d) {
+  const __m256 k127 = _mm256_set1_ps(127.0f);
+  int b = 0;
+  for (; b + 8 <= n; b += 8) {
+    const __m256 a = _mm256_loadu_ps(amax + b);
+    const __m256 nonzero = _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+    _mm256_storeu_ps(id + b, _mm256_and_ps(nonzero, _mm256_div_ps(k127, a)));
+    const __m256 scale = _mm256_div_ps(a, k127);
+    _mm256_storeu_ps(db + b, scale);
+    _mm256_storeu_ps(d + b, ThroughF16(scale));
+  }
+  for (; b < n; ++b) {
+    id[b] = InverseScale(amax[b]);
+    db[b] = amax[b] / 127.0f;
+    d[b] = F16ToF32(F32ToF16(db[b]));
+  }
+}
+
+// s[b] = F16 rounding of db[b] * total[b], for b < n (BlockScale's product).
+__attribute__((target("avx2,f16c"))) void OffsetsAvx2(const float* db, const int32_t* total, int n,
+                                                      float* s) {
+  int b = 0;
+  for (; b + 8 <= n; b += 8) {
+    const __m256 t =
+        _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(total + b)));
+    _mm256_storeu_ps(s + b, ThroughF16(_mm256_mul_ps(_mm256_loadu_ps(db + b), t)));
+  }
+  for (; b < n; ++b) s[b] = F16ToF32(F32ToF16(db[b] * static_cast<float>(total[b])));
+}
+
+// The scalar path's operations eight at a time: max of |x| (exact in any order for non-NaN
+// values), the same product x * id, round to nearest even (nearbyint's mode), the same clamp,
+// exact int sums. The blocks' scales go eight blocks a vector (ScalesAvx2, OffsetsAvx2), in runs
+// of up to kScaleRun blocks: each block's maximum first, then the scales, then its values.
+__attribute__((target("avx2,f16c"))) void QuantizeQ8RowAvx2(const float* x, int64_t k, int8_t* q,
+                                                            float* d, int32_t* sum, float* s) {
+  constexpr int kScaleRun = 64;
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  for (int64_t b = 0; b < k / kQBlock; ++b) {
-    const float* xb = x + b * kQBlock;
-    __m256 v[4];
-    for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(xb + 8 * j);
-    __m256 m =
-        _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                      _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    const float amax = _mm_cvtss_f32(m4);
-    const __m256 id = _mm256_set1_ps(InverseScale(amax));
-    __m256i iv[4];
-    for (int j = 0; j < 4; ++j) {
-      __m256 r =
-          _mm256_round_ps(_mm256_mul_ps(v[j], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-      iv[j] = _mm256_cvtps_epi32(r);
+  alignas(32) float amax[kScaleRun], id[kScaleRun], db[kScaleRun];
+  const int64_t nb = k / kQBlock;
+  for (int64_t b0 = 0; b0 < nb; b0 += kScaleRun) {
+    const int n = static_cast<int>(std::min<int64_t>(kScaleRun, nb - b0));
+    for (int i = 0; i < n; ++i) {
+      const float* xb = x + (b0 + i) * kQBlock;
+      __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb)),
+                                             _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8))),
+                               _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 16)),
+                                             _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 24))));
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+      amax[i] = _mm_cvtss_f32(m4);
     }
-    const __m256i packed =
-        _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQBlock),
-                        _mm256_permutevar8x32_epi32(packed, order));
-    const __m256i t =
-        _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
-    __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-    t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
-    t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
-    BlockScale(amax, _mm_cvtsi128_si32(t4), d + b, sum + b, s + b);
+    ScalesAvx2(amax, n, id, db, d + b0);
+    for (int i = 0; i < n; ++i) {
+      const int64_t b = b0 + i;
+      const float* xb = x + b * kQBlock;
+      const __m256 idv = _mm256_set1_ps(id[i]);
+      __m256i iv[4];
+      for (int j = 0; j < 4; ++j) {
+        __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), idv),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+        iv[j] = _mm256_cvtps_epi32(r);
+      }
+      const __m256i packed =
+          _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQBlock),
+                          _mm256_permutevar8x32_epi32(packed, order));
+      const __m256i t =
+          _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+      __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+      t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
+      t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
+      sum[b] = _mm_cvtsi128_si32(t4);
+    }
+    OffsetsAvx2(db, sum + b0, n, s + b0);
   }
 }
 

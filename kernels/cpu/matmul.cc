@@ -77,12 +77,13 @@ void PackedRows(OpContext& ctx, const QuantizedRows& a, const Tensor& w, const f
   int used = ctx.pool->ParallelFor(groups, 1, [&](int64_t b, int64_t e, int) {
     for (int64_t g = b; g < e; ++g) {
       const float* gbias = bias != nullptr ? bias + g * kPackRows : nullptr;
+      const uint8_t* next = g + 1 < e ? wbase + (g + 1) * group_bytes : nullptr;
       if (amx) {
         PackedGroupDotsAmx(w.dtype, wbase + g * group_bytes, nb, a.rows.data(), n, w.cols, gbias,
-                           out.f32() + g * kPackRows, m);
+                           out.f32() + g * kPackRows, m, next);
       } else {
         PackedGroupDotsVnni(w.dtype, wbase + g * group_bytes, nb, a.rows.data(), n, gbias,
-                            out.f32() + g * kPackRows, m);
+                            out.f32() + g * kPackRows, m, next);
       }
     }
   });

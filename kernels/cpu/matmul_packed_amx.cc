@@ -120,7 +120,7 @@ struct Cursor {
 // acc_out[c][r] = class c's accumulators (16 outputs) of activation row r.
 template <DType T>
 RSD_AMX void ScaledSums(const uint8_t* group, const uint8_t* unpacked, int64_t nb, const Q8Row* a,
-                        int64_t lda, __m512 (*acc_out)[kM]) {
+                        int64_t lda, const uint8_t* next_group, __m512 (*acc_out)[kM]) {
   constexpr size_t pb = kPackRows * DTypeBlockBytes(T);
   alignas(64) int32_t sums[2][kM * 16];
   const int8_t* q0 = a[0].q;
@@ -140,6 +140,7 @@ RSD_AMX void ScaledSums(const uint8_t* group, const uint8_t* unpacked, int64_t n
     if (i + 1 < nb) {
       Issue((i + 1) & 1, WeightRows<T>(group, unpacked, i + 1), q0 + 32 * next.b, lda, sums);
     }
+    PrefetchAhead(next_group, i * pb, pb);
     const uint8_t* p = group + i * pb;
     const int32_t* s = sums[i & 1];
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -177,9 +178,9 @@ RSD_AMX void Offsets(const uint8_t* group, int64_t nb, const Q8Row* a, __m512 (*
 
 template <DType T>
 RSD_AMX void Tile(const uint8_t* group, const uint8_t* unpacked, int64_t nb, const Q8Row* a,
-                  int64_t lda, const float* bias, float* out, int64_t ldo) {
+                  int64_t lda, const float* bias, float* out, int64_t ldo, const uint8_t* next) {
   __m512 acc[4][kM], off[4][kM];
-  ScaledSums<T>(group, unpacked, nb, a, lda, acc);
+  ScaledSums<T>(group, unpacked, nb, a, lda, next, acc);
   if constexpr (T == DType::kQ4_1) {
     Offsets(group, nb, a, off);
   } else {
@@ -196,7 +197,7 @@ RSD_AMX void Tile(const uint8_t* group, const uint8_t* unpacked, int64_t nb, con
 
 template <DType T>
 void Rows(const uint8_t* group, int64_t nb, const Q8Row* a, int64_t n, int64_t lda,
-          const float* bias, float* out, int64_t ldo) {
+          const float* bias, float* out, int64_t ldo, const uint8_t* next) {
   const uint8_t* unpacked = nullptr;
   if (n >= kM) ConfigureTiles();
   if (T != DType::kQ8_0 && n >= kM) {
@@ -208,23 +209,30 @@ void Rows(const uint8_t* group, int64_t nb, const Q8Row* a, int64_t n, int64_t l
     unpacked = aligned;
   }
   int64_t r = 0;
-  for (; r + kM <= n; r += kM) Tile<T>(group, unpacked, nb, a + r, lda, bias, out + r * ldo, ldo);
-  if (r < n) PackedGroupDotsVnni(T, group, nb, a + r, n - r, bias, out + r * ldo, ldo);
+  // The first tile (or the VNNI rows, when there is none) prefetches the next group.
+  for (; r + kM <= n; r += kM) {
+    Tile<T>(group, unpacked, nb, a + r, lda, bias, out + r * ldo, ldo, r == 0 ? next : nullptr);
+  }
+  if (r < n) {
+    PackedGroupDotsVnni(T, group, nb, a + r, n - r, bias, out + r * ldo, ldo,
+                        r == 0 ? next : nullptr);
+  }
 }
 
 }  // namespace
 
 void PackedGroupDotsAmx(DType wtype, const uint8_t* group, int64_t nb, const Q8Row* a,
-                        int64_t n_rows, int64_t lda, const float* bias, float* out, int64_t ldo) {
+                        int64_t n_rows, int64_t lda, const float* bias, float* out, int64_t ldo,
+                        const uint8_t* next) {
   switch (wtype) {
     case DType::kQ4_1:
-      Rows<DType::kQ4_1>(group, nb, a, n_rows, lda, bias, out, ldo);
+      Rows<DType::kQ4_1>(group, nb, a, n_rows, lda, bias, out, ldo, next);
       break;
     case DType::kQ4_0:
-      Rows<DType::kQ4_0>(group, nb, a, n_rows, lda, bias, out, ldo);
+      Rows<DType::kQ4_0>(group, nb, a, n_rows, lda, bias, out, ldo, next);
       break;
     default:
-      Rows<DType::kQ8_0>(group, nb, a, n_rows, lda, bias, out, ldo);
+      Rows<DType::kQ8_0>(group, nb, a, n_rows, lda, bias, out, ldo, next);
       break;
   }
 }

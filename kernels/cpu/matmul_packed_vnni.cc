@@ -69,7 +69,7 @@ RSD_VNNI inline __attribute__((always_inline)) void BlockSums(const uint8_t* qs,
 
 template <DType T, int R>
 RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float* bias, float* out,
-                   int64_t ldo) {
+                   int64_t ldo, const uint8_t* next) {
   constexpr size_t pb = kPackRows * DTypeBlockBytes(T);
   constexpr int sb = T == DType::kQ4_1 ? 64 : 32;
   __m512 cls_acc[R][4], cls_off[R][4];  // row r's accumulators and offsets of classes 0..3
@@ -80,6 +80,7 @@ RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r] = off[r] = _mm512_setzero_ps();
     for (int64_t b = c; b < nb; b += 4, p += pb) {
+      PrefetchAhead(next, p - group, pb);
       __m512i s[R];
       BlockSums<T, R>(p + sb, a, b, s);
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -103,36 +104,38 @@ RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float
 // The last n < kTileRows rows: the tile of exactly n rows (R counts down to it).
 template <DType T, int R = kTileRows - 1>
 void TailTile(int64_t n, const uint8_t* group, int64_t nb, const Q8Row* a, const float* bias,
-              float* out, int64_t ldo) {
+              float* out, int64_t ldo, const uint8_t* next) {
   if constexpr (R >= 1) {
-    if (n == R) return Tile<T, R>(group, nb, a, bias, out, ldo);
-    TailTile<T, R - 1>(n, group, nb, a, bias, out, ldo);
+    if (n == R) return Tile<T, R>(group, nb, a, bias, out, ldo, next);
+    TailTile<T, R - 1>(n, group, nb, a, bias, out, ldo, next);
   }
 }
 
 template <DType T>
 void Rows(const uint8_t* group, int64_t nb, const Q8Row* a, int64_t n, const float* bias,
-          float* out, int64_t ldo) {
+          float* out, int64_t ldo, const uint8_t* next) {
+  // The first pass prefetches the next group; the others find it on its way.
   int64_t r = 0;
   for (; r + kTileRows <= n; r += kTileRows) {
-    Tile<T, kTileRows>(group, nb, a + r, bias, out + r * ldo, ldo);
+    Tile<T, kTileRows>(group, nb, a + r, bias, out + r * ldo, ldo, r == 0 ? next : nullptr);
   }
-  TailTile<T>(n - r, group, nb, a + r, bias, out + r * ldo, ldo);
+  TailTile<T>(n - r, group, nb, a + r, bias, out + r * ldo, ldo, r == 0 ? next : nullptr);
 }
 
 }  // namespace
 
 void PackedGroupDotsVnni(DType wtype, const uint8_t* group, int64_t nb, const Q8Row* a,
-                         int64_t n_rows, const float* bias, float* out, int64_t ldo) {
+                         int64_t n_rows, const float* bias, float* out, int64_t ldo,
+                         const uint8_t* next) {
   switch (wtype) {
     case DType::kQ4_1:
-      Rows<DType::kQ4_1>(group, nb, a, n_rows, bias, out, ldo);
+      Rows<DType::kQ4_1>(group, nb, a, n_rows, bias, out, ldo, next);
       break;
     case DType::kQ4_0:
-      Rows<DType::kQ4_0>(group, nb, a, n_rows, bias, out, ldo);
+      Rows<DType::kQ4_0>(group, nb, a, n_rows, bias, out, ldo, next);
       break;
     default:
-      Rows<DType::kQ8_0>(group, nb, a, n_rows, bias, out, ldo);
+      Rows<DType::kQ8_0>(group, nb, a, n_rows, bias, out, ldo, next);
       break;
   }
 }

@@ -13,6 +13,19 @@ namespace rsd::cpu {
 
 #define RSD_PACKED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c")))
 
+// Brings bytes [offset, offset + n) of the group the caller reads next (the same shape as the one
+// it computes now, or null) towards the core, a block at a time as the current group's blocks are
+// computed: a matmul of several activation rows is bound by its arithmetic, and without this the
+// next group's first touch would wait on memory with the arithmetic idle (and one row's would
+// keep fewer reads in flight).
+RSD_PACKED_AVX512 inline __attribute__((always_inline)) void PrefetchAhead(const uint8_t* next,
+                                                                           size_t offset,
+                                                                           size_t n) {
+  if (next == nullptr) return;
+  const char* p = reinterpret_cast<const char*>(next + offset);
+  for (size_t off = 0; off < n; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
 // Q4_1's offset term of the packed block at p (its 16 F16 minimums mw at p + 32) for block b of R
 // activation rows: off[r] += mw * s_b of row r.
 template <int R>

@@ -48,14 +48,17 @@ struct Q8Row;
 // not null), for o < 16 and r < n_rows. The bits of QuantDotScalar (dot_quant.cc's arithmetic):
 // per block an exact integer sum, scaled by dw * da and added into the block's class; the group
 // is walked class by class, each class's blocks in order, so every accumulator sees its blocks in
-// the scalar path's order.
+// the scalar path's order. `next`, when not null, is the group (of the same shape) the caller
+// reads next: it is prefetched while this one computes.
 void PackedGroupDotsVnni(DType wtype, const uint8_t* group, int64_t nb, const Q8Row* a,
-                         int64_t n_rows, const float* bias, float* out, int64_t ldo);
+                         int64_t n_rows, const float* bias, float* out, int64_t ldo,
+                         const uint8_t* next = nullptr);
 
 // The same on AMX (Isa::kAmx), for activation rows whose bytes are equally spaced:
 // a[r].q == a[0].q + r * lda. Rows go 16 at a time through tile multiplies; the last n_rows % 16
-// take PackedGroupDotsVnni. The same bits as PackedGroupDotsVnni.
+// take PackedGroupDotsVnni. The same bits as PackedGroupDotsVnni; `next` as there.
 void PackedGroupDotsAmx(DType wtype, const uint8_t* group, int64_t nb, const Q8Row* a,
-                        int64_t n_rows, int64_t lda, const float* bias, float* out, int64_t ldo);
+                        int64_t n_rows, int64_t lda, const float* bias, float* out, int64_t ldo,
+                        const uint8_t* next = nullptr);
 
 }  // namespace rsd::cpu

@@ -281,27 +281,39 @@ TEST(QuantizeQ8, RoundsToNearestWithinHalfStep) {
 // Every path quantizes to the same bytes, scales and sums, ties and clamps included.
 TEST(QuantizeQ8, AllIsaPathsAgreeBitForBit) {
   std::mt19937 rng(9);
-  const int64_t k = 32 * 12;
+  // 85 blocks: vector paths take the blocks' scales eight at a time in runs of 64 (a whole run,
+  // then 21 = two vectors and a tail of five).
+  constexpr int64_t nb = 85, k = 32 * nb;
+  // Scales from ordinary through F16-subnormal block scales (1e-3), scales that underflow F16
+  // (1e-6), to offsets d * sum that overflow it (3e3).
+  const float scales[] = {5.0f, 1e-3f, 1e-6f, 3e3f};
   for (int trial = 0; trial < 20; ++trial) {
-    auto x = RandomFloats(rng, k, trial % 2 == 0 ? 5.0f : 1e-3f);
-    for (int b = 0; b < 12; b += 3) std::fill(x.begin() + b * 32, x.begin() + b * 32 + 32, 0.0f);
+    auto x = RandomFloats(rng, k, scales[trial % 4]);
+    for (int b = 0; b < nb; b += 3) std::fill(x.begin() + b * 32, x.begin() + b * 32 + 32, 0.0f);
     // Exact ties: a block whose max is 127 quantizes x.5 values to the even neighbour.
     for (int i = 0; i < 32; ++i) x[32 + i] = i == 0 ? 127.0f : static_cast<float>(i % 9) - 4.5f;
     x[64] = -1e30f;  // one huge value in its block
     std::vector<int8_t> q_ref(k), q(k);
-    std::vector<float> d_ref(12), s_ref(12), d(12), s(12);
-    std::vector<int32_t> sum_ref(12), sum(12);
+    std::vector<float> d_ref(nb), s_ref(nb), d(nb), s(nb);
+    std::vector<int32_t> sum_ref(nb), sum(nb);
     QuantizeQ8Row(Isa::kScalar, x.data(), k, q_ref.data(), d_ref.data(), sum_ref.data(),
                   s_ref.data());
     for (Isa isa : SupportedIsas()) {
       QuantizeQ8Row(isa, x.data(), k, q.data(), d.data(), sum.data(), s.data());
       EXPECT_EQ(q, q_ref) << IsaName(isa);
       EXPECT_EQ(sum, sum_ref) << IsaName(isa);
-      EXPECT_EQ(0, std::memcmp(d.data(), d_ref.data(), 12 * 4)) << IsaName(isa);
-      EXPECT_EQ(0, std::memcmp(s.data(), s_ref.data(), 12 * 4)) << IsaName(isa);
+      EXPECT_EQ(0, std::memcmp(d.data(), d_ref.data(), nb * 4)) << IsaName(isa);
+      EXPECT_EQ(0, std::memcmp(s.data(), s_ref.data(), nb * 4)) << IsaName(isa);
     }
     EXPECT_EQ(q_ref[32 + 1], -4);  // -3.5 -> -4 (even)
     EXPECT_EQ(q_ref[32 + 2], -2);  // -2.5 -> -2
+    if (trial % 4 == 1) {          // the small scales did reach F16 subnormals
+      EXPECT_TRUE(std::any_of(d_ref.begin(), d_ref.end(),
+                              [](float v) { return v != 0.0f && v < 6.1e-5f; }));
+    }
+    if (trial % 4 == 3) {  // and the large ones an offset F16 cannot hold
+      EXPECT_TRUE(std::any_of(s_ref.begin(), s_ref.end(), [](float v) { return std::isinf(v); }));
+    }
   }
 }
 
