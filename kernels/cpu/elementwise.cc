@@ -23,23 +23,32 @@ __attribute__((target("avx2"))) void SiluMulAvx2(const float* g, const float* u,
 
 }  // namespace
 
+// Elements per thread's share of an elementwise op (a multiple of 8): below two of these the op
+// runs on the caller alone, where a hand-off would cost more than it saves. Which thread computes
+// an element does not change its bits.
+constexpr int64_t kElementGrain = 4096;
+
 void SiluMulOp(OpContext& ctx, const Tensor& gate, const Tensor& up, Tensor out) {
-  const int64_t n = gate.rows * gate.cols;
   const float* g = gate.f32();
   const float* u = up.f32();
   float* o = out.f32();
-  if (ctx.isa != Isa::kScalar) {
-    SiluMulAvx2(g, u, o, n);
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) o[i] = Silu(g[i]) * u[i];
+  const bool vector = ctx.isa != Isa::kScalar;
+  const int used =
+      ctx.pool->ParallelFor(gate.rows * gate.cols, kElementGrain, [&](int64_t b, int64_t e, int) {
+        if (vector) return SiluMulAvx2(g + b, u + b, o + b, e - b);
+        for (int64_t i = b; i < e; ++i) o[i] = Silu(g[i]) * u[i];
+      });
+  ctx.NoteThreads(used);
 }
 
 void AddOp(OpContext& ctx, Tensor x, const Tensor& y) {
-  const int64_t n = x.rows * x.cols;
   float* a = x.f32();
   const float* b = y.f32();
-  for (int64_t i = 0; i < n; ++i) a[i] = a[i] + b[i];
+  const int used =
+      ctx.pool->ParallelFor(x.rows * x.cols, kElementGrain, [&](int64_t lo, int64_t hi, int) {
+        for (int64_t i = lo; i < hi; ++i) a[i] = a[i] + b[i];
+      });
+  ctx.NoteThreads(used);
 }
 
 void StoreKvOp(OpContext& ctx, const Tensor& k, const Tensor& v, int layer,

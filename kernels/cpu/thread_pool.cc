@@ -3,14 +3,34 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace rsd::cpu {
 
 namespace {
-// Spin this many times before sleeping (workers) or yielding (the caller): a decode step issues
-// hundreds of short parallel ops, and a wake-up per op would cost more than the op; but on a
-// shared machine a spinning thread must soon let a descheduled peer run.
-constexpr int kSpinIterations = 2000;
+// How long a worker spins for the next op before it sleeps, and the caller for the workers before
+// it yields. A decode step issues hundreds of parallel ops a few to a few hundred microseconds
+// apart, and a sleeping worker's wake-up (a futex wake, tens of microseconds on a virtual machine)
+// would cost more than most ops: the spin must outlast the gaps within a step (a count of PAUSEs
+// does not: a PAUSE takes 10 ns on one CPU and 140 on another). Between steps an idle worker
+// sleeps after this long, and on a shared machine a spinning caller soon lets a descheduled peer
+// run.
+constexpr auto kSpinTime = std::chrono::microseconds(500);
+// PAUSEs between looks at the clock.
+constexpr int kPausesPerCheck = 16;
+
+// Spins until done() or kSpinTime has passed; returns done().
+template <class Done>
+bool SpinUntil(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
+  for (;;) {
+    for (int i = 0; i < kPausesPerCheck; ++i) {
+      if (done()) return true;
+      _mm_pause();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -51,12 +71,9 @@ int ThreadPool::ParallelFor(int64_t n, int64_t grain,
   }
   cv_.notify_all();
   fn(ranges_[0].first, ranges_[0].second, 0);
-  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
-    if (spin < kSpinIterations) {
-      _mm_pause();
-    } else {
-      std::this_thread::yield();
-    }
+  const auto all_done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!SpinUntil(all_done)) {
+    while (!all_done()) std::this_thread::yield();
   }
   job_ = nullptr;
   return used;
@@ -65,12 +82,12 @@ int ThreadPool::ParallelFor(int64_t n, int64_t grain,
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      _mm_pause();
+    uint64_t gen = 0;
+    const auto posted = [&] {
       gen = generation_.load(std::memory_order_acquire);
-    }
-    if (gen == seen) {
+      return gen != seen;
+    };
+    if (!SpinUntil(posted)) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
       gen = generation_.load(std::memory_order_acquire);
