@@ -82,24 +82,29 @@ __attribute__((target("avx2"))) void ExpShiftedAvx2(const float* scores, float m
   for (; j < n; ++j) probs[j] = Exp(scores[j] - max);
 }
 
-// Scales the chunk's n scores in place, writes probs[j] = Exp(scores[j] - max) and returns the
-// maximum.
-float ScaleMaxExp(Isa isa, float* scores, float scale, float* probs, int n) {
-  if (isa != Isa::kScalar) {
-    const float max = ScaleMax(scores, scale, n);
-    if (isa >= Isa::kAvx512) {
-      ExpShiftedAvx512(scores, max, probs, n);
-    } else {
-      ExpShiftedAvx2(scores, max, probs, n);
-    }
-    return max;
-  }
+// probs[j] = Exp(scores[j] - max) for j < n on the ISA's widest path (the same bits on each).
+void ExpShifted(Isa isa, const float* scores, float max, float* probs, int n) {
+  if (isa >= Isa::kAvx512) return ExpShiftedAvx512(scores, max, probs, n);
+  if (isa != Isa::kScalar) return ExpShiftedAvx2(scores, max, probs, n);
+  for (int j = 0; j < n; ++j) probs[j] = Exp(scores[j] - max);
+}
+
+// Scales the chunk's n scores in place and returns their maximum (ScaleMax's answer).
+float ScaleChunk(Isa isa, float* scores, float scale, int n) {
+  if (isa != Isa::kScalar) return ScaleMax(scores, scale, n);
   float max = -INFINITY;
   for (int j = 0; j < n; ++j) {
     scores[j] = scores[j] * scale;
     max = std::max(max, scores[j]);
   }
-  for (int j = 0; j < n; ++j) probs[j] = Exp(scores[j] - max);
+  return max;
+}
+
+// Scales the chunk's n scores in place, writes probs[j] = Exp(scores[j] - max) and returns the
+// maximum.
+float ScaleMaxExp(Isa isa, float* scores, float scale, float* probs, int n) {
+  const float max = ScaleChunk(isa, scores, scale, n);
+  ExpShifted(isa, scores, max, probs, n);
   return max;
 }
 
@@ -165,24 +170,76 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
       std::fill(probs + n, probs + bt, 0.0f);
     }
     ChunkSums(ctx.isa, w.probs.data(), bt, bt, count, sums);
+    // The merges' running maxima follow from the chunks' alone, so their rescaling factors
+    // a = Exp(m - mn) and b = Exp(mc - mn) go through one vector Exp (the scalar Exp's bits)
+    // instead of two dependent scalar ones per chunk.
+    float shifts[2 * kChunkBatch], factors[2 * kChunkBatch], running[kChunkBatch];
+    float mi = *m;
+    for (int i = 0; i < count; ++i) {
+      const float mn = std::max(mi, maxima[i]);
+      shifts[2 * i] = mi - mn;
+      shifts[2 * i + 1] = maxima[i] - mn;
+      running[i] = mi = mn;
+    }
+    ExpShifted(ctx.isa, shifts, 0.0f, factors, 2 * count);
     for (int i = 0; i < count; ++i) {
       const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
       const KvElement* V = pool.V(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
-      const float mc = maxima[i], lc = sums[i];
+      const float lc = sums[i], a = factors[2 * i], b = factors[2 * i + 1];
       std::fill(w.acc.begin(), w.acc.end(), 0.0f);
       WeightedSumF32(ctx.isa, w.acc.data(), w.probs.data() + i * bt, V, pool.kv_dim, n, hd);
       if (stat_max != nullptr) {
-        stat_max[c] = mc;
+        stat_max[c] = maxima[i];
         stat_sum[c] = lc;
       }
-      const float mn = std::max(*m, mc);
-      const float a = Exp(*m - mn), b = Exp(mc - mn);
       *l = *l * a + lc * b;
       ScaleAddF32(ctx.isa, acc, a, w.acc.data(), b, hd);
-      *m = mn;
+      *m = running[i];
     }
   }
 }
+
+#if RSD_RELAXED_NUMERICS
+// The relaxed build's merge (used only to measure what exactness costs,
+// tools/bench/exactness_cost.py): up to kChunkBatch chunks are one softmax unit — one maximum,
+// one sum in any order, their values weighted into one accumulator and merged once — so the
+// result depends on where the batches of chunks start, as an engine that does not fix its
+// reduction order would. MergeChunks' arguments; the per-chunk statistics are not produced.
+void MergeChunksRelaxed(const OpContext& ctx, const float* q, const AttentionRow& row, int layer,
+                        int kv_head, int c0, int c1, const AttentionShape& shape,
+                        const KvPoolView& pool, float* m, float* l, float* acc, ChunkScratch& w) {
+  const int hd = shape.head_dim, bt = pool.block_tokens;
+  w.scores.resize(static_cast<size_t>(kChunkBatch) * bt);
+  w.probs.resize(w.scores.size());
+  w.acc.resize(hd);
+  const int end = std::min(c1, (row.n_keys + bt - 1) / bt);
+  for (int first = c0; first < end; first += kChunkBatch) {
+    const int count = std::min(kChunkBatch, end - first);
+    float bmax = -INFINITY;
+    for (int i = 0; i < count; ++i) {
+      const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
+      const KvElement* K = pool.K(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
+      DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, w.scores.data() + i * bt);
+      bmax = std::max(bmax, ScaleChunk(ctx.isa, w.scores.data() + i * bt, shape.scale, n));
+    }
+    float sum = 0.0f;
+    std::fill(w.acc.begin(), w.acc.end(), 0.0f);
+    for (int i = 0; i < count; ++i) {
+      const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
+      float* probs = w.probs.data() + i * bt;
+      ExpShifted(ctx.isa, w.scores.data() + i * bt, bmax, probs, n);
+      for (int j = 0; j < n; ++j) sum += probs[j];
+      const KvElement* V = pool.V(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
+      WeightedSumF32(ctx.isa, w.acc.data(), probs, V, pool.kv_dim, n, hd);
+    }
+    const float mn = std::max(*m, bmax);
+    const float a = Exp(*m - mn), b = Exp(bmax - mn);
+    *l = *l * a + sum * b;
+    ScaleAddF32(ctx.isa, acc, a, w.acc.data(), b, hd);
+    *m = mn;
+  }
+}
+#endif
 
 }  // namespace
 
@@ -230,6 +287,13 @@ void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows
       const float* qh = q.f32() + r * q.cols + static_cast<int64_t>(h) * hd;
       float* smax = st.chunk_max ? st.chunk_max + it * st.chunk_stride : nullptr;
       float* ssum = st.chunk_sum ? st.chunk_sum + it * st.chunk_stride : nullptr;
+#if RSD_RELAXED_NUMERICS
+      if (smax == nullptr) {
+        MergeChunksRelaxed(ctx, qh, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
+                           st.m + it, st.l + it, st.acc + it * hd, scratch);
+        continue;
+      }
+#endif
       MergeChunks(ctx, qh, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
                   st.m + it, st.l + it, st.acc + it * hd, smax, ssum, scratch);
     }

@@ -20,7 +20,12 @@ CpuBackend::~CpuBackend() = default;
 std::string CpuBackend::name() const { return std::string("cpu/") + IsaName(isa_); }
 
 std::string CpuBackend::numerics_id() const {
+#if RSD_RELAXED_NUMERICS
+  // A relaxed build (exactness_cost.py's measurement) must never share state with exact ones.
+  return "cpu-k" + std::to_string(kCpuKernelVersion) + "-relaxed";
+#else
   return "cpu-k" + std::to_string(kCpuKernelVersion);
+#endif
 }
 
 DeviceInfo CpuBackend::device_info() const {

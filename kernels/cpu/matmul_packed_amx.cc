@@ -30,9 +30,9 @@
 namespace rsd::cpu {
 namespace {
 
-#define RSD_AMX                                                         \
-  __attribute__((                                                       \
-      target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,amx-tile," \
+#define RSD_AMX                                                             \
+  __attribute__((                                                           \
+      target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma,amx-tile," \
              "amx-int8")))
 
 constexpr int kM = 16;  // activation rows per tile
@@ -151,7 +151,7 @@ RSD_AMX void ScaledSums(const uint8_t* group, const uint8_t* unpacked, int64_t n
         v = _mm512_add_epi32(v, _mm512_set1_epi32(-WeightBias<T>() * a[r].sum[cur.b]));
       }
       const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(a[r].d[cur.b]));
-      acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(scale, _mm512_cvtepi32_ps(v)));
+      acc[r] = MulAdd(acc[r], scale, _mm512_cvtepi32_ps(v));
     }
   }
   const int64_t last = nb < 4 ? nb - 1 : 3;

@@ -20,7 +20,7 @@
 namespace rsd::cpu {
 namespace {
 
-#define RSD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")))
+#define RSD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")))
 
 constexpr int kTileRows = 8;  // activation rows per pass over a group's weights
 
@@ -87,7 +87,7 @@ RSD_VNNI void Tile(const uint8_t* group, int64_t nb, const Q8Row* a, const float
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(a[r].d[b]));
-        acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(scale, _mm512_cvtepi32_ps(s[r])));
+        acc[r] = MulAdd(acc[r], scale, _mm512_cvtepi32_ps(s[r]));
       }
       if constexpr (T == DType::kQ4_1) AddQ41Offsets<R>(p, a, b, off);
     }

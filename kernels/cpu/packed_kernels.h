@@ -11,7 +11,19 @@
 
 namespace rsd::cpu {
 
-#define RSD_PACKED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c")))
+#define RSD_PACKED_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c,fma")))
+
+// acc + x * y, the block step of every path: the product rounded, then the sum (the numerics'
+// fixed order). A build with RSD_RELAXED_NUMERICS (used only to measure what exactness costs,
+// tools/bench/exactness_cost.py) fuses them.
+RSD_PACKED_AVX512 inline __attribute__((always_inline)) __m512 MulAdd(__m512 acc, __m512 x,
+                                                                      __m512 y) {
+#if RSD_RELAXED_NUMERICS
+  return _mm512_fmadd_ps(x, y, acc);
+#else
+  return _mm512_add_ps(acc, _mm512_mul_ps(x, y));
+#endif
+}
 
 // Brings bytes [offset, offset + n) of the group the caller reads next (the same shape as the one
 // it computes now, or null) towards the core, a block at a time as the current group's blocks are
@@ -35,7 +47,7 @@ RSD_PACKED_AVX512 inline __attribute__((always_inline)) void AddQ41Offsets(const
   const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    off[r] = _mm512_add_ps(off[r], _mm512_mul_ps(mw, _mm512_set1_ps(a[r].s[b])));
+    off[r] = MulAdd(off[r], mw, _mm512_set1_ps(a[r].s[b]));
   }
 }
 
