@@ -4,10 +4,44 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
+#include <vector>
 
 namespace rsd::testing {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// The directories this process made, removed when it exits (by the process that made them, not
+// by a forked child that exits) unless RSD_KEEP_TEST_DIRS is set: a test run would otherwise
+// leave gigabytes of stores and logs in the temporary directory.
+class TempDirs {
+ public:
+  void Add(std::string dir) {
+    std::lock_guard<std::mutex> lock(mu_);
+    dirs_.push_back(std::move(dir));
+  }
+  ~TempDirs() {
+    if (::getpid() != owner_ || std::getenv("RSD_KEEP_TEST_DIRS") != nullptr) return;
+    for (const std::string& d : dirs_) {
+      std::error_code ec;  // a child process may still be writing there: best effort
+      fs::remove_all(d, ec);
+    }
+  }
+
+ private:
+  const pid_t owner_ = ::getpid();
+  std::mutex mu_;
+  std::vector<std::string> dirs_;
+};
+
+TempDirs& Made() {
+  static TempDirs dirs;
+  return dirs;
+}
+
+}  // namespace
 
 std::string MakeTempDir(const std::string& prefix) {
   const char* base = std::getenv("TEST_TMPDIR");
@@ -15,6 +49,7 @@ std::string MakeTempDir(const std::string& prefix) {
   std::string tmpl = (root / (prefix + "-XXXXXX")).string();
   char* p = ::mkdtemp(tmpl.data());
   if (p == nullptr) std::abort();
+  Made().Add(tmpl);
   return tmpl;
 }
 

@@ -47,7 +47,8 @@ inline void TrueOrFail(bool condition, std::string_view what) {
   throw TestAbandoned(std::string(what));
 }
 
-// A fresh directory under the test temp dir, removed by the OS/test runner later.
+// A fresh directory under the test temp dir (TEST_TMPDIR or the system one), removed with its
+// contents when the process that made it exits, unless RSD_KEEP_TEST_DIRS is set.
 std::string MakeTempDir(const std::string& prefix);
 
 // The repository root (RSD_SOURCE_DIR, set by ctest).

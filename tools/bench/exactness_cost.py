@@ -11,7 +11,7 @@ fingerprint differs, so it never shares state with exact builds.
 Both binaries run the same figures interleaved (exact, relaxed, exact, relaxed; best of each),
 and the ratio relaxed / exact is what exactness costs (issue #12's goal: at most 1.05):
 
-    python3 tools/bench/exactness_cost.py --out tools/bench/results/exactness_cost
+    python3 tools/bench/exactness_cost.py --rounds 3 --out tools/bench/results/exactness_cost_xeon
 
 builds the relaxed tree (build-relaxed, rsd-run only) when it is missing or older than the
 sources, and writes a CSV.
