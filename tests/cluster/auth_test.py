@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 
 import openai
-from procs import free_port, read, stop, wait_line
+from procs import free_port, read, remove_dir, stop, wait_line
 
 BUILD, MODEL = sys.argv[1], sys.argv[2]
 
@@ -54,6 +54,7 @@ class AuthClusterTest(unittest.TestCase):
     def tearDownClass(cls):
         stop(cls.procs)
         cls.log.close()
+        remove_dir(cls.dir)
 
     @classmethod
     def key_file(cls, name, key):

@@ -18,7 +18,7 @@ import urllib.request
 
 import openai
 from prometheus_client.parser import text_string_to_metric_families
-from procs import free_port, stop, wait_line
+from procs import free_port, remove_dir, stop, wait_line
 
 BUILD, MODEL = sys.argv[1], sys.argv[2]
 MAX_TOKENS = 24
@@ -82,6 +82,7 @@ class Cluster:
     def close(self):
         stop(self.procs)
         self.log.close()
+        remove_dir(self.dir)
 
 
 def rsd_run_chat(messages, max_tokens):
@@ -89,9 +90,12 @@ def rsd_run_chat(messages, max_tokens):
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for m in messages:
             f.write(json.dumps({"role": "user", "content": m}) + "\n")
-    out = subprocess.run([f"{BUILD}/tools/rsd-run", "chat", "--model", MODEL, "--script", f.name,
-                          "--max-tokens", str(max_tokens), "--threads", "2"],
-                         check=True, capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run([f"{BUILD}/tools/rsd-run", "chat", "--model", MODEL, "--script",
+                              f.name, "--max-tokens", str(max_tokens), "--threads", "2"],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
     return [json.loads(line)["text"] for line in out.splitlines() if line.startswith("{")]
 
 

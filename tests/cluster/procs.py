@@ -1,5 +1,7 @@
 """What the process-level Python tests share: free ports, waiting for a line a process prints,
-reading files, and stopping the processes a test started."""
+reading files, stopping the processes a test started and removing its directory."""
+import os
+import shutil
 import socket
 import time
 
@@ -29,6 +31,13 @@ def wait_line(p, ready, stream="stdout", seconds=60):
 def read(path, mode="r"):
     with open(path, mode) as f:
         return f.read()
+
+
+def remove_dir(path):
+    """Removes a test's directory (stores, journals, logs) unless RSD_KEEP_TEST_DIRS is set, as
+    the C++ tests' MakeTempDir does."""
+    if not os.environ.get("RSD_KEEP_TEST_DIRS"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def stop(procs):

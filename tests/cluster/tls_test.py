@@ -23,7 +23,7 @@ import urllib.request
 
 import grpc
 import openai
-from procs import free_port, read, stop, wait_line
+from procs import free_port, read, remove_dir, stop, wait_line
 
 SOURCE, BUILD, MODEL = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -48,6 +48,7 @@ class TlsClusterTest(unittest.TestCase):
     def tearDownClass(cls):
         stop(cls.procs)
         cls.log.close()
+        remove_dir(cls.dir)
 
     @classmethod
     def cert(cls, name):
