@@ -213,12 +213,16 @@ void RowsAvx2Dispatch(const uint8_t* w, const Q8Row* a, int64_t n_rows, int64_t 
 
 namespace {
 
+// A block's scale before its F16 rounding, and that rounding (x to F16 and back).
+inline float RawScale(float amax) { return amax / 127.0f; }
+inline float ThroughF16(float x) { return F16ToF32(F32ToF16(x)); }
+
 // The scale and offset term of a block from its max |x| and integer sum (shared by both paths).
 inline void BlockScale(float amax, int32_t total, float* d, int32_t* sum, float* s) {
-  const float db = amax / 127.0f;
-  *d = F16ToF32(F32ToF16(db));
+  const float db = RawScale(amax);
+  *d = ThroughF16(db);
   *sum = total;
-  *s = F16ToF32(F32ToF16(db * static_cast<float>(total)));
+  *s = ThroughF16(db * static_cast<float>(total));
 }
 
 inline float InverseScale(float amax) { return amax != 0.0f ? 127.0f / amax : 0.0f; }
@@ -265,8 +269,8 @@ __attribute__((target("avx2,f16c"))) void ScalesAvx2(const float* amax, int n, f
   }
   for (; b < n; ++b) {
     id[b] = InverseScale(amax[b]);
-    db[b] = amax[b] / 127.0f;
-    d[b] = F16ToF32(F32ToF16(db[b]));
+    db[b] = RawScale(amax[b]);
+    d[b] = ThroughF16(db[b]);
   }
 }
 
@@ -279,7 +283,7 @@ __attribute__((target("avx2,f16c"))) void OffsetsAvx2(const float* db, const int
         _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(total + b)));
     _mm256_storeu_ps(s + b, ThroughF16(_mm256_mul_ps(_mm256_loadu_ps(db + b), t)));
   }
-  for (; b < n; ++b) s[b] = F16ToF32(F32ToF16(db[b] * static_cast<float>(total[b])));
+  for (; b < n; ++b) s[b] = ThroughF16(db[b] * static_cast<float>(total[b]));
 }
 
 // The scalar path's operations eight at a time: max of |x| (exact in any order for non-NaN

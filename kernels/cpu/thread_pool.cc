@@ -19,16 +19,22 @@ constexpr auto kSpinTime = std::chrono::microseconds(500);
 // PAUSEs between looks at the clock.
 constexpr int kPausesPerCheck = 16;
 
-// Spins until done() or kSpinTime has passed; returns done().
+// Spins until done() or kSpinTime has passed; returns done(). The clock is first read after one
+// round of PAUSEs, so an op that is already done costs no clock read.
 template <class Done>
 bool SpinUntil(Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
-  for (;;) {
+  std::chrono::steady_clock::time_point deadline{};
+  for (bool first = true;; first = false) {
     for (int i = 0; i < kPausesPerCheck; ++i) {
       if (done()) return true;
       _mm_pause();
     }
-    if (std::chrono::steady_clock::now() >= deadline) return done();
+    const auto now = std::chrono::steady_clock::now();
+    if (first) {
+      deadline = now + kSpinTime;
+    } else if (now >= deadline) {
+      return done();
+    }
   }
 }
 }  // namespace

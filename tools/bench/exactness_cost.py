@@ -59,13 +59,27 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="exact/relaxed alternations")
     ap.add_argument("--out", default="", help="path prefix for the .csv")
     args = ap.parse_args()
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        thread_counts = []
+    if not thread_counts or min(thread_counts) < 1:
+        ap.error(f"--threads: expected a comma-separated list of whole numbers >= 1, "
+                 f"got {args.threads!r}")
+    for flag, v in (("--decode-tokens", args.decode_tokens), ("--long-prompt", args.long_prompt),
+                    ("--rounds", args.rounds)):
+        if v < 1:
+            ap.error(f"{flag}: expected a whole number >= 1, got {v}")
+    for flag, path in (("--model", args.model), ("--rsd-run", args.rsd_run)):
+        if not os.path.exists(path):
+            ap.error(f"{flag}: no such file {path!r}")
     relaxed = build_relaxed(root, args.relaxed_tree)
     # (prompt, decode, batches, repeats): short prompts for decode and batching, a long one where
     # attention's order matters most.
     configs = [(128, args.decode_tokens, [1, 16], 3), (512, args.decode_tokens, [1], 3),
                (args.long_prompt, args.decode_tokens, [1], 1)]
     best = {}
-    for threads in [int(t) for t in args.threads.split(",")]:
+    for threads in thread_counts:
         for prompt, decode, batches, repeats in configs:
             for _ in range(args.rounds):
                 for name, binary in (("exact", args.rsd_run), ("relaxed", relaxed)):
