@@ -6,7 +6,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-pip python3-venv unzip curl
-  openssl clang-14 libclang-rt-14-dev
+  openssl clang-14 libclang-rt-14-dev patch xz-utils
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev

@@ -53,7 +53,7 @@ class FakeWorker {
 
   absl::Status OpenSession(const v1::OpenSessionRequest* req, v1::SessionInfo* resp) {
     absl::MutexLock l(&mu_);
-    opened.push_back(*req);
+    opened_.push_back(*req);
     Session& s = sessions_[req->ref().session_id()];
     s = Session();
     s.epoch = req->ref().epoch();
@@ -67,7 +67,7 @@ class FakeWorker {
                     const Write<v1::ChatEvent>& write) {
     {
       absl::MutexLock l(&mu_);
-      chats.push_back(*req);
+      chats_.push_back(*req);
       if (!fail.ok()) return fail;
       absl::Status s = CheckLocked(req->ref());
       if (!s.ok()) return s;
@@ -144,8 +144,8 @@ class FakeWorker {
 
   absl::Status CloseSession(const v1::SessionRef* ref, v1::SessionInfo* resp) {
     absl::MutexLock l(&mu_);
-    closed.push_back(ref->session_id());
-    closed_refs.push_back(*ref);
+    closed_.push_back(ref->session_id());
+    closed_refs_.push_back(*ref);
     sessions_.erase(ref->session_id());
     return absl::OkStatus();
   }
@@ -166,7 +166,7 @@ class FakeWorker {
     SessionState state;
     {
       absl::MutexLock l(&mu_);
-      exports.push_back(*req);
+      exports_.push_back(*req);
       if (!export_fail.ok()) return export_fail;
       absl::Status s = CheckLocked(req->ref());
       if (!s.ok()) return s;
@@ -215,7 +215,7 @@ class FakeWorker {
       if (read.ok()) read = stream.Add(c);
     }
     absl::MutexLock l(&mu_);
-    imports.push_back(chunks);
+    imports_.push_back(chunks);
     if (!import_fail.ok()) return import_fail;
     absl::StatusOr<SessionState> state = read.ok() ? stream.Finish() : read;
     if (!state.ok()) {
@@ -280,20 +280,22 @@ class FakeWorker {
 
   size_t chat_count() {
     absl::MutexLock l(&mu_);
-    return chats.size();
+    return chats_.size();
   }
   size_t open_count() {
     absl::MutexLock l(&mu_);
-    return opened.size();
+    return opened_.size();
   }
 
+  // Copies of the requests recorded so far (a test reads them while the router may still call).
+  std::vector<v1::OpenSessionRequest> Opened() { return Copy(opened_); }
+  std::vector<v1::WorkerChatRequest> Chats() { return Copy(chats_); }
+  std::vector<std::string> Closed() { return Copy(closed_); }
+  std::vector<v1::SessionRef> ClosedRefs() { return Copy(closed_refs_); }
+  std::vector<v1::ExportSessionRequest> Exports() { return Copy(exports_); }
+  std::vector<std::vector<v1::StateChunk>> Imports() { return Copy(imports_); }
+
   absl::Mutex mu_;
-  std::vector<v1::OpenSessionRequest> opened;
-  std::vector<v1::WorkerChatRequest> chats;
-  std::vector<std::string> closed;
-  std::vector<v1::SessionRef> closed_refs;
-  std::vector<v1::ExportSessionRequest> exports;
-  std::vector<std::vector<v1::StateChunk>> imports;
   absl::Status fail = absl::OkStatus();
   absl::Status export_fail = absl::OkStatus();
   absl::Status import_fail = absl::OkStatus();
@@ -314,6 +316,19 @@ class FakeWorker {
 
  private:
   // NOT_FOUND for an unknown session; FAILED_PRECONDITION for another epoch (a stale owner).
+  template <typename T>
+  std::vector<T> Copy(const std::vector<T>& recorded) {
+    absl::MutexLock l(&mu_);
+    return recorded;
+  }
+
+  std::vector<v1::OpenSessionRequest> opened_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::WorkerChatRequest> chats_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> closed_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::SessionRef> closed_refs_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::ExportSessionRequest> exports_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::vector<v1::StateChunk>> imports_ ABSL_GUARDED_BY(mu_);
+
   absl::Status CheckLocked(const v1::SessionRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = sessions_.find(ref.session_id());
     if (it == sessions_.end()) return absl::NotFoundError("fake worker: unknown session");

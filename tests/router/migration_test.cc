@@ -63,13 +63,13 @@ TEST_F(MigrationTest, MigrateSwitchesOwnerWithNextEpochAndDropsTheSource) {
   EXPECT_EQ(m.payload_bytes(), 2000);
   EXPECT_EQ(m.token_bytes(), 800);
   EXPECT_GT(m.wire_bytes(), 2000);  // the blocks and the varint-packed tokens
-  ASSERT_EQ(w1.exports.size(), 1u);
-  EXPECT_EQ(w1.exports[0].ref().epoch(), 1u);
-  EXPECT_EQ(w1.exports[0].target_epoch(), 2u);
-  EXPECT_EQ(w1.exports[0].form(), "kv");
+  ASSERT_EQ(w1.Exports().size(), 1u);
+  EXPECT_EQ(w1.Exports()[0].ref().epoch(), 1u);
+  EXPECT_EQ(w1.Exports()[0].target_epoch(), 2u);
+  EXPECT_EQ(w1.Exports()[0].form(), "kv");
   // The source's copy is dropped with its own (old) epoch.
-  ASSERT_EQ(w1.closed_refs.size(), 1u);
-  EXPECT_EQ(w1.closed_refs[0].epoch(), 1u);
+  ASSERT_EQ(w1.ClosedRefs().size(), 1u);
+  EXPECT_EQ(w1.ClosedRefs()[0].epoch(), 1u);
   EXPECT_FALSE(w1.Has(s));
   EXPECT_EQ(w2.Get(s).epoch, 2u);
   EXPECT_EQ(Journaled(s).worker, "w2");
@@ -79,8 +79,8 @@ TEST_F(MigrationTest, MigrateSwitchesOwnerWithNextEpochAndDropsTheSource) {
   ASSERT_TRUE(t.status.ok()) << t.status.error_message();
   EXPECT_EQ(t.events.back().done().worker(), "w2");
   EXPECT_EQ(t.events.back().done().turn(), 3u);
-  ASSERT_EQ(w2.chats.size(), 1u);
-  EXPECT_EQ(w2.chats[0].ref().epoch(), 2u);
+  ASSERT_EQ(w2.Chats().size(), 1u);
+  EXPECT_EQ(w2.Chats()[0].ref().epoch(), 2u);
 
   v1::ListWorkersResponse workers;
   ASSERT_TRUE(admin_->ListWorkers(Ctx().get(), v1::ListWorkersRequest(), &workers).ok());
@@ -152,7 +152,7 @@ TEST_F(MigrationTest, FailedStreamLeavesTheSourceServing) {
   }
 
   EXPECT_FALSE(w2.Has(s));
-  EXPECT_TRUE(w1.closed.empty());
+  EXPECT_TRUE(w1.Closed().empty());
   EXPECT_EQ(Journaled(s).worker, "w1");
   EXPECT_EQ(Journaled(s).epoch, 1u);
   Turn t = Chat(s, "two");
@@ -217,9 +217,9 @@ TEST_F(MigrationTest, ManualFailoverRebuildsFromTheJournalsTokenLog) {
   EXPECT_EQ(f.moved(0).session().worker(), "w2");
   EXPECT_EQ(f.moved(0).session().epoch(), 2u);
   EXPECT_EQ(f.moved(0).form(), "tokens");
-  ASSERT_EQ(w2.imports.size(), 1u);
-  ASSERT_EQ(w2.imports[0].size(), 2u);  // header and trailer, no blocks
-  const v1::StateHeader& h = w2.imports[0][0].header();
+  ASSERT_EQ(w2.Imports().size(), 1u);
+  ASSERT_EQ(w2.Imports()[0].size(), 2u);  // header and trailer, no blocks
+  const v1::StateHeader h = w2.Imports()[0][0].header();
   EXPECT_EQ(h.ref().epoch(), 2u);
   EXPECT_EQ(h.ref().tenant(), "default");
   EXPECT_EQ(h.model_fingerprint(), "fp-smol");
@@ -258,7 +258,7 @@ TEST_F(MigrationTest, WorkerDyingMidTurnRetriedTurnIdReusesTheJournaledSeed) {
   EXPECT_EQ(cut.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(cut.status.error_message(), HasSubstr("retry the turn id"));
   EXPECT_EQ(journal_->ListTurns(*ParseSessionId(s))->size(), 1u);  // nothing half-committed
-  const uint64_t seed = w1.chats.back().turn().sampling().seed();
+  const uint64_t seed = w1.Chats().back().turn().sampling().seed();
   std::optional<PendingRecord> pending = *journal_->GetPending(*ParseSessionId(s));
   ASSERT_TRUE(pending.has_value());
   EXPECT_EQ(pending->turn_id, "turn-2");
@@ -272,8 +272,8 @@ TEST_F(MigrationTest, WorkerDyingMidTurnRetriedTurnIdReusesTheJournaledSeed) {
   EXPECT_EQ(done.worker(), "w2");
   EXPECT_EQ(done.turn(), 2u);
   EXPECT_EQ(done.seed(), seed);
-  ASSERT_EQ(w2.chats.size(), 1u);
-  EXPECT_EQ(w2.chats[0].turn().sampling().seed(), seed);
+  ASSERT_EQ(w2.Chats().size(), 1u);
+  EXPECT_EQ(w2.Chats()[0].turn().sampling().seed(), seed);
   EXPECT_FALSE(journal_->GetPending(*ParseSessionId(s))->has_value());  // cleared at commit
   // A fresh turn id draws a fresh seed.
   Turn fresh = Chat(s, "q", "turn-3");
@@ -285,7 +285,7 @@ TEST_F(MigrationTest, ATurnCommittedByAWorkerThatDiedBeforeItsReplyIsReplacedByT
   FakeWorker& w1 = AddWorker("w1");
   const std::string s = CreateOn("w1");
   ASSERT_TRUE(Chat(s, "ab").status.ok());
-  EXPECT_EQ(w1.chats.back().committed_turns(), 0u);
+  EXPECT_EQ(w1.Chats().back().committed_turns(), 0u);
   w1.fail_after_commit = true;  // turn 2 is durable on w1; its reply never reaches the router
   Turn cut = Chat(s, "xyz", "turn-2");
   EXPECT_EQ(cut.status.error_code(), grpc::StatusCode::UNAVAILABLE);
@@ -293,8 +293,8 @@ TEST_F(MigrationTest, ATurnCommittedByAWorkerThatDiedBeforeItsReplyIsReplacedByT
   w1.fail_after_commit = false;
   Turn retry = Chat(s, "xyz", "turn-2");
   ASSERT_TRUE(retry.status.ok()) << retry.status.error_message();
-  ASSERT_TRUE(w1.chats.back().has_committed_turns());
-  EXPECT_EQ(w1.chats.back().committed_turns(), 1u);  // the journal's count, not the worker's
+  ASSERT_TRUE(w1.Chats().back().has_committed_turns());
+  EXPECT_EQ(w1.Chats().back().committed_turns(), 1u);  // the journal's count, not the worker's
   EXPECT_EQ(w1.dropped_turns, 1);
   EXPECT_EQ(retry.events.back().done().turn(), 2u);  // it replaced the turn, not followed it
   EXPECT_EQ(journal_->ListTurns(*ParseSessionId(s))->size(), 2u);
@@ -387,7 +387,7 @@ TEST_F(MigrationTest, RegisteringOwnerKeepsItsSessionsAndDropsStaleEpochs) {
 }
 
 TEST_F(MigrationTest, DrainMovesEverySessionUnderLoadWithoutFailingATurn) {
-  AddWorker("w1");
+  FakeWorker& w1 = AddWorker("w1");
   FakeWorker& w2 = AddWorker("w2");
   FakeWorker& w3 = AddWorker("w3");
   std::vector<std::string> sessions;
@@ -408,21 +408,27 @@ TEST_F(MigrationTest, DrainMovesEverySessionUnderLoadWithoutFailingATurn) {
       }
     });
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Under load: every session has run turns on w1 before the drain starts, and every one runs
+  // more on its new worker after it, while no client ever paused.
+  const size_t on_w1 = 2 * sessions.size();
+  const bool loaded = Eventually([&] { return w1.chat_count() >= on_w1; });
   v1::WorkerRequest req;
   req.set_worker("w1");
   v1::DrainResponse d;
+  const int before_drain = turns;
   grpc::Status st = admin_->Drain(Ctx().get(), req, &d);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const bool moved_on =
+      Eventually([&] { return w2.chat_count() + w3.chat_count() >= 2 * sessions.size(); });
   stop = true;
   for (std::thread& th : load) th.join();
+  ASSERT_TRUE(loaded) << "the load never reached w1";
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(failures, 0);
-  EXPECT_GT(turns, 8);
+  EXPECT_GE(before_drain, static_cast<int>(sessions.size()));
   EXPECT_EQ(d.worker().state(), "draining");
   EXPECT_EQ(d.moved_size(), 4);
   for (const std::string& s : sessions) EXPECT_NE(Journaled(s).worker, "w1");
-  EXPECT_GT(w2.chat_count() + w3.chat_count(), 0u);
+  EXPECT_TRUE(moved_on) << "the moved sessions' turns did not reach w2 and w3";
   // Nothing new is placed on a draining worker.
   v1::SessionInfo info;
   for (int i = 0; i < 3; ++i) {

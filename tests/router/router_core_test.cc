@@ -243,10 +243,7 @@ TEST_F(RouterCoreTest, TenantQuotasBoundSessionsAndRunningTurns) {
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("tenant 'a' holds 2 sessions, its quota "
                                  "(--max-sessions-per-tenant 2)")));
-  {
-    absl::MutexLock lock(&w.mu_);
-    EXPECT_EQ(w.opened.size(), 2u);  // nothing was placed for the refused one
-  }
+  EXPECT_EQ(w.Opened().size(), 2u);    // nothing was placed for the refused one
   const std::string b1 = Create("b");  // another tenant is not held back
   ASSERT_TRUE(core_->CloseSession(CallerFor("a"), a1).ok());
   const std::string a3 = Create("a");  // a close gives the room back
@@ -257,10 +254,7 @@ TEST_F(RouterCoreTest, TenantQuotasBoundSessionsAndRunningTurns) {
   Caller blocked = CallerFor("a");
   blocked.cancelled = [&] { return gone.load(); };
   std::thread running([&] { Chat(a2, "x", "", blocked); });
-  const auto chats = [&w] {
-    absl::MutexLock lock(&w.mu_);
-    return w.chats.size();
-  };
+  const auto chats = [&w] { return w.chat_count(); };
   for (int i = 0; i < 1000 && chats() == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -349,11 +343,9 @@ TEST_F(RouterCoreTest, SessionsIdlePastTwiceTheirTtlLeaveTheJournalAndTheQuotas)
   EXPECT_EQ(core_->ExpireIdleSessions(now + absl::Seconds(125)), 1);
   EXPECT_THAT(core_->GetSession(CallerFor("a"), a->session_id()).status(),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown session")));
-  {
-    absl::MutexLock lock(&w.mu_);
-    ASSERT_EQ(w.closed.size(), 1u);  // closed on its worker too
-    EXPECT_EQ(w.closed[0], a->session_id());
-  }
+  const std::vector<std::string> closed = w.Closed();
+  ASSERT_EQ(closed.size(), 1u);  // closed on its worker too
+  EXPECT_EQ(closed[0], a->session_id());
   EXPECT_EQ(core_->quotas().sessions("a"), 2);
   EXPECT_EQ(core_->quotas().history_tokens("a"), 0);
   EXPECT_EQ(core_->ExpireIdleSessions(now + absl::Seconds(215)), 0);  // 115 s after its turn
@@ -435,7 +427,7 @@ TEST_F(RouterCoreTest, MigrationAndFailoverMoveTheSessionWithTheNextEpoch) {
       core_->Migrate(s, "w2", "", absl::Now() + absl::Seconds(10));
   ASSERT_TRUE(moved.ok()) << moved.status();
   EXPECT_EQ(moved->route(), "direct");  // worker to worker: the router only orchestrated
-  EXPECT_EQ(w1.imports.size() + w2.imports.size(), 1u);
+  EXPECT_EQ(w1.Imports().size() + w2.Imports().size(), 1u);
   EXPECT_EQ(moved->from_worker(), "w1");
   EXPECT_EQ(moved->session().epoch(), 2u);
   EXPECT_FALSE(w1.Has(s));
@@ -479,10 +471,10 @@ TEST_F(RouterCoreTest, ATargetTheSourceCannotReachGetsTheStateThroughTheRouter) 
   // A refusal by the target is final: no second try through the router.
   FakeWorker& w3 = AddWorker("w3");
   w3.model_fingerprint = "fp-other";
-  const size_t before = w3.imports.size();
+  const size_t before = w3.Imports().size();
   EXPECT_THAT(core_->Migrate(s, "w3", "", absl::Now() + absl::Seconds(10)),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("fingerprint")));
-  EXPECT_EQ(w3.imports.size(), before + 1);
+  EXPECT_EQ(w3.Imports().size(), before + 1);
 }
 
 // Deduplicated migration on the router's route (issue #15): the router offers the target the
@@ -506,9 +498,9 @@ TEST_F(RouterCoreTest, APipedStateLeavesOutWhatTheTargetHoldsAndGoesWholeIfItNoL
   EXPECT_EQ(moved->blocks(), 0);
   EXPECT_EQ(moved->payload_bytes(), 0);
   EXPECT_EQ(moved->shared_tokens(), 1);
-  ASSERT_EQ(w2.imports.size(), 1u);
-  EXPECT_EQ(w2.imports[0].front().header().shared_chunks(), 1);
-  EXPECT_EQ(w2.imports[0].size(), 2u);  // header and trailer only
+  ASSERT_EQ(w2.Imports().size(), 1u);
+  EXPECT_EQ(w2.Imports()[0].front().header().shared_chunks(), 1);
+  EXPECT_EQ(w2.Imports()[0].size(), 2u);  // header and trailer only
   // Back to w1 (which holds nothing), then to w2 again, which refuses the shared chunks now.
   ASSERT_TRUE(core_->Migrate(s, "w1", "kv", absl::Now() + absl::Seconds(10)).ok());
   w2.abort_shared_imports = true;
@@ -517,9 +509,9 @@ TEST_F(RouterCoreTest, APipedStateLeavesOutWhatTheTargetHoldsAndGoesWholeIfItNoL
   EXPECT_EQ(moved->route(), "router");
   EXPECT_EQ(moved->blocks(), 2);
   EXPECT_EQ(moved->shared_tokens(), 0);
-  ASSERT_EQ(w2.imports.size(), 3u);  // the refused stream, then the whole one
-  EXPECT_EQ(w2.imports[1].front().header().shared_chunks(), 1);
-  EXPECT_EQ(w2.imports[2].front().header().shared_chunks(), 0);
+  ASSERT_EQ(w2.Imports().size(), 3u);  // the refused stream, then the whole one
+  EXPECT_EQ(w2.Imports()[1].front().header().shared_chunks(), 1);
+  EXPECT_EQ(w2.Imports()[2].front().header().shared_chunks(), 0);
   EXPECT_EQ(w2.Get(s).log.size(), 100u);
 }
 

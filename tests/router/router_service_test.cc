@@ -32,11 +32,11 @@ TEST_F(RouterServiceTest, CreateChatDescribeUndoClose) {
   EXPECT_EQ(info.tenant(), "default");
   EXPECT_EQ(info.model(), "smol");
   EXPECT_EQ(info.options().priority(), 3);
-  ASSERT_EQ(w.opened.size(), 1u);
-  EXPECT_EQ(w.opened[0].ref().session_id(), info.session_id());
-  EXPECT_EQ(w.opened[0].ref().tenant(), "default");
-  EXPECT_EQ(w.opened[0].ref().epoch(), 1u);
-  EXPECT_EQ(w.opened[0].options().priority(), 3);
+  ASSERT_EQ(w.Opened().size(), 1u);
+  EXPECT_EQ(w.Opened()[0].ref().session_id(), info.session_id());
+  EXPECT_EQ(w.Opened()[0].ref().tenant(), "default");
+  EXPECT_EQ(w.Opened()[0].ref().epoch(), 1u);
+  EXPECT_EQ(w.Opened()[0].options().priority(), 3);
 
   Turn t = Chat(info.session_id(), "hey");
   ASSERT_TRUE(t.status.ok()) << t.status.error_message();
@@ -47,11 +47,11 @@ TEST_F(RouterServiceTest, CreateChatDescribeUndoClose) {
   EXPECT_EQ(done.worker(), "w1");
   EXPECT_TRUE(t.journaled_before_done);
   // The router drew a seed and the journal recorded the one the worker ran with.
-  ASSERT_EQ(w.chats.size(), 1u);
-  ASSERT_TRUE(w.chats[0].turn().sampling().has_seed());
-  EXPECT_EQ(w.chats[0].ref().epoch(), 1u);
+  ASSERT_EQ(w.Chats().size(), 1u);
+  ASSERT_TRUE(w.Chats()[0].turn().sampling().has_seed());
+  EXPECT_EQ(w.Chats()[0].ref().epoch(), 1u);
   const TurnRecord rec = **journal_->LastTurn(*ParseSessionId(info.session_id()));
-  EXPECT_EQ(rec.seed, w.chats[0].turn().sampling().seed());
+  EXPECT_EQ(rec.seed, w.Chats()[0].turn().sampling().seed());
   EXPECT_EQ(rec.message, "hey");
   EXPECT_EQ(rec.tokens, (std::vector<int32_t>{'h', 'e', 'y'}));
   EXPECT_EQ(done.seed(), rec.seed);
@@ -74,7 +74,7 @@ TEST_F(RouterServiceTest, CreateChatDescribeUndoClose) {
 
   v1::CloseSessionResponse closed;
   ASSERT_TRUE(client_->CloseSession(Ctx().get(), sreq, &closed).ok());
-  EXPECT_EQ(w.closed.size(), 1u);
+  EXPECT_EQ(w.Closed().size(), 1u);
   grpc::Status s = client_->GetSession(Ctx().get(), sreq, &got);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(s.error_message(), HasSubstr(info.session_id()));
