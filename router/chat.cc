@@ -299,6 +299,7 @@ absl::Status RouterCore::RunTurn(const Caller& caller, const v1::TurnRequest& re
     // The owner is dead, unregistered or unreachable and nothing was relayed: let failover (or
     // the worker's return) happen, then try again on whoever owns the session then.
     gate.Release();
+    turn_retries_.fetch_add(1);
     Pause(caller, core.options().retry_interval);
   }
 }

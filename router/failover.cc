@@ -188,6 +188,7 @@ void RouterCore::MonitorLoop() {
       last_expiry = absl::Now();
       ExpireIdleSessions(last_expiry);
     }
+    monitor_rounds_.fetch_add(1);
   }
 }
 

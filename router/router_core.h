@@ -191,6 +191,10 @@ class RouterCore {
   void FailoverDeadWorkers();
   // Starts the thread that calls FailoverDeadWorkers every failover_scan_interval.
   void StartFailoverMonitor();
+  // Scans the monitor has completed, and times a turn found its owner dead or unreachable and
+  // waited to try again: events tests wait on, instead of sleeping and hoping.
+  int64_t monitor_rounds() const { return monitor_rounds_.load(); }
+  int64_t turn_retries() const { return turn_retries_.load(); }
 
   // Sessions `worker` reports damaged in its storage (WorkerStatus.quarantined): those the
   // journal still gives it are queued for a rebuild from the journal (quarantine.cc).
@@ -301,6 +305,8 @@ class RouterCore {
   absl::Mutex monitor_mu_;
   bool stop_monitor_ ABSL_GUARDED_BY(monitor_mu_) = false;
   std::thread monitor_;
+  std::atomic<int64_t> monitor_rounds_{0};
+  std::atomic<int64_t> turn_retries_{0};
 };
 
 }  // namespace rsd::router

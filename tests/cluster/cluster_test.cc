@@ -330,7 +330,16 @@ TEST_F(ClusterTest, BadInputsGetClearStatusesWhileAnotherSessionRuns) {
               rss_before / 1e6, rss_after / 1e6);
   EXPECT_GE(refused.load(), 10);
   EXPECT_LT(slowest_refusal_ms.load(), 1000);
-  EXPECT_LT(rss_after - rss_before, 64ll << 20) << "memory grew under the flood";
+#if defined(__SANITIZE_THREAD__)
+  // Under ThreadSanitizer (tools/tsan.sh) the worker's RSS also holds TSan's shadow memory and
+  // access history, which grow with whatever it runs: the bound is for the real build.
+  constexpr bool kRssIsOurs = false;
+#else
+  constexpr bool kRssIsOurs = true;
+#endif
+  if (kRssIsOurs) {
+    EXPECT_LT(rss_after - rss_before, 64ll << 20) << "memory grew under the flood";
+  }
   by.join();
   std::printf("bystander: %d refusals retried\n", bystander_refusals.load());
   if (HasFailure()) std::printf("%s\n", c.Logs().c_str());

@@ -332,7 +332,8 @@ TEST_F(MigrationTest, AutomaticFailoverOfADeadWorkerWhileATurnWaits) {
   clock_.Advance(absl::Seconds(6));  // both miss heartbeats...
   Turn t;
   std::thread turn([&] { t = Chat(s, "cd", "t2"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // The turn found its owner dead and waits (no worker is ready to fail over to yet).
+  EXPECT_TRUE(Eventually([&] { return core_->turn_retries() > 0; }));
   EXPECT_TRUE(Heartbeat("w2"));  // ...a dead worker must register again
   Register("w2", workers_["w2"].address, "smol", 1000);
   turn.join();
@@ -365,8 +366,9 @@ TEST_F(MigrationTest, RestartedRouterFailsOverSessionsOfAWorkerThatNeverCameBack
   StartRouter();
   core_->StartFailoverMonitor();
   Register("w2", workers_["w2"].address, "smol", 1000);  // w1 never registers again
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_EQ(Journaled(s).worker, "w1");  // not before a heartbeat timeout
+  const int64_t rounds = core_->monitor_rounds();
+  ASSERT_TRUE(Eventually([&] { return core_->monitor_rounds() >= rounds + 2; }));
+  EXPECT_EQ(Journaled(s).worker, "w1");  // two scans later: not before a heartbeat timeout
   clock_.Advance(absl::Seconds(4));
   EXPECT_FALSE(Heartbeat("w2"));
   clock_.Advance(absl::Seconds(2));
