@@ -315,20 +315,13 @@ class FakeWorker {
   std::atomic<int> held_offers{0};
 
  private:
-  // NOT_FOUND for an unknown session; FAILED_PRECONDITION for another epoch (a stale owner).
   template <typename T>
   std::vector<T> Copy(const std::vector<T>& recorded) {
     absl::MutexLock l(&mu_);
     return recorded;
   }
 
-  std::vector<v1::OpenSessionRequest> opened_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::WorkerChatRequest> chats_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> closed_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::SessionRef> closed_refs_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::ExportSessionRequest> exports_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::vector<v1::StateChunk>> imports_ ABSL_GUARDED_BY(mu_);
-
+  // NOT_FOUND for an unknown session; FAILED_PRECONDITION for another epoch (a stale owner).
   absl::Status CheckLocked(const v1::SessionRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = sessions_.find(ref.session_id());
     if (it == sessions_.end()) return absl::NotFoundError("fake worker: unknown session");
@@ -341,6 +334,13 @@ class FakeWorker {
 
   std::string id_;
   std::map<std::string, Session> sessions_;
+  // What the router asked, in order (Opened() etc. copy them).
+  std::vector<v1::OpenSessionRequest> opened_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::WorkerChatRequest> chats_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> closed_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::SessionRef> closed_refs_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::ExportSessionRequest> exports_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::vector<v1::StateChunk>> imports_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rsd::router::testing
