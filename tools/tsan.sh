@@ -71,7 +71,7 @@ export RSD_SOURCE_DIR="$root"
 # Filters: cuda-emu's fibers (swapcontext, which TSan does not follow) stay out. Instrumented, the
 # cluster tests run about nine times slower; CI runs the six that cover the concurrent paths
 # (bad inputs and cancellation beside a running session, kill -9 mid-turn, drain under load,
-# refused imports, deduplicated migration) in about five minutes. RSD_TSAN_CLUSTER overrides
+# refused imports, deduplicated migration) in about six minutes. RSD_TSAN_CLUSTER overrides
 # the filter ('*' for all: the 16-session equality, chaos, overload and RSS runs take long).
 cluster="ClusterTest.BadInputs*:ClusterTest.Cancelled*:MigrationTest.KilledMidTurn*"
 cluster+=":MigrationTest.DrainUnderLoad*:MigrationTest.Imports*:DedupMigration.*"
