@@ -17,20 +17,33 @@ build="$root/build-tsan"
 absl_dir="$build/absl"
 export RSD_SMOLLM2="${RSD_SMOLLM2:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 
+version="$(dpkg-query -W -f='${Version}' libabsl-dev)"  # tools/install-deps.sh installs it
+
 build_abseil() {
-  local version upstream pool src
-  version="$(dpkg-query -W -f='${Version}' libabsl-dev)"
+  local upstream pool src listed
   upstream="${version%-*}"
   pool="http://deb.debian.org/debian/pool/main/a/abseil"
   [ -f "$absl_dir/lib/.built-$version" ] && return 0
   rm -rf "$absl_dir" && mkdir -p "$absl_dir/dl" "$absl_dir/lib"
-  curl -fsS -o "$absl_dir/dl/abseil.dsc" "$pool/abseil_${version}.dsc"
+  if ! curl -fsS -o "$absl_dir/dl/abseil.dsc" "$pool/abseil_${version}.dsc"; then
+    echo "tsan: no source package abseil_${version}.dsc in $pool (the installed libabsl-dev's" \
+      "version; after a Debian update, upgrade libabsl-dev to the version the pool holds)" >&2
+    return 1
+  fi
   # The files the .dsc lists, each checked against its SHA-256 there.
-  awk '/^Checksums-Sha256:/{on=1;next} /^[A-Z]/{on=0} on&&NF==3{print $1, $3}' \
-    "$absl_dir/dl/abseil.dsc" | while read -r sum file; do
+  listed="$(awk '/^Checksums-Sha256:/{on=1;next} /^[A-Z]/{on=0} on&&NF==3{print $1, $3}' \
+    "$absl_dir/dl/abseil.dsc")"
+  if [ -z "$listed" ]; then
+    echo "tsan: abseil_${version}.dsc lists no SHA-256 sums" >&2
+    return 1
+  fi
+  while read -r sum file; do
     curl -fsS -o "$absl_dir/dl/$file" "$pool/$file"
-    echo "$sum  $absl_dir/dl/$file" | sha256sum -c --quiet
-  done
+    if ! echo "$sum  $absl_dir/dl/$file" | sha256sum -c --quiet; then
+      echo "tsan: $file does not match the SHA-256 in abseil_${version}.dsc" >&2
+      return 1
+    fi
+  done <<< "$listed"
   tar -xzf "$absl_dir/dl/abseil_${upstream}.orig.tar.gz" -C "$absl_dir"
   src="$absl_dir/abseil-${upstream}"
   tar -xJf "$absl_dir/dl/abseil_${version}.debian.tar.xz" -C "$src"
@@ -51,7 +64,7 @@ build_abseil() {
   touch "$absl_dir/lib/.built-$version"
 }
 
-echo "== TSan-instrumented Abseil (Debian's source, $(dpkg-query -W -f='${Version}' libabsl-dev)) =="
+echo "== TSan-instrumented Abseil (Debian's source, $version) =="
 build_abseil
 tests=(tests/kernels_test tests/worker/engine/scheduler_test tests/worker/engine/session_test
   tests/storage/warm_tier_test tests/router/router_core_test tests/router/router_service_test
