@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/argmax.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/dot.h"
 #include "tests/kernels/random_data.h"
@@ -330,6 +331,79 @@ TEST(StoreKv, RoundsEveryRowToF16LikeTheScalarConversion) {
     const size_t untouched = std::count(storage.begin(), storage.end(), uint16_t{0x7DFF});
     EXPECT_EQ(untouched, storage.size() - written) << IsaName(isa);
   }
+}
+
+// The reference is the loop greedy sampling always ran: the first strictly greater value wins.
+int64_t LoopArgMax(const std::vector<float>& x) {
+  int64_t best = 0;
+  for (size_t i = 1; i < x.size(); ++i) {
+    if (x[i] > x[best]) best = static_cast<int64_t>(i);
+  }
+  return best;
+}
+
+TEST(ArgMaxF32, EveryPathAnswersAsTheLoopOnTiesNansZerosAndInfinities) {
+  std::mt19937 rng(11);
+  const float inf = INFINITY;
+  int checked = 0;
+  for (int64_t n : {1, 2, 7, 8, 9, 15, 16, 17, 33, 100, 49152, 49157}) {
+    for (int variant = 0; variant < 12; ++variant) {
+      std::vector<float> x = RandomFloats(rng, n, 8.0f);
+      std::uniform_int_distribution<int64_t> at(0, n - 1);
+      const int64_t a = at(rng), b = at(rng);
+      switch (variant) {
+        case 1:
+          x[a] = x[b] = 100.0f;
+          break;  // a tie: the lower index
+        case 2:
+          x[0] = NAN;
+          break;  // the loop never moves
+        case 3:
+          x[a] = NAN;
+          x[b] = 50.0f;
+          break;  // NaN skipped
+        case 4:
+          std::fill(x.begin(), x.end(), -0.0f);
+          x[a] = 0.0f;
+          break;  // -0 and +0 tie
+        case 5:
+          std::fill(x.begin(), x.end(), -inf);
+          break;  // all -inf: index 0
+        case 6:
+          std::fill(x.begin(), x.end(), NAN);
+          x[a] = -inf;
+          break;
+        case 7:
+          x[a] = inf;
+          x[b] = inf;
+          break;
+        case 8:
+          x[n - 1] = 1e30f;
+          break;  // in the scalar tail
+        case 9:
+          std::fill(x.begin(), x.end(), 3.0f);
+          break;  // all equal
+        case 10:
+          std::fill(x.begin(), x.end(), NAN);
+          break;  // only NaN
+        case 11:
+          x[a] = -inf;
+          x[b] = NAN;
+          x[0] = -inf;
+          break;
+        default:
+          break;
+      }
+      const int64_t want = LoopArgMax(x);
+      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
+        if (!IsaSupported(isa)) continue;
+        EXPECT_EQ(ArgMaxF32(isa, x.data(), n), want)
+            << IsaName(isa) << " n=" << n << " variant " << variant;
+        checked++;
+      }
+    }
+  }
+  EXPECT_GE(checked, 12 * 12 * 2) << "the scalar path and at least one vector path";
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/argmax.h"
 #include "kernels/cpu/exp.h"
 
 namespace rsd {
@@ -33,11 +34,10 @@ double CounterUniform(uint64_t seed, int64_t position) {
 }
 
 int32_t ArgMax(std::span<const float> logits) {
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
-  }
-  return best;
+  static const cpu::Isa isa = cpu::DefaultIsa();
+  if (logits.empty()) return 0;
+  return static_cast<int32_t>(
+      cpu::ArgMaxF32(isa, logits.data(), static_cast<int64_t>(logits.size())));
 }
 
 int32_t SampleToken(std::span<const float> logits, const SamplingParams& p, int64_t position) {

@@ -27,7 +27,8 @@ double CounterUniform(uint64_t seed, int64_t position);
 // Picks a token from `logits` (one row of vocab values) for the token at absolute `position`.
 int32_t SampleToken(std::span<const float> logits, const SamplingParams& p, int64_t position);
 
-// The index of the largest logit, lowest index on ties.
+// The index of the largest logit, lowest index on ties (cpu::ArgMaxF32: NaN is never chosen
+// unless it is element 0; 0 for an empty row).
 int32_t ArgMax(std::span<const float> logits);
 
 }  // namespace rsd

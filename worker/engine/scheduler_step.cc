@@ -17,7 +17,7 @@ bool Scheduler::StepOnce() {
   if (running_.empty()) return false;
   Batch batch = PlanBatch();
   if (batch.work.empty()) return false;
-  ForwardResult fr;
+  ForwardResult& fr = step_result_;
   const absl::Status st = engine_->Step(batch.work, false, &fr);
   if (st.code() == absl::StatusCode::kResourceExhausted && batch.work.size() > 1) {
     // The batch as a whole did not fit the device (a workspace grows with the rows): its turns

@@ -104,7 +104,8 @@ class Transformer {
 
   // Runs the new tokens of `seqs` as one batch (rows of all sequences in one GEMM per weight),
   // writing their K/V into `pool` at their block tables. INVALID_ARGUMENT on bad positions,
-  // token ids or block tables.
+  // token ids or block tables. `out` may hold a previous call's result: its buffers are reused
+  // and every field is overwritten.
   absl::Status Forward(std::span<const SeqInput> seqs, const KvPoolView& pool,
                        bool capture_residuals, ForwardResult* out);
 

@@ -239,7 +239,12 @@ absl::Status Transformer::Forward(std::span<const SeqInput> seqs, const KvPoolVi
   const int64_t d = c.d_model;
   Tensor x = w.x.Rows(0, n);
   out->n_rows = n;
-  if (capture_residuals) out->residuals.resize(static_cast<size_t>(c.n_layers * n * d));
+  // `out` may be a previous call's (its buffers reused): every field is set anew.
+  if (capture_residuals) {
+    out->residuals.resize(static_cast<size_t>(c.n_layers * n * d));
+  } else {
+    out->residuals.clear();
+  }
   Backend& b = *backend_;
   RSD_RETURN_IF_ERROR(b.Embed(token_embd_, w.ids, x));
   for (int l = 0; l < c.n_layers; ++l) {
