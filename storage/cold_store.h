@@ -20,10 +20,11 @@
 // after a crash both or neither are there. Open recounts every reference (the sweep), deleting
 // values no key refers to and keys whose value is missing, and fixing counts.
 //
-// Durability: AppendTokens, TruncateTokenLog, PutMeta and DeleteSession return after the WAL is
-// fsynced (an acknowledged turn survives a crash or power loss). PutBlock/DeleteBlock are written
-// to the WAL without fsync: a crash may lose the latest blocks, which the engine rebuilds from a
-// smaller form or the token log. Memtables are not flushed on close; the WAL replays on open.
+// Durability: AppendTokens, CommitTurns, TruncateTokenLog, PutMeta and DeleteSession return after
+// the WAL is fsynced (an acknowledged turn survives a crash or power loss). PutBlock/DeleteBlock
+// are written to the WAL without fsync: a crash may lose the latest blocks, which the engine
+// rebuilds from a smaller form or the token log. Memtables are not flushed on close; the WAL
+// replays on open.
 //
 // Thread-safe: every method may be called concurrently (RocksDB's own locking; token-log appends
 // and truncations are serialized by an internal mutex). Every method blocks on disk I/O.
@@ -127,6 +128,21 @@ class ColdStore {
   // if `turn` would leave a gap.
   absl::Status AppendTokens(const SessionId& session, uint32_t turn,
                             std::span<const int32_t> tokens);
+  // One committed turn for CommitTurns: its tokens appended to the session's log as AppendTokens
+  // does, and the session's metadata replaced by `meta`.
+  struct TurnCommit {
+    SessionId session;
+    uint32_t turn = 0;
+    std::span<const int32_t> tokens;
+    std::string meta;
+  };
+  // A group commit: the turns of several sessions (those that end in the same engine step) and
+  // their metadata in one write batch, synced once, so N turns cost one fsync instead of 2N.
+  // After a crash all of them or none are there; each turn's record and metadata together.
+  // One status per commit, in order: a commit AppendTokens would refuse (or a second one for the
+  // same session: INVALID_ARGUMENT) fails alone and the rest are written; a failed write fails
+  // every commit. An idempotent retry writes only its metadata.
+  std::vector<absl::Status> CommitTurns(std::span<const TurnCommit> commits);
   // Writes a whole token log at once (an imported session): turn t holds tokens
   // [turn_ends[t-1], turn_ends[t]). One batch, synced once. FAILED_PRECONDITION if the session
   // already has a log; INVALID_ARGUMENT unless turn_ends ascend strictly to tokens.size().
@@ -174,6 +190,10 @@ class ColdStore {
   absl::Status Write(Table table, std::string_view key, std::string_view value, bool sync);
   absl::StatusOr<std::string> Read(Table table, std::string_view key, const std::string& what);
   absl::StatusOr<uint32_t> TokenLogTurnsImpl(const SessionId& session);
+  // AppendTokens' checks (token_mu_ held): true if the turn is to be written, false for an
+  // idempotent retry of a stored turn, or why it cannot be appended.
+  absl::StatusOr<bool> CheckAppend(const SessionId& session, uint32_t turn,
+                                   std::span<const int32_t> tokens);
   // Deduplicated blocks (cold_store_blocks.cc); blob_mu_ held by the callers.
   struct Held {  // what a block key holds
     enum Kind { kAbsent, kInline, kRef } kind = kAbsent;

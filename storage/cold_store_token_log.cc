@@ -47,9 +47,8 @@ absl::StatusOr<uint32_t> ColdStore::TokenLogTurns(const SessionId& session) {
   return TokenLogTurnsImpl(session);
 }
 
-absl::Status ColdStore::AppendTokens(const SessionId& session, uint32_t turn,
-                                     std::span<const int32_t> tokens) {
-  absl::MutexLock lock(&token_mu_);
+absl::StatusOr<bool> ColdStore::CheckAppend(const SessionId& session, uint32_t turn,
+                                            std::span<const int32_t> tokens) {
   RSD_ASSIGN_OR_RETURN(uint32_t n, TokenLogTurnsImpl(session));
   const std::string key = TokenLogKey(session, turn);
   if (turn < n) {
@@ -58,7 +57,7 @@ absl::Status ColdStore::AppendTokens(const SessionId& session, uint32_t turn,
         Read(Table::kTokens, key, absl::StrCat("session ", session.ToHex(), " turn ", turn)));
     RSD_ASSIGN_OR_RETURN(std::vector<int32_t> stored, DecodeTokenRecord(key, value));
     if (std::equal(stored.begin(), stored.end(), tokens.begin(), tokens.end())) {
-      return absl::OkStatus();  // an idempotent retry
+      return false;  // an idempotent retry
     }
     return absl::AlreadyExistsError(absl::StrCat("session ", session.ToHex(), " turn ", turn,
                                                  " is already in the token log"
@@ -71,7 +70,50 @@ absl::Status ColdStore::AppendTokens(const SessionId& session, uint32_t turn,
                                                       ": cannot append turn ", turn,
                                                       ", the token log has ", n, " turns"));
   }
+  return true;
+}
+
+absl::Status ColdStore::AppendTokens(const SessionId& session, uint32_t turn,
+                                     std::span<const int32_t> tokens) {
+  absl::MutexLock lock(&token_mu_);
+  RSD_ASSIGN_OR_RETURN(const bool write, CheckAppend(session, turn, tokens));
+  if (!write) return absl::OkStatus();
+  const std::string key = TokenLogKey(session, turn);
   return Write(Table::kTokens, key, cold_internal::EncodeTokenRecord(key, tokens), sync_);
+}
+
+std::vector<absl::Status> ColdStore::CommitTurns(std::span<const TurnCommit> commits) {
+  absl::MutexLock lock(&token_mu_);
+  std::vector<absl::Status> out(commits.size());
+  rocksdb::WriteBatch batch;
+  for (size_t i = 0; i < commits.size(); ++i) {
+    const TurnCommit& c = commits[i];
+    const bool repeated = std::any_of(commits.begin(), commits.begin() + i,
+                                      [&](const TurnCommit& e) { return e.session == c.session; });
+    absl::StatusOr<bool> write =
+        repeated ? absl::InvalidArgumentError(absl::StrCat("session ", c.session.ToHex(),
+                                                           " has two turns in one group commit"))
+                 : CheckAppend(c.session, c.turn, c.tokens);
+    absl::Status st = write.status();
+    if (st.ok() && *write) {
+      const std::string key = TokenLogKey(c.session, c.turn);
+      st = FromRocksDb(batch.Put(tokens_, key, cold_internal::EncodeTokenRecord(key, c.tokens)),
+                       "commit batch");
+    }
+    if (st.ok()) st = FromRocksDb(batch.Put(meta_, MetaKey(c.session), c.meta), "commit batch");
+    out[i] = st;
+  }
+  if (batch.Count() == 0) return out;
+  rocksdb::WriteOptions wo;
+  wo.sync = sync_;
+  const absl::Status written = FromRocksDb(
+      db_->Write(wo, &batch), absl::StrCat("group commit of ", batch.Count(), " records"));
+  if (!written.ok()) {
+    for (absl::Status& st : out) {
+      if (st.ok()) st = written;
+    }
+  }
+  return out;
 }
 
 absl::Status ColdStore::PutTokenLog(const SessionId& session, std::span<const int32_t> tokens,

@@ -105,6 +105,38 @@ TEST_F(DurabilityTest, WithoutTheSyncAnAcknowledgedTurnIsLost) {
   EXPECT_THAT(*log, ElementsAre(TokenRecord{0, {1, 2, 3}}));  // turns 1 and 2 are gone
 }
 
+// A group commit: four sessions' turns and metadata in one write, one fsync for all of them, and
+// all of them there after a power loss; without the sync none is.
+TEST_F(DurabilityTest, AGroupCommitIsOneSyncAndSurvivesPowerLossWhole) {
+  std::vector<SessionId> ids;
+  std::vector<std::vector<int32_t>> tokens;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(SessionId::Random());
+    tokens.push_back({i, 7, 8});
+  }
+  for (bool sync : {true, false}) {
+    Open(sync);
+    std::vector<ColdStore::TurnCommit> group;
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t turn = sync ? 0 : 1;
+      group.push_back({ids[i], turn, tokens[i], "meta " + std::to_string(turn)});
+    }
+    const int64_t syncs = fs_->file_syncs();
+    for (const absl::Status& st : store_->CommitTurns(group)) EXPECT_TRUE(st.ok()) << st;
+    EXPECT_EQ(fs_->file_syncs() - syncs, sync ? 1 : 0) << "syncs for one group of four turns";
+    Crash();
+    Open(/*sync=*/true);
+    for (int i = 0; i < 4; ++i) {
+      absl::StatusOr<std::vector<TokenRecord>> log = store_->ReadTokenLog(ids[i]);
+      ASSERT_TRUE(log.ok()) << log.status();
+      // The synced group is whole; the unsynced one (turn 1) is gone, records and metadata.
+      EXPECT_THAT(*log, ElementsAre(TokenRecord{0, tokens[i]})) << "sync " << sync << " " << i;
+      EXPECT_EQ(*store_->GetMeta(ids[i]), "meta 0");
+    }
+    store_.reset();
+  }
+}
+
 TEST_F(DurabilityTest, UnsyncedNewStoreLosesEverything) {
   SessionId s = SessionId::Random();
   Open(/*sync=*/false);

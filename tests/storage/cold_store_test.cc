@@ -258,6 +258,41 @@ TEST_F(ColdStoreTest, PutTokenLogWritesEveryTurnAtOnce) {
   EXPECT_EQ(*turns, 0u);  // nothing of a refused log is written
 }
 
+// A group commit: each turn AppendTokens would refuse fails alone (a gap, different tokens, a
+// second turn of one session); the rest, an idempotent retry included, are written.
+TEST_F(ColdStoreTest, GroupCommitRefusesEachBadTurnAloneAndWritesTheRest) {
+  OpenStore();
+  const SessionId a = SessionId::Random(), b = SessionId::Random(), c = SessionId::Random();
+  const std::vector<int32_t> t0 = {1, 2}, t1 = {3}, other = {9, 9};
+  ASSERT_TRUE(store_->AppendTokens(b, 0, t0).ok());
+  std::vector<ColdStore::TurnCommit> group = {
+      {a, 0, t0, "a0"},     // new
+      {b, 0, t0, "b0'"},    // an idempotent retry: only the metadata is written
+      {c, 1, t1, "c1"},     // a gap: c has no turn 0
+      {a, 1, t1, "a1"},     // a second turn of `a` in the same group
+      {b, 0, other, "bx"},  // b's turn 0 with other tokens (after b's retry above)
+  };
+  std::vector<absl::Status> got = store_->CommitTurns(group);
+  ASSERT_EQ(got.size(), group.size());
+  EXPECT_TRUE(got[0].ok()) << got[0];
+  EXPECT_TRUE(got[1].ok()) << got[1];
+  EXPECT_THAT(got[2], StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cannot append")));
+  EXPECT_THAT(got[3], StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("two turns")));
+  EXPECT_THAT(got[4], StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("two turns")));
+  EXPECT_THAT(*store_->ReadTokenLog(a), ElementsAre(TokenRecord{0, t0}));
+  EXPECT_THAT(*store_->ReadTokenLog(b), ElementsAre(TokenRecord{0, t0}));
+  EXPECT_EQ(*store_->TokenLogTurns(c), 0u);
+  EXPECT_EQ(*store_->GetMeta(a), "a0");
+  EXPECT_EQ(*store_->GetMeta(b), "b0'");
+  EXPECT_THAT(store_->GetMeta(c), StatusIs(absl::StatusCode::kNotFound, HasSubstr("metadata")));
+  // Different tokens for a stored turn, alone in its group.
+  std::vector<ColdStore::TurnCommit> conflict = {{b, 0, other, "bx"}};
+  EXPECT_THAT(store_->CommitTurns(conflict)[0],
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("different tokens")));
+  EXPECT_EQ(*store_->GetMeta(b), "b0'");
+  EXPECT_TRUE(store_->CommitTurns({}).empty());
+}
+
 // Issue #14: a damaged block of one column family costs only the sessions whose keys it holds:
 // every session is still listed (from the other families) and the others read as before.
 TEST_F(ColdStoreTest, ADamagedTableBlockCostsOnlyItsSessions) {

@@ -190,41 +190,55 @@ void Scheduler::Fail(Running& r, const absl::Status& status) {
   r.q.stream->Push(std::move(ev));
 }
 
-void Scheduler::Finish(Running& r) {
-  const TurnDecoder& d = *r.decoder;
-  // The last characters of the text (a held-back partial one becomes U+FFFD).
-  std::string tail = r.decoder->TakeText();
-  if (!tail.empty()) {
-    TurnEvent ev;
-    ev.offset = static_cast<int64_t>(d.tokens().size());
-    ev.text_offset = r.text_offset;
-    ev.text = std::move(tail);
-    r.text_offset += static_cast<int64_t>(ev.text.size());
-    r.q.stream->Push(std::move(ev));
+void Scheduler::Finish(std::span<Running* const> done) {
+  if (done.empty()) return;
+  std::vector<SessionManager::TurnToCommit> commits;
+  for (Running* rp : done) {
+    Running& r = *rp;
+    const TurnDecoder& d = *r.decoder;
+    // The last characters of the text (a held-back partial one becomes U+FFFD).
+    std::string tail = r.decoder->TakeText();
+    if (!tail.empty()) {
+      TurnEvent ev;
+      ev.offset = static_cast<int64_t>(d.tokens().size());
+      ev.text_offset = r.text_offset;
+      ev.text = std::move(tail);
+      r.text_offset += static_cast<int64_t>(ev.text.size());
+      r.q.stream->Push(std::move(ev));
+    }
+    GenerateResult g;
+    g.tokens = d.tokens();
+    g.text = d.answer();
+    g.finish_reason = d.finish_reason();
+    g.logit_hashes = d.logit_hashes();
+    const double now = MonotonicSeconds();
+    g.prefill_seconds = (r.first_token > 0 ? r.first_token : now) - r.admitted;
+    g.decode_seconds = r.first_token > 0 ? now - r.first_token : 0;
+    commits.push_back({&r.turn, std::move(g)});
   }
-  GenerateResult g;
-  g.tokens = d.tokens();
-  g.text = d.answer();
-  g.finish_reason = d.finish_reason();
-  g.logit_hashes = d.logit_hashes();
-  const double now = MonotonicSeconds();
-  g.prefill_seconds = (r.first_token > 0 ? r.first_token : now) - r.admitted;
-  g.decode_seconds = r.first_token > 0 ? now - r.first_token : 0;
-  absl::StatusOr<TurnResult> committed = sessions_->CommitTurn(r.turn, std::move(g));
-  if (!committed.ok()) {
-    Fail(r, committed.status());
-    return;
-  }
-  TurnEvent ev;
-  ev.kind = TurnEvent::Kind::kDone;
-  ev.result = *std::move(committed);
-  ev.result.seed = r.q.spec.params.sampling.seed;
-  ev.queue_seconds = r.admitted - r.q.submitted;
+  // One synced write for every turn that ended in this step (a group commit).
+  std::vector<absl::StatusOr<TurnResult>> committed = sessions_->CommitTurns(commits);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.committed++;
+    stats_.commit_groups++;
   }
-  r.q.stream->Push(std::move(ev));
+  for (size_t i = 0; i < done.size(); ++i) {
+    Running& r = *done[i];
+    if (!committed[i].ok()) {
+      Fail(r, committed[i].status());
+      continue;
+    }
+    TurnEvent ev;
+    ev.kind = TurnEvent::Kind::kDone;
+    ev.result = *std::move(committed[i]);
+    ev.result.seed = r.q.spec.params.sampling.seed;
+    ev.queue_seconds = r.admitted - r.q.submitted;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.committed++;
+    }
+    r.q.stream->Push(std::move(ev));
+  }
 }
 
 std::vector<std::string> Scheduler::PrefixSummary() const {

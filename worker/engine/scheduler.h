@@ -103,6 +103,9 @@ struct TurnSpec {
 struct SchedulerStats {
   int64_t steps = 0, decode_rows = 0, decode_steps = 0, prefill_tokens = 0;
   int64_t committed = 0, cancelled = 0, failed = 0, refused = 0;
+  // Group commits: one per step in which turns ended, each one synced write of all their turns
+  // (where the worker has a store), so committed / commit_groups is the turns an fsync carried.
+  int64_t commit_groups = 0;
   // Turns durable here that the router's journal never committed, dropped before a retry.
   int64_t dropped_turns = 0;
   int64_t spills = 0, restores = 0, paused_steps = 0;
@@ -199,7 +202,8 @@ class Scheduler {
   // A failed step: DATA_LOSS requeues each turn once from its token log; else each turn fails.
   void FailStep(const std::vector<Running*>& owners, const absl::Status& st);
   std::unique_ptr<Running> TakeRunning(Running* r);  // out of running_
-  void Finish(Running& r);  // commit and report
+  // Commits the turns (one synced write for all: SessionManager::CommitTurns) and reports each.
+  void Finish(std::span<Running* const> done);
   void Fail(Running& r, const absl::Status& status);
   std::vector<SessionId> Busy() const;
   void SyncRunning();  // publishes running_.size() to stats_

@@ -43,7 +43,8 @@ bool Scheduler::Admit() {
     }
     admitted_any = true;
     if (r->decoder->done()) {  // max_tokens 0: the message is appended, nothing generated
-      Finish(*r);
+      Running* one = r.get();
+      Finish(std::span<Running* const>(&one, 1));
       continue;
     }
     running_.push_back(std::move(r));

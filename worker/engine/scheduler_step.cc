@@ -118,7 +118,9 @@ void Scheduler::Advance(const std::vector<Running*>& owners, const absl::Status&
     std::span<const float> logits(fr.logits.data() + row * vocab, static_cast<size_t>(vocab));
     if (Sample(*r, logits)) finished.push_back(r);
   }
-  for (Running* r : finished) Finish(*TakeRunning(r));
+  std::vector<std::unique_ptr<Running>> owned;
+  for (Running* r : finished) owned.push_back(TakeRunning(r));
+  Finish(finished);
 }
 
 bool Scheduler::Sample(Running& r, std::span<const float> logits) {

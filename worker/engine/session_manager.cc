@@ -173,6 +173,10 @@ std::vector<SessionManager::Quarantined> SessionManager::QuarantinedSessions() c
 
 absl::Status SessionManager::SaveMeta(const Session& s) {
   if (!cold_) return absl::OkStatus();
+  return cold_->PutMeta(s.id, MetaJson(s, s.turns(), s.spilled));
+}
+
+std::string SessionManager::MetaJson(const Session& s, uint32_t turns, SpillForm spilled) const {
   nlohmann::json j;
   j["name"] = s.name;
   j["tenant"] = s.attrs.tenant;
@@ -180,15 +184,15 @@ absl::Status SessionManager::SaveMeta(const Session& s) {
   j["ttl_seconds"] = s.attrs.ttl_seconds;
   j["pin"] = s.attrs.pin;
   j["priority"] = s.attrs.priority;
-  j["turns"] = s.turns();
-  j["spilled"] = SpillFormName(s.spilled);
-  const bool checkpoints = s.spilled != SpillForm::kNone && s.spilled != SpillForm::kTokens;
+  j["turns"] = turns;
+  j["spilled"] = SpillFormName(spilled);
+  const bool checkpoints = spilled != SpillForm::kNone && spilled != SpillForm::kTokens;
   j["spilled_chunks"] = checkpoints ? engine_->FullChunks(s.id) : 0;
   j["layer_forms"] = engine_->SequenceLayerPlan(s.id).ToString();
   j["block_tokens"] = engine_->model().block_tokens();
   j["model"] = engine_->model_fingerprint();
   j["numerics"] = engine_->numerics_fingerprint();
-  return cold_->PutMeta(s.id, j.dump());
+  return j.dump();
 }
 
 absl::StatusOr<SessionId> SessionManager::OpenOrCreate(const std::string& name) {
@@ -394,38 +398,62 @@ absl::Status SessionManager::AbortTurn(const PendingTurn& turn) {
 
 absl::StatusOr<TurnResult> SessionManager::CommitTurn(const PendingTurn& turn,
                                                       GenerateResult generated) {
-  Session* sp = Find(turn.id);
-  if (sp == nullptr) return NotFound(turn.id);
-  Session& s = *sp;
-  s.last_active = MonotonicSeconds();
+  TurnToCommit one{&turn, std::move(generated)};
+  return std::move(CommitTurns(std::span<TurnToCommit>(&one, 1)).front());
+}
+
+std::vector<absl::StatusOr<TurnResult>> SessionManager::CommitTurns(std::span<TurnToCommit> turns) {
+  // First every turn's end-of-turn tokens and result; then one write for all; then each written
+  // turn joins its session's history, and each refused one rolls back.
+  std::vector<absl::StatusOr<TurnResult>> out;
+  std::vector<ColdStore::TurnCommit> writes;
   const std::vector<int32_t> stops = engine_->chat_template().StopTokens();
-  const bool generated_eot =
-      generated.finish_reason == "eos" && !generated.tokens.empty() &&
-      std::find(stops.begin(), stops.end(), generated.tokens.back()) != stops.end();
-  if (!turn.raw) {
-    engine_->AppendPending(s.id, engine_->chat_template().EndOfAssistantTurn(generated_eot));
-  }
-  TurnResult r;
-  r.turn = turn.turn;
-  r.restored_from = turn.restored_from;
-  r.restore_seconds = turn.restore_seconds;
-  r.reused_tokens = turn.reused_tokens;
-  const std::vector<int32_t>& all = engine_->SequenceTokens(s.id);
-  r.turn_tokens.assign(all.begin() + turn.before, all.end());
-  if (cold_) {
-    absl::Status st = cold_->AppendTokens(s.id, s.turns(), r.turn_tokens);
-    if (!st.ok()) {
-      RSD_RETURN_IF_ERROR(engine_->TruncateSequence(s.id, turn.before));
-      return st;
+  for (TurnToCommit& t : turns) {
+    const PendingTurn& turn = *t.turn;
+    Session* s = Find(turn.id);
+    if (s == nullptr) {
+      out.push_back(NotFound(turn.id));
+      continue;
+    }
+    s->last_active = MonotonicSeconds();
+    GenerateResult& g = t.generated;
+    const bool generated_eot =
+        g.finish_reason == "eos" && !g.tokens.empty() &&
+        std::find(stops.begin(), stops.end(), g.tokens.back()) != stops.end();
+    if (!turn.raw) {
+      engine_->AppendPending(s->id, engine_->chat_template().EndOfAssistantTurn(generated_eot));
+    }
+    TurnResult r;
+    r.turn = turn.turn;
+    r.restored_from = turn.restored_from;
+    r.restore_seconds = turn.restore_seconds;
+    r.reused_tokens = turn.reused_tokens;
+    const std::vector<int32_t>& all = engine_->SequenceTokens(s->id);
+    r.turn_tokens.assign(all.begin() + turn.before, all.end());
+    g.prompt_tokens = static_cast<int64_t>(turn.user_tokens.size());
+    r.generation = std::move(g);
+    out.push_back(std::move(r));
+    if (cold_) {
+      writes.push_back({s->id, s->turns(), out.back()->turn_tokens,
+                        MetaJson(*s, s->turns() + 1, SpillForm::kNone)});
     }
   }
-  s.turn_ends.push_back(static_cast<int64_t>(all.size()));
-  s.spilled = SpillForm::kNone;
-  r.history_tokens = s.committed();
-  RSD_RETURN_IF_ERROR(SaveMeta(s));
-  generated.prompt_tokens = static_cast<int64_t>(turn.user_tokens.size());
-  r.generation = std::move(generated);
-  return r;
+  std::vector<absl::Status> written;
+  if (cold_) written = cold_->CommitTurns(writes);
+  for (size_t i = 0, w = 0; i < out.size(); ++i) {
+    if (!out[i].ok()) continue;
+    const PendingTurn& turn = *turns[i].turn;
+    Session& s = *Find(turn.id);
+    if (cold_ && !written[w++].ok()) {
+      const absl::Status rolled = engine_->TruncateSequence(s.id, turn.before);
+      out[i] = rolled.ok() ? written[w - 1] : rolled;
+      continue;
+    }
+    s.turn_ends.push_back(static_cast<int64_t>(engine_->SequenceTokens(s.id).size()));
+    s.spilled = SpillForm::kNone;
+    out[i]->history_tokens = s.committed();
+  }
+  return out;
 }
 
 absl::Status SessionManager::Undo(const SessionId& id) {

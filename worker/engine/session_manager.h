@@ -134,14 +134,22 @@ class SessionManager {
   // spilled (RESOURCE_EXHAUSTED if the pool has no room: spill idle sessions and retry) and, with
   // `flush`, computes its pending tokens now (else they stay pending for the caller to feed).
   // The user tokens are not appended: the caller feeds them. CommitTurn appends the end-of-turn
-  // tokens after `generated`, writes the turn to the token log (synced) and makes it part of the
-  // history; AbortTurn rolls the session back to the previous turn's end.
+  // tokens after `generated`, writes the turn to the token log with the session's metadata
+  // (one synced write) and makes it part of the history; a turn that cannot be written is rolled
+  // back. CommitTurns does so for turns of several sessions (those that end in the same step) in
+  // one synced write for all of them (ColdStore::CommitTurns), one result per turn in order.
+  // AbortTurn rolls the session back to the previous turn's end.
   // A context ChatTemplate::CheckContext refuses is INVALID_ARGUMENT.
   absl::Status CheckTurn(const SessionId& id, const TurnInput& input,
                          const GenerateParams& params) const;
   absl::StatusOr<PendingTurn> BeginTurn(const SessionId& id, const TurnInput& input,
                                         const GenerateParams& params, bool flush);
   absl::StatusOr<TurnResult> CommitTurn(const PendingTurn& turn, GenerateResult generated);
+  struct TurnToCommit {
+    const PendingTurn* turn;
+    GenerateResult generated;
+  };
+  std::vector<absl::StatusOr<TurnResult>> CommitTurns(std::span<TurnToCommit> turns);
   absl::Status AbortTurn(const PendingTurn& turn);
   // Pool blocks a turn with these many new tokens needs at most, once its session is resident.
   int64_t BlocksForTurn(const SessionId& id, int64_t new_tokens) const;
@@ -293,6 +301,8 @@ class SessionManager {
   absl::Status ApplyMeta(const std::string& meta, Session& s, int32_t* n_chunks,
                          LayerPlan* plan) const;
   absl::Status SaveMeta(const Session& s);
+  // The metadata SaveMeta writes, for `s` with `turns` committed turns and spill form `spilled`.
+  std::string MetaJson(const Session& s, uint32_t turns, SpillForm spilled) const;
   // ImportState's checkpoints of `s` into the tiers: the state's blocks (`use_blocks`) after the
   // shared chunks it left out, taken from a session here (ABORTED if none holds them any more);
   // without usable blocks, the leading chunks a session here holds (SeedFromHeld). Sets the

@@ -130,6 +130,10 @@ void WorkerMetrics::Refresh(const v1::WorkerStatus& st,
             c.decode_steps());
   CounterTo("rsd_worker_prefill_tokens_total", "Prompt tokens computed", c.prefill_tokens());
   CounterTo("rsd_worker_turns_committed_total", "Turns committed", c.turns_committed());
+  CounterTo("rsd_worker_commit_groups_total",
+            "Group commits: one synced write of the turns that ended in one step (turns per "
+            "fsync: divide rsd_worker_turns_committed_total by this)",
+            c.commit_groups());
   CounterTo("rsd_worker_turns_cancelled_total", "Turns cancelled", c.turns_cancelled());
   CounterTo("rsd_worker_turns_failed_total", "Turns failed", c.turns_failed());
   CounterTo("rsd_worker_turns_refused_total", "Turns refused (queue full)", c.turns_refused());

@@ -111,6 +111,7 @@ v1::WorkerStatus WorkerService::Status() {
   c->set_paused_steps(s.paused_steps);
   c->set_max_decode_rows(s.max_decode_rows);
   c->set_max_cancel_steps(s.max_cancel_steps);
+  c->set_commit_groups(s.commit_groups);
   st.set_serving(scheduler_->Healthy());
   for (std::string& key : scheduler_->PrefixSummary()) st.add_prefix_keys(std::move(key));
   for (const SessionManager::Quarantined& q : sessions_->QuarantinedSessions()) {

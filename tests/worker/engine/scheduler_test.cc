@@ -213,6 +213,58 @@ TEST_F(SchedulerTest, BatchedTurnsEqualEachSessionAlone) {
   EXPECT_EQ(st.max_decode_rows, kSessions);
 }
 
+// Turns that end in the same step are committed by one synced write (a group commit), and every
+// one of them is in the store afterwards: a new manager over the same directory finds them all.
+TEST_F(SchedulerTest, TurnsThatEndInOneStepShareOneSyncedWrite) {
+  constexpr int kGroup = 4, kRounds = 3;
+  auto probe = MakeEngine(0);
+  const size_t block_bytes = probe->pool().block_bytes();
+  probe.reset();
+  auto engine = MakeEngine(1024 * block_bytes);  // room for all four: none waits or spills
+  const std::string dir = testing::MakeTempDir("rsd-sched-group");
+  std::vector<SessionId> ids;
+  {
+    SessionManagerOptions mo;
+    mo.data_dir = dir;
+    auto sessions = SessionManager::Create(engine.get(), mo);
+    testing::OkOrFail(sessions.status(), "SessionManager::Create");
+    Scheduler scheduler(engine.get(), sessions->get(), {});
+    for (int s = 0; s < kGroup; ++s) {
+      ids.push_back(SessionId::Random());
+      absl::Status created;
+      scheduler.RunSync([&] { created = (*sessions)->Create(ids.back(), {}); });
+      testing::OkOrFail(created, "SessionManager::Create");
+    }
+    GenerateParams p;  // greedy, one length for all: same prompt, same steps, same end
+    p.max_tokens = 5;
+    p.stop_at_eos = false;
+    for (int t = 0; t < kRounds; ++t) {
+      std::vector<std::shared_ptr<TurnStream>> streams;
+      {
+        ComputeHold hold(scheduler);  // all four queued before any is admitted
+        for (int s = 0; s < kGroup; ++s) {
+          auto st = scheduler.Submit(TurnSpec{ids[s], "default", 0, Message(0, t), p});
+          ASSERT_TRUE(st.ok()) << st.status();
+          streams.push_back(*st);
+        }
+      }
+      for (auto& stream : streams) EXPECT_TRUE(Drain(*stream).status.ok());
+    }
+    const SchedulerStats st = scheduler.stats();
+    EXPECT_EQ(st.committed, kGroup * kRounds);
+    EXPECT_EQ(st.commit_groups, kRounds) << "one synced write per round of four turns";
+  }
+  SessionManagerOptions mo;
+  mo.data_dir = dir;
+  auto reopened = SessionManager::Create(engine.get(), mo);
+  testing::OkOrFail(reopened.status(), "SessionManager::Create (reopen)");
+  for (const SessionId& id : ids) {
+    absl::StatusOr<SessionInfo> info = (*reopened)->Describe(id);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->turns, static_cast<uint32_t>(kRounds));
+  }
+}
+
 TEST_F(SchedulerTest, ExactWhenIdleSessionsSpillToMakeRoom) {
   // The default pool: room for one full context (64 blocks of 4 tokens), far less than 12
   // sessions' histories, so sessions spill between their turns and are restored (warm, cold or
