@@ -57,38 +57,6 @@ __attribute__((target("avx2"))) float ScaleMax(float* scores, float scale, int n
   return max;
 }
 
-// probs[j] = Exp(scores[j] - max) for j < n, 16 (Exp16) or 8 (Exp8) at a time: the same bits.
-__attribute__((target("avx512f"))) void ExpShiftedAvx512(const float* scores, float max,
-                                                         float* probs, int n) {
-  const __m512 m = _mm512_set1_ps(max);
-  int j = 0;
-  for (; j + 16 <= n; j += 16) {
-    _mm512_storeu_ps(probs + j, Exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + j), m)));
-  }
-  for (; j + 8 <= n; j += 8) {
-    _mm256_storeu_ps(probs + j,
-                     Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm512_castps512_ps256(m))));
-  }
-  for (; j < n; ++j) probs[j] = Exp(scores[j] - max);
-}
-
-__attribute__((target("avx2"))) void ExpShiftedAvx2(const float* scores, float max, float* probs,
-                                                    int n) {
-  const __m256 m = _mm256_set1_ps(max);
-  int j = 0;
-  for (; j + 8 <= n; j += 8) {
-    _mm256_storeu_ps(probs + j, Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), m)));
-  }
-  for (; j < n; ++j) probs[j] = Exp(scores[j] - max);
-}
-
-// probs[j] = Exp(scores[j] - max) for j < n on the ISA's widest path (the same bits on each).
-void ExpShifted(Isa isa, const float* scores, float max, float* probs, int n) {
-  if (isa >= Isa::kAvx512) return ExpShiftedAvx512(scores, max, probs, n);
-  if (isa != Isa::kScalar) return ExpShiftedAvx2(scores, max, probs, n);
-  for (int j = 0; j < n; ++j) probs[j] = Exp(scores[j] - max);
-}
-
 // Scales the chunk's n scores in place and returns their maximum (ScaleMax's answer).
 float ScaleChunk(Isa isa, float* scores, float scale, int n) {
   if (isa != Isa::kScalar) return ScaleMax(scores, scale, n);

@@ -36,6 +36,9 @@ void WeightedSumF32(Isa isa, float* y, const float* w, const uint16_t* x, int64_
                     int64_t d);
 // out[i] = half::F32ToF16(x[i]) (round to nearest even) on every path (F16C where present).
 void F32ToF16Row(Isa isa, const float* x, uint16_t* out, int64_t n);
+// probs[j] = Exp(scores[j] - max) (exp.h's Exp) for j < n, 16 or 8 at a time on the vector
+// paths (Exp16, Exp8: the scalar bits).
+void ExpShifted(Isa isa, const float* scores, float max, float* probs, int64_t n);
 // y[i] = y[i] * a + x[i] * b (each product rounded, then the sum), elementwise like AxpyF32.
 void ScaleAddF32(Isa isa, float* y, float a, const float* x, float b, int64_t n);
 

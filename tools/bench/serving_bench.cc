@@ -1,10 +1,8 @@
-// rsd-serving-bench: the serving benchmark. N client threads, each one chat session of T turns
-// of M greedy tokens, against either our router (rsd.v1.Client: CreateSession, then Chat
-// streaming) or llama.cpp's llama-server (POST /v1/chat/completions, "stream": true, the full
-// history each turn, "cache_prompt": true). Prints aggregate throughput, time to first token and
-// inter-token latency percentiles, and appends one CSV row per run; --report prints the table of
-// a CSV with the throughput ratio ours / llama-server per N. tools/bench/serving_bench.sh drives
-// it. Printed, not asserted.
+// rsd-serving-bench: N client threads, each one chat session of T turns of M tokens (greedy, or
+// sampled with --temperature), against our router (rsd.v1.Client: CreateSession, then Chat
+// streaming) or llama.cpp's llama-server (POST /v1/chat/completions, streamed, the full history
+// each turn, "cache_prompt"). Prints throughput, TTFT and ITL percentiles and appends a CSV row;
+// --report prints a CSV's table with the ratio ours / llama-server per N. Printed, not asserted.
 //
 // Definitions (the same for both systems):
 //   TTFT        request sent -> first streamed event that carries a token.
@@ -49,7 +47,11 @@ ABSL_FLAG(std::string, target, "127.0.0.1:50051",
           "router host:port (rsd) or llama-server host:port (llama)");
 ABSL_FLAG(int, concurrency, 1, "concurrent sessions N (one client thread each)");
 ABSL_FLAG(int, turns, 3, "turns per session");
-ABSL_FLAG(int, max_tokens, 32, "tokens generated per turn (greedy)");
+ABSL_FLAG(int, max_tokens, 32, "tokens generated per turn");
+ABSL_FLAG(double, temperature, 0,
+          "sampling temperature of every system (0: greedy; else seeded "
+          "with --top_p and no other cut: llama-server gets top_k 0, min_p 0)");
+ABSL_FLAG(double, top_p, 1, "nucleus cut with --temperature (1: off)");
 ABSL_FLAG(int, threads, 0, "compute threads of the server (recorded in the CSV only)");
 ABSL_FLAG(std::string, csv, "", "append the result row to this CSV (header written if new)");
 ABSL_FLAG(std::string, report, "", "print the side-by-side table of this CSV and exit");
@@ -111,7 +113,10 @@ class RsdClient : public ChatClient {
     req.set_session_id(session_);
     req.set_message(message);
     req.set_max_tokens(max_tokens);
-    req.mutable_sampling()->set_temperature(0);
+    const float temp = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+    req.mutable_sampling()->set_temperature(temp);
+    if (temp > 0) req.mutable_sampling()->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
+    if (temp > 0) req.mutable_sampling()->set_seed(1);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(timeout_ * 1000)));
@@ -169,9 +174,25 @@ struct LlamaStream {
   }
 };
 
+// A streamed chat request; --temperature and --top_p as llama-server's sampler chain reads them
+// (greedy: top_k 1).
+nlohmann::json RequestBody(const nlohmann::json& messages, int max_tokens) {
+  nlohmann::json body = nlohmann::json::parse(
+      R"({"stream": true, "ignore_eos": true, "cache_prompt": true, "seed": 1,
+          "stream_options": {"include_usage": true}})");
+  body["messages"] = messages;
+  body["max_tokens"] = max_tokens;
+  const double t = absl::GetFlag(FLAGS_temperature);
+  body["temperature"] = t > 0 ? t : 0.0;
+  body["top_k"] = t > 0 ? 0 : 1;
+  if (t > 0) body.update({{"top_p", absl::GetFlag(FLAGS_top_p)}, {"min_p", 0}});
+  return body;
+}
+
 // OpenAI-style chat over HTTP: llama-server (the client keeps the history and resends it;
 // llama-server reuses its slot's cache), or our router's HTTP front door with a server-side
 // session (`server_session`: only the new message travels, x-rsd-session names the session).
+
 class LlamaClient : public ChatClient {
  public:
   LlamaClient(const std::string& target, double timeout, bool server_session = false)
@@ -189,10 +210,7 @@ class LlamaClient : public ChatClient {
     history_.push_back({{"role", "user"}, {"content", message}});
     const nlohmann::json sent =
         server_session_ ? nlohmann::json::array({history_.back()}) : history_;
-    nlohmann::json body = {
-        {"messages", sent},     {"stream", true}, {"max_tokens", max_tokens},
-        {"temperature", 0},     {"top_k", 1},     {"ignore_eos", true},
-        {"cache_prompt", true}, {"seed", 1},      {"stream_options", {{"include_usage", true}}}};
+    const nlohmann::json body = RequestBody(sent, max_tokens);
     LlamaStream stream;
     TurnTrace& t = stream.trace;
     std::string buffer;

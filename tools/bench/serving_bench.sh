@@ -14,6 +14,8 @@
 #   RSD_BENCH_NS         concurrencies ["1 4 16 64"]
 #   RSD_BENCH_TURNS      turns per session [3]; RSD_BENCH_TURNS_LARGE for N >= 64 [same]
 #   RSD_BENCH_MAX_TOKENS tokens per turn [32]
+#   RSD_BENCH_TEMPERATURE sampling temperature of every turn [0: greedy]; with
+#                        RSD_BENCH_TOP_P [1] (seeded; llama-server gets top_k 0 and min_p 0)
 #   RSD_BENCH_CTX        context per session, llama-server gets -c N*CTX [512]
 #   RSD_BENCH_HOT_BYTES  our worker's hot K/V pool [2 GiB: 64 sessions x 512 tokens at up to 64 KB a token]
 #   RSD_BENCH_SPILL_FORM our worker's --spill-form [residual, the worker's default; kv captures no
@@ -32,6 +34,8 @@ ns="${RSD_BENCH_NS:-1 4 16 64}"
 turns="${RSD_BENCH_TURNS:-3}"
 turns_large="${RSD_BENCH_TURNS_LARGE:-$turns}"
 max_tokens="${RSD_BENCH_MAX_TOKENS:-32}"
+temperature="${RSD_BENCH_TEMPERATURE:-0}"
+top_p="${RSD_BENCH_TOP_P:-1}"
 ctx="${RSD_BENCH_CTX:-512}"
 hot_bytes="${RSD_BENCH_HOT_BYTES:-$((2 << 30))}"
 spill_form="${RSD_BENCH_SPILL_FORM:-residual}"
@@ -53,7 +57,8 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/rsd-serving-bench.XXXXXX")"
 source "$root/tools/bench/processes.sh"
 run_bench() {  # system, target, N, turns, log name
   if ! "$bench" --system "$1" --target "$2" --concurrency "$3" --turns "$4" \
-    --max_tokens "$max_tokens" --threads "$threads" --csv "$csv" >"$work/$5.out" 2>&1; then
+    --max_tokens "$max_tokens" --temperature "$temperature" --top_p "$top_p" \
+    --threads "$threads" --csv "$csv" >"$work/$5.out" 2>&1; then
     echo "rsd-serving-bench $1 N=$3 failed:" >&2
     tail -n 20 "$work/$5.out" "$work"/*.log >&2
   fi
@@ -63,7 +68,7 @@ run_bench() {  # system, target, N, turns, log name
 mkdir -p "$(dirname "$csv")"
 rm -f "$csv"
 echo "== model $(basename "$model"), $threads threads, N in ($ns), $turns turns" \
-  "($turns_large at N >= 64) of $max_tokens tokens =="
+  "($turns_large at N >= 64) of $max_tokens tokens, temperature $temperature, top_p $top_p =="
 for n in $ns; do
   t="$turns"
   [ "$n" -ge 64 ] && t="$turns_large"

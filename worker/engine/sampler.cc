@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/argmax.h"
+#include "kernels/cpu/dot.h"
 #include "kernels/cpu/exp.h"
 
 namespace rsd {
@@ -40,49 +43,151 @@ int32_t ArgMax(std::span<const float> logits) {
       cpu::ArgMaxF32(isa, logits.data(), static_cast<int64_t>(logits.size())));
 }
 
-int32_t SampleToken(std::span<const float> logits, const SamplingParams& p, int64_t position) {
-  if (p.temperature == 0.0f || p.top_k == 1) return ArgMax(logits);
-  // Candidates sorted by logit (descending), ties by id: a total order, so the cut is exact.
+namespace {
+
+// A logit's rank key: ascending keys are descending logits (-0 and +0 alike), NaN last.
+uint32_t DescendingKey(float x) {
+  if (x != x) return UINT32_MAX;
+  if (x == 0.0f) x = 0.0f;
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  const uint32_t ascending = (u & 0x80000000u) != 0 ? ~u : u | 0x80000000u;
+  return ~ascending;
+}
+
+}  // namespace
+
+std::vector<int32_t> SortByLogit(std::span<const float> logits, std::vector<int32_t> ids) {
+  const size_t n = ids.size();
+  if (n < 512) {  // few: a comparison sort through the logits is quicker than three passes
+    std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
+      const uint32_t ka = DescendingKey(logits[a]), kb = DescendingKey(logits[b]);
+      return ka < kb || (ka == kb && a < b);
+    });
+    return ids;
+  }
+  // A stable LSD radix sort (the ids ascend to begin with, so ties stay by id) on the keys:
+  // three passes of 11 bits, linear in the count.
+  std::vector<uint32_t> keys(n), keys_tmp(n);
+  std::vector<int32_t> ids_tmp(n);
+  constexpr int kBits = 11, kPasses = 3;
+  constexpr uint32_t kMask = (1u << kBits) - 1;
+  std::vector<uint32_t> counts(static_cast<size_t>(kPasses) << kBits, 0);
+  for (size_t i = 0; i < n; ++i) {
+    keys[i] = DescendingKey(logits[ids[i]]);
+    for (int pass = 0; pass < kPasses; ++pass) {
+      counts[(static_cast<size_t>(pass) << kBits) + ((keys[i] >> (pass * kBits)) & kMask)]++;
+    }
+  }
+  for (int pass = 0; pass < kPasses; ++pass) {
+    uint32_t* c = counts.data() + (static_cast<size_t>(pass) << kBits);
+    if (c[(keys[0] >> (pass * kBits)) & kMask] == n) continue;  // one digit: nothing would move
+    uint32_t sum = 0;
+    for (uint32_t d = 0; d <= kMask; ++d) sum += std::exchange(c[d], sum);
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t at = c[(keys[i] >> (pass * kBits)) & kMask]++;
+      keys_tmp[at] = keys[i];
+      ids_tmp[at] = ids[i];
+    }
+    keys.swap(keys_tmp);
+    ids.swap(ids_tmp);
+  }
+  return ids;
+}
+
+std::vector<int32_t> SortedCandidates(std::span<const float> logits) {
   std::vector<int32_t> ids(logits.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
-  auto better = [&](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  return SortByLogit(logits, std::move(ids));
+}
+
+namespace {
+
+// Below this a weight cannot change a float sum that already holds 1 (less than half its ulp):
+// the first candidate's weight is exactly Exp(0) = 1, so the sums over candidate order are the
+// sums over the candidates at or above it, whatever the order of the rest.
+constexpr float kNegligible = 0x1p-24f;
+
+// Every id's weight Exp((logit - max) / T), in id order (elementwise: the bits the candidate
+// order would give), and the candidate order's head: every id whose logit is at least the
+// lowest logit of a weight >= kNegligible, sorted. `rest` (ascending ids) follows the head in
+// candidate order, each of its weights below kNegligible. With a NaN logit or an infinite
+// largest one nothing is negligible: the head is every id.
+void Weigh(std::span<const float> logits, float temperature, std::vector<float>* w,
+           std::vector<int32_t>* head, std::vector<int32_t>* rest) {
+  const size_t n = logits.size();
+  const float max_logit = logits[static_cast<size_t>(ArgMax(logits))];
+  static const cpu::Isa isa = cpu::DefaultIsa();
+  const auto weigh = [&](float first) {  // Exp of (x - first) / T: Exp(y - 0) is Exp(y)
+    w->resize(n);
+    for (size_t i = 0; i < n; ++i) (*w)[i] = (logits[i] - first) / temperature;
+    cpu::ExpShifted(isa, w->data(), 0.0f, w->data(), static_cast<int64_t>(n));
   };
-  size_t keep = ids.size();
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) {
-    keep = static_cast<size_t>(p.top_k);
-    std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), better);
-  } else {
-    std::sort(ids.begin(), ids.end(), better);
+  weigh(max_logit);
+  float cut = max_logit;
+  bool split = std::isfinite(max_logit);
+  for (size_t i = 0; i < n; ++i) {
+    const float x = logits[i];
+    if (x != x) split = false;
+    if ((*w)[i] >= kNegligible && x < cut) cut = x;
   }
-  const float max_logit = logits[ids[0]];
-  std::vector<float> w(keep);
+  if (!split) {
+    *head = SortedCandidates(logits);
+    rest->clear();
+    weigh(logits[static_cast<size_t>((*head)[0])]);  // NaN sorts last
+    return;
+  }
+  std::vector<int32_t> above;
+  for (size_t i = 0; i < n; ++i) {
+    (logits[i] >= cut ? above : *rest).push_back(static_cast<int32_t>(i));
+  }
+  *head = SortByLogit(logits, std::move(above));
+}
+
+}  // namespace
+
+int32_t SampleWithDraw(std::span<const float> logits, const SamplingParams& p, double u) {
+  std::vector<float> w;
+  std::vector<int32_t> order, rest;
+  Weigh(logits, p.temperature, &w, &order, &rest);
+  const auto complete = [&] {  // the candidate order past the head, when the walk gets there
+    if (rest.empty()) return;
+    const std::vector<int32_t> tail = SortByLogit(logits, std::move(rest));
+    order.insert(order.end(), tail.begin(), tail.end());
+    rest.clear();
+  };
+  size_t keep = logits.size();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) keep = static_cast<size_t>(p.top_k);
+  // Sums in candidate order, over the head alone: what follows it adds nothing to a float sum.
+  size_t counted = std::min(keep, order.size());
   float total = 0.0f;
-  for (size_t i = 0; i < keep; ++i) {
-    w[i] = cpu::Exp((logits[ids[i]] - max_logit) / p.temperature);
-    total = total + w[i];
-  }
+  for (size_t i = 0; i < counted; ++i) total = total + w[order[i]];
   if (p.top_p < 1.0f) {
     float cum = 0.0f;
-    size_t cut = keep;
-    for (size_t i = 0; i < keep; ++i) {
-      cum = cum + w[i];
+    for (size_t i = 0; i < counted; ++i) {
+      cum = cum + w[order[i]];
       if (cum >= p.top_p * total) {
-        cut = i + 1;
+        keep = counted = i + 1;
         break;
       }
     }
-    keep = cut;
     total = 0.0f;
-    for (size_t i = 0; i < keep; ++i) total = total + w[i];
+    for (size_t i = 0; i < counted; ++i) total = total + w[order[i]];
   }
-  const double target = CounterUniform(p.seed, position) * static_cast<double>(total);
+  const double target = u * static_cast<double>(total);
   double cum = 0.0;
   for (size_t i = 0; i < keep; ++i) {
-    cum += w[i];
-    if (target < cum) return ids[i];
+    if (i == order.size()) complete();
+    cum += w[order[i]];
+    if (target < cum) return order[i];
   }
-  return ids[keep - 1];
+  if (keep > order.size()) complete();
+  return order[keep - 1];
+}
+
+int32_t SampleToken(std::span<const float> logits, const SamplingParams& p, int64_t position) {
+  if (p.temperature == 0.0f || p.top_k == 1 || logits.empty()) return ArgMax(logits);
+  return SampleWithDraw(logits, p, CounterUniform(p.seed, position));
 }
 
 }  // namespace rsd

@@ -2,8 +2,10 @@
 // parameter validation; and generation's stop conditions (EOS, stop strings, max tokens).
 #include "worker/engine/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -83,6 +85,133 @@ TEST(Sampler, TopKAndTopPCutTheTail) {
   std::map<int32_t, int> seen;
   for (int pos = 0; pos < 2000; ++pos) seen[SampleToken(l, p, pos)]++;
   for (auto [id, c] : seen) EXPECT_LT(id, 3) << "id " << id << " is outside the nucleus";
+}
+
+// The order sampling takes candidates in, as a comparison sort through the logits defines it
+// (what SampleToken did before the radix sort): logit descending, ties by the lower id.
+std::vector<int32_t> ComparisonOrder(const std::vector<float>& l) {
+  std::vector<int32_t> ids(l.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  std::sort(ids.begin(), ids.end(),
+            [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+  return ids;
+}
+
+// SampleToken's definition written out plainly over that order (temperature, top-k, top-p, the
+// counter draw), as an independent reference for the fast path.
+int32_t ReferenceSample(const std::vector<float>& l, const SamplingParams& p, double u) {
+  const std::vector<int32_t> ids = ComparisonOrder(l);
+  size_t keep = p.top_k > 0 ? std::min<size_t>(p.top_k, ids.size()) : ids.size();
+  std::vector<float> w(keep);
+  float total = 0.0f;
+  for (size_t i = 0; i < keep; ++i) {
+    w[i] = cpu::Exp((l[ids[i]] - l[ids[0]]) / p.temperature);
+    total = total + w[i];
+  }
+  if (p.top_p < 1.0f) {
+    float cum = 0.0f;
+    size_t cut = keep;
+    for (size_t i = 0; i < keep; ++i) {
+      cum = cum + w[i];
+      if (cum >= p.top_p * total) {
+        cut = i + 1;
+        break;
+      }
+    }
+    keep = cut;
+    total = 0.0f;
+    for (size_t i = 0; i < keep; ++i) total = total + w[i];
+  }
+  const double target = u * static_cast<double>(total);
+  double cum = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    cum += w[i];
+    if (target < cum) return ids[i];
+  }
+  return ids[keep - 1];
+}
+
+TEST(Sampler, RadixOrderIsTheComparisonOrderOnTiesZerosAndInfinities) {
+  std::mt19937 rng(3);
+  for (size_t n : {1, 2, 3, 100, 2049, 49152}) {
+    for (int variant = 0; variant < 5; ++variant) {
+      std::vector<float> l(n);
+      std::normal_distribution<float> logit(0.0f, 4.0f);
+      for (float& x : l) x = logit(rng);
+      // Coarse values make many ties; signed zeros tie with each other; infinities at the ends.
+      if (variant == 1) {
+        for (float& x : l) x = std::round(x);
+      }
+      if (variant == 2) {
+        for (size_t i = 0; i < n; ++i) l[i] = i % 3 == 0 ? 0.0f : (i % 3 == 1 ? -0.0f : l[i]);
+      }
+      if (variant == 3) {
+        l[n / 2] = INFINITY;
+        l[0] = -INFINITY;
+      }
+      if (variant == 4) std::fill(l.begin(), l.end(), 1.5f);
+      EXPECT_EQ(SortedCandidates(l), ComparisonOrder(l)) << "n " << n << " variant " << variant;
+    }
+  }
+}
+
+TEST(Sampler, TemperatureTopKAndTopPDrawWhatTheReferenceDraws) {
+  std::mt19937 rng(4);
+  std::vector<float> l(49152);
+  std::normal_distribution<float> logit(0.0f, 3.0f);
+  for (float& x : l) x = std::round(logit(rng) * 64.0f) / 64.0f;  // with ties
+  int checked = 0;
+  // Low temperatures leave a few candidates above the negligible weights, high ones all of them;
+  // an infinite logit turns the split off. (With a NaN logit the comparison order is undefined,
+  // so there is no reference: the draw stays a valid id, below.)
+  for (int variant = 0; variant < 3; ++variant) {
+    std::vector<float> v = l;
+    if (variant == 1) v[77] = -INFINITY;
+    if (variant == 2) v[4000] = INFINITY;
+    for (float t : {0.05f, 0.7f, 1.9f, 40.0f}) {
+      for (int k : {0, 2, 40, 50000}) {
+        for (float top_p : {1.0f, 0.9f, 0.5f}) {
+          SamplingParams p;
+          p.temperature = t;
+          p.top_k = k;
+          p.top_p = top_p;
+          p.seed = static_cast<uint64_t>(k) * 31 + static_cast<uint64_t>(t * 10);
+          for (int64_t pos = 0; pos < (variant == 0 ? 4 : 1); ++pos) {
+            ASSERT_EQ(SampleToken(v, p, pos), ReferenceSample(v, p, CounterUniform(p.seed, pos)))
+                << "variant " << variant << " T " << t << " k " << k << " top_p " << top_p
+                << " position " << pos;
+            checked++;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 4 * 4 * 3 * (4 + 1 + 1));
+  l[77] = NAN;
+  SamplingParams p;
+  p.temperature = 0.7f;
+  const int32_t drawn = SampleToken(l, p, 0);
+  EXPECT_TRUE(drawn >= 0 && drawn < static_cast<int32_t>(l.size())) << drawn;
+}
+
+// A draw that walks past every candidate of non-negligible weight: the float total rounded up
+// past the double running sum (1 + 1.5 * 2^-24 rounds to 1 + 2^-23), so a draw near 1 reaches
+// the candidates whose weights are below 2^-24, in their order; then past all of them.
+TEST(Sampler, ADrawNearOneWalksIntoTheNegligibleCandidatesInOrder) {
+  const float w_small = std::log(1.5f) - 24.0f * std::log(2.0f);  // weight ~1.5 * 2^-24
+  std::vector<float> l = {0.0f, w_small, -30.0f, -20.0f, -20.0f, -25.0f};
+  std::vector<float> big(3000, -40.0f);  // enough ids for the radix path of the order
+  l.insert(l.end(), big.begin(), big.end());
+  SamplingParams p;
+  p.temperature = 1.0f;
+  for (double u : {0.0, 0.5, 1.0 - 0x1p-40, 1.0 - 0x1p-53}) {
+    for (int k : {0, 4}) {
+      p.top_k = k;
+      const int32_t got = SampleWithDraw(l, p, u);
+      EXPECT_EQ(got, ReferenceSample(l, p, u)) << "u " << u << " k " << k;
+      if (u > 0.9) EXPECT_GE(got, 2) << "the draw reached the negligible candidates";
+    }
+  }
 }
 
 TEST(Sampler, ValidationNamesTheField) {
