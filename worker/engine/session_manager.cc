@@ -406,6 +406,7 @@ std::vector<absl::StatusOr<TurnResult>> SessionManager::CommitTurns(std::span<Tu
   // First every turn's end-of-turn tokens and result; then one write for all; then each written
   // turn joins its session's history, and each refused one rolls back.
   std::vector<absl::StatusOr<TurnResult>> out;
+  out.reserve(turns.size());  // `writes` points into the results' tokens: they must not move
   std::vector<ColdStore::TurnCommit> writes;
   const std::vector<int32_t> stops = engine_->chat_template().StopTokens();
   for (TurnToCommit& t : turns) {
