@@ -168,6 +168,7 @@ absl::Status PrepareAuth(rsd::router::KeyStore& keys, const std::string& data_di
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);  // a client that goes away is a failed write, not a dead router
+  rsd::SkipMutexDeadlockChecks();
   absl::SetProgramUsageMessage(
       "rsd-router --listen ADDR --data-dir DIR [--http-listen ADDR] [flags]: the session journal,\n"
       "worker registry and placement, the client and admin gRPC services, and with --http-listen\n"

@@ -349,6 +349,7 @@ int Main() {
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
+  rsd::SkipMutexDeadlockChecks();
   absl::SetProgramUsageMessage(
       "rsd-worker --model PATH --listen ADDR --router ADDR --data-dir DIR --id NAME [flags]: runs "
       "the\n"

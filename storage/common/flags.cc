@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <string_view>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 
 namespace rsd {
 namespace {
@@ -89,6 +91,12 @@ std::vector<char*> ParseDashedCommandLine(int argc, char** argv) {
     fixed.push_back(a.data());
   }
   return absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+}
+
+void SkipMutexDeadlockChecks() {
+  const char* keep = std::getenv("RSD_MUTEX_DEADLOCK_CHECKS");
+  if (keep != nullptr && std::string_view(keep) == "1") return;
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 }
 
 }  // namespace rsd

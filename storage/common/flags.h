@@ -19,4 +19,10 @@ std::vector<char*> ParseDashedCommandLine(int argc, char** argv);
 // The help text `--help` prints: one line per flag defined outside Abseil.
 std::string DashedFlagHelp();
 
+// Debian's Abseil is a debug build: absl::Mutex keeps a process-wide lock-order graph (deadlock
+// detection, behind one global lock) on every lock, ours and gRPC's. Servers and benchmark clients
+// call this first, before any thread starts. With RSD_MUTEX_DEADLOCK_CHECKS=1 (what the tests
+// set for the servers they start) the checks stay: they report lock-order inversions.
+void SkipMutexDeadlockChecks();
+
 }  // namespace rsd

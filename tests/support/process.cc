@@ -17,6 +17,23 @@
 #include "absl/strings/str_cat.h"
 
 namespace rsd::testing {
+namespace {
+
+// This process's environment for a child, plus RSD_MUTEX_DEADLOCK_CHECKS=1: the servers a test
+// starts keep Abseil's lock-order checks (SkipMutexDeadlockChecks). Built before fork: the child
+// only calls execve.
+std::vector<char*> ChildEnvironment() {
+  static char keep_checks[] = "RSD_MUTEX_DEADLOCK_CHECKS=1";
+  std::vector<char*> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "RSD_MUTEX_DEADLOCK_CHECKS=", 26) != 0) env.push_back(*e);
+  }
+  env.push_back(keep_checks);
+  env.push_back(nullptr);
+  return env;
+}
+
+}  // namespace
 
 absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
                                        const std::string& log_path) {
@@ -26,6 +43,7 @@ absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const std::vector<char*> env = ChildEnvironment();
   const pid_t pid = ::fork();
   if (pid < 0) {
     ::close(fd);
@@ -36,7 +54,7 @@ absl::StatusOr<Process> Process::Start(const std::vector<std::string>& argv,
     ::dup2(fd, 2);
     ::close(fd);
     ::setpgid(0, 0);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), env.data());
     std::fprintf(stderr, "exec %s failed: %s\n", args[0], std::strerror(errno));
     ::_exit(127);
   }
@@ -141,13 +159,14 @@ absl::StatusOr<std::string> RunCommand(const std::vector<std::string>& argv,
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const std::vector<char*> env = ChildEnvironment();
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int out = ::open(out_path.c_str(), O_WRONLY | O_TRUNC);
     const int err = ::open("/dev/null", O_WRONLY);
     ::dup2(out, 1);
     ::dup2(err, 2);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), env.data());
     ::_exit(127);
   }
   int st = 0;

@@ -39,12 +39,16 @@
 #include "nlohmann/json.hpp"
 #include "rsd/v1/admin.grpc.pb.h"
 #include "rsd/v1/client.grpc.pb.h"
+#include "rsd/v1/worker.grpc.pb.h"
+#include "storage/common/flags.h"
+#include "tools/bench/serving_clients.h"
 
 ABSL_FLAG(std::string, system, "rsd",
-          "rsd (our router over gRPC), rsd-http (our router's OpenAI HTTP API with server-side "
+          "rsd (our router over gRPC), rsd-worker (a worker's own gRPC service, no router: what "
+          "the router hop costs), rsd-http (our router's OpenAI HTTP API with server-side "
           "sessions) or llama (llama-server)");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
-          "router host:port (rsd) or llama-server host:port (llama)");
+          "router host:port (rsd, rsd-http), worker host:port (rsd-worker) or llama-server's");
 ABSL_FLAG(int, concurrency, 1, "concurrent sessions N (one client thread each)");
 ABSL_FLAG(int, turns, 3, "turns per session");
 ABSL_FLAG(int, max_tokens, 32, "tokens generated per turn");
@@ -61,24 +65,10 @@ ABSL_FLAG(double, wait_ready, 120, "seconds to wait for the target to be ready (
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// One turn as the client saw it.
-struct TurnTrace {
-  Clock::time_point sent;
-  std::vector<std::pair<Clock::time_point, int>> events;  // arrival, tokens carried
-  int64_t tokens = 0;                                     // generated tokens (server's count)
-  std::string finish;
-  std::string error;
-};
-
-// A chat session against one system; one per client thread, used by that thread only.
-class ChatClient {
- public:
-  virtual ~ChatClient() = default;
-  virtual std::string Open() = 0;  // "" or an error
-  virtual TurnTrace Turn(const std::string& message, int max_tokens) = 0;
-};
+using rsd::bench::ChatClient;
+using rsd::bench::Clock;
+using rsd::bench::MakeClient;
+using rsd::bench::TurnTrace;
 
 std::string UserMessage(int session, int turn) {
   static const char* kMessages[] = {
@@ -92,174 +82,6 @@ std::string UserMessage(int session, int turn) {
   if (turn == 0) m = absl::StrCat("Hi, I am user ", session, ". ", m);
   return m;
 }
-
-class RsdClient : public ChatClient {
- public:
-  RsdClient(std::shared_ptr<grpc::Channel> channel, double timeout)
-      : stub_(rsd::v1::Client::NewStub(std::move(channel))), timeout_(timeout) {}
-
-  std::string Open() override {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    rsd::v1::SessionInfo info;
-    grpc::Status s = stub_->CreateSession(&ctx, rsd::v1::CreateSessionRequest(), &info);
-    if (!s.ok()) return absl::StrCat("CreateSession: ", s.error_message());
-    session_ = info.session_id();
-    return "";
-  }
-
-  TurnTrace Turn(const std::string& message, int max_tokens) override {
-    rsd::v1::TurnRequest req;
-    req.set_session_id(session_);
-    req.set_message(message);
-    req.set_max_tokens(max_tokens);
-    const float temp = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-    req.mutable_sampling()->set_temperature(temp);
-    if (temp > 0) req.mutable_sampling()->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
-    if (temp > 0) req.mutable_sampling()->set_seed(1);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(timeout_ * 1000)));
-    TurnTrace t;
-    t.sent = Clock::now();
-    auto reader = stub_->Chat(&ctx, req);
-    rsd::v1::ChatEvent ev;
-    while (reader->Read(&ev)) {
-      if (ev.has_delta() && ev.delta().tokens_size() > 0) {
-        t.events.emplace_back(Clock::now(), ev.delta().tokens_size());
-      } else if (ev.has_done()) {
-        t.tokens = ev.done().usage().completion_tokens();
-        t.finish = ev.done().finish_reason();
-      }
-    }
-    grpc::Status s = reader->Finish();
-    if (!s.ok()) t.error = absl::StrCat("Chat: ", s.error_message());
-    if (s.ok() && t.finish.empty()) t.error = "Chat: no TurnDone";
-    return t;
-  }
-
- private:
-  std::unique_ptr<rsd::v1::Client::Stub> stub_;
-  double timeout_;
-  std::string session_;
-};
-
-// What one streamed llama-server turn has said so far, fed one server-sent-events line at a time.
-struct LlamaStream {
-  TurnTrace trace;
-  std::string reply;           // the assistant's text
-  int64_t content_events = 0;  // chunks that carried text
-
-  void OnLine(const std::string& line) {
-    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") return;
-    nlohmann::json j = nlohmann::json::parse(line.substr(6), nullptr, false);
-    if (j.is_discarded()) return;
-    if (j.contains("usage") && j["usage"].is_object()) {
-      trace.tokens = j["usage"].value("completion_tokens", int64_t{0});
-    }
-    if (!j.contains("choices") || j["choices"].empty()) return;
-    const auto& c = j["choices"][0];
-    if (c.contains("finish_reason") && c["finish_reason"].is_string()) {
-      trace.finish = c["finish_reason"].get<std::string>();
-    }
-    if (c.contains("delta") && c["delta"].contains("content") &&
-        c["delta"]["content"].is_string()) {
-      std::string piece = c["delta"]["content"].get<std::string>();
-      if (!piece.empty()) {
-        trace.events.emplace_back(Clock::now(), 1);
-        content_events++;
-        reply += piece;
-      }
-    }
-  }
-};
-
-// A streamed chat request; --temperature and --top_p as llama-server's sampler chain reads them
-// (greedy: top_k 1).
-nlohmann::json RequestBody(const nlohmann::json& messages, int max_tokens) {
-  nlohmann::json body = nlohmann::json::parse(
-      R"({"stream": true, "ignore_eos": true, "cache_prompt": true, "seed": 1,
-          "stream_options": {"include_usage": true}})");
-  body["messages"] = messages;
-  body["max_tokens"] = max_tokens;
-  const double t = absl::GetFlag(FLAGS_temperature);
-  body["temperature"] = t > 0 ? t : 0.0;
-  body["top_k"] = t > 0 ? 0 : 1;
-  if (t > 0) body.update({{"top_p", absl::GetFlag(FLAGS_top_p)}, {"min_p", 0}});
-  return body;
-}
-
-// OpenAI-style chat over HTTP: llama-server (the client keeps the history and resends it;
-// llama-server reuses its slot's cache), or our router's HTTP front door with a server-side
-// session (`server_session`: only the new message travels, x-rsd-session names the session).
-
-class LlamaClient : public ChatClient {
- public:
-  LlamaClient(const std::string& target, double timeout, bool server_session = false)
-      : http_(target), server_session_(server_session) {
-    // A fresh loopback connection per turn (~0.1 ms inside TTFT): llama-server's HTTP layer drops
-    // kept-alive connections that sat through a long turn, and a retry could submit twice.
-    http_.set_keep_alive(false);
-    http_.set_read_timeout(static_cast<time_t>(timeout), 0);
-    http_.set_write_timeout(60, 0);
-  }
-
-  std::string Open() override { return ""; }  // the session is the history this client keeps
-
-  TurnTrace Turn(const std::string& message, int max_tokens) override {
-    history_.push_back({{"role", "user"}, {"content", message}});
-    const nlohmann::json sent =
-        server_session_ ? nlohmann::json::array({history_.back()}) : history_;
-    const nlohmann::json body = RequestBody(sent, max_tokens);
-    LlamaStream stream;
-    TurnTrace& t = stream.trace;
-    std::string buffer;
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/chat/completions";
-    req.set_header("Content-Type", "application/json");
-    if (server_session_) req.set_header("x-rsd-session", session_.empty() ? "new" : session_);
-    req.body = body.dump();
-    int http_status = 0;
-    req.response_handler = [&](const httplib::Response& r) {
-      http_status = r.status;
-      if (server_session_ && r.has_header("x-rsd-session")) {
-        session_ = r.get_header_value("x-rsd-session");
-      }
-      return true;
-    };
-    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-      buffer.append(data, n);
-      size_t eol;
-      while ((eol = buffer.find('\n')) != std::string::npos) {
-        std::string line = buffer.substr(0, eol);
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        buffer.erase(0, eol + 1);
-        stream.OnLine(line);
-      }
-      return true;
-    };
-    httplib::Response res;
-    httplib::Error err = httplib::Error::Success;
-    t.sent = Clock::now();
-    if (!http_.send(req, res, err)) {
-      t.error = absl::StrCat("POST: ", httplib::to_string(err));
-    } else if (http_status != 200) {
-      t.error = absl::StrCat("POST: HTTP ", http_status, " ", res.body);
-    }
-    // A chunk may carry more than one token (an incomplete UTF-8 character is held back);
-    // usage says how many were generated.
-    if (t.tokens == 0) t.tokens = stream.content_events;
-    history_.push_back({{"role", "assistant"}, {"content", stream.reply}});
-    return t;
-  }
-
- private:
-  httplib::Client http_;
-  const bool server_session_;
-  std::string session_;  // server_session_: the router's session id after the first turn
-  nlohmann::json history_ = nlohmann::json::array();
-};
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -325,18 +147,19 @@ Row Summarize(const std::vector<std::vector<TurnTrace>>& traces, double wall_s) 
   return r;
 }
 
-std::unique_ptr<ChatClient> MakeClient(const std::string& system, const std::string& target,
-                                       double timeout) {
-  if (system == "llama") return std::make_unique<LlamaClient>(target, timeout);
-  if (system == "rsd-http") return std::make_unique<LlamaClient>(target, timeout, true);
-  // One channel per session, as separate clients would have (no shared HTTP/2 connection).
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return std::make_unique<RsdClient>(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args), timeout);
+rsd::bench::Sampling FlagSampling() {
+  return {absl::GetFlag(FLAGS_temperature), absl::GetFlag(FLAGS_top_p)};
 }
 
 bool Ready(const std::string& system, const std::string& target) {
+  if (system == "rsd-worker") {  // serving: its model loaded and its compute thread running
+    auto worker =
+        rsd::v1::Worker::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    rsd::v1::WorkerStatus st;
+    return worker->GetStatus(&ctx, rsd::v1::WorkerStatusRequest(), &st).ok() && st.serving();
+  }
   if (system == "llama") {
     httplib::Client http(target);
     http.set_connection_timeout(1, 0);
@@ -373,7 +196,7 @@ bool WaitReady(const std::string& system, const std::string& target, double seco
 // One warm-up turn on a session of its own (not measured): first-touch costs on both sides.
 void WarmUp(const std::string& system, const std::string& target, int max_tokens,
             double timeout) {
-  auto c = MakeClient(system, target, timeout);
+  auto c = MakeClient(system, target, timeout, FlagSampling());
   if (std::string e = c->Open(); !e.empty()) {
     std::cerr << "warm-up: " << e << "\n";
     return;
@@ -389,9 +212,9 @@ int RunBench() {
   const int turns = absl::GetFlag(FLAGS_turns);
   const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
   const double timeout = absl::GetFlag(FLAGS_turn_timeout);
-  if ((system != "rsd" && system != "rsd-http" && system != "llama") || n < 1 || turns < 1 ||
+  if (MakeClient(system, target, timeout, FlagSampling()) == nullptr || n < 1 || turns < 1 ||
       max_tokens < 1) {
-    std::cerr << "need --system rsd|rsd-http|llama, --concurrency >= 1, --turns >= 1, "
+    std::cerr << "need --system rsd|rsd-worker|rsd-http|llama, --concurrency >= 1, --turns >= 1, "
                  "--max_tokens >= 1\n";
     return 2;
   }
@@ -406,7 +229,7 @@ int RunBench() {
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
-      auto client = MakeClient(system, target, timeout);
+      auto client = MakeClient(system, target, timeout, FlagSampling());
       const std::string e = client->Open();
       if (!e.empty()) {
         std::cerr << "session " << i << ": " << e << "\n";
@@ -423,7 +246,10 @@ int RunBench() {
   for (auto& t : threads) t.join();
   const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   Row r = Summarize(traces, wall_s);
-  r.system = system == "rsd" ? "residuum" : system == "rsd-http" ? "residuum-http" : "llama-server";
+  r.system = system == "rsd"          ? "residuum"
+             : system == "rsd-worker" ? "residuum-worker"
+             : system == "rsd-http"   ? "residuum-http"
+                                      : "llama-server";
   r.n = n;
   r.turns = turns;
   r.max_tokens = max_tokens;
@@ -467,10 +293,11 @@ int Report(const std::string& path) {
     }
     for (const auto& [system, f] : by_system) {
       std::string ratio = "";
-      // residuum against llama-server; residuum-http against residuum over gRPC.
-      const char* peer = system == "residuum"        ? "llama-server"
-                         : system == "residuum-http" ? "residuum"
-                                                     : "";
+      // residuum against llama-server; residuum-http and residuum-worker against residuum over
+      // gRPC through the router.
+      const char* peer = system == "residuum"                                       ? "llama-server"
+                         : system == "residuum-http" || system == "residuum-worker" ? "residuum"
+                                                                                    : "";
       if (*peer != '\0' && tok_s[peer] > 0) {
         ratio = absl::StrFormat("%.2fx", tok_s[system] / tok_s[peer]);
       }
@@ -483,15 +310,17 @@ int Report(const std::string& path) {
   std::printf(
       "latencies in ms; tok/s = generated tokens / wall time of the N-session run; "
       "ratio = residuum tok/s / llama-server tok/s at the same N (residuum-http: / "
-      "residuum over gRPC)\n");
+      "residuum over gRPC; residuum-worker, no router: / residuum through it)\n");
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  rsd::SkipMutexDeadlockChecks();  // its gRPC client threads share the cores with the servers
   absl::SetProgramUsageMessage(
-      "rsd-serving-bench --system rsd|llama --target HOST:PORT --concurrency N [--turns T] "
+      "rsd-serving-bench --system rsd|rsd-worker|rsd-http|llama --target HOST:PORT --concurrency N "
+      "[--turns T] "
       "[--max_tokens M] [--csv FILE]\n  or: rsd-serving-bench --report FILE");
   absl::ParseCommandLine(argc, argv);
   const std::string report = absl::GetFlag(FLAGS_report);

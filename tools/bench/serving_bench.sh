@@ -20,6 +20,8 @@
 #   RSD_BENCH_HOT_BYTES  our worker's hot K/V pool [2 GiB: 64 sessions x 512 tokens at up to 64 KB a token]
 #   RSD_BENCH_SPILL_FORM our worker's --spill-form [residual, the worker's default; kv captures no
 #                        residuals, which 64 sessions otherwise write through to RocksDB]
+#   RSD_BENCH_DIRECT     1: also drive a fresh worker's own gRPC service with no router in between
+#                        (rows "residuum-worker": what the router hop costs) [0]
 #   RSD_BENCH_CSV        output [tools/bench/results/serving.csv]
 #   RSD_LLAMA_FLAGS      extra llama-server flags [none]; on a CPU with AMX, "--no-repack" keeps
 #                        llama.cpp 0.3.36 off its AMX matmul, which crashes on SmolLM2 Q4_1
@@ -87,6 +89,17 @@ for n in $ns; do
     --max-running 64 --max-queue 256 --spill-form "$spill_form"
   run_bench rsd "127.0.0.1:$((port + 1))" "$n" "$t" "rsd-$n"
   stop_all
+  if [ "${RSD_BENCH_DIRECT:-0}" = 1 ]; then
+    # The same worker, the clients talking to it directly (the router only takes its registration).
+    start "router-direct-$n" "$build/router/rsd-router" --listen "127.0.0.1:$((port + 1))" \
+      --data-dir "$work/router-direct-$n"
+    start "worker-direct-$n" "$build/worker/rsd-worker" --model "$model" --id worker \
+      --listen "127.0.0.1:$((port + 2))" --router "127.0.0.1:$((port + 1))" \
+      --data-dir "$work/worker-direct-$n" --threads "$threads" --hot-bytes "$hot_bytes" \
+      --max-running 64 --max-queue 256 --spill-form "$spill_form"
+    run_bench rsd-worker "127.0.0.1:$((port + 2))" "$n" "$t" "rsd-direct-$n"
+    stop_all
+  fi
 done
 echo
 "$bench" --report "$csv"
