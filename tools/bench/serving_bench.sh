@@ -57,6 +57,14 @@ bench="$build/tools/rsd-serving-bench"
 work="$(mktemp -d "${TMPDIR:-/tmp}/rsd-serving-bench.XXXXXX")"
 # shellcheck source=processes.sh
 source "$root/tools/bench/processes.sh"
+start_ours() {  # name suffix: a router and one worker, fresh data directories
+  start "router-$1" "$build/router/rsd-router" --listen "127.0.0.1:$((port + 1))" \
+    --data-dir "$work/router-$1"
+  start "worker-$1" "$build/worker/rsd-worker" --model "$model" --id worker \
+    --listen "127.0.0.1:$((port + 2))" --router "127.0.0.1:$((port + 1))" \
+    --data-dir "$work/worker-$1" --threads "$threads" --hot-bytes "$hot_bytes" \
+    --max-running 64 --max-queue 256 --spill-form "$spill_form"
+}
 run_bench() {  # system, target, N, turns, log name
   if ! "$bench" --system "$1" --target "$2" --concurrency "$3" --turns "$4" \
     --max_tokens "$max_tokens" --temperature "$temperature" --top_p "$top_p" \
@@ -81,22 +89,12 @@ for n in $ns; do
   run_bench llama "127.0.0.1:$port" "$n" "$t" "llama-$n"
   stop_all
   # Ours: a fresh router and one worker per N, the same threads.
-  start "router-$n" "$build/router/rsd-router" --listen "127.0.0.1:$((port + 1))" \
-    --data-dir "$work/router-$n"
-  start "worker-$n" "$build/worker/rsd-worker" --model "$model" --id worker \
-    --listen "127.0.0.1:$((port + 2))" --router "127.0.0.1:$((port + 1))" \
-    --data-dir "$work/worker-$n" --threads "$threads" --hot-bytes "$hot_bytes" \
-    --max-running 64 --max-queue 256 --spill-form "$spill_form"
+  start_ours "$n"
   run_bench rsd "127.0.0.1:$((port + 1))" "$n" "$t" "rsd-$n"
   stop_all
   if [ "${RSD_BENCH_DIRECT:-0}" = 1 ]; then
-    # The same worker, the clients talking to it directly (the router only takes its registration).
-    start "router-direct-$n" "$build/router/rsd-router" --listen "127.0.0.1:$((port + 1))" \
-      --data-dir "$work/router-direct-$n"
-    start "worker-direct-$n" "$build/worker/rsd-worker" --model "$model" --id worker \
-      --listen "127.0.0.1:$((port + 2))" --router "127.0.0.1:$((port + 1))" \
-      --data-dir "$work/worker-direct-$n" --threads "$threads" --hot-bytes "$hot_bytes" \
-      --max-running 64 --max-queue 256 --spill-form "$spill_form"
+    # Fresh ones again, the clients talking to the worker (the router only takes its registration).
+    start_ours "direct-$n"
     run_bench rsd-worker "127.0.0.1:$((port + 2))" "$n" "$t" "rsd-direct-$n"
     stop_all
   fi

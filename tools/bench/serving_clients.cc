@@ -47,6 +47,17 @@ std::chrono::system_clock::time_point Deadline(double seconds) {
          std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
+// One streamed Chat call on a router's or a worker's stub, timed from the moment it is sent.
+template <class Stub, class Request>
+TurnTrace TimedChat(Stub& stub, const Request& req, double timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(timeout));
+  TurnTrace t;
+  t.sent = Clock::now();
+  ReadChat(*stub.Chat(&ctx, req), t);
+  return t;
+}
+
 // Our router: rsd.v1.Client (CreateSession, then Chat streaming).
 class RsdClient : public ChatClient {
  public:
@@ -68,12 +79,7 @@ class RsdClient : public ChatClient {
   TurnTrace Turn(const std::string& message, int max_tokens) override {
     rsd::v1::TurnRequest req = MakeTurn(message, max_tokens, sampling_);
     req.set_session_id(session_);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(timeout_));
-    TurnTrace t;
-    t.sent = Clock::now();
-    ReadChat(*stub_->Chat(&ctx, req), t);
-    return t;
+    return TimedChat(*stub_, req, timeout_);
   }
 
  private:
@@ -112,12 +118,7 @@ class RsdWorkerClient : public ChatClient {
     *req.mutable_ref() = ref_;
     *req.mutable_turn() = MakeTurn(message, max_tokens, sampling_);
     req.mutable_turn()->set_session_id(ref_.session_id());
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(timeout_));
-    TurnTrace t;
-    t.sent = Clock::now();
-    ReadChat(*stub_->Chat(&ctx, req), t);
-    return t;
+    return TimedChat(*stub_, req, timeout_);
   }
 
  private:
