@@ -24,9 +24,10 @@ namespace {
 // only calls execve.
 std::vector<char*> ChildEnvironment() {
   static char keep_checks[] = "RSD_MUTEX_DEADLOCK_CHECKS=1";
+  const size_t name = std::strlen("RSD_MUTEX_DEADLOCK_CHECKS=");
   std::vector<char*> env;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "RSD_MUTEX_DEADLOCK_CHECKS=", 26) != 0) env.push_back(*e);
+    if (std::strncmp(*e, keep_checks, name) != 0) env.push_back(*e);
   }
   env.push_back(keep_checks);
   env.push_back(nullptr);

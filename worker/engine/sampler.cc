@@ -36,11 +36,21 @@ double CounterUniform(uint64_t seed, int64_t position) {
   return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-int32_t ArgMax(std::span<const float> logits) {
+namespace {
+
+// The CPU path the sampler's row kernels take (read once: DefaultIsa looks at CPUID and the
+// environment).
+cpu::Isa SamplerIsa() {
   static const cpu::Isa isa = cpu::DefaultIsa();
+  return isa;
+}
+
+}  // namespace
+
+int32_t ArgMax(std::span<const float> logits) {
   if (logits.empty()) return 0;
   return static_cast<int32_t>(
-      cpu::ArgMaxF32(isa, logits.data(), static_cast<int64_t>(logits.size())));
+      cpu::ArgMaxF32(SamplerIsa(), logits.data(), static_cast<int64_t>(logits.size())));
 }
 
 namespace {
@@ -110,18 +120,17 @@ constexpr float kNegligible = 0x1p-24f;
 
 // Every id's weight Exp((logit - max) / T), in id order (elementwise: the bits the candidate
 // order would give), and the candidate order's head: every id whose logit is at least the
-// lowest logit of a weight >= kNegligible, sorted. `rest` (ascending ids) follows the head in
-// candidate order, each of its weights below kNegligible. With a NaN logit or an infinite
-// largest one nothing is negligible: the head is every id.
-void Weigh(std::span<const float> logits, float temperature, std::vector<float>* w,
-           std::vector<int32_t>* head, std::vector<int32_t>* rest) {
+// lowest logit of a weight >= kNegligible, sorted. Returns that logit: the ids below it follow
+// the head in candidate order, each with a weight below kNegligible. With a NaN logit or an
+// infinite largest one nothing is negligible: the head is every id (returns -infinity).
+float Weigh(std::span<const float> logits, float temperature, std::vector<float>* w,
+            std::vector<int32_t>* head) {
   const size_t n = logits.size();
   const float max_logit = logits[static_cast<size_t>(ArgMax(logits))];
-  static const cpu::Isa isa = cpu::DefaultIsa();
   const auto weigh = [&](float first) {  // Exp of (x - first) / T: Exp(y - 0) is Exp(y)
     w->resize(n);
     for (size_t i = 0; i < n; ++i) (*w)[i] = (logits[i] - first) / temperature;
-    cpu::ExpShifted(isa, w->data(), 0.0f, w->data(), static_cast<int64_t>(n));
+    cpu::ExpShifted(SamplerIsa(), w->data(), 0.0f, w->data(), static_cast<int64_t>(n));
   };
   weigh(max_logit);
   float cut = max_logit;
@@ -133,28 +142,31 @@ void Weigh(std::span<const float> logits, float temperature, std::vector<float>*
   }
   if (!split) {
     *head = SortedCandidates(logits);
-    rest->clear();
     weigh(logits[static_cast<size_t>((*head)[0])]);  // NaN sorts last
-    return;
+    return -INFINITY;
   }
   std::vector<int32_t> above;
   for (size_t i = 0; i < n; ++i) {
-    (logits[i] >= cut ? above : *rest).push_back(static_cast<int32_t>(i));
+    if (logits[i] >= cut) above.push_back(static_cast<int32_t>(i));
   }
   *head = SortByLogit(logits, std::move(above));
+  return cut;
 }
 
 }  // namespace
 
 int32_t SampleWithDraw(std::span<const float> logits, const SamplingParams& p, double u) {
   std::vector<float> w;
-  std::vector<int32_t> order, rest;
-  Weigh(logits, p.temperature, &w, &order, &rest);
+  std::vector<int32_t> order;
+  const float head_cut = Weigh(logits, p.temperature, &w, &order);
   const auto complete = [&] {  // the candidate order past the head, when the walk gets there
-    if (rest.empty()) return;
-    const std::vector<int32_t> tail = SortByLogit(logits, std::move(rest));
+    if (order.size() == logits.size()) return;
+    std::vector<int32_t> below;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (logits[i] < head_cut) below.push_back(static_cast<int32_t>(i));
+    }
+    const std::vector<int32_t> tail = SortByLogit(logits, std::move(below));
     order.insert(order.end(), tail.begin(), tail.end());
-    rest.clear();
   };
   size_t keep = logits.size();
   if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) keep = static_cast<size_t>(p.top_k);
