@@ -24,6 +24,9 @@ namespace {
 // Chunks of one (row, head) computed together before they are merged in chunk order: their sums
 // run side by side in vector lanes, each lane adding its own chunk's values in key order.
 constexpr int kChunkBatch = 8;
+// The most query heads that share one key/value head and are computed together; a model with
+// larger groups computes them in several passes.
+constexpr int kMaxGroup = 8;
 
 // Scales the chunk's n scores in place and returns their maximum as a left-to-right std::max
 // gives it. The maximum is a tree of vector maxima, which is the sequential answer unless the
@@ -106,63 +109,102 @@ void ChunkSums(Isa isa, const float* probs, int stride, int len, int count, floa
   }
 }
 
-// Scratch of one thread: kChunkBatch chunks' scores and probabilities, and one chunk's weighted V.
+// Scratch of one thread: kChunkBatch chunks' scores and probabilities of each head of a group
+// ([head][chunk][key]), and one chunk's weighted V of each head.
 struct ChunkScratch {
   std::vector<float> scores, probs, acc;
 };
 
-// Merges chunks [c0, c1) of one (row, head) into its running state (m, l, acc[hd]). The state
+// Requests the K and V of chunks [first, first + count) of one key/value head into L2: rows of
+// different sessions sit in different blocks, and a batched step's attention otherwise waits on
+// each chunk's lines as it reaches them.
+void PrefetchChunks(const AttentionRow& row, int layer, int kv_head, int first, int count, int hd,
+                    const KvPoolView& pool) {
+  const int bt = pool.block_tokens;
+  for (int i = 0; i < count; ++i) {
+    const int n = std::min(bt, row.n_keys - (first + i) * bt);
+    const KvElement* K = pool.K(row.block_table[first + i], layer).get() + int64_t{kv_head} * hd;
+    const KvElement* V = pool.V(row.block_table[first + i], layer).get() + int64_t{kv_head} * hd;
+    for (int j = 0; j < n; ++j) {
+      for (int e = 0; e < hd; e += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(K + j * pool.kv_dim + e), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(V + j * pool.kv_dim + e), _MM_HINT_T1);
+      }
+    }
+  }
+}
+
+// The heads of one (row, key/value head) that one MergeChunks call computes: g consecutive query
+// heads q + h * head_dim and their states m[h], l[h], acc + h * head_dim, per-chunk statistics at
+// stat_max/stat_sum + h * stat_stride (null: none kept). g is 1, or the group that shares the
+// key/value head: each head's arithmetic is the same either way, only K and V are read once.
+struct HeadGroup {
+  const float* q;
+  int g;
+  float *m, *l, *acc, *stat_max, *stat_sum;
+  int64_t stat_stride;
+};
+
+// Merges chunks [c0, c1) of each head of `hg` into its running state (m, l, acc[hd]). The state
 // starts at m = -inf, l = 0, acc = 0; the first merge then yields the chunk's own values exactly
 // (Exp(-inf) = 0, Exp(0) = 1). Up to kChunkBatch chunks at a time get their scores, maxima,
 // probabilities and sums (each chunk's own, in key order) before they are merged in chunk order.
-void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, int layer,
+void MergeChunks(const OpContext& ctx, const HeadGroup& hg, const AttentionRow& row, int layer,
                  int kv_head, int c0, int c1, const AttentionShape& shape, const KvPoolView& pool,
-                 float* m, float* l, float* acc, float* stat_max, float* stat_sum,
                  ChunkScratch& w) {
-  const int hd = shape.head_dim, bt = pool.block_tokens;
-  w.scores.resize(static_cast<size_t>(kChunkBatch) * bt);
+  const int hd = shape.head_dim, bt = pool.block_tokens, g = hg.g, hs = kChunkBatch * bt;
+  w.scores.resize(static_cast<size_t>(g) * hs);
   w.probs.resize(w.scores.size());
-  w.acc.resize(hd);
+  w.acc.resize(static_cast<size_t>(g) * hd);
   const int n_chunks = (row.n_keys + bt - 1) / bt;
   const int end = std::min(c1, n_chunks);
   for (int first = c0; first < end; first += kChunkBatch) {
     const int count = std::min(kChunkBatch, end - first);
-    float maxima[kChunkBatch], sums[kChunkBatch];
+    PrefetchChunks(row, layer, kv_head, first, count, hd, pool);
+    float maxima[kMaxGroup][kChunkBatch], sums[kMaxGroup][kChunkBatch];
     for (int i = 0; i < count; ++i) {
       const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
       const KvElement* K = pool.K(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
-      float* scores = w.scores.data() + i * bt;
-      float* probs = w.probs.data() + i * bt;
-      DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, scores);
-      maxima[i] = ScaleMaxExp(ctx.isa, scores, shape.scale, probs, n);
-      std::fill(probs + n, probs + bt, 0.0f);
+      DotF32ManyGroup(ctx.isa, hg.q, hd, g, K, pool.kv_dim, n, hd, w.scores.data() + i * bt, hs);
+      for (int h = 0; h < g; ++h) {
+        float* probs = w.probs.data() + h * hs + i * bt;
+        maxima[h][i] =
+            ScaleMaxExp(ctx.isa, w.scores.data() + h * hs + i * bt, shape.scale, probs, n);
+        std::fill(probs + n, probs + bt, 0.0f);
+      }
     }
-    ChunkSums(ctx.isa, w.probs.data(), bt, bt, count, sums);
     // The merges' running maxima follow from the chunks' alone, so their rescaling factors
     // a = Exp(m - mn) and b = Exp(mc - mn) go through one vector Exp (the scalar Exp's bits)
     // instead of two dependent scalar ones per chunk.
-    float shifts[2 * kChunkBatch], factors[2 * kChunkBatch], running[kChunkBatch];
-    float mi = *m;
-    for (int i = 0; i < count; ++i) {
-      const float mn = std::max(mi, maxima[i]);
-      shifts[2 * i] = mi - mn;
-      shifts[2 * i + 1] = maxima[i] - mn;
-      running[i] = mi = mn;
+    float shifts[kMaxGroup][2 * kChunkBatch], factors[kMaxGroup][2 * kChunkBatch];
+    float running[kMaxGroup][kChunkBatch];
+    for (int h = 0; h < g; ++h) {
+      ChunkSums(ctx.isa, w.probs.data() + h * hs, bt, bt, count, sums[h]);
+      float mi = hg.m[h];
+      for (int i = 0; i < count; ++i) {
+        const float mn = std::max(mi, maxima[h][i]);
+        shifts[h][2 * i] = mi - mn;
+        shifts[h][2 * i + 1] = maxima[h][i] - mn;
+        running[h][i] = mi = mn;
+      }
+      ExpShifted(ctx.isa, shifts[h], 0.0f, factors[h], 2 * count);
     }
-    ExpShifted(ctx.isa, shifts, 0.0f, factors, 2 * count);
     for (int i = 0; i < count; ++i) {
       const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
       const KvElement* V = pool.V(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
-      const float lc = sums[i], a = factors[2 * i], b = factors[2 * i + 1];
       std::fill(w.acc.begin(), w.acc.end(), 0.0f);
-      WeightedSumF32(ctx.isa, w.acc.data(), w.probs.data() + i * bt, V, pool.kv_dim, n, hd);
-      if (stat_max != nullptr) {
-        stat_max[c] = maxima[i];
-        stat_sum[c] = lc;
+      WeightedSumF32Group(ctx.isa, w.acc.data(), hd, w.probs.data() + i * bt, hs, g, V, pool.kv_dim,
+                          n, hd);
+      for (int h = 0; h < g; ++h) {
+        const float lc = sums[h][i], a = factors[h][2 * i], b = factors[h][2 * i + 1];
+        if (hg.stat_max != nullptr) {
+          hg.stat_max[h * hg.stat_stride + c] = maxima[h][i];
+          hg.stat_sum[h * hg.stat_stride + c] = lc;
+        }
+        hg.l[h] = hg.l[h] * a + lc * b;
+        ScaleAddF32(ctx.isa, hg.acc + h * hd, a, w.acc.data() + h * hd, b, hd);
+        hg.m[h] = running[h][i];
       }
-      *l = *l * a + lc * b;
-      ScaleAddF32(ctx.isa, acc, a, w.acc.data(), b, hd);
-      *m = running[i];
     }
   }
 }
@@ -173,38 +215,47 @@ void MergeChunks(const OpContext& ctx, const float* q, const AttentionRow& row, 
 // one sum in any order, their values weighted into one accumulator and merged once — so the
 // result depends on where the batches of chunks start, as an engine that does not fix its
 // reduction order would. MergeChunks' arguments; the per-chunk statistics are not produced.
-void MergeChunksRelaxed(const OpContext& ctx, const float* q, const AttentionRow& row, int layer,
-                        int kv_head, int c0, int c1, const AttentionShape& shape,
-                        const KvPoolView& pool, float* m, float* l, float* acc, ChunkScratch& w) {
-  const int hd = shape.head_dim, bt = pool.block_tokens;
-  w.scores.resize(static_cast<size_t>(kChunkBatch) * bt);
+void MergeChunksRelaxed(const OpContext& ctx, const HeadGroup& hg, const AttentionRow& row,
+                        int layer, int kv_head, int c0, int c1, const AttentionShape& shape,
+                        const KvPoolView& pool, ChunkScratch& w) {
+  const int hd = shape.head_dim, bt = pool.block_tokens, g = hg.g, hs = kChunkBatch * bt;
+  w.scores.resize(static_cast<size_t>(g) * hs);
   w.probs.resize(w.scores.size());
-  w.acc.resize(hd);
+  w.acc.resize(static_cast<size_t>(g) * hd);
   const int end = std::min(c1, (row.n_keys + bt - 1) / bt);
   for (int first = c0; first < end; first += kChunkBatch) {
     const int count = std::min(kChunkBatch, end - first);
-    float bmax = -INFINITY;
+    float bmax[kMaxGroup], sum[kMaxGroup];
+    std::fill(bmax, bmax + g, -INFINITY);
+    std::fill(sum, sum + g, 0.0f);
     for (int i = 0; i < count; ++i) {
       const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
       const KvElement* K = pool.K(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
-      DotF32Many(ctx.isa, q, K, pool.kv_dim, n, hd, w.scores.data() + i * bt);
-      bmax = std::max(bmax, ScaleChunk(ctx.isa, w.scores.data() + i * bt, shape.scale, n));
+      DotF32ManyGroup(ctx.isa, hg.q, hd, g, K, pool.kv_dim, n, hd, w.scores.data() + i * bt, hs);
+      for (int h = 0; h < g; ++h) {
+        float* scores = w.scores.data() + h * hs + i * bt;
+        bmax[h] = std::max(bmax[h], ScaleChunk(ctx.isa, scores, shape.scale, n));
+      }
     }
-    float sum = 0.0f;
     std::fill(w.acc.begin(), w.acc.end(), 0.0f);
     for (int i = 0; i < count; ++i) {
       const int c = first + i, n = std::min(bt, row.n_keys - c * bt);
-      float* probs = w.probs.data() + i * bt;
-      ExpShifted(ctx.isa, w.scores.data() + i * bt, bmax, probs, n);
-      for (int j = 0; j < n; ++j) sum += probs[j];
+      for (int h = 0; h < g; ++h) {
+        float* probs = w.probs.data() + h * hs + i * bt;
+        ExpShifted(ctx.isa, w.scores.data() + h * hs + i * bt, bmax[h], probs, n);
+        for (int j = 0; j < n; ++j) sum[h] += probs[j];
+      }
       const KvElement* V = pool.V(row.block_table[c], layer).get() + int64_t{kv_head} * hd;
-      WeightedSumF32(ctx.isa, w.acc.data(), probs, V, pool.kv_dim, n, hd);
+      WeightedSumF32Group(ctx.isa, w.acc.data(), hd, w.probs.data() + i * bt, hs, g, V, pool.kv_dim,
+                          n, hd);
     }
-    const float mn = std::max(*m, bmax);
-    const float a = Exp(*m - mn), b = Exp(bmax - mn);
-    *l = *l * a + sum * b;
-    ScaleAddF32(ctx.isa, acc, a, w.acc.data(), b, hd);
-    *m = mn;
+    for (int h = 0; h < g; ++h) {
+      const float mn = std::max(hg.m[h], bmax[h]);
+      const float a = Exp(hg.m[h] - mn), b = Exp(bmax[h] - mn);
+      hg.l[h] = hg.l[h] * a + sum[h] * b;
+      ScaleAddF32(ctx.isa, hg.acc + h * hd, a, w.acc.data() + h * hd, b, hd);
+      hg.m[h] = mn;
+    }
   }
 }
 #endif
@@ -240,30 +291,43 @@ void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows
                        int chunk_begin, int chunk_end, const AttentionShape& shape,
                        const KvPoolView& pool, AttentionState st) {
   const int group = shape.n_heads / shape.n_kv_heads, hd = shape.head_dim;
-  const int64_t items = q.rows * shape.n_heads, bt = pool.block_tokens;
+  // An item is one row's heads that share a key/value head, computed together (K and V read
+  // once for them), when there are enough such items to keep every thread busy; otherwise one
+  // (row, head). Either way each head's arithmetic is the same.
+  const bool grouped = group <= kMaxGroup && q.rows * shape.n_kv_heads >= 4 * ctx.pool->size();
+  const int g = grouped ? group : 1, per_row = shape.n_heads / g;
+  const int64_t items = q.rows * per_row, bt = pool.block_tokens;
   // An item's cost: its keys in the chunk range, plus a little for its fixed work. Which thread
   // computes an item does not change its bits.
   const std::vector<int64_t> cuts = BalancedCuts(items, ctx.pool->size(), [&](int64_t it) {
-    const int64_t keys = std::min<int64_t>(rows[it / shape.n_heads].n_keys, chunk_end * bt);
+    const int64_t keys = std::min<int64_t>(rows[it / per_row].n_keys, chunk_end * bt);
     return static_cast<double>(std::max<int64_t>(0, keys - chunk_begin * bt) + 16);
   });
   ctx.pool->ParallelFor(ctx.pool->size(), 1, [&](int64_t pb, int64_t pe, int) {
     ChunkScratch scratch;
     for (int64_t it = cuts[pb]; it < cuts[pe]; ++it) {
-      const int64_t r = it / shape.n_heads;
-      const int h = static_cast<int>(it % shape.n_heads);
-      const float* qh = q.f32() + r * q.cols + static_cast<int64_t>(h) * hd;
-      float* smax = st.chunk_max ? st.chunk_max + it * st.chunk_stride : nullptr;
-      float* ssum = st.chunk_sum ? st.chunk_sum + it * st.chunk_stride : nullptr;
+      const int64_t r = it / per_row, first = it * g;  // first head's state index
+      const int h = static_cast<int>(it % per_row) * g;
+      HeadGroup hg{q.f32() + r * q.cols + static_cast<int64_t>(h) * hd,
+                   g,
+                   st.m + first,
+                   st.l + first,
+                   st.acc + first * hd,
+                   nullptr,
+                   nullptr,
+                   st.chunk_stride};
+      if (st.chunk_max != nullptr) {
+        hg.stat_max = st.chunk_max + first * st.chunk_stride;
+        hg.stat_sum = st.chunk_sum + first * st.chunk_stride;
+      }
 #if RSD_RELAXED_NUMERICS
-      if (smax == nullptr) {
-        MergeChunksRelaxed(ctx, qh, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
-                           st.m + it, st.l + it, st.acc + it * hd, scratch);
+      if (hg.stat_max == nullptr) {
+        MergeChunksRelaxed(ctx, hg, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
+                           scratch);
         continue;
       }
 #endif
-      MergeChunks(ctx, qh, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool,
-                  st.m + it, st.l + it, st.acc + it * hd, smax, ssum, scratch);
+      MergeChunks(ctx, hg, rows[r], layer, h / group, chunk_begin, chunk_end, shape, pool, scratch);
     }
   });
   int used = 0;  // threads that computed an item

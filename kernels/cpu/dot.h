@@ -34,6 +34,14 @@ void DotF32Many(Isa isa, const float* a, const uint16_t* b, int64_t stride, int 
 // (V), converted as in DotF32Many.
 void WeightedSumF32(Isa isa, float* y, const float* w, const uint16_t* x, int64_t stride, int n,
                     int64_t d);
+// The same keys or rows for the g query heads that share them (grouped-query attention): head h's
+// query a + h * a_stride, scores out + h * out_stride; accumulator y + h * y_stride, weights
+// w + h * w_stride. Bit for bit g calls of DotF32Many / WeightedSumF32; the AVX-512 paths convert
+// each F16 element once for all g heads.
+void DotF32ManyGroup(Isa isa, const float* a, int64_t a_stride, int g, const uint16_t* b,
+                     int64_t stride, int n, int64_t d, float* out, int64_t out_stride);
+void WeightedSumF32Group(Isa isa, float* y, int64_t y_stride, const float* w, int64_t w_stride,
+                         int g, const uint16_t* x, int64_t stride, int n, int64_t d);
 // out[i] = half::F32ToF16(x[i]) (round to nearest even) on every path (F16C where present).
 void F32ToF16Row(Isa isa, const float* x, uint16_t* out, int64_t n);
 // probs[j] = Exp(scores[j] - max) (exp.h's Exp) for j < n, 16 or 8 at a time on the vector

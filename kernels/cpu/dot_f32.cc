@@ -206,27 +206,34 @@ __attribute__((target("avx512f"))) void ScaleAddF32Avx512(float* y, float a, con
 
 // FoldLanes of 16 accumulators at once. Each step adds, for every key, its lanes l and l + w
 // (w = 8, 4, 2, 1) as FoldLanes does, with two keys' vectors combined per addition; the sums end
-// in lane kLaneOfKey[j] of the result. Keys beyond n hold zeros and are ignored.
-__attribute__((target("avx512f"), always_inline)) inline __m512 FoldSixteen(__m512 v[16]) {
-  __m512 s8[8], s4[4], s2[2];
-  for (int i = 0; i < 8; ++i) {  // w = 8: [a0..7 | b0..7] + [a8..15 | b8..15]
+// in lane kLaneOfKey[j] of the result. Keys beyond n hold zeros and are ignored. The steps w = 8,
+// 4, 2 never combine keys 0..7 with keys 8..15, so each half folds alone (FoldEight) and the last
+// step (FoldLast) joins them.
+__attribute__((target("avx512f"), always_inline)) inline __m512 FoldEight(const __m512 v[8]) {
+  __m512 s8[4], s4[2];
+  for (int i = 0; i < 4; ++i) {  // w = 8: [a0..7 | b0..7] + [a8..15 | b8..15]
     const __m512 a = v[2 * i], b = v[2 * i + 1];
     s8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
                           _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
   }
-  for (int i = 0; i < 4; ++i) {  // w = 4: 128-bit lanes 0 and 2 against 1 and 3 of each key
+  for (int i = 0; i < 2; ++i) {  // w = 4: 128-bit lanes 0 and 2 against 1 and 3 of each key
     const __m512 c = s8[2 * i], d = s8[2 * i + 1];
     s4[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(2, 0, 2, 0)),
                           _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 1, 3, 1)));
   }
-  for (int i = 0; i < 2; ++i) {  // w = 2: elements 0, 1 against 2, 3 within each 128-bit lane
-    const __m512 e = s4[2 * i], f = s4[2 * i + 1];
-    s2[i] = _mm512_add_ps(_mm512_shuffle_ps(e, f, _MM_SHUFFLE(1, 0, 1, 0)),
-                          _mm512_shuffle_ps(e, f, _MM_SHUFFLE(3, 2, 3, 2)));
-  }
-  // w = 1: element 0 against 1 and 2 against 3.
-  return _mm512_add_ps(_mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_ps(s2[0], s2[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  // w = 2: elements 0, 1 against 2, 3 within each 128-bit lane
+  return _mm512_add_ps(_mm512_shuffle_ps(s4[0], s4[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                       _mm512_shuffle_ps(s4[0], s4[1], _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+// w = 1: element 0 against 1 and 2 against 3, over the two halves' FoldEight results.
+__attribute__((target("avx512f"), always_inline)) inline __m512 FoldLast(__m512 lo, __m512 hi) {
+  return _mm512_add_ps(_mm512_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+__attribute__((target("avx512f"), always_inline)) inline __m512 FoldSixteen(const __m512 v[16]) {
+  return FoldLast(FoldEight(v), FoldEight(v + 8));
 }
 
 // Where FoldSixteen leaves key j's sum: a fold of "every lane of key j is (j + 1) / 16" puts the
@@ -278,6 +285,68 @@ __attribute__((target("avx512f"))) void DotF32ManyAvx512(const float* a, const E
   for (int j = 0; j < n; ++j) out[j] = sums[lane[j]];
 }
 
+// DotF32ManyAvx512 of G queries (a + h * a_stride) against one full chunk of 16 keys, each key
+// slice converted once for the G queries. Per query the same multiply-adds into the same lanes and
+// the same fold: the same bits. Eight keys at a time keep 8 * G accumulators in registers.
+template <int G, typename E>
+__attribute__((target("avx512f"), always_inline)) inline void DotGroupSixteenAvx512(
+    const float* a, int64_t a_stride, const E* b, int64_t stride, int64_t d, float* out,
+    int64_t out_stride, __m512i lane_of_key) {
+  __m512 half[2][G];
+#pragma GCC unroll 2
+  for (int k = 0; k < 2; ++k) {
+    __m512 v[G][8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+#pragma GCC unroll 4
+      for (int h = 0; h < G; ++h) v[h][j] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < d; i += 16) {
+      __m512 av[G];
+#pragma GCC unroll 4
+      for (int h = 0; h < G; ++h) av[h] = _mm512_loadu_ps(a + h * a_stride + i);
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const __m512 kv = Load16(b + (8 * k + j) * stride + i);
+#pragma GCC unroll 4
+        for (int h = 0; h < G; ++h) v[h][j] = _mm512_fmadd_ps(av[h], kv, v[h][j]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < G; ++h) half[k][h] = FoldEight(v[h]);
+  }
+#pragma GCC unroll 4
+  for (int h = 0; h < G; ++h) {
+    _mm512_storeu_ps(out + h * out_stride,
+                     _mm512_permutexvar_ps(lane_of_key, FoldLast(half[0][h], half[1][h])));
+  }
+}
+
+template <typename E>
+__attribute__((target("avx512f"))) void DotGroupAvx512(const float* a, int64_t a_stride, int g,
+                                                       const E* b, int64_t stride, int64_t d,
+                                                       float* out, int64_t out_stride) {
+  static const std::array<int, 16> lane = LaneOfKey();
+  const __m512i idx = _mm512_loadu_si512(lane.data());
+  // The chunk's keys are requested at once (into L1 from where PrefetchChunks put them): the
+  // first half's fold would otherwise wait on its keys before the second half's loads issue.
+  for (int64_t e = 0; e < 16 * d; e += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(b + e / d * stride + e % d), _MM_HINT_T0);
+  }
+  int h = 0;
+  for (; h + 3 <= g; h += 3) {
+    DotGroupSixteenAvx512<3>(a + h * a_stride, a_stride, b, stride, d, out + h * out_stride,
+                             out_stride, idx);
+  }
+  if (g - h == 2) {
+    DotGroupSixteenAvx512<2>(a + h * a_stride, a_stride, b, stride, d, out + h * out_stride,
+                             out_stride, idx);
+  } else if (g - h == 1) {
+    DotGroupSixteenAvx512<1>(a + h * a_stride, a_stride, b, stride, d, out + h * out_stride,
+                             out_stride, idx);
+  }
+}
+
 template <typename E>
 void DotManyAny(Isa isa, const float* a, const E* b, int64_t stride, int n, int64_t d, float* out) {
   if (isa >= Isa::kAvx512 && d % 16 == 0 && n <= 16) {
@@ -285,6 +354,66 @@ void DotManyAny(Isa isa, const float* a, const E* b, int64_t stride, int n, int6
     return;
   }
   for (int j = 0; j < n; ++j) out[j] = DotAny(isa, a, b + j * stride, d);
+}
+
+// WeightedSumF32Avx512 for G heads (y + h * y_stride, weights w + h * w_stride) over the same
+// rows, each row's 64-element slab converted once for the G heads: per head the same operations in
+// the same order, so the same bits. What is left of d goes to the AVX2 path head by head.
+template <int G, typename E>
+__attribute__((target("avx512f"))) void WeightedSumGroupAvx512(float* y, int64_t y_stride,
+                                                               const float* w, int64_t w_stride,
+                                                               const E* x, int64_t stride, int n,
+                                                               int64_t d) {
+  int64_t i = 0;
+  for (; i + 64 <= d; i += 64) {
+    __m512 acc[G][4];
+#pragma GCC unroll 4
+    for (int h = 0; h < G; ++h) {
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) acc[h][s] = _mm512_loadu_ps(y + h * y_stride + i + 16 * s);
+    }
+    for (int j = 0; j < n; ++j) {
+      const E* xr = x + j * stride + i;
+      const __m512 x0 = Load16(xr), x1 = Load16(xr + 16), x2 = Load16(xr + 32),
+                   x3 = Load16(xr + 48);
+#pragma GCC unroll 4
+      for (int h = 0; h < G; ++h) {
+        const __m512 wj = _mm512_set1_ps(w[h * w_stride + j]);
+        acc[h][0] = _mm512_fmadd_ps(wj, x0, acc[h][0]);
+        acc[h][1] = _mm512_fmadd_ps(wj, x1, acc[h][1]);
+        acc[h][2] = _mm512_fmadd_ps(wj, x2, acc[h][2]);
+        acc[h][3] = _mm512_fmadd_ps(wj, x3, acc[h][3]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < G; ++h) {
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) _mm512_storeu_ps(y + h * y_stride + i + 16 * s, acc[h][s]);
+    }
+  }
+  for (int h = 0; h < G && i < d; ++h) {
+    WeightedSumF32Avx2(y + h * y_stride + i, w + h * w_stride, x + i, stride, n, d - i);
+  }
+}
+
+template <typename E>
+void WeightedSumGroup(float* y, int64_t y_stride, const float* w, int64_t w_stride, int g,
+                      const E* x, int64_t stride, int n, int64_t d) {
+  int h = 0;
+  for (; h + 4 <= g; h += 4) {
+    WeightedSumGroupAvx512<4>(y + h * y_stride, y_stride, w + h * w_stride, w_stride, x, stride, n,
+                              d);
+  }
+  float* yh = y + h * y_stride;
+  const float* wh = w + h * w_stride;
+  switch (g - h) {
+    case 3:
+      return WeightedSumGroupAvx512<3>(yh, y_stride, wh, w_stride, x, stride, n, d);
+    case 2:
+      return WeightedSumGroupAvx512<2>(yh, y_stride, wh, w_stride, x, stride, n, d);
+    case 1:
+      return WeightedSumGroupAvx512<1>(yh, y_stride, wh, w_stride, x, stride, n, d);
+  }
 }
 
 template <typename E>
@@ -317,6 +446,16 @@ void DotF32Many(Isa isa, const float* a, const uint16_t* b, int64_t stride, int 
   DotManyAny(isa, a, b, stride, n, d, out);
 }
 
+void DotF32ManyGroup(Isa isa, const float* a, int64_t a_stride, int g, const uint16_t* b,
+                     int64_t stride, int n, int64_t d, float* out, int64_t out_stride) {
+  if (isa >= Isa::kAvx512 && d % 16 == 0 && n == 16) {
+    DotGroupAvx512(a, a_stride, g, b, stride, d, out, out_stride);
+    return;
+  }
+  for (int h = 0; h < g; ++h)
+    DotManyAny(isa, a + h * a_stride, b, stride, n, d, out + h * out_stride);
+}
+
 void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n) {
   if (isa == Isa::kScalar) {
     AxpyF32Scalar(y, a, x, n);
@@ -328,6 +467,16 @@ void AxpyF32(Isa isa, float* y, float a, const float* x, int64_t n) {
 void WeightedSumF32(Isa isa, float* y, const float* w, const uint16_t* x, int64_t stride, int n,
                     int64_t d) {
   WeightedSumAny(isa, y, w, x, stride, n, d);
+}
+
+void WeightedSumF32Group(Isa isa, float* y, int64_t y_stride, const float* w, int64_t w_stride,
+                         int g, const uint16_t* x, int64_t stride, int n, int64_t d) {
+  if (isa >= Isa::kAvx512) {
+    WeightedSumGroup(y, y_stride, w, w_stride, g, x, stride, n, d);
+    return;
+  }
+  for (int h = 0; h < g; ++h)
+    WeightedSumAny(isa, y + h * y_stride, w + h * w_stride, x, stride, n, d);
 }
 
 void F32ToF16Row(Isa isa, const float* x, uint16_t* out, int64_t n) {

@@ -260,6 +260,43 @@ TEST(ElementwiseF32, WeightedSumOverF16RowsIsAxpyRowAfterRow) {
   }
 }
 
+// The query heads that share a key/value head, scored against the same keys and weighting the
+// same V rows together, get the bits of one DotF32Many / WeightedSumF32 call each, on every path
+// and group size (the AVX-512 paths take heads three or four at a time, then the rest).
+TEST(DotF32, GroupedHeadsEqualOneHeadAtATimeOnEveryPath) {
+  std::mt19937 rng(11);
+  for (int64_t d : {16, 64, 100, 128}) {
+    for (int n : {1, 7, 16}) {
+      for (int g : {1, 2, 3, 4, 5, 7, 8}) {
+        const int64_t stride = d + 32, a_stride = d + 5, out_stride = 19;
+        auto a = RandomFloats(rng, g * a_stride, 2.0f), w = RandomFloats(rng, g * out_stride, 1.0f);
+        auto y0 = RandomFloats(rng, g * a_stride, 3.0f);
+        std::vector<uint16_t> b;
+        std::vector<float> bf;
+        RandomHalfRows(rng, n * stride, 2.0f, &b, &bf);
+        for (Isa isa : SupportedIsas()) {
+          std::vector<float> got(g * out_stride, -7.0f), want(got.size(), -7.0f);
+          DotF32ManyGroup(isa, a.data(), a_stride, g, b.data(), stride, n, d, got.data(),
+                          out_stride);
+          std::vector<float> ygot = y0, ywant = y0;
+          WeightedSumF32Group(isa, ygot.data(), a_stride, w.data(), out_stride, g, b.data(), stride,
+                              n, d);
+          for (int h = 0; h < g; ++h) {
+            DotF32Many(isa, a.data() + h * a_stride, b.data(), stride, n, d,
+                       want.data() + h * out_stride);
+            WeightedSumF32(isa, ywant.data() + h * a_stride, w.data() + h * out_stride, b.data(),
+                           stride, n, d);
+          }
+          EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4))
+              << IsaName(isa) << " d=" << d << " n=" << n << " g=" << g;
+          EXPECT_EQ(0, std::memcmp(ygot.data(), ywant.data(), ygot.size() * 4))
+              << IsaName(isa) << " d=" << d << " n=" << n << " g=" << g;
+        }
+      }
+    }
+  }
+}
+
 TEST(QuantizeQ8, RoundsToNearestWithinHalfStep) {
   std::mt19937 rng(3);
   auto x = RandomFloats(rng, 64, 5.0f);

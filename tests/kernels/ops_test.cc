@@ -295,6 +295,52 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
   EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4));
 }
 
+// Grouped-query heads computed together (a row's heads that share a key/value head, K and V read
+// once for them: with one thread, 5 rows x 2 key/value heads are enough items) give the bits of
+// each head computed alone (eight threads: too few groups, so one item per head), outputs and
+// per-chunk statistics, with full and partial chunks, on every ISA.
+TEST(Attention, GroupedHeadsGiveTheBitsOfOneHeadAtATime) {
+  std::mt19937 rng(21);
+  const int n_heads = 8, n_kv = 2, hd = 64, bt = 16, layers = 2, layer = 1, n_rows = 5;
+  const int n_blocks = 12, n_chunks = 12;
+  KvPoolView pool{{}, n_blocks, layers, n_kv * hd, bt};
+  std::vector<uint16_t> storage = RandomHalves(rng, pool.block_elements() * n_blocks, 1.5f);
+  pool.base = DeviceMemory(storage.data());
+  std::vector<int32_t> table(n_blocks);
+  for (int i = 0; i < n_blocks; ++i) table[i] = (5 * i + 2) % n_blocks;
+  const AttentionRow rows[n_rows] = {{table.data(), 190},
+                                     {table.data(), 160},
+                                     {table.data(), 33},
+                                     {table.data(), 16},
+                                     {table.data(), 1}};
+  auto q = RandomFloats(rng, n_rows * n_heads * hd, 2.0f);
+  const AttentionShape shape{n_heads, n_kv, hd, 0.125f};
+  const Tensor qt{q.data(), DType::kF32, n_rows, n_heads * hd};
+  const int items = n_rows * n_heads;
+  auto run = [&](int threads, Isa isa, std::vector<float>* out) {
+    CpuBackend be(threads, isa);
+    std::vector<float> m(items), l(items), acc(items * hd);
+    out->assign(q.size() + 2 * items * n_chunks, -9.0f);
+    float* cmax = out->data() + q.size();
+    AttentionState st{m.data(), l.data(), acc.data(), cmax, cmax + items * n_chunks, n_chunks};
+    ASSERT_TRUE(be.AttentionBegin(shape, n_rows, st).ok());
+    ASSERT_TRUE(be.AttentionChunks(qt, rows, layer, 0, 5, shape, pool, st).ok());
+    ASSERT_TRUE(be.AttentionChunks(qt, rows, layer, 5, n_chunks, shape, pool, st).ok());
+    ASSERT_TRUE(
+        be.AttentionFinish(shape, n_rows, st, Tensor{out->data(), DType::kF32, n_rows, qt.cols})
+            .ok());
+  };
+  std::vector<float> alone, grouped;
+  run(8, Isa::kScalar, &alone);
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
+    if (!IsaSupported(isa)) continue;
+    run(1, isa, &grouped);
+    EXPECT_EQ(0, std::memcmp(grouped.data(), alone.data(), alone.size() * 4)) << IsaName(isa);
+    run(8, isa, &grouped);
+    EXPECT_EQ(0, std::memcmp(grouped.data(), alone.data(), alone.size() * 4)) << IsaName(isa);
+  }
+}
+
 // K/V rows land in their slots as F16, rounded to nearest even exactly as kernels/half.h's
 // F32ToF16 rounds (ties, subnormals, overflow to infinity and NaN included) on every ISA path.
 TEST(StoreKv, RoundsEveryRowToF16LikeTheScalarConversion) {
