@@ -292,9 +292,13 @@ void AttentionChunksOp(OpContext& ctx, const Tensor& q, const AttentionRow* rows
                        const KvPoolView& pool, AttentionState st) {
   const int group = shape.n_heads / shape.n_kv_heads, hd = shape.head_dim;
   // An item is one row's heads that share a key/value head, computed together (K and V read
-  // once for them), when there are enough such items to keep every thread busy; otherwise one
-  // (row, head). Either way each head's arithmetic is the same.
-  const bool grouped = group <= kMaxGroup && q.rows * shape.n_kv_heads >= 4 * ctx.pool->size();
+  // once for them: measured ~1.4x the speed of its heads one by one), unless one (row, head) an
+  // item spreads much better over the threads (the busiest thread's share compared, in heads).
+  // Either way each head's arithmetic is the same.
+  const int64_t threads = ctx.pool->size(), groups = q.rows * shape.n_kv_heads;
+  const int64_t busiest_grouped = (groups + threads - 1) / threads * group;
+  const int64_t busiest_alone = (q.rows * shape.n_heads + threads - 1) / threads;
+  const bool grouped = group <= kMaxGroup && 5 * busiest_grouped <= 6 * busiest_alone;
   const int g = grouped ? group : 1, per_row = shape.n_heads / g;
   const int64_t items = q.rows * per_row, bt = pool.block_tokens;
   // An item's cost: its keys in the chunk range, plus a little for its fixed work. Which thread

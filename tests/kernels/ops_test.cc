@@ -296,8 +296,8 @@ TEST(Attention, ChunkedWithScratchBlockEqualsOneCallBitForBit) {
 }
 
 // Grouped-query heads computed together (a row's heads that share a key/value head, K and V read
-// once for them: with one thread, 5 rows x 2 key/value heads are enough items) give the bits of
-// each head computed alone (eight threads: too few groups, so one item per head), outputs and
+// once for them: one thread) give the bits of each head computed alone (eight threads: ten groups
+// would leave the busiest thread eight heads, one head an item five), outputs and
 // per-chunk statistics, with full and partial chunks, on every ISA.
 TEST(Attention, GroupedHeadsGiveTheBitsOfOneHeadAtATime) {
   std::mt19937 rng(21);
