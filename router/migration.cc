@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "router/dedup_pipe.h"
 #include "router/router_core.h"
+#include "storage/common/crash_point.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
 
@@ -81,6 +82,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& sess
                                                        const std::string& route,
                                                        absl::Time deadline, absl::Time started) {
   const uint64_t new_epoch = session.epoch + 1;
+  CrashPoint("migrate:imported");  // the target holds the session; the journal names the source
   absl::StatusOr<SessionRecord> moved =
       journal_->SetOwner(session.id, target.desc.id, new_epoch, session.epoch);
   v1::SessionRef new_ref = RefOf(session);
@@ -92,6 +94,7 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::Switch(const SessionRecord& sess
                                                  "' imported the session but the journal did "
                                                  "not switch its owner"));
   }
+  CrashPoint("migrate:switched");  // the journal names the target; the source's copy is not dropped
   registry_->AddPlaced(session.worker, -1);
   registry_->AddPlaced(target.desc.id, 1);
   // A session rebuilt on the worker that reported it damaged has no old copy to drop.

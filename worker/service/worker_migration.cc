@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/state_stream.h"
+#include "storage/common/crash_point.h"
 #include "storage/common/log.h"
 #include "storage/common/status.h"
 #include "worker/service/worker_service.h"
@@ -83,6 +84,9 @@ grpc::Status StreamTo(v1::Worker::Stub& stub, grpc::ServerContext* ctx, SessionS
   (void)WriteStateStream(std::move(state), epoch, [&](const v1::StateChunk& chunk) {
     return !ctx->IsCancelled() && writer->Write(chunk);
   });
+  // Every chunk sent, the end of the stream not yet: the target must not keep a session whose
+  // sender died here.
+  CrashPoint("send-session:unfinished");
   if (ctx->IsCancelled()) cctx.TryCancel();
   writer->WritesDone();
   return writer->Finish();
@@ -173,7 +177,7 @@ grpc::Status WorkerService::HeldPrefix(grpc::ServerContext*, const v1::HeldPrefi
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
+grpc::Status WorkerService::ImportSession(grpc::ServerContext* ctx,
                                           grpc::ServerReader<v1::StateChunk>* reader,
                                           v1::ImportSessionResponse* out) {
   // Refused message by message past what this worker could hold: a log over its context, more
@@ -191,8 +195,16 @@ grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
     absl::Status added = stream.Add(std::move(chunk));
     if (!added.ok()) return ToGrpc(added);
   }
+  // A read also ends when the sender goes away; only a stream it ended itself is whole.
+  if (ctx->IsCancelled()) {
+    ++imports_cut_;
+    log::Warn("import cut short by its sender: nothing kept", {{"worker", options_.id}});
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        "import: the sender went away before it ended the stream; nothing kept");
+  }
   absl::StatusOr<SessionState> received = stream.Finish();
   if (!received.ok()) return ToGrpc(received.status());
+  CrashPoint("import:received");
   const SessionState& state = *received;
   const int64_t wire = stream.wire_bytes();
   const SessionId* id = &state.id;
@@ -218,6 +230,7 @@ grpc::Status WorkerService::ImportSession(grpc::ServerContext*,
     st = FillInfo(state.id, out->mutable_session());
   });
   if (!st.ok()) return ToGrpc(st);
+  CrashPoint("import:committed");  // durable here, the answer not yet sent
   {
     std::lock_guard<std::mutex> lock(turns_mu_);
     committed_.erase(id->ToHex());  // turn ids are answered by the router's journal after a move

@@ -3,6 +3,7 @@
 // decision about sessions and batching lives in worker/engine.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -73,6 +74,8 @@ class WorkerService final : public v1::Worker::Service {
   void MeasureRates();
   // Where committed turns are recorded (before serving; may stay null). Must outlive the service.
   void set_metrics(WorkerMetrics* metrics) { metrics_ = metrics; }
+  // Imports refused because their sender went away before it ended the stream (nothing kept).
+  int64_t imports_cut() const { return imports_cut_.load(); }
 
  private:
   // Checks the ref (id format, tenant, epoch) on the compute thread and runs `fn` there.
@@ -102,6 +105,7 @@ class WorkerService final : public v1::Worker::Service {
   std::map<std::string, std::deque<std::pair<std::string, v1::TurnDone>>> committed_;
   std::set<std::string> in_flight_;  // "session/turn_id"
   WorkerMetrics* metrics_ = nullptr;
+  std::atomic<int64_t> imports_cut_{0};
 };
 
 }  // namespace rsd

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -362,6 +363,46 @@ TEST_F(WorkerServiceTest, ADamagedStoreBlockQuarantinesOnlyItsSession) {
   Turn back = RunTurn(w1_.stub(), Ref(ids[1], 2), "three");
   ASSERT_TRUE(back.status.ok()) << back.status.error_message();
   EXPECT_EQ(back.done.turn(), 3u);  // the imported log's two turns, then this one
+}
+
+// Issue #14: an import whose sender sent every chunk and then went away (cancelled, as a killed
+// source's stream ends) without ending the stream is refused, and nothing of it is kept: a read
+// ends the same way for both, only the context tells them apart.
+TEST_F(WorkerServiceTest, AnImportWhoseSenderWentAwayBeforeEndingItKeepsNothing) {
+  const std::string id = SessionId::Random().ToHex();
+  ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok());
+  ASSERT_TRUE(RunTurn(w1_.stub(), Ref(id, 1), "one").status.ok());
+  v1::ExportSessionRequest exp;
+  *exp.mutable_ref() = Ref(id, 1);
+  exp.set_form("kv");
+  exp.set_target_epoch(2);
+  auto ectx = Ctx();
+  auto reader = w1_.stub().ExportSession(ectx.get(), exp);
+  std::vector<v1::StateChunk> chunks;
+  for (v1::StateChunk c; reader->Read(&c);) chunks.push_back(c);
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_GE(chunks.size(), 2u);
+  v1::ImportSessionResponse out;
+  auto ictx = Ctx();
+  auto writer = w2_.stub().ImportSession(ictx.get(), &out);
+  for (const v1::StateChunk& c : chunks) ASSERT_TRUE(writer->Write(c));
+  ictx->TryCancel();  // every chunk written, the stream never ended
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (int i = 0; i < 1000 && w2_.service().imports_cut() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(w2_.service().imports_cut(), 1) << "the import was not refused";
+  v1::SessionInfo info;
+  EXPECT_EQ(w2_.stub().DescribeSession(Ctx().get(), Ref(id, 2), &info).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  // The whole stream, ended, is taken.
+  auto jctx = Ctx();
+  writer = w2_.stub().ImportSession(jctx.get(), &out);
+  for (const v1::StateChunk& c : chunks) ASSERT_TRUE(writer->Write(c));
+  writer->WritesDone();
+  const grpc::Status whole = writer->Finish();
+  ASSERT_TRUE(whole.ok()) << whole.error_message();
+  EXPECT_EQ(out.session().turns(), 1u);
 }
 
 TEST_F(WorkerServiceTest, SendSessionToAnUnreachableTargetIsUnavailableAndTheSourceKeepsServing) {
