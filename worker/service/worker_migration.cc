@@ -73,6 +73,18 @@ int32_t HeldByTarget(v1::Worker::Stub& stub, const SessionState& state,
   return std::clamp(resp.chunks(), 0, state.n_chunks);
 }
 
+// Imports are refused message by message past what this worker could hold: a log over its
+// context, more blocks than the header's chunks, a block larger than a block of its rows (with
+// room for the codec's framing).
+StateStreamLimits ImportLimits(const StateLayout& layout) {
+  StateStreamLimits limits;
+  limits.max_tokens = layout.max_tokens;
+  limits.max_block_bytes =
+      int64_t{layout.block_tokens} * std::max(layout.kv_dim * 2 * 2, layout.d_model * 4) +
+      (64 << 10);
+  return limits;
+}
+
 // Streams `state` into the target's ImportSession; its answer in `out`.
 grpc::Status StreamTo(v1::Worker::Stub& stub, grpc::ServerContext* ctx, SessionState state,
                       v1::ImportSessionResponse* out) {
@@ -180,16 +192,7 @@ grpc::Status WorkerService::HeldPrefix(grpc::ServerContext*, const v1::HeldPrefi
 grpc::Status WorkerService::ImportSession(grpc::ServerContext* ctx,
                                           grpc::ServerReader<v1::StateChunk>* reader,
                                           v1::ImportSessionResponse* out) {
-  // Refused message by message past what this worker could hold: a log over its context, more
-  // blocks than the header's chunks, a block larger than a block of its rows (with room for the
-  // codec's framing).
-  const StateLayout& layout = engine_->state_layout();
-  StateStreamLimits limits;
-  limits.max_tokens = layout.max_tokens;
-  limits.max_block_bytes =
-      int64_t{layout.block_tokens} * std::max(layout.kv_dim * 2 * 2, layout.d_model * 4) +
-      (64 << 10);
-  StateStreamReader stream(limits);
+  StateStreamReader stream(ImportLimits(engine_->state_layout()));
   v1::StateChunk chunk;
   while (reader->Read(&chunk)) {
     absl::Status added = stream.Add(std::move(chunk));
