@@ -156,6 +156,22 @@ class WorkerServiceTest : public ::testing::Test {
     return w.stub().OpenSession(Ctx().get(), req, &info);
   }
 
+  // The messages of w's ExportSession of `ref` in `form` for `target_epoch` (empty on failure).
+  std::vector<v1::StateChunk> Export(InProcessWorker& w, const v1::SessionRef& ref,
+                                     const std::string& form, uint64_t target_epoch) {
+    v1::ExportSessionRequest exp;
+    *exp.mutable_ref() = ref;
+    exp.set_form(form);
+    exp.set_target_epoch(target_epoch);
+    auto ctx = Ctx();
+    auto reader = w.stub().ExportSession(ctx.get(), exp);
+    std::vector<v1::StateChunk> chunks;
+    for (v1::StateChunk c; reader->Read(&c);) chunks.push_back(c);
+    const grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return s.ok() ? chunks : std::vector<v1::StateChunk>();
+  }
+
   std::string model_;
   InProcessWorker w1_, w2_;
 };
@@ -335,15 +351,8 @@ TEST_F(WorkerServiceTest, ADamagedStoreBlockQuarantinesOnlyItsSession) {
   EXPECT_TRUE(aside) << "the damaged files were not kept";
 
   // The router's rebuild (a token-only import at the next epoch) ends the quarantine.
-  v1::ExportSessionRequest exp;
-  *exp.mutable_ref() = Ref(ids[0], 1);
-  exp.set_form("tokens");
-  exp.set_target_epoch(1);
-  auto ectx = Ctx();
-  auto reader = w1_.stub().ExportSession(ectx.get(), exp);
-  std::vector<v1::StateChunk> chunks;
-  for (v1::StateChunk c; reader->Read(&c);) chunks.push_back(c);
-  ASSERT_TRUE(reader->Finish().ok());
+  std::vector<v1::StateChunk> chunks = Export(w1_, Ref(ids[0], 1), "tokens", 1);
+  ASSERT_FALSE(chunks.empty());
   // Session 0's log stands in for the journal's: imported under the quarantined id, epoch 2.
   StateStreamReader decode;
   for (v1::StateChunk& c : chunks) ASSERT_TRUE(decode.Add(std::move(c)).ok());
@@ -372,15 +381,7 @@ TEST_F(WorkerServiceTest, AnImportWhoseSenderWentAwayBeforeEndingItKeepsNothing)
   const std::string id = SessionId::Random().ToHex();
   ASSERT_TRUE(Open(w1_, Ref(id, 1)).ok());
   ASSERT_TRUE(RunTurn(w1_.stub(), Ref(id, 1), "one").status.ok());
-  v1::ExportSessionRequest exp;
-  *exp.mutable_ref() = Ref(id, 1);
-  exp.set_form("kv");
-  exp.set_target_epoch(2);
-  auto ectx = Ctx();
-  auto reader = w1_.stub().ExportSession(ectx.get(), exp);
-  std::vector<v1::StateChunk> chunks;
-  for (v1::StateChunk c; reader->Read(&c);) chunks.push_back(c);
-  ASSERT_TRUE(reader->Finish().ok());
+  const std::vector<v1::StateChunk> chunks = Export(w1_, Ref(id, 1), "kv", 2);
   ASSERT_GE(chunks.size(), 2u);
   v1::ImportSessionResponse out;
   auto ictx = Ctx();
