@@ -6,7 +6,9 @@
 # Transport security and keys (issue #13), off unless configured:
 #   RSD_TLS_DIR  a mounted kubernetes.io/tls Secret (tls.crt, tls.key, and ca.crt for mutual TLS):
 #                the router serves TLS and HTTPS (and requires workers' certificates with ca.crt),
-#                a worker serves mutual TLS (ca.crt required; its certificate must name its pod);
+#                a worker serves mutual TLS (ca.crt required; its certificate must name its pod)
+#                to the router's and peer workers' certificates only: RSD_TLS_PEERS (default
+#                rsd-router,*.rsd-worker.<namespace>.svc.cluster.local; empty: any the CA signed);
 #                `drain` dials the router over TLS.
 #   RSD_AUTH=true       the router requires API keys (first start writes <data-dir>/admin.key).
 #   RSD_API_KEY         a worker's key (rsdctl keys create --worker), read by rsd-worker itself;
@@ -53,7 +55,8 @@ case "$role" in
       --warm-bytes "${RSD_WARM_BYTES:-1073741824}"
     if [ "$tls" = true ]; then
       set -- "$@" --tls-cert "$tls_dir/tls.crt" --tls-key "$tls_dir/tls.key" \
-        --tls-ca "$tls_dir/ca.crt"
+        --tls-ca "$tls_dir/ca.crt" \
+        --tls-peers "${RSD_TLS_PEERS-rsd-router,*.rsd-worker.${POD_NAMESPACE:-residuum}.svc.cluster.local}"
     fi
     if [ -n "${RSD_API_KEY_FILE:-}" ]; then set -- "$@" --api-key-file "$RSD_API_KEY_FILE"; fi
     exec rsd-worker "$@"

@@ -234,11 +234,22 @@ std::vector<v1::SessionRef> RouterCore::SessionsToDrop(const std::string& worker
       drop.push_back(ref);  // not a session the router could know
       continue;
     }
-    // A held gate: a turn or a move is in progress; the journal is about to change. Leave it.
+    // A copy no newer than the journal's that is not the journal's own (owner and epoch) is stale
+    // whatever is in progress: epochs only grow, and a move or rebuild in flight gives its target
+    // a newer one. Decided without the session's gate, which another worker's registration (all
+    // re-register at once after a router restart), a turn or a move may hold.
+    absl::StatusOr<SessionRecord> rec = journal_->GetSession(*id);
+    if (rec.ok() && ref.epoch() <= rec->epoch &&
+        !(rec->worker == worker && ref.epoch() == rec->epoch)) {
+      drop.push_back(ref);
+      continue;
+    }
+    // Unknown to the journal, or newer than it: a create, a move or a rebuild may be about to
+    // record it, and holds the gate meanwhile. Leave it then; otherwise decide under the gate.
     absl::StatusOr<SessionGates::Lock> gate =
         gates_.Acquire(*id, absl::StrCat("registration of worker '", worker, "'"), absl::Now());
     if (!gate.ok()) continue;
-    absl::StatusOr<SessionRecord> rec = journal_->GetSession(*id);
+    rec = journal_->GetSession(*id);
     if (absl::IsNotFound(rec.status())) {
       drop.push_back(ref);
     } else if (!rec.ok()) {

@@ -10,11 +10,15 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -42,6 +46,10 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM CA: the router's and peer workers' certificates are verified against it (alone: "
           "TLS to the router only)");
+ABSL_FLAG(std::string, tls_peers, "",
+          "certificate names allowed to call the Worker service over mutual TLS, comma-separated: "
+          "the router's and the peer workers' ('*.domain' matches one leading label); any other "
+          "certificate --tls-ca signed is refused with PERMISSION_DENIED (empty: any it signed)");
 ABSL_FLAG(std::string, api_key_file, "",
           "file holding the worker API key presented to a router run with --auth (default: the "
           "RSD_API_KEY environment variable)");
@@ -262,6 +270,24 @@ absl::Status ServeHttp(HttpServer& http, WorkerMetrics& metrics, WorkerService& 
   return absl::OkStatus();
 }
 
+// --tls-peers as a list; INVALID_ARGUMENT naming a pattern with a wildcard other than a leading
+// "*." (which would match nothing).
+absl::StatusOr<std::vector<std::string>> TlsPeers() {
+  std::vector<std::string> out;
+  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_tls_peers), ',')) {
+    const std::string pattern(absl::StripAsciiWhitespace(p));
+    if (pattern.empty()) continue;
+    const size_t star = pattern.find('*');
+    if (star != std::string::npos && (star != 0 || pattern.size() < 3 || pattern[1] != '.' ||
+                                      pattern.find('*', 1) != pattern.npos)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tls-peers: '", pattern, "' (a wildcard only as a whole leading label: '*.domain')"));
+    }
+    out.push_back(pattern);
+  }
+  return out;
+}
+
 // The flags checked before anything starts.
 absl::Status CheckFlags() {
   if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required");
@@ -270,6 +296,10 @@ absl::Status CheckFlags() {
   }
   const TlsFiles tls = TlsFromFlags();
   RSD_RETURN_IF_ERROR(CheckTlsFiles(tls, /*server=*/true));
+  RSD_ASSIGN_OR_RETURN(const std::vector<std::string> peers, TlsPeers());
+  if (!peers.empty() && !tls.server()) {
+    return absl::InvalidArgumentError("--tls-peers needs --tls-cert, --tls-key and --tls-ca");
+  }
   if (tls.server() && !tls.client()) {
     return absl::InvalidArgumentError(
         "--tls-cert on a worker needs --tls-ca (mutual TLS: only the router and peer workers "
@@ -283,6 +313,26 @@ absl::Status CheckFlags() {
   return CheckListenFlags(absl::GetFlag(FLAGS_insecure_listen),
                           {{"--listen", absl::GetFlag(FLAGS_listen)},
                            {"--http-listen", absl::GetFlag(FLAGS_http_listen)}});
+}
+
+// The Worker port's credentials: mutual TLS with --tls-ca (callers limited by --tls-peers), or
+// plaintext.
+std::shared_ptr<grpc::ServerCredentials> WorkerPortCredentials(const std::string& id) {
+  std::shared_ptr<grpc::ServerCredentials> creds =
+      ServerCredentialsFor(TlsFromFlags(), ClientCerts::kRequire);
+  const std::vector<std::string> peers = *TlsPeers();  // checked by CheckFlags
+  LimitCallers(*creds, peers,
+               absl::StrCat("worker '", id, "' answers only the router and peer workers"));
+  if (!peers.empty()) {
+    log::Info("the Worker service answers only certificates naming",
+              {{"worker", id}, {"tls_peers", absl::StrJoin(peers, ",")}});
+  } else if (TlsFromFlags().server()) {
+    log::Warn(
+        "any certificate --tls-ca signed may call the Worker service (--tls-peers limits "
+        "it to the router and peer workers)",
+        {{"worker", id}});
+  }
+  return creds;
 }
 
 int Main() {
@@ -317,8 +367,7 @@ int Main() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, ServerCredentialsFor(TlsFromFlags(), ClientCerts::kRequire),
-                           &port);
+  builder.AddListeningPort(listen, WorkerPortCredentials(wo.id), &port);
   // Room for the largest message plus framing; a larger one is refused by gRPC itself.
   builder.SetMaxReceiveMessageSize(static_cast<int>(wo.max_message_bytes) + (1 << 20));
   builder.SetMaxSendMessageSize(16 << 20);

@@ -5,8 +5,12 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/auth_metadata_processor.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
@@ -113,6 +117,62 @@ std::vector<std::string> PeerNames(const grpc::ServerContext& ctx) {
     }
   }
   return out;
+}
+
+bool CertificateNameMatches(std::string_view name_in, std::string_view pattern_in) {
+  // Debian's Abseil has its own string_view.
+  const absl::string_view name(name_in.data(), name_in.size());
+  const absl::string_view pattern(pattern_in.data(), pattern_in.size());
+  if (name.empty() || pattern.empty()) return false;
+  if (absl::EqualsIgnoreCase(name, pattern)) return true;
+  if (pattern.size() < 3 || pattern.substr(0, 2) != "*.") return false;
+  const absl::string_view rest = pattern.substr(1);  // ".rest"
+  if (name.size() <= rest.size() || !absl::EndsWithIgnoreCase(name, rest)) return false;
+  const absl::string_view label = name.substr(0, name.size() - rest.size());
+  return label.find('.') == absl::string_view::npos && label.find('*') == absl::string_view::npos;
+}
+
+namespace {
+
+// Runs for every call on the port, before its handler: the peer's certificate names against the
+// patterns.
+class CallerLimit final : public grpc::AuthMetadataProcessor {
+ public:
+  CallerLimit(std::vector<std::string> patterns, std::string who)
+      : patterns_(std::move(patterns)), who_(std::move(who)) {}
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata&, grpc::AuthContext* context, OutputMetadata*,
+                       OutputMetadata*) override {
+    std::vector<std::string> names;
+    for (const char* property : {"x509_subject_alternative_name", "x509_common_name"}) {
+      for (const grpc::string_ref& v : context->FindPropertyValues(property)) {
+        names.emplace_back(v.data(), v.size());
+      }
+    }
+    for (const std::string& name : names) {
+      for (const std::string& pattern : patterns_) {
+        if (CertificateNameMatches(name, pattern)) return grpc::Status::OK;
+      }
+    }
+    std::string shown = absl::StrJoin(names, ", ");
+    if (shown.size() > 256) shown = shown.substr(0, 256) + "...";
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat(who_, ": a certificate naming [", shown,
+                                     "] is not one of the callers allowed (--tls-peers)"));
+  }
+
+ private:
+  const std::vector<std::string> patterns_;
+  const std::string who_;
+};
+
+}  // namespace
+
+void LimitCallers(grpc::ServerCredentials& creds, std::vector<std::string> patterns,
+                  std::string who) {
+  if (patterns.empty()) return;
+  creds.SetAuthMetadataProcessor(
+      std::make_shared<CallerLimit>(std::move(patterns), std::move(who)));
 }
 
 }  // namespace rsd

@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -55,5 +56,18 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const TlsFiles& 
 // The names a call's verified client certificate carries: its subject alternative names and
 // common name (empty without a verified certificate).
 std::vector<std::string> PeerNames(const grpc::ServerContext& ctx);
+
+// Whether a certificate name matches `pattern`: the same name (ASCII case ignored, as DNS does),
+// or, for a pattern "*.rest", one leftmost label (not empty, no dot) followed by ".rest" (RFC
+// 6125's wildcard). "*" alone and wildcards elsewhere match nothing.
+bool CertificateNameMatches(std::string_view name, std::string_view pattern);
+
+// Limits a mutual-TLS server's callers to certificates carrying a name that matches one of
+// `patterns` (a worker: the router's and the peer workers' names): any other caller, whatever
+// signed its certificate, is refused with PERMISSION_DENIED naming its certificate's names and
+// `who` before any handler runs. Applies to every service on ports opened with `creds` (from
+// ServerCredentialsFor with a CA). No patterns: no limit beyond the CA.
+void LimitCallers(grpc::ServerCredentials& creds, std::vector<std::string> patterns,
+                  std::string who);
 
 }  // namespace rsd

@@ -5,8 +5,9 @@ TLS, driven by rsdctl, the official `openai` client and `grpcio` (a gRPC client 
 
 Each refusal has its exact code and changes nothing: a plaintext client against a TLS port, a
 client trusting another CA, a worker with a certificate for another id or from another CA, a
-direct call to a worker's Worker service from a client without a cluster certificate. Certificate
-files replaced on disk are served without a restart.
+direct call to a worker's Worker service from a client without a cluster certificate, or with one
+the same CA signed for a name that is not the router's or a peer worker's (--tls-peers).
+Certificate files replaced on disk are served without a restart.
 
 Usage: tls_test.py SOURCE_DIR BUILD_DIR MODEL
 """
@@ -34,7 +35,7 @@ class TlsClusterTest(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="rsd-tls-")
         cls.certs = f"{cls.dir}/certs"
         subprocess.run([f"{SOURCE}/tests/support/make_certs.sh", cls.certs, "router", "w1", "w2",
-                        "other-ca/w3", "other-ca/router"], check=True)
+                        "tenant", "other-ca/w3", "other-ca/router"], check=True)
         cls.log = open(os.path.join(cls.dir, "log.txt"), "w")
         cls.procs = []
         cls.router, cls.grpc, cls.https = cls.start_router("r", "router")
@@ -76,7 +77,8 @@ class TlsClusterTest(unittest.TestCase):
             [f"{BUILD}/worker/rsd-worker", "--model", MODEL, "--listen",
              f"127.0.0.1:{free_port()}", "--router", cls.grpc, "--threads", "2",
              "--data-dir", f"{cls.dir}/{wid}", "--id", wid, "--tls-cert", cert_pem,
-             "--tls-key", key_pem, "--tls-ca", ca or f"{cls.certs}/ca.pem"],
+             "--tls-key", key_pem, "--tls-ca", ca or f"{cls.certs}/ca.pem",
+             "--tls-peers", "router, *.peers.test, w1,w2"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         cls.procs.append(p)
         wait_line(p, "listening on")
@@ -164,12 +166,21 @@ class TlsClusterTest(unittest.TestCase):
             root_certificates=ca, private_key=read(f"{self.certs}/other-ca/w3.key", "rb"),
             certificate_chain=read(f"{self.certs}/other-ca/w3.pem", "rb"))
         self.assertEqual(call(grpc.secure_channel(address, other)), grpc.StatusCode.UNAVAILABLE)
-        # With a cluster certificate the call reaches the service (which refuses the empty ref).
-        cluster = grpc.ssl_channel_credentials(
-            root_certificates=ca, private_key=read(f"{self.certs}/router.key", "rb"),
-            certificate_chain=read(f"{self.certs}/router.pem", "rb"))
-        self.assertEqual(call(grpc.secure_channel(address, cluster)),
-                         grpc.StatusCode.INVALID_ARGUMENT)
+        # With the router's or a peer worker's certificate the call reaches the service (which
+        # refuses the empty ref); one the same CA signed for anyone else (--tls-peers) does not.
+        for name, code in (("router", grpc.StatusCode.INVALID_ARGUMENT),
+                           ("w2", grpc.StatusCode.INVALID_ARGUMENT),
+                           ("tenant", grpc.StatusCode.PERMISSION_DENIED)):
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=read(f"{self.certs}/{name}.key", "rb"),
+                certificate_chain=read(f"{self.certs}/{name}.pem", "rb"))
+            self.assertEqual(call(grpc.secure_channel(address, creds)), code, name)
+        with grpc.secure_channel(address, creds) as channel:
+            with self.assertRaises(grpc.RpcError) as refused:
+                channel.unary_unary("/rsd.v1.Worker/ListSessions")(b"", timeout=10)
+        self.assertIn("worker 'w1' answers only the router and peer workers: a certificate "
+                      "naming [", refused.exception.details())
+        self.assertIn("tenant", refused.exception.details())
 
     def test_certificates_reload_without_restart(self):
         live = f"{self.dir}/live"
@@ -214,6 +225,12 @@ class TlsClusterTest(unittest.TestCase):
               "--tls-key", key], f"--tls-cert {key}: holds no PEM certificate"),
             ([f"{BUILD}/worker/rsd-worker", "--model", MODEL, "--data-dir", f"{self.dir}/bad",
               "--tls-cert", w_cert, "--tls-key", w_key], "--tls-cert on a worker needs --tls-ca"),
+            ([f"{BUILD}/worker/rsd-worker", "--model", MODEL, "--data-dir", f"{self.dir}/bad",
+              "--tls-peers", "router"], "--tls-peers needs --tls-cert, --tls-key and --tls-ca"),
+            ([f"{BUILD}/worker/rsd-worker", "--model", MODEL, "--data-dir", f"{self.dir}/bad",
+              "--tls-cert", w_cert, "--tls-key", w_key, "--tls-ca", f"{self.certs}/ca.pem",
+              "--tls-peers", "router,w*"], "--tls-peers: 'w*' (a wildcard only as a whole "
+             "leading label: '*.domain')"),
         ]
         for args, message in cases:
             r = subprocess.run(args, capture_output=True, text=True, timeout=60)

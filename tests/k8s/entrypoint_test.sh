@@ -49,15 +49,21 @@ PY
 # TLS from a mounted kubernetes.io/tls Secret and API keys, as an operator turns them on: the
 # router serves TLS and requires keys, the worker registers over mutual TLS with its worker key,
 # HTTPS answers a tenant's key, and the preStop drain uses the admin key.
-"$src/tests/support/make_certs.sh" "$dir/ca" rsd-worker-1
-mkdir -p "$dir/secret"
+# Each pod has its own certificate (the router's names rsd-router); the worker answers only the
+# router's and its peers' (RSD_TLS_PEERS' default), which a chat through the router checks.
+"$src/tests/support/make_certs.sh" "$dir/ca" rsd-worker-1 rsd-router
+mkdir -p "$dir/secret" "$dir/router-secret"
 cp "$dir/ca/rsd-worker-1.pem" "$dir/secret/tls.crt"
 cp "$dir/ca/rsd-worker-1.key" "$dir/secret/tls.key"
 cp "$dir/ca/ca.pem" "$dir/secret/ca.crt"
+cp "$dir/ca/rsd-router.pem" "$dir/router-secret/tls.crt"
+cp "$dir/ca/rsd-router.key" "$dir/router-secret/tls.key"
+cp "$dir/ca/ca.pem" "$dir/router-secret/ca.crt"
 grpc2=$(port); http2=$(port); wgrpc2=$(port); whttp2=$(port)
 export RSD_TLS_DIR="$dir/secret"
-RSD_AUTH=true RSD_LISTEN="127.0.0.1:$grpc2" RSD_HTTP_LISTEN="127.0.0.1:$http2" \
-  RSD_DATA_DIR="$dir/data/router2" "$src/k8s/entrypoint.sh" router > "$dir/router2.log" 2>&1 &
+RSD_TLS_DIR="$dir/router-secret" RSD_AUTH=true RSD_LISTEN="127.0.0.1:$grpc2" \
+  RSD_HTTP_LISTEN="127.0.0.1:$http2" RSD_DATA_DIR="$dir/data/router2" \
+  "$src/k8s/entrypoint.sh" router > "$dir/router2.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do [ -s "$dir/data/router2/admin.key" ] && break; sleep 0.1; done
 tls=(--router "127.0.0.1:$grpc2" --tls-ca "$dir/secret/ca.crt")
@@ -87,6 +93,11 @@ models="$(curl -sf --cacert "$dir/secret/ca.crt" -H "Authorization: Bearer $tena
 [[ "$models" == *SmolLM2* ]]
 rc=0; curl -sf --cacert "$dir/secret/ca.crt" "https://127.0.0.1:$http2/v1/models" || rc=$?
 [ "$rc" -ne 0 ]  # no key: 401
+reply="$(curl -sf --cacert "$dir/secret/ca.crt" -H "Authorization: Bearer $tenant_key" \
+  -H 'Content-Type: application/json' "https://127.0.0.1:$http2/v1/chat/completions" \
+  -d '{"model": "", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}')"
+[[ "$reply" == *'"choices"'* ]]
+grep -q "answers only certificates naming" "$dir/worker2.log"
 # What overlays/secure's probes ask: the router's /health over HTTPS without a key (kubelet does
 # not verify the certificate: -k), a worker's on its plaintext metrics port.
 curl -sfk "https://127.0.0.1:$http2/health" > /dev/null

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "router/api_keys.h"
+#include "storage/common/tls.h"
 #include "tests/router/router_test_fixture.h"
 
 namespace rsd::router {
@@ -372,6 +373,24 @@ TEST(KeyRecordCodec, RoundTripsAndRejectsDamage) {
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(DecodeKeyRecord(bytes.substr(0, bytes.size() / 2), r.id).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// A worker's --tls-peers patterns: a name as DNS compares it (case ignored), or "*.domain" for one
+// whole leading label; nothing else is a wildcard.
+TEST(TlsPeersTest, NamesMatchExactlyOrByOneLeadingLabel) {
+  EXPECT_TRUE(CertificateNameMatches("rsd-router", "rsd-router"));
+  EXPECT_TRUE(CertificateNameMatches("RSD-Router", "rsd-router"));
+  EXPECT_FALSE(CertificateNameMatches("rsd-router2", "rsd-router"));
+  const std::string pods = "*.rsd-worker.residuum.svc.cluster.local";
+  EXPECT_TRUE(CertificateNameMatches("rsd-worker-0.rsd-worker.residuum.svc.cluster.local", pods));
+  EXPECT_FALSE(CertificateNameMatches("a.b.rsd-worker.residuum.svc.cluster.local", pods));
+  EXPECT_FALSE(CertificateNameMatches(".rsd-worker.residuum.svc.cluster.local", pods));
+  EXPECT_FALSE(CertificateNameMatches("rsd-worker.residuum.svc.cluster.local", pods));
+  EXPECT_FALSE(CertificateNameMatches("x.rsd-worker.other.svc.cluster.local", pods));
+  EXPECT_FALSE(CertificateNameMatches("*.rsd-worker.residuum.svc.cluster.local", pods + "x"));
+  EXPECT_FALSE(CertificateNameMatches("anything", "*"));
+  EXPECT_FALSE(CertificateNameMatches("w1", "w*"));
+  EXPECT_FALSE(CertificateNameMatches("", ""));
 }
 
 }  // namespace

@@ -388,6 +388,38 @@ TEST_F(MigrationTest, RegisteringOwnerKeepsItsSessionsAndDropsStaleEpochs) {
   EXPECT_EQ(Register("w1", workers_["w1"].address, "smol", 1000, "fp-smol", {ref}).drop_size(), 1);
 }
 
+// After a router restart every worker registers again at once, and one registration holds a
+// session's gate while it looks at it: another worker's stale copy of that session (older than the
+// journal's epoch, or the journal's epoch on another worker) is dropped all the same. A copy newer
+// than the journal's (a move's or rebuild's target before the switch) is left while the gate is
+// held, and dropped once it is free and the journal never took it.
+TEST_F(MigrationTest, AStaleCopyIsDroppedWhileAnotherRegistrationHoldsTheSessionsGate) {
+  AddWorker("w1");
+  AddWorker("w2");
+  const std::string s = CreateOn("w1");
+  const SessionId id = *ParseSessionId(s);
+  ASSERT_TRUE(journal_->SetOwner(id, "w2", 2, 1).ok());
+  v1::SessionRef ref;
+  ref.set_session_id(s);
+  for (uint64_t stale : {1u, 2u}) {
+    absl::StatusOr<SessionGates::Lock> held =
+        core_->gates().Acquire(id, "w2's registration", absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(held.ok()) << held.status();
+    ref.set_epoch(stale);
+    EXPECT_EQ(Register("w1", workers_["w1"].address, "smol", 1000, "fp-smol", {ref}).drop_size(), 1)
+        << "a copy at epoch " << stale << " (the journal: w2 at 2) kept";
+  }
+  ref.set_epoch(3);
+  {
+    absl::StatusOr<SessionGates::Lock> held =
+        core_->gates().Acquire(id, "a move to w1", absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(held.ok()) << held.status();
+    EXPECT_EQ(Register("w1", workers_["w1"].address, "smol", 1000, "fp-smol", {ref}).drop_size(),
+              0);
+  }
+  EXPECT_EQ(Register("w1", workers_["w1"].address, "smol", 1000, "fp-smol", {ref}).drop_size(), 1);
+}
+
 TEST_F(MigrationTest, DrainMovesEverySessionUnderLoadWithoutFailingATurn) {
   FakeWorker& w1 = AddWorker("w1");
   FakeWorker& w2 = AddWorker("w2");
