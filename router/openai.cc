@@ -15,6 +15,18 @@ absl::Status Invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("'", field, "' ", what));
 }
 
+// stream_options.include_usage (false when absent): an object's boolean, or INVALID_ARGUMENT
+// naming the field.
+absl::StatusOr<bool> IncludeUsage(const json& body) {
+  if (!body.contains("stream_options") || body["stream_options"].is_null()) return false;
+  const json& options = body["stream_options"];
+  if (!options.is_object()) return Invalid("stream_options", "must be an object");
+  if (options.contains("include_usage") && !options["include_usage"].is_boolean()) {
+    return Invalid("stream_options.include_usage", "must be true or false");
+  }
+  return options.value("include_usage", false);
+}
+
 // A message's content: a string, or an array of {"type": "text", "text": ...} parts (joined).
 absl::StatusOr<std::string> ContentOf(const json& m, size_t i) {
   const std::string field = absl::StrCat("messages[", i, "].content");
@@ -94,9 +106,7 @@ absl::Status ParseCommon(const json& body, const std::string& header_session, Re
     return Invalid("stream", "must be true or false");
   }
   r->stream = body.value("stream", false);
-  if (body.contains("stream_options") && body["stream_options"].is_object()) {
-    r->include_usage = body["stream_options"].value("include_usage", false);
-  }
+  RSD_ASSIGN_OR_RETURN(r->include_usage, IncludeUsage(body));
   if (body.contains("user") && !body["user"].is_string()) return Invalid("user", "not a string");
   if (body.contains("session") && !body["session"].is_string()) {
     return Invalid("session", "must be a session id or \"new\"");

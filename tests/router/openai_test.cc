@@ -91,6 +91,10 @@ TEST(OpenAiParse, WhatIsRefusedNamesTheField) {
   refused({{"stop", 3}}, "'stop'");
   refused({{"stop", {"a", 1}}}, "'stop'");
   refused({{"stream", "yes"}}, "'stream'");
+  // libFuzzer's find: include_usage of another type threw out of the parser (a crash).
+  refused({{"stream_options", {{"include_usage", json::array({1})}}}},
+          "'stream_options.include_usage' must be true or false");
+  refused({{"stream_options", "usage"}}, "'stream_options' must be an object");
   refused({{"model", 5}}, "'model'");
   refused({{"messages", json::array()}}, "'messages' must be a non-empty array");
   refused({{"messages", {{{"content", "no role"}}}}}, "needs a string 'role'");
