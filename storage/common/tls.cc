@@ -107,16 +107,25 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const TlsFiles& 
   return grpc::experimental::TlsCredentials(options);
 }
 
-std::vector<std::string> PeerNames(const grpc::ServerContext& ctx) {
+namespace {
+
+// The subject alternative names and common name of the peer certificate an auth context holds.
+std::vector<std::string> CertificateNames(const grpc::AuthContext& auth) {
   std::vector<std::string> out;
-  const std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
-  if (auth == nullptr || !auth->IsPeerAuthenticated()) return out;
   for (const char* property : {"x509_subject_alternative_name", "x509_common_name"}) {
-    for (const grpc::string_ref& v : auth->FindPropertyValues(property)) {
+    for (const grpc::string_ref& v : auth.FindPropertyValues(property)) {
       out.emplace_back(v.data(), v.size());
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<std::string> PeerNames(const grpc::ServerContext& ctx) {
+  const std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return {};
+  return CertificateNames(*auth);
 }
 
 bool CertificateNameMatches(std::string_view name_in, std::string_view pattern_in) {
@@ -143,12 +152,7 @@ class CallerLimit final : public grpc::AuthMetadataProcessor {
   bool IsBlocking() const override { return false; }
   grpc::Status Process(const InputMetadata&, grpc::AuthContext* context, OutputMetadata*,
                        OutputMetadata*) override {
-    std::vector<std::string> names;
-    for (const char* property : {"x509_subject_alternative_name", "x509_common_name"}) {
-      for (const grpc::string_ref& v : context->FindPropertyValues(property)) {
-        names.emplace_back(v.data(), v.size());
-      }
-    }
+    const std::vector<std::string> names = CertificateNames(*context);
     for (const std::string& name : names) {
       for (const std::string& pattern : patterns_) {
         if (CertificateNameMatches(name, pattern)) return grpc::Status::OK;
