@@ -184,6 +184,7 @@ void RouterCore::MonitorLoop() {
     }
     FailoverDeadWorkers();
     RebuildQuarantined();
+    CloseLateCopies(absl::Now());
     if (absl::Now() - last_expiry >= options_.expiry_scan_interval) {
       last_expiry = absl::Now();
       ExpireIdleSessions(last_expiry);

@@ -32,25 +32,11 @@ absl::Status Prefixed(const absl::Status& s, const std::string& what) {
 
 absl::Time Sooner(absl::Time a, absl::Time b) { return a < b ? a : b; }
 
-}  // namespace
+// After its deadline, how long an import that had received its whole stream may still take to
+// commit (one synced RocksDB write): a copy is checked for once this has passed too.
+constexpr absl::Duration kImportSettles = absl::Seconds(10);
 
-void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
-                           absl::Time deadline) {
-  absl::StatusOr<WorkerSnapshot> w = registry_->Get(worker);
-  if (!w.ok() || w->state == WorkerState::kDead) {
-    // It drops the copy when it registers again (RegisterResponse.drop).
-    return;
-  }
-  const absl::Status s =
-      Worker(*w)->CloseSession(ref, Sooner(deadline, absl::Now() + absl::Seconds(5))).status();
-  if (!s.ok() && !absl::IsNotFound(s)) {
-    log::Warn("could not drop the old copy (dropped when the worker registers again)",
-              {{"session", ref.session_id()},
-               {"epoch", std::to_string(ref.epoch())},
-               {"worker", worker},
-               {"error", s.ToString()}});
-  }
-}
+}  // namespace
 
 absl::StatusOr<v1::ImportSessionResponse> RouterCore::Import(
     const WorkerSnapshot& target, absl::Time deadline,
@@ -168,6 +154,9 @@ absl::StatusOr<v1::MigrateResponse> RouterCore::MoveLocked(const SessionRecord& 
     v1::SessionRef new_ref = RefOf(session);
     new_ref.set_epoch(session.epoch + 1);
     CloseCopy(target.desc.id, new_ref, deadline);
+    // The transfer may still commit there after this close, until its deadline.
+    CloseCopyLater(target.desc.id, new_ref,
+                   Sooner(deadline, started + options_.move_timeout) + kImportSettles);
   }
   if (!absl::IsUnavailable(direct.status()) && !absl::IsUnimplemented(direct.status())) {
     return Prefixed(WorkerError(direct.status(), source->desc.id, source->desc.address), what);

@@ -208,6 +208,15 @@ class RouterCore {
   // is the only one); a failure stays queued for the next scan. The monitor's scan calls it.
   void RebuildQuarantined();
 
+  // A copy of a session `worker` may hold at `ref`'s epoch that the journal does not name, to
+  // close at or after `when` unless the journal names it by then: an import whose reply was lost
+  // can still commit on its target after the router closed the copy there (until the transfer's
+  // deadline), and a close that failed leaves its copy. CloseLateCopies, which the monitor's scan
+  // calls with the time, closes those that are due; late_copies_closed() counts them.
+  void CloseCopyLater(const std::string& worker, const v1::SessionRef& ref, absl::Time when);
+  void CloseLateCopies(absl::Time now);
+  int64_t late_copies_closed() const { return late_copies_closed_.load(); }
+
   // Sessions a registering worker reported that it must drop: unknown to the journal, owned by
   // another worker, or at an older epoch than the journal's. A session whose gate is held (a turn
   // or a move in progress) is left alone.
@@ -280,8 +289,18 @@ class RouterCore {
   absl::Status CloseLocked(const SessionRecord& rec, absl::Time deadline);
   // When the session was last active: its last committed turn, else its creation.
   absl::StatusOr<absl::Time> LastActive(const SessionRecord& rec);
-  // Best effort CloseSession of `ref` on the worker `id` (logged on failure).
+  // Best effort CloseSession of `ref` on the worker `id`; a failure is logged and the copy closed
+  // later (CloseCopyLater).
   void CloseCopy(const std::string& worker, const v1::SessionRef& ref, absl::Time deadline);
+  struct LateCopy {
+    std::string worker;
+    v1::SessionRef ref;
+    absl::Time when;
+    std::string last_error;  // logged when it changes
+  };
+  // One due late copy under its session's gate: true once settled (closed, gone, at another
+  // epoch there, named by the journal, or its worker dead: its registration drops it).
+  bool CloseLateCopy(LateCopy& copy);
   std::vector<SessionId> SessionsOwnedBy(const std::string& worker);
   // One queued rebuild: true once done, false if the session is gone or no longer the worker's.
   absl::StatusOr<bool> RebuildQuarantinedOne(const SessionId& id, const std::string& worker,
@@ -299,6 +318,8 @@ class RouterCore {
   std::map<SessionId, std::string> failover_errors_ ABSL_GUARDED_BY(mu_);
   // Sessions reported damaged, and by which worker, until rebuilt.
   std::map<SessionId, std::string> quarantined_ ABSL_GUARDED_BY(mu_);
+  std::vector<LateCopy> late_copies_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int64_t> late_copies_closed_{0};
   SessionGates gates_;
   RouterMetrics metrics_;
   TenantQuotas quotas_;

@@ -177,6 +177,23 @@ class MemoryWorkers final : public WorkerClients {
     absl::MutexLock l(&mu_);
     fenced_[address] = fenced;
   }
+  // While set, a SendSession loses its reply: the source's export is taken, the caller gets
+  // DEADLINE_EXCEEDED, and the target commits the import only at LandLateImports (after the
+  // caller gave up), which returns how many it committed.
+  void SetRepliesLost(bool lost) {
+    absl::MutexLock l(&mu_);
+    replies_lost_ = lost;
+  }
+  int LandLateImports() {
+    std::vector<std::unique_ptr<ImportStream>> late;
+    {
+      absl::MutexLock l(&mu_);
+      late.swap(late_imports_);
+    }
+    int landed = 0;
+    for (auto& import : late) landed += import->Finish().ok() ? 1 : 0;
+    return landed;
+  }
   std::shared_ptr<WorkerClient> At(const std::string& address) override {
     return std::make_shared<Client>(this, address);
   }
@@ -239,6 +256,10 @@ class MemoryWorkers final : public WorkerClients {
       std::unique_ptr<ImportStream> import = std::make_unique<MemoryImportStream>(*target);
       RSD_RETURN_IF_ERROR(source->ExportSession(
           &req.source(), [&](const v1::StateChunk& c) { return import->Write(c); }));
+      if (all_->KeepForLater(import)) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("memory worker: the reply from ", req.target_address(), " was lost"));
+      }
       return import->Finish();
     }
 
@@ -265,6 +286,14 @@ class MemoryWorkers final : public WorkerClients {
     return it->second;
   }
 
+  // Takes `import` for LandLateImports while replies are lost.
+  bool KeepForLater(std::unique_ptr<ImportStream>& import) {
+    absl::MutexLock l(&mu_);
+    if (!replies_lost_) return false;
+    late_imports_.push_back(std::move(import));
+    return true;
+  }
+
   bool Fenced(const std::string& address) {
     absl::MutexLock l(&mu_);
     return fenced_[address];
@@ -274,6 +303,8 @@ class MemoryWorkers final : public WorkerClients {
   std::map<std::string, FakeWorker*> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> down_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> fenced_ ABSL_GUARDED_BY(mu_);
+  bool replies_lost_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<ImportStream>> late_imports_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rsd::router::testing

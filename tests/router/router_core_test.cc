@@ -477,6 +477,57 @@ TEST_F(RouterCoreTest, ATargetTheSourceCannotReachGetsTheStateThroughTheRouter) 
   EXPECT_EQ(w3.Imports().size(), before + 1);
 }
 
+// A move whose reply is lost: the target's import commits after the router gave up and closed the
+// copy there, leaving a copy the journal does not name (it would hold the target's memory and
+// refuse the next move there until the worker registers again). The monitor's scan closes it once
+// the transfer's deadline has passed, and not before; a copy the journal names by then (the move
+// retried and switched) stays.
+TEST_F(RouterCoreTest, ACopyImportedAfterItsMoveFailedIsClosedOnceTheTransfersDeadlinePassed) {
+  FakeWorker& w1 = AddWorker("w1");
+  FakeWorker& w2 = AddWorker("w2");
+  registry_->SetCordoned("w2", true).IgnoreError();
+  const std::string s = Create();
+  registry_->SetCordoned("w2", false).IgnoreError();
+  ASSERT_TRUE(Chat(s, "one").status.ok());
+
+  workers_.SetRepliesLost(true);
+  EXPECT_THAT(core_->Migrate(s, "w2", "", absl::Now() + absl::Seconds(10)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("reply")));
+  workers_.SetRepliesLost(false);
+  ASSERT_EQ(workers_.LandLateImports(), 1);
+  ASSERT_TRUE(w2.Has(s));
+  EXPECT_EQ(w2.Get(s).epoch, 2u);
+  absl::StatusOr<SessionRecord> rec = journal_->GetSession(*ParseSessionId(s));
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->worker, "w1");
+  EXPECT_EQ(rec->epoch, 1u);
+
+  core_->CloseLateCopies(absl::Now());  // the transfer could still commit: not yet
+  EXPECT_TRUE(w2.Has(s));
+  core_->CloseLateCopies(absl::Now() + absl::Minutes(5));
+  EXPECT_FALSE(w2.Has(s));
+  EXPECT_TRUE(w1.Has(s));
+  EXPECT_EQ(core_->late_copies_closed(), 1);
+  Turn two = Chat(s, "two");
+  ASSERT_TRUE(two.status.ok()) << two.status;
+  EXPECT_EQ(two.events.back().done().worker(), "w1");
+
+  // Lost again, then retried: the journal names the retry's copy at the same epoch, which stays.
+  workers_.SetRepliesLost(true);
+  EXPECT_FALSE(core_->Migrate(s, "w2", "", absl::Now() + absl::Seconds(10)).ok());
+  workers_.SetRepliesLost(false);
+  absl::StatusOr<v1::MigrateResponse> moved =
+      core_->Migrate(s, "w2", "", absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->session().epoch(), 2u);
+  core_->CloseLateCopies(absl::Now() + absl::Minutes(5));
+  EXPECT_TRUE(w2.Has(s));
+  EXPECT_EQ(core_->late_copies_closed(), 1);
+  Turn three = Chat(s, "three");
+  ASSERT_TRUE(three.status.ok()) << three.status;
+  EXPECT_EQ(three.events.back().done().worker(), "w2");
+}
+
 // Deduplicated migration on the router's route (issue #15): the router offers the target the
 // chunk keys from the stream's header, leaves out the blocks of the chunks it holds (the stream
 // re-signed after the source's digest checked out), and pipes the session again whole when the

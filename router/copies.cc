@@ -1,0 +1,97 @@
+// Copies of a session that the journal does not name (DESIGN.md section 5): a move's target after a
+// failed move, a source after a switch. The router closes them at once; what it cannot be sure of
+// closing — a close that failed, an import whose reply was lost and which may still commit on its
+// target until the transfer's deadline — it closes again later under the session's gate, unless
+// the journal names the copy by then. Without this such a copy holds the target's memory and
+// refuses the next move of the session there until the worker happens to register again.
+#include <algorithm>
+#include <iterator>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "router/router_core.h"
+#include "storage/common/log.h"
+#include "storage/common/status.h"
+
+namespace rsd::router {
+
+void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
+                           absl::Time deadline) {
+  absl::StatusOr<WorkerSnapshot> w = registry_->Get(worker);
+  if (!w.ok() || w->state == WorkerState::kDead) {
+    // It drops the copy when it registers again (RegisterResponse.drop).
+    return;
+  }
+  const absl::Time until = std::min(deadline, absl::Now() + absl::Seconds(5));
+  const absl::Status s = Worker(*w)->CloseSession(ref, until).status();
+  if (!s.ok() && !absl::IsNotFound(s)) {
+    log::Warn("could not drop the old copy (tried again by the monitor)",
+              {{"session", ref.session_id()},
+               {"epoch", std::to_string(ref.epoch())},
+               {"worker", worker},
+               {"error", s.ToString()}});
+    CloseCopyLater(worker, ref, absl::Now());
+  }
+}
+
+void RouterCore::CloseCopyLater(const std::string& worker, const v1::SessionRef& ref,
+                                absl::Time when) {
+  absl::MutexLock lock(&mu_);
+  late_copies_.push_back({worker, ref, when, ""});
+}
+
+void RouterCore::CloseLateCopies(absl::Time now) {
+  std::vector<LateCopy> due;
+  {
+    absl::MutexLock lock(&mu_);
+    auto first_due = std::stable_partition(late_copies_.begin(), late_copies_.end(),
+                                           [&](const LateCopy& c) { return c.when > now; });
+    due.assign(std::make_move_iterator(first_due), std::make_move_iterator(late_copies_.end()));
+    late_copies_.erase(first_due, late_copies_.end());
+  }
+  std::vector<LateCopy> again;
+  for (LateCopy& copy : due) {
+    if (!CloseLateCopy(copy)) again.push_back(std::move(copy));  // the next scan tries again
+  }
+  absl::MutexLock lock(&mu_);
+  std::move(again.begin(), again.end(), std::back_inserter(late_copies_));
+}
+
+bool RouterCore::CloseLateCopy(LateCopy& copy) {
+  absl::StatusOr<SessionId> id = ParseSessionId(copy.ref.session_id());
+  if (!id.ok()) return true;
+  // No wait: a turn or a move holding the gate is tried again on the next scan.
+  absl::StatusOr<SessionGates::Lock> gate = gates_.Acquire(
+      *id, absl::StrCat("closing a copy on worker '", copy.worker, "' the journal does not name"),
+      absl::Now());
+  if (!gate.ok()) return false;
+  absl::StatusOr<SessionRecord> rec = journal_->GetSession(*id);
+  if (rec.ok() && rec->worker == copy.worker && rec->epoch == copy.ref.epoch()) return true;
+  if (!rec.ok() && !absl::IsNotFound(rec.status())) return false;
+  absl::StatusOr<WorkerSnapshot> w = registry_->Get(copy.worker);
+  if (!w.ok() || w->state == WorkerState::kDead) return true;  // its registration drops it
+  const absl::Status s =
+      Worker(*w)->CloseSession(copy.ref, absl::Now() + absl::Seconds(5)).status();
+  if (s.ok()) {
+    late_copies_closed_.fetch_add(1);
+    log::Info("closed a copy the journal does not name",
+              {{"session", copy.ref.session_id()},
+               {"epoch", std::to_string(copy.ref.epoch())},
+               {"worker", copy.worker}});
+    return true;
+  }
+  // Gone, or the worker holds the session at another epoch: not this copy.
+  if (absl::IsNotFound(s) || absl::IsFailedPrecondition(s)) return true;
+  if (copy.last_error != s.message()) {
+    copy.last_error = std::string(s.message());
+    log::Warn("could not close a copy the journal does not name (trying again)",
+              {{"session", copy.ref.session_id()},
+               {"epoch", std::to_string(copy.ref.epoch())},
+               {"worker", copy.worker},
+               {"error", s.ToString()}});
+  }
+  return false;
+}
+
+}  // namespace rsd::router
