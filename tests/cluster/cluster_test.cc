@@ -330,13 +330,6 @@ TEST_F(ClusterTest, BadInputsGetClearStatusesWhileAnotherSessionRuns) {
               rss_before / 1e6, rss_after / 1e6);
   EXPECT_GE(refused.load(), 10);
   EXPECT_LT(slowest_refusal_ms.load(), 1000);
-#if defined(__SANITIZE_THREAD__)
-  // Under ThreadSanitizer (tools/tsan.sh) the worker's RSS also holds TSan's shadow memory and
-  // access history, which grow with whatever it runs: the bound is for the real build.
-  constexpr bool kRssIsOurs = false;
-#else
-  constexpr bool kRssIsOurs = true;
-#endif
   if (kRssIsOurs) {
     EXPECT_LT(rss_after - rss_before, 64ll << 20) << "memory grew under the flood";
   }

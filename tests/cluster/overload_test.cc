@@ -149,8 +149,10 @@ TEST(Overload, RefusalsAreFastAndCleanAdmittedTurnsFinishAndMemoryStaysFlat) {
       EXPECT_LT(Percentile(load.refused_seconds, 0.5), Percentile(load.committed_seconds, 0.5))
           << "a refusal waits like an admitted turn";
     }
-    EXPECT_LE(rss, rss_at_start + kHot + kWarm + kOverhead) << times << "x: RSS past its bound";
-    if (times == 5 && rss_after_5x >= 0) {
+    // Under a sanitizer the refusals, streams and commits are checked, not RSS.
+    EXPECT_TRUE(!kRssIsOurs || rss <= rss_at_start + kHot + kWarm + kOverhead)
+        << times << "x: RSS " << rss << " past its bound";
+    if (kRssIsOurs && times == 5 && rss_after_5x >= 0) {
       // The same sessions and load again: at least RefusalsWanted(5) more refusals. Flat: a
       // leak of 4 KB a refusal would show.
       EXPECT_LT(rss - rss_after_5x, int64_t{8} << 20) << "RSS grew under the same overload";

@@ -59,4 +59,15 @@ std::string SmolLM2Path();
 // Path of ../shared/models/stories260K.gguf (RSD_STORIES260K or beside the checkout); "" if absent.
 std::string Stories260KPath();
 
+// Whether a process's RSS is its own: not under AddressSanitizer or ThreadSanitizer, whose shadow
+// memory (and ASan's quarantine of freed blocks, TSan's access history) raise it by design
+// (tools/asan.sh and tools/tsan.sh build the cluster's servers the same way as the tests). Bounds
+// on RSS are checked only where it is.
+inline constexpr bool kRssIsOurs =
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    false;
+#else
+    true;
+#endif
+
 }  // namespace rsd::testing

@@ -209,7 +209,9 @@ TEST(Sampler, ADrawNearOneWalksIntoTheNegligibleCandidatesInOrder) {
       p.top_k = k;
       const int32_t got = SampleWithDraw(l, p, u);
       EXPECT_EQ(got, ReferenceSample(l, p, u)) << "u " << u << " k " << k;
-      if (u > 0.9) EXPECT_GE(got, 2) << "the draw reached the negligible candidates";
+      if (u > 0.9) {
+        EXPECT_GE(got, 2) << "the draw reached the negligible candidates";
+      }
     }
   }
 }
