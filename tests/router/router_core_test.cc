@@ -78,6 +78,15 @@ class RouterCoreTest : public ::testing::Test {
     return info.ok() ? info->session_id() : "";
   }
 
+  // A session of the default tenant placed on a worker other than `worker`, which is cordoned
+  // while it is created (a move's target in the tests).
+  std::string CreateAwayFrom(const std::string& worker) {
+    registry_->SetCordoned(worker, true).IgnoreError();
+    const std::string s = Create();
+    registry_->SetCordoned(worker, false).IgnoreError();
+    return s;
+  }
+
   struct Turn {
     absl::Status status;
     std::vector<v1::ChatEvent> events;
@@ -418,9 +427,7 @@ TEST_F(RouterCoreTest, CallerCancellationAndDeadlineReachTheWorker) {
 TEST_F(RouterCoreTest, MigrationAndFailoverMoveTheSessionWithTheNextEpoch) {
   FakeWorker& w1 = AddWorker("w1");
   FakeWorker& w2 = AddWorker("w2");
-  registry_->SetCordoned("w2", true).IgnoreError();
-  const std::string s = Create();
-  registry_->SetCordoned("w2", false).IgnoreError();
+  const std::string s = CreateAwayFrom("w2");
   ASSERT_TRUE(Chat(s, "one").status.ok());
 
   absl::StatusOr<v1::MigrateResponse> moved =
@@ -456,9 +463,7 @@ TEST_F(RouterCoreTest, MigrationAndFailoverMoveTheSessionWithTheNextEpoch) {
 TEST_F(RouterCoreTest, ATargetTheSourceCannotReachGetsTheStateThroughTheRouter) {
   AddWorker("w1");
   FakeWorker& w2 = AddWorker("w2");
-  registry_->SetCordoned("w2", true).IgnoreError();
-  const std::string s = Create();
-  registry_->SetCordoned("w2", false).IgnoreError();
+  const std::string s = CreateAwayFrom("w2");
   ASSERT_TRUE(Chat(s, "one").status.ok());
   workers_.SetFencedFromWorkers("mem://w2", true);
   absl::StatusOr<v1::MigrateResponse> moved =
@@ -485,9 +490,7 @@ TEST_F(RouterCoreTest, ATargetTheSourceCannotReachGetsTheStateThroughTheRouter) 
 TEST_F(RouterCoreTest, ACopyImportedAfterItsMoveFailedIsClosedOnceTheTransfersDeadlinePassed) {
   FakeWorker& w1 = AddWorker("w1");
   FakeWorker& w2 = AddWorker("w2");
-  registry_->SetCordoned("w2", true).IgnoreError();
-  const std::string s = Create();
-  registry_->SetCordoned("w2", false).IgnoreError();
+  const std::string s = CreateAwayFrom("w2");
   ASSERT_TRUE(Chat(s, "one").status.ok());
 
   workers_.SetRepliesLost(true);
@@ -535,9 +538,7 @@ TEST_F(RouterCoreTest, ACopyImportedAfterItsMoveFailedIsClosedOnceTheTransfersDe
 TEST_F(RouterCoreTest, APipedStateLeavesOutWhatTheTargetHoldsAndGoesWholeIfItNoLongerDoes) {
   AddWorker("w1");
   FakeWorker& w2 = AddWorker("w2");
-  registry_->SetCordoned("w2", true).IgnoreError();
-  const std::string s = Create();
-  registry_->SetCordoned("w2", false).IgnoreError();
+  const std::string s = CreateAwayFrom("w2");
   ASSERT_TRUE(Chat(s, "one").status.ok());
   workers_.SetFencedFromWorkers("mem://w2", true);
   w2.held_chunks = 1;  // the fake exports one chunk of two blocks
