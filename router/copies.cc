@@ -6,6 +6,7 @@
 // refuses the next move of the session there until the worker happens to register again.
 #include <algorithm>
 #include <iterator>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,12 @@
 #include "storage/common/status.h"
 
 namespace rsd::router {
+namespace {
+
+constexpr absl::Duration kCloseTimeout = absl::Seconds(2);
+constexpr absl::Duration kRetryAfterFailure = absl::Seconds(5);
+
+}  // namespace
 
 void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
                            absl::Time deadline) {
@@ -50,39 +57,60 @@ void RouterCore::CloseLateCopies(absl::Time now) {
     due.assign(std::make_move_iterator(first_due), std::make_move_iterator(late_copies_.end()));
     late_copies_.erase(first_due, late_copies_.end());
   }
+  // The monitor also fails over dead workers: a worker that does not answer costs one call a scan
+  // (its other copies wait), and its copies are tried again only after kRetryAfterFailure.
   std::vector<LateCopy> again;
+  std::set<std::string> failing;
   for (LateCopy& copy : due) {
-    if (!CloseLateCopy(copy)) again.push_back(std::move(copy));  // the next scan tries again
+    if (failing.count(copy.worker) > 0) {
+      copy.when = now + kRetryAfterFailure;
+      again.push_back(std::move(copy));
+      continue;
+    }
+    switch (CloseLateCopy(copy)) {
+      case LateClose::kSettled:
+        continue;
+      case LateClose::kWorkerFailed:
+        failing.insert(copy.worker);
+        copy.when = now + kRetryAfterFailure;
+        break;
+      case LateClose::kNextScan:
+        break;
+    }
+    again.push_back(std::move(copy));
   }
   absl::MutexLock lock(&mu_);
   std::move(again.begin(), again.end(), std::back_inserter(late_copies_));
 }
 
-bool RouterCore::CloseLateCopy(LateCopy& copy) {
+RouterCore::LateClose RouterCore::CloseLateCopy(LateCopy& copy) {
   absl::StatusOr<SessionId> id = ParseSessionId(copy.ref.session_id());
-  if (!id.ok()) return true;
+  if (!id.ok()) return LateClose::kSettled;
   // No wait: a turn or a move holding the gate is tried again on the next scan.
   absl::StatusOr<SessionGates::Lock> gate = gates_.Acquire(
       *id, absl::StrCat("closing a copy on worker '", copy.worker, "' the journal does not name"),
       absl::Now());
-  if (!gate.ok()) return false;
+  if (!gate.ok()) return LateClose::kNextScan;
   absl::StatusOr<SessionRecord> rec = journal_->GetSession(*id);
-  if (rec.ok() && rec->worker == copy.worker && rec->epoch == copy.ref.epoch()) return true;
-  if (!rec.ok() && !absl::IsNotFound(rec.status())) return false;
+  if (rec.ok() && rec->worker == copy.worker && rec->epoch == copy.ref.epoch()) {
+    return LateClose::kSettled;
+  }
+  if (!rec.ok() && !absl::IsNotFound(rec.status())) return LateClose::kNextScan;
   absl::StatusOr<WorkerSnapshot> w = registry_->Get(copy.worker);
-  if (!w.ok() || w->state == WorkerState::kDead) return true;  // its registration drops it
-  const absl::Status s =
-      Worker(*w)->CloseSession(copy.ref, absl::Now() + absl::Seconds(5)).status();
+  if (!w.ok() || w->state == WorkerState::kDead) {
+    return LateClose::kSettled;  // its registration drops it
+  }
+  const absl::Status s = Worker(*w)->CloseSession(copy.ref, absl::Now() + kCloseTimeout).status();
   if (s.ok()) {
     late_copies_closed_.fetch_add(1);
     log::Info("closed a copy the journal does not name",
               {{"session", copy.ref.session_id()},
                {"epoch", std::to_string(copy.ref.epoch())},
                {"worker", copy.worker}});
-    return true;
+    return LateClose::kSettled;
   }
   // Gone, or the worker holds the session at another epoch: not this copy.
-  if (absl::IsNotFound(s) || absl::IsFailedPrecondition(s)) return true;
+  if (absl::IsNotFound(s) || absl::IsFailedPrecondition(s)) return LateClose::kSettled;
   if (copy.last_error != s.message()) {
     copy.last_error = std::string(s.message());
     log::Warn("could not close a copy the journal does not name (trying again)",
@@ -91,7 +119,7 @@ bool RouterCore::CloseLateCopy(LateCopy& copy) {
                {"worker", copy.worker},
                {"error", s.ToString()}});
   }
-  return false;
+  return LateClose::kWorkerFailed;
 }
 
 }  // namespace rsd::router

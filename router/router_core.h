@@ -298,9 +298,11 @@ class RouterCore {
     absl::Time when;
     std::string last_error;  // logged when it changes
   };
-  // One due late copy under its session's gate: true once settled (closed, gone, at another
-  // epoch there, named by the journal, or its worker dead: its registration drops it).
-  bool CloseLateCopy(LateCopy& copy);
+  // One due late copy under its session's gate: settled (closed, gone, at another epoch there,
+  // named by the journal, or its worker dead: its registration drops it), to try at the next scan
+  // (the gate held, the journal unreadable), or its worker failed the close.
+  enum class LateClose { kSettled, kNextScan, kWorkerFailed };
+  LateClose CloseLateCopy(LateCopy& copy);
   std::vector<SessionId> SessionsOwnedBy(const std::string& worker);
   // One queued rebuild: true once done, false if the session is gone or no longer the worker's.
   absl::StatusOr<bool> RebuildQuarantinedOne(const SessionId& id, const std::string& worker,

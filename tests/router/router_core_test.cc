@@ -507,7 +507,15 @@ TEST_F(RouterCoreTest, ACopyImportedAfterItsMoveFailedIsClosedOnceTheTransfersDe
 
   core_->CloseLateCopies(absl::Now());  // the transfer could still commit: not yet
   EXPECT_TRUE(w2.Has(s));
-  core_->CloseLateCopies(absl::Now() + absl::Minutes(5));
+  // A worker that does not answer is asked again only some seconds later (the monitor that
+  // closes copies also fails over dead workers).
+  const absl::Time after = absl::Now() + absl::Minutes(5);
+  workers_.SetDown("mem://w2", true);
+  core_->CloseLateCopies(after);
+  workers_.SetDown("mem://w2", false);
+  core_->CloseLateCopies(after + absl::Seconds(1));
+  EXPECT_TRUE(w2.Has(s));
+  core_->CloseLateCopies(after + absl::Seconds(6));
   EXPECT_FALSE(w2.Has(s));
   EXPECT_TRUE(w1.Has(s));
   EXPECT_EQ(core_->late_copies_closed(), 1);
