@@ -25,13 +25,8 @@ constexpr absl::Duration kRetryAfterFailure = absl::Seconds(5);
 
 void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
                            absl::Time deadline) {
-  absl::StatusOr<WorkerSnapshot> w = registry_->Get(worker);
-  if (!w.ok() || w->state == WorkerState::kDead) {
-    // It drops the copy when it registers again (RegisterResponse.drop).
-    return;
-  }
   const absl::Time until = std::min(deadline, absl::Now() + absl::Seconds(5));
-  const absl::Status s = Worker(*w)->CloseSession(ref, until).status();
+  const absl::Status s = CloseOn(worker, ref, until);
   if (!s.ok() && !absl::IsNotFound(s)) {
     log::Warn("could not drop the old copy (tried again by the monitor)",
               {{"session", ref.session_id()},
@@ -40,6 +35,16 @@ void RouterCore::CloseCopy(const std::string& worker, const v1::SessionRef& ref,
                {"error", s.ToString()}});
     CloseCopyLater(worker, ref, absl::Now());
   }
+}
+
+absl::Status RouterCore::CloseOn(const std::string& worker, const v1::SessionRef& ref,
+                                 absl::Time until) {
+  absl::StatusOr<WorkerSnapshot> w = registry_->Get(worker);
+  if (!w.ok() || w->state == WorkerState::kDead) {
+    return absl::NotFoundError(
+        absl::StrCat("worker '", worker, "' is not serving; its registration drops the copy"));
+  }
+  return Worker(*w)->CloseSession(ref, until).status();
 }
 
 void RouterCore::CloseCopyLater(const std::string& worker, const v1::SessionRef& ref,
@@ -96,11 +101,7 @@ RouterCore::LateClose RouterCore::CloseLateCopy(LateCopy& copy) {
     return LateClose::kSettled;
   }
   if (!rec.ok() && !absl::IsNotFound(rec.status())) return LateClose::kNextScan;
-  absl::StatusOr<WorkerSnapshot> w = registry_->Get(copy.worker);
-  if (!w.ok() || w->state == WorkerState::kDead) {
-    return LateClose::kSettled;  // its registration drops it
-  }
-  const absl::Status s = Worker(*w)->CloseSession(copy.ref, absl::Now() + kCloseTimeout).status();
+  const absl::Status s = CloseOn(copy.worker, copy.ref, absl::Now() + kCloseTimeout);
   if (s.ok()) {
     late_copies_closed_.fetch_add(1);
     log::Info("closed a copy the journal does not name",
@@ -109,7 +110,8 @@ RouterCore::LateClose RouterCore::CloseLateCopy(LateCopy& copy) {
                {"worker", copy.worker}});
     return LateClose::kSettled;
   }
-  // Gone, or the worker holds the session at another epoch: not this copy.
+  // Gone (or its worker dead: its registration drops it), or the worker holds the session at
+  // another epoch: not this copy.
   if (absl::IsNotFound(s) || absl::IsFailedPrecondition(s)) return LateClose::kSettled;
   if (copy.last_error != s.message()) {
     copy.last_error = std::string(s.message());

@@ -292,6 +292,9 @@ class RouterCore {
   // Best effort CloseSession of `ref` on the worker `id`; a failure is logged and the copy closed
   // later (CloseCopyLater).
   void CloseCopy(const std::string& worker, const v1::SessionRef& ref, absl::Time deadline);
+  // CloseSession of `ref` on `worker`: NOT_FOUND without a call when the worker is unknown or dead
+  // (its registration drops the copy: RegisterResponse.drop).
+  absl::Status CloseOn(const std::string& worker, const v1::SessionRef& ref, absl::Time until);
   struct LateCopy {
     std::string worker;
     v1::SessionRef ref;

@@ -43,6 +43,15 @@ TempDirs& Made() {
 
 }  // namespace
 
+bool ShortRun() {
+  auto set = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && std::string(v) == "1";
+  };
+  if (set("RSD_TEST_FULL")) return false;
+  return kInstrumented || set("RSD_TEST_SHORT");
+}
+
 std::string MakeTempDir(const std::string& prefix) {
   const char* base = std::getenv("TEST_TMPDIR");
   fs::path root = base ? fs::path(base) : fs::temp_directory_path();

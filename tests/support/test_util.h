@@ -59,15 +59,22 @@ std::string SmolLM2Path();
 // Path of ../shared/models/stories260K.gguf (RSD_STORIES260K or beside the checkout); "" if absent.
 std::string Stories260KPath();
 
-// Whether a process's RSS is its own: not under AddressSanitizer or ThreadSanitizer, whose shadow
-// memory (and ASan's quarantine of freed blocks, TSan's access history) raise it by design
-// (tools/asan.sh and tools/tsan.sh build the cluster's servers the same way as the tests). Bounds
-// on RSS are checked only where it is.
-inline constexpr bool kRssIsOurs =
+// Whether this tree is built with AddressSanitizer or ThreadSanitizer (tools/asan.sh, tsan.sh; the
+// cluster's servers are built the same way as the tests). A process's RSS is its own only where it
+// is not: shadow memory (and ASan's quarantine of freed blocks, TSan's access history) raise it by
+// design, so bounds on RSS are checked only in the plain build.
+inline constexpr bool kInstrumented =
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    false;
-#else
     true;
+#else
+    false;
 #endif
+inline constexpr bool kRssIsOurs = !kInstrumented;
+
+// Whether the longest tests run their short configuration (fewer turns or cases, every path still
+// taken): in an instrumented tree, which runs several times slower and whose purpose is the
+// sanitizers' view of each path, not the repetitions; the plain build runs them whole.
+// RSD_TEST_FULL=1 runs them whole there too; RSD_TEST_SHORT=1 runs them short in any build.
+bool ShortRun();
 
 }  // namespace rsd::testing
