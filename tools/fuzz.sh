@@ -19,15 +19,35 @@ cmake -S "$root" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
   -DRSD_FUZZ=ON -DRSD_TESTS_CORE_ONLY=OFF -DRSD_BUILD_BENCH=OFF > "$out/configure.log"
 ninja -C "$out" -j2 "${targets[@]}"
-for t in "${targets[@]}"; do
-  corpus="$out/corpus/$t"
-  crashes="$out/crashes/$t"
+# One target's run: seeds, then libFuzzer for $seconds; its output goes to $out/logs/<target>.log.
+fuzz_one() {
+  local t="$1" corpus="$out/corpus/$1" crashes="$out/crashes/$1"
   mkdir -p "$corpus" "$crashes"
   # The seeds: the replay build of the same target writes them.
-  "$root/build/tests/fuzz/$t" --write-seeds "$corpus"
-  [ -d "$root/tests/fuzz/corpus/$t" ] && cp "$root/tests/fuzz/corpus/$t"/* "$corpus"/ 2>/dev/null || true
-  echo "== $t: ${seconds}s"
+  "$root/build/tests/fuzz/$t" --write-seeds "$corpus" || return 1
+  if [ -d "$root/tests/fuzz/corpus/$t" ]; then cp "$root/tests/fuzz/corpus/$t"/* "$corpus"/; fi
   "$out/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -artifact_prefix="$crashes/" \
-    -print_final_stats=1 -rss_limit_mb=2048 2>&1 | tail -n 12
+    -print_final_stats=1 -rss_limit_mb=2048 > "$out/logs/$t.log" 2>&1
+}
+# Two lanes (libFuzzer runs one thread; the machines here have two cores), each target still
+# fuzzed for $seconds; a lane goes on after a crash, and any crash fails the script.
+rm -rf "$out/logs" && mkdir -p "$out/logs"
+lane() {
+  local status=0 i
+  for ((i = $1; i < ${#targets[@]}; i += 2)); do fuzz_one "${targets[$i]}" || status=1; done
+  return "$status"
+}
+lane 0 & first=$!
+lane 1 & second=$!
+status=0
+wait "$first" || status=1
+wait "$second" || status=1
+for t in "${targets[@]}"; do
+  echo "== $t: ${seconds}s"
+  tail -n 12 "$out/logs/$t.log"
 done
+if [ "$status" != 0 ]; then
+  echo "fuzz: a target crashed or failed (inputs in $out/crashes/)" >&2
+  exit 1
+fi
 echo "fuzz: no crash in ${#targets[@]} targets x ${seconds}s"
