@@ -84,7 +84,7 @@ export RSD_SOURCE_DIR="$root"
 # Filters: cuda-emu's fibers (swapcontext, which TSan does not follow) stay out. Instrumented, the
 # cluster tests run about five to nine times slower; CI runs the five that cover the concurrent
 # paths (bad inputs and cancellation beside a running session, kill -9 mid-turn, drain under
-# load, refused imports) in about four and a half minutes. The deduplicated migration (3 min here:
+# load, refused imports) in about five and a half minutes. The deduplicated migration (3 min here:
 # SmolLM2 prefills of a 490-token prompt, instrumented) is left to RSD_TSAN_CLUSTER; its router
 # side, the dedup pipe, runs under TSan in router_core_test. RSD_TSAN_CLUSTER overrides the filter
 # ('*' for all: the 16-session equality, chaos, overload and RSS runs take long).
