@@ -26,8 +26,6 @@ rm -rf "$reports" && mkdir -p "$reports"
 export ASAN_OPTIONS="detect_leaks=1 log_path=$reports/asan"
 export UBSAN_OPTIONS="print_stacktrace=1 log_path=$reports/ubsan"
 exclude="${RSD_ASAN_EXCLUDE:-^(check_sizes.*|k8s_validate)$}"
-# The chaos suite's short configuration is 4 rounds; 2 here (about four minutes instrumented).
-export RSD_CHAOS_ROUNDS="${RSD_CHAOS_ROUNDS:-2}"
 echo "== every test under ASan + UBSan (left out: $exclude) =="
 status=0
 (cd "$build" && ctest --output-on-failure -j"${RSD_JOBS:-2}" --timeout 1200 -E "$exclude") ||

@@ -11,7 +11,8 @@
 //  - no session is lost.
 // Printed: turns committed, turns retried, kills, migrations, the time from a kill until each
 // turn it interrupted committed (p50 / p99), turns lost (must be 0).
-// Rounds: RSD_CHAOS_ROUNDS (default 4, what CI runs); e.g. RSD_CHAOS_ROUNDS=40 for a long run.
+// Rounds: RSD_CHAOS_ROUNDS (default 4, what CI runs; 2 instrumented: testing::ShortRun); e.g.
+// RSD_CHAOS_ROUNDS=40 for a long run.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -73,7 +74,7 @@ v1::TurnRequest TurnOf(const std::string& session, int s, int t) {
 int Rounds() {
   const char* v = std::getenv("RSD_CHAOS_ROUNDS");
   const int n = v != nullptr ? std::atoi(v) : 0;
-  return n > 0 ? n : 4;
+  return n > 0 ? n : ShortRun() ? 2 : 4;
 }
 
 // What the clients and the driver share.
